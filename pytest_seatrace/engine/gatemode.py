@@ -1,0 +1,169 @@
+"""Gate start with httpx: one ``AsyncClient`` per client, all released by one event.
+
+The flexible path: arbitrary attempt logic (``race.run``), in-process ASGI apps, anything the
+raw path cannot express. Each client has its own connection (``max_connections=1``), warmed
+before the gate, and all clients share one SSL context.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import ssl
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+import httpx
+
+from pytest_seatrace.engine.builder import RequestBuilder
+from pytest_seatrace.engine.classify import Classifier
+from pytest_seatrace.engine.gates import ResourceGate
+from pytest_seatrace.engine.plan import Attempt, AttemptFn, RaceConfig
+from pytest_seatrace.results import BODY_KEEP, Outcome, Record
+
+
+class GateFirer:
+    """Fires waves in gate mode; ``spec`` requests through ``builder``, or ``attempt_fn``."""
+
+    def __init__(
+        self,
+        config: RaceConfig,
+        classifier: Classifier,
+        ssl_context: ssl.SSLContext,
+        *,
+        base_url: str | None,
+        builder: RequestBuilder | None = None,
+        attempt_fn: AttemptFn | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.config = config
+        self.classifier = classifier
+        self.ssl_context = ssl_context
+        self.base_url = base_url
+        self.builder = builder
+        self.attempt_fn = attempt_fn
+        self.transport = transport
+        self._clients: list[httpx.AsyncClient] = []
+        self._warm: set[int] = set()
+
+    def _client(self, slot: int) -> httpx.AsyncClient:
+        while len(self._clients) <= slot:
+            self._clients.append(
+                httpx.AsyncClient(
+                    base_url=self.base_url or ("http://testserver" if self.transport else ""),
+                    limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+                    timeout=self.config.timeout,
+                    verify=self.ssl_context,
+                    trust_env=False,
+                    transport=self.transport,
+                )
+            )
+        return self._clients[slot]
+
+    async def fire_wave(self, rnd: int, indices: Sequence[int]) -> list[Record]:
+        cfg = self.config
+        records: list[Record] = []
+        jobs: list[tuple[int, Record, ResourceGate]] = []
+        for position, index in enumerate(indices):
+            gate = ResourceGate(cfg.concurrency)
+            order = list(range(1, cfg.concurrency + 1))
+            random.Random(f"{cfg.seed}-{rnd}-{index}").shuffle(order)
+            for client in order:
+                rec = Record(resource=index, client=client, round=rnd)
+                records.append(rec)
+                jobs.append((position * cfg.concurrency + client - 1, rec, gate))
+        async with anyio.create_task_group() as tg:
+            for slot, rec, gate in jobs:
+                tg.start_soon(self._run_one, self._client(slot), slot, rec, gate)
+        return records
+
+    async def _warm_up(self, client: httpx.AsyncClient, slot: int, url: httpx.URL | None) -> None:
+        """Open the connection before the gate with a HEAD of the origin's root (status ignored)."""
+        if slot in self._warm or self.transport is not None or url is None or not url.host:
+            return
+        await client.head(url.copy_with(path="/", query=None, fragment=None))
+        self._warm.add(slot)
+
+    async def _run_one(self, client: httpx.AsyncClient, slot: int, rec: Record, gate: ResourceGate) -> None:
+        cfg = self.config
+        attempt_gate_used = False
+        scope = anyio.CancelScope(deadline=anyio.current_time() + cfg.timeout)
+
+        async def at_gate() -> None:
+            nonlocal attempt_gate_used
+            if attempt_gate_used:
+                raise RuntimeError("attempt.gate() called twice in one attempt")
+            attempt_gate_used = True
+            scope.deadline = math.inf
+            await gate.arrive()
+            scope.deadline = anyio.current_time() + cfg.timeout
+            rec.sent_ns = time.perf_counter_ns()
+
+        response: Any = None
+        try:
+            with scope:
+                if self.attempt_fn is not None:
+                    attempt = Attempt(cfg.resources[rec.resource], rec.client, rec.round, http=client, _gate=at_gate)
+                    base = httpx.URL(self.base_url) if self.base_url else None
+                    await self._warm_up(client, slot, base)
+                    response = await self.attempt_fn(attempt)
+                else:
+                    assert self.builder is not None
+                    request = self.builder.build(Attempt(cfg.resources[rec.resource], rec.client, rec.round))
+                    await self._warm_up(client, slot, request.url)
+                    await at_gate()
+                    response = await client.send(request)
+        except httpx.TimeoutException as exc:
+            self._transport_failure(rec, exc, after_gate=attempt_gate_used)
+        except httpx.TransportError as exc:
+            self._transport_failure(rec, exc, after_gate=False)
+        except Exception as exc:
+            rec.outcome, rec.fatal = Outcome.ERROR, True
+            rec.reason = f"attempt raised {type(exc).__name__}: {exc}"
+        finally:
+            if not attempt_gate_used:
+                gate.leave()
+        rec.end_ns = time.perf_counter_ns()
+        if not rec.sent_ns and not attempt_gate_used and response is not None:
+            rec.sent_ns = rec.end_ns  # an attempt that never called gate(): untimed
+        if scope.cancelled_caught:
+            if attempt_gate_used:
+                rec.outcome, rec.reason = Outcome.UNKNOWN, f"no response within {cfg.timeout}s after the gate"
+            else:
+                rec.outcome, rec.reason = Outcome.ERROR, f"set-up before the gate took over {cfg.timeout}s"
+            return
+        if response is None or rec.reason:
+            return
+        if not isinstance(response, httpx.Response):
+            rec.outcome, rec.fatal = Outcome.ERROR, True
+            rec.reason = f"attempt returned {type(response).__name__}, expected httpx.Response"
+            return
+        await response.aread()
+        rec.status = response.status_code
+        stamp = response.headers.get("x-arrival-ns", "")
+        rec.server_ns = int(stamp) if stamp.isdigit() else 0
+        verdict = self.classifier.classify(response.status_code, response)
+        rec.outcome, rec.reason, rec.fatal = verdict.outcome, verdict.reason, verdict.fatal
+        if rec.outcome is Outcome.WIN:
+            rec.body = response.content[:BODY_KEEP]
+
+    def _transport_failure(self, rec: Record, exc: httpx.HTTPError, *, after_gate: bool) -> None:
+        url = ""
+        try:
+            url = str(exc.request.url)
+        except RuntimeError:
+            pass
+        if after_gate and isinstance(exc, (httpx.ReadTimeout, httpx.WriteTimeout)):
+            rec.outcome, rec.reason = Outcome.UNKNOWN, f"{type(exc).__name__} after the gate"
+            return
+        text = str(exc) or type(exc).__name__
+        if isinstance(exc, httpx.ConnectError) and "refused" in text.lower():
+            text = "connection refused"
+        rec.outcome, rec.reason = Outcome.ERROR, f"{text} to {url}" if url else text
+
+    async def aclose(self) -> None:
+        for client in self._clients:
+            await client.aclose()
+        self._clients.clear()

@@ -1,0 +1,170 @@
+"""Last-byte start: every request written but its final byte, then all final bytes at once.
+
+Per wave: build the requests, open (or reuse) one connection per client, write each request
+but its last byte, then for each resource send the held bytes back to back from one loop in a
+seeded shuffled order, and read every response concurrently.
+"""
+
+from __future__ import annotations
+
+import random
+import ssl
+import time
+from collections.abc import Sequence
+
+import anyio
+import httpx
+
+from pytest_seatrace.engine.builder import RequestBuilder, origin_of, serialize
+from pytest_seatrace.engine.classify import Classifier
+from pytest_seatrace.engine.plan import Attempt, RaceConfig
+from pytest_seatrace.engine.rawhttp import RawConnection, RawResponse, TransportError
+from pytest_seatrace.results import BODY_KEEP, Outcome, Record
+
+
+class Slot:
+    """One client of one resource in the current wave."""
+
+    __slots__ = ("conn", "record", "request", "request_bytes")
+
+    def __init__(self, record: Record) -> None:
+        self.record = record
+        self.request: httpx.Request | None = None
+        self.request_bytes = b""
+        self.conn: RawConnection | None = None
+
+
+class LastByteFirer:
+    """Fires waves in last-byte mode, keeping connections between waves."""
+
+    def __init__(
+        self, config: RaceConfig, builder: RequestBuilder, ssl_context: ssl.SSLContext, classifier: Classifier
+    ) -> None:
+        self.config = config
+        self.builder = builder
+        self.ssl_context = ssl_context
+        self.classifier = classifier
+        self._pool: list[RawConnection] = []
+
+    async def fire_wave(self, rnd: int, indices: Sequence[int]) -> list[Record]:
+        cfg = self.config
+        slots = [
+            Slot(Record(resource=index, client=client, round=rnd))
+            for index in indices
+            for client in range(1, cfg.concurrency + 1)
+        ]
+        for slot in slots:
+            rec = slot.record
+            attempt = Attempt(cfg.resources[rec.resource], rec.client, rnd)
+            slot.request = self.builder.build(attempt)
+        async with anyio.create_task_group() as tg:
+            for slot in slots:
+                tg.start_soon(self._connect_and_prepare, slot)
+        for index in indices:
+            self._release(rnd, index, [s for s in slots if s.record.resource == index])
+        async with anyio.create_task_group() as tg:
+            for slot in slots:
+                if slot.conn is not None:
+                    tg.start_soon(self._collect, slot)
+        return [s.record for s in slots]
+
+    async def _connect_and_prepare(self, slot: Slot) -> None:
+        assert slot.request is not None
+        origin = origin_of(slot.request)
+        conn = self._reuse(origin)
+        try:
+            with anyio.fail_after(self.config.timeout):
+                if conn is None:
+                    conn = await RawConnection.open(origin, self.ssl_context if origin.scheme == "https" else None)
+                await conn.prepare(serialize(conn.h11, slot.request))
+        except TimeoutError:
+            self._fail(slot, conn, f"connect timeout after {self.config.timeout}s to {origin.url}")
+        except TransportError as exc:
+            self._fail(slot, conn, str(exc))
+        except OSError as exc:
+            self._fail(slot, conn, f"connection to {origin.url} failed: {exc}")
+        else:
+            slot.conn = conn
+
+    def _reuse(self, origin: object) -> RawConnection | None:
+        while self._pool:
+            conn = self._pool.pop()
+            if conn.origin == origin and conn.early_answer() is None:
+                return conn
+            conn.close()
+        return None
+
+    def _fail(self, slot: Slot, conn: RawConnection | None, reason: str) -> None:
+        slot.record.outcome = Outcome.ERROR
+        slot.record.reason = reason
+        slot.record.end_ns = time.perf_counter_ns()
+        if conn is not None:
+            conn.close()
+
+    def _release(self, rnd: int, index: int, slots: list[Slot]) -> None:
+        """The gate: check every connection, then the final bytes back to back, stamping each."""
+        ready = []
+        for slot in slots:
+            if slot.conn is None:
+                continue
+            problem = slot.conn.early_answer()
+            if problem:
+                self._fail(slot, slot.conn, problem)
+                slot.conn = None
+            else:
+                ready.append(slot)
+        random.Random(f"{self.config.seed}-{rnd}-{index}").shuffle(ready)
+        clock = time.perf_counter_ns
+        for slot in ready:
+            conn = slot.conn
+            assert conn is not None
+            try:
+                conn.fire()
+            except OSError as exc:
+                self._fail(slot, conn, f"final byte not sent: {exc}")
+                slot.conn = None
+                continue
+            slot.record.sent_ns = clock()
+
+    async def _collect(self, slot: Slot) -> None:
+        conn, rec = slot.conn, slot.record
+        assert conn is not None
+        remaining = self.config.timeout - (time.perf_counter_ns() - rec.sent_ns) / 1e9
+        response: RawResponse | None = None
+        with anyio.move_on_after(max(remaining, 0)):
+            try:
+                response = await conn.read_response(keep_body=self.classifier.needs_response)
+            except TransportError as exc:
+                self._fail(slot, conn, str(exc))
+                return
+        if response is None:
+            rec.outcome = Outcome.UNKNOWN
+            rec.reason = f"no response within {self.config.timeout}s after the final write"
+            rec.end_ns = time.perf_counter_ns()
+            conn.close()
+            return
+        rec.end_ns = response.end_ns
+        rec.status = response.status
+        for name, value in response.headers:
+            if name == b"x-arrival-ns":
+                rec.server_ns = int(value) if value.isdigit() else 0
+        verdict = self.classifier.classify(response.status, lambda: self._as_httpx(slot, response))
+        rec.outcome, rec.reason, rec.fatal = verdict.outcome, verdict.reason, verdict.fatal
+        if rec.outcome is Outcome.WIN:
+            rec.body = (response.body or b"")[:BODY_KEEP]
+        if response.keep_alive:
+            self._pool.append(conn)
+        else:
+            conn.close()
+
+    @staticmethod
+    def _as_httpx(slot: Slot, response: RawResponse) -> httpx.Response:
+        return httpx.Response(
+            response.status, headers=response.headers, content=response.body or b"", request=slot.request
+        )
+
+    async def aclose(self) -> None:
+        for conn in self._pool:
+            conn.close()
+        self._pool.clear()
+

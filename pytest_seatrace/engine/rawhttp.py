@@ -1,0 +1,226 @@
+"""A raw HTTP/1.1 client connection for last-byte starts: our own socket, h11, optional TLS.
+
+The engine owns its sockets because the final bytes of 100 requests must leave from one
+loop with plain ``send()`` calls, back to back; asyncio's transports give no such control.
+``TCP_NODELAY`` is set, or a held one-byte segment can wait ~40 ms for a delayed ACK. Over TLS
+the final byte is pre-encrypted into its own record (``ssl.SSLObject`` over memory BIOs), so
+the gate writes ready ciphertext just the same.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import time
+from dataclasses import dataclass
+
+import anyio
+import h11
+
+RECV_SIZE = 65536
+
+
+class TransportError(Exception):
+    """A connection-level failure with a message meant for the user."""
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    scheme: str
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://{self.host}:{self.port}"
+
+
+@dataclass(slots=True)
+class RawResponse:
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes | None
+    end_ns: int
+    keep_alive: bool
+
+
+class RawConnection:
+    """One client's connection; reused across waves while the server keeps it alive."""
+
+    def __init__(self, sock: socket.socket, origin: Origin, tls: ssl.SSLObject | None = None) -> None:
+        self.sock = sock
+        self.origin = origin
+        self.tls = tls
+        self._incoming = ssl.MemoryBIO() if tls else None
+        self._outgoing = ssl.MemoryBIO() if tls else None
+        self.h11 = h11.Connection(our_role=h11.CLIENT)
+        self.final = b""
+        self.closed = False
+
+    # -- opening ---------------------------------------------------------------------------
+
+    @classmethod
+    async def open(cls, origin: Origin, ssl_context: ssl.SSLContext | None) -> RawConnection:
+        """Connect (and handshake over TLS); the caller bounds this with its timeout."""
+        try:
+            infos = await anyio.getaddrinfo(origin.host, origin.port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise TransportError(f"cannot resolve {origin.host}: {exc}") from None
+        last: OSError | None = None
+        for family, _, _, _, addr in infos:
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            try:
+                try:
+                    sock.connect(addr)
+                except BlockingIOError:
+                    await anyio.wait_writable(sock)
+                    err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                    if err:
+                        raise OSError(err, os.strerror(err)) from None
+            except OSError as exc:
+                sock.close()
+                last = exc
+                continue
+            except BaseException:
+                sock.close()
+                raise
+            conn = cls(sock, origin)
+            if ssl_context is not None:
+                try:
+                    await conn._handshake(ssl_context)
+                except BaseException:
+                    conn.close()
+                    raise
+            return conn
+        reason = "connection refused" if isinstance(last, ConnectionRefusedError) else f"cannot connect ({last})"
+        raise TransportError(f"{reason} to {origin.url}")
+
+    async def _handshake(self, context: ssl.SSLContext) -> None:
+        assert self._incoming is not None and self._outgoing is not None
+        self.tls = context.wrap_bio(self._incoming, self._outgoing, server_hostname=self.origin.host)
+        while True:
+            try:
+                self.tls.do_handshake()
+            except ssl.SSLWantReadError:
+                await self._send_all(self._outgoing.read())
+                await self._fill()
+            except ssl.SSLError as exc:
+                raise TransportError(f"TLS handshake with {self.origin.url} failed: {exc}") from None
+            else:
+                await self._send_all(self._outgoing.read())
+                return
+
+    # -- writing ---------------------------------------------------------------------------
+
+    async def _send_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                sent = self.sock.send(view)
+            except BlockingIOError:
+                await anyio.wait_writable(self.sock)
+                continue
+            view = view[sent:]
+
+    def _encrypt(self, data: bytes) -> bytes:
+        if self.tls is None:
+            return data
+        assert self._outgoing is not None
+        self.tls.write(data)
+        return self._outgoing.read()
+
+    async def prepare(self, request: bytes) -> None:
+        """Write all of ``request`` but its final byte, and hold that byte (encrypted if TLS)."""
+        await self._send_all(self._encrypt(request[:-1]))
+        self.final = self._encrypt(request[-1:])
+
+    def fire(self) -> None:
+        """Send the held final bytes now; called back to back for every client at the gate."""
+        sent = self.sock.send(self.final)
+        if sent != len(self.final):  # a full socket buffer: finish the rest without delay
+            self.sock.setblocking(True)
+            try:
+                self.sock.sendall(self.final[sent:])
+            finally:
+                self.sock.setblocking(False)
+
+    def early_answer(self) -> str | None:
+        """Why this connection cannot take its final byte (closed, or answered already), if so."""
+        try:
+            data = self.sock.recv(1, socket.MSG_PEEK)
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            return f"connection lost before the final byte: {exc}"
+        if not data:
+            return "server closed the connection before the final byte"
+        return "server answered before the final byte was sent"
+
+    # -- reading ---------------------------------------------------------------------------
+
+    async def _fill(self) -> bytes:
+        """Wait for and read the next bytes from the socket (decrypted if TLS); b"" at EOF."""
+        while True:
+            if self.tls is not None:
+                assert self._incoming is not None
+                try:
+                    return self.tls.read(RECV_SIZE)
+                except ssl.SSLWantReadError:
+                    pass
+                except ssl.SSLZeroReturnError:
+                    return b""
+                except ssl.SSLError as exc:
+                    raise TransportError(f"TLS error: {exc}") from None
+            await anyio.wait_readable(self.sock)
+            try:
+                data = self.sock.recv(RECV_SIZE)
+            except BlockingIOError:
+                continue
+            except OSError as exc:
+                raise TransportError(f"connection lost: {exc}") from None
+            if self.tls is None:
+                return data
+            assert self._incoming is not None
+            if not data:
+                self._incoming.write_eof()
+            else:
+                self._incoming.write(data)
+
+    async def read_response(self, keep_body: bool) -> RawResponse:
+        """Parse one response with h11; the body is kept only when a predicate needs it."""
+        status = 0
+        headers: list[tuple[bytes, bytes]] = []
+        chunks: list[bytes] = []
+        while True:
+            try:
+                event = self.h11.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise TransportError(f"malformed response: {exc}") from None
+            if event is h11.NEED_DATA:
+                data = await self._fill()
+                if not data and status == 0:
+                    raise TransportError("server closed the connection without answering")
+                self.h11.receive_data(data)
+            elif isinstance(event, h11.Response):
+                status = event.status_code
+                headers = list(event.headers)
+            elif isinstance(event, h11.Data):
+                if keep_body or len(chunks) == 0:
+                    chunks.append(bytes(event.data))
+            elif isinstance(event, h11.EndOfMessage):
+                end = time.perf_counter_ns()
+                keep_alive = self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE
+                if keep_alive:
+                    self.h11.start_next_cycle()
+                body = b"".join(chunks)
+                return RawResponse(status, headers, body, end, keep_alive)
+            elif isinstance(event, h11.ConnectionClosed):
+                raise TransportError("server closed the connection mid-response")
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.sock.close()

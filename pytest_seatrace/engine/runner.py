@@ -1,0 +1,158 @@
+"""One race end to end: rounds of waves, reset between rounds, verify after each, the result."""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import AsyncIterator, Hashable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any, Protocol
+
+import anyio
+import anyio.to_thread
+import httpx
+
+from pytest_seatrace.aggregate import build_result
+from pytest_seatrace.engine.asgi import lifespan
+from pytest_seatrace.engine.builder import RequestBuilder, check_url, make_ssl_context
+from pytest_seatrace.engine.classify import Classifier
+from pytest_seatrace.engine.gatemode import GateFirer
+from pytest_seatrace.engine.lastbyte import LastByteFirer
+from pytest_seatrace.engine.limits import ensure_open_files
+from pytest_seatrace.engine.plan import Attempt, AttemptFn, RaceConfig, RequestSpec, Reset, TargetOptions, Verify
+from pytest_seatrace.errors import RaceUsageError
+from pytest_seatrace.results import RaceResult, Record, Violation
+
+
+class Firer(Protocol):
+    async def fire_wave(self, rnd: int, indices: Sequence[int]) -> list[Record]: ...
+
+    async def aclose(self) -> None: ...
+
+
+def waves(count: int, parallel: int) -> list[range]:
+    """Resource indices in groups of ``parallel``."""
+    return [range(start, min(start + parallel, count)) for start in range(0, count, parallel)]
+
+
+async def run_race(
+    *,
+    name: str,
+    config: RaceConfig,
+    target: TargetOptions,
+    spec: RequestSpec | None = None,
+    attempt_fn: AttemptFn | None = None,
+    verify: Verify | None = None,
+    reset: Reset | None = None,
+) -> RaceResult:
+    """Race ``spec`` (or ``attempt_fn``) per ``config`` and judge the records."""
+    if (spec is None) == (attempt_fn is None):
+        raise RaceUsageError("a race needs exactly one of a request or an attempt function")
+    if not config.resources:
+        raise RaceUsageError("resources: no resources to race")
+    if target.app is None:
+        ensure_open_files(config.concurrency * config.parallel)
+    clock = (time.time_ns(), time.perf_counter_ns())
+    records: list[Record] = []
+    held: dict[tuple[int, int], int] = {}
+    extra: list[Violation] = []
+    busy = 0.0
+    async with _firer(config, target, spec, attempt_fn) as (firer, reset_url):
+        for rnd in range(1, config.rounds + 1):
+            if rnd > 1:
+                await _reset(reset, reset_url, config.timeout)
+            start = time.perf_counter()
+            for wave in waves(len(config.resources), config.parallel):
+                records += await firer.fire_wave(rnd, wave)
+            busy += time.perf_counter() - start
+            if verify is not None:
+                for index, resource in enumerate(config.resources):
+                    holders = await _verify(verify, resource, extra, rnd)
+                    if holders is not None:
+                        held[(rnd, index)] = holders
+    return build_result(
+        name=name,
+        config=config,
+        records=records,
+        duration=busy,
+        clock=clock,
+        held=held if verify is not None else None,
+        extra_violations=extra,
+    )
+
+
+@asynccontextmanager
+async def _firer(
+    config: RaceConfig, target: TargetOptions, spec: RequestSpec | None, attempt_fn: AttemptFn | None
+) -> AsyncIterator[tuple[Firer, str | None]]:
+    classifier = Classifier(config)
+    ssl_context = make_ssl_context(target.tls_verify)
+    async with AsyncExitStack() as stack:
+        transport = None
+        if target.app is not None:
+            await stack.enter_async_context(lifespan(target.app))
+            transport = httpx.ASGITransport(app=target.app, raise_app_exceptions=False)
+        reset_url = _origin(target.base_url) if target.base_url else None
+        builder = None
+        if spec is not None:
+            builder = RequestBuilder(spec, target.base_url, ssl_context)
+            stack.push_async_callback(builder.aclose)
+            first = builder.build(Attempt(config.resources[0], 1, 1))  # bad URLs fail here, once
+            reset_url = reset_url or _origin(str(first.url))
+        firer: Firer
+        if config.sync == "last-byte" and builder is not None and transport is None:
+            firer = LastByteFirer(config, builder, ssl_context, classifier)
+        else:
+            if target.base_url and transport is None:
+                check_url(httpx.URL(target.base_url), target.base_url)
+            firer = GateFirer(
+                config,
+                classifier,
+                ssl_context,
+                base_url=target.base_url,
+                builder=builder,
+                attempt_fn=attempt_fn,
+                transport=transport,
+            )
+        stack.push_async_callback(firer.aclose)
+        yield firer, reset_url
+
+
+def _origin(url: str) -> str:
+    parsed = httpx.URL(url)
+    return str(parsed.copy_with(path="/", query=None, fragment=None)).rstrip("/")
+
+
+async def _reset(reset: Reset | None, origin: str | None, timeout: float) -> None:
+    """Between rounds: the user's ``reset=`` callable, else ``POST {origin}/reset``."""
+    if reset is not None:
+        await _call(reset)
+        return
+    if origin is None:
+        raise RaceUsageError("rounds > 1 needs reset= or a base URL whose POST /reset restores the state")
+    async with httpx.AsyncClient(trust_env=False, timeout=timeout) as client:
+        response = await client.post(f"{origin}/reset")
+    if response.status_code >= 300:
+        raise RaceUsageError(
+            f"POST {origin}/reset between rounds answered {response.status_code}; pass reset= to reset the state"
+        )
+
+
+async def _call(fn: Any, *args: Any) -> Any:
+    """Await an async callable; run a sync one in a thread (it may block on I/O)."""
+    value = await fn(*args) if inspect.iscoroutinefunction(fn) else await anyio.to_thread.run_sync(fn, *args)
+    return await value if inspect.isawaitable(value) else value
+
+
+async def _verify(verify: Verify, resource: Hashable, extra: list[Violation], rnd: int) -> int | None:
+    """Holders of ``resource`` in the final state; a failing ``verify`` is a violation, not a crash."""
+    try:
+        value = await _call(verify, resource)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"verify() returned {value!r}, expected the number of holders (int)")
+        return value
+    except Exception as exc:
+        extra.append(
+            Violation("verify", resource, rnd, "an int", type(exc).__name__, f"verify({resource!r}) raised: {exc}")
+        )
+        return None

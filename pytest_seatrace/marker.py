@@ -1,0 +1,178 @@
+"""The ``race`` marker: its schema is the signature of ``race()``; values are checked once.
+
+Python's own ``TypeError`` names an unknown keyword; ``MarkerError`` names a bad value and
+what is allowed. Call arguments of ``race.post(...)`` go through the same checks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Iterable, Mapping
+from typing import Any
+
+from pytest_seatrace.engine.plan import (
+    REJECT_DEFAULT,
+    SUCCESS_DEFAULT,
+    SYNC_MODES,
+    RaceConfig,
+    make_rule,
+)
+from pytest_seatrace.options import Settings
+from pytest_seatrace.thresholds import Threshold, ThresholdError, parse_threshold
+
+MARKER_DOC = (
+    "race(*, resources=N|ids, concurrency=100, expect=1|range, success=2xx|codes|predicate, "
+    "reject=4xx|codes|predicate, timeout=10, thresholds=['p95 < 2000ms'], allow_errors=False, "
+    "rounds=1, sync='gate'|'last-byte', parallel=1|'all'): race concurrent requests per resource "
+    "through the `race` fixture and assert that exactly `expect` of them win per resource."
+)
+
+
+class MarkerError(ValueError):
+    """A marker or call argument with a value outside what is allowed."""
+
+    def __init__(self, argument: str, value: object, allowed: str) -> None:
+        super().__init__(f"{argument}={value!r}: expected {allowed}")
+        self.argument = argument
+
+
+def race(
+    *,
+    resources: int | Iterable[Hashable] | None = None,
+    concurrency: int | None = None,
+    expect: int | range | None = None,
+    success: Any = None,
+    reject: Any = None,
+    timeout: float | None = None,
+    thresholds: Iterable[str] | None = None,
+    allow_errors: bool | None = None,
+    rounds: int | None = None,
+    sync: str | None = None,
+    parallel: int | str | None = None,
+) -> dict[str, Any]:
+    """The marker's schema; returns the arguments that were given, checked and normalised."""
+    given = {k: v for k, v in locals().items() if v is not None}
+    return check_values(given)
+
+
+def _int(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise MarkerError(name, value, f"an integer >= {minimum}")
+    return value
+
+
+def _rule(name: str, value: object) -> Any:
+    if callable(value):
+        return value
+    if isinstance(value, bool):
+        raise MarkerError(name, value, "a status code, an iterable of status codes, or a predicate")
+    codes = [value] if isinstance(value, int) else value
+    if isinstance(codes, (str, bytes)) or not isinstance(codes, Iterable):
+        raise MarkerError(name, value, "a status code, an iterable of status codes, or a predicate")
+    codes = list(codes)
+    if not codes or not all(isinstance(c, int) and not isinstance(c, bool) and 100 <= c <= 599 for c in codes):
+        raise MarkerError(name, value, "status codes between 100 and 599, or a predicate")
+    return value
+
+
+def check_values(given: Mapping[str, Any]) -> dict[str, Any]:
+    """Check each given argument; normalise ``resources`` to a tuple and ``expect`` to a range."""
+    out: dict[str, Any] = dict(given)
+    if "resources" in given:
+        value = given["resources"]
+        if isinstance(value, int) and not isinstance(value, bool):
+            out["resources"] = tuple(range(1, _int("resources", value, 1) + 1))
+        elif isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+            raise MarkerError("resources", value, "an integer >= 1 or a non-empty iterable of resource ids")
+        else:
+            ids = tuple(value)
+            if not ids:
+                raise MarkerError("resources", value, "an integer >= 1 or a non-empty iterable of resource ids")
+            try:
+                if len(set(ids)) != len(ids):
+                    raise MarkerError("resources", value, "distinct resource ids")
+            except TypeError:
+                raise MarkerError("resources", value, "hashable resource ids") from None
+            out["resources"] = ids
+    if "concurrency" in given:
+        _int("concurrency", given["concurrency"], 1)
+    if "expect" in given:
+        value = given["expect"]
+        if isinstance(value, range):
+            if value.step != 1 or len(value) == 0 or value.start < 0:
+                raise MarkerError("expect", value, "a non-empty range with step 1 and start >= 0, or an integer >= 0")
+            out["expect"] = value
+        else:
+            out["expect"] = range(_int("expect", value, 0), value + 1)
+    for name in ("success", "reject"):
+        if name in given:
+            _rule(name, given[name])
+    if "timeout" in given:
+        value = given["timeout"]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+            raise MarkerError("timeout", value, "a number of seconds > 0")
+        out["timeout"] = float(value)
+    if "thresholds" in given:
+        value = given["thresholds"]
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, Iterable):
+            raise MarkerError("thresholds", value, "a list of strings like 'p95 < 2000ms'")
+        try:
+            out["thresholds"] = tuple(parse_threshold(t) for t in value)
+        except ThresholdError as exc:
+            raise MarkerError("thresholds", given["thresholds"], str(exc).split("; expected ", 1)[-1]) from exc
+    if "allow_errors" in given and not isinstance(given["allow_errors"], bool):
+        raise MarkerError("allow_errors", given["allow_errors"], "True or False")
+    if "rounds" in given:
+        _int("rounds", given["rounds"], 1)
+    if "sync" in given and given["sync"] not in SYNC_MODES:
+        raise MarkerError("sync", given["sync"], "one of " + ", ".join(repr(m) for m in SYNC_MODES))
+    if "parallel" in given and given["parallel"] != "all":
+        try:
+            _int("parallel", given["parallel"], 1)
+        except MarkerError:
+            raise MarkerError("parallel", given["parallel"], "an integer >= 1 or 'all'") from None
+    return out
+
+
+def resolve(
+    marker: Mapping[str, Any],
+    call: Mapping[str, Any],
+    settings: Settings,
+    *,
+    flexible: bool,
+) -> RaceConfig:
+    """Marker < call override; then CLI/ini ``settings``; then built-in defaults.
+
+    ``flexible`` races (``run``/``arun``, ASGI apps) always start through the gate.
+    """
+    args = {**marker, **call}
+    resources = args.get("resources") or tuple(range(1, settings.resources + 1))
+    sync = args.get("sync")
+    if flexible:
+        if sync == "last-byte":
+            raise MarkerError("sync", sync, "'gate' for race.run/arun attempts and race.app (they start through the gate)")
+        sync = "gate"
+    else:
+        sync = sync or settings.sync or "last-byte"
+    parallel = args.get("parallel", settings.parallel)
+    thresholds: tuple[Threshold, ...] = tuple(args.get("thresholds", ()))
+    if settings.p95_ms is not None:
+        thresholds += (parse_threshold(f"p95 < {settings.p95_ms}ms"),)
+    success, reject = args.get("success"), args.get("reject")
+    return RaceConfig(
+        resources=tuple(resources),
+        concurrency=args.get("concurrency", settings.concurrency),
+        expect=args.get("expect", range(1, 2)),
+        success=make_rule(success, SUCCESS_DEFAULT, "2xx"),
+        reject=make_rule(reject, REJECT_DEFAULT, "4xx"),
+        success_given=success is not None,
+        timeout=args.get("timeout", settings.timeout),
+        thresholds=thresholds,
+        allow_errors=args.get("allow_errors", False),
+        rounds=args.get("rounds", settings.rounds),
+        sync=sync,  # type: ignore[arg-type]
+        parallel=len(resources) if parallel == "all" else int(parallel),
+        seed=settings.seed,
+    )

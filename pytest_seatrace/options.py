@@ -1,0 +1,161 @@
+"""The ``--race-*`` options and their ``race_*`` ini twins: one table, one parser per option.
+
+Every value, from the command line or the ini file, goes through the same parser, so a bad
+ini value is reported with the ini name and the valid values, like a bad flag.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pytest
+
+SUMMARY_CHOICES = ("auto", "full", "off")
+SYNC_CHOICES = ("gate", "last-byte")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer (expected an integer >= 1)") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is below the minimum of 1")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer (expected an integer >= 0)") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is below the minimum of 0")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number (expected a number > 0)") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number > 0")
+    return value
+
+
+def parallel_value(text: str) -> int | str:
+    if text == "all":
+        return "all"
+    try:
+        return positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer >= 1 or 'all'") from None
+
+
+def base_url(text: str) -> str:
+    if not text.startswith(("http://", "https://")) or len(text.split("://", 1)[1].strip("/")) == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an http:// or https:// URL with a host")
+    return text.rstrip("/")
+
+
+def choice(choices: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(choices)}")
+        return text
+
+    return parse
+
+
+def output_path(text: str) -> Path:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path (expected a file path)")
+    return Path(text)
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    flag: str
+    ini: str
+    parse: Callable[[str], Any]
+    help: str
+    metavar: str
+    choices: tuple[str, ...] | None = None
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("--race-concurrency", "race_concurrency", positive_int, "clients racing per resource (default 100)", "N"),
+    Option("--race-resources", "race_resources", positive_int, "resources per race when the marker gives none (default 1)", "N"),
+    Option("--race-timeout", "race_timeout", positive_float, "seconds per request; later is an unknown outcome (default 10)", "S"),
+    Option("--race-base-url", "race_base_url", base_url, "base URL that relative race URLs resolve against", "URL"),
+    Option("--race-sync", "race_sync", choice(SYNC_CHOICES), "start mode for race.request calls (default last-byte)", "MODE", SYNC_CHOICES),
+    Option("--race-parallel", "race_parallel", parallel_value, "resources raced at once: N or all (default 1)", "N|all"),
+    Option("--race-rounds", "race_rounds", positive_int, "repeat every race N times, resetting between (default 1)", "N"),
+    Option("--race-seed", "race_seed", non_negative_int, "seed of the final-write order (default: random, shown in the header)", "N"),
+    Option("--race-json", "race_json", output_path, "write every race, with its request history, as JSON to PATH", "PATH"),
+    Option("--race-html", "race_html", output_path, "write a self-contained HTML report to PATH", "PATH"),
+    Option("--race-summary", "race_summary", choice(SUMMARY_CHOICES), "race summary after the run (default auto: by -q/-v)", "MODE", SUMMARY_CHOICES),
+    Option("--race-p95-ms", "race_p95_ms", positive_float, "fail any race whose p95 latency is not below MS", "MS"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """CLI and ini resolved once per session (CLI beats ini beats the built-in default)."""
+
+    concurrency: int = 100
+    resources: int = 1
+    timeout: float = 10.0
+    base_url: str | None = None
+    sync: str | None = None
+    parallel: int | str = 1
+    rounds: int = 1
+    seed: int = 0
+    seed_given: bool = False
+    json: Path | None = None
+    html: Path | None = None
+    summary: str = "auto"
+    p95_ms: float | None = None
+
+    @classmethod
+    def from_config(cls, config: pytest.Config) -> Settings:
+        import pytest
+
+        values: dict[str, Any] = {}
+        for opt in OPTIONS:
+            value = config.getoption(opt.ini, None)
+            if value is None:
+                raw = config.getini(opt.ini)
+                if raw not in (None, "", []):
+                    text = str(raw).strip()
+                    try:
+                        value = opt.parse(text)
+                    except argparse.ArgumentTypeError as exc:
+                        valid = f"; valid: {', '.join(opt.choices)}" if opt.choices else ""
+                        raise pytest.UsageError(f"{opt.ini} = {text!r} (ini): {exc}{valid}") from None
+            if value is not None:
+                values[opt.ini.removeprefix("race_")] = value
+        if "seed" in values:
+            values["seed_given"] = True
+        else:
+            values["seed"] = random.Random().randrange(2**32)  # noqa: S311 - an order, not a secret
+        return cls(**values)
+
+    def header(self) -> str:
+        parts = [
+            f"concurrency={self.concurrency}",
+            f"timeout={self.timeout:g}s",
+            f"sync={self.sync or 'last-byte'}",
+            f"parallel={self.parallel}",
+            f"seed={self.seed}",
+        ]
+        if self.base_url:
+            parts.append(f"base_url={self.base_url}")
+        return "seatrace: " + ", ".join(parts)

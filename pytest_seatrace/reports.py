@@ -1,0 +1,93 @@
+"""The machine-readable (JSON) and visual (HTML) reports, written once by the controller.
+
+Files are written to a temporary sibling and moved into place, so a reader never sees half a
+report. A failure to write is reported, never raised: the figures still reach the terminal.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import socket
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pytest_seatrace.options import Settings
+
+SCHEMA_VERSION = 1
+
+
+def machine_info() -> dict[str, Any]:
+    return {
+        "node": socket.gethostname(),
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "system": platform.system(),
+        "release": platform.release(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+    }
+
+
+def json_document(settings: Settings, races: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    from pytest_seatrace import __version__
+
+    return {
+        "schema": SCHEMA_VERSION,
+        "plugin_version": __version__,
+        "datetime": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        "machine_info": machine_info(),
+        "argv": sys.argv[1:],
+        "seed": settings.seed,
+        "races": list(races),
+    }
+
+
+def atomic_write(path: Path, text: str) -> None:
+    path = path.expanduser()
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or Path())
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def check_writable(path: Path, option: str) -> str | None:
+    """Why ``path`` cannot be written, if so; checked at start so a run's figures are not lost."""
+    parent = path.expanduser().absolute().parent
+    if not parent.is_dir():
+        return f"{option} {path}: directory {parent} does not exist"
+    if not os.access(parent, os.W_OK):
+        return f"{option} {path}: directory {parent} is not writable"
+    if path.is_dir():
+        return f"{option} {path}: is a directory"
+    return None
+
+
+def write_reports(settings: Settings, races: Sequence[dict[str, Any]]) -> tuple[list[str], list[str]]:
+    """Write the JSON and HTML reports asked for; return (written paths, error messages)."""
+    written: list[str] = []
+    errors: list[str] = []
+    if settings.json is not None:
+        try:
+            atomic_write(settings.json, json.dumps(json_document(settings, races), indent=1))
+            written.append(str(settings.json))
+        except OSError as exc:
+            errors.append(f"could not write --race-json {settings.json}: {exc}")
+    if settings.html is not None:
+        from pytest_seatrace.html_report import render_html
+
+        try:
+            atomic_write(settings.html, render_html(json_document(settings, races)))
+            written.append(str(settings.html))
+        except OSError as exc:
+            errors.append(f"could not write --race-html {settings.html}: {exc}")
+    return written, errors

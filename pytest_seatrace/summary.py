@@ -1,0 +1,183 @@
+"""Lines of the ``race summary`` section, from race dicts (as merged from xdist workers).
+
+Only makes text; the plugin's hook writes it. Columns follow the seed report's tables.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+HEADERS = (
+    "test",
+    "res × conc",
+    "requests",
+    "successes exp/act",
+    "rejections",
+    "errors",
+    "unknown",
+    "double",
+    "p50 ms",
+    "p95 ms",
+    "p99 ms",
+    "max ms",
+    "req/s",
+    "spread ms",
+    "mode",
+    "result",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    text: str
+    red: bool = False
+    green: bool = False
+    bold: bool = False
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value / 1e6:.1f}"
+
+
+def _spread(value: float | None) -> str:
+    return "-" if value is None else f"{value / 1e6:.2f}"
+
+
+def _expected(race: dict[str, Any]) -> str:
+    n = len(race["resources"])
+    low, high = race["expect"]["min"] * n, race["expect"]["max"] * n
+    return str(low) if low == high else f"{low}-{high}"
+
+
+def _plural(n: int, word: str, plural: str) -> str:
+    return f"{n} {word if n == 1 else plural}"
+
+
+def verdict(race: dict[str, Any]) -> str:
+    return "PASS" if race["passed"] else "FAIL"
+
+
+def table_lines(races: Sequence[dict[str, Any]]) -> list[Line]:
+    from tabulate import tabulate
+
+    rows = []
+    for race in races:
+        lat = race["latency"]["all"]
+        rows.append(
+            [
+                race["name"],
+                f"{len(race['resources'])} × {race['concurrency']}",
+                race["requests"],
+                f"{_expected(race)} / {race['wins']}",
+                race["rejections"],
+                race["errors"],
+                race["unknown"],
+                race["double_bookings"],
+                _ms(lat["med_ns"]),
+                _ms(lat["p95_ns"]),
+                _ms(lat["p99_ns"]),
+                _ms(lat["max_ns"]),
+                f"{race['rps']:.0f}",
+                _spread(race["spread"]["median_ns"]),
+                race["mode"],
+                verdict(race),
+            ]
+        )
+    text = tabulate(rows, headers=HEADERS, tablefmt="simple", disable_numparse=True, colalign=("left",))
+    lines = text.splitlines()
+    out = [Line(line) for line in lines[:2]]
+    for race, line in zip(races, lines[2:]):
+        out.append(Line(line, red=not race["passed"], green=race["passed"]))
+    return out
+
+
+def status_lines(races: Sequence[dict[str, Any]]) -> list[Line]:
+    from tabulate import tabulate
+
+    counts: Counter[str] = Counter()
+    for race in races:
+        counts.update({code: n for code, n in race["status_counts"].items()})
+        no_status = race["requests"] - sum(race["status_counts"].values())
+        if no_status:
+            counts["no response"] += no_status
+    total = sum(counts.values()) or 1
+    rows = [[code, n, f"{100 * n / total:.2f}%"] for code, n in sorted(counts.items())]
+    modes = Counter(race["mode"] for race in races)
+    mode_text = ", ".join(f"{mode} ({_plural(n, 'race', 'races')})" for mode, n in sorted(modes.items()))
+    return [
+        Line(""),
+        *[Line(line) for line in tabulate(rows, headers=("status", "count", "share"), tablefmt="simple").splitlines()],
+        Line(""),
+        Line(f"start mode: {mode_text}"),
+    ]
+
+
+def resource_lines(races: Sequence[dict[str, Any]]) -> list[Line]:
+    """The seed report's execution pattern: ``Seat 7: 100 VUs → ✓ 1 success, ✗ 99 failures``."""
+    out: list[Line] = []
+    for race in races:
+        out.append(Line(""))
+        out.append(Line(f"{race['name']} ({race['mode']}):", bold=True))
+        width = max(len(str(r["resource"])) for r in race["by_resource"]) if race["by_resource"] else 0
+        per_round = race["rounds"]
+        for row in race["by_resource"]:
+            clients = row["requests"] // per_round if per_round else row["requests"]
+            parts = [
+                f"✓ {_plural(row['wins'], 'success', 'successes')}",
+                f"✗ {_plural(row['rejections'], 'failure', 'failures')}",
+            ]
+            if row["errors"]:
+                parts.append(f"! {_plural(row['errors'], 'error', 'errors')}")
+            if row["unknown"]:
+                parts.append(f"? {row['unknown']} unknown")
+            label = f"Seat {row['resource']}:".ljust(width + 6)
+            rounds = f" over {per_round} rounds" if per_round > 1 else ""
+            bad = row["wins"] > race["expect"]["max"] * per_round or row["wins"] < race["expect"]["min"] * per_round
+            out.append(Line(f"{label} {clients} VUs{rounds} → " + ", ".join(parts), red=bad))
+        out.append(
+            Line(
+                f"Total: {race['requests']:,} requests, {_plural(race['wins'], 'success', 'successes')}, "
+                f"{race['rejections']:,} failures"
+                + (f", {race['errors']} errors" if race["errors"] else "")
+                + (f", {race['unknown']} unknown" if race["unknown"] else "")
+            )
+        )
+        if race.get("violation_rate"):
+            out.append(Line(race["violation_rate"], red=True))
+        for v in race["violations"][:10]:
+            where = "" if v["resource"] is None else f"resource {v['resource']}: "
+            out.append(Line(f"  {where}{v['kind']} (allowed {v['allowed']}, found {v['found']}) {v['detail']}", red=True))
+    return out
+
+
+def quiet_line(races: Sequence[dict[str, Any]]) -> Line:
+    failed = sum(1 for r in races if not r["passed"])
+    requests = sum(r["requests"] for r in races)
+    double = sum(r["double_bookings"] for r in races)
+    text = (
+        f"race summary: {_plural(len(races), 'race', 'races')}, {requests:,} requests, "
+        f"{failed} FAIL, {double} double bookings"
+    )
+    return Line(text, red=bool(failed), green=not failed)
+
+
+def summary_lines(races: Sequence[dict[str, Any]], *, verbosity: int, mode: str, workers: int = 0) -> list[Line]:
+    """All lines of the section for the given verbosity and ``--race-summary`` mode."""
+    if mode == "off" or not races:
+        return []
+    if mode == "auto" and verbosity < 0:
+        return [quiet_line(races)]
+    lines = table_lines(races) + status_lines(races)
+    if workers > 1:
+        lines.append(
+            Line(
+                f"races ran on {workers} xdist workers at once: their races overlapped and skew timings; "
+                "use xdist_group (--dist loadgroup) for timing-sensitive tests"
+            )
+        )
+    if mode == "full" or verbosity > 0:
+        lines += resource_lines(races)
+    return lines
