@@ -8,4 +8,13 @@ from pytest_seatrace.results import Outcome, RaceResult, Violation, Win
 
 __version__ = "0.1.0"
 
-__all__ = ["Attempt", "Outcome", "RaceResult", "RaceUsageError", "RaceViolation", "Violation", "Win", "__version__"]
+__all__ = [
+    "Attempt",
+    "Outcome",
+    "RaceResult",
+    "RaceUsageError",
+    "RaceViolation",
+    "Violation",
+    "Win",
+    "__version__",
+]

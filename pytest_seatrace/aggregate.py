@@ -101,7 +101,9 @@ def start_spread(records: Sequence[Record], resources: Sequence[Hashable]) -> Sp
     )
 
 
-def per_round(records: Sequence[Record], rounds: int, violations: Sequence[Violation]) -> tuple[RoundSummary, ...]:
+def per_round(
+    records: Sequence[Record], rounds: int, violations: Sequence[Violation]
+) -> tuple[RoundSummary, ...]:
     counts = [Counter[Outcome]() for _ in range(rounds)]
     for rec in records:
         counts[rec.round - 1][rec.outcome] += 1

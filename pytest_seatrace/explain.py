@@ -16,7 +16,8 @@ def violation_message(result: RaceResult) -> str:
         wins = result.winners.get(v.resource, []) if v.resource is not None else []
         wins = [w for w in wins if v.round is None or w.round == v.round]
         shown = ", ".join(
-            f"client {w.client} → {w.status} {w.body[:40].decode('utf-8', 'replace')!r}" for w in wins[:MAX_WINNERS]
+            f"client {w.client} → {w.status} {w.body[:40].decode('utf-8', 'replace')!r}"
+            for w in wins[:MAX_WINNERS]
         )
         if len(wins) > MAX_WINNERS:
             shown += f", +{len(wins) - MAX_WINNERS} more"
@@ -30,13 +31,25 @@ def violation_message(result: RaceResult) -> str:
                 shown or v.detail,
             ]
         )
-    headers = ["resource", "round" if result.rounds > 1 else "", "violation", "allowed", "found", "winners / detail"]
+    headers = [
+        "resource",
+        "round" if result.rounds > 1 else "",
+        "violation",
+        "allowed",
+        "found",
+        "winners / detail",
+    ]
     table = tabulate(rows, headers=headers, tablefmt="simple")
-    more = f"\n… and {len(result.violations) - MAX_ROWS} more violations" if len(result.violations) > MAX_ROWS else ""
+    more = (
+        f"\n… and {len(result.violations) - MAX_ROWS} more violations"
+        if len(result.violations) > MAX_ROWS
+        else ""
+    )
     rate = f" ({result.violation_rate()})" if result.rounds > 1 else ""
     head = (
         f"race broke its invariant{rate}: {len(result.violations)} violation(s) over "
         f"{len(result.resources)} resource(s) × {result.concurrency} clients, {result.requests} requests "
-        f"({result.wins} wins, {result.rejections} rejections, {result.errors} errors, {result.unknown} unknown)"
+        f"({result.wins} wins, {result.rejections} rejections, {result.errors} errors, "
+        f"{result.unknown} unknown)"
     )
     return f"{head}\n{table}{more}"

@@ -7,8 +7,8 @@ so the same object works in plain, pytest-asyncio and anyio tests.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio.from_thread
@@ -24,8 +24,10 @@ if TYPE_CHECKING:
     from pytest_seatrace.options import Settings
 
 OVERRIDES = frozenset(
-    ("resources", "concurrency", "expect", "success", "reject", "timeout", "thresholds")
-    + ("allow_errors", "rounds", "sync", "parallel")
+    (
+        *("resources", "concurrency", "expect", "success", "reject", "timeout", "thresholds"),
+        *("allow_errors", "rounds", "sync", "parallel"),
+    )
 )
 
 
@@ -189,14 +191,19 @@ class Race:
                 f"the marker's arguments ({', '.join(sorted(OVERRIDES))})"
             )
         if attempt_fn is not None and not callable(attempt_fn):
-            raise RaceUsageError(f"{api}: attempt must be an async function of the attempt, not {attempt_fn!r}")
+            raise RaceUsageError(
+                f"{api}: attempt must be an async function of the attempt, not {attempt_fn!r}"
+            )
         for name, fn in (("verify", verify), ("reset", reset)):
             if fn is not None and not callable(fn):
                 raise RaceUsageError(f"{api}({name}={fn!r}): expected a callable")
         try:
             overrides = check_values(kwargs)
             config = resolve(
-                self._marker, overrides, self._settings, flexible=attempt_fn is not None or self.app is not None
+                self._marker,
+                overrides,
+                self._settings,
+                flexible=attempt_fn is not None or self.app is not None,
             )
         except MarkerError as exc:
             raise RaceUsageError(f"{api}: {exc}") from None

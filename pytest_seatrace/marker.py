@@ -70,7 +70,9 @@ def _rule(name: str, value: object) -> Any:
     if isinstance(codes, (str, bytes)) or not isinstance(codes, Iterable):
         raise MarkerError(name, value, "a status code, an iterable of status codes, or a predicate")
     codes = list(codes)
-    if not codes or not all(isinstance(c, int) and not isinstance(c, bool) and 100 <= c <= 599 for c in codes):
+    if not codes or not all(
+        isinstance(c, int) and not isinstance(c, bool) and 100 <= c <= 599 for c in codes
+    ):
         raise MarkerError(name, value, "status codes between 100 and 599, or a predicate")
     return value
 
@@ -87,7 +89,9 @@ def check_values(given: Mapping[str, Any]) -> dict[str, Any]:
         else:
             ids = tuple(value)
             if not ids:
-                raise MarkerError("resources", value, "an integer >= 1 or a non-empty iterable of resource ids")
+                raise MarkerError(
+                    "resources", value, "an integer >= 1 or a non-empty iterable of resource ids"
+                )
             try:
                 if len(set(ids)) != len(ids):
                     raise MarkerError("resources", value, "distinct resource ids")
@@ -100,7 +104,9 @@ def check_values(given: Mapping[str, Any]) -> dict[str, Any]:
         value = given["expect"]
         if isinstance(value, range):
             if value.step != 1 or len(value) == 0 or value.start < 0:
-                raise MarkerError("expect", value, "a non-empty range with step 1 and start >= 0, or an integer >= 0")
+                raise MarkerError(
+                    "expect", value, "a non-empty range with step 1 and start >= 0, or an integer >= 0"
+                )
             out["expect"] = value
         else:
             out["expect"] = range(_int("expect", value, 0), value + 1)
@@ -121,7 +127,9 @@ def check_values(given: Mapping[str, Any]) -> dict[str, Any]:
         try:
             out["thresholds"] = tuple(parse_threshold(t) for t in value)
         except ThresholdError as exc:
-            raise MarkerError("thresholds", given["thresholds"], str(exc).split("; expected ", 1)[-1]) from exc
+            raise MarkerError(
+                "thresholds", given["thresholds"], str(exc).split("; expected ", 1)[-1]
+            ) from exc
     if "allow_errors" in given and not isinstance(given["allow_errors"], bool):
         raise MarkerError("allow_errors", given["allow_errors"], "True or False")
     if "rounds" in given:
@@ -152,7 +160,9 @@ def resolve(
     sync = args.get("sync")
     if flexible:
         if sync == "last-byte":
-            raise MarkerError("sync", sync, "'gate' for race.run/arun attempts and race.app (they start through the gate)")
+            raise MarkerError(
+                "sync", sync, "'gate' for race.run/arun attempts and race.app (they start through the gate)"
+            )
         sync = "gate"
     else:
         sync = sync or settings.sync or "last-byte"

@@ -15,7 +15,8 @@ import pytest
 
 from pytest_seatrace.collector import RaceLog, is_xdist_worker
 from pytest_seatrace.fixtures import Race
-from pytest_seatrace.marker import MARKER_DOC, MarkerError, race as race_signature
+from pytest_seatrace.marker import MARKER_DOC, MarkerError
+from pytest_seatrace.marker import race as race_signature
 from pytest_seatrace.options import OPTIONS, Settings
 from pytest_seatrace.reports import check_writable
 from pytest_seatrace.results import RaceResult
@@ -136,7 +137,9 @@ def race(request: pytest.FixtureRequest) -> Iterator[Race]:
 
 
 @pytest.fixture
-def sample_service_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., ServiceHandle]]:
+def sample_service_factory(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[..., ServiceHandle]]:
     """Start the bundled seat service in a subprocess: ``factory(strategy="unsafe", seats=16, window_ms=5)``.
 
     Each call gets a fresh database and port; every service is stopped after the test.

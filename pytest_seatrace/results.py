@@ -240,12 +240,13 @@ class RaceResult:
 
     @property
     def double_bookings(self) -> int:
-        """Wins beyond what ``expect`` allows, summed over resources and rounds."""
-        return sum(
-            max(0, int(v.found) - (self.expect.stop - 1)) if v.found.isdigit() else 0
-            for v in self.violations
-            if v.kind in ("too-many", "double")
-        )
+        """Wins (or final-state holders) beyond what ``expect`` allows, per resource and round."""
+        excess: dict[tuple[Hashable, int | None], int] = {}
+        for v in self.violations:
+            if v.kind in ("too-many", "double") and v.found.isdigit():
+                key = (v.resource, v.round)
+                excess[key] = max(excess.get(key, 0), int(v.found) - (self.expect.stop - 1))
+        return sum(excess.values())
 
     def violation_rate(self) -> str:
         """E.g. ``"violations in 3 of 20 rounds"``; empty for a single round."""
@@ -316,7 +317,7 @@ class RaceResult:
                 "errors": c[Outcome.ERROR],
                 "unknown": c[Outcome.UNKNOWN],
             }
-            for res, c in zip(self.resources, counts)
+            for res, c in zip(self.resources, counts, strict=True)
         ]
 
 

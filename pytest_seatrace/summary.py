@@ -89,7 +89,7 @@ def table_lines(races: Sequence[dict[str, Any]]) -> list[Line]:
     text = tabulate(rows, headers=HEADERS, tablefmt="simple", disable_numparse=True, colalign=("left",))
     lines = text.splitlines()
     out = [Line(line) for line in lines[:2]]
-    for race, line in zip(races, lines[2:]):
+    for race, line in zip(races, lines[2:], strict=True):
         out.append(Line(line, red=not race["passed"], green=race["passed"]))
     return out
 
@@ -99,7 +99,7 @@ def status_lines(races: Sequence[dict[str, Any]]) -> list[Line]:
 
     counts: Counter[str] = Counter()
     for race in races:
-        counts.update({code: n for code, n in race["status_counts"].items()})
+        counts.update(race["status_counts"])
         no_status = race["requests"] - sum(race["status_counts"].values())
         if no_status:
             counts["no response"] += no_status
@@ -109,7 +109,10 @@ def status_lines(races: Sequence[dict[str, Any]]) -> list[Line]:
     mode_text = ", ".join(f"{mode} ({_plural(n, 'race', 'races')})" for mode, n in sorted(modes.items()))
     return [
         Line(""),
-        *[Line(line) for line in tabulate(rows, headers=("status", "count", "share"), tablefmt="simple").splitlines()],
+        *[
+            Line(line)
+            for line in tabulate(rows, headers=("status", "count", "share"), tablefmt="simple").splitlines()
+        ],
         Line(""),
         Line(f"start mode: {mode_text}"),
     ]
@@ -135,7 +138,10 @@ def resource_lines(races: Sequence[dict[str, Any]]) -> list[Line]:
                 parts.append(f"? {row['unknown']} unknown")
             label = f"Seat {row['resource']}:".ljust(width + 6)
             rounds = f" over {per_round} rounds" if per_round > 1 else ""
-            bad = row["wins"] > race["expect"]["max"] * per_round or row["wins"] < race["expect"]["min"] * per_round
+            bad = (
+                row["wins"] > race["expect"]["max"] * per_round
+                or row["wins"] < race["expect"]["min"] * per_round
+            )
             out.append(Line(f"{label} {clients} VUs{rounds} → " + ", ".join(parts), red=bad))
         out.append(
             Line(
@@ -149,7 +155,12 @@ def resource_lines(races: Sequence[dict[str, Any]]) -> list[Line]:
             out.append(Line(race["violation_rate"], red=True))
         for v in race["violations"][:10]:
             where = "" if v["resource"] is None else f"resource {v['resource']}: "
-            out.append(Line(f"  {where}{v['kind']} (allowed {v['allowed']}, found {v['found']}) {v['detail']}", red=True))
+            out.append(
+                Line(
+                    f"  {where}{v['kind']} (allowed {v['allowed']}, found {v['found']}) {v['detail']}",
+                    red=True,
+                )
+            )
     return out
 
 
@@ -164,7 +175,9 @@ def quiet_line(races: Sequence[dict[str, Any]]) -> Line:
     return Line(text, red=bool(failed), green=not failed)
 
 
-def summary_lines(races: Sequence[dict[str, Any]], *, verbosity: int, mode: str, workers: int = 0) -> list[Line]:
+def summary_lines(
+    races: Sequence[dict[str, Any]], *, verbosity: int, mode: str, workers: int = 0
+) -> list[Line]:
     """All lines of the section for the given verbosity and ``--race-summary`` mode."""
     if mode == "off" or not races:
         return []

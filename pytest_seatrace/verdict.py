@@ -8,7 +8,9 @@ from collections.abc import Hashable, Mapping, Sequence
 from pytest_seatrace.engine.plan import RaceConfig
 from pytest_seatrace.results import Outcome, RaceResult, Record, Violation
 
-NEVER_WIN_STATUSES = frozenset({400, 401, 403, 404, 405, 406, 407, 410, 411, 413, 414, 415, 421, 422, 426, 431, 501, 505})
+NEVER_WIN_STATUSES = frozenset(
+    {400, 401, 403, 404, 405, 406, 407, 410, 411, 413, 414, 415, 421, 422, 426, 431, 501, 505}
+)
 """A resource where every response is the same one of these could not have been won by anyone:
 a wrong URL, method, credential or body. It must never pass silently, even when ``expect``
 admits zero winners."""
@@ -86,7 +88,9 @@ def _reconcile(
     out = []
     if holders < wins:
         out.append(
-            Violation("lost", resource, rnd, f">= {wins}", str(holders), "acknowledged wins missing from state")
+            Violation(
+                "lost", resource, rnd, f">= {wins}", str(holders), "acknowledged wins missing from state"
+            )
         )
     if holders > wins + unknown:
         out.append(
@@ -96,7 +100,9 @@ def _reconcile(
         )
     if holders > expect.stop - 1:
         out.append(
-            Violation("double", resource, rnd, describe_range(expect), str(holders), "held in the final state")
+            Violation(
+                "double", resource, rnd, describe_range(expect), str(holders), "held in the final state"
+            )
         )
     return out
 
@@ -126,6 +132,13 @@ def threshold_violations(result: RaceResult, config: RaceConfig) -> list[Violati
         value = th.measure(result)
         if not th.holds(value):
             out.append(
-                Violation("threshold", None, None, th.text, th.format_value(value), f"{th.metric} = {th.format_value(value)}")
+                Violation(
+                    "threshold",
+                    None,
+                    None,
+                    th.text,
+                    th.format_value(value),
+                    f"{th.metric} = {th.format_value(value)}",
+                )
             )
     return out

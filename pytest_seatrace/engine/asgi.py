@@ -23,13 +23,17 @@ async def lifespan(app: Any) -> AsyncIterator[None]:
     async def run_app() -> None:
         nonlocal supported
         try:
-            await app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, app_receive.receive, app_send.send)
+            await app(
+                {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}},
+                app_receive.receive,
+                app_send.send,
+            )
         except Exception:
             supported = False  # apps without lifespan support raise on the unknown scope
         finally:
             app_send.close()
 
-    async with anyio.create_task_group() as tg:
+    async with send_to_app, app_receive, app_send, receive_from_app, anyio.create_task_group() as tg:
         tg.start_soon(run_app)
         await _step(send_to_app, receive_from_app, "startup", lambda: supported)
         try:

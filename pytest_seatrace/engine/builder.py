@@ -49,7 +49,8 @@ def make_ssl_context(tls_verify: Any) -> ssl.SSLContext:
 def check_url(url: httpx.URL, given: object) -> Origin:
     """Refuse relative or schemeless URLs with a message that says what to do."""
     if url.scheme not in ("http", "https") or not url.host:
-        if not url.scheme and not url.host:
+        looks_relative = not isinstance(given, str) or given.startswith(("/", ".")) or ":" not in given
+        if not url.scheme and not url.host and looks_relative:
             raise RaceUsageError(f"relative URL {given!r} needs a base URL: {BASE_URL_HINT}")
         raise RaceUsageError(f"URL {given!r} needs an http:// or https:// scheme and a host")
     port = url.port or (443 if url.scheme == "https" else 80)
@@ -63,6 +64,8 @@ class RequestBuilder:
         self.spec = spec
         self._client = httpx.AsyncClient(base_url=base_url or "", trust_env=False, verify=ssl_context)
         self._fixed: httpx.Request | None = None
+        self.first_url: str | None = None
+        """The first URL built: its origin's ``POST /reset`` runs between rounds."""
 
     def build(self, attempt: Attempt) -> httpx.Request:
         if self._fixed is not None:
@@ -74,6 +77,8 @@ class RequestBuilder:
         except (TypeError, ValueError, httpx.InvalidURL) as exc:
             raise RaceUsageError(f"cannot build the request for {url!r}: {exc}") from None
         check_url(request.url, url)
+        if self.first_url is None:
+            self.first_url = str(request.url)
         if not self.spec.varies:
             self._fixed = request
         return request
@@ -85,7 +90,9 @@ class RequestBuilder:
 def serialize(conn: h11.Connection, request: httpx.Request) -> bytes:
     """The request's bytes on the wire, through the connection's own h11 state machine."""
     body = request.read()
-    out = conn.send(h11.Request(method=request.method, target=request.url.raw_path, headers=request.headers.raw))
+    out = conn.send(
+        h11.Request(method=request.method, target=request.url.raw_path, headers=request.headers.raw)
+    )
     parts = [out or b""]
     if body:
         parts.append(conn.send(h11.Data(data=body)) or b"")

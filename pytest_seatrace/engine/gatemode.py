@@ -7,6 +7,7 @@ before the gate, and all clients share one SSL context.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import ssl
@@ -52,7 +53,7 @@ class GateFirer:
         while len(self._clients) <= slot:
             self._clients.append(
                 httpx.AsyncClient(
-                    base_url=self.base_url or ("http://testserver" if self.transport else ""),
+                    base_url=self.base_url or "",
                     limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
                     timeout=self.config.timeout,
                     verify=self.ssl_context,
@@ -65,18 +66,21 @@ class GateFirer:
     async def fire_wave(self, rnd: int, indices: Sequence[int]) -> list[Record]:
         cfg = self.config
         records: list[Record] = []
-        jobs: list[tuple[int, Record, ResourceGate]] = []
+        jobs: list[tuple[int, Record, ResourceGate, httpx.Request | None]] = []
         for position, index in enumerate(indices):
             gate = ResourceGate(cfg.concurrency)
             order = list(range(1, cfg.concurrency + 1))
-            random.Random(f"{cfg.seed}-{rnd}-{index}").shuffle(order)
+            random.Random(f"{cfg.seed}-{rnd}-{index}").shuffle(order)  # noqa: S311 - an order, not a secret
             for client in order:
                 rec = Record(resource=index, client=client, round=rnd)
                 records.append(rec)
-                jobs.append((position * cfg.concurrency + client - 1, rec, gate))
+                request = None
+                if self.builder is not None:  # built up front: a bad URL stops the race, once
+                    request = self.builder.build(Attempt(cfg.resources[index], client, rnd))
+                jobs.append((position * cfg.concurrency + client - 1, rec, gate, request))
         async with anyio.create_task_group() as tg:
-            for slot, rec, gate in jobs:
-                tg.start_soon(self._run_one, self._client(slot), slot, rec, gate)
+            for slot, rec, gate, request in jobs:
+                tg.start_soon(self._run_one, self._client(slot), slot, rec, gate, request)
         return records
 
     async def _warm_up(self, client: httpx.AsyncClient, slot: int, url: httpx.URL | None) -> None:
@@ -86,7 +90,14 @@ class GateFirer:
         await client.head(url.copy_with(path="/", query=None, fragment=None))
         self._warm.add(slot)
 
-    async def _run_one(self, client: httpx.AsyncClient, slot: int, rec: Record, gate: ResourceGate) -> None:
+    async def _run_one(
+        self,
+        client: httpx.AsyncClient,
+        slot: int,
+        rec: Record,
+        gate: ResourceGate,
+        request: httpx.Request | None,
+    ) -> None:
         cfg = self.config
         attempt_gate_used = False
         scope = anyio.CancelScope(deadline=anyio.current_time() + cfg.timeout)
@@ -105,13 +116,13 @@ class GateFirer:
         try:
             with scope:
                 if self.attempt_fn is not None:
-                    attempt = Attempt(cfg.resources[rec.resource], rec.client, rec.round, http=client, _gate=at_gate)
+                    attempt = Attempt(
+                        cfg.resources[rec.resource], rec.client, rec.round, http=client, _gate=at_gate
+                    )
                     base = httpx.URL(self.base_url) if self.base_url else None
                     await self._warm_up(client, slot, base)
                     response = await self.attempt_fn(attempt)
-                else:
-                    assert self.builder is not None
-                    request = self.builder.build(Attempt(cfg.resources[rec.resource], rec.client, rec.round))
+                elif request is not None:
                     await self._warm_up(client, slot, request.url)
                     await at_gate()
                     response = await client.send(request)
@@ -151,10 +162,8 @@ class GateFirer:
 
     def _transport_failure(self, rec: Record, exc: httpx.HTTPError, *, after_gate: bool) -> None:
         url = ""
-        try:
+        with contextlib.suppress(RuntimeError):  # an exception raised outside a request has none
             url = str(exc.request.url)
-        except RuntimeError:
-            pass
         if after_gate and isinstance(exc, (httpx.ReadTimeout, httpx.WriteTimeout)):
             rec.outcome, rec.reason = Outcome.UNKNOWN, f"{type(exc).__name__} after the gate"
             return

@@ -25,12 +25,11 @@ from pytest_seatrace.results import BODY_KEEP, Outcome, Record
 class Slot:
     """One client of one resource in the current wave."""
 
-    __slots__ = ("conn", "record", "request", "request_bytes")
+    __slots__ = ("conn", "record", "request")
 
-    def __init__(self, record: Record) -> None:
+    def __init__(self, record: Record, request: httpx.Request) -> None:
         self.record = record
-        self.request: httpx.Request | None = None
-        self.request_bytes = b""
+        self.request = request
         self.conn: RawConnection | None = None
 
 
@@ -49,14 +48,13 @@ class LastByteFirer:
     async def fire_wave(self, rnd: int, indices: Sequence[int]) -> list[Record]:
         cfg = self.config
         slots = [
-            Slot(Record(resource=index, client=client, round=rnd))
+            Slot(
+                Record(resource=index, client=client, round=rnd),
+                self.builder.build(Attempt(cfg.resources[index], client, rnd)),
+            )
             for index in indices
             for client in range(1, cfg.concurrency + 1)
         ]
-        for slot in slots:
-            rec = slot.record
-            attempt = Attempt(cfg.resources[rec.resource], rec.client, rnd)
-            slot.request = self.builder.build(attempt)
         async with anyio.create_task_group() as tg:
             for slot in slots:
                 tg.start_soon(self._connect_and_prepare, slot)
@@ -65,17 +63,18 @@ class LastByteFirer:
         async with anyio.create_task_group() as tg:
             for slot in slots:
                 if slot.conn is not None:
-                    tg.start_soon(self._collect, slot)
+                    tg.start_soon(self._collect, slot, slot.conn)
         return [s.record for s in slots]
 
     async def _connect_and_prepare(self, slot: Slot) -> None:
-        assert slot.request is not None
         origin = origin_of(slot.request)
         conn = self._reuse(origin)
         try:
             with anyio.fail_after(self.config.timeout):
                 if conn is None:
-                    conn = await RawConnection.open(origin, self.ssl_context if origin.scheme == "https" else None)
+                    conn = await RawConnection.open(
+                        origin, self.ssl_context if origin.scheme == "https" else None
+                    )
                 await conn.prepare(serialize(conn.h11, slot.request))
         except TimeoutError:
             self._fail(slot, conn, f"connect timeout after {self.config.timeout}s to {origin.url}")
@@ -103,7 +102,7 @@ class LastByteFirer:
 
     def _release(self, rnd: int, index: int, slots: list[Slot]) -> None:
         """The gate: check every connection, then the final bytes back to back, stamping each."""
-        ready = []
+        ready: list[tuple[Slot, RawConnection]] = []
         for slot in slots:
             if slot.conn is None:
                 continue
@@ -112,12 +111,10 @@ class LastByteFirer:
                 self._fail(slot, slot.conn, problem)
                 slot.conn = None
             else:
-                ready.append(slot)
-        random.Random(f"{self.config.seed}-{rnd}-{index}").shuffle(ready)
+                ready.append((slot, slot.conn))
+        random.Random(f"{self.config.seed}-{rnd}-{index}").shuffle(ready)  # noqa: S311 - an order, not a secret
         clock = time.perf_counter_ns
-        for slot in ready:
-            conn = slot.conn
-            assert conn is not None
+        for slot, conn in ready:
             try:
                 conn.fire()
             except OSError as exc:
@@ -126,9 +123,8 @@ class LastByteFirer:
                 continue
             slot.record.sent_ns = clock()
 
-    async def _collect(self, slot: Slot) -> None:
-        conn, rec = slot.conn, slot.record
-        assert conn is not None
+    async def _collect(self, slot: Slot, conn: RawConnection) -> None:
+        rec = slot.record
         remaining = self.config.timeout - (time.perf_counter_ns() - rec.sent_ns) / 1e9
         response: RawResponse | None = None
         with anyio.move_on_after(max(remaining, 0)):
@@ -167,4 +163,3 @@ class LastByteFirer:
         for conn in self._pool:
             conn.close()
         self._pool.clear()
-

@@ -19,7 +19,7 @@ SyncMode = Literal["gate", "last-byte"]
 SYNC_MODES: tuple[SyncMode, ...] = ("gate", "last-byte")
 
 Predicate = Callable[["httpx.Response"], object]
-RuleSpec = Union[int, Iterable[int], Predicate, None]
+RuleSpec = Union[int, Iterable[int], Predicate, None]  # noqa: UP007 - evaluated at runtime on 3.10
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,8 +52,8 @@ class RawConnection:
         self.sock = sock
         self.origin = origin
         self.tls = tls
-        self._incoming = ssl.MemoryBIO() if tls else None
-        self._outgoing = ssl.MemoryBIO() if tls else None
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
         self.h11 = h11.Connection(our_role=h11.CLIENT)
         self.final = b""
         self.closed = False
@@ -95,11 +95,12 @@ class RawConnection:
                     conn.close()
                     raise
             return conn
-        reason = "connection refused" if isinstance(last, ConnectionRefusedError) else f"cannot connect ({last})"
+        reason = (
+            "connection refused" if isinstance(last, ConnectionRefusedError) else f"cannot connect ({last})"
+        )
         raise TransportError(f"{reason} to {origin.url}")
 
     async def _handshake(self, context: ssl.SSLContext) -> None:
-        assert self._incoming is not None and self._outgoing is not None
         self.tls = context.wrap_bio(self._incoming, self._outgoing, server_hostname=self.origin.host)
         while True:
             try:
@@ -128,7 +129,6 @@ class RawConnection:
     def _encrypt(self, data: bytes) -> bytes:
         if self.tls is None:
             return data
-        assert self._outgoing is not None
         self.tls.write(data)
         return self._outgoing.read()
 
@@ -165,7 +165,6 @@ class RawConnection:
         """Wait for and read the next bytes from the socket (decrypted if TLS); b"" at EOF."""
         while True:
             if self.tls is not None:
-                assert self._incoming is not None
                 try:
                     return self.tls.read(RECV_SIZE)
                 except ssl.SSLWantReadError:
@@ -183,7 +182,6 @@ class RawConnection:
                 raise TransportError(f"connection lost: {exc}") from None
             if self.tls is None:
                 return data
-            assert self._incoming is not None
             if not data:
                 self._incoming.write_eof()
             else:

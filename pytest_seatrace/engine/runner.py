@@ -19,9 +19,20 @@ from pytest_seatrace.engine.classify import Classifier
 from pytest_seatrace.engine.gatemode import GateFirer
 from pytest_seatrace.engine.lastbyte import LastByteFirer
 from pytest_seatrace.engine.limits import ensure_open_files
-from pytest_seatrace.engine.plan import Attempt, AttemptFn, RaceConfig, RequestSpec, Reset, TargetOptions, Verify
+from pytest_seatrace.engine.plan import (
+    Attempt,
+    AttemptFn,
+    RaceConfig,
+    RequestSpec,
+    Reset,
+    TargetOptions,
+    Verify,
+)
 from pytest_seatrace.errors import RaceUsageError
 from pytest_seatrace.results import RaceResult, Record, Violation
+
+
+ASGI_BASE_URL = "http://testserver"
 
 
 class Firer(Protocol):
@@ -57,10 +68,11 @@ async def run_race(
     held: dict[tuple[int, int], int] = {}
     extra: list[Violation] = []
     busy = 0.0
-    async with _firer(config, target, spec, attempt_fn) as (firer, reset_url):
+    async with _firer(config, target, spec, attempt_fn) as (firer, base_url, builder):
         for rnd in range(1, config.rounds + 1):
             if rnd > 1:
-                await _reset(reset, reset_url, config.timeout)
+                origin = base_url or (builder.first_url if builder else None)
+                await _reset(reset, _origin(origin) if origin else None, config.timeout)
             start = time.perf_counter()
             for wave in waves(len(config.resources), config.parallel):
                 records += await firer.fire_wave(rnd, wave)
@@ -84,7 +96,7 @@ async def run_race(
 @asynccontextmanager
 async def _firer(
     config: RaceConfig, target: TargetOptions, spec: RequestSpec | None, attempt_fn: AttemptFn | None
-) -> AsyncIterator[tuple[Firer, str | None]]:
+) -> AsyncIterator[tuple[Firer, str | None, RequestBuilder | None]]:
     classifier = Classifier(config)
     ssl_context = make_ssl_context(target.tls_verify)
     async with AsyncExitStack() as stack:
@@ -92,13 +104,11 @@ async def _firer(
         if target.app is not None:
             await stack.enter_async_context(lifespan(target.app))
             transport = httpx.ASGITransport(app=target.app, raise_app_exceptions=False)
-        reset_url = _origin(target.base_url) if target.base_url else None
+        base_url = target.base_url or (ASGI_BASE_URL if transport is not None else None)
         builder = None
         if spec is not None:
-            builder = RequestBuilder(spec, target.base_url, ssl_context)
+            builder = RequestBuilder(spec, base_url, ssl_context)
             stack.push_async_callback(builder.aclose)
-            first = builder.build(Attempt(config.resources[0], 1, 1))  # bad URLs fail here, once
-            reset_url = reset_url or _origin(str(first.url))
         firer: Firer
         if config.sync == "last-byte" and builder is not None and transport is None:
             firer = LastByteFirer(config, builder, ssl_context, classifier)
@@ -109,13 +119,13 @@ async def _firer(
                 config,
                 classifier,
                 ssl_context,
-                base_url=target.base_url,
+                base_url=base_url,
                 builder=builder,
                 attempt_fn=attempt_fn,
                 transport=transport,
             )
         stack.push_async_callback(firer.aclose)
-        yield firer, reset_url
+        yield firer, base_url, builder
 
 
 def _origin(url: str) -> str:
@@ -123,18 +133,19 @@ def _origin(url: str) -> str:
     return str(parsed.copy_with(path="/", query=None, fragment=None)).rstrip("/")
 
 
-async def _reset(reset: Reset | None, origin: str | None, timeout: float) -> None:
+async def _reset(reset: Reset | None, origin: str | None, request_timeout: float) -> None:
     """Between rounds: the user's ``reset=`` callable, else ``POST {origin}/reset``."""
     if reset is not None:
         await _call(reset)
         return
     if origin is None:
         raise RaceUsageError("rounds > 1 needs reset= or a base URL whose POST /reset restores the state")
-    async with httpx.AsyncClient(trust_env=False, timeout=timeout) as client:
+    async with httpx.AsyncClient(trust_env=False, timeout=request_timeout) as client:
         response = await client.post(f"{origin}/reset")
     if response.status_code >= 300:
         raise RaceUsageError(
-            f"POST {origin}/reset between rounds answered {response.status_code}; pass reset= to reset the state"
+            f"POST {origin}/reset between rounds answered {response.status_code}; "
+            "pass reset= to reset the state"
         )
 
 
@@ -153,6 +164,8 @@ async def _verify(verify: Verify, resource: Hashable, extra: list[Violation], rn
         return value
     except Exception as exc:
         extra.append(
-            Violation("verify", resource, rnd, "an int", type(exc).__name__, f"verify({resource!r}) raised: {exc}")
+            Violation(
+                "verify", resource, rnd, "an int", type(exc).__name__, f"verify({resource!r}) raised: {exc}"
+            )
         )
         return None

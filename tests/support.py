@@ -1,0 +1,147 @@
+"""Loopback servers the tests start themselves: small ASGI apps under uvicorn, raw sockets for faults."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import anyio
+import uvicorn
+
+INNER_INI = "[pytest]\nasyncio_default_fixture_loop_scope = function\nfilterwarnings = error\n"
+
+Scope = dict[str, Any]
+Receive = Callable[[], Any]
+Send = Callable[[dict[str, Any]], Any]
+
+
+def bound_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(4096)
+    return sock
+
+
+@contextlib.contextmanager
+def serve_app(app: Any, startup_timeout: float = 10.0) -> Iterator[str]:
+    """Serve an ASGI app with uvicorn in a thread on a socket bound here; yield its base URL."""
+    sock = bound_socket()
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(app, log_level="warning", access_log=False, backlog=4096, timeout_graceful_shutdown=1)
+    )
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + startup_timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True
+            raise RuntimeError(f"test server not serving on port {port}")
+        time.sleep(0.005)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+async def read_body(receive: Receive) -> bytes:
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            return body
+
+
+async def respond(send: Send, status: int, payload: Any) -> None:
+    body = json.dumps(payload).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class OneWinnerApp:
+    """Answers 200 to everyone; the body says who won: ``{"ok": true}`` once per resource path.
+
+    A service that judges by body, not status: only a ``success=`` predicate can see the winner.
+    ``status_for_losers`` and ``fail_every`` make it answer otherwise to exercise classification.
+    """
+
+    def __init__(self, *, loser_status: int = 200, fail_every: int = 0, delay: float = 0.0) -> None:
+        self.taken: set[str] = set()
+        self.count = 0
+        self.loser_status = loser_status
+        self.fail_every = fail_every
+        self.delay = delay
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        await read_body(receive)
+        path = scope["path"]
+        if path == "/reset":
+            self.taken.clear()
+            await respond(send, 200, {"ok": True})
+            return
+        self.count += 1
+        if self.delay:
+            await anyio.sleep(self.delay)
+        if self.fail_every and self.count % self.fail_every == 0:
+            await respond(send, 500, {"error": "boom"})
+            return
+        if path in self.taken:
+            await respond(send, self.loser_status, {"ok": False})
+            return
+        self.taken.add(path)
+        await respond(send, 200, {"ok": True})
+
+
+@contextlib.contextmanager
+def raw_server(handle: Callable[[socket.socket], None], clients: int = 1000) -> Iterator[str]:
+    """A socket server that runs ``handle(conn)`` per connection in a thread (for faults)."""
+    sock = bound_socket()
+    port = sock.getsockname()[1]
+    stop = threading.Event()
+    conns: list[socket.socket] = []
+
+    def loop() -> None:
+        sock.settimeout(0.05)
+        while not stop.is_set() and len(conns) < clients:
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                continue
+            conns.append(conn)
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        for conn in conns:
+            conn.close()
+        sock.close()
+
+
+def read_request_head(conn: socket.socket, timeout: float = 5.0) -> bytes:
+    """Read until the end of the request head (or timeout); what a server sees before answering."""
+    conn.settimeout(timeout)
+    data = b""
+    with contextlib.suppress(OSError):
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    return data

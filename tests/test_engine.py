@@ -1,0 +1,362 @@
+"""The engine through the ``race`` fixture: classification, invariants, both start modes."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+
+import anyio
+import httpx
+import pytest
+
+from pytest_seatrace import RaceUsageError, RaceViolation
+from pytest_seatrace.engine.builder import RequestBuilder, make_ssl_context
+from pytest_seatrace.engine.classify import Classifier
+from pytest_seatrace.engine.lastbyte import LastByteFirer, Slot
+from pytest_seatrace.engine.plan import Attempt, RequestSpec
+from pytest_seatrace.marker import resolve
+from pytest_seatrace.options import Settings
+from pytest_seatrace.results import Outcome, Record
+from support import OneWinnerApp, raw_server, read_request_head, serve_app
+
+
+def order(a):
+    return {"seats": [a.resource], "user": f"vu-{a.client}"}
+
+
+MODES = pytest.mark.parametrize("mode", ["last-byte", "gate"])
+
+
+@MODES
+@pytest.mark.race(resources=4, concurrency=25)
+def test_safe_service_one_winner_per_seat(race, sample_service, mode):
+    result = race.post(sample_service.url + "/orders", json=order, sync=mode)
+    assert (result.requests, result.wins, result.rejections, result.errors) == (100, 4, 96, 0)
+    assert result.status_counts == {201: 4, 409: 96}
+    assert result.mode == mode
+    assert set(result.winners) == {1, 2, 3, 4}
+    assert all(
+        len(w) == 1 and w[0].status == 201 and b"order_id" in w[0].body for w in result.winners.values()
+    )
+    for seat in (1, 2, 3, 4):
+        assert sample_service.holders(seat) == [f"vu-{result.winners[seat][0].client}"]
+
+
+@MODES
+@pytest.mark.race(resources=4, concurrency=40)
+def test_unsafe_service_is_caught(race, sample_service_factory, mode):
+    service = sample_service_factory(strategy="unsafe", window_ms=50)
+    with pytest.raises(RaceViolation) as info:
+        race.post(service.url + "/orders", json=order, sync=mode)
+    result = info.value.result
+    assert result.wins > 4
+    assert {v.kind for v in result.violations} == {"too-many"}
+    assert "too-many" in str(info.value)
+    assert "client" in str(info.value)
+
+
+@MODES
+def test_body_classified_service_needs_a_predicate(race, mode):
+    with serve_app(OneWinnerApp()) as url:
+        result = race.post(
+            lambda a: f"{url}/book/{a.resource}",
+            resources=3,
+            concurrency=10,
+            success=lambda r: r.status_code == 200 and r.json()["ok"],
+            sync=mode,
+        )
+        assert (result.wins, result.rejections, result.errors) == (3, 27, 0)
+        # Judged by status alone, every 200 is a win: the invariant breaks.
+        plain = race.post(lambda a: f"{url}/other/{a.resource}", resources=2, concurrency=5, check=False)
+        assert plain.wins == 10
+        assert {v.kind for v in plain.violations} == {"too-many"}
+
+
+@pytest.mark.parametrize(
+    ("expect", "passes"),
+    [(1, True), (range(0, 2), True), (3, False), (range(2, 4), False), (range(1, 3), True)],
+)
+def test_expect_int_and_range(race, sample_service, expect, passes):
+    result = race.post(
+        sample_service.url + "/orders", json=order, resources=2, concurrency=10, expect=expect, check=False
+    )
+    assert result.passed is passes
+    if not passes:
+        assert {v.kind for v in result.violations} == {"too-few"}
+
+
+def test_stock_of_k_with_expect(race):
+    class Stock(OneWinnerApp):
+        async def __call__(self, scope, receive, send):
+            from support import read_body, respond
+
+            if scope["type"] != "http":
+                return
+            await read_body(receive)
+            self.count += 1
+            await respond(send, 201 if self.count <= 3 else 409, {})
+
+    with serve_app(Stock()) as url:
+        result = race.post(url + "/buy", concurrency=20, expect=3)
+    assert (result.wins, result.rejections) == (3, 17)
+
+
+def test_server_errors_fail_unless_allowed(race):
+    with serve_app(OneWinnerApp(fail_every=4, loser_status=409)) as url:
+        result = race.post(lambda a: f"{url}/seat/{a.resource}", resources=2, concurrency=8, check=False)
+        assert result.errors == 4
+        assert result.error_reasons == {"HTTP 500": 4}
+        assert "error" in {v.kind for v in result.violations}
+        tolerant = race.post(
+            lambda a: f"{url}/again/{a.resource}", resources=2, concurrency=8, allow_errors=True
+        )
+        assert tolerant.errors == 4
+        assert tolerant.passed
+
+
+def test_timeout_is_unknown_and_indeterminate(race):
+    with serve_app(OneWinnerApp(delay=2.0)) as url:
+        result = race.post(url + "/slow", concurrency=3, timeout=0.3, check=False)
+    assert result.unknown == 3
+    assert result.wins == 0
+    assert [v.kind for v in result.violations] == ["indeterminate"]
+    assert "0..3" in result.violations[0].found
+
+
+def test_predicate_that_raises_fails_even_with_allow_errors(race):
+    def broken(response):
+        raise KeyError("ok")
+
+    with serve_app(OneWinnerApp()) as url:
+        result = race.post(url + "/x", concurrency=4, success=broken, allow_errors=True, check=False)
+    assert result.errors == 4
+    assert "predicate" in {v.kind for v in result.violations}
+    assert "KeyError" in next(iter(result.error_reasons))
+
+
+def test_wrong_url_never_passes_even_when_zero_winners_allowed(race, sample_service):
+    result = race.post(sample_service.url + "/nope", concurrency=5, expect=range(0, 2), check=False)
+    assert [v.kind for v in result.violations] == ["no-winner-possible"]
+    assert "404" in result.violations[0].detail
+
+
+def test_connection_refused_fails_fast_with_the_url(race):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/orders"
+    result = race.post(url, concurrency=3, timeout=2, check=False)
+    assert result.errors == 3
+    reason = next(iter(result.error_reasons))
+    assert "connection refused" in reason
+    assert f"127.0.0.1:{port}" in reason
+
+
+def test_relative_url_without_base_url_names_the_option(race):
+    with pytest.raises(RaceUsageError, match="--race-base-url"):
+        race.post("/orders", concurrency=2)
+
+
+def test_url_without_scheme_is_refused(race):
+    with pytest.raises(RaceUsageError, match="scheme"):
+        race.post("localhost:8000/orders", concurrency=2)
+
+
+def test_base_url_resolves_relative_urls(race, sample_service):
+    race.base_url = sample_service.url
+    result = race.post("/orders", json=order, resources=2, concurrency=5)
+    assert result.wins == 2
+
+
+def test_unknown_call_argument_is_named(race):
+    with pytest.raises(RaceUsageError, match="'concurency'"):
+        race.post("http://127.0.0.1:1/x", concurency=2)
+
+
+def test_bad_call_override_is_named(race):
+    with pytest.raises(RaceUsageError, match=r"concurrency=0: expected an integer >= 1"):
+        race.post("http://127.0.0.1:1/x", concurrency=0)
+
+
+def test_attempt_keys_are_unique_and_arguments_vary(race):
+    seen = []
+
+    def body(a):
+        seen.append((a.resource, a.client, a.round, a.key))
+        return {"k": a.key}
+
+    with serve_app(OneWinnerApp(loser_status=409)) as url:
+        race.post(lambda a: f"{url}/r/{a.resource}", json=body, resources=["A1", "B2"], concurrency=3)
+    assert sorted(seen) == sorted((r, c, 1, f"r1-{r}-{c}") for r in ("A1", "B2") for c in (1, 2, 3))
+
+
+def test_run_with_setup_before_the_gate(race, sample_service):
+    race.base_url = sample_service.url
+    before_gate = []
+
+    async def attempt(a):
+        health = await a.http.get("/health")  # untimed set-up
+        before_gate.append(health.status_code)
+        await a.gate()
+        return await a.http.post("/orders", json={"seats": [a.resource], "user": a.key})
+
+    result = race.run(attempt, resources=3, concurrency=10)
+    assert result.mode == "gate"
+    assert before_gate == [200] * 30
+    assert result.wins == 3
+
+
+def test_run_refuses_last_byte(race):
+    async def attempt(a):
+        raise AssertionError("never runs")
+
+    with pytest.raises(RaceUsageError, match="sync='last-byte'"):
+        race.run(attempt, sync="last-byte")
+
+
+def test_run_attempt_returning_junk_is_a_fatal_error(race, sample_service):
+    race.base_url = sample_service.url
+
+    async def attempt(a):
+        await a.gate()
+        return "not a response"
+
+    result = race.run(attempt, concurrency=2, allow_errors=True, check=False)
+    assert result.errors == 2
+    assert "expected httpx.Response" in next(iter(result.error_reasons))
+    assert not result.passed
+
+
+def test_asgi_app_in_process(race):
+    app = OneWinnerApp(loser_status=409)
+    race.app = app
+    result = race.post("/seat/1", concurrency=20)
+    assert (result.wins, result.rejections, result.mode) == (1, 19, "gate")
+    assert app.count == 20
+
+
+def test_verify_settles_and_reconciles(race, sample_service_factory):
+    service = sample_service_factory(strategy="unsafe", window_ms=50)
+    result = race.post(
+        service.url + "/orders",
+        json=order,
+        resources=2,
+        concurrency=10,
+        verify=lambda seat: len(service.holders(seat)),
+        check=False,
+    )
+    kinds = {v.kind for v in result.violations}
+    assert {"too-many", "double"} <= kinds
+    assert "lost" not in kinds
+
+
+def test_rounds_reset_between_and_report_the_rate(race, sample_service):
+    result = race.post(sample_service.url + "/orders", json=order, resources=2, concurrency=5, rounds=3)
+    assert result.requests == 30
+    assert result.wins == 6
+    assert [r.wins for r in result.per_round] == [2, 2, 2]
+
+
+def test_last_byte_and_gate_classify_alike(race, sample_service):
+    results = {}
+    for mode in ("last-byte", "gate"):
+        sample_service.reset()
+        r = race.post(sample_service.url + "/orders", json=order, resources=3, concurrency=20, sync=mode)
+        results[mode] = (r.requests, r.wins, r.rejections, r.errors, r.unknown, dict(r.status_counts))
+    assert results["last-byte"] == results["gate"]
+
+
+def test_last_byte_request_is_byte_identical_to_httpx(race):
+    """What the engine writes (all but the final byte, then that byte) is what httpx sends."""
+    captured: list[bytes] = []
+    lock = threading.Lock()
+
+    def handle(conn: socket.socket) -> None:
+        head = read_request_head(conn)
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        body = head.split(b"\r\n\r\n", 1)[1] if b"\r\n\r\n" in head else b""
+        with contextlib.suppress(OSError):
+            while len(body) < length:
+                body += conn.recv(4096)
+        with lock:
+            captured.append(head.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n" + body)
+        reply = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: application/json\r\n\r\n{}"
+        with contextlib.suppress(OSError):
+            conn.sendall(reply)
+
+    payload = {"seats": ["A1"], "user": "zoë", "n": 1.5}
+    with raw_server(handle) as url:
+        race.post(url + "/orders?x=1", json=payload, headers={"X-Test": "1"}, concurrency=1)
+        httpx.post(url + "/orders?x=1", json=payload, headers={"X-Test": "1"}, trust_env=False)
+    assert len(captured) == 2
+    assert captured[0] == captured[1]
+    assert captured[0].startswith(b"POST /orders?x=1 HTTP/1.1\r\n")
+
+
+def test_server_closing_before_the_final_byte_is_an_error(race):
+    def handle(conn: socket.socket) -> None:
+        read_request_head(conn, timeout=0.2)
+        conn.close()
+
+    with raw_server(handle) as url:
+        result = race.get(url + "/x", concurrency=3, timeout=5, check=False)
+    assert result.errors == 3
+    assert result.unknown == 0
+    reasons = " ".join(result.error_reasons)
+    assert "closed the connection" in reasons
+
+
+def test_server_answering_before_the_final_byte_is_an_error():
+    """Driven step by step: the server's early answer is in before the gate opens (no sleeps)."""
+    answered = threading.Event()
+
+    def handle(conn: socket.socket) -> None:
+        conn.settimeout(5)
+        with contextlib.suppress(OSError):
+            conn.recv(10)  # a few bytes of the request: answer without waiting for the rest
+            conn.sendall(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+            answered.set()
+            conn.recv(4096)
+
+    async def scenario(url: str) -> list[Record]:
+        config = resolve({}, {"concurrency": 1, "timeout": 5.0}, Settings(), flexible=False)
+        builder = RequestBuilder(
+            RequestSpec("POST", url + "/x", json={"a": "b" * 200}), None, make_ssl_context(True)
+        )
+        firer = LastByteFirer(config, builder, make_ssl_context(True), Classifier(config))
+        slot = Slot(Record(resource=0, client=1, round=1), builder.build(Attempt(1, 1, 1)))
+        await firer._connect_and_prepare(slot)
+        with anyio.fail_after(5):
+            while not answered.is_set():
+                await anyio.sleep(0.001)  # polling the server's signal to a deadline
+        firer._release(1, 0, [slot])
+        await builder.aclose()
+        await firer.aclose()
+        return [slot.record]
+
+    with raw_server(handle) as url:
+        (record,) = anyio.run(scenario, url)
+    assert record.outcome is Outcome.ERROR
+    assert record.reason == "server answered before the final byte was sent"
+
+
+def test_records_are_complete(race, sample_service):
+    result = race.post(sample_service.url + "/orders", json=order, resources=2, concurrency=10)
+    assert len(result.history) == 20
+    for rec in result.history:
+        assert rec.sent_ns > 0
+        assert rec.end_ns >= rec.sent_ns
+        assert rec.server_ns > 0
+        assert rec.outcome in (Outcome.WIN, Outcome.REJECTION)
+    assert result.spread.median_ns > 0
+    assert result.spread.server_median_ns is not None
+    assert result.latency.all.count == 20
+    assert result.latency.winners.count == 2
+    assert result.latency.losers.count == 18
+    assert (
+        result.latency.all.min <= result.latency.all.med <= result.latency.all.p95 <= result.latency.all.max
+    )
