@@ -7,6 +7,7 @@ import socket
 import threading
 
 import anyio
+import anyio.to_thread
 import httpx
 import pytest
 
@@ -18,7 +19,7 @@ from pytest_seatrace.engine.plan import Attempt, RequestSpec
 from pytest_seatrace.marker import resolve
 from pytest_seatrace.options import Settings
 from pytest_seatrace.results import Outcome, Record
-from support import OneWinnerApp, raw_server, read_request_head, serve_app
+from tests.support import OneWinnerApp, raw_server, read_request_head, serve_app
 
 
 def order(a):
@@ -89,7 +90,7 @@ def test_expect_int_and_range(race, sample_service, expect, passes):
 def test_stock_of_k_with_expect(race):
     class Stock(OneWinnerApp):
         async def __call__(self, scope, receive, send):
-            from support import read_body, respond
+            from tests.support import read_body, respond
 
             if scope["type"] != "http":
                 return
@@ -330,9 +331,7 @@ def test_server_answering_before_the_final_byte_is_an_error():
         firer = LastByteFirer(config, builder, make_ssl_context(True), Classifier(config))
         slot = Slot(Record(resource=0, client=1, round=1), builder.build(Attempt(1, 1, 1)))
         await firer._connect_and_prepare(slot)
-        with anyio.fail_after(5):
-            while not answered.is_set():
-                await anyio.sleep(0.001)  # polling the server's signal to a deadline
+        assert await anyio.to_thread.run_sync(answered.wait, 5)
         firer._release(1, 0, [slot])
         await builder.aclose()
         await firer.aclose()

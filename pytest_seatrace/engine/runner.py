@@ -20,7 +20,6 @@ from pytest_seatrace.engine.gatemode import GateFirer
 from pytest_seatrace.engine.lastbyte import LastByteFirer
 from pytest_seatrace.engine.limits import ensure_open_files
 from pytest_seatrace.engine.plan import (
-    Attempt,
     AttemptFn,
     RaceConfig,
     RequestSpec,
@@ -30,7 +29,6 @@ from pytest_seatrace.engine.plan import (
 )
 from pytest_seatrace.errors import RaceUsageError
 from pytest_seatrace.results import RaceResult, Record, Violation
-
 
 ASGI_BASE_URL = "http://testserver"
 
