@@ -31,8 +31,8 @@ MARKER_DOC = (
 class MarkerError(ValueError):
     """A marker or call argument with a value outside what is allowed."""
 
-    def __init__(self, argument: str, value: object, allowed: str) -> None:
-        super().__init__(f"{argument}={value!r}: expected {allowed}")
+    def __init__(self, argument: str, value: object, allowed: str, *, problem: str = "") -> None:
+        super().__init__(f"{argument}={value!r}: {problem or 'expected ' + allowed}")
         self.argument = argument
 
 
@@ -127,9 +127,7 @@ def check_values(given: Mapping[str, Any]) -> dict[str, Any]:
         try:
             out["thresholds"] = tuple(parse_threshold(t) for t in value)
         except ThresholdError as exc:
-            raise MarkerError(
-                "thresholds", given["thresholds"], str(exc).split("; expected ", 1)[-1]
-            ) from exc
+            raise MarkerError("thresholds", given["thresholds"], "", problem=str(exc)) from exc
     if "allow_errors" in given and not isinstance(given["allow_errors"], bool):
         raise MarkerError("allow_errors", given["allow_errors"], "True or False")
     if "rounds" in given:
