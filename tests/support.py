@@ -13,7 +13,10 @@ from typing import Any
 import anyio
 import uvicorn
 
-INNER_INI = "[pytest]\naddopts = -p no:benchmark\nasyncio_default_fixture_loop_scope = function\nfilterwarnings = error\n"
+INNER_INI = (
+    "[pytest]\naddopts = -p no:benchmark\n"
+    "asyncio_default_fixture_loop_scope = function\nfilterwarnings = error\n"
+)
 
 Scope = dict[str, Any]
 Receive = Callable[[], Any]
