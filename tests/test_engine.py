@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from pytest_seatrace import RaceUsageError, RaceViolation
-from pytest_seatrace.engine.builder import RequestBuilder, make_ssl_context
+from pytest_seatrace.engine.builder import RequestBuilder, make_ssl_context, origin_of
 from pytest_seatrace.engine.classify import Classifier
 from pytest_seatrace.engine.lastbyte import LastByteFirer, Slot
 from pytest_seatrace.engine.plan import Attempt, RequestSpec
@@ -330,7 +330,7 @@ def test_server_answering_before_the_final_byte_is_an_error():
         )
         firer = LastByteFirer(config, builder, make_ssl_context(True), Classifier(config))
         slot = Slot(Record(resource=0, client=1, round=1), builder.build(Attempt(1, 1, 1)))
-        await firer._connect_and_prepare(slot)
+        await firer._connect_and_prepare(slot, origin_of(slot.request))
         assert await anyio.to_thread.run_sync(answered.wait, 5)
         firer._release(1, 0, [slot])
         await builder.aclose()

@@ -6,6 +6,7 @@ held-back request is byte-identical to what httpx itself would send.
 
 from __future__ import annotations
 
+import functools
 import ssl
 from typing import Any
 
@@ -24,18 +25,7 @@ def make_ssl_context(tls_verify: Any) -> ssl.SSLContext:
     if isinstance(tls_verify, ssl.SSLContext):
         return tls_verify
     if isinstance(tls_verify, bool):
-        ctx = ssl.create_default_context()
-        if tls_verify:
-            try:
-                import certifi
-
-                ctx.load_verify_locations(certifi.where())
-            except ImportError:  # pragma: no cover - httpx depends on certifi
-                pass
-        else:
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        return ctx
+        return _default_context(tls_verify)
     if isinstance(tls_verify, str):
         try:
             return ssl.create_default_context(cafile=tls_verify)
@@ -44,6 +34,20 @@ def make_ssl_context(tls_verify: Any) -> ssl.SSLContext:
     raise RaceUsageError(
         f"tls_verify={tls_verify!r}: expected True, False, a CA bundle path or an ssl.SSLContext"
     )
+
+
+@functools.lru_cache(maxsize=2)
+def _default_context(verify: bool) -> ssl.SSLContext:
+    """Loading CA certificates costs ~100 ms: once per process, shared by every race."""
+    ctx = ssl.create_default_context()
+    if verify:
+        import certifi  # httpx's own CA bundle, so both start modes trust the same roots
+
+        ctx.load_verify_locations(certifi.where())
+    else:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
 
 
 def check_url(url: httpx.URL, given: object) -> Origin:
@@ -57,13 +61,25 @@ def check_url(url: httpx.URL, given: object) -> Origin:
     return Origin(url.scheme, url.host, port)
 
 
+HEAD_FIELDS = ("url", "params", "headers", "cookies")
+BODY_FIELDS = ("content", "data", "json")
+
+
 class RequestBuilder:
-    """Resolves a ``RequestSpec`` per attempt into an ``httpx.Request`` (built once if constant)."""
+    """Resolves a ``RequestSpec`` per attempt into an ``httpx.Request``.
+
+    A constant request is built once. When only the body varies (the common
+    ``json=lambda a: ...``), the URL and headers are merged once and each attempt builds just
+    an ``httpx.Request`` from them: what ``AsyncClient.build_request`` would do, at a third of
+    the cost.
+    """
 
     def __init__(self, spec: RequestSpec, base_url: str | None, ssl_context: ssl.SSLContext) -> None:
         self.spec = spec
         self._client = httpx.AsyncClient(base_url=base_url or "", trust_env=False, verify=ssl_context)
         self._fixed: httpx.Request | None = None
+        self._head: tuple[httpx.URL, list[tuple[bytes, bytes]]] | None = None
+        self._head_static = not any(callable(getattr(spec, name)) for name in HEAD_FIELDS)
         self.first_url: str | None = None
         """The first URL built: its origin's ``POST /reset`` runs between rounds."""
 
@@ -73,6 +89,9 @@ class RequestBuilder:
         args = self.spec.resolve(attempt)
         url = args.pop("url")
         try:
+            if self._head is not None:
+                body = {name: args[name] for name in BODY_FIELDS if name in args}
+                return httpx.Request(self.spec.method, self._head[0], headers=self._head[1], **body)
             request = self._client.build_request(url=url, **args)
         except (TypeError, ValueError, httpx.InvalidURL) as exc:
             raise RaceUsageError(f"cannot build the request for {url!r}: {exc}") from None
@@ -81,7 +100,30 @@ class RequestBuilder:
             self.first_url = str(request.url)
         if not self.spec.varies:
             self._fixed = request
+        elif self._head_static:
+            self._head = self._merged_head(url, args)
         return request
+
+    def _merged_head(self, url: Any, args: dict[str, Any]) -> tuple[httpx.URL, list[tuple[bytes, bytes]]]:
+        """URL and headers as the client merges them, less what ``httpx.Request`` adds itself."""
+        head_args = {name: args[name] for name in ("params", "headers", "cookies") if name in args}
+        head = self._client.build_request(self.spec.method, url, **head_args)
+        given = {k.lower() for k in httpx.Headers(args.get("headers") or {})}
+        auto = set()
+        if "host" not in given:
+            auto.add(b"host")
+        if self.spec.method in ("POST", "PUT", "PATCH") and not given & {
+            "content-length",
+            "transfer-encoding",
+        }:
+            auto.add(b"content-length")
+        raw = []
+        for name, value in head.headers.raw:
+            if name.lower() in auto:
+                auto.discard(name.lower())
+                continue
+            raw.append((name, value))
+        return head.url, raw
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -14,11 +14,12 @@ from collections.abc import Sequence
 
 import anyio
 import httpx
+from anyio.abc import TaskGroup
 
 from pytest_seatrace.engine.builder import RequestBuilder, origin_of, serialize
 from pytest_seatrace.engine.classify import Classifier
 from pytest_seatrace.engine.plan import Attempt, RaceConfig
-from pytest_seatrace.engine.rawhttp import RawConnection, RawResponse, TransportError
+from pytest_seatrace.engine.rawhttp import Origin, RawConnection, RawResponse, TransportError
 from pytest_seatrace.results import BODY_KEEP, Outcome, Record
 
 
@@ -55,37 +56,73 @@ class LastByteFirer:
             for index in indices
             for client in range(1, cfg.concurrency + 1)
         ]
-        async with anyio.create_task_group() as tg:
-            for slot in slots:
-                tg.start_soon(self._connect_and_prepare, slot)
+        with anyio.move_on_after(cfg.timeout):
+            async with anyio.create_task_group() as tg:
+                for slot in slots:
+                    self._prepare(tg, slot)
+        for slot in slots:
+            if slot.conn is None and not slot.record.reason:
+                self._fail(
+                    slot, None, f"connect timeout after {cfg.timeout}s to {origin_of(slot.request).url}"
+                )
         for index in indices:
             self._release(rnd, index, [s for s in slots if s.record.resource == index])
-        async with anyio.create_task_group() as tg:
-            for slot in slots:
-                if slot.conn is not None:
-                    tg.start_soon(self._collect, slot, slot.conn)
+        live = [(s, s.conn) for s in slots if s.conn is not None]
+        # One deadline for the wave: ``timeout`` after its last final write.
+        with anyio.move_on_after(cfg.timeout):
+            async with anyio.create_task_group() as tg:
+                for slot, conn in live:
+                    tg.start_soon(self._collect, slot, conn)
+        for slot, conn in live:
+            if not slot.record.end_ns:
+                rec = slot.record
+                rec.outcome = Outcome.UNKNOWN
+                rec.reason = f"no response within {cfg.timeout}s after the final write"
+                rec.end_ns = time.perf_counter_ns()
+                conn.close()
         return [s.record for s in slots]
 
-    async def _connect_and_prepare(self, slot: Slot) -> None:
+    def _prepare(self, tg: TaskGroup, slot: Slot) -> None:
+        """Reuse a kept connection and write its prefix now, or open one in a task."""
         origin = origin_of(slot.request)
         conn = self._reuse(origin)
+        if conn is None:
+            tg.start_soon(self._connect_and_prepare, slot, origin)
+            return
         try:
-            with anyio.fail_after(self.config.timeout):
-                if conn is None:
-                    conn = await RawConnection.open(
-                        origin, self.ssl_context if origin.scheme == "https" else None
-                    )
-                await conn.prepare(serialize(conn.h11, slot.request))
-        except TimeoutError:
-            self._fail(slot, conn, f"connect timeout after {self.config.timeout}s to {origin.url}")
+            rest = conn.write_prefix(serialize(conn.h11, slot.request))
+        except OSError as exc:
+            self._fail(slot, conn, f"connection to {origin.url} failed: {exc}")
+            return
+        if rest:
+            tg.start_soon(self._finish_prefix, slot, conn, rest)
+        else:
+            slot.conn = conn
+
+    async def _finish_prefix(self, slot: Slot, conn: RawConnection, rest: bytes) -> None:
+        try:
+            await conn.send_all(rest)
+        except OSError as exc:
+            self._fail(slot, conn, f"connection to {conn.origin.url} failed: {exc}")
+        else:
+            slot.conn = conn
+
+    async def _connect_and_prepare(self, slot: Slot, origin: Origin) -> None:
+        conn = None
+        try:
+            conn = await RawConnection.open(origin, self.ssl_context if origin.scheme == "https" else None)
+            await conn.prepare(serialize(conn.h11, slot.request))
         except TransportError as exc:
             self._fail(slot, conn, str(exc))
         except OSError as exc:
             self._fail(slot, conn, f"connection to {origin.url} failed: {exc}")
         else:
             slot.conn = conn
+        finally:
+            if slot.conn is None and conn is not None and not slot.record.reason:
+                conn.close()  # cancelled by the connect deadline
 
-    def _reuse(self, origin: object) -> RawConnection | None:
+    def _reuse(self, origin: Origin) -> RawConnection | None:
         while self._pool:
             conn = self._pool.pop()
             if conn.origin == origin and conn.early_answer() is None:
@@ -125,19 +162,11 @@ class LastByteFirer:
 
     async def _collect(self, slot: Slot, conn: RawConnection) -> None:
         rec = slot.record
-        remaining = self.config.timeout - (time.perf_counter_ns() - rec.sent_ns) / 1e9
-        response: RawResponse | None = None
-        with anyio.move_on_after(max(remaining, 0)):
-            try:
-                response = await conn.read_response(keep_body=self.classifier.needs_response)
-            except TransportError as exc:
-                self._fail(slot, conn, str(exc))
-                return
-        if response is None:
-            rec.outcome = Outcome.UNKNOWN
-            rec.reason = f"no response within {self.config.timeout}s after the final write"
-            rec.end_ns = time.perf_counter_ns()
-            conn.close()
+        try:
+            response = await conn.read_response(keep_body=self.classifier.needs_response)
+        except TransportError as exc:
+            self._fail(slot, conn, str(exc))
+            slot.conn = None
             return
         rec.end_ns = response.end_ns
         rec.status = response.status

@@ -106,17 +106,17 @@ class RawConnection:
             try:
                 self.tls.do_handshake()
             except ssl.SSLWantReadError:
-                await self._send_all(self._outgoing.read())
+                await self.send_all(self._outgoing.read())
                 await self._fill()
             except ssl.SSLError as exc:
                 raise TransportError(f"TLS handshake with {self.origin.url} failed: {exc}") from None
             else:
-                await self._send_all(self._outgoing.read())
+                await self.send_all(self._outgoing.read())
                 return
 
     # -- writing ---------------------------------------------------------------------------
 
-    async def _send_all(self, data: bytes) -> None:
+    async def send_all(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
             try:
@@ -132,10 +132,22 @@ class RawConnection:
         self.tls.write(data)
         return self._outgoing.read()
 
-    async def prepare(self, request: bytes) -> None:
-        """Write all of ``request`` but its final byte, and hold that byte (encrypted if TLS)."""
-        await self._send_all(self._encrypt(request[:-1]))
+    def write_prefix(self, request: bytes) -> bytes:
+        """Write what fits of ``request`` but its final byte, and hold that byte (encrypted if
+        TLS); return what is left to send (nearly always nothing: requests are small)."""
+        data = self._encrypt(request[:-1])
         self.final = self._encrypt(request[-1:])
+        try:
+            sent = self.sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        return data[sent:]
+
+    async def prepare(self, request: bytes) -> None:
+        """Write all of ``request`` but its final byte, waiting for the socket if it must."""
+        rest = self.write_prefix(request)
+        if rest:
+            await self.send_all(rest)
 
     def fire(self) -> None:
         """Send the held final bytes now; called back to back for every client at the gate."""
