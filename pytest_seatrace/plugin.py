@@ -176,6 +176,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
     )
     if not lines:
         return
+    terminalreporter.ensure_newline()  # else the first table line would follow a blank one
     terminalreporter.section("race summary")
     for line in lines:
         terminalreporter.write_line(line.text, red=line.red, green=line.green, bold=line.bold)
