@@ -32,13 +32,23 @@ def bound_socket() -> socket.socket:
 
 
 @contextlib.contextmanager
-def serve_app(app: Any, startup_timeout: float = 10.0) -> Iterator[str]:
-    """Serve an ASGI app with uvicorn in a thread on a socket bound here; yield its base URL."""
+def serve_app(app: Any, startup_timeout: float = 10.0, tls: tuple[str, str] | None = None) -> Iterator[str]:
+    """Serve an ASGI app with uvicorn in a thread on a socket bound here; yield its base URL.
+
+    ``tls`` = (certificate chain PEM path, key PEM path) serves https.
+    """
     sock = bound_socket()
     port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(app, log_level="warning", access_log=False, backlog=4096, timeout_graceful_shutdown=1)
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        access_log=False,
+        backlog=4096,
+        timeout_graceful_shutdown=1,
+        ssl_certfile=tls[0] if tls else None,
+        ssl_keyfile=tls[1] if tls else None,
     )
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + startup_timeout
@@ -48,7 +58,7 @@ def serve_app(app: Any, startup_timeout: float = 10.0) -> Iterator[str]:
             raise RuntimeError(f"test server not serving on port {port}")
         time.sleep(0.005)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=10)

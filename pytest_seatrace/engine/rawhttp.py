@@ -107,7 +107,10 @@ class RawConnection:
                 self.tls.do_handshake()
             except ssl.SSLWantReadError:
                 await self.send_all(self._outgoing.read())
-                await self._fill()
+                if not await self._receive_ciphertext():
+                    raise TransportError(
+                        f"TLS handshake with {self.origin.url} failed: connection closed"
+                    ) from None
             except ssl.SSLError as exc:
                 raise TransportError(f"TLS handshake with {self.origin.url} failed: {exc}") from None
             else:
@@ -160,7 +163,13 @@ class RawConnection:
                 self.sock.setblocking(False)
 
     def early_answer(self) -> str | None:
-        """Why this connection cannot take its final byte (closed, or answered already), if so."""
+        """Why this connection cannot take its final byte (closed, or answered already), if so.
+
+        Over TLS, bytes may wait that are no answer (TLS 1.3 session tickets): only decrypted
+        application data counts.
+        """
+        if self.tls is not None:
+            return self._early_tls_answer(self.tls)
         try:
             data = self.sock.recv(1, socket.MSG_PEEK)
         except BlockingIOError:
@@ -171,20 +180,34 @@ class RawConnection:
             return "server closed the connection before the final byte"
         return "server answered before the final byte was sent"
 
+    def _early_tls_answer(self, tls: ssl.SSLObject) -> str | None:
+        try:
+            data = self.sock.recv(RECV_SIZE)
+        except BlockingIOError:
+            data = None
+        except OSError as exc:
+            return f"connection lost before the final byte: {exc}"
+        if data == b"":
+            return "server closed the connection before the final byte"
+        if data:
+            self._incoming.write(data)
+        try:
+            plain = tls.read(RECV_SIZE)
+        except ssl.SSLWantReadError:
+            return None
+        except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+            return "server closed the connection before the final byte"
+        except ssl.SSLError as exc:
+            return f"TLS error before the final byte: {exc}"
+        if not plain:
+            return "server closed the connection before the final byte"
+        return "server answered before the final byte was sent"
+
     # -- reading ---------------------------------------------------------------------------
 
-    async def _fill(self) -> bytes:
-        """Wait for and read the next bytes from the socket (decrypted if TLS); b"" at EOF."""
+    async def _receive_ciphertext(self) -> bool:
+        """Move the next bytes from the socket into the TLS object; False at EOF."""
         while True:
-            if self.tls is not None:
-                try:
-                    return self.tls.read(RECV_SIZE)
-                except ssl.SSLWantReadError:
-                    pass
-                except ssl.SSLZeroReturnError:
-                    return b""
-                except ssl.SSLError as exc:
-                    raise TransportError(f"TLS error: {exc}") from None
             await anyio.wait_readable(self.sock)
             try:
                 data = self.sock.recv(RECV_SIZE)
@@ -192,12 +215,33 @@ class RawConnection:
                 continue
             except OSError as exc:
                 raise TransportError(f"connection lost: {exc}") from None
-            if self.tls is None:
-                return data
-            if not data:
-                self._incoming.write_eof()
-            else:
+            if data:
                 self._incoming.write(data)
+                return True
+            self._incoming.write_eof()
+            return False
+
+    async def _fill(self) -> bytes:
+        """Wait for and read the next bytes from the socket (decrypted if TLS); b"" at EOF."""
+        if self.tls is None:
+            while True:
+                await anyio.wait_readable(self.sock)
+                try:
+                    return self.sock.recv(RECV_SIZE)
+                except BlockingIOError:
+                    continue
+                except OSError as exc:
+                    raise TransportError(f"connection lost: {exc}") from None
+        while True:
+            try:
+                return self.tls.read(RECV_SIZE)
+            except ssl.SSLWantReadError:
+                if not await self._receive_ciphertext():
+                    return b""
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                return b""
+            except ssl.SSLError as exc:
+                raise TransportError(f"TLS error: {exc}") from None
 
     async def read_response(self, keep_body: bool) -> RawResponse:
         """Parse one response with h11; the body is kept only when a predicate needs it."""
