@@ -32,6 +32,7 @@ def build_result(
     clock: tuple[int, int],
     held: Mapping[tuple[int, int], int] | None = None,
     extra_violations: Sequence[Violation] = (),
+    interrupted: bool = False,
 ) -> RaceResult:
     counts = Counter(r.outcome for r in records)
     winners: dict[Hashable, list[Win]] = {}
@@ -69,6 +70,7 @@ def build_result(
         settings=config.describe(),
         history=tuple(records),
         clock=clock,
+        interrupted=interrupted,
     )
     violations = [*invariant_violations(records, config, held), *extra_violations]
     violations += threshold_violations(result, config)

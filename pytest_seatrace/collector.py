@@ -41,8 +41,11 @@ class RaceLog:
     def wants_history(self) -> bool:
         return self.settings.json is not None or self.settings.html is not None
 
-    def keep(self, result: RaceResult) -> None:
-        """Keep the full result (with history) of a race run in this process."""
+    def record(self, result: RaceResult) -> None:
+        """A race ran in this process: log it now (so even an interrupted test keeps it),
+        unless it travels to the controller on a worker's report."""
+        if not is_xdist_worker(self.config):
+            self.races.append(result.to_dict())
         if self.wants_history:
             self.local.append(result)
 
@@ -52,10 +55,10 @@ class RaceLog:
     # -- hooks ---------------------------------------------------------------------------
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """On the controller, races of xdist workers arrive with the replayed reports."""
         races = getattr(report, "seatrace", None)
-        if not races:
-            return
-        self.races.extend(races)
+        if races and not is_xdist_worker(self.config):
+            self.races.extend(races)
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:

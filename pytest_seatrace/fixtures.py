@@ -31,6 +31,9 @@ OVERRIDES = frozenset(
 )
 
 
+INTERRUPT_GRACE = 5.0
+"""Seconds a cancelled race gets to close its sockets and hand over its partial figures."""
+
 REQUEST_FIELDS = ("json", "data", "content", "headers", "params", "cookies")
 
 
@@ -228,6 +231,7 @@ class Race:
             attempt_fn=call.attempt_fn,
             verify=call.verify,
             reset=call.reset,
+            on_interrupt=self._record,
         )
         self._record(result)
         return result
@@ -236,10 +240,16 @@ class Race:
         __tracebackhide__ = True
         if self._portal is None:
             self._portal = self._stack.enter_context(anyio.from_thread.start_blocking_portal())
+        future = self._portal.start_task_soon(self._execute, call)
         try:
-            result: RaceResult = self._portal.call(self._execute, call)
+            result: RaceResult = future.result()
         except RaceUsageError as exc:  # re-raised here, so the traceback ends at the test's line
             raise RaceUsageError(str(exc)) from None
+        except BaseException:  # Ctrl-C: cancel the race, let it hand over what it finished
+            future.cancel()
+            with contextlib.suppress(BaseException):
+                future.exception(timeout=INTERRUPT_GRACE)
+            raise
         return result
 
     def close(self) -> None:

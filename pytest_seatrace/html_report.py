@@ -1,11 +1,695 @@
-"""The self-contained HTML report (placeholder until the HTML report lands)."""
+"""The self-contained HTML report of ``--race-html``: one file, inline CSS and SVG, no network.
+
+It is rendered from the same document ``--race-json`` writes, so the two never disagree, and it
+must open anywhere (a CI artifact, an air-gapped machine): no script, font, stylesheet or image
+is fetched. Every string of the document is escaped: test names and response bodies come from
+users and services. Charts are SVG made here, so no JavaScript is needed. Histories of 50,000
+requests stay fast and small because timelines draw a bounded sample of requests per resource
+and a bounded number of resources.
+"""
 
 from __future__ import annotations
 
 import html
-import json
+import math
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from typing import Any
+
+MAX_DRAWN_PER_RESOURCE = 200
+"""Requests drawn per resource timeline; winners are always drawn (up to ``MAX_WINNERS_DRAWN``)."""
+MAX_WINNERS_DRAWN = 1000
+"""A bound even on winners, for services that let thousands of clients win one resource."""
+FIRST_TIMELINES = 32
+"""Resources that always get a timeline, in resource order."""
+MAX_TIMELINES = 96
+"""Timelines per race at most: the first resources plus resources with a violation."""
+MAX_VIOLATION_ROWS = 200
+MAX_WINNER_RESOURCES = 10
+MAX_WINNERS_LISTED = 5
+BODY_SHOWN = 200
+HISTOGRAM_BINS = 40
+OUTCOMES = ("win", "rejection", "error", "unknown")
+PCT_KEYS = ("min_ns", "med_ns", "p90_ns", "p95_ns", "p99_ns", "max_ns")
+
+CSS = """
+:root { color-scheme: light; --win: #1a7f37; --rej: #8c959f; --err: #cf222e; --unk: #bf8700;
+  --ink: #1f2328; --mute: #59636e; --line: #d1d9e0; --bg2: #f6f8fa; }
+* { box-sizing: border-box; }
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: var(--ink);
+  margin: 0 auto; padding: 16px 24px 48px; max-width: 1400px; }
+h1 { font-size: 22px; margin: 8px 0 4px; } h2 { font-size: 18px; margin: 36px 0 8px;
+  padding-top: 12px; border-top: 2px solid var(--line); word-break: break-all; }
+h3 { font-size: 15px; margin: 20px 0 6px; }
+.meta { color: var(--mute); font-size: 12px; word-break: break-all; }
+table { border-collapse: collapse; margin: 6px 0 12px; font-size: 13px; }
+th, td { border: 1px solid var(--line); padding: 3px 8px; text-align: right; vertical-align: top; }
+th { background: var(--bg2); font-weight: 600; }
+td.l, th.l { text-align: left; } td.name { text-align: left; word-break: break-all; max-width: 420px; }
+td.body { text-align: left; font-family: ui-monospace, monospace; font-size: 12px; max-width: 560px;
+  white-space: pre-wrap; word-break: break-all; }
+.PASS { color: #fff; background: var(--win); } .FAIL { color: #fff; background: var(--err); }
+span.PASS, span.FAIL { padding: 1px 8px; border-radius: 10px; font-weight: 600; font-size: 13px; }
+.note { color: var(--mute); font-size: 12px; margin: 2px 0 8px; }
+.charts { display: flex; flex-wrap: wrap; gap: 16px 28px; align-items: flex-start; }
+figure { margin: 0; } figcaption { font-size: 12px; color: var(--mute); margin-bottom: 2px; }
+svg { max-width: 100%; height: auto; background: #fff; } svg.bar { display: block; }
+svg text { font: 11px system-ui, sans-serif; fill: var(--mute); }
+svg .axis { stroke: #8c959f; stroke-width: 1; } svg .grid { stroke: #eaeef2; stroke-width: 1; }
+svg .pct { stroke: var(--ink); stroke-dasharray: 3 3; stroke-width: 1; }
+svg .win { fill: var(--win); stroke: var(--win); } svg .rejection { fill: var(--rej); stroke: var(--rej); }
+svg .error { fill: var(--err); stroke: var(--err); } svg .unknown { fill: var(--unk); stroke: var(--unk); }
+svg g.win line { stroke-width: 2; } svg line { stroke-width: 1; }
+svg g.win circle { stroke: #fff; stroke-width: 1; }
+.timelines { display: grid; grid-template-columns: repeat(auto-fill, minmax(640px, 1fr)); gap: 12px 24px; }
+.key span { display: inline-block; margin-right: 14px; font-size: 12px; }
+.key i { display: inline-block; width: 10px; height: 10px; border-radius: 5px; margin-right: 4px; }
+"""
+
+
+def _e(value: object) -> str:
+    """Escape anything from the document for text and attribute positions alike."""
+    return html.escape(str(value), quote=True)
+
+
+def _ms(ns: float | None, digits: int = 1) -> str:
+    return "-" if ns is None else f"{ns / 1e6:.{digits}f}"
+
+
+def _num(value: float) -> str:
+    """Short SVG coordinates: one decimal is sub-pixel already."""
+    return f"{value:.1f}".rstrip("0").rstrip(".")
+
+
+def _svg_open(cls: str, width: float, height: float, title: str) -> str:
+    return (
+        f'<svg class="{cls}" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img">'
+        f"<title>{_e(title)}</title>"
+    )
+
+
+def _text(x: float, y: float, text: str, anchor: str = "start") -> str:
+    """An SVG label; ``text`` must already be escaped."""
+    return f'<text x="{_num(x)}" y="{_num(y)}" text-anchor="{anchor}">{text}</text>'
+
+
+def _line(cls: str, x1: float, x2: float, y1: float, y2: float) -> str:
+    return f'<line class="{cls}" x1="{_num(x1)}" x2="{_num(x2)}" y1="{_num(y1)}" y2="{_num(y2)}"/>'
+
+
+def _nice_step(span: float, ticks: int = 5) -> float:
+    """A 1/2/5 × 10^k step giving about ``ticks`` ticks over ``span``."""
+    if span <= 0 or not math.isfinite(span):
+        return 1.0
+    raw = span / ticks
+    base: float = 10.0 ** math.floor(math.log10(raw))
+    for mult in (1, 2, 5, 10):
+        if raw <= mult * base:
+            return mult * base
+    return 10 * base
+
+
+def _ticks(low: float, high: float, ticks: int = 5) -> list[float]:
+    step = _nice_step(high - low, ticks)
+    first = math.ceil(low / step) * step
+    count = int((high - first) / step + 1e-9) + 1
+    return [first + i * step for i in range(max(0, min(count, 50)))]
+
+
+def _tick_label(value: float, step: float) -> str:
+    digits = 0 if step >= 1 else min(6, -math.floor(math.log10(step)))
+    return f"{value:.{digits}f}"
+
+
+def _expected(race: dict[str, Any]) -> str:
+    n = len(race.get("resources", []))
+    expect = race.get("expect", {"min": 1, "max": 1})
+    low, high = expect["min"] * n * race.get("rounds", 1), expect["max"] * n * race.get("rounds", 1)
+    return str(low) if low == high else f"{low}-{high}"
+
+
+def _verdict(race: dict[str, Any]) -> str:
+    return "PASS" if race.get("passed") else "FAIL"
+
+
+def _table(headers: Sequence[str], rows: Iterable[Sequence[object]], left: Sequence[int] = (0,)) -> str:
+    """A plain table; cells are escaped here, so callers pass raw values."""
+    head = "".join(f'<th class="{"l" if i in left else ""}">{_e(h)}</th>' for i, h in enumerate(headers))
+    body = [
+        "<tr>"
+        + "".join(f'<td class="{"l" if i in left else ""}">{_e(c)}</td>' for i, c in enumerate(row))
+        + "</tr>"
+        for row in rows
+    ]
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+# -- summary ----------------------------------------------------------------------------------
+
+SUMMARY_HEADERS = (
+    "test",
+    "res × conc",
+    "requests",
+    "successes exp/act",
+    "rejections",
+    "errors",
+    "unknown",
+    "double",
+    "p50 ms",
+    "p95 ms",
+    "p99 ms",
+    "max ms",
+    "req/s",
+    "spread ms",
+    "mode",
+    "result",
+)
+
+
+def _summary(races: Sequence[dict[str, Any]]) -> str:
+    """One row per race, the columns of the terminal's ``race summary``."""
+    head = "".join(f'<th class="{"l" if i == 0 else ""}">{_e(h)}</th>' for i, h in enumerate(SUMMARY_HEADERS))
+    rows = []
+    for i, race in enumerate(races):
+        lat = race.get("latency", {}).get("all", {})
+        verdict = _verdict(race)
+        cells = [
+            f"{len(race.get('resources', []))} × {race.get('concurrency', '?')}",
+            race.get("requests", 0),
+            f"{_expected(race)} / {race.get('wins', 0)}",
+            race.get("rejections", 0),
+            race.get("errors", 0),
+            race.get("unknown", 0),
+            race.get("double_bookings", 0),
+            _ms(lat.get("med_ns")),
+            _ms(lat.get("p95_ns")),
+            _ms(lat.get("p99_ns")),
+            _ms(lat.get("max_ns")),
+            f"{race.get('rps', 0.0):.0f}",
+            _ms(race.get("spread", {}).get("median_ns"), 2),
+            race.get("mode", "?"),
+        ]
+        rows.append(
+            f'<tr><td class="name"><a href="#race-{i}">{_e(race.get("name", "?"))}</a></td>'
+            + "".join(f"<td>{_e(c)}</td>" for c in cells)
+            + f'<td class="{verdict}">{verdict}</td></tr>'
+        )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _status_order(item: tuple[str, int]) -> tuple[bool, int, str]:
+    """Status codes in numeric order, then "no response"."""
+    code = item[0]
+    return (not code.isdigit(), int(code) if code.isdigit() else 0, code)
+
+
+def _status_rows(status_counts: dict[str, int], requests: int) -> list[tuple[str, int]]:
+    rows = sorted(status_counts.items(), key=_status_order)
+    missing = requests - sum(status_counts.values())
+    if missing > 0:
+        rows.append(("no response", missing))
+    return rows
+
+
+def _status_table(rows: Sequence[tuple[str, int]]) -> str:
+    total = sum(n for _, n in rows) or 1
+    return _table(("status", "count", "share"), [(code, n, f"{100 * n / total:.2f}%") for code, n in rows])
+
+
+# -- charts -----------------------------------------------------------------------------------
+
+
+def _status_class(code: str) -> str:
+    if code.startswith("2"):
+        return "win"
+    if code.startswith("4"):
+        return "rejection"
+    if code.isdigit():
+        return "error"
+    return "unknown"
+
+
+def _bar_svg(parts: Sequence[tuple[str, int, str]], label: str) -> str:
+    """A horizontal stacked bar: (label, count, css class) per part."""
+    width, height, left = 560, 46, 4
+    total = sum(n for _, n, _ in parts) or 1
+    x = float(left)
+    out = [_svg_open("bar", width, height, label)]
+    for name, count, cls in parts:
+        w = (width - 2 * left) * count / total
+        if count:
+            out.append(
+                f'<rect class="{cls}" x="{_num(x)}" y="4" width="{_num(max(w, 1))}" height="18">'
+                f"<title>{_e(name)}: {count} ({100 * count / total:.1f}%)</title></rect>"
+            )
+            if w > 40:
+                out.append(_text(x + 3, 38, f"{_e(name)} {count}"))
+        x += w
+    out.append("</svg>")
+    return "".join(out)
+
+
+def _latencies(history: dict[str, list[Any]]) -> dict[str, list[int]]:
+    """Latency (end - sent) per outcome, of requests that were sent and got an outcome in time."""
+    out: dict[str, list[int]] = {o: [] for o in OUTCOMES}
+    columns = zip(history["sent_ns"], history["end_ns"], history["outcome"], strict=True)
+    for sent, end, outcome in columns:
+        if sent and outcome != "unknown" and end >= sent:
+            out.setdefault(outcome, []).append(end - sent)
+    return out
+
+
+def _histogram_svg(race: dict[str, Any]) -> str:
+    """Stacked latency histogram of the history; percentile bars when the history was lost."""
+    history = race.get("history")
+    if not history:
+        return _percentile_svg(race)
+    by_outcome = _latencies(history)
+    values = [v for vals in by_outcome.values() for v in vals]
+    if not values:
+        return _percentile_svg(race)
+    low, high = min(values), max(values)
+    if high == low:
+        high = low + 1000
+    span = high - low
+    bins = HISTOGRAM_BINS
+    counts = {o: [0] * bins for o in by_outcome}
+    for outcome, vals in by_outcome.items():
+        column = counts[outcome]
+        for v in vals:
+            column[min(bins - 1, int((v - low) * bins / span))] += 1
+    peak = max(sum(c[b] for c in counts.values()) for b in range(bins)) or 1
+    width, height = 640, 240
+    left, right, top, bottom = 44, 12, 14, 34
+    plot_w, plot_h = width - left - right, height - top - bottom
+    base_y = top + plot_h
+    bar_w = plot_w / bins
+    out = [_svg_open("histogram", width, height, "latency histogram")]
+    for tick in _ticks(0, peak, 4):
+        y = base_y - plot_h * tick / peak
+        out.append(_line("grid", left, width - right, y, y) + _text(left - 4, y + 4, str(int(tick)), "end"))
+    for b in range(bins):
+        stacked = 0
+        x = left + b * bar_w
+        lo_ms, hi_ms = (low + span * b / bins) / 1e6, (low + span * (b + 1) / bins) / 1e6
+        for outcome in OUTCOMES:
+            n = counts.get(outcome, [0] * bins)[b]
+            if not n:
+                continue
+            h = plot_h * n / peak
+            y = base_y - plot_h * (stacked + n) / peak
+            out.append(
+                f'<rect class="{outcome}" x="{_num(x + 0.5)}" y="{_num(y)}" '
+                f'width="{_num(max(bar_w - 1, 0.5))}" height="{_num(max(h, 0.5))}">'
+                f"<title>{lo_ms:.2f}–{hi_ms:.2f} ms: {n} {outcome}</title></rect>"
+            )
+            stacked += n
+    step = _nice_step((high - low) / 1e6)
+    for tick in _ticks(low / 1e6, high / 1e6):
+        x = left + plot_w * (tick * 1e6 - low) / span
+        out.append(
+            _line("axis", x, x, base_y, base_y + 4) + _text(x, base_y + 16, _tick_label(tick, step), "middle")
+        )
+    out.append(_line("axis", left, width - right, base_y, base_y))
+    out.append(_text(left + plot_w / 2, height - 4, "latency (ms)", "middle"))
+    lat = race.get("latency", {}).get("all", {})
+    for row, (key, name) in enumerate((("med_ns", "p50"), ("p95_ns", "p95"), ("p99_ns", "p99"))):
+        value = lat.get(key)
+        if value is None or not low <= value <= high:
+            continue
+        x = left + plot_w * (value - low) / span
+        out.append(
+            f'<line class="pct" x1="{_num(x)}" x2="{_num(x)}" y1="{top}" y2="{base_y}">'
+            f"<title>{name} {_ms(value, 2)} ms</title></line>"
+            + _pct_label(x, top + 9 + 11 * row, name, width - right)
+        )
+    out.append("</svg>")
+    return "".join(out)
+
+
+def _pct_label(x: float, y: float, name: str, right_edge: float) -> str:
+    """A percentile's name beside its line, on the left when the line is near the right edge."""
+    if x > right_edge - 28:
+        return _text(x - 2, y, name, "end")
+    return _text(x + 2, y, name)
+
+
+def _percentile_svg(race: dict[str, Any]) -> str:
+    """Without a history only the percentiles are known: one bar each."""
+    lat = race.get("latency", {}).get("all", {})
+    names = ("min", "p50", "p90", "p95", "p99", "max")
+    rows = [(name, lat.get(key)) for name, key in zip(names, PCT_KEYS, strict=True)]
+    peak = max((v for _, v in rows if v is not None), default=0.0) or 1.0
+    width, row_h, left = 640, 22, 44
+    height = row_h * len(rows) + 8
+    out = [_svg_open("percentiles", width, height, "latency percentiles (no request history)")]
+    for i, (name, value) in enumerate(rows):
+        y = 4 + i * row_h
+        out.append(_text(left - 6, y + 14, name, "end"))
+        if value is not None:
+            w = (width - left - 90) * value / peak
+            out.append(
+                f'<rect class="rejection" x="{left}" y="{y + 3}" width="{_num(max(w, 0.5))}" '
+                f'height="{row_h - 6}"/>' + _text(left + w + 4, y + 14, f"{_ms(value, 2)} ms")
+            )
+    out.append("</svg>")
+    return "".join(out)
+
+
+def _sample(indices: list[int], outcome: list[str]) -> tuple[list[int], int]:
+    """The requests of one resource to draw: every winner, then errors and unknowns, then an
+    even spread of the rest, ``MAX_DRAWN_PER_RESOURCE`` in all. Returns (drawn, winners cut)."""
+    if len(indices) <= MAX_DRAWN_PER_RESOURCE:
+        return list(indices), 0
+    wins = [i for i in indices if outcome[i] == "win"]
+    cut = max(0, len(wins) - MAX_WINNERS_DRAWN)
+    wins = wins[:MAX_WINNERS_DRAWN]
+    odd = [i for i in indices if outcome[i] in ("error", "unknown")]
+    rest = [i for i in indices if outcome[i] not in ("win", "error", "unknown")]
+    room = max(0, MAX_DRAWN_PER_RESOURCE - len(wins))
+    odd = odd[:room]
+    room -= len(odd)
+    if len(rest) > room:
+        rest = [rest[int(k * len(rest) / room)] for k in range(room)] if room else []
+    return sorted(wins + odd + rest), cut
+
+
+def _timeline_resources(race: dict[str, Any], present: Sequence[str]) -> tuple[list[str], int]:
+    """The first resources plus those with a violation, bounded; returns (chosen, left out)."""
+    violated = {str(v["resource"]) for v in race.get("violations", []) if v.get("resource") is not None}
+    chosen = list(present[:FIRST_TIMELINES])
+    for res in present[FIRST_TIMELINES:]:
+        if len(chosen) >= MAX_TIMELINES:
+            break
+        if res in violated:
+            chosen.append(res)
+    return chosen, len(present) - len(chosen)
+
+
+TIMELINE_KEY = (
+    '<p class="key"><span><i style="background:var(--win)"></i>win</span>'
+    '<span><i style="background:var(--rej)"></i>rejection</span>'
+    '<span><i style="background:var(--err)"></i>error</span>'
+    '<span><i style="background:var(--unk)"></i>unknown (timed out)</span>'
+    "<span>dot: final write sent · line: until the response · "
+    "x: ms since the race's first send</span></p>"
+)
+
+
+def _timelines(race: dict[str, Any]) -> str:
+    """One SVG per resource: a dot at each request's final write, a line to its response."""
+    history = race.get("history")
+    if not history:
+        return (
+            '<p class="note">No request history in this report (a pytest-xdist worker lost it), '
+            "so no timelines.</p>"
+        )
+    sent = history["sent_ns"]
+    starts = [s for s in sent if s]
+    if not starts:
+        return '<p class="note">No request was sent, so no timelines.</p>'
+    groups: dict[str, list[int]] = {}
+    unsent: Counter[str] = Counter()
+    for i, res in enumerate(history["resource"]):
+        if sent[i]:
+            groups.setdefault(res, []).append(i)
+        else:
+            unsent[res] += 1
+    order = [str(r) for r in race.get("resources", [])]
+    known = set(order)
+    present = [r for r in order if r in groups] + [r for r in groups if r not in known]
+    chosen, left_out = _timeline_resources(race, present)
+    spreads = race.get("spread", {}).get("by_resource", {})
+    timeline = _Timeline(history, t0=min(starts))
+    figures = [timeline.svg(res, groups[res], unsent[res], spreads.get(res)) for res in chosen]
+    note = ""
+    if left_out:
+        note = (
+            f'<p class="note">{left_out} more resources not drawn (the first {FIRST_TIMELINES} and those '
+            f"with a violation are, up to {MAX_TIMELINES}); the JSON report has every request.</p>"
+        )
+    return TIMELINE_KEY + '<div class="timelines">' + "".join(figures) + "</div>" + note
+
+
+class _Timeline:
+    """Draws resources of one race on a shared time origin (the race's first final write)."""
+
+    WIDTH, LEFT, RIGHT, TOP, BOTTOM = 640, 14, 14, 8, 30
+
+    def __init__(self, history: dict[str, list[Any]], t0: int) -> None:
+        self.sent: list[int] = history["sent_ns"]
+        self.end: list[int] = history["end_ns"]
+        self.outcome: list[str] = history["outcome"]
+        self.status: list[int] = history["status"]
+        self.client: list[int] = history["client"]
+        self.round: list[int] = history.get("round") or [1] * len(self.sent)
+        self.t0 = t0
+
+    def svg(self, resource: str, indices: list[int], unsent: int, spread_ns: int | None) -> str:
+        sent, end, outcome = self.sent, self.end, self.outcome
+        drawn, cut = _sample(indices, outcome)
+        drawn.sort(key=sent.__getitem__)
+        lo = min(sent[i] for i in drawn) - self.t0
+        hi = max(max(end[i], sent[i]) for i in drawn) - self.t0
+        if hi <= lo:
+            hi = lo + 1000
+        span = hi - lo
+        n = len(drawn)
+        left, top, plot_w = self.LEFT, self.TOP, self.WIDTH - self.LEFT - self.RIGHT
+        plot_h = min(240.0, max(48.0, n * 4.0))
+        row = plot_h / n
+        height = int(top + plot_h + self.BOTTOM)
+        base_y = top + plot_h
+
+        def x_of(ns: int) -> str:
+            return _num(left + plot_w * (ns - self.t0 - lo) / span)
+
+        groups: dict[str, list[str]] = {o: [] for o in ("rejection", "error", "unknown", "win")}
+        multi_round = any(self.round[i] != 1 for i in drawn)
+        for k, i in enumerate(drawn):
+            y = _num(top + row * (k + 0.5))
+            kind = outcome[i] if outcome[i] in groups else "error"
+            x1, x2 = x_of(sent[i]), x_of(max(end[i], sent[i]))
+            where = f" round {self.round[i]}" if multi_round else ""
+            what = self.status[i] or "no response"
+            label = f"client {self.client[i]}{where}: {what} {kind}, {_ms(end[i] - sent[i], 2)} ms"
+            groups[kind].append(
+                f'<line x1="{x1}" x2="{x2}" y1="{y}" y2="{y}"/>'
+                f'<circle cx="{x1}" cy="{y}" r="{4 if kind == "win" else 2}">'
+                f"<title>{_e(label)}</title></circle>"
+            )
+        caption = f"Resource <b>{_e(resource)}</b>: {len(indices) + unsent} requests"
+        if n < len(indices):
+            caption += f", {n} drawn"
+        if cut:
+            caption += f", {cut} winners not drawn"
+        if unsent:
+            caption += f", {unsent} never sent"
+        if spread_ns is not None:
+            caption += f" · start spread {_ms(spread_ns, 3)} ms"
+        out = [
+            f"<figure><figcaption>{caption}</figcaption>",
+            _svg_open("timeline", self.WIDTH, height, f"timeline of resource {resource}"),
+        ]
+        step = _nice_step(span / 1e6)
+        for tick in _ticks(lo / 1e6, hi / 1e6):
+            x = left + plot_w * (tick * 1e6 - lo) / span
+            out.append(
+                _line("grid", x, x, top, base_y) + _text(x, base_y + 14, _tick_label(tick, step), "middle")
+            )
+        out.append(_line("axis", left, self.WIDTH - self.RIGHT, base_y, base_y))
+        out.append(_text(self.WIDTH - self.RIGHT, height - 3, "ms since the race started", "end"))
+        for kind, elements in groups.items():  # winners last, on top
+            if elements:
+                out.append(f'<g class="{kind}">{"".join(elements)}</g>')
+        out.append("</svg></figure>")
+        return "".join(out)
+
+
+# -- per race ---------------------------------------------------------------------------------
+
+
+def _violations(race: dict[str, Any]) -> str:
+    violations = race.get("violations", [])
+    if not violations:
+        return '<p class="note">No violations.</p>'
+    rows = [
+        (
+            v.get("kind", ""),
+            "-" if v.get("resource") is None else v["resource"],
+            "-" if v.get("round") is None else v["round"],
+            v.get("allowed", ""),
+            v.get("found", ""),
+            v.get("detail", ""),
+        )
+        for v in violations[:MAX_VIOLATION_ROWS]
+    ]
+    more = len(violations) - len(rows)
+    text = _table(("violation", "resource", "round", "allowed", "found", "detail"), rows, left=(0, 5))
+    rate = race.get("violation_rate")
+    if rate:
+        text = f'<p class="note">{_e(rate)}</p>' + text
+    if more > 0:
+        text += f'<p class="note">and {more} more violations (see the JSON report)</p>'
+    return text
+
+
+def _winners(race: dict[str, Any]) -> str:
+    """Who won the resources that broke the rule, with the start of what the service said."""
+    violated = []
+    for v in race.get("violations", []):
+        res = v.get("resource")
+        if res is not None and res not in violated and race.get("winners", {}).get(res):
+            violated.append(res)
+    if not violated:
+        return ""
+    rows = []
+    for res in violated[:MAX_WINNER_RESOURCES]:
+        wins = race["winners"][res]
+        for w in wins[:MAX_WINNERS_LISTED]:
+            body = w.get("body", "")
+            body = body[:BODY_SHOWN] + ("…" if len(body) > BODY_SHOWN else "")
+            rows.append(
+                f'<tr><td class="l">{_e(res)}</td><td>{_e(w.get("client"))}</td><td>{_e(w.get("round"))}</td>'
+                f"<td>{_e(w.get('status'))}</td><td>{_ms(w.get('latency_ns'), 2)}</td>"
+                f'<td class="body">{_e(body)}</td></tr>'
+            )
+        if len(wins) > MAX_WINNERS_LISTED:
+            rows.append(
+                f'<tr><td class="l">{_e(res)}</td><td colspan="5" class="l">'
+                f"and {len(wins) - MAX_WINNERS_LISTED} more winners</td></tr>"
+            )
+    more = len(violated) - MAX_WINNER_RESOURCES
+    note = f'<p class="note">and {more} more resources with violations</p>' if more > 0 else ""
+    return (
+        "<h3>Winners of the resources that broke the rule</h3><table><thead><tr>"
+        '<th class="l">resource</th><th>client</th><th>round</th><th>status</th><th>latency ms</th>'
+        f'<th class="l">body (start)</th></tr></thead><tbody>{"".join(rows)}</tbody></table>{note}'
+    )
+
+
+def _allowed(expect: dict[str, int]) -> str:
+    low, high = expect.get("min"), expect.get("max")
+    return str(low) if low == high else f"{low}..{high}"
+
+
+def _facts(race: dict[str, Any]) -> str:
+    settings = race.get("settings", {})
+    spread = race.get("spread", {})
+    facts: list[tuple[str, object]] = [
+        ("mode", race.get("mode", "?")),
+        ("resources × concurrency", f"{len(race.get('resources', []))} × {race.get('concurrency', '?')}"),
+        ("rounds", race.get("rounds", 1)),
+        ("winners allowed per resource", _allowed(race.get("expect", {}))),
+        ("duration", f"{race.get('duration_s', 0.0):.3f} s"),
+        ("req/s", f"{race.get('rps', 0.0):.0f}"),
+        (
+            "start spread median / max",
+            f"{_ms(spread.get('median_ns'), 3)} / {_ms(spread.get('max_ns'), 3)} ms",
+        ),
+    ]
+    if spread.get("server_median_ns") is not None:
+        server = f"{_ms(spread.get('server_median_ns'), 3)} / {_ms(spread.get('server_max_ns'), 3)} ms"
+        facts.append(("arrival spread at the service", server))
+    shown = ("success", "reject", "timeout_s", "allow_errors", "parallel", "seed")
+    facts += [(key, settings[key]) for key in shown if key in settings]
+    if settings.get("thresholds"):
+        facts.append(("thresholds", ", ".join(str(t) for t in settings["thresholds"])))
+    if race.get("worker"):
+        facts.append(("xdist worker", race["worker"]))
+    return '<p class="meta">' + " · ".join(f"{_e(k)}: <b>{_e(v)}</b>" for k, v in facts) + "</p>"
+
+
+def _race_section(index: int, race: dict[str, Any]) -> str:
+    verdict = _verdict(race)
+    status_rows = _status_rows(race.get("status_counts", {}), race.get("requests", 0))
+    outcomes = [
+        ("wins", race.get("wins", 0), "win"),
+        ("rejections", race.get("rejections", 0), "rejection"),
+        ("errors", race.get("errors", 0), "error"),
+        ("unknown", race.get("unknown", 0), "unknown"),
+    ]
+    errors: dict[str, int] = race.get("error_reasons", {})
+    error_table = (
+        "<h3>Error reasons</h3>" + _table(("reason", "count"), Counter(errors).most_common())
+        if errors
+        else ""
+    )
+    lat = race.get("latency", {})
+    lat_rows = [
+        (name, lat[name].get("count", 0), *(_ms(lat[name].get(k), 2) for k in PCT_KEYS))
+        for name in ("all", "winners", "losers")
+        if name in lat
+    ]
+    return "".join(
+        [
+            f'<section id="race-{index}"><h2>{_e(race.get("name", "?"))} ',
+            f'<span class="{verdict}">{verdict}</span></h2>',
+            _facts(race),
+            "<h3>Violations</h3>",
+            _violations(race),
+            '<div class="charts"><figure><figcaption>Latency histogram (final write → response)</figcaption>',
+            _histogram_svg(race),
+            "</figure><figure><figcaption>Latency (ms)</figcaption>",
+            _table(("requests", "count", "min", "p50", "p90", "p95", "p99", "max"), lat_rows),
+            "</figure></div>",
+            "<h3>Status breakdown</h3>",
+            '<div class="charts"><figure>',
+            _bar_svg([(code, n, _status_class(code)) for code, n in status_rows], "status codes"),
+            _bar_svg(outcomes, "outcomes"),
+            "</figure><figure>",
+            _status_table(status_rows),
+            "</figure><figure>",
+            _table(("outcome", "count"), [(name, n) for name, n, _ in outcomes]),
+            "</figure></div>",
+            error_table,
+            "<h3>Timeline per resource</h3>",
+            _timelines(race),
+            _winners(race),
+            "</section>",
+        ]
+    )
 
 
 def render_html(document: dict[str, Any]) -> str:
-    return "<!doctype html><pre>" + html.escape(json.dumps(document, indent=1)) + "</pre>"
+    """The whole report as one HTML string, from a ``--race-json`` document."""
+    races: list[dict[str, Any]] = list(document.get("races", []))
+    failed = sum(1 for r in races if not r.get("passed"))
+    requests = sum(r.get("requests", 0) for r in races)
+    machine = document.get("machine_info", {})
+    meta = " · ".join(
+        f"{_e(k)}: {_e(v)}"
+        for k, v in (
+            ("generated", document.get("datetime", "")),
+            ("pytest-seatrace", document.get("plugin_version", "")),
+            ("schema", document.get("schema", "")),
+            ("seed", document.get("seed", "")),
+            ("host", machine.get("node", "")),
+            ("python", machine.get("python", "")),
+            ("system", f"{machine.get('system', '')} {machine.get('machine', '')}"),
+            ("cpus", machine.get("cpu_count", "")),
+            ("argv", " ".join(str(a) for a in document.get("argv", []))),
+        )
+    )
+    status: Counter[str] = Counter()
+    for race in races:
+        for code, n in _status_rows(race.get("status_counts", {}), race.get("requests", 0)):
+            status[code] += n
+    title = f"race report: {len(races)} races, {failed} FAIL"
+    return "".join(
+        [
+            '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
+            '<meta name="viewport" content="width=device-width, initial-scale=1">',
+            f"<title>{_e(title)}</title><style>{CSS}</style></head><body>",
+            "<h1>pytest-seatrace race report</h1>",
+            f'<p class="meta">{meta}</p>',
+            f"<p><b>{len(races)}</b> races, <b>{requests:,}</b> requests, "
+            f'<b class="{"FAIL" if failed else "PASS"}">&nbsp;{failed} FAIL&nbsp;</b>, '
+            f"<b>{sum(r.get('double_bookings', 0) for r in races)}</b> double bookings</p>",
+            "<h2>Summary</h2>",
+            _summary(races) if races else '<p class="note">No race ran.</p>',
+            _status_table(sorted(status.items(), key=_status_order)) if status else "",
+            *(_race_section(i, race) for i, race in enumerate(races)),
+            "</body></html>",
+        ]
+    )

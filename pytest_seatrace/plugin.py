@@ -90,15 +90,17 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+    """On an xdist worker, races ride to the controller on the report (builtins only)."""
     report = yield
+    if not is_xdist_worker(item.config):
+        return report
     results = item.stash.get(RESULTS, [])
     done = item.stash.get(REPORTED, 0)
     if len(results) > done:
+        worker = getattr(item.config, "workerinput", {}).get("workerid")
         races = [r.to_dict() for r in results[done:]]
-        if is_xdist_worker(item.config):
-            worker = getattr(item.config, "workerinput", {}).get("workerid")
-            for race in races:
-                race["worker"] = worker
+        for race in races:
+            race["worker"] = worker
         report.seatrace = races
         item.stash[REPORTED] = len(results)
     return report
@@ -113,7 +115,7 @@ def race(request: pytest.FixtureRequest) -> Iterator[Race]:
 
     def record(result: RaceResult) -> None:
         results.append(result)
-        config.stash[LOG].keep(result)
+        config.stash[LOG].record(result)
         prefix = "race" if len(results) == 1 else f"race{len(results)}"
         data = result.to_dict()
         for key in JUNIT_FIGURES:

@@ -52,6 +52,9 @@ def atomic_write(path: Path, text: str) -> None:
     path = path.expanduser()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp's 0600 would hide the report from CI artifact steps
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
         Path(tmp).replace(path)
@@ -76,9 +79,10 @@ def write_reports(settings: Settings, races: Sequence[dict[str, Any]]) -> tuple[
     """Write the JSON and HTML reports asked for; return (written paths, error messages)."""
     written: list[str] = []
     errors: list[str] = []
+    document = json_document(settings, races)
     if settings.json is not None:
         try:
-            atomic_write(settings.json, json.dumps(json_document(settings, races), indent=1))
+            atomic_write(settings.json, json.dumps(document, indent=1))
             written.append(str(settings.json))
         except OSError as exc:
             errors.append(f"could not write --race-json {settings.json}: {exc}")
@@ -86,7 +90,7 @@ def write_reports(settings: Settings, races: Sequence[dict[str, Any]]) -> tuple[
         from pytest_seatrace.html_report import render_html
 
         try:
-            atomic_write(settings.html, render_html(json_document(settings, races)))
+            atomic_write(settings.html, render_html(document))
             written.append(str(settings.html))
         except OSError as exc:
             errors.append(f"could not write --race-html {settings.html}: {exc}")

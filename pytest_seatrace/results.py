@@ -233,6 +233,8 @@ class RaceResult:
     clock: tuple[int, int] = (0, 0)
     """One (``time.time_ns()``, ``time.perf_counter_ns()``) pair taken at the start, mapping
     the history's monotonic stamps to wall time."""
+    interrupted: bool = False
+    """Cut short (Ctrl-C): the figures cover the waves that finished."""
 
     @property
     def passed(self) -> bool:
@@ -243,9 +245,10 @@ class RaceResult:
         """Wins (or final-state holders) beyond what ``expect`` allows, per resource and round."""
         excess: dict[tuple[Hashable, int | None], int] = {}
         for v in self.violations:
-            if v.kind in ("too-many", "double") and v.found.isdigit():
+            low = v.found.split("..")[0]  # "3..5" with unknowns: at least 3
+            if v.kind in ("too-many", "double") and low.isdigit():
                 key = (v.resource, v.round)
-                excess[key] = max(excess.get(key, 0), int(v.found) - (self.expect.stop - 1))
+                excess[key] = max(excess.get(key, 0), int(low) - (self.expect.stop - 1))
         return sum(excess.values())
 
     def violation_rate(self) -> str:
@@ -264,6 +267,7 @@ class RaceResult:
             "name": self.name,
             "mode": self.mode,
             "passed": self.passed,
+            "interrupted": self.interrupted,
             "resources": [names[r] for r in self.resources],
             "concurrency": self.concurrency,
             "expect": {"min": self.expect.start, "max": self.expect.stop - 1},

@@ -47,7 +47,9 @@ def _spread(value: float | None) -> str:
 
 
 def _expected(race: dict[str, Any]) -> str:
-    n = len(race["resources"])
+    """Allowed winners over every resource and every round that ran."""
+    rounds = sum(1 for r in race.get("per_round", ()) if r["requests"]) or 1
+    n = len(race["resources"]) * rounds
     low, high = race["expect"]["min"] * n, race["expect"]["max"] * n
     return str(low) if low == high else f"{low}-{high}"
 
@@ -57,6 +59,8 @@ def _plural(n: int, word: str, plural: str) -> str:
 
 
 def verdict(race: dict[str, Any]) -> str:
+    if race.get("interrupted"):
+        return "INTERRUPTED"
     return "PASS" if race["passed"] else "FAIL"
 
 
@@ -90,7 +94,8 @@ def table_lines(races: Sequence[dict[str, Any]]) -> list[Line]:
     lines = text.splitlines()
     out = [Line(line) for line in lines[:2]]
     for race, line in zip(races, lines[2:], strict=True):
-        out.append(Line(line, red=not race["passed"], green=race["passed"]))
+        good = race["passed"] and not race.get("interrupted")
+        out.append(Line(line, red=not good, green=good))
     return out
 
 

@@ -15,7 +15,9 @@ import uvicorn
 
 INNER_INI = (
     "[pytest]\naddopts = -p no:benchmark\n"
-    "asyncio_default_fixture_loop_scope = function\nfilterwarnings = error\n"
+    "asyncio_default_fixture_loop_scope = function\n"
+    # In-process runs see pytest_seatrace imported by the outer session already.
+    "filterwarnings =\n    error\n    ignore::pytest.PytestAssertRewriteWarning\n"
 )
 
 Scope = dict[str, Any]

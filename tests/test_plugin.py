@@ -370,7 +370,7 @@ def test_plain_sync(seats):
 def test_async_frameworks(inner: pytest.Pytester, marker: str, args: list[str], passed: int) -> None:
     inner.makepyfile(ASYNC_TESTS.format(marker=marker))
     if marker == "@pytest.mark.anyio":
-        inner.makeini("[pytest]\naddopts = -p no:benchmark\nfilterwarnings = error\n")
+        inner.makeini(INNER_INI.replace("asyncio_default_fixture_loop_scope = function\n", ""))
         inner.makeconftest(
             CONFTEST
             + """

@@ -10,6 +10,7 @@ import functools
 import ssl
 from typing import Any
 
+import anyio
 import h11
 import httpx
 
@@ -126,7 +127,8 @@ class RequestBuilder:
         return head.url, raw
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        with anyio.CancelScope(shield=True):
+            await self._client.aclose()
 
 
 def serialize(conn: h11.Connection, request: httpx.Request) -> bytes:

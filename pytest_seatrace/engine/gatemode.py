@@ -173,6 +173,7 @@ class GateFirer:
         rec.outcome, rec.reason = Outcome.ERROR, f"{text} to {url}" if url else text
 
     async def aclose(self) -> None:
-        for client in self._clients:
-            await client.aclose()
+        with anyio.CancelScope(shield=True):  # also when the race was cancelled
+            for client in self._clients:
+                await client.aclose()
         self._clients.clear()

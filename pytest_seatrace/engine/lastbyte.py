@@ -45,6 +45,8 @@ class LastByteFirer:
         self.ssl_context = ssl_context
         self.classifier = classifier
         self._pool: list[RawConnection] = []
+        self._opened: list[RawConnection] = []
+        """Every connection ever opened, so a cancelled race still closes them all."""
 
     async def fire_wave(self, rnd: int, indices: Sequence[int]) -> list[Record]:
         cfg = self.config
@@ -111,6 +113,7 @@ class LastByteFirer:
         conn = None
         try:
             conn = await RawConnection.open(origin, self.ssl_context if origin.scheme == "https" else None)
+            self._opened.append(conn)
             await conn.prepare(serialize(conn.h11, slot.request))
         except TransportError as exc:
             self._fail(slot, conn, str(exc))
@@ -189,6 +192,7 @@ class LastByteFirer:
         )
 
     async def aclose(self) -> None:
-        for conn in self._pool:
+        for conn in self._opened:
             conn.close()
+        self._opened.clear()
         self._pool.clear()

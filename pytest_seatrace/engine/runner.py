@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import AsyncIterator, Hashable, Sequence
+from collections.abc import AsyncIterator, Callable, Hashable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, Protocol
 
@@ -53,8 +53,13 @@ async def run_race(
     attempt_fn: AttemptFn | None = None,
     verify: Verify | None = None,
     reset: Reset | None = None,
+    on_interrupt: Callable[[RaceResult], None] | None = None,
 ) -> RaceResult:
-    """Race ``spec`` (or ``attempt_fn``) per ``config`` and judge the records."""
+    """Race ``spec`` (or ``attempt_fn``) per ``config`` and judge the records.
+
+    Cancelled (Ctrl-C), it hands the rounds and waves finished so far to ``on_interrupt``,
+    marked ``interrupted``, before the cancellation goes on: figures are never lost.
+    """
     if (spec is None) == (attempt_fn is None):
         raise RaceUsageError("a race needs exactly one of a request or an attempt function")
     if not config.resources:
@@ -66,29 +71,40 @@ async def run_race(
     held: dict[tuple[int, int], int] = {}
     extra: list[Violation] = []
     busy = 0.0
-    async with _firer(config, target, spec, attempt_fn) as (firer, base_url, builder):
-        for rnd in range(1, config.rounds + 1):
-            if rnd > 1:
-                origin = base_url or (builder.first_url if builder else None)
-                await _reset(reset, _origin(origin) if origin else None, config.timeout)
-            start = time.perf_counter()
-            for wave in waves(len(config.resources), config.parallel):
-                records += await firer.fire_wave(rnd, wave)
-            busy += time.perf_counter() - start
-            if verify is not None:
-                for index, resource in enumerate(config.resources):
-                    holders = await _verify(verify, resource, extra, rnd)
-                    if holders is not None:
-                        held[(rnd, index)] = holders
-    return build_result(
-        name=name,
-        config=config,
-        records=records,
-        duration=busy,
-        clock=clock,
-        held=held if verify is not None else None,
-        extra_violations=extra,
-    )
+
+    def result(interrupted: bool = False) -> RaceResult:
+        return build_result(
+            name=name,
+            config=config,
+            records=records,
+            duration=busy,
+            clock=clock,
+            held=held if verify is not None else None,
+            extra_violations=extra,
+            interrupted=interrupted,
+        )
+
+    try:
+        async with _firer(config, target, spec, attempt_fn) as (firer, base_url, builder):
+            for rnd in range(1, config.rounds + 1):
+                if rnd > 1:
+                    origin = base_url or (builder.first_url if builder else None)
+                    await _reset(reset, _origin(origin) if origin else None, config.timeout)
+                start = time.perf_counter()
+                for wave in waves(len(config.resources), config.parallel):
+                    records += await firer.fire_wave(rnd, wave)
+                    busy += time.perf_counter() - start
+                    start = time.perf_counter()
+                if verify is not None:
+                    for index, resource in enumerate(config.resources):
+                        holders = await _verify(verify, resource, extra, rnd)
+                        if holders is not None:
+                            held[(rnd, index)] = holders
+    except BaseException:
+        if records and on_interrupt is not None:
+            on_interrupt(result(interrupted=True))
+        raise
+    return result()
 
 
 @asynccontextmanager
