@@ -5,6 +5,8 @@ from __future__ import annotations
 from pytest_seatrace.results import RaceResult
 
 MAX_ROWS = 20
+WINNER_KINDS = frozenset({"too-many", "too-few", "indeterminate"})
+"""Violations about the number of winners show who won; the others show their detail."""
 MAX_WINNERS = 3
 
 
@@ -28,7 +30,7 @@ def violation_message(result: RaceResult) -> str:
                 v.kind,
                 v.allowed,
                 v.found,
-                shown or v.detail,
+                (shown or v.detail) if v.kind in WINNER_KINDS else v.detail,
             ]
         )
     headers = [

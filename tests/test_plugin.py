@@ -381,3 +381,92 @@ def anyio_backend(request):
         )
     result = inner.runpytest(*args)
     result.assert_outcomes(passed=passed)
+
+
+def test_thresholds_pass_and_fail_with_metric_value_and_bound(inner: pytest.Pytester) -> None:
+    inner.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.race(resources=2, concurrency=4, thresholds=["p95 < 10s", "errors == 0", "rps > 0.001"])
+        def test_within(seats):
+            seats.post(lambda a: f"/seat/{a.resource}")
+
+        @pytest.mark.race(resources=2, concurrency=4, thresholds=["max < 1ns", "rps > 1000000000"])
+        def test_beyond(seats):
+            seats.post(lambda a: f"/seat/{a.resource}")
+        """
+    )
+    result = inner.runpytest("-v")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "E*threshold*max < 1ns*ms*max = *ms",
+            "E*threshold*rps > 1000000000*rps = *",
+        ]
+    )
+    result.stdout.fnmatch_lines(["*::test_beyond*FAIL", "*threshold (allowed max < 1ns, found *ms)*"])
+
+
+def test_global_p95_option_applies_to_every_race(inner: pytest.Pytester) -> None:
+    inner.makepyfile(
+        """
+        def test_any(seats):
+            seats.post("/seat/1", concurrency=3)
+        """
+    )
+    inner.runpytest("--race-p95-ms", "60000").assert_outcomes(passed=1)
+    failing = inner.runpytest("--race-p95-ms", "0.000001")
+    failing.assert_outcomes(failed=1)
+    failing.stdout.fnmatch_lines(["E*threshold*p95 < 1e-06ms*"])
+
+
+def test_rounds_report_the_violation_rate(inner: pytest.Pytester) -> None:
+    inner.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.race(concurrency=3, rounds=4)
+        def test_flaky(seats):
+            app = seats.app
+            resets = []
+
+            def reset():            # runs before rounds 2, 3 and 4
+                resets.append(1)
+                app.taken.clear()
+
+            original = app.__call__
+
+            async def double_in_even_rounds(scope, receive, send):
+                if scope["type"] == "http" and len(resets) % 2 == 1:   # rounds 2 and 4
+                    app.taken.discard(scope["path"])   # forget the booking: everyone wins
+                await original(scope, receive, send)
+
+            seats.app = double_in_even_rounds
+            seats.post("/seat/1", reset=reset)
+        """
+    )
+    result = inner.runpytest("-v")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        ["E*race broke its invariant (too-many in 2 of 4 rounds)*", "too-many in 2 of 4 rounds"]
+    )
+
+
+def test_verify_failing_and_passing(inner: pytest.Pytester) -> None:
+    inner.makepyfile(
+        """
+        def test_held_matches(seats):
+            seats.post("/seat/1", concurrency=4, verify=lambda seat: 1)
+
+        def test_lost_booking(seats):
+            seats.post("/seat/1", concurrency=4, verify=lambda seat: 0)
+
+        def test_double_in_state(seats):
+            seats.post("/seat/1", concurrency=4, verify=lambda seat: 2)
+        """
+    )
+    result = inner.runpytest()
+    result.assert_outcomes(passed=1, failed=2)
+    result.stdout.fnmatch_lines(["E*lost*>= 1*0*acknowledged wins missing from state*"])
+    result.stdout.fnmatch_lines(["E*phantom*<= 1*2*", "E*double*1*2*held in the final state*"])
