@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from pytest_seatrace import RaceUsageError, RaceViolation
-from pytest_seatrace.engine.builder import RequestBuilder, make_ssl_context, origin_of
+from pytest_seatrace.engine.builder import RequestBuilder, make_ssl_context
 from pytest_seatrace.engine.classify import Classifier
 from pytest_seatrace.engine.lastbyte import LastByteFirer, Slot
 from pytest_seatrace.engine.plan import Attempt, RequestSpec
@@ -289,13 +289,22 @@ def test_last_byte_request_is_byte_identical_to_httpx(race):
         with contextlib.suppress(OSError):
             conn.sendall(reply)
 
-    payload = {"seats": ["A1"], "user": "zoë", "n": 1.5}
+    def payload(client: int) -> dict[str, object]:
+        return {"seats": ["A1"], "user": "zoë" * client, "n": 1.5}  # bodies of three lengths
+
     with raw_server(handle) as url:
-        race.post(url + "/orders?x=1", json=payload, headers={"X-Test": "1"}, concurrency=1)
-        httpx.post(url + "/orders?x=1", json=payload, headers={"X-Test": "1"}, trust_env=False)
-    assert len(captured) == 2
+        race.post(url + "/orders?x=1", json={"fixed": True}, headers={"X-Test": "1"}, concurrency=1)
+        httpx.post(url + "/orders?x=1", json={"fixed": True}, headers={"X-Test": "1"}, trust_env=False)
+        race.post(
+            url + "/orders?x=1", json=lambda a: payload(a.client), headers={"X-Test": "1"}, concurrency=3, expect=3
+        )
+        for client in (1, 2, 3):
+            httpx.post(url + "/orders?x=1", json=payload(client), headers={"X-Test": "1"}, trust_env=False)
+    assert len(captured) == 8
     assert captured[0] == captured[1]
-    assert captured[0].startswith(b"POST /orders?x=1 HTTP/1.1\r\n")
+    assert captured[0].startswith(b"POST /orders?x=1 HTTP/1.1\r\nHost: 127.0.0.1:")
+    assert sorted(captured[2:5]) == sorted(captured[5:8])
+    assert len({len(c) for c in captured[5:8]}) == 3
 
 
 def test_server_closing_before_the_final_byte_is_an_error(race):
@@ -329,8 +338,8 @@ def test_server_answering_before_the_final_byte_is_an_error():
             RequestSpec("POST", url + "/x", json={"a": "b" * 200}), None, make_ssl_context(True)
         )
         firer = LastByteFirer(config, builder, make_ssl_context(True), Classifier(config))
-        slot = Slot(Record(resource=0, client=1, round=1), builder.build(Attempt(1, 1, 1)))
-        await firer._connect_and_prepare(slot, origin_of(slot.request))
+        slot = Slot(Record(resource=0, client=1, round=1), firer.wire.build(Attempt(1, 1, 1)))
+        await firer._connect_and_prepare(slot, slot.request.origin)
         assert await anyio.to_thread.run_sync(answered.wait, 5)
         firer._release(1, 0, [slot])
         await builder.aclose()

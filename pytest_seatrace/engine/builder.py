@@ -11,7 +11,6 @@ import ssl
 from typing import Any
 
 import anyio
-import h11
 import httpx
 
 from pytest_seatrace.engine.plan import Attempt, RequestSpec
@@ -87,7 +86,13 @@ class RequestBuilder:
     def build(self, attempt: Attempt) -> httpx.Request:
         if self._fixed is not None:
             return self._fixed
-        args = self.spec.resolve(attempt)
+        return self.build_from(self.spec.resolve(attempt))
+
+    def build_from(self, args: dict[str, Any]) -> httpx.Request:
+        """The request for already resolved arguments (each user callable is called once)."""
+        if self._fixed is not None:
+            return self._fixed
+        args = dict(args)
         url = args.pop("url")
         try:
             if self._head is not None:
@@ -129,19 +134,6 @@ class RequestBuilder:
     async def aclose(self) -> None:
         with anyio.CancelScope(shield=True):
             await self._client.aclose()
-
-
-def serialize(conn: h11.Connection, request: httpx.Request) -> bytes:
-    """The request's bytes on the wire, through the connection's own h11 state machine."""
-    body = request.read()
-    out = conn.send(
-        h11.Request(method=request.method, target=request.url.raw_path, headers=request.headers.raw)
-    )
-    parts = [out or b""]
-    if body:
-        parts.append(conn.send(h11.Data(data=body)) or b"")
-    parts.append(conn.send(h11.EndOfMessage()) or b"")
-    return b"".join(parts)
 
 
 def origin_of(request: httpx.Request) -> Origin:

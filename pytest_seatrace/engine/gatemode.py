@@ -63,6 +63,11 @@ class GateFirer:
             )
         return self._clients[slot]
 
+    async def fire_waves(self, rnd: int, waves: Sequence[Sequence[int]], sink: list[Record]) -> None:
+        """Race every wave of a round, appending each wave's records to ``sink`` as it ends."""
+        for indices in waves:
+            sink.extend(await self.fire_wave(rnd, indices))
+
     async def fire_wave(self, rnd: int, indices: Sequence[int]) -> list[Record]:
         cfg = self.config
         records: list[Record] = []

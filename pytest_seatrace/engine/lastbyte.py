@@ -13,13 +13,15 @@ import time
 from collections.abc import Sequence
 
 import anyio
+import anyio.lowlevel
 import httpx
 from anyio.abc import TaskGroup
 
-from pytest_seatrace.engine.builder import RequestBuilder, origin_of, serialize
+from pytest_seatrace.engine.builder import RequestBuilder
 from pytest_seatrace.engine.classify import Classifier
 from pytest_seatrace.engine.plan import Attempt, RaceConfig
 from pytest_seatrace.engine.rawhttp import Origin, RawConnection, RawResponse, TransportError
+from pytest_seatrace.engine.wire import WireBuilder, WireRequest
 from pytest_seatrace.results import BODY_KEEP, Outcome, Record
 
 
@@ -28,14 +30,19 @@ class Slot:
 
     __slots__ = ("conn", "record", "request")
 
-    def __init__(self, record: Record, request: httpx.Request) -> None:
+    def __init__(self, record: Record, request: WireRequest) -> None:
         self.record = record
         self.request = request
         self.conn: RawConnection | None = None
 
 
 class LastByteFirer:
-    """Fires waves in last-byte mode, keeping connections between waves."""
+    """Fires waves in last-byte mode, keeping connections between waves.
+
+    Wave ``i + 1`` is built, connected and written (all but its final bytes) while the
+    responses of wave ``i`` come in, on a second set of connections: the client's work hides
+    behind the server's instead of adding to it.
+    """
 
     def __init__(
         self, config: RaceConfig, builder: RequestBuilder, ssl_context: ssl.SSLContext, classifier: Classifier
@@ -44,55 +51,72 @@ class LastByteFirer:
         self.builder = builder
         self.ssl_context = ssl_context
         self.classifier = classifier
-        self._pool: list[RawConnection] = []
+        self.wire = WireBuilder(builder)
+        self._pools: tuple[list[RawConnection], list[RawConnection]] = ([], [])
         self._opened: list[RawConnection] = []
         """Every connection ever opened, so a cancelled race still closes them all."""
 
-    async def fire_wave(self, rnd: int, indices: Sequence[int]) -> list[Record]:
+    async def fire_waves(self, rnd: int, waves: Sequence[Sequence[int]], sink: list[Record]) -> None:
+        """Race every wave of a round, appending each wave's records to ``sink`` as it ends."""
+        prepared = await self._prepare_wave(rnd, waves[0], 0) if waves else []
+        for number, indices in enumerate(waves):
+            slots = prepared
+            for index in indices:
+                self._release(rnd, index, [s for s in slots if s.record.resource == index])
+            upcoming: list[Slot] = []
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._collect_wave, slots, number % 2)
+                if number + 1 < len(waves):
+                    tg.start_soon(self._prepare_into, upcoming, rnd, waves[number + 1], (number + 1) % 2)
+            sink.extend(s.record for s in slots)
+            prepared = upcoming
+
+    async def _prepare_into(self, out: list[Slot], rnd: int, indices: Sequence[int], pool: int) -> None:
+        out.extend(await self._prepare_wave(rnd, indices, pool))
+
+    async def _prepare_wave(self, rnd: int, indices: Sequence[int], pool: int) -> list[Slot]:
+        """Build the wave's requests, then connect (or reuse) and write all but final bytes."""
         cfg = self.config
-        slots = [
-            Slot(
-                Record(resource=index, client=client, round=rnd),
-                self.builder.build(Attempt(cfg.resources[index], client, rnd)),
-            )
-            for index in indices
-            for client in range(1, cfg.concurrency + 1)
-        ]
+        slots = []
+        for index in indices:
+            for client in range(1, cfg.concurrency + 1):
+                request = self.wire.build(Attempt(cfg.resources[index], client, rnd))
+                slots.append(Slot(Record(resource=index, client=client, round=rnd), request))
+            await anyio.lowlevel.checkpoint()  # let the previous wave's responses be read on time
         with anyio.move_on_after(cfg.timeout):
             async with anyio.create_task_group() as tg:
                 for slot in slots:
-                    self._prepare(tg, slot)
+                    self._prepare(tg, slot, pool)
         for slot in slots:
             if slot.conn is None and not slot.record.reason:
-                self._fail(
-                    slot, None, f"connect timeout after {cfg.timeout}s to {origin_of(slot.request).url}"
-                )
-        for index in indices:
-            self._release(rnd, index, [s for s in slots if s.record.resource == index])
+                origin = slot.request.origin
+                self._fail(slot, None, f"connect timeout after {cfg.timeout}s to {origin.url}")
+        return slots
+
+    async def _collect_wave(self, slots: Sequence[Slot], pool: int) -> None:
+        """Read every response, with one deadline: ``timeout`` after the wave's last final write."""
         live = [(s, s.conn) for s in slots if s.conn is not None]
-        # One deadline for the wave: ``timeout`` after its last final write.
-        with anyio.move_on_after(cfg.timeout):
+        with anyio.move_on_after(self.config.timeout):
             async with anyio.create_task_group() as tg:
                 for slot, conn in live:
-                    tg.start_soon(self._collect, slot, conn)
+                    tg.start_soon(self._collect, slot, conn, pool)
         for slot, conn in live:
             if not slot.record.end_ns:
                 rec = slot.record
                 rec.outcome = Outcome.UNKNOWN
-                rec.reason = f"no response within {cfg.timeout}s after the final write"
+                rec.reason = f"no response within {self.config.timeout}s after the final write"
                 rec.end_ns = time.perf_counter_ns()
                 conn.close()
-        return [s.record for s in slots]
 
-    def _prepare(self, tg: TaskGroup, slot: Slot) -> None:
+    def _prepare(self, tg: TaskGroup, slot: Slot, pool: int) -> None:
         """Reuse a kept connection and write its prefix now, or open one in a task."""
-        origin = origin_of(slot.request)
-        conn = self._reuse(origin)
+        origin = slot.request.origin
+        conn = self._reuse(origin, self._pools[pool])
         if conn is None:
             tg.start_soon(self._connect_and_prepare, slot, origin)
             return
         try:
-            rest = conn.write_prefix(serialize(conn.h11, slot.request))
+            rest = conn.write_prefix(slot.request.serialize(conn.h11))
         except OSError as exc:
             self._fail(slot, conn, f"connection to {origin.url} failed: {exc}")
             return
@@ -114,7 +138,7 @@ class LastByteFirer:
         try:
             conn = await RawConnection.open(origin, self.ssl_context if origin.scheme == "https" else None)
             self._opened.append(conn)
-            await conn.prepare(serialize(conn.h11, slot.request))
+            await conn.prepare(slot.request.serialize(conn.h11))
         except TransportError as exc:
             self._fail(slot, conn, str(exc))
         except OSError as exc:
@@ -125,9 +149,9 @@ class LastByteFirer:
             if slot.conn is None and conn is not None and not slot.record.reason:
                 conn.close()  # cancelled by the connect deadline
 
-    def _reuse(self, origin: Origin) -> RawConnection | None:
-        while self._pool:
-            conn = self._pool.pop()
+    def _reuse(self, origin: Origin, pool: list[RawConnection]) -> RawConnection | None:
+        while pool:
+            conn = pool.pop()
             if conn.origin == origin and conn.early_answer() is None:
                 return conn
             conn.close()
@@ -163,7 +187,7 @@ class LastByteFirer:
                 continue
             slot.record.sent_ns = clock()
 
-    async def _collect(self, slot: Slot, conn: RawConnection) -> None:
+    async def _collect(self, slot: Slot, conn: RawConnection, pool: int) -> None:
         rec = slot.record
         try:
             response = await conn.read_response(keep_body=self.classifier.needs_response)
@@ -181,18 +205,22 @@ class LastByteFirer:
         if rec.outcome is Outcome.WIN:
             rec.body = (response.body or b"")[:BODY_KEEP]
         if response.keep_alive:
-            self._pool.append(conn)
+            self._pools[pool].append(conn)
         else:
             conn.close()
 
     @staticmethod
     def _as_httpx(slot: Slot, response: RawResponse) -> httpx.Response:
         return httpx.Response(
-            response.status, headers=response.headers, content=response.body or b"", request=slot.request
+            response.status,
+            headers=response.headers,
+            content=response.body or b"",
+            request=slot.request.request,
         )
 
     async def aclose(self) -> None:
         for conn in self._opened:
             conn.close()
         self._opened.clear()
-        self._pool.clear()
+        for pool in self._pools:
+            pool.clear()

@@ -34,7 +34,7 @@ ASGI_BASE_URL = "http://testserver"
 
 
 class Firer(Protocol):
-    async def fire_wave(self, rnd: int, indices: Sequence[int]) -> list[Record]: ...
+    async def fire_waves(self, rnd: int, waves: Sequence[Sequence[int]], sink: list[Record]) -> None: ...
 
     async def aclose(self) -> None: ...
 
@@ -65,7 +65,9 @@ async def run_race(
     if not config.resources:
         raise RaceUsageError("resources: no resources to race")
     if target.app is None:
-        ensure_open_files(config.concurrency * config.parallel)
+        # Last-byte mode prepares the next wave on a second set of connections.
+        sets = 2 if config.sync == "last-byte" and config.parallel < len(config.resources) else 1
+        ensure_open_files(sets * config.concurrency * config.parallel)
     clock = (time.time_ns(), time.perf_counter_ns())
     records: list[Record] = []
     held: dict[tuple[int, int], int] = {}
@@ -91,10 +93,10 @@ async def run_race(
                     origin = base_url or (builder.first_url if builder else None)
                     await _reset(reset, _origin(origin) if origin else None, config.timeout)
                 start = time.perf_counter()
-                for wave in waves(len(config.resources), config.parallel):
-                    records += await firer.fire_wave(rnd, wave)
+                try:
+                    await firer.fire_waves(rnd, waves(len(config.resources), config.parallel), records)
+                finally:
                     busy += time.perf_counter() - start
-                    start = time.perf_counter()
                 if verify is not None:
                     for index, resource in enumerate(config.resources):
                         holders = await _verify(verify, resource, extra, rnd)
