@@ -1,0 +1,242 @@
+"""Shared helpers of the benchmark scripts: the seed race, spreads, budgets, tables.
+
+The scripts run as ``python benchmarks/<name>.py``, so this module is imported by its bare
+name (the script's directory is first on ``sys.path``). Nothing here talks to anything but
+the loopback service a script started itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from tabulate import tabulate
+
+from pytest_seatrace.engine import RaceConfig, RequestSpec, SyncMode, TargetOptions, make_rule, run_race
+from pytest_seatrace.engine.plan import REJECT_DEFAULT, SUCCESS_DEFAULT
+from pytest_seatrace.results import Outcome, RaceResult, Record, percentile
+
+EXIT_OK = 0
+EXIT_BELOW_TARGET = 1
+EXIT_INCOMPLETE = 2
+"""A budget ran out or a race could not run: no verdict on the target either way."""
+
+NS_PER_MS = 1_000_000
+
+
+def cores() -> int:
+    """CPUs this process may run on (the affinity mask, else the machine's count)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def machine_note() -> str:
+    return f"client and server share this machine's {cores()} cores (service in a separate process)"
+
+
+def load_note() -> str:
+    """The load average at the time of printing: the machine may be shared and noisy."""
+    if not hasattr(os, "getloadavg"):
+        return ""
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f} {five:.2f} {fifteen:.2f} (1/5/15 min)"
+
+
+def print_header(title: str) -> None:
+    print(title)
+    print(machine_note())
+    note = load_note()
+    if note:
+        print(note)
+    print()
+
+
+def print_table(rows: Sequence[Sequence[Any]], headers: Sequence[str], title: str = "") -> None:
+    if title:
+        print(title)
+    print(tabulate(rows, headers=list(headers), tablefmt="github", floatfmt=".3f", disable_numparse=True))
+    print()
+
+
+# -- arguments -----------------------------------------------------------------------------
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, not {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, not {text}")
+    return value
+
+
+def float_list(text: str) -> list[float]:
+    try:
+        values = [positive_float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers > 0, not {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one number")
+    return values
+
+
+def int_list(text: str) -> list[int]:
+    try:
+        values = [positive_int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 1, not {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one integer")
+    return values
+
+
+# -- time bounds ---------------------------------------------------------------------------
+
+
+@dataclass
+class Budget:
+    """A wall-clock allowance for a whole script; loops check it before each step."""
+
+    seconds: float
+    started: float = field(default_factory=time.monotonic)
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def left(self) -> float:
+        return self.seconds - self.elapsed()
+
+    def expired(self) -> bool:
+        return self.left() <= 0
+
+
+class BudgetExceededError(RuntimeError):
+    """The script's time budget ran out before every planned measurement was taken."""
+
+
+# -- the seed race -------------------------------------------------------------------------
+
+
+def seed_config(
+    *, resources: int, clients: int, sync: SyncMode, seed: int, timeout: float, parallel: int = 1
+) -> RaceConfig:
+    """The seed scenario: ``clients`` per seat, seats ``1..resources``, exactly one winner each."""
+    return RaceConfig(
+        resources=tuple(range(1, resources + 1)),
+        concurrency=clients,
+        expect=range(1, 2),
+        success=make_rule(None, SUCCESS_DEFAULT, "2xx"),
+        reject=make_rule(None, REJECT_DEFAULT, "4xx"),
+        success_given=False,
+        timeout=timeout,
+        sync=sync,
+        parallel=parallel,
+        seed=seed,
+    )
+
+
+def order_spec() -> RequestSpec:
+    """``POST /orders`` for the attempt's seat, one user per client."""
+    return RequestSpec("POST", "/orders", json=lambda a: {"seats": [a.resource], "user": f"vu-{a.client}"})
+
+
+def run_one_race(url: str, config: RaceConfig, *, name: str, limit_s: float) -> tuple[RaceResult, float]:
+    """One race against ``url``, cancelled after ``limit_s``; returns the result and its wall time.
+
+    Raises ``TimeoutError`` when the race did not finish within ``limit_s``.
+    """
+    spec = order_spec()
+    target = TargetOptions(base_url=url)
+
+    async def main() -> RaceResult:
+        with anyio.fail_after(limit_s):
+            return await run_race(name=name, config=config, target=target, spec=spec)
+
+    started = time.perf_counter()
+    try:
+        result = anyio.run(main)
+    except TimeoutError:
+        raise TimeoutError(f"race {name} did not finish within {limit_s:g}s") from None
+    return result, time.perf_counter() - started
+
+
+# -- statistics over a race's history ------------------------------------------------------
+
+
+def spreads_by_resource(history: Iterable[Record], stamp: Callable[[Record], int]) -> list[int]:
+    """Per (round, resource): last minus first non-zero ``stamp`` (ns); groups of one are skipped."""
+    groups: dict[tuple[int, int], tuple[int, int, int]] = {}
+    for rec in history:
+        value = stamp(rec)
+        if not value:
+            continue
+        key = (rec.round, rec.resource)
+        low, high, count = groups.get(key, (value, value, 0))
+        groups[key] = (min(low, value), max(high, value), count + 1)
+    return [high - low for low, high, count in groups.values() if count > 1]
+
+
+def client_spreads(result: RaceResult) -> list[int]:
+    """Client side: from the return of the first final write to the return of the last."""
+    return spreads_by_resource(result.history, lambda rec: rec.sent_ns)
+
+
+def server_spreads(result: RaceResult) -> list[int]:
+    """Server side: first to last ``X-Arrival-Ns`` stamp (taken after the body was read)."""
+    return spreads_by_resource(result.history, lambda rec: rec.server_ns)
+
+
+@dataclass(frozen=True)
+class Summary:
+    """median / p95 / max of nanosecond samples."""
+
+    count: int
+    median: float
+    p95: float
+    max: float
+
+    @classmethod
+    def of(cls, samples: Iterable[int]) -> Summary:
+        data = sorted(samples)
+        if not data:
+            return cls(0, math.nan, math.nan, math.nan)
+        return cls(len(data), float(statistics.median(data)), percentile(data, 95), float(data[-1]))
+
+
+def ms(ns: float | None) -> str:
+    """Nanoseconds as milliseconds for a table cell."""
+    if ns is None or math.isnan(ns):
+        return "-"
+    return f"{ns / NS_PER_MS:.3f}"
+
+
+def server_errors(result: RaceResult) -> int:
+    """Responses with a 5xx status."""
+    return sum(count for status, count in result.status_counts.items() if status >= 500)
+
+
+def winners_per_resource(result: RaceResult) -> list[int]:
+    """Acknowledged wins of each resource, in resource order (rounds summed)."""
+    wins = [0] * len(result.resources)
+    for rec in result.history:
+        if rec.outcome is Outcome.WIN:
+            wins[rec.resource] += 1
+    return wins
+
+
+def stderr(message: str) -> None:
+    print(message, file=sys.stderr)

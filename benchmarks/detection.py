@@ -1,0 +1,237 @@
+"""How often the seed race catches the unsafe strategy's double booking, per window and mode.
+
+The ``unsafe`` sample service checks a seat, waits ``--window-ms``, then books it without
+re-checking: two orders whose checks fall in the same window both win. For each window a
+fresh service is started and the seed race (100 clients x 16 seats) is repeated, alternating
+last-byte and gate starts, with ``POST /reset`` between runs. A run *catches* the bug when
+any seat has more than one acknowledged winner.
+
+Design §5: the unsafe strategy is caught in at least 99 of 100 runs with ``--window-ms 1``
+(the last-byte cell at 1 ms, run ``--gate-runs`` times; the acceptance gate of this script).
+
+Exit status: 0 target met, 1 below target, 2 incomplete (time budget, race time limit,
+service failure, or the target cell was not part of the run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from _common import (
+    EXIT_BELOW_TARGET,
+    EXIT_INCOMPLETE,
+    EXIT_OK,
+    Budget,
+    BudgetExceededError,
+    float_list,
+    positive_float,
+    positive_int,
+    print_header,
+    print_table,
+    run_one_race,
+    seed_config,
+    server_errors,
+    stderr,
+    winners_per_resource,
+)
+
+from pytest_seatrace.engine import SyncMode
+from pytest_seatrace.service import ServiceError, start_sample_service
+
+MODES: tuple[SyncMode, ...] = ("last-byte", "gate")
+TARGET_MODE: SyncMode = "last-byte"
+TARGET_WINDOW_MS = 1.0
+TARGET_SHARE = 0.99
+QUICK_RUNS = 3
+QUICK_GATE_RUNS = 10
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument(
+        "--windows",
+        type=float_list,
+        default=[10.0, 5.0, 2.0, 1.0, 0.5],
+        help="unsafe check-to-act windows in ms, comma-separated (default: 10,5,2,1,0.5)",
+    )
+    parser.add_argument(
+        "--runs", type=positive_int, default=None, help="runs per window and mode (default: 20)"
+    )
+    parser.add_argument(
+        "--gate-runs",
+        type=positive_int,
+        default=None,
+        help="runs of the acceptance-gate cell, last-byte at 1 ms (default: 100; must catch >= 99%%)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"smoke run: {QUICK_RUNS} runs per cell, {QUICK_GATE_RUNS} in the gate cell (unless given)",
+    )
+    parser.add_argument("--clients", type=positive_int, default=100, help="clients per seat (default: 100)")
+    parser.add_argument("--resources", type=positive_int, default=16, help="seats raced (default: 16)")
+    parser.add_argument("--timeout", type=positive_float, default=10.0, help="seconds per request")
+    parser.add_argument("--seed", type=int, default=1, help="first race seed; each race adds 1 (default: 1)")
+    parser.add_argument(
+        "--race-limit-s", type=positive_float, default=120.0, help="cancel one race after this (default: 120)"
+    )
+    parser.add_argument(
+        "--budget-s",
+        type=positive_float,
+        default=1800.0,
+        help="stop starting races after this (default: 1800)",
+    )
+    return parser
+
+
+@dataclass
+class Cell:
+    """One (window, mode): how many runs caught a double booking."""
+
+    planned: int
+    runs: int = 0
+    caught: int = 0
+    double_seats: list[int] = field(default_factory=list)
+    wins: list[int] = field(default_factory=list)
+    errors: int = 0
+    server_errors: int = 0
+    walls: list[float] = field(default_factory=list)
+
+    def share(self) -> str:
+        return f"{self.caught}/{self.runs} ({100 * self.caught / self.runs:.0f}%)" if self.runs else "-"
+
+    def mean_double(self) -> str:
+        return f"{statistics.mean(self.double_seats):.1f}" if self.double_seats else "-"
+
+    def mean_wins(self) -> str:
+        return f"{statistics.mean(self.wins):.0f}" if self.wins else "-"
+
+    def median_wall(self) -> str:
+        return f"{statistics.median(self.walls):.2f}" if self.walls else "-"
+
+
+def _plan(args: argparse.Namespace) -> tuple[int, int]:
+    runs = args.runs if args.runs is not None else (QUICK_RUNS if args.quick else 20)
+    gate_runs = args.gate_runs if args.gate_runs is not None else (QUICK_GATE_RUNS if args.quick else 100)
+    return runs, gate_runs
+
+
+def run_window(
+    window_ms: float, cells: dict[SyncMode, Cell], args: argparse.Namespace, budget: Budget, seed: int
+) -> tuple[int, float]:
+    """All runs of one window against a fresh unsafe service; returns the next seed and the time taken."""
+    started = budget.elapsed()
+    with start_sample_service(strategy="unsafe", seats=args.resources, window_ms=window_ms) as svc:
+        for index in range(max(cell.planned for cell in cells.values())):
+            for mode, cell in cells.items():  # alternate the modes so both see the same noise
+                if index >= cell.planned:
+                    continue
+                if budget.expired():
+                    raise BudgetExceededError(
+                        f"budget of {budget.seconds:g}s used up at {window_ms} ms, {mode} run {index + 1}"
+                    )
+                config = seed_config(
+                    resources=args.resources, clients=args.clients, sync=mode, seed=seed, timeout=args.timeout
+                )
+                seed += 1
+                result, wall = run_one_race(
+                    svc.url, config, name=f"{window_ms}ms-{mode}-{index + 1}", limit_s=args.race_limit_s
+                )
+                svc.reset()
+                wins = winners_per_resource(result)
+                doubled = sum(1 for count in wins if count > 1)
+                cell.runs += 1
+                cell.caught += doubled > 0
+                cell.double_seats.append(doubled)
+                cell.wins.append(result.wins)
+                cell.errors += result.errors  # 5xx included
+                cell.server_errors += server_errors(result)
+                cell.walls.append(wall)
+    return seed, budget.elapsed() - started
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    runs, gate_runs = _plan(args)
+    budget = Budget(args.budget_s)
+    print_header(
+        f"detection: unsafe sample service, seed race {args.clients} clients x {args.resources} seats, "
+        f"{runs} runs per window and mode, {gate_runs} for {TARGET_MODE} at {TARGET_WINDOW_MS:g} ms"
+        + (" (--quick)" if args.quick else "")
+    )
+    table: list[list[Any]] = []
+    target: Cell | None = None
+    seed = args.seed
+    incomplete = ""
+    for window in args.windows:
+        cells = {
+            mode: Cell(gate_runs if (mode == TARGET_MODE and window == TARGET_WINDOW_MS) else runs)
+            for mode in MODES
+        }
+        if window == TARGET_WINDOW_MS:
+            target = cells[TARGET_MODE]
+        try:
+            seed, took = run_window(window, cells, args, budget, seed)
+        except (BudgetExceededError, TimeoutError, ServiceError, OSError) as exc:
+            incomplete = f"{type(exc).__name__}: {exc}"
+            took = math.nan
+        lb, gate = cells["last-byte"], cells["gate"]
+        table.append(
+            [
+                f"{window:g}",
+                lb.share(),
+                lb.mean_double(),
+                lb.mean_wins(),
+                lb.median_wall(),
+                gate.share(),
+                gate.mean_double(),
+                gate.mean_wins(),
+                gate.median_wall(),
+                f"{lb.errors + gate.errors} ({lb.server_errors + gate.server_errors})",
+                f"{took:.0f}",
+            ]
+        )
+        if incomplete:
+            break
+    print_table(
+        table,
+        (
+            "window ms",
+            "last-byte caught",
+            "lb seats doubled (mean)",
+            "lb wins (mean)",
+            "lb wall s",
+            "gate caught",
+            "gate seats doubled (mean)",
+            "gate wins (mean)",
+            "gate wall s",
+            "errors (5xx)",
+            "window s",
+        ),
+        f"Runs that caught a double booking (any seat with > 1 winner; {args.resources} seats per run)",
+    )
+    print(f"total wall time {budget.elapsed():.1f}s")
+    if incomplete:
+        stderr(f"incomplete: {incomplete}")
+        return EXIT_INCOMPLETE
+    if target is None:
+        stderr(f"the target cell ({TARGET_MODE} at {TARGET_WINDOW_MS:g} ms) was not in --windows")
+        return EXIT_INCOMPLETE
+    needed = math.ceil(TARGET_SHARE * target.planned)
+    met = target.caught >= needed
+    print(
+        f"target: {TARGET_MODE} catches the {TARGET_WINDOW_MS:g} ms window"
+        f" in >= {needed} of {target.planned} runs:"
+        f" {target.caught} of {target.runs}: {'MET' if met else 'NOT MET'}"
+    )
+    return EXIT_OK if met else EXIT_BELOW_TARGET
+
+
+if __name__ == "__main__":
+    sys.exit(main())

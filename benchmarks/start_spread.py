@@ -1,0 +1,349 @@
+"""Start spread of the seed race (100 clients x 16 seats), last-byte and gate side by side.
+
+Design §5: per resource, the client-side spread (from the return of the first final
+``send()`` to the return of the last) has a median under max(1 ms, 1.5 x a bare 100-send
+loop measured in the same run). The bare loop is 100 idle, connected, non-blocking TCP
+sockets to the same service, each holding a partial request line, and one ``send(b"x")``
+to each; its time is from the return of the first send to the return of the last. Bare
+loops are measured in blocks before the first race and after every race, so they see the
+same machine the races see.
+
+Exit status: 0 target met, 1 below target (or a race broke the invariant / had errors
+against the safe service), 2 incomplete (time budget, race time limit, service failure).
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from _common import (
+    EXIT_BELOW_TARGET,
+    EXIT_INCOMPLETE,
+    EXIT_OK,
+    NS_PER_MS,
+    Budget,
+    BudgetExceededError,
+    Summary,
+    client_spreads,
+    ms,
+    positive_float,
+    positive_int,
+    print_header,
+    print_table,
+    run_one_race,
+    seed_config,
+    server_errors,
+    server_spreads,
+    stderr,
+)
+
+from pytest_seatrace.engine import SyncMode
+from pytest_seatrace.results import RaceResult
+from pytest_seatrace.service import ServiceError, ServiceHandle, start_sample_service
+
+MODES: tuple[SyncMode, ...] = ("last-byte", "gate")
+FLOOR_NS = 1 * NS_PER_MS
+BARE_FACTOR = 1.5
+BARE_PREFIX = b"GET /"
+"""Each bare socket holds this partial request line; every ``x`` sent later extends its path,
+so the server keeps waiting for the rest and never answers (h11 buffers up to 16 KiB)."""
+BARE_SETTLE_S = 0.05
+BARE_PAUSE_S = 0.002
+MAX_BARE_LOOPS = 1000
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--reps", type=positive_int, default=5, help="counted races per mode (default: 5)")
+    parser.add_argument(
+        "--warmup", type=int, default=1, help="uncounted races per mode before the counted ones (default: 1)"
+    )
+    parser.add_argument("--clients", type=positive_int, default=100, help="clients per seat (default: 100)")
+    parser.add_argument("--resources", type=positive_int, default=16, help="seats raced (default: 16)")
+    parser.add_argument(
+        "--bare-loops",
+        type=positive_int,
+        default=20,
+        help="bare send loops per block; one block before the races and one after each (default: 20)",
+    )
+    parser.add_argument(
+        "--timeout", type=positive_float, default=10.0, help="seconds per request (default: 10)"
+    )
+    parser.add_argument("--seed", type=int, default=1, help="first race seed; each race adds 1 (default: 1)")
+    parser.add_argument(
+        "--race-limit-s", type=positive_float, default=120.0, help="cancel one race after this (default: 120)"
+    )
+    parser.add_argument(
+        "--budget-s", type=positive_float, default=900.0, help="stop starting races after this (default: 900)"
+    )
+    return parser
+
+
+# -- the bare send loop --------------------------------------------------------------------
+
+
+def _one_bare_loop(socks: Sequence[socket.socket]) -> int:
+    """One ``send(b"x")`` per socket; ns from the return of the first to the return of the last."""
+    first, *rest = socks
+    first.send(b"x")
+    start = time.perf_counter_ns()
+    for sock in rest:
+        sock.send(b"x")
+    return time.perf_counter_ns() - start
+
+
+def bare_block(port: int, sockets: int, loops: int, timeout: float) -> tuple[list[int], int]:
+    """Open ``sockets`` idle connections, time ``loops`` bare loops over them, close them.
+
+    Returns the loop times (ns) and how many sockets the server had answered or closed by
+    the end (should be 0: an answered socket means the baseline was not idle).
+    """
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(sockets):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+            socks.append(sock)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.sendall(BARE_PREFIX)
+            sock.setblocking(False)
+        time.sleep(BARE_SETTLE_S)  # the server reads the partial request lines, then idles
+        samples = []
+        for _ in range(loops):
+            samples.append(_one_bare_loop(socks))
+            time.sleep(BARE_PAUSE_S)
+        answered = 0
+        for sock in socks:
+            try:
+                sock.recv(1, socket.MSG_PEEK)
+            except BlockingIOError:
+                continue
+            except OSError:
+                pass
+            answered += 1
+        return samples, answered
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+# -- the races -----------------------------------------------------------------------------
+
+
+@dataclass
+class ModeStats:
+    results: list[RaceResult] = field(default_factory=list)
+    walls: list[float] = field(default_factory=list)
+    client: list[int] = field(default_factory=list)
+    server: list[int] = field(default_factory=list)
+
+
+def _race_row(mode: str, rep: str, result: RaceResult, wall: float) -> list[Any]:
+    client = Summary.of(client_spreads(result))
+    server = Summary.of(server_spreads(result))
+    return [
+        mode,
+        rep,
+        f"{wall:.2f}",
+        f"{result.duration:.2f}",
+        f"{result.rps:.0f}",
+        result.wins,
+        result.status_counts.get(409, 0),
+        server_errors(result),
+        result.errors,
+        ms(result.spread.median_ns),
+        ms(client.p95),
+        ms(result.spread.max_ns),
+        ms(result.spread.server_median_ns),
+        ms(server.p95),
+        ms(result.spread.server_max_ns),
+    ]
+
+
+RACE_HEADERS = (
+    "mode",
+    "rep",
+    "wall s",
+    "race s",
+    "req/s",
+    "wins",
+    "409",
+    "5xx",
+    "errors",
+    "client med ms",
+    "client p95 ms",
+    "client max ms",
+    "server med ms",
+    "server p95 ms",
+    "server max ms",
+)
+
+
+def _problems(result: RaceResult, resources: int) -> list[str]:
+    """What makes a race against the safe service unusable as a spread measurement."""
+    found = []
+    if result.violations:
+        kinds = sorted({v.kind for v in result.violations})
+        found.append(f"{result.name}: violations {', '.join(kinds)}")
+    if result.errors or server_errors(result):
+        found.append(f"{result.name}: {result.errors} errors, {server_errors(result)} 5xx")
+    if result.wins != resources:
+        found.append(f"{result.name}: {result.wins} wins for {resources} seats")
+    history_median = statistics.median(client_spreads(result)) if result.history else float("nan")
+    if history_median != result.spread.median_ns:
+        found.append(
+            f"{result.name}: Spread.median_ns {result.spread.median_ns} != history median {history_median}"
+        )
+    return found
+
+
+def measure(svc: ServiceHandle, args: argparse.Namespace, budget: Budget) -> int:
+    stats = {mode: ModeStats() for mode in MODES}
+    rows: list[list[Any]] = []
+    bare: list[int] = []
+    answered = 0
+    problems: list[str] = []
+    seed = args.seed
+
+    def block() -> None:
+        nonlocal answered
+        samples, late = bare_block(svc.port, args.clients, args.bare_loops, args.timeout)
+        bare.extend(samples)
+        answered += late
+
+    def one(mode: SyncMode, rep: str) -> tuple[RaceResult, float]:
+        nonlocal seed
+        if budget.expired():
+            raise BudgetExceededError(f"time budget of {budget.seconds:g}s used up before race {mode} {rep}")
+        config = seed_config(
+            resources=args.resources, clients=args.clients, sync=mode, seed=seed, timeout=args.timeout
+        )
+        seed += 1
+        result, wall = run_one_race(svc.url, config, name=f"{mode}#{rep}", limit_s=args.race_limit_s)
+        svc.reset()
+        rows.append(_race_row(mode, rep, result, wall))
+        return result, wall
+
+    for warm in range(args.warmup):
+        for mode in MODES:
+            one(mode, f"warm-up {warm + 1}")
+    block()
+    for rep in range(1, args.reps + 1):
+        for mode in MODES:  # alternate the modes so both see the same noise
+            result, wall = one(mode, str(rep))
+            problems += _problems(result, args.resources)
+            mode_stats = stats[mode]
+            mode_stats.results.append(result)
+            mode_stats.walls.append(wall)
+            mode_stats.client += client_spreads(result)
+            mode_stats.server += server_spreads(result)
+            block()
+
+    print_table(
+        rows, RACE_HEADERS, "Races (spread per resource: median/max from RaceResult.spread, p95 from history)"
+    )
+
+    summary_rows: list[list[Any]] = []
+    for mode in MODES:
+        mode_stats = stats[mode]
+        client = Summary.of(mode_stats.client)
+        server = Summary.of(mode_stats.server)
+        per_race = statistics.median(r.spread.median_ns for r in mode_stats.results)
+        summary_rows.append(
+            [
+                mode,
+                len(mode_stats.results),
+                f"{statistics.median(mode_stats.walls):.2f}",
+                client.count,
+                ms(client.median),
+                ms(per_race),
+                ms(client.p95),
+                ms(client.max),
+                ms(server.median),
+                ms(server.p95),
+                ms(server.max),
+            ]
+        )
+    bare_summary = Summary.of(bare)
+    summary_rows.append(
+        [
+            f"bare {args.clients}-send loop",
+            f"{len(bare)} loops",
+            "-",
+            bare_summary.count,
+            ms(bare_summary.median),
+            "-",
+            ms(bare_summary.p95),
+            ms(bare_summary.max),
+            "-",
+            "-",
+            "-",
+        ]
+    )
+    print_table(
+        summary_rows,
+        (
+            "mode",
+            "races",
+            "median wall s",
+            "samples",
+            "client med ms",
+            "med of race meds ms",
+            "client p95 ms",
+            "client max ms",
+            "server med ms",
+            "server p95 ms",
+            "server max ms",
+        ),
+        f"Summary over {args.reps} races per mode (samples: one per resource per race, pooled)",
+    )
+
+    bound = max(FLOOR_NS, BARE_FACTOR * bare_summary.median)
+    measured = Summary.of(stats["last-byte"].client).median
+    met = measured < bound
+    print(
+        f"target: last-byte client-side median spread {ms(measured)} ms"
+        f" < max(1 ms, {BARE_FACTOR} x bare loop "
+        f"median {ms(bare_summary.median)} ms) = {ms(bound)} ms: {'MET' if met else 'NOT MET'}"
+    )
+    if answered:
+        problems.append(
+            f"{answered} bare-loop sockets were answered or closed by the service (baseline not idle)"
+        )
+    for problem in problems:
+        print(f"problem: {problem}")
+    print(f"total wall time {budget.elapsed():.1f}s")
+    return EXIT_OK if met and not problems else EXIT_BELOW_TARGET
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.warmup < 0:
+        stderr("--warmup must be >= 0")
+        return EXIT_INCOMPLETE
+    if args.bare_loops > MAX_BARE_LOOPS:
+        stderr(
+            f"--bare-loops at most {MAX_BARE_LOOPS}: each loop lengthens the sockets' partial request line"
+        )
+        return EXIT_INCOMPLETE
+    budget = Budget(args.budget_s)
+    print_header(
+        f"start spread: {args.clients} clients x {args.resources} seats, safe sample service, "
+        f"{args.reps} races per mode ({', '.join(MODES)}), {args.warmup} warm-up race(s) per mode uncounted"
+    )
+    try:
+        with start_sample_service(strategy="safe", seats=args.resources) as svc:
+            return measure(svc, args, budget)
+    except (BudgetExceededError, TimeoutError, ServiceError, OSError) as exc:
+        stderr(f"incomplete: {type(exc).__name__}: {exc}")
+        return EXIT_INCOMPLETE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
