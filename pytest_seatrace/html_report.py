@@ -16,6 +16,10 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from pytest_seatrace.summary import HEADERS as SUMMARY_HEADERS
+from pytest_seatrace.summary import row_cells
+from pytest_seatrace.summary import verdict as _verdict
+
 MAX_DRAWN_PER_RESOURCE = 200
 """Requests drawn per resource timeline; winners are always drawn (up to ``MAX_WINNERS_DRAWN``)."""
 MAX_WINNERS_DRAWN = 1000
@@ -121,17 +125,6 @@ def _tick_label(value: float, step: float) -> str:
     return f"{value:.{digits}f}"
 
 
-def _expected(race: dict[str, Any]) -> str:
-    n = len(race.get("resources", []))
-    expect = race.get("expect", {"min": 1, "max": 1})
-    low, high = expect["min"] * n * race.get("rounds", 1), expect["max"] * n * race.get("rounds", 1)
-    return str(low) if low == high else f"{low}-{high}"
-
-
-def _verdict(race: dict[str, Any]) -> str:
-    return "PASS" if race.get("passed") else "FAIL"
-
-
 def _table(headers: Sequence[str], rows: Iterable[Sequence[object]], left: Sequence[int] = (0,)) -> str:
     """A plain table; cells are escaped here, so callers pass raw values."""
     head = "".join(f'<th class="{"l" if i in left else ""}">{_e(h)}</th>' for i, h in enumerate(headers))
@@ -146,49 +139,14 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[object]], left: Seque
 
 # -- summary ----------------------------------------------------------------------------------
 
-SUMMARY_HEADERS = (
-    "test",
-    "res × conc",
-    "requests",
-    "successes exp/act",
-    "rejections",
-    "errors",
-    "unknown",
-    "double",
-    "p50 ms",
-    "p95 ms",
-    "p99 ms",
-    "max ms",
-    "req/s",
-    "spread ms",
-    "mode",
-    "result",
-)
-
 
 def _summary(races: Sequence[dict[str, Any]]) -> str:
     """One row per race, the columns of the terminal's ``race summary``."""
     head = "".join(f'<th class="{"l" if i == 0 else ""}">{_e(h)}</th>' for i, h in enumerate(SUMMARY_HEADERS))
     rows = []
     for i, race in enumerate(races):
-        lat = race.get("latency", {}).get("all", {})
         verdict = _verdict(race)
-        cells = [
-            f"{len(race.get('resources', []))} × {race.get('concurrency', '?')}",
-            race.get("requests", 0),
-            f"{_expected(race)} / {race.get('wins', 0)}",
-            race.get("rejections", 0),
-            race.get("errors", 0),
-            race.get("unknown", 0),
-            race.get("double_bookings", 0),
-            _ms(lat.get("med_ns")),
-            _ms(lat.get("p95_ns")),
-            _ms(lat.get("p99_ns")),
-            _ms(lat.get("max_ns")),
-            f"{race.get('rps', 0.0):.0f}",
-            _ms(race.get("spread", {}).get("median_ns"), 2),
-            race.get("mode", "?"),
-        ]
+        cells = row_cells(race)
         rows.append(
             f'<tr><td class="name"><a href="#race-{i}">{_e(race.get("name", "?"))}</a></td>'
             + "".join(f"<td>{_e(c)}</td>" for c in cells)

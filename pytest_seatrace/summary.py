@@ -64,32 +64,31 @@ def verdict(race: dict[str, Any]) -> str:
     return "PASS" if race["passed"] else "FAIL"
 
 
+def row_cells(race: dict[str, Any]) -> list[str]:
+    """The figures of one race, between its name and its verdict (terminal and HTML alike)."""
+    lat = race["latency"]["all"]
+    return [
+        f"{len(race['resources'])} × {race['concurrency']}",
+        str(race["requests"]),
+        f"{_expected(race)} / {race['wins']}",
+        str(race["rejections"]),
+        str(race["errors"]),
+        str(race["unknown"]),
+        str(race["double_bookings"]),
+        _ms(lat["med_ns"]),
+        _ms(lat["p95_ns"]),
+        _ms(lat["p99_ns"]),
+        _ms(lat["max_ns"]),
+        f"{race['rps']:.0f}",
+        _spread(race["spread"]["median_ns"]),
+        race["mode"],
+    ]
+
+
 def table_lines(races: Sequence[dict[str, Any]]) -> list[Line]:
     from tabulate import tabulate
 
-    rows = []
-    for race in races:
-        lat = race["latency"]["all"]
-        rows.append(
-            [
-                race["name"],
-                f"{len(race['resources'])} × {race['concurrency']}",
-                race["requests"],
-                f"{_expected(race)} / {race['wins']}",
-                race["rejections"],
-                race["errors"],
-                race["unknown"],
-                race["double_bookings"],
-                _ms(lat["med_ns"]),
-                _ms(lat["p95_ns"]),
-                _ms(lat["p99_ns"]),
-                _ms(lat["max_ns"]),
-                f"{race['rps']:.0f}",
-                _spread(race["spread"]["median_ns"]),
-                race["mode"],
-                verdict(race),
-            ]
-        )
+    rows = [[race["name"], *row_cells(race), verdict(race)] for race in races]
     text = tabulate(rows, headers=HEADERS, tablefmt="simple", disable_numparse=True, colalign=("left",))
     lines = text.splitlines()
     out = [Line(line) for line in lines[:2]]
