@@ -22,6 +22,8 @@ from tabulate import tabulate
 
 from pytest_seatrace.engine import RaceConfig, RequestSpec, SyncMode, TargetOptions, make_rule, run_race
 from pytest_seatrace.engine.plan import REJECT_DEFAULT, SUCCESS_DEFAULT
+from pytest_seatrace.options import positive_float as positive_float
+from pytest_seatrace.options import positive_int as positive_int
 from pytest_seatrace.results import Outcome, RaceResult, Record, percentile
 
 EXIT_OK = 0
@@ -68,20 +70,6 @@ def print_table(rows: Sequence[Sequence[Any]], headers: Sequence[str], title: st
 
 
 # -- arguments -----------------------------------------------------------------------------
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, not {value}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, not {text}")
-    return value
 
 
 def float_list(text: str) -> list[float]:

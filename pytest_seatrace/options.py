@@ -20,24 +20,25 @@ SUMMARY_CHOICES = ("auto", "full", "off")
 SYNC_CHOICES = ("gate", "last-byte")
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer (expected an integer >= 1)") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is below the minimum of 1")
-    return value
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse ``type=`` for integers >= ``minimum`` whose errors say what is allowed."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not an integer (expected an integer >= {minimum})"
+            ) from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is below the minimum of {minimum}")
+        return value
+
+    return parse
 
 
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer (expected an integer >= 0)") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is below the minimum of 0")
-    return value
+positive_int = int_at_least(1)
+non_negative_int = int_at_least(0)
 
 
 def positive_float(text: str) -> float:

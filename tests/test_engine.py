@@ -295,9 +295,8 @@ def test_last_byte_request_is_byte_identical_to_httpx(race):
     with raw_server(handle) as url:
         race.post(url + "/orders?x=1", json={"fixed": True}, headers={"X-Test": "1"}, concurrency=1)
         httpx.post(url + "/orders?x=1", json={"fixed": True}, headers={"X-Test": "1"}, trust_env=False)
-        race.post(
-            url + "/orders?x=1", json=lambda a: payload(a.client), headers={"X-Test": "1"}, concurrency=3, expect=3
-        )
+        varying = {"json": lambda a: payload(a.client), "headers": {"X-Test": "1"}}
+        race.post(url + "/orders?x=1", **varying, concurrency=3, expect=3)
         for client in (1, 2, 3):
             httpx.post(url + "/orders?x=1", json=payload(client), headers={"X-Test": "1"}, trust_env=False)
     assert len(captured) == 8
