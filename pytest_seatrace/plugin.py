@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from pytest_seatrace.collector import RaceLog, is_xdist_worker
-from pytest_seatrace.fixtures import Race
 from pytest_seatrace.marker import MARKER_DOC, MarkerError
 from pytest_seatrace.marker import race as race_signature
 from pytest_seatrace.options import OPTIONS, Settings
@@ -22,6 +21,9 @@ from pytest_seatrace.reports import check_writable
 from pytest_seatrace.results import RaceResult
 from pytest_seatrace.service import ServiceHandle, start_sample_service
 from pytest_seatrace.summary import summary_lines
+
+if TYPE_CHECKING:
+    from pytest_seatrace.fixtures import Race
 
 SETTINGS = pytest.StashKey[Settings]()
 LOG = pytest.StashKey[RaceLog]()
@@ -109,6 +111,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 @pytest.fixture
 def race(request: pytest.FixtureRequest) -> Iterator[Race]:
     """Race concurrent requests per resource and assert the invariant (see ``@pytest.mark.race``)."""
+    from pytest_seatrace.fixtures import Race  # the engine (anyio, httpx, h11) loads on first use
+
     item = request.node
     config = request.config
     results = item.stash.setdefault(RESULTS, [])
