@@ -367,3 +367,27 @@ def test_records_are_complete(race, sample_service):
     assert (
         result.latency.all.min <= result.latency.all.med <= result.latency.all.p95 <= result.latency.all.max
     )
+
+
+def test_asgi_app_lifespan_runs_and_exceptions_become_500(race):
+    events: list[str] = []
+
+    async def app(scope, receive, send):
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                events.append(message["type"])
+                await send({"type": message["type"] + ".complete"})
+                if message["type"] == "lifespan.shutdown":
+                    return
+        if scope["path"] == "/boom":
+            raise RuntimeError("the app crashed")
+        await send({"type": "http.response.start", "status": 201, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    race.app = app
+    result = race.post("/boom", concurrency=3, check=False)
+    assert result.status_counts == {500: 3}
+    assert result.error_reasons == {"HTTP 500": 3}
+    assert events == ["lifespan.startup", "lifespan.shutdown"]
+    assert race.post("/ok", concurrency=1).wins == 1
