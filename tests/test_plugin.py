@@ -470,3 +470,21 @@ def test_verify_failing_and_passing(inner: pytest.Pytester) -> None:
     result.assert_outcomes(passed=1, failed=2)
     result.stdout.fnmatch_lines(["E*lost*>= 1*0*acknowledged wins missing from state*"])
     result.stdout.fnmatch_lines(["E*phantom*<= 1*2*", "E*double*1*2*held in the final state*"])
+
+
+def test_base_url_option_and_ini_feed_race_base_url(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytester.makeini(INNER_INI + "race_base_url = http://from-ini.test\n")
+    pytester.makepyfile(
+        """
+        import os
+
+        def test_base(race):
+            assert race.base_url == os.environ["EXPECTED_BASE_URL"]
+        """
+    )
+    monkeypatch.setenv("EXPECTED_BASE_URL", "http://from-ini.test")
+    pytester.runpytest().assert_outcomes(passed=1)
+    monkeypatch.setenv("EXPECTED_BASE_URL", "http://from-cli.test")
+    pytester.runpytest("--race-base-url", "http://from-cli.test/").assert_outcomes(passed=1)
