@@ -8,6 +8,7 @@ before the gate, and all clients share one SSL context.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import random
 import ssl
@@ -47,6 +48,9 @@ class GateFirer:
         self.attempt_fn = attempt_fn
         self.transport = transport
         self._clients: list[httpx.AsyncClient] = []
+        self._timed: dict[int, Record] = {}
+        """Client slot → record whose timed request has not been written yet: its ``sent_ns``
+        is stamped when httpcore has written the last byte (the gate's time until then)."""
         self._warm: set[int] = set()
 
     def _client(self, slot: int) -> httpx.AsyncClient:
@@ -59,9 +63,21 @@ class GateFirer:
                     verify=self.ssl_context,
                     trust_env=False,
                     transport=self.transport,
+                    event_hooks={"request": [functools.partial(self._arm_trace, len(self._clients))]},
                 )
             )
         return self._clients[slot]
+
+    async def _arm_trace(self, slot: int, request: httpx.Request) -> None:
+        """After the gate, ask httpcore to report when the request's last byte is written."""
+        if slot in self._timed:
+            request.extensions["trace"] = functools.partial(self._trace, slot)
+
+    async def _trace(self, slot: int, event: str, info: object) -> None:
+        if event == "http11.send_request_body.complete":
+            rec = self._timed.pop(slot, None)
+            if rec is not None:
+                rec.sent_ns = time.perf_counter_ns()
 
     async def fire_waves(self, rnd: int, waves: Sequence[Sequence[int]], sink: list[Record]) -> None:
         """Race every wave of a round, appending each wave's records to ``sink`` as it ends."""
@@ -116,6 +132,7 @@ class GateFirer:
             await gate.arrive()
             scope.deadline = anyio.current_time() + cfg.timeout
             rec.sent_ns = time.perf_counter_ns()
+            self._timed[slot] = rec
 
         response: Any = None
         try:
@@ -139,6 +156,7 @@ class GateFirer:
             rec.outcome, rec.fatal = Outcome.ERROR, True
             rec.reason = f"attempt raised {type(exc).__name__}: {exc}"
         finally:
+            self._timed.pop(slot, None)
             if not attempt_gate_used:
                 gate.leave()
         rec.end_ns = time.perf_counter_ns()
