@@ -7,6 +7,7 @@ so the same object works in plain, pytest-asyncio and anyio tests.
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -18,17 +19,14 @@ from pytest_seatrace.engine import AttemptFn, RaceConfig, RequestSpec, Reset, Ta
 from pytest_seatrace.errors import RaceUsageError, RaceViolation
 from pytest_seatrace.explain import violation_message
 from pytest_seatrace.marker import MarkerError, check_values, resolve
+from pytest_seatrace.marker import race as marker_schema
 from pytest_seatrace.results import RaceResult
 
 if TYPE_CHECKING:
     from pytest_seatrace.options import Settings
 
-OVERRIDES = frozenset(
-    (
-        *("resources", "concurrency", "expect", "success", "reject", "timeout", "thresholds"),
-        *("allow_errors", "rounds", "sync", "parallel"),
-    )
-)
+OVERRIDES = frozenset(inspect.signature(marker_schema).parameters)
+"""Marker arguments a race call may override: the marker's own schema."""
 
 
 INTERRUPT_GRACE = 5.0
