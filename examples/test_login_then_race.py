@@ -1,0 +1,125 @@
+"""A multi-step attempt: log in first (untimed), then race the booking.
+
+``race.run(attempt)`` (sync tests) and ``await race.arun(attempt)`` (async tests) take an async
+function of the attempt. Everything before ``await a.gate()`` is set-up: it is not timed and
+does not count. At the gate every client of the resource waits for the others; the request
+after it is the one that races, and the response the function returns is classified like any
+other. ``a.http`` is the client's own ``httpx.AsyncClient``, with ``race.base_url`` as base URL
+(and the in-process app as transport when ``race.app`` is set). Attempts always start in gate
+mode.
+
+Run: ``pytest examples/test_login_then_race.py -v``.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from pytest_seatrace import Attempt
+from pytest_seatrace.fixtures import Race
+from pytest_seatrace.service import ServiceHandle
+
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class BookingApp:
+    """``POST /login`` ``{"user"}`` → ``{"token"}``; ``POST /book/{seat}`` with ``Authorization:
+    Bearer <token>`` → 201 for the first, 409 after, 401 without a valid token."""
+
+    def __init__(self) -> None:
+        self.tokens: dict[str, str] = {}
+        self.holders: dict[str, str] = {}
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        headers = dict(scope["headers"])
+        path = scope["path"]
+        if path == "/login":
+            token = secrets.token_hex(8)
+            self.tokens[token] = json.loads(body)["user"]
+            await self.answer(send, 200, {"token": token})
+            return
+        user = self.tokens.get(headers.get(b"authorization", b"").decode().removeprefix("Bearer "))
+        if user is None:
+            await self.answer(send, 401, {"error": "log in first"})
+        elif not path.startswith("/book/"):
+            await self.answer(send, 404, {"error": "not found"})
+        else:
+            seat = path.removeprefix("/book/")
+            if seat in self.holders:
+                await self.answer(send, 409, {"error": "seat taken"})
+            else:
+                self.holders[seat] = user
+                await self.answer(send, 201, {"seat": seat, "user": user})
+
+    @staticmethod
+    async def answer(send: Send, status: int, payload: dict[str, Any]) -> None:
+        body = json.dumps(payload).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+async def login_then_book(a: Attempt) -> httpx.Response:
+    """One client: log in (set-up), wait at the gate, book (the timed, classified request)."""
+    assert a.http is not None  # set inside race.run/arun attempts
+    login = await a.http.post("/login", json={"user": f"user-{a.client}"})
+    token = login.json()["token"]
+    await a.gate()  # every client of this seat meets here
+    return await a.http.post(
+        f"/book/{a.resource}",
+        headers={"Authorization": f"Bearer {token}", "Idempotency-Key": a.key},  # a.key: "r1-A1-7"
+    )
+
+
+@pytest.mark.race(resources=["A1", "A2"], concurrency=20)
+def test_login_then_book(race: Race) -> None:
+    app = race.app = BookingApp()
+    result = race.run(login_then_book)  # sync test: race.run
+    assert (result.wins, result.rejections, result.status_counts) == (2, 38, {201: 2, 409: 38})
+    for seat, wins in result.winners.items():
+        assert app.holders[str(seat)] == f"user-{wins[0].client}"
+
+
+@pytest.mark.race(resources=["A1", "A2"], concurrency=20)
+@pytest.mark.asyncio
+async def test_login_then_book_async(race: Race) -> None:
+    race.app = BookingApp()
+    result = await race.arun(login_then_book)  # async test: await race.arun, on the test's own loop
+    assert (result.wins, result.rejections) == (2, 38)
+    assert result.mode == "gate"
+
+
+@pytest.mark.race(resources=4, concurrency=25)
+def test_health_check_then_book_on_the_sample_service(race: Race, sample_service: ServiceHandle) -> None:
+    """The bundled service has no login: ``GET /health`` stands in for the untimed set-up."""
+    race.base_url = sample_service.url
+
+    async def attempt(a: Attempt) -> httpx.Response:
+        assert a.http is not None
+        (await a.http.get("/health")).raise_for_status()  # opens the connection, untimed
+        await a.gate()
+        return await a.http.post("/orders", json={"seats": [a.resource], "user": a.key})
+
+    result = race.run(attempt)
+    assert result.wins == 4
+    assert result.status_counts == {201: 4, 409: 96}
