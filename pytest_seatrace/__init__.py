@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from pytest_seatrace.engine.plan import Attempt
 from pytest_seatrace.errors import RaceUsageError, RaceViolation
 from pytest_seatrace.results import Outcome, RaceResult, Violation, Win
+
+if TYPE_CHECKING:
+    from pytest_seatrace.fixtures import Race
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Attempt",
     "Outcome",
+    "Race",
     "RaceResult",
     "RaceUsageError",
     "RaceViolation",
@@ -18,3 +24,12 @@ __all__ = [
     "Win",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``Race`` (the fixture's type, for annotations) loads the engine, so only on demand."""
+    if name == "Race":
+        from pytest_seatrace.fixtures import Race
+
+        return Race
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -149,7 +149,7 @@ def resolve(
     *,
     flexible: bool,
 ) -> RaceConfig:
-    """Marker < call override; then CLI/ini ``settings``; then built-in defaults.
+    """A call argument beats the marker; then CLI/ini ``settings``; then built-in defaults.
 
     ``flexible`` races (``run``/``arun``, ASGI apps) always start through the gate.
     """

@@ -201,7 +201,12 @@ class Settings:
         for opt in OPTIONS:
             value = config.getoption(opt.ini, None)
             if value is None:
-                raw = config.getini(opt.ini)
+                try:
+                    raw = config.getini(opt.ini)
+                except (TypeError, ValueError) as exc:  # e.g. an unquoted number in [tool.pytest]
+                    raise pytest.UsageError(
+                        f'{opt.ini} (ini): {exc}; ini values are strings, quote them: {opt.ini} = "..."'
+                    ) from None
                 if raw not in (None, "", []):
                     text = str(raw).strip()
                     try:

@@ -38,13 +38,18 @@ JUNIT_FIGURES = ("requests", "wins", "rejections", "errors", "unknown", "double_
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("seatrace", "pytest-seatrace: concurrency invariants")
     for opt in OPTIONS:
+        if opt.choices:  # closed sets: argparse checks and lists them, as xdist's --dist does
+            kind: dict[str, Any] = {"choices": opt.choices}
+            shown = f"{opt.help}, one of {', '.join(opt.choices)}"
+        else:
+            kind, shown = {"type": opt.parse}, opt.help
         group.addoption(
             opt.flag,
             dest=opt.ini,
-            type=opt.parse,
             default=None,
             metavar=opt.metavar,
-            help=f"{opt.help} (ini: {opt.ini})",
+            help=f"{shown} (ini: {opt.ini})",
+            **kind,
         )
         parser.addini(opt.ini, f"{opt.help} (option: {opt.flag})", default=None)
 

@@ -153,7 +153,7 @@ class Spread:
 @dataclass(frozen=True, slots=True)
 class Violation:
     """One broken rule. ``kind``: too-many, too-few, indeterminate, error, predicate,
-    no-winner-possible, lost, phantom, double, threshold."""
+    no-winner-possible, lost, phantom, double, verify (the ``verify=`` callable failed), threshold."""
 
     kind: str
     resource: Hashable | None

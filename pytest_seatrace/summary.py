@@ -149,7 +149,8 @@ def resource_lines(races: Sequence[dict[str, Any]]) -> list[Line]:
             out.append(Line(f"{label} {clients} VUs{rounds} → " + ", ".join(parts), red=bad))
         out.append(
             Line(
-                f"Total: {race['requests']:,} requests, {_plural(race['wins'], 'success', 'successes')}, "
+                f"Total: {race['requests']:,} requests, "
+                f"{race['wins']:,} {'success' if race['wins'] == 1 else 'successes'}, "
                 f"{race['rejections']:,} failures"
                 + (f", {race['errors']} errors" if race["errors"] else "")
                 + (f", {race['unknown']} unknown" if race["unknown"] else "")
@@ -159,6 +160,8 @@ def resource_lines(races: Sequence[dict[str, Any]]) -> list[Line]:
             out.append(Line(race["violation_rate"], red=True))
         for v in race["violations"][:10]:
             where = "" if v["resource"] is None else f"resource {v['resource']}: "
+            if v["round"] is not None and race["rounds"] > 1:
+                where = f"round {v['round']}, {where}"
             out.append(
                 Line(
                     f"  {where}{v['kind']} (allowed {v['allowed']}, found {v['found']}) {v['detail']}",

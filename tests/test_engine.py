@@ -391,3 +391,19 @@ def test_asgi_app_lifespan_runs_and_exceptions_become_500(race):
     assert result.error_reasons == {"HTTP 500": 3}
     assert events == ["lifespan.startup", "lifespan.shutdown"]
     assert race.post("/ok", concurrency=1).wins == 1
+
+
+def test_asgi_app_rounds_reset_in_process(race):
+    app = OneWinnerApp(loser_status=409)
+    race.app = app
+    result = race.post("/seat/1", concurrency=4, rounds=3)
+    assert [r.wins for r in result.per_round] == [1, 1, 1]
+    assert not result.interrupted
+
+
+def test_failed_reset_is_a_usage_error_not_an_interruption(race, sample_service):
+    def reset():
+        raise RuntimeError("cannot reset")
+
+    with pytest.raises(RuntimeError, match="cannot reset"):
+        race.post(sample_service.url + "/orders", json=order, concurrency=2, rounds=2, reset=reset)

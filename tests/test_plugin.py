@@ -81,8 +81,14 @@ def test_markers_lists_race(inner: pytest.Pytester) -> None:
         (["--race-concurrency", "0"], "argument --race-concurrency: 0 is below the minimum of 1"),
         (["--race-concurrency", "many"], "argument --race-concurrency: 'many' is not an integer*"),
         (["--race-timeout", "-1"], "argument --race-timeout: -1 is not a finite number > 0"),
-        (["--race-sync", "fast"], "argument --race-sync: 'fast' is not one of gate, last-byte"),
-        (["--race-summary", "loud"], "argument --race-summary: 'loud' is not one of auto, full, off"),
+        (
+            ["--race-sync", "fast"],
+            "argument --race-sync: invalid choice: 'fast' (choose from 'gate', 'last-byte')",
+        ),
+        (
+            ["--race-summary", "loud"],
+            "argument --race-summary: invalid choice: 'loud' (choose from 'auto', 'full', 'off')",
+        ),
         (["--race-parallel", "some"], "argument --race-parallel: 'some' is not an integer >= 1 or 'all'"),
         (["--race-base-url", "localhost:8000"], "argument --race-base-url: 'localhost:8000' is not an http*"),
         (
@@ -488,3 +494,13 @@ def test_base_url_option_and_ini_feed_race_base_url(
     pytester.runpytest().assert_outcomes(passed=1)
     monkeypatch.setenv("EXPECTED_BASE_URL", "http://from-cli.test")
     pytester.runpytest("--race-base-url", "http://from-cli.test/").assert_outcomes(passed=1)
+
+
+def test_unquoted_number_in_native_toml_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyprojecttoml(
+        '[tool.pytest]\nasyncio_default_fixture_loop_scope = "function"\nrace_concurrency = 50\n'
+    )
+    pytester.makepyfile("def test_x(): pass")
+    result = pytester.runpytest("-p", "no:benchmark")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*race_concurrency (ini):*expects a string*quote them*"])

@@ -7,6 +7,7 @@ held-back request is byte-identical to what httpx itself would send.
 from __future__ import annotations
 
 import functools
+import os
 import ssl
 from typing import Any
 
@@ -26,13 +27,14 @@ def make_ssl_context(tls_verify: Any) -> ssl.SSLContext:
         return tls_verify
     if isinstance(tls_verify, bool):
         return _default_context(tls_verify)
-    if isinstance(tls_verify, str):
+    if isinstance(tls_verify, (str, os.PathLike)):
         try:
-            return ssl.create_default_context(cafile=tls_verify)
+            return ssl.create_default_context(cafile=os.fspath(tls_verify))
         except (OSError, ssl.SSLError) as exc:
             raise RaceUsageError(f"tls_verify={tls_verify!r}: cannot load CA file ({exc})") from None
     raise RaceUsageError(
-        f"tls_verify={tls_verify!r}: expected True, False, a CA bundle path or an ssl.SSLContext"
+        f"tls_verify={tls_verify!r}: expected True, False, a CA bundle path (str or Path) "
+        "or an ssl.SSLContext"
     )
 
 

@@ -88,8 +88,9 @@ class GateFirer:
         cfg = self.config
         records: list[Record] = []
         jobs: list[tuple[int, Record, ResourceGate, httpx.Request | None]] = []
+        # One gate per wave: every resource of the wave is released back to back, as in last-byte.
+        gate = ResourceGate(cfg.concurrency * len(indices))
         for position, index in enumerate(indices):
-            gate = ResourceGate(cfg.concurrency)
             order = list(range(1, cfg.concurrency + 1))
             random.Random(f"{cfg.seed}-{rnd}-{index}").shuffle(order)  # noqa: S311 - an order, not a secret
             for client in order:

@@ -118,7 +118,7 @@ class RequestSpec:
 
 @dataclass(frozen=True, slots=True)
 class RaceConfig:
-    """Resolved settings of one race call (marker > call override > CLI > ini > default)."""
+    """Resolved settings of one race call (call argument > marker > CLI > ini > default)."""
 
     resources: tuple[Hashable, ...]
     concurrency: int

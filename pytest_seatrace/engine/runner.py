@@ -87,11 +87,11 @@ async def run_race(
         )
 
     try:
-        async with _firer(config, target, spec, attempt_fn) as (firer, base_url, builder):
+        async with _firer(config, target, spec, attempt_fn) as (firer, base_url, builder, transport):
             for rnd in range(1, config.rounds + 1):
                 if rnd > 1:
                     origin = base_url or (builder.first_url if builder else None)
-                    await _reset(reset, _origin(origin) if origin else None, config.timeout)
+                    await _reset(reset, _origin(origin) if origin else None, config.timeout, transport)
                 start = time.perf_counter()
                 try:
                     await firer.fire_waves(rnd, waves(len(config.resources), config.parallel), records)
@@ -102,7 +102,7 @@ async def run_race(
                         holders = await _verify(verify, resource, extra, rnd)
                         if holders is not None:
                             held[(rnd, index)] = holders
-    except BaseException:
+    except (KeyboardInterrupt, anyio.get_cancelled_exc_class()):
         if records and on_interrupt is not None:
             on_interrupt(result(interrupted=True))
         raise
@@ -112,7 +112,7 @@ async def run_race(
 @asynccontextmanager
 async def _firer(
     config: RaceConfig, target: TargetOptions, spec: RequestSpec | None, attempt_fn: AttemptFn | None
-) -> AsyncIterator[tuple[Firer, str | None, RequestBuilder | None]]:
+) -> AsyncIterator[tuple[Firer, str | None, RequestBuilder | None, httpx.AsyncBaseTransport | None]]:
     classifier = Classifier(config)
     ssl_context = make_ssl_context(target.tls_verify)
     async with AsyncExitStack() as stack:
@@ -141,7 +141,7 @@ async def _firer(
                 transport=transport,
             )
         stack.push_async_callback(firer.aclose)
-        yield firer, base_url, builder
+        yield firer, base_url, builder, transport
 
 
 def _origin(url: str) -> str:
@@ -149,15 +149,24 @@ def _origin(url: str) -> str:
     return str(parsed.copy_with(path="/", query=None, fragment=None)).rstrip("/")
 
 
-async def _reset(reset: Reset | None, origin: str | None, request_timeout: float) -> None:
-    """Between rounds: the user's ``reset=`` callable, else ``POST {origin}/reset``."""
+async def _reset(
+    reset: Reset | None,
+    origin: str | None,
+    request_timeout: float,
+    transport: httpx.AsyncBaseTransport | None,
+) -> None:
+    """Between rounds: the user's ``reset=`` callable, else ``POST {origin}/reset`` (in process
+    for ``race.app``)."""
     if reset is not None:
         await _call(reset)
         return
     if origin is None:
         raise RaceUsageError("rounds > 1 needs reset= or a base URL whose POST /reset restores the state")
-    async with httpx.AsyncClient(trust_env=False, timeout=request_timeout) as client:
-        response = await client.post(f"{origin}/reset")
+    async with httpx.AsyncClient(trust_env=False, timeout=request_timeout, transport=transport) as client:
+        try:
+            response = await client.post(f"{origin}/reset")
+        except httpx.HTTPError as exc:
+            raise RaceUsageError(f"POST {origin}/reset between rounds failed ({exc}); pass reset=") from None
     if response.status_code >= 300:
         raise RaceUsageError(
             f"POST {origin}/reset between rounds answered {response.status_code}; "
