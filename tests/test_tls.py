@@ -31,9 +31,8 @@ def test_race_over_tls(race, tls_files, mode):
     chain, key, bundle = tls_files
     with serve_app(OneWinnerApp(loser_status=409), tls=(chain, key)) as url:
         assert url.startswith("https://")
-        result = race.post(
-            lambda a: f"{url}/seat/{a.resource}", resources=2, concurrency=10, tls_verify=Path(bundle), sync=mode
-        )
+        seat_url = lambda a: f"{url}/seat/{a.resource}"  # noqa: E731
+        result = race.post(seat_url, resources=2, concurrency=10, tls_verify=Path(bundle), sync=mode)
     assert (result.wins, result.rejections, result.errors) == (2, 18, 0)
     assert result.spread.median_ns > 0
 
