@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from pytest_seatrace.options import Settings
-from pytest_seatrace.results import RaceResult
+from pytest_seatrace.results import RaceResult, history_columns
 
 
 def is_xdist_worker(config: pytest.Config) -> bool:
@@ -62,6 +62,7 @@ class RaceLog:
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
+        node.workerinput["seatrace_seed"] = self.settings.seed  # one seed for the whole run
         if self.wants_history:
             if self._exchange is None:
                 self._exchange = Path(tempfile.mkdtemp(prefix="seatrace-xdist-"))
@@ -109,8 +110,11 @@ class RaceLog:
             return
         worker = self.config.workerinput["workerid"]  # type: ignore[attr-defined]
         path = Path(directory) / f"{worker}.json"
-        data = [r.to_dict(history=True) for r in self.local]
-        path.write_text(json.dumps(data), encoding="utf-8")
+        data = [{"name": r.name, "history": history_columns(r.history, r.resources)} for r in self.local]
+        try:
+            path.write_text(json.dumps(data), encoding="utf-8")
+        except OSError:  # the controller reports the missing history; the figures still travel
+            return
         self.config.workeroutput["seatrace_history"] = str(path)  # type: ignore[attr-defined]
 
     def full_races(self) -> list[dict[str, Any]]:
@@ -123,6 +127,7 @@ class RaceLog:
             if worker:
                 race["history"] = self.worker_histories.get((worker, race["name"]))
             elif race["name"] in local:
-                race["history"] = local[race["name"]].to_dict(history=True)["history"]
+                result = local[race["name"]]
+                race["history"] = history_columns(result.history, result.resources)
             out.append(race)
         return out

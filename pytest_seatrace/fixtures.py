@@ -16,6 +16,7 @@ import anyio.from_thread
 import anyio.lowlevel
 
 from pytest_seatrace.engine import AttemptFn, RaceConfig, RequestSpec, Reset, TargetOptions, Verify, run_race
+from pytest_seatrace.engine.plan import REQUEST_FIELDS
 from pytest_seatrace.errors import RaceUsageError, RaceViolation
 from pytest_seatrace.explain import violation_message
 from pytest_seatrace.marker import MarkerError, check_values, resolve
@@ -32,11 +33,12 @@ OVERRIDES = frozenset(inspect.signature(marker_schema).parameters)
 INTERRUPT_GRACE = 5.0
 """Seconds a cancelled race gets to close its sockets and hand over its partial figures."""
 
-REQUEST_FIELDS = ("json", "data", "content", "headers", "params", "cookies")
+REQUEST_ARGUMENTS = tuple(name for name in REQUEST_FIELDS if name != "url")
+"""Request arguments of ``race.post(url, ...)`` and friends (the URL is positional)."""
 
 
 def _spec(method: str, url: Any, kwargs: dict[str, Any]) -> RequestSpec:
-    fields = {k: kwargs.pop(k) for k in REQUEST_FIELDS if k in kwargs}
+    fields = {k: kwargs.pop(k) for k in REQUEST_ARGUMENTS if k in kwargs}
     return RequestSpec(method=method.upper(), url=url, **fields)
 
 
@@ -188,7 +190,7 @@ class Race:
         if unknown:
             raise RaceUsageError(
                 f"{api}() got an unexpected keyword argument {unknown[0]!r}; it takes request arguments "
-                f"({', '.join(REQUEST_FIELDS)}), check, verify, reset, tls_verify and "
+                f"({', '.join(REQUEST_ARGUMENTS)}), check, verify, reset, tls_verify and "
                 f"the marker's arguments ({', '.join(sorted(OVERRIDES))})"
             )
         if attempt_fn is not None and not callable(attempt_fn):

@@ -74,7 +74,7 @@ def _rule(name: str, value: object) -> Any:
         isinstance(c, int) and not isinstance(c, bool) and 100 <= c <= 599 for c in codes
     ):
         raise MarkerError(name, value, "status codes between 100 and 599, or a predicate")
-    return value
+    return frozenset(codes)  # an iterator would be used up by this check
 
 
 def check_values(given: Mapping[str, Any]) -> dict[str, Any]:
@@ -112,7 +112,7 @@ def check_values(given: Mapping[str, Any]) -> dict[str, Any]:
             out["expect"] = range(_int("expect", value, 0), value + 1)
     for name in ("success", "reject"):
         if name in given:
-            _rule(name, given[name])
+            out[name] = _rule(name, given[name])
     if "timeout" in given:
         value = given["timeout"]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
@@ -167,7 +167,8 @@ def resolve(
     parallel = args.get("parallel", settings.parallel)
     thresholds: tuple[Threshold, ...] = tuple(args.get("thresholds", ()))
     if settings.p95_ms is not None:
-        thresholds += (parse_threshold(f"p95 < {settings.p95_ms}ms"),)
+        bound = settings.p95_ms
+        thresholds += (Threshold(text=f"p95 < {bound:g}ms", metric="p95", op="<", bound=bound * 1e6),)
     success, reject = args.get("success"), args.get("reject")
     return RaceConfig(
         resources=tuple(resources),
@@ -181,6 +182,6 @@ def resolve(
         allow_errors=args.get("allow_errors", False),
         rounds=args.get("rounds", settings.rounds),
         sync=sync,  # type: ignore[arg-type]
-        parallel=len(resources) if parallel == "all" else int(parallel),
+        parallel=len(resources) if parallel == "all" else min(int(parallel), len(resources)),
         seed=settings.seed,
     )

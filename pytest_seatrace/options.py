@@ -13,11 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pytest_seatrace.engine.plan import SYNC_MODES
+
 if TYPE_CHECKING:
     import pytest
 
 SUMMARY_CHOICES = ("auto", "full", "off")
-SYNC_CHOICES = ("gate", "last-byte")
+SYNC_CHOICES: tuple[str, ...] = SYNC_MODES
 
 
 def int_at_least(minimum: int) -> Callable[[str], int]:
@@ -187,7 +189,6 @@ class Settings:
     parallel: int | str = 1
     rounds: int = 1
     seed: int = 0
-    seed_given: bool = False
     json: Path | None = None
     html: Path | None = None
     summary: str = "auto"
@@ -216,10 +217,9 @@ class Settings:
                         raise pytest.UsageError(f"{opt.ini} = {text!r} (ini): {exc}{valid}") from None
             if value is not None:
                 values[opt.ini.removeprefix("race_")] = value
-        if "seed" in values:
-            values["seed_given"] = True
-        else:
-            values["seed"] = random.Random().randrange(2**32)  # noqa: S311 - an order, not a secret
+        if "seed" not in values:  # an xdist worker takes the controller's, so one seed covers the run
+            controller = getattr(config, "workerinput", {}).get("seatrace_seed")
+            values["seed"] = controller if controller is not None else random.Random().randrange(2**32)  # noqa: S311
         return cls(**values)
 
     def header(self) -> str:

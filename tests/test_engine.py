@@ -22,7 +22,7 @@ from pytest_seatrace.results import Outcome, Record
 from tests.support import OneWinnerApp, raw_server, read_request_head, serve_app
 
 
-def order(a):
+def order(a: Attempt) -> dict[str, object]:
     return {"seats": [a.resource], "user": f"vu-{a.client}"}
 
 
@@ -407,3 +407,54 @@ def test_failed_reset_is_a_usage_error_not_an_interruption(race, sample_service)
 
     with pytest.raises(RuntimeError, match="cannot reset"):
         race.post(sample_service.url + "/orders", json=order, concurrency=2, rounds=2, reset=reset)
+
+
+def test_verify_settles_an_indeterminate_race_either_way(race):
+    """Two requests time out, none was acknowledged: the final state decides."""
+    with serve_app(OneWinnerApp(delay=2.0)) as url:
+        settled = race.post(url + "/slow", concurrency=2, timeout=0.3, verify=lambda seat: 1, check=False)
+        too_few = race.post(url + "/slower", concurrency=2, timeout=0.3, verify=lambda seat: 0, check=False)
+    assert settled.unknown == 2
+    assert settled.passed
+    assert [v.kind for v in too_few.violations] == ["too-few"]
+    assert too_few.violations[0].found == "0"
+
+
+def test_iterator_status_rules_are_not_used_up(race):
+    with serve_app(OneWinnerApp(loser_status=409)) as url:
+        result = race.post(url + "/seat/1", concurrency=4, success=iter([200]), reject=iter([409]))
+    assert (result.wins, result.rejections) == (1, 3)
+
+
+def test_parallel_is_capped_at_the_number_of_resources(race, sample_service):
+    result = race.post(sample_service.url + "/orders", json=order, resources=2, concurrency=3, parallel=500)
+    assert result.settings["parallel"] == 2
+
+
+def test_a_raising_request_callable_is_named(race, sample_service):
+    def body(a):
+        if a.client == 2:
+            raise KeyError("no such seat")
+        return order(a)
+
+    with pytest.raises(
+        RaceUsageError, match=r"json= callable raised KeyError: 'no such seat' \(attempt r1-1-2\)"
+    ):
+        race.post(sample_service.url + "/orders", json=body, concurrency=3)
+
+
+def test_asgi_errors_are_not_exception_groups(race):
+    race.app = OneWinnerApp()
+    with pytest.raises(RaceUsageError, match="json= callable raised ZeroDivisionError"):
+        race.post("/x", json=lambda a: 1 / 0, concurrency=2)
+
+
+def test_attempt_without_gate_is_untimed_not_zero(race, sample_service):
+    race.base_url = sample_service.url
+
+    async def attempt(a):
+        return await a.http.post("/orders", json=order(a))
+
+    result = race.run(attempt, concurrency=3)
+    assert result.latency.all.count == 0
+    assert all(rec.sent_ns == 0 for rec in result.history)

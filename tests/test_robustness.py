@@ -145,4 +145,5 @@ def test_xdist_merges_summary_and_json(pytester: pytest.Pytester, workers: str) 
     report = json.loads((pytester.path / "r.json").read_text())
     assert sorted(r["requests"] for r in report["races"]) == [6, 8, 10, 12]
     assert all(len(r["history"]["outcome"]) == r["requests"] for r in report["races"])
+    assert {r["settings"]["seed"] for r in report["races"]} == {report["seed"]}  # one seed per run
     assert "worker lost" not in out

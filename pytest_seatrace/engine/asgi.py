@@ -33,15 +33,20 @@ async def lifespan(app: Any) -> AsyncIterator[None]:
         finally:
             app_send.close()
 
+    failure: Exception | None = None
     async with send_to_app, app_receive, app_send, receive_from_app, anyio.create_task_group() as tg:
         tg.start_soon(run_app)
         await _step(send_to_app, receive_from_app, "startup", lambda: supported)
         try:
             yield
+        except Exception as exc:  # raised after the task group, not wrapped in an ExceptionGroup
+            failure = exc
         finally:
             with anyio.CancelScope(shield=True):
                 await _step(send_to_app, receive_from_app, "shutdown", lambda: supported)
                 tg.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
 
 
 async def _step(send: Any, receive: Any, phase: str, supported: Any) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import anyio
 import httpx
 
-from pytest_seatrace.engine.plan import Attempt, RequestSpec
+from pytest_seatrace.engine.plan import BODY_FIELDS, HEAD_FIELDS, Attempt, RequestSpec
 from pytest_seatrace.engine.rawhttp import Origin
 from pytest_seatrace.errors import RaceUsageError
 
@@ -61,10 +61,6 @@ def check_url(url: httpx.URL, given: object) -> Origin:
         raise RaceUsageError(f"URL {given!r} needs an http:// or https:// scheme and a host")
     port = url.port or (443 if url.scheme == "https" else 80)
     return Origin(url.scheme, url.host, port)
-
-
-HEAD_FIELDS = ("url", "params", "headers", "cookies")
-BODY_FIELDS = ("content", "data", "json")
 
 
 class RequestBuilder:

@@ -98,7 +98,7 @@ class GateFirer:
                 records.append(rec)
                 request = None
                 if self.builder is not None:  # built up front: a bad URL stops the race, once
-                    request = self.builder.build(Attempt(cfg.resources[index], client, rnd))
+                    request = _own_copy(self.builder.build(Attempt(cfg.resources[index], client, rnd)))
                 jobs.append((position * cfg.concurrency + client - 1, rec, gate, request))
         async with anyio.create_task_group() as tg:
             for slot, rec, gate, request in jobs:
@@ -161,15 +161,14 @@ class GateFirer:
             if not attempt_gate_used:
                 gate.leave()
         rec.end_ns = time.perf_counter_ns()
-        if not rec.sent_ns and not attempt_gate_used and response is not None:
-            rec.sent_ns = rec.end_ns  # an attempt that never called gate(): untimed
+        # An attempt that never called gate() stays untimed (sent_ns 0): no latency, no spread.
         if scope.cancelled_caught:
             if attempt_gate_used:
                 rec.outcome, rec.reason = Outcome.UNKNOWN, f"no response within {cfg.timeout}s after the gate"
             else:
                 rec.outcome, rec.reason = Outcome.ERROR, f"set-up before the gate took over {cfg.timeout}s"
             return
-        if response is None or rec.reason:
+        if rec.reason:
             return
         if not isinstance(response, httpx.Response):
             rec.outcome, rec.fatal = Outcome.ERROR, True
@@ -201,3 +200,11 @@ class GateFirer:
             for client in self._clients:
                 await client.aclose()
         self._clients.clear()
+
+
+def _own_copy(request: httpx.Request) -> httpx.Request:
+    """A request of this client's own: a constant request is one shared object, and each send
+    gets its own ``trace`` extension."""
+    return httpx.Request(
+        request.method, request.url, headers=request.headers, content=request.read(), extensions={}
+    )

@@ -64,15 +64,26 @@ class LastByteFirer:
             for index in indices:
                 self._release(rnd, index, [s for s in slots if s.record.resource == index])
             upcoming: list[Slot] = []
+            failures: list[Exception] = []
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._collect_wave, slots, number % 2)
                 if number + 1 < len(waves):
-                    tg.start_soon(self._prepare_into, upcoming, rnd, waves[number + 1], (number + 1) % 2)
+                    tg.start_soon(
+                        self._prepare_into, upcoming, failures, rnd, waves[number + 1], (number + 1) % 2
+                    )
             sink.extend(s.record for s in slots)
+            if failures:  # e.g. a request callable that raised: after this wave's figures are kept
+                raise failures[0]
             prepared = upcoming
 
-    async def _prepare_into(self, out: list[Slot], rnd: int, indices: Sequence[int], pool: int) -> None:
-        out.extend(await self._prepare_wave(rnd, indices, pool))
+    async def _prepare_into(
+        self, out: list[Slot], failures: list[Exception], rnd: int, indices: Sequence[int], pool: int
+    ) -> None:
+        """``_prepare_wave`` inside a task group, its error kept to be raised outside it."""
+        try:
+            out.extend(await self._prepare_wave(rnd, indices, pool))
+        except Exception as exc:
+            failures.append(exc)
 
     async def _prepare_wave(self, rnd: int, indices: Sequence[int], pool: int) -> list[Slot]:
         """Build the wave's requests, then connect (or reuse) and write all but final bytes."""

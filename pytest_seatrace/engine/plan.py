@@ -10,6 +10,8 @@ from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Union
 
+from pytest_seatrace.errors import RaceUsageError
+
 if TYPE_CHECKING:
     import httpx
 
@@ -80,6 +82,10 @@ class Attempt:
         await self._gate()
 
 
+HEAD_FIELDS = ("url", "params", "headers", "cookies")
+BODY_FIELDS = ("content", "data", "json")
+REQUEST_FIELDS = HEAD_FIELDS + BODY_FIELDS
+
 ArgValue = Any
 """A request argument: a value, or a sync callable of the ``Attempt`` returning the value."""
 
@@ -100,20 +106,27 @@ class RequestSpec:
     def resolve(self, attempt: Attempt) -> dict[str, Any]:
         """The httpx ``build_request`` arguments for one attempt."""
         out: dict[str, Any] = {"method": self.method}
-        for name in ("url", "params", "headers", "cookies", "content", "data", "json"):
-            value = getattr(self, name)
-            if callable(value):
-                value = value(attempt)
+        for name in REQUEST_FIELDS:
+            value = self.value(name, attempt)
             if value is not None:
                 out[name] = value
         return out
 
+    def value(self, name: str, attempt: Attempt) -> Any:
+        """Field ``name`` for ``attempt``; a callable that raises becomes a clear usage error."""
+        value = getattr(self, name)
+        if not callable(value):
+            return value
+        try:
+            return value(attempt)
+        except Exception as exc:
+            raise RaceUsageError(
+                f"{name}= callable raised {type(exc).__name__}: {exc} (attempt {attempt.key})"
+            ) from exc
+
     @property
     def varies(self) -> bool:
-        return any(
-            callable(getattr(self, n))
-            for n in ("url", "params", "headers", "cookies", "content", "data", "json")
-        )
+        return any(callable(getattr(self, n)) for n in REQUEST_FIELDS)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ import h11
 import httpx
 
 from pytest_seatrace.engine.builder import RequestBuilder, origin_of
-from pytest_seatrace.engine.plan import Attempt
+from pytest_seatrace.engine.plan import HEAD_FIELDS, Attempt
 from pytest_seatrace.engine.rawhttp import Origin
 
 END = h11.EndOfMessage()
@@ -58,7 +58,7 @@ class WireBuilder:
             callable(spec.json)
             and spec.content is None
             and spec.data is None
-            and not any(callable(getattr(spec, n)) for n in ("url", "params", "headers", "cookies"))
+            and not any(callable(getattr(spec, n)) for n in HEAD_FIELDS)
         )
         self._template: WireRequest | None = None
         self._fixed: WireRequest | None = None
@@ -69,7 +69,7 @@ class WireBuilder:
         if self._fixed is not None:
             return self._fixed
         if self._template is not None:
-            body = encode_json(self.builder.spec.json(attempt))
+            body = encode_json(self.builder.spec.value("json", attempt))
             head = self._heads.get(len(body)) or self._head_for(self._template.head, len(body))
             return WireRequest(self._template.origin, head, body, self._template.request)
         args = self.builder.spec.resolve(attempt)
