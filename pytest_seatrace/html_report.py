@@ -210,7 +210,7 @@ def _bar_svg(parts: Sequence[tuple[str, int, str]], label: str) -> str:
 def _latencies(history: dict[str, list[Any]]) -> dict[str, list[int]]:
     """Latency (end - sent) per outcome, of requests that were sent and got an outcome in time."""
     out: dict[str, list[int]] = {o: [] for o in OUTCOMES}
-    columns = zip(history["sent_ns"], history["end_ns"], history["outcome"], strict=True)
+    columns = zip(history["start_ns"], history["end_ns"], history["outcome"], strict=True)
     for sent, end, outcome in columns:
         if sent and outcome != "unknown" and end >= sent:
             out.setdefault(outcome, []).append(end - sent)
@@ -362,7 +362,7 @@ def _timelines(race: dict[str, Any]) -> str:
             '<p class="note">No request history in this report (a pytest-xdist worker lost it), '
             "so no timelines.</p>"
         )
-    sent = history["sent_ns"]
+    sent = history["start_ns"]
     starts = [s for s in sent if s]
     if not starts:
         return '<p class="note">No request was sent, so no timelines.</p>'
@@ -395,7 +395,7 @@ class _Timeline:
     WIDTH, LEFT, RIGHT, TOP, BOTTOM = 640, 14, 14, 8, 30
 
     def __init__(self, history: dict[str, list[Any]], t0: int) -> None:
-        self.sent: list[int] = history["sent_ns"]
+        self.sent: list[int] = history["start_ns"]
         self.end: list[int] = history["end_ns"]
         self.outcome: list[str] = history["outcome"]
         self.status: list[int] = history["status"]

@@ -40,19 +40,24 @@ def race(
     *,
     resources: int | Iterable[Hashable] | None = None,
     concurrency: int | None = None,
-    expect: int | range | None = None,
+    expect: int | range = 1,
     success: Any = None,
     reject: Any = None,
     timeout: float | None = None,
-    thresholds: Iterable[str] | None = None,
-    allow_errors: bool | None = None,
+    thresholds: Iterable[str] = (),
+    allow_errors: bool = False,
     rounds: int | None = None,
     sync: str | None = None,
     parallel: int | str | None = None,
 ) -> dict[str, Any]:
-    """The marker's schema; returns the arguments that were given, checked and normalised."""
-    given = {k: v for k, v in locals().items() if v is not None}
+    """The marker's schema; returns the arguments that differ from the defaults, checked and
+    normalised. Arguments with a CLI twin default to ``None``: the option, the ini value, the
+    built-in default apply in that order."""
+    given = {k: v for k, v in locals().items() if v is not None and v is not _DEFAULTS.get(k)}
     return check_values(given)
+
+
+_DEFAULTS: dict[str, Any] = {"expect": 1, "thresholds": (), "allow_errors": False}
 
 
 def _int(name: str, value: object, minimum: int) -> int:

@@ -328,7 +328,7 @@ class RaceResult:
 def history_columns(records: Sequence[Record], resources: Sequence[Hashable]) -> dict[str, list[Any]]:
     """The request history as columns: small in JSON even at 50,000 requests."""
     return {
-        "sent_ns": [r.sent_ns for r in records],
+        "start_ns": [r.sent_ns for r in records],
         "end_ns": [r.end_ns for r in records],
         "client": [r.client for r in records],
         "resource": [str(resources[r.resource]) for r in records],
