@@ -7,7 +7,7 @@ import statistics
 from collections import Counter
 from collections.abc import Hashable, Mapping, Sequence
 
-from pytest_seatrace.engine.plan import RaceConfig
+from pytest_seatrace.race_config import RaceConfig
 from pytest_seatrace.results import (
     BODY_KEEP,
     Latency,

@@ -10,14 +10,8 @@ import math
 from collections.abc import Hashable, Iterable, Mapping
 from typing import Any
 
-from pytest_seatrace.engine.plan import (
-    REJECT_DEFAULT,
-    SUCCESS_DEFAULT,
-    SYNC_MODES,
-    RaceConfig,
-    make_rule,
-)
 from pytest_seatrace.options import Settings
+from pytest_seatrace.race_config import REJECT_DEFAULT, SUCCESS_DEFAULT, SYNC_MODES, RaceConfig, make_rule
 from pytest_seatrace.thresholds import Threshold, ThresholdError, parse_threshold
 
 MARKER_DOC = (

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pytest_seatrace.engine.plan import SYNC_MODES
+from pytest_seatrace.race_config import SYNC_MODES
 
 if TYPE_CHECKING:
     import pytest

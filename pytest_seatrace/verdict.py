@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Hashable, Mapping, Sequence
 
-from pytest_seatrace.engine.plan import RaceConfig
+from pytest_seatrace.race_config import RaceConfig
 from pytest_seatrace.results import Outcome, RaceResult, Record, Violation
 
 NEVER_WIN_STATUSES = frozenset(
