@@ -31,6 +31,7 @@ MARKER_ARGS = pytest.StashKey[dict[str, Any]]()
 MARKER_ERROR = pytest.StashKey[str]()
 RESULTS = pytest.StashKey[list[RaceResult]]()
 REPORTED = pytest.StashKey[int]()
+SERVICES = pytest.StashKey[list[ServiceHandle]]()
 
 JUNIT_FIGURES = ("requests", "wins", "rejections", "errors", "unknown", "double_bookings", "rps", "mode")
 
@@ -97,8 +98,14 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
-    """On an xdist worker, races ride to the controller on the report (builtins only)."""
+    """On an xdist worker, races ride to the controller on the report (builtins only); a failed
+    test shows the log of every sample service it started."""
     report = yield
+    if report.failed:
+        for handle in item.stash.get(SERVICES, []):
+            report.sections.append(
+                (f"sample service log ({handle.strategy}, {handle.url})", handle.log_tail())
+            )
     if not is_xdist_worker(item.config):
         return report
     results = item.stash.get(RESULTS, [])
@@ -149,7 +156,7 @@ def race(request: pytest.FixtureRequest) -> Iterator[Race]:
 
 @pytest.fixture
 def sample_service_factory(
-    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Callable[..., ServiceHandle]]:
     """Start the bundled seat service in a subprocess: ``factory(strategy="unsafe", seats=16, window_ms=5)``.
 
@@ -164,9 +171,11 @@ def sample_service_factory(
         ) -> ServiceHandle:
             if db_path is None:
                 db_path = tmp_path_factory.mktemp("seatrace-db") / "seats.db"
-            return stack.enter_context(
+            handle = stack.enter_context(
                 start_sample_service(strategy=strategy, seats=seats, window_ms=window_ms, db_path=db_path)
             )
+            request.node.stash.setdefault(SERVICES, []).append(handle)
+            return handle
 
         yield start
 

@@ -504,3 +504,16 @@ def test_unquoted_number_in_native_toml_is_a_usage_error(pytester: pytest.Pytest
     result = pytester.runpytest("-p", "no:benchmark")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*race_concurrency (ini):*expects a string*quote them*"])
+
+
+def test_failed_test_shows_the_sample_service_log(inner: pytest.Pytester) -> None:
+    inner.makepyfile(
+        """
+        def test_fails(race, sample_service):
+            race.post(sample_service.url + "/orders", json={"seats": [1], "user": "u"}, concurrency=2)
+            assert False, "look at the log"
+        """
+    )
+    result = inner.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*- sample service log (safe, http://127.0.0.1:*) -*"])
