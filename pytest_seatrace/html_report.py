@@ -54,7 +54,9 @@ td.body { text-align: left; font-family: ui-monospace, monospace; font-size: 12p
   white-space: pre-wrap; word-break: break-all; }
 .PASS { color: #fff; background: var(--win); } .FAIL { color: #fff; background: var(--err); }
 .INTERRUPTED { color: #fff; background: var(--unk); }
-span.PASS, span.FAIL, span.INTERRUPTED { padding: 1px 8px; border-radius: 10px; font-weight: 600; font-size: 13px; }
+span.PASS, span.FAIL, span.INTERRUPTED {
+  padding: 1px 8px; border-radius: 10px; font-weight: 600; font-size: 13px;
+}
 .note { color: var(--mute); font-size: 12px; margin: 2px 0 8px; }
 .charts { display: flex; flex-wrap: wrap; gap: 16px 28px; align-items: flex-start; }
 figure { margin: 0; } figcaption { font-size: 12px; color: var(--mute); margin-bottom: 2px; }

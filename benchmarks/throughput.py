@@ -1,0 +1,486 @@
+"""Keep-alive POST throughput: this plugin's engine against ``hey``, same service, same run.
+
+Design §5, "engine overhead": keep-alive ``POST /orders`` throughput of the engine at least
+half of ``hey``'s against the same subprocess service in the same run. One safe sample
+service (``start_sample_service``) serves every run. Seat 1 is booked before anything is
+timed, so every timed request of every tool takes the same path through the service (parse
+the order, try to book seat 1, answer 409): this is the throughput of the whole
+request/response path, not of booking. Every tool sends the same body bytes, ``BODY``.
+
+- ``hey``: ``hey -c C -n R*C -m POST -T application/json -d BODY -o csv``; keep-alive is
+  hey's default (each of its C workers keeps one connection). Its CSV is parsed with
+  ``seed_scenario.parse_hey_csv``; wall time is hey's own, from its start to its last
+  response (process start-up not counted).
+- ``seatrace-last-byte``: ``run_race`` in last-byte mode, R resources x C clients, every
+  request ``POST /orders`` with ``BODY`` (the resource ids only label the waves). The engine
+  races one resource per wave, so the R*C requests go in R waves of C, each with its own
+  start gate (all but the final byte written, then the final bytes back to back) by design;
+  connections are kept alive between waves (two sets: the next wave is written while the
+  current one's responses come in). Wall time is ``anyio.run`` around ``run_race``.
+- ``seatrace-gate``: the same in gate mode (one ``httpx.AsyncClient`` per client, one gate
+  per wave), for information only.
+
+Each repeat runs every tool once, in an order that rotates per repeat (after ``--warmup``
+uncounted runs of each), and the table shows the median over the repeats, with the client's
+and the service's CPU time per run (a service near one core busy set the pace itself).
+
+Exit 0 when the last-byte engine's median req/s is at least ``--target-ratio`` (0.5) x
+hey's; 1 when below, or when the last-byte engine had 5xx or requests without a response;
+2 when hey is unavailable or the measurement could not be completed (time budget, time
+limit of a run, service failure, hey errors). ``hey`` is installed with ``apt-get install
+-y hey`` when missing and we are root (``--no-install`` never installs).
+Traffic goes only to the loopback service this script starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import os
+import resource
+import statistics
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import anyio
+import httpx
+from _common import (
+    EXIT_BELOW_TARGET,
+    EXIT_INCOMPLETE,
+    EXIT_OK,
+    Budget,
+    BudgetExceededError,
+    load_note,
+    machine_note,
+    positive_float,
+    positive_int,
+    print_header,
+    print_table,
+    seed_config,
+    stderr,
+)
+from seed_scenario import RunFailedError, ToolUnavailableError, _run_bounded, ensure_hey, parse_hey_csv
+
+from pytest_seatrace.engine import RequestSpec, SyncMode, TargetOptions, run_race
+from pytest_seatrace.service import ServiceError, ServiceHandle, start_sample_service
+
+BODY = '{"seats":[1],"user":"throughput"}'
+"""Every timed request's body, byte for byte the same for every tool."""
+SEAT = 1
+HEY = "hey"
+LAST_BYTE = "seatrace-last-byte"
+GATE = "seatrace-gate"
+TOOL_NAMES = (HEY, LAST_BYTE, GATE)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--repeat", type=positive_int, default=3, help="runs per tool, median shown (3)")
+    parser.add_argument(
+        "--resources", type=positive_int, default=100, help="engine waves (resources) per run (100)"
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=positive_int,
+        default=50,
+        help="clients per wave for the engine, hey's -c (50); requests = resources x concurrency",
+    )
+    parser.add_argument("--timeout", type=positive_float, default=10.0, help="seconds per request (10)")
+    parser.add_argument("--seed", type=int, default=1, help="engine race seed, +1 per race (1)")
+    parser.add_argument(
+        "--warmup", type=int, default=1, help="uncounted full-size runs per tool before the first (1)"
+    )
+    parser.add_argument("--no-gate", action="store_true", help="skip the gate-mode engine (information only)")
+    parser.add_argument(
+        "--target-ratio",
+        type=positive_float,
+        default=0.5,
+        help="last-byte req/s must be at least this x hey's (0.5)",
+    )
+    parser.add_argument("--no-install", action="store_true", help="never install hey")
+    parser.add_argument(
+        "--run-limit-s", type=positive_float, default=120.0, help="cancel one tool run after this (120)"
+    )
+    parser.add_argument(
+        "--install-limit-s", type=positive_float, default=600.0, help="bound on each install step (600)"
+    )
+    parser.add_argument(
+        "--budget-s", type=positive_float, default=900.0, help="stop starting runs after this (900)"
+    )
+    return parser
+
+
+# -- what one run measured -----------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    tool: str
+    wall_s: float
+    planned: int
+    statuses: Counter[int]
+    client_cpu_s: float
+    """User + system CPU of the client: hey's process, or this process around ``run_race``."""
+    service_cpu_s: float = math.nan
+    load1: float = math.nan
+
+    @property
+    def answered(self) -> int:
+        return sum(self.statuses.values())
+
+    @property
+    def unanswered(self) -> int:
+        """Requests without a response: transport errors and timeouts."""
+        return self.planned - self.answered
+
+    @property
+    def fivexx(self) -> int:
+        return sum(count for status, count in self.statuses.items() if status >= 500)
+
+    @property
+    def rps(self) -> float:
+        """Responses per second of wall time."""
+        return self.answered / self.wall_s if self.wall_s > 0 else math.nan
+
+
+@dataclass
+class Load:
+    url: str
+    resources: int
+    concurrency: int
+    timeout: float
+    limit_s: float
+
+    @property
+    def requests(self) -> int:
+        return self.resources * self.concurrency
+
+
+class Tool(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    def run(self, load: Load) -> Run: ...
+
+
+@dataclass
+class HeyTool:
+    binary: str
+    name: str = HEY
+
+    def run(self, load: Load) -> Run:
+        seconds = str(max(1, math.ceil(load.timeout)))
+        command = [self.binary, "-c", str(load.concurrency), "-n", str(load.requests), "-t", seconds]
+        command += ["-m", "POST", "-T", "application/json", "-d", BODY, "-o", "csv", load.url + "/orders"]
+        before = _cpu_s(resource.RUSAGE_CHILDREN)  # the service is not reaped yet: hey alone
+        done = _run_bounded(command, load.limit_s)
+        cpu = _cpu_s(resource.RUSAGE_CHILDREN) - before
+        if done.returncode != 0:
+            raise RunFailedError(f"hey exited {done.returncode}: {done.stderr.strip()[-300:]}")
+        samples = parse_hey_csv(done.stdout, SEAT)  # answered requests only
+        if not samples:
+            raise RunFailedError("hey reported no responses")
+        # hey's offsets count from its own start: first request sent to last response read.
+        wall = max(s.end_ns for s in samples) / 1e9
+        return Run(self.name, wall, load.requests, Counter(s.status for s in samples), cpu)
+
+
+@dataclass
+class EngineTool:
+    name: str
+    mode: SyncMode
+    seed: int
+
+    def run(self, load: Load) -> Run:
+        config = seed_config(
+            resources=load.resources,
+            clients=load.concurrency,
+            sync=self.mode,
+            seed=self.seed,
+            timeout=load.timeout,
+        )
+        # Every request books seat 1, already taken: no winner is expected anywhere.
+        config = dataclasses.replace(config, expect=range(0, load.concurrency + 1))
+        self.seed += 1
+        spec = RequestSpec(
+            "POST", "/orders", content=BODY.encode(), headers={"content-type": "application/json"}
+        )
+        target = TargetOptions(base_url=load.url)
+
+        async def main() -> Any:
+            with anyio.fail_after(load.limit_s):
+                return await run_race(name=self.name, config=config, target=target, spec=spec)
+
+        cpu = _cpu_s(resource.RUSAGE_SELF)
+        started = time.perf_counter()
+        try:
+            result = anyio.run(main)
+        except TimeoutError:
+            raise RunFailedError(f"race not finished after {load.limit_s:g}s") from None
+        wall = time.perf_counter() - started
+        cpu = _cpu_s(resource.RUSAGE_SELF) - cpu
+        statuses = Counter(rec.status for rec in result.history if rec.status)
+        return Run(self.name, wall, len(result.history), statuses, cpu)
+
+
+def _cpu_s(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
+def service_cpu_s(pid: int) -> float:
+    """User + system CPU of the service process so far (Linux ``/proc``; NaN elsewhere)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
+    except OSError:
+        return math.nan
+    fields = text.rsplit(")", 1)[1].split()  # after "pid (comm)": field 3 (state) onwards
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+# -- the benchmark -------------------------------------------------------------------------
+
+
+@dataclass
+class ToolStats:
+    runs: list[Run] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+    def median_rps(self) -> float:
+        return _med(r.rps for r in self.runs)
+
+
+def _load1() -> float:
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
+
+
+def _med(values: Iterable[float]) -> float:
+    data = [v for v in values if not math.isnan(v)]
+    return statistics.median(data) if data else math.nan
+
+
+def _fmt(value: float, digits: int) -> str:
+    return "-" if math.isnan(value) else f"{value:.{digits}f}"
+
+
+def _statuses(counts: Counter[int]) -> str:
+    return " ".join(f"{status}x{count}" for status, count in sorted(counts.items())) or "-"
+
+
+def build_tools(args: argparse.Namespace, notes: list[str]) -> tuple[list[Tool], bool]:
+    """The tools to run, and whether hey is among them."""
+    tools: list[Tool] = []
+    have_hey = True
+    try:
+        tools.append(HeyTool(ensure_hey(not args.no_install, args.install_limit_s)))
+    except ToolUnavailableError as exc:
+        have_hey = False
+        notes.append(f"hey skipped: {exc}")
+        stderr(f"hey skipped: {exc}")
+    tools.append(EngineTool(LAST_BYTE, "last-byte", args.seed))
+    if not args.no_gate:
+        tools.append(EngineTool(GATE, "gate", args.seed + 10_000))
+    return tools, have_hey
+
+
+def measure(
+    svc: ServiceHandle, tools: Sequence[Tool], args: argparse.Namespace, budget: Budget
+) -> tuple[dict[str, ToolStats], list[list[Any]]]:
+    load = Load(svc.url, args.resources, args.concurrency, args.timeout, args.run_limit_s)
+    status, _ = svc.request("POST", "/orders", {"seats": [SEAT], "user": "setup"})
+    if status not in (200, 201, 409):
+        raise ServiceError(f"booking seat {SEAT} before the runs answered {status}")
+    for _ in range(args.warmup):  # SQLite pages, uvicorn, imports, hey's page cache
+        for tool in tools:
+            if budget.expired():
+                raise BudgetExceededError(f"time budget of {budget.seconds:g}s used up in the warm-up")
+            try:
+                tool.run(load)
+            except (RunFailedError, OSError, httpx.HTTPError) as exc:
+                stderr(f"{tool.name} warm-up failed: {exc}")
+    stats = {tool.name: ToolStats() for tool in tools}
+    rows: list[list[Any]] = []
+    for rep in range(args.repeat):
+        shift = rep % len(tools)
+        order = [*tools[shift:], *tools[:shift]]  # rotate: each tool in each position once per cycle
+        done: list[tuple[str, int, Run | None]] = []
+        for position, tool in enumerate(order, start=1):
+            if budget.expired():
+                raise BudgetExceededError(f"time budget of {budget.seconds:g}s used up")
+            service_before = service_cpu_s(svc.pid)
+            try:
+                run = tool.run(load)
+            except (RunFailedError, OSError, httpx.HTTPError) as exc:
+                stats[tool.name].failures.append(f"run {rep + 1}: {type(exc).__name__}: {exc}")
+                stderr(f"{tool.name} run {rep + 1} failed: {exc}")
+                done.append((tool.name, position, None))
+                continue
+            run.service_cpu_s = service_cpu_s(svc.pid) - service_before
+            run.load1 = _load1()
+            stats[tool.name].runs.append(run)
+            done.append((tool.name, position, run))
+        hey_rps = next((r.rps for name, _, r in done if name == HEY and r is not None), math.nan)
+        for name, position, maybe in done:
+            if maybe is None:
+                rows.append([name, rep + 1, position, "failed", *["-"] * 6])
+                continue
+            responses = _statuses(maybe.statuses)
+            if maybe.unanswered:
+                responses += f" +{maybe.unanswered} no response"
+            rows.append(
+                [
+                    name,
+                    rep + 1,
+                    position,
+                    f"{maybe.wall_s:.3f}",
+                    f"{maybe.rps:.0f}",
+                    _fmt(maybe.rps / hey_rps, 2),
+                    f"{maybe.client_cpu_s:.2f}",
+                    _fmt(maybe.service_cpu_s, 2),
+                    responses,
+                    _fmt(maybe.load1, 2),
+                ]
+            )
+    return stats, rows
+
+
+RUN_HEADERS = (
+    "tool",
+    "repeat",
+    "position",
+    "wall s",
+    "req/s",
+    "ratio to hey (same repeat)",
+    "client CPU s",
+    "service CPU s",
+    "responses",
+    "load 1m",
+)
+SUMMARY_HEADERS = (
+    "tool",
+    "runs",
+    "wall s",
+    "req/s",
+    "ratio to hey",
+    "req/s per run",
+    "client CPU s",
+    "service CPU s",
+    "no response / 5xx",
+)
+
+
+def summary_rows(stats: dict[str, ToolStats]) -> list[list[Any]]:
+    hey = stats.get(HEY)
+    hey_rps = hey.median_rps() if hey else math.nan
+    rows: list[list[Any]] = []
+    for name, st in stats.items():
+        if not st.runs:
+            rows.append([name, f"0 of {len(st.failures)}", *["-"] * 7])
+            continue
+        rps = st.median_rps()
+        rows.append(
+            [
+                name,
+                str(len(st.runs)) + (f" ({len(st.failures)} failed)" if st.failures else ""),
+                f"{_med(r.wall_s for r in st.runs):.3f}",
+                f"{rps:.0f}",
+                _fmt(rps / hey_rps, 2),
+                " / ".join(f"{r.rps:.0f}" for r in st.runs),
+                f"{_med(r.client_cpu_s for r in st.runs):.2f}",
+                _fmt(_med(r.service_cpu_s for r in st.runs), 2),
+                f"{sum(r.unanswered for r in st.runs)} / {sum(r.fivexx for r in st.runs)}",
+            ]
+        )
+    return rows
+
+
+def verdict(stats: dict[str, ToolStats], have_hey: bool, ratio: float) -> tuple[int, list[str]]:
+    lines: list[str] = []
+    lb = stats.get(LAST_BYTE)
+    hey = stats.get(HEY)
+    if lb is None or not lb.runs:
+        return EXIT_INCOMPLETE, ["target: NOT EVALUATED (the last-byte engine did not complete a run)"]
+    bad_lb = sum(r.unanswered + r.fivexx for r in lb.runs)
+    if not have_hey or hey is None or not hey.runs:
+        why = "hey unavailable" if not have_hey else "no hey run completed"
+        return EXIT_INCOMPLETE, [f"target: NOT EVALUATED ({why})"]
+    bad_hey = sum(r.unanswered + r.fivexx for r in hey.runs)
+    lb_rps, hey_rps = lb.median_rps(), hey.median_rps()
+    met = lb_rps >= ratio * hey_rps
+    lines.append(
+        f"target: last-byte {lb_rps:.0f} req/s >= {ratio:g} x hey {hey_rps:.0f} req/s "
+        f"(= {ratio * hey_rps:.0f}; ratio {lb_rps / hey_rps:.2f}): {'MET' if met else 'NOT MET'}"
+    )
+    lines.append(
+        f"target: last-byte 5xx + unanswered requests {bad_lb} == 0: {'MET' if not bad_lb else 'NOT MET'}"
+    )
+    if not met or bad_lb:
+        return EXIT_BELOW_TARGET, lines
+    if bad_hey or lb.failures or hey.failures:
+        lines.append(
+            f"incomplete: hey 5xx/unanswered {bad_hey}, failed runs {len(lb.failures) + len(hey.failures)}"
+        )
+        return EXIT_INCOMPLETE, lines
+    return EXIT_OK, lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.warmup < 0:
+        parser.error("--warmup must be >= 0")
+    budget = Budget(args.budget_s)
+    notes: list[str] = []
+    load_before = load_note()
+    requests = args.resources * args.concurrency
+    print_header(
+        f"keep-alive POST /orders throughput: {requests} requests per run ({args.resources} waves x "
+        f"{args.concurrency} clients; hey -c {args.concurrency} -n {requests}), all for seat {SEAT} "
+        f"(already booked: 409), safe sample service, median of {args.repeat}"
+    )
+    tools, have_hey = build_tools(args, notes)
+    try:
+        with start_sample_service(strategy="safe", seats=1) as svc:
+            stats, rows = measure(svc, tools, args, budget)
+    except (BudgetExceededError, RunFailedError, ServiceError, OSError, httpx.HTTPError) as exc:
+        stderr(f"incomplete: {type(exc).__name__}: {exc}")
+        return EXIT_INCOMPLETE
+
+    print_table(rows, RUN_HEADERS, "Every run (position: order within the repeat)")
+    print_table(
+        summary_rows(stats),
+        SUMMARY_HEADERS,
+        f"Keep-alive POST throughput, median of {args.repeat}\n{machine_note()}",
+    )
+    print(
+        "- wall s: hey, its own span from its start to its last response (CSV offsets; process "
+        "start-up not counted); engine, anyio.run around run_race (connects, R waves with a "
+        "start gate each, reads, judges). req/s = responses / wall s."
+    )
+    print(
+        "- client CPU s: user + system CPU of hey's process (getrusage of children), or of this "
+        "process around run_race; service CPU s: the service process over the same run (/proc). "
+        "The service uses about one core at most (one event loop, SQLite in a worker thread): "
+        "service CPU s close to wall s means the service, not the client, set the pace."
+    )
+    notes += [f"{name} {failure}" for name, st in stats.items() for failure in st.failures]
+    for note in notes:
+        print(f"note: {note}")
+    print(f"load before: {load_before}")
+    print(f"load after:  {load_note()}")
+    print()
+    code, lines = verdict(stats, have_hey, args.target_ratio)
+    for line in lines:
+        print(line)
+    print(f"total wall time {budget.elapsed():.1f}s")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
