@@ -458,3 +458,21 @@ def test_attempt_without_gate_is_untimed_not_zero(race, sample_service):
     result = race.run(attempt, concurrency=3)
     assert result.latency.all.count == 0
     assert all(rec.sent_ns == 0 for rec in result.history)
+
+
+def test_async_verify_and_reset_callables(race, sample_service):
+    seen: list[str] = []
+
+    async def verify(seat):
+        seen.append(f"verify {seat}")
+        return len(sample_service.holders(seat))
+
+    async def reset():
+        seen.append("reset")
+        sample_service.reset()
+
+    result = race.post(
+        sample_service.url + "/orders", json=order, concurrency=3, rounds=2, verify=verify, reset=reset
+    )
+    assert result.passed
+    assert seen == ["verify 1", "reset", "verify 1"]
