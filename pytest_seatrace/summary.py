@@ -177,7 +177,7 @@ def quiet_line(races: Sequence[dict[str, Any]]) -> Line:
     double = sum(r["double_bookings"] for r in races)
     text = (
         f"race summary: {_plural(len(races), 'race', 'races')}, {requests:,} requests, "
-        f"{failed} FAIL, {double} double bookings"
+        f"{failed} FAIL, {double:,} double bookings"
     )
     return Line(text, red=bool(failed), green=not failed)
 
