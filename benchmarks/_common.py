@@ -72,6 +72,35 @@ def print_table(rows: Sequence[Sequence[Any]], headers: Sequence[str], title: st
 # -- arguments -----------------------------------------------------------------------------
 
 
+def add_limits(
+    parser: argparse.ArgumentParser,
+    *,
+    limit: str,
+    limit_s: float,
+    budget_s: float,
+    what: str = "race",
+    install: bool = False,
+) -> None:
+    """The bounds every benchmark takes: one run (``--race-limit-s`` or ``--run-limit-s``),
+    each install step (optional), and the whole script (``--budget-s``)."""
+    parser.add_argument(
+        f"--{limit}-limit-s",
+        type=positive_float,
+        default=limit_s,
+        help=f"cancel one {what} after this ({limit_s:g})",
+    )
+    if install:
+        parser.add_argument(
+            "--install-limit-s", type=positive_float, default=600.0, help="bound on each install step (600)"
+        )
+    parser.add_argument(
+        "--budget-s",
+        type=positive_float,
+        default=budget_s,
+        help=f"stop starting {what}s after this ({budget_s:g})",
+    )
+
+
 def float_list(text: str) -> list[float]:
     try:
         values = [positive_float(part) for part in text.split(",") if part.strip()]

@@ -29,6 +29,7 @@ from _common import (
     EXIT_OK,
     Budget,
     BudgetExceededError,
+    add_limits,
     float_list,
     positive_float,
     positive_int,
@@ -78,15 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--resources", type=positive_int, default=16, help="seats raced (default: 16)")
     parser.add_argument("--timeout", type=positive_float, default=10.0, help="seconds per request")
     parser.add_argument("--seed", type=int, default=1, help="first race seed; each race adds 1 (default: 1)")
-    parser.add_argument(
-        "--race-limit-s", type=positive_float, default=120.0, help="cancel one race after this (default: 120)"
-    )
-    parser.add_argument(
-        "--budget-s",
-        type=positive_float,
-        default=1800.0,
-        help="stop starting races after this (default: 1800)",
-    )
+    add_limits(parser, limit="race", limit_s=120.0, budget_s=1800.0)
     return parser
 
 

@@ -30,6 +30,7 @@ from _common import (
     EXIT_OK,
     NS_PER_MS,
     Budget,
+    add_limits,
     int_list,
     positive_float,
     positive_int,
@@ -66,15 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seats", type=positive_int, default=100, help="seats of the service")
     parser.add_argument("--timeout", type=positive_float, default=30.0, help="seconds per request")
     parser.add_argument("--seed", type=int, default=1, help="race seed")
-    parser.add_argument(
-        "--race-limit-s", type=positive_float, default=600.0, help="cancel one race after this"
-    )
-    parser.add_argument(
-        "--budget-s",
-        type=positive_float,
-        default=1800.0,
-        help="stop starting sizes after this",
-    )
+    add_limits(parser, limit="race", limit_s=600.0, budget_s=1800.0)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--resources", type=positive_int, default=1, help=argparse.SUPPRESS)

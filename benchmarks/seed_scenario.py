@@ -60,6 +60,7 @@ from _common import (
     NS_PER_MS,
     Budget,
     BudgetExceededError,
+    add_limits,
     client_spreads,
     load_note,
     machine_note,
@@ -126,15 +127,7 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_LOCUST_VENV,
         help=f"virtualenv created for Locust when needed (default: {DEFAULT_LOCUST_VENV})",
     )
-    parser.add_argument(
-        "--run-limit-s", type=positive_float, default=120.0, help="cancel one tool run after this (120)"
-    )
-    parser.add_argument(
-        "--install-limit-s", type=positive_float, default=600.0, help="bound on each install step (600)"
-    )
-    parser.add_argument(
-        "--budget-s", type=positive_float, default=1800.0, help="stop starting runs after this (1800)"
-    )
+    add_limits(parser, limit="run", limit_s=120.0, budget_s=1800.0, what="tool run", install=True)
     return parser
 
 

@@ -31,6 +31,7 @@ from _common import (
     Budget,
     BudgetExceededError,
     Summary,
+    add_limits,
     client_spreads,
     ms,
     positive_float,
@@ -77,12 +78,7 @@ def _parser() -> argparse.ArgumentParser:
         "--timeout", type=positive_float, default=10.0, help="seconds per request (default: 10)"
     )
     parser.add_argument("--seed", type=int, default=1, help="first race seed; each race adds 1 (default: 1)")
-    parser.add_argument(
-        "--race-limit-s", type=positive_float, default=120.0, help="cancel one race after this (default: 120)"
-    )
-    parser.add_argument(
-        "--budget-s", type=positive_float, default=900.0, help="stop starting races after this (default: 900)"
-    )
+    add_limits(parser, limit="race", limit_s=120.0, budget_s=900.0)
     return parser
 
 

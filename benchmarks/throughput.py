@@ -56,6 +56,7 @@ from _common import (
     EXIT_OK,
     Budget,
     BudgetExceededError,
+    add_limits,
     load_note,
     machine_note,
     positive_float,
@@ -104,15 +105,7 @@ def _parser() -> argparse.ArgumentParser:
         help="last-byte req/s must be at least this x hey's (0.5)",
     )
     parser.add_argument("--no-install", action="store_true", help="never install hey")
-    parser.add_argument(
-        "--run-limit-s", type=positive_float, default=120.0, help="cancel one tool run after this (120)"
-    )
-    parser.add_argument(
-        "--install-limit-s", type=positive_float, default=600.0, help="bound on each install step (600)"
-    )
-    parser.add_argument(
-        "--budget-s", type=positive_float, default=900.0, help="stop starting runs after this (900)"
-    )
+    add_limits(parser, limit="run", limit_s=120.0, budget_s=900.0, what="tool run", install=True)
     return parser
 
 
