@@ -152,15 +152,13 @@ class RawConnection:
         if rest:
             await self.send_all(rest)
 
-    def fire(self) -> None:
-        """Send the held final bytes now; called back to back for every client at the gate."""
-        sent = self.sock.send(self.final)
-        if sent != len(self.final):  # a full socket buffer: finish the rest without delay
-            self.sock.setblocking(True)
-            try:
-                self.sock.sendall(self.final[sent:])
-            finally:
-                self.sock.setblocking(False)
+    def finish_final(self, sent: int) -> None:
+        """The rest of the held bytes after a short send (a full socket buffer), without delay."""
+        self.sock.setblocking(True)
+        try:
+            self.sock.sendall(self.final[sent:])
+        finally:
+            self.sock.setblocking(False)
 
     def early_answer(self) -> str | None:
         """Why this connection cannot take its final byte (closed, or answered already), if so.
