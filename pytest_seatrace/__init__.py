@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 from typing import TYPE_CHECKING, Any
 
 from pytest_seatrace.engine.plan import Attempt
@@ -11,7 +12,10 @@ from pytest_seatrace.results import Outcome, RaceResult, Violation, Win
 if TYPE_CHECKING:
     from pytest_seatrace.fixtures import Race
 
-__version__ = "0.1.0"
+try:
+    __version__ = importlib.metadata.version("pytest-seatrace")  # pyproject.toml is the one source
+except importlib.metadata.PackageNotFoundError:  # pragma: no cover - run from a bare checkout
+    __version__ = "0+unknown"
 
 __all__ = [
     "Attempt",
