@@ -117,7 +117,7 @@ def test_ctrl_c_during_a_race_keeps_the_partial_summary_and_reports(pytester: py
     (race,) = report["races"]
     assert race["interrupted"] is True
     assert 20 <= race["requests"] < 500
-    assert race["requests"] % 10 == 0
+    assert race["requests"] % 5 == 0  # whole waves (5 clients of one seat) only
     assert len(race["history"]["outcome"]) == race["requests"]
 
 
