@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from pytest_seatrace.summary import HEADERS as SUMMARY_HEADERS
+from pytest_seatrace.summary import format_ms as _ms
 from pytest_seatrace.summary import row_cells
 from pytest_seatrace.summary import verdict as _verdict
 
@@ -77,10 +78,6 @@ svg g.win circle { stroke: #fff; stroke-width: 1; }
 def _e(value: object) -> str:
     """Escape anything from the document for text and attribute positions alike."""
     return html.escape(str(value), quote=True)
-
-
-def _ms(ns: float | None, digits: int = 1) -> str:
-    return "-" if ns is None else f"{ns / 1e6:.{digits}f}"
 
 
 def _num(value: float) -> str:

@@ -34,9 +34,6 @@ class Rule:
     def needs_response(self) -> bool:
         return self.predicate is not None
 
-    def describe(self) -> str:
-        return self.text
-
 
 def make_rule(spec: RuleSpec, default: frozenset[int] | None, default_text: str) -> Rule:
     """Normalise a marker value (int, iterable of ints, predicate, None) into a ``Rule``."""
@@ -82,8 +79,8 @@ class RaceConfig:
             "resources": [str(r) for r in self.resources],
             "concurrency": self.concurrency,
             "expect": {"min": self.expect.start, "max": self.expect.stop - 1},
-            "success": self.success.describe(),
-            "reject": self.reject.describe(),
+            "success": self.success.text,
+            "reject": self.reject.text,
             "timeout_s": self.timeout,
             "thresholds": [t.text for t in self.thresholds],
             "allow_errors": self.allow_errors,

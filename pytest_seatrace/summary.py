@@ -38,12 +38,9 @@ class Line:
     bold: bool = False
 
 
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value / 1e6:.1f}"
-
-
-def _spread(value: float | None) -> str:
-    return "-" if value is None else f"{value / 1e6:.2f}"
+def format_ms(ns: float | None, digits: int = 1) -> str:
+    """Nanoseconds as milliseconds for tables; "-" where nothing was measured."""
+    return "-" if ns is None else f"{ns / 1e6:.{digits}f}"
 
 
 def _expected(race: dict[str, Any]) -> str:
@@ -75,12 +72,12 @@ def row_cells(race: dict[str, Any]) -> list[str]:
         str(race["errors"]),
         str(race["unknown"]),
         str(race["double_bookings"]),
-        _ms(lat["med_ns"]),
-        _ms(lat["p95_ns"]),
-        _ms(lat["p99_ns"]),
-        _ms(lat["max_ns"]),
+        format_ms(lat["med_ns"]),
+        format_ms(lat["p95_ns"]),
+        format_ms(lat["p99_ns"]),
+        format_ms(lat["max_ns"]),
         f"{race['rps']:.0f}",
-        _spread(race["spread"]["median_ns"]),
+        format_ms(race["spread"]["median_ns"], 2),
         race["mode"],
     ]
 

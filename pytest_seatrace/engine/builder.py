@@ -88,8 +88,6 @@ class RequestBuilder:
 
     def build_from(self, args: dict[str, Any]) -> httpx.Request:
         """The request for already resolved arguments (each user callable is called once)."""
-        if self._fixed is not None:
-            return self._fixed
         args = dict(args)
         url = args.pop("url")
         try:

@@ -6,7 +6,7 @@ sent elsewhere later; nothing here opens a socket.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -112,7 +112,6 @@ class TargetOptions:
     base_url: str | None = None
     tls_verify: Any = True
     app: Any = None
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 __all__ = [
