@@ -13,7 +13,7 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -241,9 +241,14 @@ def ms(ns: float | None) -> str:
     return f"{ns / NS_PER_MS:.3f}"
 
 
+def count_5xx(status_counts: Mapping[int, int]) -> int:
+    """Responses with a 5xx status, from status → count."""
+    return sum(count for status, count in status_counts.items() if status >= 500)
+
+
 def server_errors(result: RaceResult) -> int:
     """Responses with a 5xx status."""
-    return sum(count for status, count in result.status_counts.items() if status >= 500)
+    return count_5xx(result.status_counts)
 
 
 def winners_per_resource(result: RaceResult) -> list[int]:

@@ -62,6 +62,7 @@ from _common import (
     BudgetExceededError,
     add_limits,
     client_spreads,
+    count_5xx,
     load_note,
     machine_note,
     ms,
@@ -170,7 +171,7 @@ class Run:
 
     @property
     def fivexx(self) -> int:
-        return sum(count for status, count in self.statuses.items() if status >= 500)
+        return count_5xx(self.statuses)
 
     @property
     def rps(self) -> float:

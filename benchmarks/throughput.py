@@ -57,6 +57,7 @@ from _common import (
     Budget,
     BudgetExceededError,
     add_limits,
+    count_5xx,
     load_note,
     machine_note,
     positive_float,
@@ -134,7 +135,7 @@ class Run:
 
     @property
     def fivexx(self) -> int:
-        return sum(count for status, count in self.statuses.items() if status >= 500)
+        return count_5xx(self.statuses)
 
     @property
     def rps(self) -> float:
