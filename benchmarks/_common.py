@@ -20,8 +20,7 @@ from typing import Any
 import anyio
 from tabulate import tabulate
 
-from pytest_seatrace.engine import RaceConfig, RequestSpec, SyncMode, TargetOptions, make_rule, run_race
-from pytest_seatrace.engine.plan import REJECT_DEFAULT, SUCCESS_DEFAULT
+from pytest_seatrace.engine import RaceConfig, RacePlan, RequestSpec, SyncMode, TargetOptions, run_race
 from pytest_seatrace.options import positive_float as positive_float
 from pytest_seatrace.options import positive_int as positive_int
 from pytest_seatrace.results import Outcome, RaceResult, Record, percentile
@@ -155,10 +154,6 @@ def seed_config(
     return RaceConfig(
         resources=tuple(range(1, resources + 1)),
         concurrency=clients,
-        expect=range(1, 2),
-        success=make_rule(None, SUCCESS_DEFAULT, "2xx"),
-        reject=make_rule(None, REJECT_DEFAULT, "4xx"),
-        success_given=False,
         timeout=timeout,
         sync=sync,
         parallel=parallel,
@@ -176,12 +171,11 @@ def run_one_race(url: str, config: RaceConfig, *, name: str, limit_s: float) -> 
 
     Raises ``TimeoutError`` when the race did not finish within ``limit_s``.
     """
-    spec = order_spec()
-    target = TargetOptions(base_url=url)
+    plan = RacePlan(name=name, config=config, target=TargetOptions(base_url=url), request=order_spec())
 
     async def main() -> RaceResult:
         with anyio.fail_after(limit_s):
-            return await run_race(name=name, config=config, target=target, spec=spec)
+            return RaceResult.from_run(name, config, await run_race(plan))
 
     started = time.perf_counter()
     try:

@@ -69,7 +69,8 @@ from _common import (
 )
 from seed_scenario import RunFailedError, ToolUnavailableError, _run_bounded, ensure_hey, parse_hey_csv
 
-from pytest_seatrace.engine import RequestSpec, SyncMode, TargetOptions, run_race
+from pytest_seatrace.core.result import RaceResult
+from pytest_seatrace.engine import RacePlan, RequestSpec, SyncMode, TargetOptions, run_race
 from pytest_seatrace.service import ServiceError, ServiceHandle, start_sample_service
 
 BODY = '{"seats":[1],"user":"throughput"}'
@@ -205,11 +206,11 @@ class EngineTool:
         spec = RequestSpec(
             "POST", "/orders", content=BODY.encode(), headers={"content-type": "application/json"}
         )
-        target = TargetOptions(base_url=load.url)
+        plan = RacePlan(name=self.name, config=config, target=TargetOptions(base_url=load.url), request=spec)
 
         async def main() -> Any:
             with anyio.fail_after(load.limit_s):
-                return await run_race(name=self.name, config=config, target=target, spec=spec)
+                return RaceResult.from_run(self.name, config, await run_race(plan))
 
         cpu = _cpu_s(resource.RUSAGE_SELF)
         started = time.perf_counter()

@@ -8,16 +8,30 @@ from __future__ import annotations
 
 import math
 from collections.abc import Hashable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_seatrace.options import Settings
-from pytest_seatrace.race_config import REJECT_DEFAULT, SUCCESS_DEFAULT, SYNC_MODES, RaceConfig, make_rule
-from pytest_seatrace.thresholds import Threshold, ThresholdError, parse_threshold
+
+if TYPE_CHECKING:
+    import pytest
+from pytest_seatrace.core.config import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_SYNC,
+    DEFAULT_TIMEOUT,
+    REJECT_DEFAULT,
+    SUCCESS_DEFAULT,
+    SYNC_MODES,
+    RaceConfig,
+    make_rule,
+)
+from pytest_seatrace.core.thresholds import Threshold, ThresholdError, parse_threshold
 
 MARKER_DOC = (
-    "race(*, resources=N|ids, concurrency=100, expect=1|range, success=2xx|codes|predicate, "
-    "reject=4xx|codes|predicate, timeout=10, thresholds=['p95 < 2000ms'], allow_errors=False, "
-    "rounds=1, sync='gate'|'last-byte', parallel=1|'all'): race concurrent requests per resource "
+    f"race(*, resources=N|ids, concurrency={DEFAULT_CONCURRENCY}, expect=1|range, "
+    "success=2xx|codes|predicate, reject=4xx|codes|predicate, "
+    f"timeout={DEFAULT_TIMEOUT:g}, thresholds=['p95 < 2000ms'], allow_errors=False, "
+    f"rounds=1, sync={'|'.join(repr(m) for m in SYNC_MODES)}, parallel=1|'all'): "
+    "race concurrent requests per resource "
     "through the `race` fixture and assert that exactly `expect` of them win per resource."
 )
 
@@ -52,6 +66,19 @@ def race(
 
 
 _DEFAULTS: dict[str, Any] = {"expect": 1, "thresholds": (), "allow_errors": False}
+
+
+def merged_marker_args(markers: Iterable[pytest.Mark]) -> dict[str, Any] | None:
+    """The checked arguments of a test's stacked ``race`` markers, the closest winning per key
+    (as ``httpx_mock`` merges its markers); ``None`` for a test without one."""
+    kwargs: dict[str, Any] = {}
+    args: tuple[Any, ...] = ()
+    found = False
+    for marker in reversed(list(markers)):  # farthest first: the closest marker wins per key
+        found = True
+        kwargs.update(marker.kwargs)
+        args = args or marker.args
+    return race(*args, **kwargs) if found else None
 
 
 def _int(name: str, value: object, minimum: int) -> int:
@@ -162,7 +189,7 @@ def resolve(
             )
         sync = "gate"
     else:
-        sync = sync or settings.sync or "last-byte"
+        sync = sync or settings.sync or DEFAULT_SYNC
     parallel = args.get("parallel", settings.parallel)
     thresholds: tuple[Threshold, ...] = tuple(args.get("thresholds", ()))
     if settings.p95_ms is not None:
@@ -173,8 +200,8 @@ def resolve(
         resources=tuple(resources),
         concurrency=args.get("concurrency", settings.concurrency),
         expect=args.get("expect", range(1, 2)),
-        success=make_rule(success, SUCCESS_DEFAULT, "2xx"),
-        reject=make_rule(reject, REJECT_DEFAULT, "4xx"),
+        success=make_rule(success, SUCCESS_DEFAULT),
+        reject=make_rule(reject, REJECT_DEFAULT),
         success_given=success is not None,
         timeout=args.get("timeout", settings.timeout),
         thresholds=thresholds,

@@ -13,13 +13,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pytest_seatrace.race_config import SYNC_MODES
+from pytest_seatrace.core.config import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_RESOURCES,
+    DEFAULT_SYNC,
+    DEFAULT_TIMEOUT,
+    SYNC_MODES,
+)
 
 if TYPE_CHECKING:
     import pytest
 
 SUMMARY_CHOICES = ("auto", "full", "off")
-SYNC_CHOICES: tuple[str, ...] = SYNC_MODES
 
 
 def int_at_least(minimum: int) -> Callable[[str], int]:
@@ -98,21 +103,21 @@ OPTIONS: tuple[Option, ...] = (
         "--race-concurrency",
         "race_concurrency",
         positive_int,
-        "clients racing per resource (default 100)",
+        f"clients racing per resource (default {DEFAULT_CONCURRENCY})",
         "N",
     ),
     Option(
         "--race-resources",
         "race_resources",
         positive_int,
-        "resources per race when the marker gives none (default 1)",
+        f"resources per race when the marker gives none (default {DEFAULT_RESOURCES})",
         "N",
     ),
     Option(
         "--race-timeout",
         "race_timeout",
         positive_float,
-        "seconds per request; later is an unknown outcome (default 10)",
+        f"seconds per request; later is an unknown outcome (default {DEFAULT_TIMEOUT:g})",
         "S",
     ),
     Option(
@@ -125,10 +130,10 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "--race-sync",
         "race_sync",
-        choice(SYNC_CHOICES),
-        "start mode for race.request calls (default last-byte)",
+        choice(SYNC_MODES),
+        f"start mode for race.request calls (default {DEFAULT_SYNC})",
         "MODE",
-        SYNC_CHOICES,
+        SYNC_MODES,
     ),
     Option(
         "--race-parallel",
@@ -181,9 +186,9 @@ OPTIONS: tuple[Option, ...] = (
 class Settings:
     """CLI and ini resolved once per session (CLI beats ini beats the built-in default)."""
 
-    concurrency: int = 100
-    resources: int = 1
-    timeout: float = 10.0
+    concurrency: int = DEFAULT_CONCURRENCY
+    resources: int = DEFAULT_RESOURCES
+    timeout: float = DEFAULT_TIMEOUT
     base_url: str | None = None
     sync: str | None = None
     parallel: int | str = 1
@@ -195,7 +200,9 @@ class Settings:
     p95_ms: float | None = None
 
     @classmethod
-    def from_config(cls, config: pytest.Config) -> Settings:
+    def from_config(cls, config: pytest.Config, *, inherited_seed: int | None = None) -> Settings:
+        """Every option from the command line, else the ini file; ``inherited_seed`` (an xdist
+        worker's controller's) replaces the random seed of a run that names none."""
         import pytest
 
         values: dict[str, Any] = {}
@@ -217,16 +224,16 @@ class Settings:
                         raise pytest.UsageError(f"{opt.ini} = {text!r} (ini): {exc}{valid}") from None
             if value is not None:
                 values[opt.ini.removeprefix("race_")] = value
-        if "seed" not in values:  # an xdist worker takes the controller's, so one seed covers the run
-            controller = getattr(config, "workerinput", {}).get("seatrace_seed")
-            values["seed"] = controller if controller is not None else random.Random().randrange(2**32)  # noqa: S311
+        if "seed" not in values:  # one seed covers the whole run, xdist workers included
+            seed = inherited_seed
+            values["seed"] = seed if seed is not None else random.Random().randrange(2**32)  # noqa: S311
         return cls(**values)
 
     def header(self) -> str:
         parts = [
             f"concurrency={self.concurrency}",
             f"timeout={self.timeout:g}s",
-            f"sync={self.sync or 'last-byte'}",
+            f"sync={self.sync or DEFAULT_SYNC}",
             f"parallel={self.parallel}",
             f"seed={self.seed}",
         ]

@@ -1,39 +1,32 @@
-"""pytest hooks of pytest-seatrace: options, the ``race`` marker, fixtures, summary, reports.
+"""pytest hooks and fixtures of pytest-seatrace, each a few lines that delegate.
 
-Hooks only; the logic lives in the modules they call. Options are resolved once into
-``config.stash[SETTINGS]``; per-test figures ride on the test reports as builtins, so
-pytest-xdist brings them to the controller, which alone prints and writes.
+Options are resolved once into ``config.stash[SETTINGS]``; the session's role (controller or
+xdist worker, ``session.py``) is chosen once and gathers, prints and writes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Generator, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_seatrace.collector import RaceLog, is_xdist_worker
-from pytest_seatrace.marker import MARKER_DOC, MarkerError
-from pytest_seatrace.marker import race as race_signature
+from pytest_seatrace.marker import MARKER_DOC, MarkerError, merged_marker_args
 from pytest_seatrace.options import OPTIONS, Settings
-from pytest_seatrace.reports import check_writable
-from pytest_seatrace.results import RaceResult
+from pytest_seatrace.report.files import check_writable
 from pytest_seatrace.service import ServiceHandle, start_sample_service
-from pytest_seatrace.summary import summary_lines
+from pytest_seatrace.session import RaceSessionRole, choose_role
 
 if TYPE_CHECKING:
-    from pytest_seatrace.fixtures import Race
+    from pytest_seatrace.race import Race
 
 SETTINGS = pytest.StashKey[Settings]()
-LOG = pytest.StashKey[RaceLog]()
+ROLE = pytest.StashKey[RaceSessionRole]()
 MARKER_ARGS = pytest.StashKey[dict[str, Any]]()
 MARKER_ERROR = pytest.StashKey[str]()
-RESULTS = pytest.StashKey[list[RaceResult]]()
-REPORTED = pytest.StashKey[int]()
 SERVICES = pytest.StashKey[list[ServiceHandle]]()
-
-JUNIT_FIGURES = ("requests", "wins", "rejections", "errors", "unknown", "double_bookings", "rps", "mode")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -57,15 +50,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARKER_DOC)
-    config.stash[SETTINGS] = settings = Settings.from_config(config)
-    if not is_xdist_worker(config):
+    role = choose_role(config)
+    config.stash[SETTINGS] = settings = role.settings
+    if not role.is_worker:
         for path, flag in ((settings.json, "--race-json"), (settings.html, "--race-html")):
             problem = check_writable(path, flag) if path is not None else None
             if problem:
                 raise pytest.UsageError(problem)
-    log = RaceLog(config, settings)
-    config.stash[LOG] = log
-    config.pluginmanager.register(log, "seatrace-log")
+    config.stash[ROLE] = role
+    config.pluginmanager.register(role, "seatrace-session")
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -75,18 +68,13 @@ def pytest_report_header(config: pytest.Config) -> str:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Check every race marker at collection; a bad one fails only its own test, at setup."""
     for item in items:
-        markers = list(item.iter_markers("race"))
-        if not markers:
-            continue
-        kwargs: dict[str, Any] = {}
-        args: tuple[Any, ...] = ()
-        for marker in reversed(markers):  # farthest first: the closest marker wins per key
-            kwargs.update(marker.kwargs)
-            args = args or marker.args
         try:
-            item.stash[MARKER_ARGS] = race_signature(*args, **kwargs)
+            args = merged_marker_args(item.iter_markers("race"))
         except (TypeError, MarkerError) as exc:
             item.stash[MARKER_ERROR] = str(exc)
+        else:
+            if args is not None:
+                item.stash[MARKER_ARGS] = args
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -98,55 +86,30 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
-    """On an xdist worker, races ride to the controller on the report (builtins only); a failed
-    test shows the log of every sample service it started."""
+    """A failed test shows the log of every sample service it started; the role may put the
+    test's races on the report."""
     report = yield
     if report.failed:
         for handle in item.stash.get(SERVICES, []):
             report.sections.append(
                 (f"sample service log ({handle.strategy}, {handle.url})", handle.log_tail())
             )
-    if not is_xdist_worker(item.config):
-        return report
-    results = item.stash.get(RESULTS, [])
-    done = item.stash.get(REPORTED, 0)
-    if len(results) > done:
-        worker = getattr(item.config, "workerinput", {}).get("workerid")
-        races = [r.to_dict() for r in results[done:]]
-        for race in races:
-            race["worker"] = worker
-        report.seatrace = races
-        item.stash[REPORTED] = len(results)
+    item.config.stash[ROLE].on_report(item, report)
     return report
 
 
 @pytest.fixture
 def race(request: pytest.FixtureRequest) -> Iterator[Race]:
     """Race concurrent requests per resource and assert the invariant (see ``@pytest.mark.race``)."""
-    from pytest_seatrace.fixtures import Race  # the engine (anyio, httpx, h11) loads on first use
+    from pytest_seatrace.race import Race  # the engine (anyio, httpx, h11) loads on first use
 
     item = request.node
-    config = request.config
-    results = item.stash.setdefault(RESULTS, [])
-
-    def record(result: RaceResult) -> None:
-        results.append(result)
-        config.stash[LOG].record(result)
-        prefix = "race" if len(results) == 1 else f"race{len(results)}"
-        data = result.to_dict()
-        for key in JUNIT_FIGURES:
-            item.user_properties.append((f"{prefix}_{key}", data[key]))
-        lat = data["latency"]["all"]
-        for key in ("med_ns", "p95_ns", "p99_ns", "max_ns"):
-            if lat[key] is not None:
-                item.user_properties.append((f"{prefix}_{key[:-3]}_ms", round(lat[key] / 1e6, 3)))
-        item.user_properties.append((f"{prefix}_passed", result.passed))
-
+    role = request.config.stash[ROLE]
     racer = Race(
         name=item.nodeid,
         marker=item.stash.get(MARKER_ARGS, {}),
-        settings=config.stash[SETTINGS],
-        record=record,
+        settings=request.config.stash[SETTINGS],
+        record=lambda result: role.record(item, result),
     )
     try:
         yield racer
@@ -162,8 +125,6 @@ def sample_service_factory(
 
     Each call gets a fresh database and port; every service is stopped after the test.
     """
-    from contextlib import ExitStack
-
     with ExitStack() as stack:
 
         def start(
@@ -184,19 +145,3 @@ def sample_service_factory(
 def sample_service(sample_service_factory: Callable[..., ServiceHandle]) -> ServiceHandle:
     """The bundled seat service, ``safe`` strategy, 16 seats, fresh DB, started for this test."""
     return sample_service_factory()
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
-    if is_xdist_worker(config):
-        return
-    log = config.stash[LOG]
-    settings = config.stash[SETTINGS]
-    lines = summary_lines(
-        log.races, verbosity=config.get_verbosity(), mode=settings.summary, workers=log.worker_count()
-    )
-    if not lines:
-        return
-    terminalreporter.ensure_newline()  # else the first table line would follow a blank one
-    terminalreporter.section("race summary")
-    for line in lines:
-        terminalreporter.write_line(line.text, red=line.red, green=line.green, bold=line.bold)

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from pytest_seatrace import RaceUsageError, RaceViolation
-from pytest_seatrace.engine.builder import RequestBuilder, make_ssl_context
+from pytest_seatrace.engine.requests import RequestBuilder, make_ssl_context
 from pytest_seatrace.engine.classify import Classifier
 from pytest_seatrace.engine.lastbyte import LastByteFirer, Slot
 from pytest_seatrace.engine.plan import Attempt, RequestSpec

@@ -12,8 +12,8 @@ import pytest
     ("module", "forbidden"),
     [
         ("pytest_seatrace.engine", ("pytest", "_pytest")),
-        ("pytest_seatrace.results", ("pytest", "_pytest")),
-        ("pytest_seatrace.reports", ("pytest", "_pytest")),
+        ("pytest_seatrace.core.result", ("pytest", "_pytest")),
+        ("pytest_seatrace.report.files", ("pytest", "_pytest")),
         ("sample_service.__main__", ("pytest", "_pytest", "pytest_seatrace")),
     ],
 )

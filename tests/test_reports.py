@@ -25,11 +25,12 @@ from typing import Any
 import jsonschema
 import pytest
 
-from pytest_seatrace.aggregate import build_result
-from pytest_seatrace.engine.plan import REJECT_DEFAULT, SUCCESS_DEFAULT, RaceConfig, make_rule
-from pytest_seatrace.html_report import MAX_DRAWN_PER_RESOURCE, render_html
-from pytest_seatrace.options import Settings
-from pytest_seatrace.reports import json_document
+from pytest_seatrace.core.config import RaceConfig
+from pytest_seatrace.core.document import RaceDoc
+from pytest_seatrace.core.records import RaceRun
+from pytest_seatrace.core.result import RaceResult
+from pytest_seatrace.report.files import json_document
+from pytest_seatrace.report.html import MAX_DRAWN_PER_RESOURCE, render_html
 from pytest_seatrace.results import Outcome, Record
 
 INNER_INI = "[pytest]\nasyncio_default_fixture_loop_scope = function\n"
@@ -333,7 +334,7 @@ def test_race_html_renders_in_chromium(pytester: pytest.Pytester, tmp_path: Path
 # -- render_html on its own -------------------------------------------------------------------------
 
 
-def synthetic_race(name: str, resources: int, concurrency: int, *, unsafe: bool) -> dict[str, Any]:
+def synthetic_race(name: str, resources: int, concurrency: int, *, unsafe: bool) -> RaceDoc:
     """A race dict made by the real result code, from records made up here (seeded)."""
     rng = random.Random(f"{name}-{resources}-{concurrency}")  # noqa: S311 - test data
     t0 = time.perf_counter_ns()
@@ -361,14 +362,10 @@ def synthetic_race(name: str, resources: int, concurrency: int, *, unsafe: bool)
     config = RaceConfig(
         resources=tuple(range(1, resources + 1)),
         concurrency=concurrency,
-        expect=range(1, 2),
-        success=make_rule(None, SUCCESS_DEFAULT, "2xx"),
-        reject=make_rule(None, REJECT_DEFAULT, "4xx"),
-        success_given=False,
-        timeout=10.0,
         allow_errors=True,
     )
-    result = build_result(name=name, config=config, records=records, duration=1.5, clock=(time.time_ns(), t0))
+    run = RaceRun(records=tuple(records), duration=1.5, clock=(time.time_ns(), t0))
+    result = RaceResult.from_run(name, config, run)
     return result.to_dict(history=True)
 
 
@@ -377,7 +374,7 @@ def test_render_html_escapes_every_string() -> None:
     race["error_reasons"] = {"<img src=x onerror=alert(2)>": 1}
     for wins in race["winners"].values():
         wins[0]["body"] = '</td><script src="https://evil.example/x.js"></script>'
-    document = json_document(Settings(seed=7), [race])
+    document = json_document([race], seed=7)
     document["argv"] = ["--race-html", "<iframe src=//evil.example>"]
     document["machine_info"]["node"] = '"><link rel=stylesheet href=http://evil.example/s.css>'
     validate(document)
@@ -394,7 +391,7 @@ def test_render_html_escapes_every_string() -> None:
 def test_render_html_of_50000_requests_is_fast_and_small() -> None:
     races = [synthetic_race("test_big.py::test_unsafe", 500, 100, unsafe=True)]
     races.append(synthetic_race("test_big.py::test_one_seat", 1, 50_000, unsafe=False))
-    document = json_document(Settings(seed=1), races)
+    document = json_document(races, seed=1)
     started = time.perf_counter()
     text = render_html(document)
     elapsed = time.perf_counter() - started
@@ -412,7 +409,7 @@ def test_render_html_of_50000_requests_is_fast_and_small() -> None:
 
 def test_render_html_samples_but_keeps_every_winner() -> None:
     race = synthetic_race("test_one.py::test_seat", 1, 5_000, unsafe=False)
-    text = render_html(json_document(Settings(), [race]))
+    text = render_html(json_document([race], seed=0))
     timeline = text[text.index('<svg class="timeline"') :]
     timeline = timeline[: timeline.index("</svg>")]
     assert timeline.count("<circle") == MAX_DRAWN_PER_RESOURCE
@@ -425,7 +422,7 @@ def test_render_html_without_history_falls_back_to_percentiles() -> None:
     race = synthetic_race("test_lost.py::test_worker_crashed", 2, 10, unsafe=False)
     race["history"] = None
     race["worker"] = "gw1"
-    document = json_document(Settings(), [race])
+    document = json_document([race], seed=0)
     validate(document)
     text = render_html(document)
     assert '<svg class="percentiles"' in text
@@ -435,6 +432,6 @@ def test_render_html_without_history_falls_back_to_percentiles() -> None:
 
 
 def test_render_html_with_no_races() -> None:
-    text = render_html(json_document(Settings(), []))
+    text = render_html(json_document([], seed=0))
     assert "No race ran." in text
     assert_self_contained(text)

@@ -1,5 +1,6 @@
-"""The race engine: anyio, raw sockets with h11 or httpx; no pytest anywhere below here.
+"""The race engine: anyio, raw sockets with h11 or httpx; it measures and returns records.
 
+Imports ``core`` only, never the plugin or the reports; no pytest anywhere below here.
 ``run_race`` (and with it anyio, httpx and h11) is imported on first use, so loading the
 plugin costs a pytest run nothing.
 """
@@ -8,18 +9,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from pytest_seatrace.core.config import SYNC_MODES, RaceConfig, Rule, SyncMode, make_rule
 from pytest_seatrace.engine.plan import (
-    SYNC_MODES,
     Attempt,
     AttemptFn,
-    RaceConfig,
+    RacePlan,
     RequestSpec,
     Reset,
-    Rule,
-    SyncMode,
     TargetOptions,
     Verify,
-    make_rule,
 )
 
 if TYPE_CHECKING:
@@ -39,6 +37,7 @@ __all__ = [
     "Attempt",
     "AttemptFn",
     "RaceConfig",
+    "RacePlan",
     "RequestSpec",
     "Reset",
     "Rule",

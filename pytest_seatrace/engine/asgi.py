@@ -8,7 +8,7 @@ from typing import Any
 
 import anyio
 
-from pytest_seatrace.errors import RaceUsageError
+from pytest_seatrace.core.errors import RaceUsageError
 
 LIFESPAN_TIMEOUT = 10.0
 

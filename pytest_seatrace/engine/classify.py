@@ -1,7 +1,7 @@
-"""Classification of one response, in the design's order: success, reject, 5xx, the rest.
+"""From a complete response to a record: classification in the design's order, for every mode.
 
-Timeouts (unknown) and transport failures (error) are decided by the firing code before a
-response exists; this module sees only complete responses.
+Order: success, reject, 5xx, the rest. Timeouts (unknown) and transport failures (error) are
+decided by the firing code before a response exists; this module sees only complete responses.
 """
 
 from __future__ import annotations
@@ -11,12 +11,18 @@ from dataclasses import dataclass
 
 import httpx
 
-from pytest_seatrace.engine.plan import RaceConfig, Rule
-from pytest_seatrace.results import Outcome
+from pytest_seatrace.core.config import RaceConfig, Rule
+from pytest_seatrace.core.records import BODY_KEEP, Outcome, Record
+
+ARRIVAL_HEADER = "x-arrival-ns"
+"""The service's own arrival stamp (``time.perf_counter_ns`` when the body was read), if any."""
+
+ResponseSource = Callable[[], httpx.Response] | httpx.Response
+"""A response, or how to build one: last-byte mode builds it only when a predicate asks."""
 
 
 @dataclass(frozen=True, slots=True)
-class Verdict:
+class Classification:
     outcome: Outcome
     reason: str | None = None
     fatal: bool = False
@@ -35,23 +41,48 @@ class Classifier:
         """Whether a predicate needs the body: only then does last-byte mode keep it."""
         return self.success.needs_response or self.reject.needs_response
 
-    def classify(self, status: int, response: Callable[[], httpx.Response] | httpx.Response) -> Verdict:
+    def classify(self, status: int, response: ResponseSource) -> Classification:
+        built: list[httpx.Response] = []
+
+        def get() -> httpx.Response:  # built at most once, and only for a predicate
+            if isinstance(response, httpx.Response):
+                return response
+            if not built:
+                built.append(response())
+            return built[0]
+
         try:
-            if _matches(self.success, status, response):
-                return Verdict(Outcome.WIN)
-            if _matches(self.reject, status, response):
-                return Verdict(Outcome.REJECTION)
+            if _matches(self.success, status, get):
+                return Classification(Outcome.WIN)
+            if _matches(self.reject, status, get):
+                return Classification(Outcome.REJECTION)
         except Exception as exc:  # a user predicate: any failure is reported, never raised here
-            return Verdict(Outcome.ERROR, f"predicate raised {type(exc).__name__}: {exc}", fatal=True)
+            return Classification(Outcome.ERROR, f"predicate raised {type(exc).__name__}: {exc}", fatal=True)
         if status >= 500:
-            return Verdict(Outcome.ERROR, f"HTTP {status}")
+            return Classification(Outcome.ERROR, f"HTTP {status}")
         if self.success_given:
-            return Verdict(Outcome.REJECTION)
-        return Verdict(Outcome.ERROR, f"unexpected {status}")
+            return Classification(Outcome.REJECTION)
+        return Classification(Outcome.ERROR, f"unexpected {status}")
+
+    def fill(
+        self,
+        rec: Record,
+        status: int,
+        arrival: bytes | str | None,
+        body: bytes | None,
+        response: ResponseSource,
+    ) -> None:
+        """Write a complete response into its record: status, arrival stamp, outcome, and the
+        first KiB of a winner's body."""
+        rec.status = status
+        rec.server_ns = int(arrival) if arrival and arrival.isdigit() else 0
+        verdict = self.classify(status, response)
+        rec.outcome, rec.reason, rec.fatal = verdict.outcome, verdict.reason, verdict.fatal
+        if rec.outcome is Outcome.WIN:
+            rec.body = (body or b"")[:BODY_KEEP]
 
 
-def _matches(rule: Rule, status: int, response: Callable[[], httpx.Response] | httpx.Response) -> bool:
+def _matches(rule: Rule, status: int, response: Callable[[], httpx.Response]) -> bool:
     if rule.predicate is not None:
-        resp = response if isinstance(response, httpx.Response) else response()
-        return bool(rule.predicate(resp))
+        return bool(rule.predicate(response()))
     return rule.statuses is not None and status in rule.statuses

@@ -7,7 +7,6 @@ seeded shuffled order, and read every response concurrently.
 
 from __future__ import annotations
 
-import random
 import ssl
 import time
 from collections.abc import Sequence
@@ -17,12 +16,14 @@ import anyio.lowlevel
 import httpx
 from anyio.abc import TaskGroup
 
-from pytest_seatrace.engine.builder import RequestBuilder
-from pytest_seatrace.engine.classify import Classifier
-from pytest_seatrace.engine.plan import Attempt, RaceConfig
+from pytest_seatrace.core.config import RaceConfig
+from pytest_seatrace.core.records import Outcome, Record
+from pytest_seatrace.engine.classify import ARRIVAL_HEADER, Classifier
+from pytest_seatrace.engine.plan import Attempt, release_order
 from pytest_seatrace.engine.rawhttp import Origin, RawConnection, RawResponse, TransportError
-from pytest_seatrace.engine.wire import WireBuilder, WireRequest
-from pytest_seatrace.results import BODY_KEEP, Outcome, Record
+from pytest_seatrace.engine.requests import RequestBuilder, WireBuilder, WireRequest
+
+_ARRIVAL = ARRIVAL_HEADER.encode()
 
 
 class Slot:
@@ -187,7 +188,7 @@ class LastByteFirer:
                 slot.conn = None
             else:
                 ready.append((slot, slot.conn))
-        random.Random(f"{self.config.seed}-{rnd}-{index}").shuffle(ready)  # noqa: S311 - an order, not a secret
+        release_order(self.config.seed, rnd, index, ready)
         # The hot loop: a bound send and a clock read per client, nothing else.
         shots = [(conn.sock.send, conn.final, slot.record) for slot, conn in ready]
         results: list[int | OSError] = []
@@ -214,14 +215,10 @@ class LastByteFirer:
             slot.conn = None
             return
         rec.end_ns = response.end_ns
-        rec.status = response.status
-        for name, value in response.headers:
-            if name == b"x-arrival-ns":
-                rec.server_ns = int(value) if value.isdigit() else 0
-        verdict = self.classifier.classify(response.status, lambda: self._as_httpx(slot, response))
-        rec.outcome, rec.reason, rec.fatal = verdict.outcome, verdict.reason, verdict.fatal
-        if rec.outcome is Outcome.WIN:
-            rec.body = (response.body or b"")[:BODY_KEEP]
+        arrival = next((v for n, v in response.headers if n == _ARRIVAL), None)
+        self.classifier.fill(
+            rec, response.status, arrival, response.body, lambda: self._as_httpx(slot, response)
+        )
         if response.keep_alive:
             self._pools[pool].append(conn)
         else:

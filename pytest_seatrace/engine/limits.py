@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from pytest_seatrace.errors import RaceUsageError
+from pytest_seatrace.core.errors import RaceUsageError
 
 SPARE_FDS = 64
 """Descriptors left for everything else the process has open (logs, the DB, pytest)."""

@@ -1,30 +1,24 @@
-"""A race as a plan: what to race (resources × clients), how to judge, how to start.
+"""A race call as a plan: what to race (resources × clients), how to judge, where to connect.
 
-A plan is plain data, so it can be cut into shards (a subset of resources or clients) and
-sent elsewhere later; nothing here opens a socket.
+Plain data: nothing here opens a socket. The ``race`` fixture builds one ``RacePlan`` per call
+and hands it to ``run_race``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import enum
+import random
+from collections.abc import Awaitable, Callable, MutableSequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from pytest_seatrace.errors import RaceUsageError
-from pytest_seatrace.race_config import (
-    REJECT_DEFAULT,
-    SUCCESS_DEFAULT,
-    SYNC_MODES,
-    Predicate,
-    RaceConfig,
-    Rule,
-    RuleSpec,
-    SyncMode,
-    make_rule,
-)
+from pytest_seatrace.core.config import RaceConfig
+from pytest_seatrace.core.errors import RaceUsageError
 
 if TYPE_CHECKING:
     import httpx
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +53,19 @@ REQUEST_FIELDS = HEAD_FIELDS + BODY_FIELDS
 
 ArgValue = Any
 """A request argument: a value, or a sync callable of the ``Attempt`` returning the value."""
+
+
+class Variation(enum.Enum):
+    """What changes from one attempt's request to the next: how much must be built per attempt."""
+
+    CONSTANT = "constant"
+    """Nothing: one request serves every attempt."""
+    JSON = "json"
+    """Only a ``json=`` body: the head is built once, only its Content-Length changes."""
+    BODY = "body"
+    """The body (``content=``/``data=``, or ``json=`` beside them): the head is built once."""
+    HEAD = "head"
+    """The URL, parameters, headers or cookies: each attempt's request is built whole."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,12 +103,21 @@ class RequestSpec:
             ) from exc
 
     @property
-    def varies(self) -> bool:
-        return any(callable(getattr(self, n)) for n in REQUEST_FIELDS)
+    def variation(self) -> Variation:
+        """The one answer to "does this request vary, and where" that every builder reads."""
+        varying = {name for name in REQUEST_FIELDS if callable(getattr(self, name))}
+        if not varying:
+            return Variation.CONSTANT
+        if varying & set(HEAD_FIELDS):
+            return Variation.HEAD
+        if varying == {"json"} and self.content is None and self.data is None:
+            return Variation.JSON
+        return Variation.BODY
 
 
 Verify = Callable[[Any], "int | Awaitable[int]"]
 Reset = Callable[[], "object | Awaitable[object]"]
+"""``reset()``: no arguments; called between rounds instead of ``POST {origin}/reset``."""
 AttemptFn = Callable[[Attempt], Awaitable["httpx.Response"]]
 
 
@@ -114,23 +130,27 @@ class TargetOptions:
     app: Any = None
 
 
-__all__ = [
-    "BODY_FIELDS",
-    "HEAD_FIELDS",
-    "REJECT_DEFAULT",
-    "REQUEST_FIELDS",
-    "SUCCESS_DEFAULT",
-    "SYNC_MODES",
-    "Attempt",
-    "AttemptFn",
-    "Predicate",
-    "RaceConfig",
-    "RequestSpec",
-    "Reset",
-    "Rule",
-    "RuleSpec",
-    "SyncMode",
-    "TargetOptions",
-    "Verify",
-    "make_rule",
-]
+@dataclass(frozen=True)
+class RacePlan:
+    """One race call, checked and resolved: exactly one of ``request`` and ``attempt``."""
+
+    name: str
+    config: RaceConfig
+    target: TargetOptions = field(default_factory=TargetOptions)
+    request: RequestSpec | None = None
+    attempt: AttemptFn | None = None
+    verify: Verify | None = None
+    reset: Reset | None = None
+
+    def __post_init__(self) -> None:
+        if (self.request is None) == (self.attempt is None):
+            raise RaceUsageError("a race needs exactly one of a request or an attempt function")
+        if not self.config.resources:
+            raise RaceUsageError("resources: no resources to race")
+
+
+def release_order(seed: int, rnd: int, index: int, items: MutableSequence[_T]) -> MutableSequence[_T]:
+    """Shuffle ``items`` in place in the order a resource's final writes go out, seeded by
+    ``--race-seed`` so a run can be replayed, and so client 1 is not always first."""
+    random.Random(f"{seed}-{rnd}-{index}").shuffle(items)  # noqa: S311 - an order, not a secret
+    return items

@@ -1,4 +1,7 @@
-"""One race end to end: rounds of waves, reset between rounds, verify after each, the result."""
+"""One race end to end: rounds of waves, reset between rounds, verify after each; the records.
+
+The engine measures and returns a ``RaceRun``; judging it is ``core``'s job.
+"""
 
 from __future__ import annotations
 
@@ -12,23 +15,16 @@ import anyio
 import anyio.to_thread
 import httpx
 
-from pytest_seatrace.aggregate import build_result
+from pytest_seatrace.core.errors import RaceUsageError
+from pytest_seatrace.core.records import RaceRun, Record
+from pytest_seatrace.core.violations import Violation, ViolationKind
 from pytest_seatrace.engine.asgi import lifespan
-from pytest_seatrace.engine.builder import RequestBuilder, check_url, make_ssl_context
 from pytest_seatrace.engine.classify import Classifier
-from pytest_seatrace.engine.gatemode import GateFirer
+from pytest_seatrace.engine.gate import GateFirer
 from pytest_seatrace.engine.lastbyte import LastByteFirer
 from pytest_seatrace.engine.limits import ensure_open_files
-from pytest_seatrace.engine.plan import (
-    AttemptFn,
-    RaceConfig,
-    RequestSpec,
-    Reset,
-    TargetOptions,
-    Verify,
-)
-from pytest_seatrace.errors import RaceUsageError
-from pytest_seatrace.results import RaceResult, Record, Violation
+from pytest_seatrace.engine.plan import RacePlan, Reset, Verify
+from pytest_seatrace.engine.requests import RequestBuilder, check_url, make_ssl_context
 
 ASGI_BASE_URL = "http://testserver"
 
@@ -44,26 +40,13 @@ def waves(count: int, parallel: int) -> list[range]:
     return [range(start, min(start + parallel, count)) for start in range(0, count, parallel)]
 
 
-async def run_race(
-    *,
-    name: str,
-    config: RaceConfig,
-    target: TargetOptions,
-    spec: RequestSpec | None = None,
-    attempt_fn: AttemptFn | None = None,
-    verify: Verify | None = None,
-    reset: Reset | None = None,
-    on_interrupt: Callable[[RaceResult], None] | None = None,
-) -> RaceResult:
-    """Race ``spec`` (or ``attempt_fn``) per ``config`` and judge the records.
+async def run_race(plan: RacePlan, on_interrupt: Callable[[RaceRun], None] | None = None) -> RaceRun:
+    """Race ``plan`` and return its records, unjudged.
 
     Cancelled (Ctrl-C), it hands the rounds and waves finished so far to ``on_interrupt``,
     marked ``interrupted``, before the cancellation goes on: figures are never lost.
     """
-    if (spec is None) == (attempt_fn is None):
-        raise RaceUsageError("a race needs exactly one of a request or an attempt function")
-    if not config.resources:
-        raise RaceUsageError("resources: no resources to race")
+    config, target = plan.config, plan.target
     if target.app is None:
         # Last-byte mode prepares the next wave on a second set of connections.
         sets = 2 if config.sync == "last-byte" and config.parallel < len(config.resources) else 1
@@ -71,48 +54,47 @@ async def run_race(
     clock = (time.time_ns(), time.perf_counter_ns())
     records: list[Record] = []
     held: dict[tuple[int, int], int] = {}
-    extra: list[Violation] = []
+    problems: list[Violation] = []
     busy = 0.0
 
-    def result(interrupted: bool = False) -> RaceResult:
-        return build_result(
-            name=name,
-            config=config,
-            records=records,
+    def run(interrupted: bool = False) -> RaceRun:
+        return RaceRun(
+            records=tuple(records),
             duration=busy,
             clock=clock,
-            held=held if verify is not None else None,
-            extra_violations=extra,
+            held=held if plan.verify is not None else None,
+            problems=tuple(problems),
             interrupted=interrupted,
         )
 
     try:
-        async with _firer(config, target, spec, attempt_fn) as (firer, base_url, builder, transport):
+        async with _firer(plan) as (firer, base_url, builder, transport):
             for rnd in range(1, config.rounds + 1):
                 if rnd > 1:
                     origin = base_url or (builder.first_url if builder else None)
-                    await _reset(reset, _origin(origin) if origin else None, config.timeout, transport)
+                    await _reset(plan.reset, _origin(origin) if origin else None, config.timeout, transport)
                 start = time.perf_counter()
                 try:
                     await firer.fire_waves(rnd, waves(len(config.resources), config.parallel), records)
                 finally:
                     busy += time.perf_counter() - start
-                if verify is not None:
+                if plan.verify is not None:
                     for index, resource in enumerate(config.resources):
-                        holders = await _verify(verify, resource, extra, rnd)
+                        holders = await _verify(plan.verify, resource, problems, rnd)
                         if holders is not None:
                             held[(rnd, index)] = holders
     except (KeyboardInterrupt, anyio.get_cancelled_exc_class()):
         if records and on_interrupt is not None:
-            on_interrupt(result(interrupted=True))
+            on_interrupt(run(interrupted=True))
         raise
-    return result()
+    return run()
 
 
 @asynccontextmanager
 async def _firer(
-    config: RaceConfig, target: TargetOptions, spec: RequestSpec | None, attempt_fn: AttemptFn | None
+    plan: RacePlan,
 ) -> AsyncIterator[tuple[Firer, str | None, RequestBuilder | None, httpx.AsyncBaseTransport | None]]:
+    config, target, spec = plan.config, plan.target, plan.request
     classifier = Classifier(config)
     ssl_context = make_ssl_context(target.tls_verify)
     async with AsyncExitStack() as stack:
@@ -137,7 +119,7 @@ async def _firer(
                 ssl_context,
                 base_url=base_url,
                 builder=builder,
-                attempt_fn=attempt_fn,
+                attempt_fn=plan.attempt,
                 transport=transport,
             )
         stack.push_async_callback(firer.aclose)
@@ -190,7 +172,12 @@ async def _verify(verify: Verify, resource: Hashable, extra: list[Violation], rn
     except Exception as exc:
         extra.append(
             Violation(
-                "verify", resource, rnd, "an int", type(exc).__name__, f"verify({resource!r}) raised: {exc}"
+                ViolationKind.VERIFY,
+                resource,
+                rnd,
+                "an int",
+                type(exc).__name__,
+                f"verify({resource!r}) raised: {exc}",
             )
         )
         return None

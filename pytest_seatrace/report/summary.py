@@ -1,4 +1,4 @@
-"""Lines of the ``race summary`` section, from race dicts (as merged from xdist workers).
+"""Lines of the ``race summary`` section, from race documents (as merged from xdist workers).
 
 Only makes text; the plugin's hook writes it. Columns follow the seed report's tables.
 """
@@ -8,7 +8,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+
+from pytest_seatrace.core.document import RaceDoc, format_expect, unanswered, verdict
 
 HEADERS = (
     "test",
@@ -43,25 +44,17 @@ def format_ms(ns: float | None, digits: int = 1) -> str:
     return "-" if ns is None else f"{ns / 1e6:.{digits}f}"
 
 
-def _expected(race: dict[str, Any]) -> str:
+def _expected(race: RaceDoc) -> str:
     """Allowed winners over every resource and every round that ran."""
-    rounds = sum(1 for r in race.get("per_round", ()) if r["requests"]) or 1
-    n = len(race["resources"]) * rounds
-    low, high = race["expect"]["min"] * n, race["expect"]["max"] * n
-    return str(low) if low == high else f"{low}-{high}"
+    rounds = sum(1 for r in race["per_round"] if r["requests"]) or 1
+    return format_expect(race["expect"], len(race["resources"]) * rounds)
 
 
 def _plural(n: int, word: str, plural: str) -> str:
     return f"{n} {word if n == 1 else plural}"
 
 
-def verdict(race: dict[str, Any]) -> str:
-    if race.get("interrupted"):
-        return "INTERRUPTED"
-    return "PASS" if race["passed"] else "FAIL"
-
-
-def row_cells(race: dict[str, Any]) -> list[str]:
+def row_cells(race: RaceDoc) -> list[str]:
     """The figures of one race, between its name and its verdict (terminal and HTML alike)."""
     lat = race["latency"]["all"]
     return [
@@ -82,7 +75,7 @@ def row_cells(race: dict[str, Any]) -> list[str]:
     ]
 
 
-def table_lines(races: Sequence[dict[str, Any]]) -> list[Line]:
+def table_lines(races: Sequence[RaceDoc]) -> list[Line]:
     from tabulate import tabulate
 
     rows = [[race["name"], *row_cells(race), verdict(race)] for race in races]
@@ -90,18 +83,18 @@ def table_lines(races: Sequence[dict[str, Any]]) -> list[Line]:
     lines = text.splitlines()
     out = [Line(line) for line in lines[:2]]
     for race, line in zip(races, lines[2:], strict=True):
-        good = race["passed"] and not race.get("interrupted")
+        good = verdict(race) == "PASS"
         out.append(Line(line, red=not good, green=good))
     return out
 
 
-def status_lines(races: Sequence[dict[str, Any]]) -> list[Line]:
+def status_lines(races: Sequence[RaceDoc]) -> list[Line]:
     from tabulate import tabulate
 
     counts: Counter[str] = Counter()
     for race in races:
         counts.update(race["status_counts"])
-        no_status = race["requests"] - sum(race["status_counts"].values())
+        no_status = unanswered(race)
         if no_status:
             counts["no response"] += no_status
     total = sum(counts.values()) or 1
@@ -119,7 +112,7 @@ def status_lines(races: Sequence[dict[str, Any]]) -> list[Line]:
     ]
 
 
-def resource_lines(races: Sequence[dict[str, Any]]) -> list[Line]:
+def resource_lines(races: Sequence[RaceDoc]) -> list[Line]:
     """The seed report's execution pattern: ``Seat 7: 100 VUs → ✓ 1 success, ✗ 99 failures``."""
     out: list[Line] = []
     for race in races:
@@ -153,7 +146,7 @@ def resource_lines(races: Sequence[dict[str, Any]]) -> list[Line]:
                 + (f", {race['unknown']} unknown" if race["unknown"] else "")
             )
         )
-        if race.get("violation_rate"):
+        if race["violation_rate"]:
             out.append(Line(race["violation_rate"], red=True))
         for v in race["violations"][:10]:
             where = "" if v["resource"] is None else f"resource {v['resource']}: "
@@ -168,7 +161,7 @@ def resource_lines(races: Sequence[dict[str, Any]]) -> list[Line]:
     return out
 
 
-def quiet_line(races: Sequence[dict[str, Any]]) -> Line:
+def quiet_line(races: Sequence[RaceDoc]) -> Line:
     failed = sum(1 for r in races if not r["passed"])
     requests = sum(r["requests"] for r in races)
     double = sum(r["double_bookings"] for r in races)
@@ -179,9 +172,7 @@ def quiet_line(races: Sequence[dict[str, Any]]) -> Line:
     return Line(text, red=bool(failed), green=not failed)
 
 
-def summary_lines(
-    races: Sequence[dict[str, Any]], *, verbosity: int, mode: str, workers: int = 0
-) -> list[Line]:
+def summary_lines(races: Sequence[RaceDoc], *, verbosity: int, mode: str, workers: int = 0) -> list[Line]:
     """All lines of the section for the given verbosity and ``--race-summary`` mode."""
     if mode == "off" or not races:
         return []

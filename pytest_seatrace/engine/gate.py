@@ -1,5 +1,7 @@
 """Gate start with httpx: one ``AsyncClient`` per client, all released by one event.
 
+A ``ResourceGate`` opens when every client of the wave has arrived or given up.
+
 The flexible path: arbitrary attempt logic (``race.run``), in-process ASGI apps, anything the
 raw path cannot express. Each client has its own connection (``max_connections=1``), warmed
 before the gate, and all clients share one SSL context.
@@ -10,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-import random
 import ssl
 import time
 from collections.abc import Sequence
@@ -19,11 +20,32 @@ from typing import Any
 import anyio
 import httpx
 
-from pytest_seatrace.engine.builder import RequestBuilder
-from pytest_seatrace.engine.classify import Classifier
-from pytest_seatrace.engine.gates import ResourceGate
-from pytest_seatrace.engine.plan import Attempt, AttemptFn, RaceConfig
-from pytest_seatrace.results import BODY_KEEP, Outcome, Record
+from pytest_seatrace.core.config import RaceConfig
+from pytest_seatrace.core.records import Outcome, Record
+from pytest_seatrace.engine.classify import ARRIVAL_HEADER, Classifier
+from pytest_seatrace.engine.plan import Attempt, AttemptFn, release_order
+from pytest_seatrace.engine.requests import RequestBuilder
+
+
+class ResourceGate:
+    """Opens when each of ``clients`` has either arrived or given up (failed before it)."""
+
+    def __init__(self, clients: int) -> None:
+        self._pending = clients
+        self._open = anyio.Event()
+
+    def _count(self) -> None:
+        self._pending -= 1
+        if self._pending <= 0:
+            self._open.set()
+
+    def leave(self) -> None:
+        """A client that will never arrive (its set-up failed) must not hold the others."""
+        self._count()
+
+    async def arrive(self) -> None:
+        self._count()
+        await self._open.wait()
 
 
 class GateFirer:
@@ -91,9 +113,7 @@ class GateFirer:
         # One gate per wave: every resource of the wave is released back to back, as in last-byte.
         gate = ResourceGate(cfg.concurrency * len(indices))
         for position, index in enumerate(indices):
-            order = list(range(1, cfg.concurrency + 1))
-            random.Random(f"{cfg.seed}-{rnd}-{index}").shuffle(order)  # noqa: S311 - an order, not a secret
-            for client in order:
+            for client in release_order(cfg.seed, rnd, index, list(range(1, cfg.concurrency + 1))):
                 rec = Record(resource=index, client=client, round=rnd)
                 records.append(rec)
                 request = None
@@ -175,13 +195,8 @@ class GateFirer:
             rec.reason = f"attempt returned {type(response).__name__}, expected httpx.Response"
             return
         await response.aread()
-        rec.status = response.status_code
-        stamp = response.headers.get("x-arrival-ns", "")
-        rec.server_ns = int(stamp) if stamp.isdigit() else 0
-        verdict = self.classifier.classify(response.status_code, response)
-        rec.outcome, rec.reason, rec.fatal = verdict.outcome, verdict.reason, verdict.fatal
-        if rec.outcome is Outcome.WIN:
-            rec.body = response.content[:BODY_KEEP]
+        arrival = response.headers.get(ARRIVAL_HEADER)
+        self.classifier.fill(rec, response.status_code, arrival, response.content, response)
 
     def _transport_failure(self, rec: Record, exc: httpx.HTTPError, *, after_gate: bool) -> None:
         url = ""

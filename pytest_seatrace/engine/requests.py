@@ -1,22 +1,29 @@
-"""Build each attempt's request with httpx, so both start modes send the same bytes.
+"""Build each attempt's request: with httpx, and for last-byte as the bytes h11 would write.
 
-Last-byte mode serialises the ``httpx.Request`` with h11 exactly as httpcore does, so the
-held-back request is byte-identical to what httpx itself would send.
+Both start modes send the same bytes: last-byte mode serialises the ``httpx.Request`` with h11
+exactly as httpcore does, so the held-back request is byte-identical to what httpx itself
+would send. The first request of a race is built by httpx; when only a JSON body varies
+(``json=lambda a: ...``) and our encoding of it matches httpx's byte for byte, later attempts
+reuse that request's head and change only its ``Content-Length``: h11 validates one head per
+body length instead of one per request, and no ``httpx.Request`` is built per attempt.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import os
 import ssl
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
+import h11
 import httpx
 
-from pytest_seatrace.engine.plan import BODY_FIELDS, HEAD_FIELDS, Attempt, RequestSpec
+from pytest_seatrace.core.errors import RaceUsageError
+from pytest_seatrace.engine.plan import BODY_FIELDS, Attempt, RequestSpec, Variation
 from pytest_seatrace.engine.rawhttp import Origin
-from pytest_seatrace.errors import RaceUsageError
 
 BASE_URL_HINT = "set --race-base-url (ini race_base_url) or race.base_url, or pass an absolute URL"
 
@@ -77,7 +84,7 @@ class RequestBuilder:
         self._client = httpx.AsyncClient(base_url=base_url or "", trust_env=False, verify=ssl_context)
         self._fixed: httpx.Request | None = None
         self._head: tuple[httpx.URL, list[tuple[bytes, bytes]]] | None = None
-        self._head_static = not any(callable(getattr(spec, name)) for name in HEAD_FIELDS)
+        self._variation = spec.variation
         self.first_url: str | None = None
         """The first URL built: its origin's ``POST /reset`` runs between rounds."""
 
@@ -100,9 +107,9 @@ class RequestBuilder:
         check_url(request.url, url)
         if self.first_url is None:
             self.first_url = str(request.url)
-        if not self.spec.varies:
+        if self._variation is Variation.CONSTANT:
             self._fixed = request
-        elif self._head_static:
+        elif self._variation is not Variation.HEAD:
             self._head = self._merged_head(url, args)
         return request
 
@@ -134,3 +141,79 @@ class RequestBuilder:
 
 def origin_of(request: httpx.Request) -> Origin:
     return check_url(request.url, str(request.url))
+
+
+END = h11.EndOfMessage()
+
+
+@dataclass(frozen=True, slots=True)
+class WireRequest:
+    origin: Origin
+    head: h11.Request
+    body: bytes
+    request: httpx.Request
+    """The httpx request (on the fast path, the race's first one): ``response.request``."""
+
+    def serialize(self, conn: h11.Connection) -> bytes:
+        """The bytes on the wire, through the connection's own h11 state machine."""
+        parts = [conn.send(self.head) or b""]
+        if self.body:
+            parts.append(conn.send(h11.Data(data=self.body)) or b"")
+        parts.append(conn.send(END) or b"")
+        return b"".join(parts)
+
+
+def encode_json(value: Any) -> bytes:
+    """JSON as httpx 0.28 encodes it; checked against httpx itself before it is trusted."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
+def from_httpx(request: httpx.Request) -> WireRequest:
+    head = h11.Request(method=request.method, target=request.url.raw_path, headers=request.headers.raw)
+    return WireRequest(origin_of(request), head, request.read(), request)
+
+
+class WireBuilder:
+    """Last-byte mode's requests as h11 events, built once where they repeat."""
+
+    def __init__(self, builder: RequestBuilder) -> None:
+        self.builder = builder
+        self._variation = builder.spec.variation
+        self._template: WireRequest | None = None
+        self._fixed: WireRequest | None = None
+        self._heads: dict[int, h11.Request] = {}
+        self._length_at = -1
+
+    def build(self, attempt: Attempt) -> WireRequest:
+        if self._fixed is not None:
+            return self._fixed
+        if self._template is not None:
+            body = encode_json(self.builder.spec.value("json", attempt))
+            head = self._heads.get(len(body)) or self._head_for(self._template.head, len(body))
+            return WireRequest(self._template.origin, head, body, self._template.request)
+        args = self.builder.spec.resolve(attempt)
+        wire = from_httpx(self.builder.build_from(args))
+        if self._variation is Variation.CONSTANT:
+            self._fixed = wire
+        elif self._variation is Variation.JSON and self._template is None:
+            self._adopt(wire, args.get("json"))
+        return wire
+
+    def _adopt(self, wire: WireRequest, value: Any) -> None:
+        """Use ``wire`` as the template if its body is our encoding and its length is framed once."""
+        try:
+            same = encode_json(value) == wire.body
+        except (TypeError, ValueError):
+            return
+        lengths = [i for i, (name, _) in enumerate(wire.head.headers) if name == b"content-length"]
+        if same and len(lengths) == 1:
+            self._template = wire
+            self._length_at = lengths[0]
+            self._heads[len(wire.body)] = wire.head
+
+    def _head_for(self, template: h11.Request, length: int) -> h11.Request:
+        headers = list(template.headers.raw_items())  # original casing, as sent
+        headers[self._length_at] = (headers[self._length_at][0], str(length).encode())
+        head = h11.Request(method=template.method, target=template.target, headers=headers)
+        self._heads[length] = head
+        return head

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from pytest_seatrace.results import RaceResult
+from pytest_seatrace.core.result import RaceResult
+from pytest_seatrace.core.violations import WINNER_KINDS
 
 MAX_ROWS = 20
-WINNER_KINDS = frozenset({"too-many", "too-few", "indeterminate"})
-"""Violations about the number of winners show who won; the others show their detail."""
 MAX_WINNERS = 3
 
 

@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pytest_seatrace.options import Settings
+from pytest_seatrace.core.document import RaceDoc
+from pytest_seatrace.version import __version__
 
 SCHEMA_VERSION = 1
 
@@ -34,16 +35,15 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-def json_document(settings: Settings, races: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    from pytest_seatrace import __version__
-
+def json_document(races: Sequence[RaceDoc], *, seed: int) -> dict[str, Any]:
+    """The ``--race-json`` file: schema, plugin version, machine, command line, every race."""
     return {
         "schema": SCHEMA_VERSION,
         "plugin_version": __version__,
         "datetime": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         "machine_info": machine_info(),
         "argv": sys.argv[1:],
-        "seed": settings.seed,
+        "seed": seed,
         "races": list(races),
     }
 
@@ -75,23 +75,25 @@ def check_writable(path: Path, option: str) -> str | None:
     return None
 
 
-def write_reports(settings: Settings, races: Sequence[dict[str, Any]]) -> tuple[list[str], list[str]]:
+def write_reports(
+    races: Sequence[RaceDoc], *, seed: int, json_path: Path | None, html_path: Path | None
+) -> tuple[list[str], list[str]]:
     """Write the JSON and HTML reports asked for; return (written paths, error messages)."""
     written: list[str] = []
     errors: list[str] = []
-    document = json_document(settings, races)
-    if settings.json is not None:
+    document = json_document(races, seed=seed)
+    if json_path is not None:
         try:
-            atomic_write(settings.json, json.dumps(document, indent=1))
-            written.append(str(settings.json))
+            atomic_write(json_path, json.dumps(document, indent=1))
+            written.append(str(json_path))
         except OSError as exc:
-            errors.append(f"could not write --race-json {settings.json}: {exc}")
-    if settings.html is not None:
-        from pytest_seatrace.html_report import render_html
+            errors.append(f"could not write --race-json {json_path}: {exc}")
+    if html_path is not None:
+        from pytest_seatrace.report.html import render_html
 
         try:
-            atomic_write(settings.html, render_html(document))
-            written.append(str(settings.html))
+            atomic_write(html_path, render_html(document))
+            written.append(str(html_path))
         except OSError as exc:
-            errors.append(f"could not write --race-html {settings.html}: {exc}")
+            errors.append(f"could not write --race-html {html_path}: {exc}")
     return written, errors

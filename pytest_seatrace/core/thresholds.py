@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from pytest_seatrace.results import RaceResult
+    from pytest_seatrace.core.result import RaceResult
 
 LATENCY_METRICS = ("min", "avg", "med", "p90", "p95", "p99", "max")
 METRICS = (*LATENCY_METRICS, "rps", "errors", "spread")

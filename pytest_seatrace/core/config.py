@@ -1,7 +1,7 @@
-"""The settings of one race, as data both the engine and the judges read.
+"""The settings of one race, as data the engine and the judges both read, and their defaults.
 
-Kept apart from the engine so the modules that judge records (``verdict``, ``aggregate``)
-need nothing of the engine: arrows go one way, engine → results.
+Each built-in default is written here once; the options, the marker and the report header
+read it from here.
 """
 
 from __future__ import annotations
@@ -13,10 +13,16 @@ from typing import TYPE_CHECKING, Any, Literal, Union
 if TYPE_CHECKING:
     import httpx
 
-    from pytest_seatrace.thresholds import Threshold
+    from pytest_seatrace.core.thresholds import Threshold
 
 SyncMode = Literal["gate", "last-byte"]
 SYNC_MODES: tuple[SyncMode, ...] = ("gate", "last-byte")
+
+DEFAULT_CONCURRENCY = 100
+DEFAULT_RESOURCES = 1
+DEFAULT_TIMEOUT = 10.0
+DEFAULT_SYNC: SyncMode = "last-byte"
+"""The start of ``race.post``-style calls; ``run``/``arun`` and ``race.app`` always use the gate."""
 
 Predicate = Callable[["httpx.Response"], object]
 RuleSpec = Union[int, Iterable[int], Predicate, None]  # noqa: UP007 - evaluated at runtime on 3.10
@@ -35,10 +41,14 @@ class Rule:
         return self.predicate is not None
 
 
-def make_rule(spec: RuleSpec, default: frozenset[int] | None, default_text: str) -> Rule:
+SUCCESS_DEFAULT = Rule(statuses=frozenset(range(200, 300)), text="2xx")
+REJECT_DEFAULT = Rule(statuses=frozenset(range(400, 500)), text="4xx")
+
+
+def make_rule(spec: RuleSpec, default: Rule) -> Rule:
     """Normalise a marker value (int, iterable of ints, predicate, None) into a ``Rule``."""
     if spec is None:
-        return Rule(statuses=default, text=default_text)
+        return default
     if callable(spec):
         return Rule(predicate=spec, text=getattr(spec, "__qualname__", repr(spec)))
     if isinstance(spec, int):
@@ -47,8 +57,10 @@ def make_rule(spec: RuleSpec, default: frozenset[int] | None, default_text: str)
     return Rule(statuses=codes, text=",".join(str(c) for c in sorted(codes)))
 
 
-SUCCESS_DEFAULT = frozenset(range(200, 300))
-REJECT_DEFAULT = frozenset(range(400, 500))
+def describe_range(expect: range) -> str:
+    """``expect`` as people write it: ``1``, or ``0..1`` for a range."""
+    low, high = expect.start, expect.stop - 1
+    return str(low) if low == high else f"{low}..{high}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,22 +68,18 @@ class RaceConfig:
     """Resolved settings of one race call (call argument > marker > CLI > ini > default)."""
 
     resources: tuple[Hashable, ...]
-    concurrency: int
-    expect: range
-    success: Rule
-    reject: Rule
-    success_given: bool
-    timeout: float
+    concurrency: int = DEFAULT_CONCURRENCY
+    expect: range = range(1, 2)
+    success: Rule = SUCCESS_DEFAULT
+    reject: Rule = REJECT_DEFAULT
+    success_given: bool = False
+    timeout: float = DEFAULT_TIMEOUT
     thresholds: tuple[Threshold, ...] = ()
     allow_errors: bool = False
     rounds: int = 1
-    sync: SyncMode = "last-byte"
+    sync: SyncMode = DEFAULT_SYNC
     parallel: int = 1
     seed: int = 0
-
-    @property
-    def requests_per_round(self) -> int:
-        return len(self.resources) * self.concurrency
 
     def describe(self) -> dict[str, Any]:
         """Builtins-only view for reports."""

@@ -16,10 +16,11 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from pytest_seatrace.summary import HEADERS as SUMMARY_HEADERS
-from pytest_seatrace.summary import format_ms as _ms
-from pytest_seatrace.summary import row_cells
-from pytest_seatrace.summary import verdict as _verdict
+from pytest_seatrace.core.document import PercentilesDoc, RaceDoc, format_expect, unanswered
+from pytest_seatrace.core.document import verdict as _verdict
+from pytest_seatrace.report.summary import HEADERS as SUMMARY_HEADERS
+from pytest_seatrace.report.summary import format_ms as _ms
+from pytest_seatrace.report.summary import row_cells
 
 MAX_DRAWN_PER_RESOURCE = 200
 """Requests drawn per resource timeline; winners are always drawn (up to ``MAX_WINNERS_DRAWN``)."""
@@ -35,7 +36,6 @@ MAX_WINNERS_LISTED = 5
 BODY_SHOWN = 200
 HISTOGRAM_BINS = 40
 OUTCOMES = ("win", "rejection", "error", "unknown")
-PCT_KEYS = ("min_ns", "med_ns", "p90_ns", "p95_ns", "p99_ns", "max_ns")
 
 CSS = """
 :root { color-scheme: light; --win: #1a7f37; --rej: #8c959f; --err: #cf222e; --unk: #bf8700;
@@ -140,7 +140,7 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[object]], left: Seque
 # -- summary ----------------------------------------------------------------------------------
 
 
-def _summary(races: Sequence[dict[str, Any]]) -> str:
+def _summary(races: Sequence[RaceDoc]) -> str:
     """One row per race, the columns of the terminal's ``race summary``."""
     head = "".join(f'<th class="{"l" if i == 0 else ""}">{_e(h)}</th>' for i, h in enumerate(SUMMARY_HEADERS))
     rows = []
@@ -148,7 +148,7 @@ def _summary(races: Sequence[dict[str, Any]]) -> str:
         verdict = _verdict(race)
         cells = row_cells(race)
         rows.append(
-            f'<tr><td class="name"><a href="#race-{i}">{_e(race.get("name", "?"))}</a></td>'
+            f'<tr><td class="name"><a href="#race-{i}">{_e(race["name"])}</a></td>'
             + "".join(f"<td>{_e(c)}</td>" for c in cells)
             + f'<td class="{verdict}">{verdict}</td></tr>'
         )
@@ -161,9 +161,9 @@ def _status_order(item: tuple[str, int]) -> tuple[bool, int, str]:
     return (not code.isdigit(), int(code) if code.isdigit() else 0, code)
 
 
-def _status_rows(status_counts: dict[str, int], requests: int) -> list[tuple[str, int]]:
-    rows = sorted(status_counts.items(), key=_status_order)
-    missing = requests - sum(status_counts.values())
+def _status_rows(race: RaceDoc) -> list[tuple[str, int]]:
+    rows = sorted(race["status_counts"].items(), key=_status_order)
+    missing = unanswered(race)
     if missing > 0:
         rows.append(("no response", missing))
     return rows
@@ -217,7 +217,7 @@ def _latencies(history: dict[str, list[Any]]) -> dict[str, list[int]]:
     return out
 
 
-def _histogram_svg(race: dict[str, Any]) -> str:
+def _histogram_svg(race: RaceDoc) -> str:
     """Stacked latency histogram of the history; percentile bars when the history was lost."""
     history = race.get("history")
     if not history:
@@ -270,9 +270,10 @@ def _histogram_svg(race: dict[str, Any]) -> str:
         )
     out.append(_line("axis", left, width - right, base_y, base_y))
     out.append(_text(left + plot_w / 2, height - 4, "latency (ms)", "middle"))
-    lat = race.get("latency", {}).get("all", {})
-    for row, (key, name) in enumerate((("med_ns", "p50"), ("p95_ns", "p95"), ("p99_ns", "p99"))):
-        value = lat.get(key)
+    lat = race["latency"]["all"]
+    for row, (value, name) in enumerate(
+        ((lat["med_ns"], "p50"), (lat["p95_ns"], "p95"), (lat["p99_ns"], "p99"))
+    ):
         if value is None or not low <= value <= high:
             continue
         x = left + plot_w * (value - low) / span
@@ -292,11 +293,22 @@ def _pct_label(x: float, y: float, name: str, right_edge: float) -> str:
     return _text(x + 2, y, name)
 
 
-def _percentile_svg(race: dict[str, Any]) -> str:
+def _pcts(group: PercentilesDoc) -> list[float | None]:
+    """min, p50, p90, p95, p99, max: the columns of every latency table and chart."""
+    return [
+        group["min_ns"],
+        group["med_ns"],
+        group["p90_ns"],
+        group["p95_ns"],
+        group["p99_ns"],
+        group["max_ns"],
+    ]
+
+
+def _percentile_svg(race: RaceDoc) -> str:
     """Without a history only the percentiles are known: one bar each."""
-    lat = race.get("latency", {}).get("all", {})
     names = ("min", "p50", "p90", "p95", "p99", "max")
-    rows = [(name, lat.get(key)) for name, key in zip(names, PCT_KEYS, strict=True)]
+    rows = list(zip(names, _pcts(race["latency"]["all"]), strict=True))
     peak = max((v for _, v in rows if v is not None), default=0.0) or 1.0
     width, row_h, left = 640, 22, 44
     height = row_h * len(rows) + 8
@@ -332,9 +344,9 @@ def _sample(indices: list[int], outcome: list[str]) -> tuple[list[int], int]:
     return sorted(wins + odd + rest), cut
 
 
-def _timeline_resources(race: dict[str, Any], present: Sequence[str]) -> tuple[list[str], int]:
+def _timeline_resources(race: RaceDoc, present: Sequence[str]) -> tuple[list[str], int]:
     """The first resources plus those with a violation, bounded; returns (chosen, left out)."""
-    violated = {str(v["resource"]) for v in race.get("violations", []) if v.get("resource") is not None}
+    violated = {str(v["resource"]) for v in race["violations"] if v["resource"] is not None}
     chosen = list(present[:FIRST_TIMELINES])
     for res in present[FIRST_TIMELINES:]:
         if len(chosen) >= MAX_TIMELINES:
@@ -354,7 +366,7 @@ TIMELINE_KEY = (
 )
 
 
-def _timelines(race: dict[str, Any]) -> str:
+def _timelines(race: RaceDoc) -> str:
     """One SVG per resource: a dot at each request's final write, a line to its response."""
     history = race.get("history")
     if not history:
@@ -373,11 +385,11 @@ def _timelines(race: dict[str, Any]) -> str:
             groups.setdefault(res, []).append(i)
         else:
             unsent[res] += 1
-    order = [str(r) for r in race.get("resources", [])]
+    order = [str(r) for r in race["resources"]]
     known = set(order)
     present = [r for r in order if r in groups] + [r for r in groups if r not in known]
     chosen, left_out = _timeline_resources(race, present)
-    spreads = race.get("spread", {}).get("by_resource", {})
+    spreads = race["spread"]["by_resource"]
     timeline = _Timeline(history, t0=min(starts))
     figures = [timeline.svg(res, groups[res], unsent[res], spreads.get(res)) for res in chosen]
     note = ""
@@ -467,24 +479,24 @@ class _Timeline:
 # -- per race ---------------------------------------------------------------------------------
 
 
-def _violations(race: dict[str, Any]) -> str:
-    violations = race.get("violations", [])
+def _violations(race: RaceDoc) -> str:
+    violations = race["violations"]
     if not violations:
         return '<p class="note">No violations.</p>'
     rows = [
         (
-            v.get("kind", ""),
-            "-" if v.get("resource") is None else v["resource"],
-            "-" if v.get("round") is None else v["round"],
-            v.get("allowed", ""),
-            v.get("found", ""),
-            v.get("detail", ""),
+            v["kind"],
+            "-" if v["resource"] is None else v["resource"],
+            "-" if v["round"] is None else v["round"],
+            v["allowed"],
+            v["found"],
+            v["detail"],
         )
         for v in violations[:MAX_VIOLATION_ROWS]
     ]
     more = len(violations) - len(rows)
     text = _table(("violation", "resource", "round", "allowed", "found", "detail"), rows, left=(0, 5))
-    rate = race.get("violation_rate")
+    rate = race["violation_rate"]
     if rate:
         text = f'<p class="note">{_e(rate)}</p>' + text
     if more > 0:
@@ -492,12 +504,12 @@ def _violations(race: dict[str, Any]) -> str:
     return text
 
 
-def _winners(race: dict[str, Any]) -> str:
+def _winners(race: RaceDoc) -> str:
     """Who won the resources that broke the rule, with the start of what the service said."""
     violated = []
-    for v in race.get("violations", []):
-        res = v.get("resource")
-        if res is not None and res not in violated and race.get("winners", {}).get(res):
+    for v in race["violations"]:
+        res = v["resource"]
+        if res is not None and res not in violated and race["winners"].get(res):
             violated.append(res)
     if not violated:
         return ""
@@ -505,11 +517,11 @@ def _winners(race: dict[str, Any]) -> str:
     for res in violated[:MAX_WINNER_RESOURCES]:
         wins = race["winners"][res]
         for w in wins[:MAX_WINNERS_LISTED]:
-            body = w.get("body", "")
+            body = w["body"]
             body = body[:BODY_SHOWN] + ("…" if len(body) > BODY_SHOWN else "")
             rows.append(
-                f'<tr><td class="l">{_e(res)}</td><td>{_e(w.get("client"))}</td><td>{_e(w.get("round"))}</td>'
-                f"<td>{_e(w.get('status'))}</td><td>{_ms(w.get('latency_ns'), 2)}</td>"
+                f'<tr><td class="l">{_e(res)}</td><td>{_e(w["client"])}</td><td>{_e(w["round"])}</td>'
+                f"<td>{_e(w['status'])}</td><td>{_ms(w['latency_ns'], 2)}</td>"
                 f'<td class="body">{_e(body)}</td></tr>'
             )
         if len(wins) > MAX_WINNERS_LISTED:
@@ -526,28 +538,23 @@ def _winners(race: dict[str, Any]) -> str:
     )
 
 
-def _allowed(expect: dict[str, int]) -> str:
-    low, high = expect.get("min"), expect.get("max")
-    return str(low) if low == high else f"{low}..{high}"
-
-
-def _facts(race: dict[str, Any]) -> str:
-    settings = race.get("settings", {})
-    spread = race.get("spread", {})
+def _facts(race: RaceDoc) -> str:
+    settings = race["settings"]
+    spread = race["spread"]
     facts: list[tuple[str, object]] = [
-        ("mode", race.get("mode", "?")),
-        ("resources × concurrency", f"{len(race.get('resources', []))} × {race.get('concurrency', '?')}"),
-        ("rounds", race.get("rounds", 1)),
-        ("winners allowed per resource", _allowed(race.get("expect", {}))),
-        ("duration", f"{race.get('duration_s', 0.0):.3f} s"),
-        ("req/s", f"{race.get('rps', 0.0):.0f}"),
+        ("mode", race["mode"]),
+        ("resources × concurrency", f"{len(race['resources'])} × {race['concurrency']}"),
+        ("rounds", race["rounds"]),
+        ("winners allowed per resource", format_expect(race["expect"])),
+        ("duration", f"{race['duration_s']:.3f} s"),
+        ("req/s", f"{race['rps']:.0f}"),
         (
             "start spread median / max",
-            f"{_ms(spread.get('median_ns'), 3)} / {_ms(spread.get('max_ns'), 3)} ms",
+            f"{_ms(spread['median_ns'], 3)} / {_ms(spread['max_ns'], 3)} ms",
         ),
     ]
-    if spread.get("server_median_ns") is not None:
-        server = f"{_ms(spread.get('server_median_ns'), 3)} / {_ms(spread.get('server_max_ns'), 3)} ms"
+    if spread["server_median_ns"] is not None:
+        server = f"{_ms(spread['server_median_ns'], 3)} / {_ms(spread['server_max_ns'], 3)} ms"
         facts.append(("arrival spread at the service", server))
     shown = ("success", "reject", "timeout_s", "allow_errors", "parallel", "seed")
     facts += [(key, settings[key]) for key in shown if key in settings]
@@ -558,30 +565,29 @@ def _facts(race: dict[str, Any]) -> str:
     return '<p class="meta">' + " · ".join(f"{_e(k)}: <b>{_e(v)}</b>" for k, v in facts) + "</p>"
 
 
-def _race_section(index: int, race: dict[str, Any]) -> str:
+def _race_section(index: int, race: RaceDoc) -> str:
     verdict = _verdict(race)
-    status_rows = _status_rows(race.get("status_counts", {}), race.get("requests", 0))
+    status_rows = _status_rows(race)
     outcomes = [
-        ("wins", race.get("wins", 0), "win"),
-        ("rejections", race.get("rejections", 0), "rejection"),
-        ("errors", race.get("errors", 0), "error"),
-        ("unknown", race.get("unknown", 0), "unknown"),
+        ("wins", race["wins"], "win"),
+        ("rejections", race["rejections"], "rejection"),
+        ("errors", race["errors"], "error"),
+        ("unknown", race["unknown"], "unknown"),
     ]
-    errors: dict[str, int] = race.get("error_reasons", {})
+    errors: dict[str, int] = race["error_reasons"]
     error_table = (
         "<h3>Error reasons</h3>" + _table(("reason", "count"), Counter(errors).most_common())
         if errors
         else ""
     )
-    lat = race.get("latency", {})
+    lat = race["latency"]
     lat_rows = [
-        (name, lat[name].get("count", 0), *(_ms(lat[name].get(k), 2) for k in PCT_KEYS))
-        for name in ("all", "winners", "losers")
-        if name in lat
+        (name, group["count"], *(_ms(v, 2) for v in _pcts(group)))
+        for name, group in (("all", lat["all"]), ("winners", lat["winners"]), ("losers", lat["losers"]))
     ]
     return "".join(
         [
-            f'<section id="race-{index}"><h2>{_e(race.get("name", "?"))} ',
+            f'<section id="race-{index}"><h2>{_e(race["name"])} ',
             f'<span class="{verdict}">{verdict}</span></h2>',
             _facts(race),
             "<h3>Violations</h3>",
@@ -611,9 +617,9 @@ def _race_section(index: int, race: dict[str, Any]) -> str:
 
 def render_html(document: dict[str, Any]) -> str:
     """The whole report as one HTML string, from a ``--race-json`` document."""
-    races: list[dict[str, Any]] = list(document.get("races", []))
-    failed = sum(1 for r in races if not r.get("passed"))
-    requests = sum(r.get("requests", 0) for r in races)
+    races: list[RaceDoc] = list(document["races"])
+    failed = sum(1 for r in races if not r["passed"])
+    requests = sum(r["requests"] for r in races)
     machine = document.get("machine_info", {})
     meta = " · ".join(
         f"{_e(k)}: {_e(v)}"
@@ -631,7 +637,7 @@ def render_html(document: dict[str, Any]) -> str:
     )
     status: Counter[str] = Counter()
     for race in races:
-        for code, n in _status_rows(race.get("status_counts", {}), race.get("requests", 0)):
+        for code, n in _status_rows(race):
             status[code] += n
     title = f"race report: {len(races)} races, {failed} FAIL"
     return "".join(
@@ -643,7 +649,7 @@ def render_html(document: dict[str, Any]) -> str:
             f'<p class="meta">{meta}</p>',
             f"<p><b>{len(races)}</b> races, <b>{requests:,}</b> requests, "
             f'<b class="{"FAIL" if failed else "PASS"}">&nbsp;{failed} FAIL&nbsp;</b>, '
-            f"<b>{sum(r.get('double_bookings', 0) for r in races)}</b> double bookings</p>",
+            f"<b>{sum(r['double_bookings'] for r in races)}</b> double bookings</p>",
             "<h2>Summary</h2>",
             _summary(races) if races else '<p class="note">No race ran.</p>',
             _status_table(sorted(status.items(), key=_status_order)) if status else "",

@@ -1,0 +1,141 @@
+"""The race document: one race as builtins, the one shape the summary, HTML, JSON and JUnit read.
+
+Built once per race by ``RaceResult.to_dict()``; under pytest-xdist it travels from a worker to
+the controller as it is (execnet takes builtins only). A figure added to a race is added here,
+in ``to_dict()`` and in the JSON schema.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+
+class ExpectDoc(TypedDict):
+    min: int
+    max: int
+
+
+class PercentilesDoc(TypedDict):
+    count: int
+    min_ns: float | None
+    avg_ns: float | None
+    med_ns: float | None
+    p90_ns: float | None
+    p95_ns: float | None
+    p99_ns: float | None
+    max_ns: float | None
+
+
+class LatencyDoc(TypedDict):
+    all: PercentilesDoc
+    winners: PercentilesDoc
+    losers: PercentilesDoc
+
+
+class SpreadDoc(TypedDict):
+    median_ns: float | None
+    max_ns: float | None
+    by_resource: dict[str, int]
+    server_median_ns: float | None
+    server_max_ns: float | None
+
+
+class WinDoc(TypedDict):
+    client: int
+    round: int
+    status: int
+    latency_ns: int
+    body: str
+
+
+class ViolationDoc(TypedDict):
+    kind: str
+    resource: str | None
+    round: int | None
+    allowed: str
+    found: str
+    detail: str
+
+
+class RoundDoc(TypedDict):
+    round: int
+    requests: int
+    wins: int
+    rejections: int
+    errors: int
+    unknown: int
+    violations: int
+
+
+class ResourceDoc(TypedDict):
+    resource: str
+    requests: int
+    wins: int
+    rejections: int
+    errors: int
+    unknown: int
+
+
+class ClockDoc(TypedDict):
+    time_ns: int
+    perf_counter_ns: int
+
+
+HistoryDoc = dict[str, list[Any]]
+"""Columns of equal length: ``start_ns``, ``end_ns``, ``client``, ``resource``, ``round``,
+``status``, ``outcome``, ``server_ns``."""
+
+
+class _RaceDocRequired(TypedDict):
+    name: str
+    mode: str
+    passed: bool
+    interrupted: bool
+    resources: list[str]
+    concurrency: int
+    expect: ExpectDoc
+    rounds: int
+    requests: int
+    wins: int
+    rejections: int
+    errors: int
+    unknown: int
+    double_bookings: int
+    error_reasons: dict[str, int]
+    status_counts: dict[str, int]
+    latency: LatencyDoc
+    rps: float
+    duration_s: float
+    spread: SpreadDoc
+    winners: dict[str, list[WinDoc]]
+    violations: list[ViolationDoc]
+    violation_rate: str
+    per_round: list[RoundDoc]
+    by_resource: list[ResourceDoc]
+    settings: dict[str, Any]
+    clock: ClockDoc
+
+
+class RaceDoc(_RaceDocRequired, total=False):
+    history: HistoryDoc | None
+    """Only in report files: ``None`` when an xdist worker could not send it."""
+    worker: str
+    """The pytest-xdist worker (``gw0``, …) that ran the race; absent without xdist."""
+
+
+def format_expect(expect: ExpectDoc, times: int = 1) -> str:
+    """Allowed winners as people write them, over ``times`` resources: ``16``, or ``0..16``."""
+    low, high = expect["min"] * times, expect["max"] * times
+    return str(low) if low == high else f"{low}..{high}"
+
+
+def unanswered(race: RaceDoc) -> int:
+    """Requests that got no HTTP status (transport failures, timeouts)."""
+    return race["requests"] - sum(race["status_counts"].values())
+
+
+def verdict(race: RaceDoc) -> str:
+    """``PASS``, ``FAIL`` or ``INTERRUPTED``: the word every report shows."""
+    if race["interrupted"]:
+        return "INTERRUPTED"
+    return "PASS" if race["passed"] else "FAIL"

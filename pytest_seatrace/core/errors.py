@@ -1,0 +1,28 @@
+"""The exceptions a race raises at the user: a broken invariant, or a wrong call."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pytest_seatrace.core.result import RaceResult
+
+
+PUBLIC_MODULE = "pytest_seatrace.errors"
+"""Where users import these from, and what tracebacks name (as pytest names ``pytest.Mark``)."""
+
+
+class RaceUsageError(Exception):
+    """The race was asked for something it cannot do (bad argument, missing base URL, ...)."""
+
+    __module__ = PUBLIC_MODULE
+
+
+class RaceViolation(AssertionError):
+    """The invariant, the error rule or a threshold failed; ``.result`` keeps every figure."""
+
+    __module__ = PUBLIC_MODULE
+
+    def __init__(self, message: str, result: RaceResult) -> None:
+        super().__init__(message)
+        self.result = result

@@ -1,0 +1,214 @@
+"""The rules that decide pass or fail, from records alone: one function per rule.
+
+Per (round, resource): the winner count against ``expect`` (with timed-out requests as either
+outcome), the final state read by ``verify=`` against the acknowledged wins, raising
+predicates, errors, and the sanity rule that a wrong URL never passes. Thresholds are judged
+over the whole result.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from pytest_seatrace.core.config import RaceConfig, describe_range
+from pytest_seatrace.core.records import Outcome, Record
+from pytest_seatrace.core.violations import Violation, ViolationKind
+
+if TYPE_CHECKING:
+    from pytest_seatrace.core.result import RaceResult
+
+NEVER_WIN_STATUSES = frozenset(
+    {400, 401, 403, 404, 405, 406, 407, 410, 411, 413, 414, 415, 421, 422, 426, 431, 501, 505}
+)
+"""A resource where every response is the same one of these could not have been won by anyone:
+a wrong URL, method, credential or body. It must never pass silently, even when ``expect``
+admits zero winners."""
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """The records of one resource in one round, and what the final state says of it."""
+
+    resource: Hashable
+    round: int
+    records: Sequence[Record]
+    holders: int | None
+
+    @property
+    def wins(self) -> int:
+        return sum(1 for r in self.records if r.outcome is Outcome.WIN)
+
+    @property
+    def unknown(self) -> int:
+        return sum(1 for r in self.records if r.outcome is Outcome.UNKNOWN)
+
+
+def groups(
+    records: Sequence[Record], config: RaceConfig, held: Mapping[tuple[int, int], int] | None
+) -> list[Group]:
+    by_key: dict[tuple[int, int], list[Record]] = {}
+    for rec in records:
+        by_key.setdefault((rec.round, rec.resource), []).append(rec)
+    return [
+        Group(config.resources[index], rnd, recs, None if held is None else held.get((rnd, index)))
+        for (rnd, index), recs in sorted(by_key.items())
+    ]
+
+
+def invariant_violations(
+    records: Sequence[Record], config: RaceConfig, held: Mapping[tuple[int, int], int] | None = None
+) -> list[Violation]:
+    """Every rule over every (round, resource) group; ``held`` maps (round, resource index) to
+    the holders that ``verify=`` read from the final state."""
+    out: list[Violation] = []
+    for group in groups(records, config, held):
+        out += winner_count(group, config.expect)
+        out += reconcile(group, config.expect)
+        out += raising_predicates(group)
+        out += errors(group, config.allow_errors)
+        out += no_winner_possible(group, config.expect)
+    return out
+
+
+def winner_count(group: Group, expect: range) -> list[Violation]:
+    """Too many or too few winners; indeterminate when timed-out requests decide it."""
+    wins, unknown, holders = group.wins, group.unknown, group.holders
+    possible = range(wins, wins + unknown + 1)
+    inside = [n in expect for n in possible]
+    allowed, most = describe_range(expect), expect.stop - 1
+    if not any(inside):
+        too_many = wins > most
+        return [
+            Violation(
+                ViolationKind.TOO_MANY if too_many else ViolationKind.TOO_FEW,
+                group.resource,
+                group.round,
+                allowed,
+                str(wins) if not unknown else f"{wins}..{wins + unknown}",
+                _winner_detail(group.records),
+                excess=wins - most if too_many else 0,
+            )
+        ]
+    if all(inside):
+        return []
+    if holders is not None and holders in possible:  # settled by the final state
+        if holders >= expect.start:  # too many is reported as "double" by reconcile
+            return []
+        detail = f"{unknown} timed out; the final state holds {holders}"
+        return [Violation(ViolationKind.TOO_FEW, group.resource, group.round, allowed, str(holders), detail)]
+    return [
+        Violation(
+            ViolationKind.INDETERMINATE,
+            group.resource,
+            group.round,
+            allowed,
+            f"{wins}..{wins + unknown}",
+            f"{unknown} timed out after the final write; their outcome decides; "
+            "pass verify= to settle it from the final state",
+        )
+    ]
+
+
+def reconcile(group: Group, expect: range) -> list[Violation]:
+    """The final state against acknowledged wins: lost, phantom and double bookings."""
+    holders = group.holders
+    if holders is None:
+        return []
+    wins, unknown, most = group.wins, group.unknown, expect.stop - 1
+    out = []
+    if holders < wins:
+        out.append(
+            Violation(
+                ViolationKind.LOST,
+                group.resource,
+                group.round,
+                f">= {wins}",
+                str(holders),
+                "acknowledged wins missing from state",
+            )
+        )
+    if holders > wins + unknown:
+        out.append(
+            Violation(
+                ViolationKind.PHANTOM,
+                group.resource,
+                group.round,
+                f"<= {wins + unknown}",
+                str(holders),
+                "holders nobody was told of",
+            )
+        )
+    if holders > most:
+        out.append(
+            Violation(
+                ViolationKind.DOUBLE,
+                group.resource,
+                group.round,
+                describe_range(expect),
+                str(holders),
+                "held in the final state",
+                excess=holders - most,
+            )
+        )
+    return out
+
+
+def raising_predicates(group: Group) -> list[Violation]:
+    """A ``success=``/``reject=`` predicate or an attempt that raised: fails even with ``allow_errors``."""
+    fatal = [r for r in group.records if r.fatal]
+    if not fatal:
+        return []
+    detail = f"{fatal[0].reason} (fails even with allow_errors=True)"
+    return [Violation(ViolationKind.PREDICATE, group.resource, group.round, "0", str(len(fatal)), detail)]
+
+
+def errors(group: Group, allow_errors: bool) -> list[Violation]:
+    """5xx and transport failures, unless ``allow_errors=True``."""
+    failed = [r for r in group.records if r.outcome is Outcome.ERROR and not r.fatal]
+    if not failed or allow_errors:
+        return []
+    reasons = Counter(r.reason or "error" for r in failed).most_common(2)
+    detail = "; ".join(f"{n}× {text}" for text, n in reasons)
+    return [Violation(ViolationKind.ERROR, group.resource, group.round, "0", str(len(failed)), detail)]
+
+
+def no_winner_possible(group: Group, expect: range) -> list[Violation]:
+    """A resource nobody could win (one never-win status everywhere, or no answer at all)."""
+    if group.wins or group.unknown:
+        return []
+    recs = group.records
+    statuses = {r.status for r in recs}
+    reason = ""
+    if statuses == {0} and all(r.outcome is Outcome.ERROR for r in recs):
+        common = Counter(r.reason or "error" for r in recs).most_common(1)
+        reason = f"no attempt could win: every request failed ({common[0][0]})"
+    elif len(statuses) == 1 and next(iter(statuses)) in NEVER_WIN_STATUSES:
+        reason = (
+            f"no attempt could win: every response was {next(iter(statuses))} (wrong URL, method or body?)"
+        )
+    if not reason:
+        return []
+    allowed = describe_range(expect)
+    return [Violation(ViolationKind.NO_WINNER_POSSIBLE, group.resource, group.round, allowed, "0", reason)]
+
+
+def _winner_detail(recs: Sequence[Record]) -> str:
+    wins = [r for r in recs if r.outcome is Outcome.WIN]
+    shown = ", ".join(f"client {r.client} ({r.status})" for r in wins[:5])
+    more = f" and {len(wins) - 5} more" if len(wins) > 5 else ""
+    return f"winners: {shown}{more}" if wins else "no winner"
+
+
+def threshold_violations(result: RaceResult) -> list[Violation]:
+    out = []
+    for th in result.config.thresholds:
+        value = th.measure(result)
+        if not th.holds(value):
+            shown = th.format_value(value)
+            out.append(
+                Violation(ViolationKind.THRESHOLD, None, None, th.text, shown, f"{th.metric} = {shown}")
+            )
+    return out

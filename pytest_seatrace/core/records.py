@@ -1,0 +1,76 @@
+"""What the engine writes down per request, and what one race run hands to the judges.
+
+Small on purpose: 50,000 records must stay in a few MB. Records from several processes merge
+by concatenation; every figure of a result is derived from them.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pytest_seatrace.core.violations import Violation
+
+BODY_KEEP = 1024
+"""Bytes of a winning response body kept for reports (the first KiB)."""
+
+
+class Outcome(enum.IntEnum):
+    """How one response counts towards the invariant."""
+
+    WIN = 0
+    REJECTION = 1
+    ERROR = 2
+    UNKNOWN = 3
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+@dataclass(slots=True)
+class Record:
+    """One request of a race.
+
+    ``sent_ns`` is when its final write returned (gate mode: when it was handed to the client),
+    ``end_ns`` when the response was complete (or the outcome was decided), both
+    ``time.perf_counter_ns``. ``server_ns`` is the service's ``X-Arrival-Ns`` stamp, or 0.
+    """
+
+    resource: int
+    client: int
+    round: int
+    sent_ns: int = 0
+    end_ns: int = 0
+    status: int = 0
+    outcome: Outcome = Outcome.ERROR
+    reason: str | None = None
+    body: bytes | None = None
+    server_ns: int = 0
+    fatal: bool = False
+    """Fails the race even with ``allow_errors=True``: a predicate or attempt function raised."""
+
+    @property
+    def latency_ns(self) -> int:
+        return max(0, self.end_ns - self.sent_ns) if self.sent_ns else 0
+
+
+@dataclass(frozen=True)
+class RaceRun:
+    """What the engine measured for one race call, unjudged.
+
+    ``held`` maps (round, resource index) to the holders ``verify=`` read from the final state
+    (``None`` without ``verify=``); ``problems`` are violations found while running (a
+    ``verify=`` that raised); ``clock`` is one (``time.time_ns()``, ``time.perf_counter_ns()``)
+    pair mapping the records' stamps to wall time.
+    """
+
+    records: tuple[Record, ...]
+    duration: float
+    clock: tuple[int, int] = (0, 0)
+    held: Mapping[tuple[int, int], int] | None = None
+    problems: tuple[Violation, ...] = ()
+    interrupted: bool = False

@@ -1,0 +1,303 @@
+"""What a race found: its records and config in, every figure and the verdict derived.
+
+Like pytest-benchmark's ``Stats``, the result keeps the data and computes each figure once, on
+first use; nothing is stored twice. ``violations`` is empty exactly when the race passed.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from pytest_seatrace.core.config import RaceConfig
+from pytest_seatrace.core.document import HistoryDoc, RaceDoc, ResourceDoc, WinDoc
+from pytest_seatrace.core.judge import invariant_violations, threshold_violations
+from pytest_seatrace.core.records import BODY_KEEP, Outcome, RaceRun, Record
+from pytest_seatrace.core.stats import Latency, Percentiles, Spread
+from pytest_seatrace.core.violations import Violation
+
+
+@dataclass(frozen=True, slots=True)
+class Win:
+    """An acknowledged winner: who won, when, and the start of what the service said."""
+
+    client: int
+    round: int
+    status: int
+    latency_ns: int
+    body: bytes
+
+    def to_dict(self) -> WinDoc:
+        return {
+            "client": self.client,
+            "round": self.round,
+            "status": self.status,
+            "latency_ns": self.latency_ns,
+            "body": self.body.decode("utf-8", "replace"),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RoundSummary:
+    round: int
+    requests: int
+    wins: int
+    rejections: int
+    errors: int
+    unknown: int
+    violations: int
+
+
+@dataclass(frozen=True)
+class RaceResult:
+    """Everything one race call measured, derived from its records and config."""
+
+    name: str
+    config: RaceConfig = field(repr=False)
+    history: tuple[Record, ...] = field(default=(), repr=False)
+    """Every request's record, in the order the waves finished."""
+    duration: float = 0.0
+    """Seconds spent racing (resets and ``verify=`` between rounds excluded)."""
+    clock: tuple[int, int] = (0, 0)
+    """One (``time.time_ns()``, ``time.perf_counter_ns()``) pair taken at the start, mapping
+    the history's monotonic stamps to wall time."""
+    held: Mapping[tuple[int, int], int] | None = field(default=None, repr=False)
+    """Holders per (round, resource index) read by ``verify=``; ``None`` without it."""
+    problems: tuple[Violation, ...] = field(default=(), repr=False)
+    """Violations found while running (a ``verify=`` that raised)."""
+    interrupted: bool = False
+    """Cut short (Ctrl-C): the figures cover the waves that finished."""
+
+    @classmethod
+    def from_run(cls, name: str, config: RaceConfig, run: RaceRun) -> RaceResult:
+        return cls(
+            name=name,
+            config=config,
+            history=run.records,
+            duration=run.duration,
+            clock=run.clock,
+            held=run.held,
+            problems=run.problems,
+            interrupted=run.interrupted,
+        )
+
+    # -- the config, as the result names it --------------------------------------------------
+
+    @property
+    def mode(self) -> str:
+        return self.config.sync
+
+    @property
+    def resources(self) -> tuple[Hashable, ...]:
+        return self.config.resources
+
+    @property
+    def concurrency(self) -> int:
+        return self.config.concurrency
+
+    @property
+    def expect(self) -> range:
+        return self.config.expect
+
+    @property
+    def rounds(self) -> int:
+        return self.config.rounds
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return self.config.describe()
+
+    # -- counts ----------------------------------------------------------------------------
+
+    @cached_property
+    def _outcomes(self) -> Counter[Outcome]:
+        return Counter(r.outcome for r in self.history)
+
+    @property
+    def requests(self) -> int:
+        return len(self.history)
+
+    @property
+    def wins(self) -> int:
+        return self._outcomes[Outcome.WIN]
+
+    @property
+    def rejections(self) -> int:
+        return self._outcomes[Outcome.REJECTION]
+
+    @property
+    def errors(self) -> int:
+        return self._outcomes[Outcome.ERROR]
+
+    @property
+    def unknown(self) -> int:
+        return self._outcomes[Outcome.UNKNOWN]
+
+    @cached_property
+    def error_reasons(self) -> Counter[str]:
+        return Counter(r.reason or "error" for r in self.history if r.outcome is Outcome.ERROR)
+
+    @cached_property
+    def status_counts(self) -> Counter[int]:
+        return Counter(r.status for r in self.history if r.status)
+
+    @cached_property
+    def winners(self) -> dict[Hashable, list[Win]]:
+        out: dict[Hashable, list[Win]] = {}
+        for rec in self.history:
+            if rec.outcome is Outcome.WIN:
+                out.setdefault(self.resources[rec.resource], []).append(
+                    Win(rec.client, rec.round, rec.status, rec.latency_ns, (rec.body or b"")[:BODY_KEEP])
+                )
+        return out
+
+    # -- timing ----------------------------------------------------------------------------
+
+    @cached_property
+    def latency(self) -> Latency:
+        recs = self.history
+        return Latency(
+            all=Percentiles.of(r.latency_ns for r in recs if r.outcome is not Outcome.UNKNOWN and r.sent_ns),
+            winners=Percentiles.of(r.latency_ns for r in recs if r.outcome is Outcome.WIN),
+            losers=Percentiles.of(r.latency_ns for r in recs if r.outcome is Outcome.REJECTION),
+        )
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.duration if self.duration > 0 else 0.0
+
+    @cached_property
+    def spread(self) -> Spread:
+        return Spread.of(self.history, self.resources)
+
+    # -- verdict ---------------------------------------------------------------------------
+
+    @cached_property
+    def violations(self) -> tuple[Violation, ...]:
+        found = [*invariant_violations(self.history, self.config, self.held), *self.problems]
+        return (*found, *threshold_violations(self))
+
+    @property
+    def passed(self) -> bool:
+        return not self.violations
+
+    @property
+    def double_bookings(self) -> int:
+        """Wins (or final-state holders) beyond what ``expect`` allows, per resource and round."""
+        excess: dict[tuple[Hashable, int | None], int] = {}
+        for v in self.violations:
+            if v.excess:
+                key = (v.resource, v.round)
+                excess[key] = max(excess.get(key, 0), v.excess)
+        return sum(excess.values())
+
+    @cached_property
+    def per_round(self) -> tuple[RoundSummary, ...]:
+        counts = [Counter[Outcome]() for _ in range(self.rounds)]
+        for rec in self.history:
+            counts[rec.round - 1][rec.outcome] += 1
+        bad = Counter(v.round for v in self.violations if v.round is not None)
+        return tuple(
+            RoundSummary(
+                round=i + 1,
+                requests=sum(c.values()),
+                wins=c[Outcome.WIN],
+                rejections=c[Outcome.REJECTION],
+                errors=c[Outcome.ERROR],
+                unknown=c[Outcome.UNKNOWN],
+                violations=bad[i + 1],
+            )
+            for i, c in enumerate(counts)
+        )
+
+    def violation_rate(self) -> str:
+        """E.g. ``"too-many in 3 of 20 rounds"``; empty for a single round."""
+        if self.rounds <= 1:
+            return ""
+        bad = sum(1 for r in self.per_round if r.violations)
+        kinds = sorted({v.kind.value for v in self.violations if v.round is not None})
+        what = ", ".join(kinds) if kinds else "violations"
+        return f"{what} in {bad} of {self.rounds} rounds"
+
+    def by_resource(self) -> list[ResourceDoc]:
+        """Per resource counts over all rounds, in resource order (the seed's execution pattern)."""
+        counts = [Counter[int]() for _ in self.resources]
+        for rec in self.history:
+            counts[rec.resource][rec.outcome] += 1
+        return [
+            {
+                "resource": str(res),
+                "requests": sum(c.values()),
+                "wins": c[Outcome.WIN],
+                "rejections": c[Outcome.REJECTION],
+                "errors": c[Outcome.ERROR],
+                "unknown": c[Outcome.UNKNOWN],
+            }
+            for res, c in zip(self.resources, counts, strict=True)
+        ]
+
+    # -- the race document -----------------------------------------------------------------
+
+    def to_dict(self, *, history: bool = False) -> RaceDoc:
+        """The race document (builtins only: JSON- and execnet-safe); computed once per race."""
+        names = {r: str(r) for r in self.resources}
+        doc: RaceDoc = {
+            "name": self.name,
+            "mode": self.mode,
+            "passed": self.passed,
+            "interrupted": self.interrupted,
+            "resources": [names[r] for r in self.resources],
+            "concurrency": self.concurrency,
+            "expect": {"min": self.expect.start, "max": self.expect.stop - 1},
+            "rounds": self.rounds,
+            "requests": self.requests,
+            "wins": self.wins,
+            "rejections": self.rejections,
+            "errors": self.errors,
+            "unknown": self.unknown,
+            "double_bookings": self.double_bookings,
+            "error_reasons": dict(self.error_reasons),
+            "status_counts": {str(k): v for k, v in sorted(self.status_counts.items())},
+            "latency": self.latency.to_dict(),
+            "rps": self.rps,
+            "duration_s": self.duration,
+            "spread": self.spread.to_dict(names),
+            "winners": {names[r]: [w.to_dict() for w in ws] for r, ws in self.winners.items()},
+            "violations": [v.to_dict() for v in self.violations],
+            "violation_rate": self.violation_rate(),
+            "per_round": [
+                {
+                    "round": r.round,
+                    "requests": r.requests,
+                    "wins": r.wins,
+                    "rejections": r.rejections,
+                    "errors": r.errors,
+                    "unknown": r.unknown,
+                    "violations": r.violations,
+                }
+                for r in self.per_round
+            ],
+            "by_resource": self.by_resource(),
+            "settings": self.settings,
+            "clock": {"time_ns": self.clock[0], "perf_counter_ns": self.clock[1]},
+        }
+        if history:
+            doc["history"] = history_columns(self.history, self.resources)
+        return doc
+
+
+def history_columns(records: Sequence[Record], resources: Sequence[Hashable]) -> HistoryDoc:
+    """The request history as columns: small in JSON even at 50,000 requests."""
+    return {
+        "start_ns": [r.sent_ns for r in records],
+        "end_ns": [r.end_ns for r in records],
+        "client": [r.client for r in records],
+        "resource": [str(resources[r.resource]) for r in records],
+        "round": [r.round for r in records],
+        "status": [r.status for r in records],
+        "outcome": [r.outcome.label for r in records],
+        "server_ns": [r.server_ns for r in records],
+    }

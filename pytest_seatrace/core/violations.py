@@ -1,0 +1,63 @@
+"""A broken rule: its kind (an enum that is also the string users compare with) and its numbers."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Hashable
+from dataclasses import dataclass
+
+from pytest_seatrace.core.document import ViolationDoc
+
+
+class ViolationKind(str, enum.Enum):
+    """What a violation broke. A ``str``: ``v.kind == "too-many"`` keeps working."""
+
+    TOO_MANY = "too-many"
+    TOO_FEW = "too-few"
+    INDETERMINATE = "indeterminate"
+    ERROR = "error"
+    PREDICATE = "predicate"
+    NO_WINNER_POSSIBLE = "no-winner-possible"
+    LOST = "lost"
+    PHANTOM = "phantom"
+    DOUBLE = "double"
+    VERIFY = "verify"
+    """The ``verify=`` callable failed."""
+    THRESHOLD = "threshold"
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+
+WINNER_KINDS = frozenset({ViolationKind.TOO_MANY, ViolationKind.TOO_FEW, ViolationKind.INDETERMINATE})
+"""Violations about the number of winners: their message shows who won."""
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    """One broken rule, per resource and round where it has one.
+
+    ``allowed`` and ``found`` are the texts shown to people; ``excess`` is the number of winners
+    (or final-state holders) beyond what ``expect`` allows, counted for double bookings.
+    """
+
+    kind: ViolationKind
+    resource: Hashable | None
+    round: int | None
+    allowed: str
+    found: str
+    detail: str = ""
+    excess: int = 0
+
+    def to_dict(self) -> ViolationDoc:
+        return {
+            "kind": self.kind.value,
+            "resource": None if self.resource is None else str(self.resource),
+            "round": self.round,
+            "allowed": self.allowed,
+            "found": self.found,
+            "detail": self.detail,
+        }

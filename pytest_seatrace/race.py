@@ -1,0 +1,252 @@
+"""What the ``race`` fixture gives a test: check a call, run it, judge it, record it.
+
+Sync tests drive the engine through a blocking portal; async tests await it on their own loop,
+so the same object works in plain, pytest-asyncio and anyio tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import anyio.from_thread
+import anyio.lowlevel
+
+from pytest_seatrace.core.errors import RaceUsageError, RaceViolation
+from pytest_seatrace.core.records import RaceRun
+from pytest_seatrace.core.result import RaceResult
+from pytest_seatrace.engine import AttemptFn, RacePlan, RequestSpec, TargetOptions, run_race
+from pytest_seatrace.engine.plan import REQUEST_FIELDS
+from pytest_seatrace.marker import MarkerError, check_values, resolve
+from pytest_seatrace.marker import race as marker_schema
+from pytest_seatrace.report.message import violation_message
+
+if TYPE_CHECKING:
+    from pytest_seatrace.options import Settings
+
+OVERRIDES = frozenset(inspect.signature(marker_schema).parameters)
+"""Marker arguments a race call may override: the marker's own schema."""
+
+
+INTERRUPT_GRACE = 5.0
+"""Seconds a cancelled race gets to close its sockets and hand over its partial figures."""
+
+REQUEST_ARGUMENTS = tuple(name for name in REQUEST_FIELDS if name != "url")
+"""Request arguments of ``race.post(url, ...)`` and friends (the URL is positional)."""
+
+
+def _spec(method: str, url: Any, kwargs: dict[str, Any]) -> RequestSpec:
+    fields = {k: kwargs.pop(k) for k in REQUEST_ARGUMENTS if k in kwargs}
+    return RequestSpec(method=method.upper(), url=url, **fields)
+
+
+@dataclass(frozen=True)
+class _Call:
+    """One race call, checked and resolved before anything runs: the plan, and whether to raise."""
+
+    plan: RacePlan
+    check: bool
+
+    def checked(self, result: RaceResult) -> RaceResult:
+        """Raise ``RaceViolation`` when the race broke a rule, unless ``check=False``."""
+        __tracebackhide__ = True
+        if self.check and result.violations:
+            raise RaceViolation(violation_message(result), result)
+        return result
+
+
+def _refuse_inside_loop(api: str, instead: str) -> None:
+    try:
+        anyio.lowlevel.current_token()
+    except RuntimeError:
+        return
+    raise RaceUsageError(f"{api}() would block the running event loop; use {instead}() in async tests")
+
+
+class Race:
+    """What the ``race`` fixture gives a test. Every call is one race and one summary row."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        marker: dict[str, Any],
+        settings: Settings,
+        record: Callable[[RaceResult], None],
+    ) -> None:
+        self.name = name
+        self.base_url: str | None = settings.base_url
+        self.app: Any = None
+        """An ASGI app to race in process (no socket); its lifespan runs around each race."""
+        self._marker = marker
+        self._settings = settings
+        self._record = record
+        self._stack = contextlib.ExitStack()
+        self._portal: anyio.from_thread.BlockingPortal | None = None
+        self._calls = 0
+
+    # -- request-style races -------------------------------------------------------------
+
+    def request(self, method: str, url: Any, **kwargs: Any) -> RaceResult:
+        """Race ``method url`` from every client of every resource; raise on a violation.
+
+        Request arguments (``json``, ``data``, ``content``, ``headers``, ``params``, ``cookies``)
+        and ``url`` may be callables of the attempt. Marker arguments override the marker for
+        this call; ``check=False`` returns without raising; ``verify=``, ``reset=``,
+        ``tls_verify=`` as documented.
+        """
+        __tracebackhide__ = True
+        _refuse_inside_loop(f"race.{method.lower()}", f"await race.a{method.lower()}")
+        call = self._prepare(f"race.{method.lower()}", kwargs, spec=_spec(method, url, kwargs))
+        return call.checked(self._sync(call))
+
+    def get(self, url: Any, **kwargs: Any) -> RaceResult:
+        __tracebackhide__ = True
+        return self.request("GET", url, **kwargs)
+
+    def post(self, url: Any, **kwargs: Any) -> RaceResult:
+        __tracebackhide__ = True
+        return self.request("POST", url, **kwargs)
+
+    def put(self, url: Any, **kwargs: Any) -> RaceResult:
+        __tracebackhide__ = True
+        return self.request("PUT", url, **kwargs)
+
+    def patch(self, url: Any, **kwargs: Any) -> RaceResult:
+        __tracebackhide__ = True
+        return self.request("PATCH", url, **kwargs)
+
+    def delete(self, url: Any, **kwargs: Any) -> RaceResult:
+        __tracebackhide__ = True
+        return self.request("DELETE", url, **kwargs)
+
+    async def arequest(self, method: str, url: Any, **kwargs: Any) -> RaceResult:
+        """``request`` for async tests, on the test's own event loop."""
+        __tracebackhide__ = True
+        call = self._prepare(f"race.a{method.lower()}", kwargs, spec=_spec(method, url, kwargs))
+        return call.checked(await self._execute(call))
+
+    async def aget(self, url: Any, **kwargs: Any) -> RaceResult:
+        __tracebackhide__ = True
+        return await self.arequest("GET", url, **kwargs)
+
+    async def apost(self, url: Any, **kwargs: Any) -> RaceResult:
+        __tracebackhide__ = True
+        return await self.arequest("POST", url, **kwargs)
+
+    async def aput(self, url: Any, **kwargs: Any) -> RaceResult:
+        __tracebackhide__ = True
+        return await self.arequest("PUT", url, **kwargs)
+
+    async def apatch(self, url: Any, **kwargs: Any) -> RaceResult:
+        __tracebackhide__ = True
+        return await self.arequest("PATCH", url, **kwargs)
+
+    async def adelete(self, url: Any, **kwargs: Any) -> RaceResult:
+        __tracebackhide__ = True
+        return await self.arequest("DELETE", url, **kwargs)
+
+    # -- attempt-style races -------------------------------------------------------------
+
+    def run(self, attempt: AttemptFn, **kwargs: Any) -> RaceResult:
+        """Race an async ``attempt(a)`` function: set-up before ``await a.gate()``, the timed
+        request after it; it returns the response to classify."""
+        __tracebackhide__ = True
+        _refuse_inside_loop("race.run", "await race.arun")
+        call = self._prepare("race.run", kwargs, attempt_fn=attempt)
+        return call.checked(self._sync(call))
+
+    async def arun(self, attempt: AttemptFn, **kwargs: Any) -> RaceResult:
+        """``run`` for async tests, on the test's own event loop."""
+        __tracebackhide__ = True
+        call = self._prepare("race.arun", kwargs, attempt_fn=attempt)
+        return call.checked(await self._execute(call))
+
+    # -- shared ----------------------------------------------------------------------------
+
+    def _prepare(
+        self,
+        api: str,
+        kwargs: dict[str, Any],
+        *,
+        spec: RequestSpec | None = None,
+        attempt_fn: AttemptFn | None = None,
+    ) -> _Call:
+        """Check the call's arguments and resolve its settings, in the caller's thread."""
+        __tracebackhide__ = True
+        check = kwargs.pop("check", True)
+        verify = kwargs.pop("verify", None)
+        reset = kwargs.pop("reset", None)
+        tls_verify = kwargs.pop("tls_verify", True)
+        unknown = sorted(set(kwargs) - OVERRIDES)
+        if unknown:
+            raise RaceUsageError(
+                f"{api}() got an unexpected keyword argument {unknown[0]!r}; it takes request arguments "
+                f"({', '.join(REQUEST_ARGUMENTS)}), check, verify, reset, tls_verify and "
+                f"the marker's arguments ({', '.join(sorted(OVERRIDES))})"
+            )
+        if attempt_fn is not None and not callable(attempt_fn):
+            raise RaceUsageError(
+                f"{api}: attempt must be an async function of the attempt, not {attempt_fn!r}"
+            )
+        for name, fn in (("verify", verify), ("reset", reset)):
+            if fn is not None and not callable(fn):
+                raise RaceUsageError(f"{api}({name}={fn!r}): expected a callable")
+        try:
+            overrides = check_values(kwargs)
+            config = resolve(
+                self._marker,
+                overrides,
+                self._settings,
+                flexible=attempt_fn is not None or self.app is not None,
+            )
+        except MarkerError as exc:
+            raise RaceUsageError(f"{api}: {exc}") from None
+        self._calls += 1
+        plan = RacePlan(
+            name=self.name if self._calls == 1 else f"{self.name} #{self._calls}",
+            config=config,
+            target=TargetOptions(base_url=self.base_url, tls_verify=tls_verify, app=self.app),
+            request=spec,
+            attempt=attempt_fn,
+            verify=verify,
+            reset=reset,
+        )
+        return _Call(plan, check=bool(check))
+
+    def _judge(self, plan: RacePlan, run: RaceRun) -> RaceResult:
+        """The judged result of a run, recorded for the summary and reports as it is made."""
+        result = RaceResult.from_run(plan.name, plan.config, run)
+        self._record(result)
+        return result
+
+    async def _execute(self, call: _Call) -> RaceResult:
+        plan = call.plan
+
+        def interrupted(partial: RaceRun) -> None:  # Ctrl-C: the finished waves are still judged
+            self._judge(plan, partial)
+
+        run = await run_race(plan, on_interrupt=interrupted)
+        return self._judge(plan, run)
+
+    def _sync(self, call: _Call) -> RaceResult:
+        __tracebackhide__ = True
+        if self._portal is None:
+            self._portal = self._stack.enter_context(anyio.from_thread.start_blocking_portal())
+        future = self._portal.start_task_soon(self._execute, call)
+        try:
+            result: RaceResult = future.result()
+        except RaceUsageError as exc:  # re-raised here, so the traceback ends at the test's line
+            raise RaceUsageError(str(exc)) from None
+        except BaseException:  # Ctrl-C: cancel the race, let it hand over what it finished
+            future.cancel()
+            with contextlib.suppress(BaseException):
+                future.exception(timeout=INTERRUPT_GRACE)
+            raise
+        return result
+
+    def close(self) -> None:
+        self._stack.close()

@@ -1,0 +1,235 @@
+"""The session's races: one role chosen at start-up, the figures gathered, the reports written.
+
+As pytest-cov picks ``Central``, ``DistMaster`` or ``DistWorker`` once, the plugin picks one
+role here and every hook delegates to it; nothing else looks at ``workerinput`` or
+``workeroutput``:
+
+- ``Controller``: a plain run, or pytest-xdist's controller. It keeps every race document,
+  receives workers' documents on their replayed test reports and their request histories
+  through one file per worker (its path comes back in ``workeroutput``, as pytest-cov does),
+  prints the summary and writes the reports.
+- ``Worker``: a pytest-xdist worker. Its race documents ride to the controller on the test
+  reports (builtins only), its histories in one file at the end; it prints and writes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_seatrace.core.document import RaceDoc
+from pytest_seatrace.core.result import RaceResult, history_columns
+from pytest_seatrace.options import Settings
+
+RACES = pytest.StashKey[list[RaceDoc]]()
+"""Race documents of one test item, in the order its races ran."""
+REPORTED = pytest.StashKey[int]()
+"""How many of an item's races have already ridden on a report to the controller."""
+
+JUNIT_FIGURES = ("requests", "wins", "rejections", "errors", "unknown", "double_bookings", "rps", "mode")
+JUNIT_LATENCIES = ("med_ns", "p95_ns", "p99_ns", "max_ns")
+
+
+def junit_properties(doc: RaceDoc, number: int) -> list[tuple[str, object]]:
+    """A race's key figures as JUnit properties: ``race_requests``, ``race2_p95_ms``, …"""
+    prefix = "race" if number == 1 else f"race{number}"
+    figures: Mapping[str, Any] = doc
+    props: list[tuple[str, object]] = [(f"{prefix}_{key}", figures[key]) for key in JUNIT_FIGURES]
+    lat: Mapping[str, Any] = doc["latency"]["all"]
+    for key in JUNIT_LATENCIES:
+        value = lat[key]
+        if value is not None:
+            props.append((f"{prefix}_{key[:-3]}_ms", round(value / 1e6, 3)))
+    props.append((f"{prefix}_passed", doc["passed"]))
+    return props
+
+
+def choose_role(config: pytest.Config) -> RaceSessionRole:
+    """The role of this process, decided once: worker under pytest-xdist, else controller."""
+    workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
+    if workerinput is not None:
+        return Worker(config, workerinput)
+    return Controller(config)
+
+
+class RaceSessionRole:
+    """What every role does: keep each race as it ends, with its document made once."""
+
+    is_worker = False
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.settings = Settings.from_config(config, inherited_seed=self.inherited_seed())
+        """CLI and ini resolved once for the session."""
+        self.local: list[RaceResult] = []
+        """Races of this process whose histories go into the reports."""
+
+    @property
+    def wants_history(self) -> bool:
+        return self.settings.json is not None or self.settings.html is not None
+
+    def inherited_seed(self) -> int | None:
+        """The seed chosen by someone else for this run (a worker's controller), if any."""
+        return None
+
+    def record(self, item: pytest.Item, result: RaceResult) -> None:
+        """A race of ``item`` ended: log it now, so even an interrupted test keeps it."""
+        doc = result.to_dict()
+        races = item.stash.setdefault(RACES, [])
+        races.append(doc)
+        item.user_properties.extend(junit_properties(doc, len(races)))
+        if self.wants_history:
+            self.local.append(result)
+        self.keep(doc)
+
+    def keep(self, doc: RaceDoc) -> None:
+        raise NotImplementedError
+
+    def on_report(self, item: pytest.Item, report: pytest.TestReport) -> None:
+        """A test report was made in this process (``pytest_runtest_makereport``)."""
+
+
+class Controller(RaceSessionRole):
+    """A plain run or the xdist controller: gathers every race, prints, writes the reports."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        super().__init__(config)
+        self.races: list[RaceDoc] = []
+        self.worker_histories: dict[tuple[str, str], dict[str, list[Any]]] = {}
+        self.crashed_workers: list[str] = []
+        self.written: list[str] = []
+        self.write_errors: list[str] = []
+        self._exchange: Path | None = None
+
+    def keep(self, doc: RaceDoc) -> None:
+        self.races.append(doc)
+
+    def worker_count(self) -> int:
+        return len({r["worker"] for r in self.races if r.get("worker")})
+
+    # -- hooks ---------------------------------------------------------------------------
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """Races of xdist workers arrive with the reports xdist replays here."""
+        races: list[RaceDoc] | None = getattr(report, "seatrace", None)
+        if races:
+            self.races.extend(races)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        node.workerinput["seatrace_seed"] = self.settings.seed  # one seed for the whole run
+        if self.wants_history:
+            if self._exchange is None:
+                self._exchange = Path(tempfile.mkdtemp(prefix="seatrace-xdist-"))
+            node.workerinput["seatrace_dir"] = str(self._exchange)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        output: dict[str, Any] = getattr(node, "workeroutput", {}) or {}
+        path = output.get("seatrace_history")
+        worker = getattr(node, "workerinput", {}).get("workerid", "?")
+        if error or (self.wants_history and not path):
+            self.crashed_workers.append(f"{worker}: {error or 'no history sent'}")
+        if path:
+            try:
+                for race in json.loads(Path(path).read_text(encoding="utf-8")):
+                    self.worker_histories[(worker, race["name"])] = race["history"]
+            except (OSError, ValueError) as exc:
+                self.crashed_workers.append(f"{worker}: history unreadable ({exc})")
+
+    def pytest_sessionfinish(self) -> None:
+        from pytest_seatrace.report.files import write_reports
+
+        settings = self.settings
+        self.written, self.write_errors = write_reports(
+            self.full_races(), seed=settings.seed, json_path=settings.json, html_path=settings.html
+        )
+        if self._exchange is not None:
+            shutil.rmtree(self._exchange, ignore_errors=True)
+
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        from pytest_seatrace.report.summary import summary_lines
+
+        settings = self.settings
+        lines = summary_lines(
+            self.races,
+            verbosity=self.config.get_verbosity(),
+            mode=settings.summary,
+            workers=self.worker_count(),
+        )
+        if lines:
+            terminalreporter.ensure_newline()  # else the first table line would follow a blank one
+            terminalreporter.section("race summary")
+            for line in lines:
+                terminalreporter.write_line(line.text, red=line.red, green=line.green, bold=line.bold)
+        for path in self.written:
+            terminalreporter.write_line(f"seatrace: report written to {path}")
+        for error in self.write_errors:
+            terminalreporter.write_line(f"seatrace: {error}", red=True, bold=True)
+        for crash in self.crashed_workers:
+            terminalreporter.write_line(f"seatrace: worker lost its race history: {crash}", red=True)
+
+    # -- merging ---------------------------------------------------------------------------
+
+    def full_races(self) -> list[RaceDoc]:
+        """Every race document with its history attached where it is known."""
+        if not self.wants_history:
+            return list(self.races)
+        local = {r.name: r for r in self.local}
+        out = []
+        for race in self.races:
+            race = RaceDoc(**race)  # a copy: the summary's documents stay small
+            worker = race.get("worker")
+            if worker:
+                race["history"] = self.worker_histories.get((worker, race["name"]))
+            elif race["name"] in local:
+                result = local[race["name"]]
+                race["history"] = history_columns(result.history, result.resources)
+            out.append(race)
+        return out
+
+
+class Worker(RaceSessionRole):
+    """A pytest-xdist worker: races travel to the controller; nothing printed or written here."""
+
+    is_worker = True
+
+    def __init__(self, config: pytest.Config, workerinput: dict[str, Any]) -> None:
+        self.workerinput = workerinput
+        self.worker_id: str = workerinput.get("workerid", "?")
+        super().__init__(config)
+
+    def inherited_seed(self) -> int | None:
+        seed: int | None = self.workerinput.get("seatrace_seed")
+        return seed
+
+    def keep(self, doc: RaceDoc) -> None:
+        doc["worker"] = self.worker_id
+
+    def on_report(self, item: pytest.Item, report: pytest.TestReport) -> None:
+        """Races not sent yet ride to the controller on this report (builtins only)."""
+        races = item.stash.get(RACES, [])
+        done = item.stash.get(REPORTED, 0)
+        if len(races) > done:
+            report.seatrace = races[done:]  # type: ignore[attr-defined]
+            item.stash[REPORTED] = len(races)
+
+    def pytest_sessionfinish(self) -> None:
+        """Send the request histories, too bulky for reports, through one file."""
+        directory = self.workerinput.get("seatrace_dir")
+        if not directory or not self.wants_history:
+            return
+        path = Path(directory) / f"{self.worker_id}.json"
+        data = [{"name": r.name, "history": history_columns(r.history, r.resources)} for r in self.local]
+        try:
+            path.write_text(json.dumps(data), encoding="utf-8")
+        except OSError:  # the controller reports the missing history; the figures still travel
+            return
+        workeroutput: dict[str, Any] = getattr(self.config, "workeroutput", {})
+        workeroutput["seatrace_history"] = str(path)
