@@ -6,6 +6,9 @@ of < 1 ms and < 1 s). The parent binds the listening socket and passes its fd, s
 port is ours from the start: no bind-read-release window another xdist worker could
 steal, and connections made before the child serves wait in the backlog.
 
+``server="hypercorn"`` adds HTTP/2; ``tls=True`` serves https with a throwaway CA made
+by trustme (imported only then), whose certificate the handle names in ``ca_path``.
+
 Free of pytest, so benchmarks and examples use it too.
 """
 
@@ -19,13 +22,14 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import sysconfig
 import tempfile
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +40,7 @@ _BACKLOG = 4096  # >= resources x concurrency; uvicorn re-listens with the same 
 _POLL_INTERVAL = 0.005
 _STOP_TIMEOUT = 5.0
 _LOG_TAIL_LINES = 30
+SERVERS = ("uvicorn", "hypercorn")
 
 
 class ServiceError(RuntimeError):
@@ -59,14 +64,46 @@ class ServiceHandle:
     pid: int
     log_path: Path
     _process: subprocess.Popen[bytes] = field(repr=False, compare=False)
+    server: str = "uvicorn"
+    tls: bool = False
+    auth: bool = False
+    ca_path: Path | None = None
+    """The throwaway CA's certificate (PEM) when ``tls``: trust it to verify the service."""
 
-    def request(self, method: str, path: str, body: Any = None, *, timeout: float = 10.0) -> tuple[int, Any]:
-        """One HTTP request to the service: (status, decoded JSON body).
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """A client context trusting ``ca_path`` (None without TLS), e.g. for httpx's ``verify=``."""
+        return None if self.ca_path is None else _client_context(self.ca_path)
 
-        ``http.client`` ignores proxy variables, like the race engine (a proxy would
-        re-time the requests).
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        timeout: float = 10.0,
+        token: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> tuple[int, Any]:
+        """One HTTP/1.1 request to the service: (status, decoded JSON body).
+
+        ``token`` (from ``login``) goes as ``Authorization: Bearer``. ``http.client``
+        ignores proxy variables, like the race engine (a proxy would re-time the requests).
         """
-        return _request(self.port, method, path, body, timeout=timeout)
+        sent = dict(headers or {})
+        if token is not None:
+            sent["Authorization"] = f"Bearer {token}"
+        return _request(
+            self.port, method, path, body, timeout=timeout, context=self.ssl_context(), headers=sent
+        )
+
+    def login(self, user: str) -> str:
+        """``POST /login`` as ``user`` (a service started with ``auth=True``): the bearer token."""
+        status, body = self.request("POST", "/login", {"user": user})
+        if status != 200:
+            hint = "" if self.auth else " (the service was started without auth=True)"
+            raise ServiceError(f"POST /login answered {status}: {body}{hint}")
+        token: str = body["token"]
+        return token
 
     def holders(self, seat: str | int) -> list[str]:
         """Users holding ``seat`` according to ``GET /seats/{seat}`` (two or more: a double booking)."""
@@ -109,19 +146,31 @@ def start_sample_service(
     db_path: Path | None = None,
     startup_timeout: float = 10.0,
     busy_timeout_ms: int = 5000,
+    server: str = "uvicorn",
+    tls: bool = False,
+    auth: bool = False,
+    h2_max_streams: int | None = None,
 ) -> Iterator[ServiceHandle]:
     """Start ``python -m sample_service`` on a fresh port, yield its handle, stop it.
 
     ``db_path=None`` uses a fresh temporary directory, removed at exit; a given
     ``db_path`` is kept, so starting again on it finds the earlier bookings. The log
-    (stdout and stderr) goes next to the database. Stopping is SIGTERM, up to 5 s for
-    a graceful stop, then SIGKILL.
+    (stdout and stderr) goes next to the database, and with ``tls=True`` so do the
+    throwaway CA, certificate and key (removed at exit: the CA dies with the service).
+    ``server`` is ``"uvicorn"`` (HTTP/1.1) or ``"hypercorn"`` (HTTP/2 too: h2c, or ALPN
+    ``h2`` with ``tls``); ``h2_max_streams`` is hypercorn's per-connection stream limit
+    (the service's default: 1000). ``auth=True`` makes orders need a ``login`` token.
+    Stopping is SIGTERM, up to 5 s for a graceful stop, then SIGKILL.
     """
+    _check_arguments(server, h2_max_streams)
     own_dir: Path | None = None
     if db_path is None:
         own_dir = Path(tempfile.mkdtemp(prefix="seatrace-service-"))
         db_path = own_dir / "seats.db"
+    tls_files: _TlsFiles | None = None
     try:
+        if tls:
+            tls_files = _write_tls_files(db_path.parent)
         fd, log_name = tempfile.mkstemp(prefix="sample_service-", suffix=".log", dir=db_path.parent)
         log_path = Path(log_name)
         with os.fdopen(fd, "wb") as log, _listening_socket() as sock:
@@ -134,7 +183,14 @@ def start_sample_service(
                 "--seats", str(seats),
                 "--window-ms", repr(window_ms),
                 "--busy-timeout-ms", str(busy_timeout_ms),
+                "--server", server,
             ]  # fmt: skip
+            if tls_files is not None:
+                command += ["--certfile", str(tls_files.cert), "--keyfile", str(tls_files.key)]
+            if auth:
+                command.append("--auth")
+            if h2_max_streams is not None:
+                command += ["--h2-max-streams", str(h2_max_streams)]
             process = subprocess.Popen(  # noqa: S603 - our own interpreter and module, no shell
                 command,
                 stdin=subprocess.DEVNULL,
@@ -145,9 +201,11 @@ def start_sample_service(
             )
         # The child has its own copy of the socket and the log file; ours are closed.
         try:
-            _wait_until_serving(process, port, log_path, startup_timeout)
+            ca_path = None if tls_files is None else tls_files.ca
+            context = None if ca_path is None else _client_context(ca_path)
+            _wait_until_serving(process, port, log_path, startup_timeout, context)
             yield ServiceHandle(
-                url=f"http://127.0.0.1:{port}",
+                url=f"{'https' if tls else 'http'}://127.0.0.1:{port}",
                 port=port,
                 db_path=db_path,
                 strategy=strategy,
@@ -156,12 +214,73 @@ def start_sample_service(
                 pid=process.pid,
                 log_path=log_path,
                 _process=process,
+                server=server,
+                tls=tls,
+                auth=auth,
+                ca_path=ca_path,
             )
         finally:
             _stop(process)
     finally:
         if own_dir is not None:
             shutil.rmtree(own_dir, ignore_errors=True)
+        elif tls_files is not None:
+            for path in (tls_files.ca, tls_files.cert, tls_files.key):
+                path.unlink(missing_ok=True)
+
+
+def _check_arguments(server: str, h2_max_streams: int | None) -> None:
+    """Refuse a bad combination here, before a subprocess is started to say so."""
+    if server not in SERVERS:
+        raise ValueError(f"server must be one of {', '.join(SERVERS)}, not {server!r}")
+    if h2_max_streams is not None:
+        if server != "hypercorn":
+            raise ValueError(f"h2_max_streams needs server='hypercorn', not server={server!r}")
+        if isinstance(h2_max_streams, bool) or h2_max_streams < 1:
+            raise ValueError(f"h2_max_streams must be an int >= 1, not {h2_max_streams!r}")
+    if server == "hypercorn" and importlib.util.find_spec("hypercorn") is None:
+        raise ServiceStartError("server='hypercorn' needs hypercorn: pip install 'pytest-seatrace[http2]'")
+
+
+@dataclass(frozen=True)
+class _TlsFiles:
+    ca: Path
+    cert: Path
+    key: Path
+
+
+def _write_tls_files(directory: Path) -> _TlsFiles:
+    """A throwaway CA and a server certificate for 127.0.0.1 and localhost, as PEM files.
+
+    Unique names (``mkstemp``, mode 0600), so services sharing a directory never clash.
+    """
+    try:
+        import trustme
+    except ImportError as exc:
+        raise ServiceStartError("tls=True needs trustme: pip install trustme") from exc
+    ca = trustme.CA()
+    issued = ca.issue_cert("127.0.0.1", "localhost")
+    paths: list[Path] = []
+    try:
+        for kind, blob in (
+            ("ca", ca.cert_pem),
+            ("cert", issued.private_key_and_cert_chain_pem),
+            ("key", issued.private_key_pem),
+        ):
+            fd, name = tempfile.mkstemp(prefix=f"sample_service-{kind}-", suffix=".pem", dir=directory)
+            paths.append(Path(name))
+            with os.fdopen(fd, "wb") as file:
+                file.write(blob.bytes())
+    except BaseException:
+        for path in paths:
+            path.unlink(missing_ok=True)
+        raise
+    return _TlsFiles(ca=paths[0], cert=paths[1], key=paths[2])
+
+
+def _client_context(ca_path: Path) -> ssl.SSLContext:
+    """Trust only the throwaway CA; check the hostname (the certificate names 127.0.0.1)."""
+    return ssl.create_default_context(cafile=str(ca_path))
 
 
 def _listening_socket() -> socket.socket:
@@ -194,7 +313,13 @@ def _child_env() -> dict[str, str]:
     return env
 
 
-def _wait_until_serving(process: subprocess.Popen[bytes], port: int, log_path: Path, timeout: float) -> None:
+def _wait_until_serving(
+    process: subprocess.Popen[bytes],
+    port: int,
+    log_path: Path,
+    timeout: float,
+    context: ssl.SSLContext | None = None,
+) -> None:
     """Poll ``GET /health`` until it answers 200, the process exits, or the deadline passes.
 
     The socket already listens, so a poll made before the child serves waits in the
@@ -216,7 +341,7 @@ def _wait_until_serving(process: subprocess.Popen[bytes], port: int, log_path: P
                 f"{_tail(log_path)}"
             )
         try:
-            status, body = _request(port, "GET", "/health", timeout=min(0.5, remaining))
+            status, body = _request(port, "GET", "/health", timeout=min(0.5, remaining), context=context)
         except (OSError, http.client.HTTPException) as exc:
             last_error = f"{type(exc).__name__}: {exc}"
         else:
@@ -226,12 +351,27 @@ def _wait_until_serving(process: subprocess.Popen[bytes], port: int, log_path: P
         time.sleep(_POLL_INTERVAL)
 
 
-def _request(port: int, method: str, path: str, body: Any = None, *, timeout: float) -> tuple[int, Any]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+def _request(
+    port: int,
+    method: str,
+    path: str,
+    body: Any = None,
+    *,
+    timeout: float,
+    context: ssl.SSLContext | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> tuple[int, Any]:
+    conn = (
+        http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        if context is None
+        else http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout, context=context)
+    )
     try:
         payload = None if body is None else json.dumps(body).encode()
-        headers = {} if payload is None else {"Content-Type": "application/json"}
-        conn.request(method, path, body=payload, headers=headers)
+        sent = dict(headers or {})
+        if payload is not None:
+            sent.setdefault("Content-Type", "application/json")
+        conn.request(method, path, body=payload, headers=sent)
         response = conn.getresponse()
         data = response.read()
     finally:
@@ -243,7 +383,7 @@ def _request(port: int, method: str, path: str, body: Any = None, *, timeout: fl
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, up to 5 s for uvicorn's graceful stop, then SIGKILL; always reaped."""
+    """SIGTERM, up to 5 s for the server's graceful stop (2 s), then SIGKILL; always reaped."""
     if process.poll() is not None:
         return
     process.send_signal(signal.SIGTERM)

@@ -7,11 +7,12 @@ pytest_seatrace, so it runs as a plain subprocess.
 
 from __future__ import annotations
 
-from sample_service.app import SEAT_TAKEN, STRATEGIES, Strategy, create_app, parse_order
+from sample_service.app import SEAT_TAKEN, SESSION_COOKIE, STRATEGIES, Strategy, create_app, parse_order
 from sample_service.db import SeatState, SeatStore, SeatTakenError
 
 __all__ = [
     "SEAT_TAKEN",
+    "SESSION_COOKIE",
     "STRATEGIES",
     "SeatState",
     "SeatStore",

@@ -3,12 +3,16 @@
 Every response carries ``X-Arrival-Ns`` (``time.perf_counter_ns()``, CLOCK_MONOTONIC on
 Linux, so another process on the machine can compare it): taken after the request body
 has been read, because uvicorn calls the app once the headers are in, before the last
-byte of the body.
+byte of the body (hypercorn too, at the HEADERS frame of an HTTP/2 stream).
+
+With ``auth=True`` ``POST /orders`` needs a token from ``POST /login``, as a bearer
+header or the ``session`` cookie, so demos and tests can race a login-then-book flow.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -27,6 +31,7 @@ from sample_service.db import SeatState, SeatStore, SeatTakenError, is_busy
 Strategy = Literal["safe", "unsafe"]
 STRATEGIES: tuple[Strategy, ...] = get_args(Strategy)
 SEAT_TAKEN = "Seat validation failed: one or more seats already locked"
+SESSION_COOKIE = "session"
 
 _T = TypeVar("_T")
 
@@ -34,24 +39,48 @@ _T = TypeVar("_T")
 class OrderRejectedError(Exception):
     """A request the service refuses, with the status and the message to answer."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers
 
 
-def parse_order(body: bytes, known_seats: frozenset[str]) -> tuple[list[str], str]:
-    """Validate a ``POST /orders`` body into (seat ids as strings, user).
+def _unauthorized(message: str, *, invalid: bool) -> OrderRejectedError:
+    """A 401 with the RFC 6750 challenge: ``invalid_token`` only when credentials were sent."""
+    challenge = 'Bearer error="invalid_token"' if invalid else "Bearer"
+    return OrderRejectedError(401, message, {"WWW-Authenticate": challenge})
 
-    Seat ids may be JSON strings or integers (``1`` and ``"1"`` are the same seat);
-    anything else, and every other malformed body, is a 422, an unknown seat a 404.
-    """
+
+def _json_object(body: bytes) -> dict[str, Any]:
     try:
         payload = json.loads(body)
     except (ValueError, RecursionError):  # bad JSON, bad UTF-8, a >4300-digit int, deep nesting
         raise OrderRejectedError(422, "body must be valid JSON") from None
     if not isinstance(payload, dict):
         raise OrderRejectedError(422, "body must be a JSON object")
+    return payload
+
+
+def _user(payload: dict[str, Any]) -> str:
+    user = payload.get("user")
+    if not isinstance(user, str) or not user:
+        raise OrderRejectedError(422, "'user' must be a non-empty string")
+    if not _is_utf8(user):  # JSON allows lone surrogates; SQLite and the response cannot hold them
+        raise OrderRejectedError(422, "'user' must be valid Unicode")
+    return user
+
+
+def parse_order(
+    body: bytes, known_seats: frozenset[str], *, default_user: str | None = None
+) -> tuple[list[str], str]:
+    """Validate a ``POST /orders`` body into (seat ids as strings, user).
+
+    Seat ids may be JSON strings or integers (``1`` and ``"1"`` are the same seat);
+    anything else, and every other malformed body, is a 422, an unknown seat a 404.
+    ``default_user`` (the token's user under auth) stands in for a missing ``"user"``.
+    """
+    payload = _json_object(body)
     raw_seats = payload.get("seats")
     if not isinstance(raw_seats, list) or not raw_seats:
         raise OrderRejectedError(422, "'seats' must be a non-empty list of seat ids")
@@ -63,11 +92,7 @@ def parse_order(body: bytes, known_seats: frozenset[str]) -> tuple[list[str], st
         seats.append(str(raw))
     if len(set(seats)) != len(seats):
         raise OrderRejectedError(422, "'seats' must not repeat a seat")
-    user = payload.get("user")
-    if not isinstance(user, str) or not user:
-        raise OrderRejectedError(422, "'user' must be a non-empty string")
-    if not _is_utf8(user):  # JSON allows lone surrogates; SQLite and the response cannot hold them
-        raise OrderRejectedError(422, "'user' must be valid Unicode")
+    user = default_user if default_user is not None and "user" not in payload else _user(payload)
     for seat in seats:
         if seat not in known_seats:
             # repr() escapes lone surrogates, which could not be encoded into the response
@@ -103,6 +128,25 @@ def _seat_json(seat: SeatState, *, with_orders: bool) -> dict[str, Any]:
     return body
 
 
+class _Sessions:
+    """Login tokens, in memory, each bound to the user it was issued to.
+
+    They outlive ``POST /reset``, which frees seats between rounds while the clients keep
+    the tokens they logged in with, as a real session store outlives a data reset.
+    """
+
+    def __init__(self) -> None:
+        self._users: dict[str, str] = {}
+
+    def login(self, user: str) -> str:
+        token = secrets.token_urlsafe(24)
+        self._users[token] = user
+        return token
+
+    def user(self, token: str) -> str | None:
+        return self._users.get(token)
+
+
 class _Service:
     """The handlers, sharing one store whose calls never overlap.
 
@@ -118,11 +162,15 @@ class _Service:
     overlap.
     """
 
-    def __init__(self, store: SeatStore, strategy: Strategy, window_ms: float, seats: int) -> None:
+    def __init__(
+        self, store: SeatStore, strategy: Strategy, window_ms: float, seats: int, auth: bool
+    ) -> None:
         self.store = store
         self.strategy = strategy
         self.window_s = window_ms / 1000
         self.seats = seats
+        self.auth = auth
+        self.sessions = _Sessions()
         self._book = self._book_safe if strategy == "safe" else self._book_unsafe
         self._limiter: anyio.CapacityLimiter | None = None  # made in the running loop, on first need
         self._queued = 0  # calls waiting for or running in the worker thread
@@ -164,20 +212,69 @@ class _Service:
         await anyio.sleep(self.window_s)
         return await self._db(self.store.book_unchecked, seats, user)
 
+    def _token_user(self, request: Request) -> str:
+        """The user whose token came with the request: the bearer header, else the session cookie.
+
+        A header that is sent decides alone, so a bad one is refused even beside a good
+        cookie: a client never books under a session it did not mean to use.
+        """
+        header = request.headers.get("authorization")
+        if header is not None:
+            scheme, _, token = header.strip().partition(" ")
+            token = token.strip()
+            if scheme.lower() != "bearer" or not token:
+                raise _unauthorized("Authorization must be 'Bearer <token>'", invalid=True)
+        else:
+            token = request.cookies.get(SESSION_COOKIE, "")
+            if not token:
+                raise _unauthorized(
+                    "log in first: POST /login, then send 'Authorization: Bearer <token>'", invalid=False
+                )
+        user = self.sessions.user(token)
+        if user is None:
+            raise _unauthorized("invalid or unknown token", invalid=True)
+        return user
+
     async def create_order(self, request: Request) -> Response:
+        """Book, all or nothing; under auth as the token's user.
+
+        An order naming another ``"user"`` than its token's is a 403 rather than booked
+        under the token's name: a race whose clients send mismatched tokens is a bug in
+        the test, which should show instead of passing with different holders.
+        """
         try:
             body = await request.body()
         except ClientDisconnect:
             return Response(status_code=400)  # nobody is left to read it
         arrival = request.state.arrival_ns = time.perf_counter_ns()
         try:
-            seats, user = parse_order(body, self.store.seat_ids)
+            token_user = self._token_user(request) if self.auth else None
+            seats, user = parse_order(body, self.store.seat_ids, default_user=token_user)
+            if token_user is not None and user != token_user:
+                raise OrderRejectedError(403, f"the token belongs to {token_user!r}, not {user!r}")
             order_id = await self._book(seats, user)
         except OrderRejectedError as exc:
-            return _error(exc.status, exc.message, arrival)
+            return _error(exc.status, exc.message, arrival, exc.headers)
         except SeatTakenError:
             return _error(409, SEAT_TAKEN, arrival)
         return _answer({"order_id": order_id, "seats": seats}, 201, arrival)
+
+    async def login(self, request: Request) -> Response:
+        """``{"user"}`` -> a fresh token, in the body and as an HttpOnly ``session`` cookie."""
+        try:
+            body = await request.body()
+        except ClientDisconnect:
+            return Response(status_code=400)
+        arrival = request.state.arrival_ns = time.perf_counter_ns()
+        try:
+            user = _user(_json_object(body))
+        except OrderRejectedError as exc:
+            return _error(exc.status, exc.message, arrival, exc.headers)
+        token = self.sessions.login(user)
+        response = _answer({"token": token, "user": user}, 200, arrival)
+        secure = request.url.scheme == "https"
+        response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="lax", secure=secure)
+        return response
 
     async def list_seats(self, request: Request) -> Response:
         arrival = request.state.arrival_ns = time.perf_counter_ns()
@@ -219,21 +316,28 @@ async def _raised_error(request: Request, exc: Exception) -> Response:
 
 
 def create_app(
-    store: SeatStore, *, strategy: Strategy = "safe", window_ms: float = 5.0, seats: int | None = None
+    store: SeatStore,
+    *,
+    strategy: Strategy = "safe",
+    window_ms: float = 5.0,
+    seats: int | None = None,
+    auth: bool = False,
 ) -> Starlette:
     """Build the ASGI app over an open store; the caller opens and closes the store.
 
     The app sets the store to fail at once on another connection's lock (it then waits
     in a worker thread instead, see ``_Service``). ``seats`` is the configured seat
     count reported by ``/health`` (defaults to the number of seats in the store).
+    ``auth=True`` adds ``POST /login`` and makes ``POST /orders`` need its token.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, not {strategy!r}")
     if window_ms < 0:
         raise ValueError(f"window_ms must be >= 0, not {window_ms!r}")
-    service = _Service(store, strategy, window_ms, len(store.seat_ids) if seats is None else seats)
+    service = _Service(store, strategy, window_ms, len(store.seat_ids) if seats is None else seats, auth)
     routes = [
         Route("/orders", service.create_order, methods=["POST"]),
+        *([Route("/login", service.login, methods=["POST"])] if auth else []),
         Route("/seats", service.list_seats, methods=["GET"]),
         Route("/seats/{seat_id}", service.get_seat, methods=["GET"]),
         Route("/reset", service.reset, methods=["POST"]),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import select
 import signal
 import socket
@@ -24,8 +25,8 @@ import httpx
 import pytest
 
 import sample_service
-from pytest_seatrace.service import ServiceHandle, ServiceStartError, start_sample_service
-from sample_service import SEAT_TAKEN, SeatStore, create_app
+from pytest_seatrace.service import ServiceError, ServiceHandle, ServiceStartError, start_sample_service
+from sample_service import SEAT_TAKEN, SESSION_COOKIE, SeatStore, create_app
 
 SEATS = 16
 CLIENTS = 100
@@ -400,6 +401,255 @@ def test_app_in_process(tmp_path: Path) -> None:
         store.close()
 
 
+# -- --auth: orders need a token from POST /login --
+
+
+@pytest.fixture(scope="module")
+def auth_service() -> Iterator[ServiceHandle]:
+    with start_sample_service(strategy="safe", seats=4, auth=True) as service:
+        yield service
+
+
+@pytest.fixture(scope="module")
+def shared_auth_client(auth_service: ServiceHandle) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=auth_service.url, trust_env=False, timeout=REQUEST_TIMEOUT) as http:
+        yield http
+
+
+@pytest.fixture
+def auth_client(auth_service: ServiceHandle, shared_auth_client: httpx.Client) -> httpx.Client:
+    """The auth service with every seat free, and a client with no session cookie yet."""
+    auth_service.reset()
+    shared_auth_client.cookies.clear()
+    return shared_auth_client
+
+
+def login(http: httpx.Client, user: str) -> str:
+    response = http.post("/login", json={"user": user})
+    assert response.status_code == 200, response.text
+    arrival_ns(response)
+    body = response.json()
+    assert set(body) == {"token", "user"}
+    assert body["user"] == user
+    token: str = body["token"]
+    assert len(token) >= 20  # random enough that guessing one is not a way in
+    return token
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_auth_order_without_a_token_is_401_with_a_bearer_challenge(auth_client: httpx.Client) -> None:
+    for body in ({"seats": [1], "user": "alice"}, {"seats": "not even valid"}):  # 401 before 422
+        response = auth_client.post("/orders", json=body)
+        assert "POST /login" in assert_json_error(response, 401)
+        assert response.headers["www-authenticate"] == "Bearer"
+    # Reads need no token.
+    assert auth_client.get("/seats/1").json()["holders"] == []
+    assert auth_client.get("/seats").status_code == 200
+    assert auth_client.get("/health").json() == {"ok": True, "strategy": "safe", "seats": 4}
+
+
+def test_auth_login_then_order_books_as_the_tokens_user(auth_client: httpx.Client) -> None:
+    alice, alice_again, bob = (
+        login(auth_client, "alice"),
+        login(auth_client, "alice"),
+        login(auth_client, "bob"),
+    )
+    assert len({alice, alice_again, bob}) == 3  # a fresh token per login
+    auth_client.cookies.clear()  # the header alone, not the cookie the logins set
+    response = auth_client.post("/orders", json={"seats": [1], "user": "alice"}, headers=bearer(alice))
+    assert response.status_code == 201, response.text
+    arrival_ns(response)
+    # "user" may be left out: the token says who books; the scheme's case does not matter.
+    response = auth_client.post("/orders", json={"seats": [2]}, headers={"Authorization": f"bearer {bob}"})
+    assert response.status_code == 201, response.text
+    assert auth_client.post("/orders", json={"seats": [3]}, headers=bearer(alice_again)).status_code == 201
+    holders = {seat: auth_client.get(f"/seats/{seat}").json()["holders"] for seat in (1, 2, 3)}
+    assert holders == {1: ["alice"], 2: ["bob"], 3: ["alice"]}
+    # A taken seat is still a 409, and a bad body still a 422, once the token is good.
+    assert assert_json_error(auth_client.post("/orders", json={"seats": [1]}, headers=bearer(bob)), 409)
+    assert assert_json_error(auth_client.post("/orders", json={"seats": []}, headers=bearer(bob)), 422)
+
+
+def test_auth_order_for_another_user_is_403_and_books_nothing(auth_client: httpx.Client) -> None:
+    token = login(auth_client, "alice")
+    response = auth_client.post("/orders", json={"seats": [1], "user": "mallory"}, headers=bearer(token))
+    message = assert_json_error(response, 403)
+    assert "'alice'" in message
+    assert "'mallory'" in message
+    assert auth_client.get("/seats/1").json()["holders"] == []
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        pytest.param(f"Bearer {secrets.token_urlsafe(24)}", id="forged token"),
+        pytest.param("Bearer", id="no token"),
+        pytest.param("Token {token}", id="good token under another scheme"),
+        pytest.param("Basic YWxpY2U6c2VjcmV0", id="basic scheme"),
+        pytest.param("{token}x", id="good token without a scheme"),
+        pytest.param("Bearer {token}x", id="altered token"),
+        pytest.param("Bearer {token}", id="token of another user"),
+    ],
+)
+def test_auth_wrong_or_forged_token_is_401(auth_client: httpx.Client, authorization: str) -> None:
+    token = login(auth_client, "alice")  # also sets alice's cookie: a header that is sent decides alone
+    body = {"seats": [1], "user": "bob"}
+    response = auth_client.post(
+        "/orders", json=body, headers={"Authorization": authorization.format(token=token)}
+    )
+    if authorization == "Bearer {token}":
+        assert_json_error(response, 403)  # the token is good, only it is alice's and the order bob's
+    else:
+        assert_json_error(response, 401)
+        assert response.headers["www-authenticate"] == 'Bearer error="invalid_token"'
+    assert auth_client.get("/seats/1").json()["holders"] == []
+
+
+def test_auth_session_cookie_books_without_the_header(auth_client: httpx.Client) -> None:
+    response = auth_client.post("/login", json={"user": "carol"})
+    assert response.status_code == 200
+    token = response.json()["token"]
+    cookie = response.headers["set-cookie"]
+    assert cookie.startswith(f"{SESSION_COOKIE}={token};")
+    assert "httponly" in cookie.lower()
+    assert "path=/" in cookie.lower()
+    assert "secure" not in cookie.lower()  # plain http: a Secure cookie would never come back
+    assert auth_client.cookies[SESSION_COOKIE] == token
+    response = auth_client.post("/orders", json={"seats": [4]})  # the jar sends the cookie
+    assert response.status_code == 201, response.text
+    assert auth_client.get("/seats/4").json()["holders"] == ["carol"]
+    auth_client.cookies.set(SESSION_COOKIE, secrets.token_urlsafe(24))
+    response = auth_client.post("/orders", json={"seats": [3]})
+    assert_json_error(response, 401)
+    assert response.headers["www-authenticate"] == 'Bearer error="invalid_token"'
+
+
+def test_auth_tokens_survive_reset(auth_service: ServiceHandle, auth_client: httpx.Client) -> None:
+    token = login(auth_client, "dave")
+    auth_client.cookies.clear()
+    assert auth_client.post("/orders", json={"seats": [1]}, headers=bearer(token)).status_code == 201
+    auth_service.reset()
+    assert auth_service.holders(1) == []
+    assert auth_client.post("/orders", json={"seats": [1]}, headers=bearer(token)).status_code == 201
+    assert auth_service.holders(1) == ["dave"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"", b"{", b"[]", b"{}", b'{"user": ""}', b'{"user": 5}', b'{"user": null}', b'{"user": "\\ud800"}'],
+)
+def test_auth_login_with_a_bad_body_is_422(auth_client: httpx.Client, body: bytes) -> None:
+    response = auth_client.post("/login", content=body, headers={"Content-Type": "application/json"})
+    assert_json_error(response, 422)
+    assert SESSION_COOKIE not in response.headers.get("set-cookie", "")
+
+
+def test_login_exists_only_with_auth(client: httpx.Client) -> None:
+    assert_json_error(client.post("/login", json={"user": "alice"}), 404)
+    assert client.post("/orders", json={"seats": [1], "user": "alice"}).status_code == 201
+
+
+def test_handle_login_and_request_with_token(
+    auth_service: ServiceHandle, shared_service: ServiceHandle
+) -> None:
+    assert auth_service.auth
+    assert auth_service.server == "uvicorn"
+    assert not auth_service.tls
+    assert auth_service.ca_path is None
+    auth_service.reset()
+    token = auth_service.login("erin")
+    assert auth_service.request("POST", "/orders", {"seats": [2]})[0] == 401
+    status, body = auth_service.request("POST", "/orders", {"seats": [2]}, token=token)
+    assert status == 201, body
+    assert auth_service.holders(2) == ["erin"]
+    with pytest.raises(ServiceError, match=r"404.*auth=True"):
+        shared_service.login("erin")
+
+
+def test_app_in_process_with_auth(tmp_path: Path) -> None:
+    async def scenario(store: SeatStore) -> None:
+        transport = httpx.ASGITransport(app=create_app(store, auth=True))
+        async with httpx.AsyncClient(transport=transport, base_url="http://app") as http:
+            assert (await http.post("/orders", json={"seats": [1], "user": "alice"})).status_code == 401
+            token = (await http.post("/login", json={"user": "alice"})).json()["token"]
+            response = await http.post("/orders", json={"seats": [1]}, headers=bearer(token))
+            assert response.status_code == 201
+            assert (await http.get("/seats/1")).json()["holders"] == ["alice"]
+
+    store = SeatStore.open(tmp_path / "seats.db", seats=1)
+    try:
+        anyio.run(scenario, store)
+    finally:
+        store.close()
+
+
+# -- TLS and the start-up arguments --
+
+
+def test_uvicorn_serves_https_with_a_throwaway_ca(tmp_path: Path) -> None:
+    db = tmp_path / "seats.db"
+    with start_sample_service(db_path=db, seats=2, tls=True) as service:
+        assert re.fullmatch(r"https://127\.0\.0\.1:\d+", service.url)
+        assert service.tls
+        assert service.server == "uvicorn"
+        assert service.ca_path is not None
+        assert service.ca_path.parent == tmp_path
+        assert "BEGIN CERTIFICATE" in service.ca_path.read_text()
+        status, body = service.request("POST", "/orders", {"seats": [1], "user": "alice"})
+        assert status == 201, body
+        assert service.holders(1) == ["alice"]
+        context = service.ssl_context()
+        assert context is not None
+        with httpx.Client(
+            base_url=service.url, verify=context, trust_env=False, timeout=REQUEST_TIMEOUT
+        ) as http:
+            response = http.get("/seats/1")
+            assert response.http_version == "HTTP/1.1"
+            assert response.json()["holders"] == ["alice"]
+        with (
+            pytest.raises(httpx.ConnectError),
+            httpx.Client(trust_env=False, timeout=REQUEST_TIMEOUT) as http,
+        ):
+            http.get(service.url + "/health")  # the throwaway CA is trusted by nobody else
+        assert f"listening on {service.url} " in service.log_tail()
+    assert service.returncode in (0, -signal.SIGTERM)
+    # The database and the log stay beside a given db_path; the throwaway CA goes with the service.
+    assert not list(tmp_path.glob("*.pem"))
+    assert db.exists()
+    assert service.log_path.exists()
+
+
+def test_tls_without_trustme_says_what_to_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setitem(sys.modules, "trustme", None)  # makes `import trustme` raise ImportError
+    with (
+        pytest.raises(ServiceStartError, match="tls=True needs trustme: pip install trustme"),
+        start_sample_service(tls=True, db_path=tmp_path / "seats.db"),
+    ):
+        pass
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"server": "nginx"}, r"server must be one of uvicorn, hypercorn, not 'nginx'"),
+        ({"h2_max_streams": 8}, r"h2_max_streams needs server='hypercorn'"),
+        ({"server": "hypercorn", "h2_max_streams": 0}, r"h2_max_streams must be an int >= 1"),
+    ],
+)
+def test_start_refuses_bad_arguments_before_starting(
+    tmp_path: Path, kwargs: dict[str, Any], message: str
+) -> None:
+    with (
+        pytest.raises(ValueError, match=message),
+        start_sample_service(db_path=tmp_path / "seats.db", **kwargs),
+    ):
+        pass
+    assert list(tmp_path.iterdir()) == []  # no log, no certificate, no process
+
+
 # -- the command line --
 
 
@@ -485,22 +735,41 @@ def test_cli_bad_database_exits_2_with_one_line(tmp_path: Path, kind: str) -> No
 
 
 @pytest.mark.parametrize(
-    "args",
+    ("args", "says"),
     [
-        ["--seats", "0"],
-        ["--seats", "x"],
-        ["--window-ms", "-1"],
-        ["--window-ms", "nan"],
-        ["--strategy", "bogus"],
-        ["--busy-timeout-ms", "-5"],
-        ["--fd", "987"],
+        (["--seats", "0"], "--seats"),
+        (["--seats", "x"], "--seats"),
+        (["--window-ms", "-1"], "--window-ms"),
+        (["--window-ms", "nan"], "--window-ms"),
+        (["--strategy", "bogus"], "--strategy"),
+        (["--busy-timeout-ms", "-5"], "--busy-timeout-ms"),
+        (["--fd", "987"], "fd 987"),
+        (["--server", "nginx"], "--server"),
+        (["--certfile", "cert.pem"], "--certfile and --keyfile go together"),
+        (["--keyfile", "key.pem"], "--certfile and --keyfile go together"),
+        (["--certfile", "missing.pem", "--keyfile", "missing.pem"], "cannot use certificate missing.pem"),
+        (["--h2-max-streams", "8"], "--h2-max-streams needs --server hypercorn"),
+        (["--server", "hypercorn", "--h2-max-streams", "0"], "--h2-max-streams"),
+        (["--auth", "yes"], "unrecognized arguments: yes"),
     ],
 )
-def test_cli_bad_arguments_exit_2(tmp_path: Path, args: list[str]) -> None:
+def test_cli_bad_arguments_exit_2_with_one_line(tmp_path: Path, args: list[str], says: str) -> None:
     result = _run("--port", "0", "--db", str(tmp_path / "seats.db"), *args)
     assert result.returncode == 2
-    assert "error" in result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr.startswith("python -m sample_service: error: ")
+    assert says in result.stderr
     assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
+def test_cli_unknown_server_names_the_choices(tmp_path: Path) -> None:
+    result = _run("--port", "0", "--db", str(tmp_path / "seats.db"), "--server", "nginx")
+    assert result.returncode == 2
+    [line] = result.stderr.splitlines()
+    assert "argument --server: invalid choice: 'nginx'" in line
+    assert "uvicorn" in line
+    assert "hypercorn" in line
 
 
 def test_sample_service_imports_neither_pytest_nor_the_plugin() -> None:
