@@ -6,7 +6,7 @@ fresh service is started and the seed race (100 clients x 16 seats) is repeated,
 last-byte and gate starts, with ``POST /reset`` between runs. A run *catches* the bug when
 any seat has more than one acknowledged winner.
 
-Design §5: the unsafe strategy is caught in at least 99 of 100 runs with ``--window-ms 1``
+Target: the unsafe strategy is caught in at least 99 of 100 runs with ``--window-ms 1``
 (the last-byte cell at 1 ms, run ``--gate-runs`` times; the acceptance gate of this script).
 
 Exit status: 0 target met, 1 below target, 2 incomplete (time budget, race time limit,

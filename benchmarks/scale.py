@@ -1,6 +1,6 @@
 """Scale: 500 clients per seat at 20, 50 and 100 seats (10k, 25k, 50k requests), last-byte.
 
-Design §5: 50,000 requests (500 x 100) complete with peak memory under 200 MB, and the time
+Target: 50,000 requests (500 x 100) complete with peak memory under 200 MB, and the time
 per request at 50k is at most 1.3 x that at 10k. Each size runs in a fresh subprocess of
 this script (``--child``), so its peak RSS (``ru_maxrss`` of that process) belongs to that
 size alone; the safe sample service (100 seats) runs in its own process, started once by

@@ -16,7 +16,7 @@ median of the repeats. The tools:
 Then each tool runs once more against ``strategy="unsafe"`` (``--window-ms``, default 1) and
 the seats with more than one holder (``GET /seats/{id}``) say whether it caught the bug.
 
-Design §5 targets checked (exit 1 when missed): the last-byte engine finishes the seed in
+Targets checked (exit 1 when missed): the last-byte engine finishes the seed in
 under 1 s end to end with p95 under 100 ms, no 5xx or transport errors and 16 successes,
 and beats Locust-with-barrier's wall time while its per-seat start spread at the server is
 no wider. Exit 2: incomplete (a target could not be evaluated, e.g. Locust unavailable, or

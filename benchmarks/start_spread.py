@@ -1,6 +1,6 @@
 """Start spread of the seed race (100 clients x 16 seats), last-byte and gate side by side.
 
-Design §5: per resource, the client-side spread (from the return of the first final
+Target: per resource, the client-side spread (from the return of the first final
 ``send()`` to the return of the last) has a median under max(1 ms, 1.5 x a bare 100-send
 loop measured in the same run). The bare loop is 100 idle, connected, non-blocking TCP
 sockets to the same service, each holding a partial request line, and one ``send(b"x")``

@@ -1,6 +1,6 @@
 """Keep-alive POST throughput: this plugin's engine against ``hey``, same service, same run.
 
-Design §5, "engine overhead": keep-alive ``POST /orders`` throughput of the engine at least
+Target (engine overhead): keep-alive ``POST /orders`` throughput of the engine at least
 half of ``hey``'s against the same subprocess service in the same run. One safe sample
 service (``start_sample_service``) serves every run. Seat 1 is booked before anything is
 timed, so every timed request of every tool takes the same path through the service (parse

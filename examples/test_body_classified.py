@@ -24,8 +24,7 @@ from typing import Any
 import pytest
 import uvicorn
 
-from pytest_seatrace import Attempt
-from pytest_seatrace.fixtures import Race
+from pytest_seatrace import Attempt, Race
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]

@@ -21,9 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from pytest_seatrace import Attempt
-from pytest_seatrace.fixtures import Race
-from pytest_seatrace.service import ServiceHandle
+from pytest_seatrace import Attempt, Race, ServiceHandle
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]

@@ -19,8 +19,7 @@ from typing import Any
 import anyio
 import pytest
 
-from pytest_seatrace import Attempt, RaceViolation
-from pytest_seatrace.fixtures import Race
+from pytest_seatrace import Attempt, Race, RaceViolation
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]

@@ -20,9 +20,7 @@ from typing import Any
 
 import pytest
 
-from pytest_seatrace import Attempt, RaceViolation
-from pytest_seatrace.fixtures import Race
-from pytest_seatrace.service import ServiceHandle
+from pytest_seatrace import Attempt, Race, RaceViolation, ServiceHandle
 
 
 def order(attempt: Attempt) -> dict[str, Any]:

@@ -123,17 +123,25 @@ def sample_service_factory(
 ) -> Iterator[Callable[..., ServiceHandle]]:
     """Start the bundled seat service in a subprocess: ``factory(strategy="unsafe", seats=16, window_ms=5)``.
 
-    Each call gets a fresh database and port; every service is stopped after the test.
+    Also ``server="hypercorn"`` (HTTP/2 and HTTP/1.1), ``tls=True`` (a throwaway CA: the handle's
+    ``ca_path``), ``auth=True`` (``POST /login`` first), ``h2_max_streams=N``. Each call gets a
+    fresh database and port; every service is stopped after the test.
     """
     with ExitStack() as stack:
 
         def start(
-            strategy: str = "safe", seats: int = 16, window_ms: float = 5.0, db_path: Path | None = None
+            strategy: str = "safe",
+            seats: int = 16,
+            window_ms: float = 5.0,
+            db_path: Path | None = None,
+            **options: Any,
         ) -> ServiceHandle:
             if db_path is None:
                 db_path = tmp_path_factory.mktemp("seatrace-db") / "seats.db"
             handle = stack.enter_context(
-                start_sample_service(strategy=strategy, seats=seats, window_ms=window_ms, db_path=db_path)
+                start_sample_service(
+                    strategy=strategy, seats=seats, window_ms=window_ms, db_path=db_path, **options
+                )
             )
             request.node.stash.setdefault(SERVICES, []).append(handle)
             return handle

@@ -1,11 +1,105 @@
-"""The layout's promises: the engine and the sample service run without pytest."""
+"""The layout's promises: layers with one-way arrows, an engine and a core without pytest."""
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "pytest_seatrace"
+
+
+def modules_of(layer: str) -> list[str]:
+    return sorted(
+        "pytest_seatrace."
+        + ".".join(path.relative_to(PACKAGE).with_suffix("").parts).removesuffix(".__init__")
+        for path in (PACKAGE / layer).glob("*.py")
+    )
+
+
+def runtime_imports(path: Path) -> set[str]:
+    """Modules a file imports when it runs: imports under ``if TYPE_CHECKING:`` are for mypy only."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    typing_only: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            typing_only.update(id(n) for child in node.body for n in ast.walk(child))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+    return found
+
+
+def test_every_core_and_engine_module_imports_without_pytest() -> None:
+    """Each module, not just the package (``engine/__init__`` loads the rest lazily)."""
+    modules = modules_of("core") + modules_of("engine")
+    assert "pytest_seatrace.engine.lastbyte" in modules
+    assert "pytest_seatrace.core.judge" in modules
+    code = (
+        f"import importlib, sys\nfor m in {modules!r}: importlib.import_module(m)\n"
+        "print(','.join(sorted(m for m in sys.modules if m.split('.')[0] in ('pytest', '_pytest'))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == ""
+
+
+CORE_FORBIDDEN = ("pytest", "_pytest", "anyio", "httpx", "httpcore", "h11", "h2", "socket", "ssl")
+
+
+@pytest.mark.parametrize("path", sorted((PACKAGE / "core").glob("*.py")), ids=lambda p: p.name)
+def test_core_imports_no_io_and_no_other_layer(path: Path) -> None:
+    bad = sorted(
+        name
+        for name in runtime_imports(path)
+        if name.split(".")[0] in CORE_FORBIDDEN
+        or (name.startswith("pytest_seatrace.") and not name.startswith("pytest_seatrace.core"))
+    )
+    assert bad == [], f"{path.name} imports {bad}"
+
+
+@pytest.mark.parametrize("path", sorted((PACKAGE / "engine").glob("*.py")), ids=lambda p: p.name)
+def test_engine_imports_only_core_and_itself(path: Path) -> None:
+    ours = {name for name in runtime_imports(path) if name.split(".")[0] == "pytest_seatrace"}
+    bad = sorted(n for n in ours if not n.startswith(("pytest_seatrace.core", "pytest_seatrace.engine")))
+    assert bad == [], f"{path.name} imports {bad}"
+    assert "pytest" not in {name.split(".")[0] for name in runtime_imports(path)}
+
+
+@pytest.mark.parametrize("path", sorted((PACKAGE / "report").glob("*.py")), ids=lambda p: p.name)
+def test_report_reads_documents_not_the_engine_or_the_plugin(path: Path) -> None:
+    ours = {name for name in runtime_imports(path) if name.split(".")[0] == "pytest_seatrace"}
+    allowed = ("pytest_seatrace.core", "pytest_seatrace.report", "pytest_seatrace.version")
+    bad = sorted(n for n in ours if not n.startswith(allowed))
+    assert bad == [], f"{path.name} imports {bad}"
+
+
+def test_only_the_session_reads_xdist_worker_data() -> None:
+    """The xdist role is chosen in one place: no other module touches workerinput/workeroutput."""
+    readers = sorted(
+        str(path.relative_to(PACKAGE))
+        for path in PACKAGE.rglob("*.py")
+        if "workerinput" in path.read_text(encoding="utf-8")
+        or "workeroutput" in path.read_text(encoding="utf-8")
+    )
+    assert readers == ["session.py"]
+
+
+def test_plugin_is_hooks_and_fixtures_only() -> None:
+    """Every top-level function of plugin.py is a pytest hook or a fixture."""
+    tree = ast.parse((PACKAGE / "plugin.py").read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef):
+            decorators = [ast.unparse(d) for d in node.decorator_list]
+            assert node.name.startswith("pytest_") or "pytest.fixture" in decorators, node.name
+        assert not isinstance(node, ast.ClassDef), node.name
 
 
 @pytest.mark.parametrize(
@@ -29,7 +123,48 @@ def test_module_imports_without(module: str, forbidden: tuple[str, ...]) -> None
 
 def test_plugin_imports_heavy_libraries_lazily() -> None:
     """Loading the plugin (every pytest run) must not pay for the engine's libraries."""
-    heavy = ("tabulate", "uvicorn", "starlette", "httpx", "httpcore", "h11", "anyio")
+    heavy = (
+        "tabulate",
+        "uvicorn",
+        "starlette",
+        "httpx",
+        "httpcore",
+        "h11",
+        "h2",
+        "anyio",
+        "filelock",
+        "execnet",
+    )
     code = f"import sys, pytest_seatrace.plugin\nprint(','.join(m for m in {heavy!r} if m in sys.modules))\n"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == ""
+
+
+@pytest.mark.parametrize(
+    ("path", "name"),
+    [
+        ("pytest_seatrace.fixtures", "Race"),
+        ("pytest_seatrace.service", "ServiceHandle"),
+        ("pytest_seatrace.errors", "RaceViolation"),
+        ("pytest_seatrace.results", "RaceResult"),
+        ("pytest_seatrace.results", "Record"),
+        ("pytest_seatrace", "Race"),
+        ("pytest_seatrace", "ServiceHandle"),
+        ("pytest_seatrace", "ViolationKind"),
+    ],
+)
+def test_old_and_public_import_paths_work_without_warnings(path: str, name: str) -> None:
+    code = (
+        f"import warnings; warnings.simplefilter('error'); from {path} import {name}; print({name}.__name__)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == name
+
+
+def test_violation_kind_compares_as_a_string() -> None:
+    from pytest_seatrace import ViolationKind
+
+    kind: str = ViolationKind.TOO_MANY
+    assert kind == "too-many"
+    assert f"{ViolationKind.DOUBLE}" == "double"
+    assert str(ViolationKind.LOST) == "lost"

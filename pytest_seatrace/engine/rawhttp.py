@@ -242,7 +242,8 @@ class RawConnection:
                 raise TransportError(f"TLS error: {exc}") from None
 
     async def read_response(self, keep_body: bool) -> RawResponse:
-        """Parse one response with h11; the body is kept only when a predicate needs it."""
+        """Parse one response with h11: the whole body when a predicate needs it (``keep_body``),
+        else only its first chunk, enough for a winner's first KiB in the reports."""
         status = 0
         headers: list[tuple[bytes, bytes]] = []
         chunks: list[bytes] = []
