@@ -7,6 +7,7 @@ so the same object works in plain, pytest-asyncio and anyio tests.
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ import anyio.from_thread
 import anyio.lowlevel
 
 from pytest_seatrace.core.errors import RaceUsageError, RaceViolation
-from pytest_seatrace.core.records import RaceRun
+from pytest_seatrace.core.records import RaceRun, WaveDone
 from pytest_seatrace.core.result import RaceResult
 from pytest_seatrace.engine import AttemptFn, RacePlan, RequestSpec, TargetOptions, run_race
 from pytest_seatrace.engine.plan import REQUEST_FIELDS
@@ -76,6 +77,7 @@ class Race:
         marker: dict[str, Any],
         settings: Settings,
         record: Callable[[RaceResult], None],
+        progress: Callable[[str, WaveDone], None] | None = None,
     ) -> None:
         self.name = name
         self.base_url: str | None = settings.base_url
@@ -84,6 +86,8 @@ class Race:
         self._marker = marker
         self._settings = settings
         self._record = record
+        self._progress = progress
+        """Hears of every finished wave (the live progress line), with the race's name."""
         self._stack = contextlib.ExitStack()
         self._portal: anyio.from_thread.BlockingPortal | None = None
         self._calls = 0
@@ -217,9 +221,10 @@ class Race:
         )
         return _Call(plan, check=bool(check))
 
-    def _judge(self, plan: RacePlan, run: RaceRun) -> RaceResult:
+    def _judge(self, call: _Call, run: RaceRun) -> RaceResult:
         """The judged result of a run, recorded for the summary and reports as it is made."""
-        result = RaceResult.from_run(plan.name, plan.config, run)
+        plan = call.plan
+        result = RaceResult.from_run(plan.name, plan.config, run, checked=call.check)
         self._record(result)
         return result
 
@@ -227,10 +232,11 @@ class Race:
         plan = call.plan
 
         def interrupted(partial: RaceRun) -> None:  # Ctrl-C: the finished waves are still judged
-            self._judge(plan, partial)
+            self._judge(call, partial)
 
-        run = await run_race(plan, on_interrupt=interrupted)
-        return self._judge(plan, run)
+        on_wave = None if self._progress is None else functools.partial(self._progress, plan.name)
+        run = await run_race(plan, on_interrupt=interrupted, on_wave=on_wave)
+        return self._judge(call, run)
 
     def _sync(self, call: _Call) -> RaceResult:
         __tracebackhide__ = True

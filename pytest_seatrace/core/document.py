@@ -83,7 +83,7 @@ class ClockDoc(TypedDict):
 
 HistoryDoc = dict[str, list[Any]]
 """Columns of equal length: ``start_ns``, ``end_ns``, ``client``, ``resource``, ``round``,
-``status``, ``outcome``, ``server_ns``."""
+``status``, ``outcome``, ``server_ns``, ``early``."""
 
 
 class _RaceDocRequired(TypedDict):
@@ -91,6 +91,8 @@ class _RaceDocRequired(TypedDict):
     mode: str
     passed: bool
     interrupted: bool
+    checked: bool
+    """False for a ``check=False`` call: a broken invariant shows as ``unchecked``, not ``FAIL``."""
     resources: list[str]
     concurrency: int
     expect: ExpectDoc
@@ -100,6 +102,8 @@ class _RaceDocRequired(TypedDict):
     rejections: int
     errors: int
     unknown: int
+    early: int
+    """Requests answered before their held bytes were sent."""
     double_bookings: int
     error_reasons: dict[str, int]
     status_counts: dict[str, int]
@@ -135,7 +139,10 @@ def unanswered(race: RaceDoc) -> int:
 
 
 def verdict(race: RaceDoc) -> str:
-    """``PASS``, ``FAIL`` or ``INTERRUPTED``: the word every report shows."""
+    """``PASS``, ``FAIL``, ``unchecked`` (a ``check=False`` call that broke a rule) or
+    ``INTERRUPTED``: the word every report shows."""
     if race["interrupted"]:
         return "INTERRUPTED"
-    return "PASS" if race["passed"] else "FAIL"
+    if race["passed"]:
+        return "PASS"
+    return "FAIL" if race["checked"] else "unchecked"

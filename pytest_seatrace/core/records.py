@@ -7,7 +7,7 @@ by concatenation; every figure of a result is derived from them.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -52,10 +52,27 @@ class Record:
     server_ns: int = 0
     fatal: bool = False
     """Fails the race even with ``allow_errors=True``: a predicate or attempt function raised."""
+    early: bool = False
+    """Answered before its held bytes were sent: classified as usual, but not synchronised."""
+    by_rule: bool = False
+    """Classified by a ``success=``/``reject=`` rule the test gave (not a built-in default)."""
 
     @property
     def latency_ns(self) -> int:
         return max(0, self.end_ns - self.sent_ns) if self.sent_ns else 0
+
+
+@dataclass(frozen=True, slots=True)
+class WaveDone:
+    """Progress of a running race, after each wave: for a live line, never for judging."""
+
+    round: int
+    rounds: int
+    wave: int
+    """Waves done in this round (1-based)."""
+    waves: int
+    records: Sequence[Record]
+    """Every record so far (the engine's own list: read it, do not keep it)."""
 
 
 @dataclass(frozen=True)

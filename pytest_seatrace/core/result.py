@@ -70,10 +70,13 @@ class RaceResult:
     """Violations found while running (a ``verify=`` that raised)."""
     interrupted: bool = False
     """Cut short (Ctrl-C): the figures cover the waves that finished."""
+    checked: bool = True
+    """False for a call made with ``check=False``: its violations were not raised."""
 
     @classmethod
-    def from_run(cls, name: str, config: RaceConfig, run: RaceRun) -> RaceResult:
+    def from_run(cls, name: str, config: RaceConfig, run: RaceRun, *, checked: bool = True) -> RaceResult:
         return cls(
+            checked=checked,
             name=name,
             config=config,
             history=run.records,
@@ -135,6 +138,11 @@ class RaceResult:
     @property
     def unknown(self) -> int:
         return self._outcomes[Outcome.UNKNOWN]
+
+    @property
+    def early(self) -> int:
+        """Requests answered before their held bytes went out (not synchronised)."""
+        return sum(1 for r in self.history if r.early)
 
     @cached_property
     def error_reasons(self) -> Counter[str]:
@@ -249,6 +257,7 @@ class RaceResult:
             "mode": self.mode,
             "passed": self.passed,
             "interrupted": self.interrupted,
+            "checked": self.checked,
             "resources": [names[r] for r in self.resources],
             "concurrency": self.concurrency,
             "expect": {"min": self.expect.start, "max": self.expect.stop - 1},
@@ -258,6 +267,7 @@ class RaceResult:
             "rejections": self.rejections,
             "errors": self.errors,
             "unknown": self.unknown,
+            "early": self.early,
             "double_bookings": self.double_bookings,
             "error_reasons": dict(self.error_reasons),
             "status_counts": {str(k): v for k, v in sorted(self.status_counts.items())},
@@ -300,4 +310,5 @@ def history_columns(records: Sequence[Record], resources: Sequence[Hashable]) ->
         "status": [r.status for r in records],
         "outcome": [r.outcome.label for r in records],
         "server_ns": [r.server_ns for r in records],
+        "early": [r.early for r in records],
     }

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import AsyncIterator, Callable, Hashable, Sequence
+from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, Protocol
 
@@ -16,7 +16,7 @@ import anyio.to_thread
 import httpx
 
 from pytest_seatrace.core.errors import RaceUsageError
-from pytest_seatrace.core.records import RaceRun, Record
+from pytest_seatrace.core.records import RaceRun, Record, WaveDone
 from pytest_seatrace.core.violations import Violation, ViolationKind
 from pytest_seatrace.engine.asgi import lifespan
 from pytest_seatrace.engine.classify import Classifier
@@ -40,11 +40,16 @@ def waves(count: int, parallel: int) -> list[range]:
     return [range(start, min(start + parallel, count)) for start in range(0, count, parallel)]
 
 
-async def run_race(plan: RacePlan, on_interrupt: Callable[[RaceRun], None] | None = None) -> RaceRun:
+async def run_race(
+    plan: RacePlan,
+    on_interrupt: Callable[[RaceRun], None] | None = None,
+    on_wave: Callable[[WaveDone], None] | None = None,
+) -> RaceRun:
     """Race ``plan`` and return its records, unjudged.
 
     Cancelled (Ctrl-C), it hands the rounds and waves finished so far to ``on_interrupt``,
     marked ``interrupted``, before the cancellation goes on: figures are never lost.
+    ``on_wave`` hears of every finished wave (a live progress line).
     """
     config, target = plan.config, plan.target
     if target.app is None:
@@ -74,8 +79,12 @@ async def run_race(plan: RacePlan, on_interrupt: Callable[[RaceRun], None] | Non
                     origin = base_url or (builder.first_url if builder else None)
                     await _reset(plan.reset, _origin(origin) if origin else None, config.timeout, transport)
                 start = time.perf_counter()
+                round_waves = waves(len(config.resources), config.parallel)
+                sink: list[Record] = records
+                if on_wave is not None:
+                    sink = _ProgressSink(records, on_wave, rnd, config.rounds, len(round_waves))
                 try:
-                    await firer.fire_waves(rnd, waves(len(config.resources), config.parallel), records)
+                    await firer.fire_waves(rnd, round_waves, sink)
                 finally:
                     busy += time.perf_counter() - start
                 if plan.verify is not None:
@@ -88,6 +97,22 @@ async def run_race(plan: RacePlan, on_interrupt: Callable[[RaceRun], None] | Non
             on_interrupt(run(interrupted=True))
         raise
     return run()
+
+
+class _ProgressSink(list[Record]):
+    """The records list a firer extends once per wave, telling ``on_wave`` each time."""
+
+    def __init__(
+        self, records: list[Record], on_wave: Callable[[WaveDone], None], rnd: int, rounds: int, waves: int
+    ) -> None:
+        super().__init__()
+        self._records, self._on_wave = records, on_wave
+        self._rnd, self._rounds, self._waves, self._done = rnd, rounds, waves, 0
+
+    def extend(self, wave: Iterable[Record]) -> None:
+        self._records.extend(wave)
+        self._done += 1
+        self._on_wave(WaveDone(self._rnd, self._rounds, self._done, self._waves, self._records))
 
 
 @asynccontextmanager
