@@ -16,8 +16,10 @@ if TYPE_CHECKING:
     import pytest
 from pytest_seatrace.core.config import (
     DEFAULT_CONCURRENCY,
+    DEFAULT_HOLD,
     DEFAULT_SYNC,
     DEFAULT_TIMEOUT,
+    HOLD_POINTS,
     REJECT_DEFAULT,
     SUCCESS_DEFAULT,
     SYNC_MODES,
@@ -30,7 +32,8 @@ MARKER_DOC = (
     f"race(*, resources=N|ids, concurrency={DEFAULT_CONCURRENCY}, expect=1|range, "
     "success=2xx|codes|predicate, reject=4xx|codes|predicate, "
     f"timeout={DEFAULT_TIMEOUT:g}, thresholds=['p95 < 2000ms'], allow_errors=False, "
-    f"rounds=1, sync={'|'.join(repr(m) for m in SYNC_MODES)}, parallel=1|'all'): "
+    f"rounds=1, sync={'|'.join(repr(m) for m in SYNC_MODES)}, "
+    f"hold={'|'.join(repr(h) for h in HOLD_POINTS)}, parallel=1|'all'): "
     "race concurrent requests per resource "
     "through the `race` fixture and assert that exactly `expect` of them win per resource."
 )
@@ -56,6 +59,7 @@ def race(
     allow_errors: bool = False,
     rounds: int | None = None,
     sync: str | None = None,
+    hold: str | None = None,
     parallel: int | str | None = None,
 ) -> dict[str, Any]:
     """The marker's schema; returns the arguments that differ from the defaults, checked and
@@ -160,12 +164,32 @@ def check_values(given: Mapping[str, Any]) -> dict[str, Any]:
         _int("rounds", given["rounds"], 1)
     if "sync" in given and given["sync"] not in SYNC_MODES:
         raise MarkerError("sync", given["sync"], "one of " + ", ".join(repr(m) for m in SYNC_MODES))
+    if "hold" in given and given["hold"] not in HOLD_POINTS:
+        raise MarkerError("hold", given["hold"], "one of " + ", ".join(repr(h) for h in HOLD_POINTS))
     if "parallel" in given and given["parallel"] != "all":
         try:
             _int("parallel", given["parallel"], 1)
         except MarkerError:
             raise MarkerError("parallel", given["parallel"], "an integer >= 1 or 'all'") from None
+    if "expect" in out and "concurrency" in out:
+        check_reachable(out["expect"], out["concurrency"])
     return out
+
+
+def check_reachable(expect: range, concurrency: int) -> None:
+    """``concurrency`` clients can never make more than ``concurrency`` winners."""
+    if expect.start > concurrency:
+        raise MarkerError(
+            "expect",
+            _expect_text(expect),
+            "",
+            problem=f"needs at least {expect.start} winners per resource but concurrency={concurrency} "
+            f"clients can make at most {concurrency}; lower expect or raise concurrency",
+        )
+
+
+def _expect_text(expect: range) -> object:
+    return expect.start if len(expect) == 1 else expect
 
 
 def resolve(
@@ -182,14 +206,24 @@ def resolve(
     args = {**marker, **call}
     resources = args.get("resources") or tuple(range(1, settings.resources + 1))
     sync = args.get("sync")
+    hold = args.get("hold")
     if flexible:
         if sync == "last-byte":
             raise MarkerError(
                 "sync", sync, "'gate' for race.run/arun attempts and race.app (they start through the gate)"
             )
+        if hold is not None:
+            raise MarkerError(
+                "hold",
+                hold,
+                "no hold point for race.run/arun attempts and race.app (they start through the gate)",
+            )
         sync = "gate"
     else:
         sync = sync or settings.sync or DEFAULT_SYNC
+    concurrency = args.get("concurrency", settings.concurrency)
+    expect = args.get("expect", range(1, 2))
+    check_reachable(expect, concurrency)
     parallel = args.get("parallel", settings.parallel)
     thresholds: tuple[Threshold, ...] = tuple(args.get("thresholds", ()))
     if settings.p95_ms is not None:
@@ -198,16 +232,18 @@ def resolve(
     success, reject = args.get("success"), args.get("reject")
     return RaceConfig(
         resources=tuple(resources),
-        concurrency=args.get("concurrency", settings.concurrency),
-        expect=args.get("expect", range(1, 2)),
+        concurrency=concurrency,
+        expect=expect,
         success=make_rule(success, SUCCESS_DEFAULT),
         reject=make_rule(reject, REJECT_DEFAULT),
         success_given=success is not None,
+        reject_given=reject is not None,
         timeout=args.get("timeout", settings.timeout),
         thresholds=thresholds,
         allow_errors=args.get("allow_errors", False),
         rounds=args.get("rounds", settings.rounds),
         sync=sync,  # type: ignore[arg-type]
+        hold=hold or settings.hold or DEFAULT_HOLD,  # type: ignore[arg-type]
         parallel=len(resources) if parallel == "all" else min(int(parallel), len(resources)),
         seed=settings.seed,
     )

@@ -15,10 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_seatrace.core.config import (
     DEFAULT_CONCURRENCY,
+    DEFAULT_HOLD,
     DEFAULT_RESOURCES,
     DEFAULT_SYNC,
     DEFAULT_TIMEOUT,
+    DEFAULT_XDIST,
+    HOLD_POINTS,
     SYNC_MODES,
+    XDIST_MODES,
 )
 
 if TYPE_CHECKING:
@@ -136,6 +140,15 @@ OPTIONS: tuple[Option, ...] = (
         SYNC_MODES,
     ),
     Option(
+        "--race-hold",
+        "race_hold",
+        choice(HOLD_POINTS),
+        f"where a last-byte request waits for the gate: the end of its headers or of its body "
+        f"(default {DEFAULT_HOLD})",
+        "POINT",
+        HOLD_POINTS,
+    ),
+    Option(
         "--race-parallel",
         "race_parallel",
         parallel_value,
@@ -155,6 +168,15 @@ OPTIONS: tuple[Option, ...] = (
         non_negative_int,
         "seed of the final-write order (default: random, shown in the header)",
         "N",
+    ),
+    Option(
+        "--race-xdist",
+        "race_xdist",
+        choice(XDIST_MODES),
+        f"under pytest-xdist, races against one origin take turns (serial) or may overlap "
+        f"(default {DEFAULT_XDIST})",
+        "MODE",
+        XDIST_MODES,
     ),
     Option(
         "--race-json",
@@ -191,12 +213,15 @@ class Settings:
     timeout: float = DEFAULT_TIMEOUT
     base_url: str | None = None
     sync: str | None = None
+    hold: str | None = None
+    """``None`` unless given: an explicit hold point is a choice, the default is not."""
     parallel: int | str = 1
     rounds: int = 1
     seed: int = 0
     json: Path | None = None
     html: Path | None = None
     summary: str = "auto"
+    xdist: str = DEFAULT_XDIST
     p95_ms: float | None = None
 
     @classmethod
@@ -234,6 +259,7 @@ class Settings:
             f"concurrency={self.concurrency}",
             f"timeout={self.timeout:g}s",
             f"sync={self.sync or DEFAULT_SYNC}",
+            f"hold={self.hold or DEFAULT_HOLD}",
             f"parallel={self.parallel}",
             f"seed={self.seed}",
         ]

@@ -110,6 +110,7 @@ def race(request: pytest.FixtureRequest) -> Iterator[Race]:
         marker=item.stash.get(MARKER_ARGS, {}),
         settings=request.config.stash[SETTINGS],
         record=lambda result: role.record(item, result),
+        lock_dir=role.lock_dir,
     )
     try:
         yield racer

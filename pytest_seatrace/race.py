@@ -78,6 +78,7 @@ class Race:
         settings: Settings,
         record: Callable[[RaceResult], None],
         progress: Callable[[str, WaveDone], None] | None = None,
+        lock_dir: str | None = None,
     ) -> None:
         self.name = name
         self.base_url: str | None = settings.base_url
@@ -87,6 +88,8 @@ class Race:
         self._settings = settings
         self._record = record
         self._progress = progress
+        self._lock_dir = lock_dir
+        """Where races against one origin take turns with other xdist workers (``None``: no lock)."""
         """Hears of every finished wave (the live progress line), with the race's name."""
         self._stack = contextlib.ExitStack()
         self._portal: anyio.from_thread.BlockingPortal | None = None
@@ -213,7 +216,9 @@ class Race:
         plan = RacePlan(
             name=self.name if self._calls == 1 else f"{self.name} #{self._calls}",
             config=config,
-            target=TargetOptions(base_url=self.base_url, tls_verify=tls_verify, app=self.app),
+            target=TargetOptions(
+                base_url=self.base_url, tls_verify=tls_verify, app=self.app, lock_dir=self._lock_dir
+            ),
             request=spec,
             attempt=attempt_fn,
             verify=verify,
@@ -236,7 +241,15 @@ class Race:
 
         on_wave = None if self._progress is None else functools.partial(self._progress, plan.name)
         run = await run_race(plan, on_interrupt=interrupted, on_wave=on_wave)
-        return self._judge(call, run)
+        result = self._judge(call, run)
+        if run.ungated:  # recorded first: the figures stay in the summary and reports
+            more = f" and {len(run.ungated) - 1} more" if len(run.ungated) > 1 else ""
+            raise RaceUsageError(
+                f"the attempt for {run.ungated[0]}{more} returned without awaiting a.gate(): it was not "
+                "raced; await a.gate() right before the timed request",
+                result,
+            )
+        return result
 
     def _sync(self, call: _Call) -> RaceResult:
         __tracebackhide__ = True
@@ -246,7 +259,7 @@ class Race:
         try:
             result: RaceResult = future.result()
         except RaceUsageError as exc:  # re-raised here, so the traceback ends at the test's line
-            raise RaceUsageError(str(exc)) from None
+            raise RaceUsageError(str(exc), exc.result) from None
         except BaseException:  # Ctrl-C: cancel the race, let it hand over what it finished
             future.cancel()
             with contextlib.suppress(BaseException):

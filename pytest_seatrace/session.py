@@ -78,6 +78,11 @@ class RaceSessionRole:
         """The seed chosen by someone else for this run (a worker's controller), if any."""
         return None
 
+    @property
+    def lock_dir(self) -> str | None:
+        """Where races against one origin take turns across processes; ``None``: no turns."""
+        return None
+
     def record(self, item: pytest.Item, result: RaceResult) -> None:
         """A race of ``item`` ended: log it now, so even an interrupted test keeps it."""
         doc = result.to_dict()
@@ -106,6 +111,10 @@ class Controller(RaceSessionRole):
         self.written: list[str] = []
         self.write_errors: list[str] = []
         self._exchange: Path | None = None
+        self._locks: Path | None = None
+        """The lock directory handed to workers (``--race-xdist serial``)."""
+        self.unserialised: list[str] = []
+        """Workers that could not reach the lock directory: their races were not serialised."""
 
     def keep(self, doc: RaceDoc) -> None:
         self.races.append(doc)
@@ -121,9 +130,18 @@ class Controller(RaceSessionRole):
         if races:
             self.races.extend(races)
 
+    @property
+    def serialised(self) -> bool:
+        """Races against one origin took turns across xdist workers."""
+        return self._locks is not None
+
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node: Any) -> None:
         node.workerinput["seatrace_seed"] = self.settings.seed  # one seed for the whole run
+        if self.settings.xdist == "serial":
+            if self._locks is None:
+                self._locks = Path(tempfile.mkdtemp(prefix="seatrace-locks-"))
+            node.workerinput["seatrace_lock_dir"] = str(self._locks)
         if self.wants_history:
             if self._exchange is None:
                 self._exchange = Path(tempfile.mkdtemp(prefix="seatrace-xdist-"))
@@ -134,6 +152,8 @@ class Controller(RaceSessionRole):
         output: dict[str, Any] = getattr(node, "workeroutput", {}) or {}
         path = output.get("seatrace_history")
         worker = getattr(node, "workerinput", {}).get("workerid", "?")
+        if output.get("seatrace_unserialised"):
+            self.unserialised.append(f"{worker}: {output['seatrace_unserialised']}")
         if error or (self.wants_history and not path):
             self.crashed_workers.append(f"{worker}: {error or 'no history sent'}")
         if path:
@@ -150,8 +170,9 @@ class Controller(RaceSessionRole):
         self.written, self.write_errors = write_reports(
             self.full_races(), seed=settings.seed, json_path=settings.json, html_path=settings.html
         )
-        if self._exchange is not None:
-            shutil.rmtree(self._exchange, ignore_errors=True)
+        for directory in (self._exchange, self._locks):
+            if directory is not None:
+                shutil.rmtree(directory, ignore_errors=True)
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         from pytest_seatrace.report.summary import summary_lines
@@ -172,6 +193,10 @@ class Controller(RaceSessionRole):
             terminalreporter.write_line(f"seatrace: report written to {path}")
         for error in self.write_errors:
             terminalreporter.write_line(f"seatrace: {error}", red=True, bold=True)
+        for worker in self.unserialised:
+            terminalreporter.write_line(
+                f"seatrace: races against one origin were not serialised on {worker}", red=True
+            )
         for crash in self.crashed_workers:
             terminalreporter.write_line(f"seatrace: worker lost its race history: {crash}", red=True)
 
@@ -208,6 +233,23 @@ class Worker(RaceSessionRole):
     def inherited_seed(self) -> int | None:
         seed: int | None = self.workerinput.get("seatrace_seed")
         return seed
+
+    @property
+    def lock_dir(self) -> str | None:
+        """The controller's lock directory, when this worker shares its filesystem."""
+        directory: str | None = self.workerinput.get("seatrace_lock_dir")
+        if directory is None or Path(directory).is_dir():
+            return directory
+        return None
+
+    def pytest_sessionstart(self) -> None:
+        """A worker on another host (``--tx ssh``/``socket``) cannot take the controller's locks."""
+        directory = self.workerinput.get("seatrace_lock_dir")
+        if directory is not None and not Path(directory).is_dir():
+            workeroutput: dict[str, Any] = getattr(self.config, "workeroutput", {})
+            workeroutput["seatrace_unserialised"] = (
+                f"the lock directory {directory} is not on this worker's filesystem"
+            )
 
     def keep(self, doc: RaceDoc) -> None:
         doc["worker"] = self.worker_id

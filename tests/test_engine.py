@@ -12,10 +12,10 @@ import httpx
 import pytest
 
 from pytest_seatrace import RaceUsageError, RaceViolation
-from pytest_seatrace.engine.requests import RequestBuilder, make_ssl_context
 from pytest_seatrace.engine.classify import Classifier
 from pytest_seatrace.engine.lastbyte import LastByteFirer, Slot
 from pytest_seatrace.engine.plan import Attempt, RequestSpec
+from pytest_seatrace.engine.requests import RequestBuilder, make_ssl_context
 from pytest_seatrace.marker import resolve
 from pytest_seatrace.options import Settings
 from pytest_seatrace.results import Outcome, Record
@@ -319,8 +319,11 @@ def test_server_closing_before_the_final_byte_is_an_error(race):
     assert "closed the connection" in reasons
 
 
-def test_server_answering_before_the_final_byte_is_an_error():
-    """Driven step by step: the server's early answer is in before the gate opens (no sleeps)."""
+def test_server_answering_before_the_final_byte_is_kept_and_marked_early():
+    """Driven step by step: the server's early answer is in before the gate opens (no sleeps).
+
+    It is never thrown away: classified by its real status (a 400 here: a rejection), marked
+    early, its held bytes never sent, its connection not kept."""
     answered = threading.Event()
 
     def handle(conn: socket.socket) -> None:
@@ -341,14 +344,21 @@ def test_server_answering_before_the_final_byte_is_an_error():
         await firer._connect_and_prepare(slot, slot.request.origin)
         assert await anyio.to_thread.run_sync(answered.wait, 5)
         firer._release(1, 0, [slot])
+        assert slot.conn is not None
+        await firer._collect(slot, slot.conn, 0)
+        kept = list(firer._pools[0])
         await builder.aclose()
         await firer.aclose()
+        assert kept == []
         return [slot.record]
 
     with raw_server(handle) as url:
         (record,) = anyio.run(scenario, url)
-    assert record.outcome is Outcome.ERROR
-    assert record.reason == "server answered before the final byte was sent"
+    assert record.early
+    assert record.status == 400
+    assert record.outcome is Outcome.REJECTION
+    assert record.sent_ns
+    assert record.end_ns >= record.sent_ns
 
 
 def test_records_are_complete(race, sample_service):
@@ -450,13 +460,19 @@ def test_asgi_errors_are_not_exception_groups(race):
 
 
 def test_attempt_without_gate_is_untimed_not_zero(race, sample_service):
+    """It was not raced: recorded untimed, then the call says so, naming a.gate() and a key."""
     race.base_url = sample_service.url
 
     async def attempt(a):
         return await a.http.post("/orders", json=order(a))
 
-    result = race.run(attempt, concurrency=3)
-    assert result.latency.all.count == 0
+    with pytest.raises(
+        RaceUsageError, match=r"attempt for r1-1-\d and 2 more returned without awaiting a\.gate\(\)"
+    ) as info:
+        race.run(attempt, concurrency=3)
+    result = info.value.result
+    assert result is not None
+    assert result.requests == 3
     assert all(rec.sent_ns == 0 for rec in result.history)
 
 

@@ -24,6 +24,16 @@ DEFAULT_TIMEOUT = 10.0
 DEFAULT_SYNC: SyncMode = "last-byte"
 """The start of ``race.post``-style calls; ``run``/``arun`` and ``race.app`` always use the gate."""
 
+HoldPoint = Literal["headers", "body"]
+HOLD_POINTS: tuple[HoldPoint, ...] = ("headers", "body")
+DEFAULT_HOLD: HoldPoint = "headers"
+"""Where a last-byte request waits for the gate: after all but the last byte of its header
+block (no HTTP/1.1 server can act on it yet), or after all but the last byte of its body."""
+
+XDIST_MODES = ("serial", "overlap")
+DEFAULT_XDIST = "serial"
+"""Under pytest-xdist, races against one origin take turns (``overlap``: they may run at once)."""
+
 Predicate = Callable[["httpx.Response"], object]
 RuleSpec = Union[int, Iterable[int], Predicate, None]  # noqa: UP007 - evaluated at runtime on 3.10
 
@@ -73,11 +83,13 @@ class RaceConfig:
     success: Rule = SUCCESS_DEFAULT
     reject: Rule = REJECT_DEFAULT
     success_given: bool = False
+    reject_given: bool = False
     timeout: float = DEFAULT_TIMEOUT
     thresholds: tuple[Threshold, ...] = ()
     allow_errors: bool = False
     rounds: int = 1
     sync: SyncMode = DEFAULT_SYNC
+    hold: HoldPoint = DEFAULT_HOLD
     parallel: int = 1
     seed: int = 0
 
@@ -94,6 +106,7 @@ class RaceConfig:
             "allow_errors": self.allow_errors,
             "rounds": self.rounds,
             "sync": self.sync,
+            "hold": self.hold,
             "parallel": self.parallel,
             "seed": self.seed,
         }

@@ -76,6 +76,11 @@ class ResourceDoc(TypedDict):
     unknown: int
 
 
+class NotRunDoc(TypedDict):
+    round: int
+    resource: str
+
+
 class ClockDoc(TypedDict):
     time_ns: int
     perf_counter_ns: int
@@ -114,6 +119,8 @@ class _RaceDocRequired(TypedDict):
     winners: dict[str, list[WinDoc]]
     violations: list[ViolationDoc]
     violation_rate: str
+    not_run: list[NotRunDoc]
+    """(round, resource) pairs a race stopped on a hung service never fired."""
     per_round: list[RoundDoc]
     by_resource: list[ResourceDoc]
     settings: dict[str, Any]

@@ -13,9 +13,17 @@ PUBLIC_MODULE = "pytest_seatrace.errors"
 
 
 class RaceUsageError(Exception):
-    """The race was asked for something it cannot do (bad argument, missing base URL, ...)."""
+    """The race was asked for something it cannot do (bad argument, missing base URL, ...).
+
+    ``.result`` is the race's result when the mistake showed only after it ran (an attempt that
+    never awaited ``a.gate()``); else ``None``.
+    """
 
     __module__ = PUBLIC_MODULE
+
+    def __init__(self, message: str, result: RaceResult | None = None) -> None:
+        super().__init__(message)
+        self.result = result
 
 
 class RaceViolation(AssertionError):

@@ -65,15 +65,16 @@ def invariant_violations(
     the holders that ``verify=`` read from the final state."""
     out: list[Violation] = []
     for group in groups(records, config, held):
-        out += winner_count(group, config.expect)
+        out += winner_count(group, config.expect, config.timeout)
         out += reconcile(group, config.expect)
         out += raising_predicates(group)
         out += errors(group, config.allow_errors)
         out += no_winner_possible(group, config.expect)
+        out += not_raced(group, config)
     return out
 
 
-def winner_count(group: Group, expect: range) -> list[Violation]:
+def winner_count(group: Group, expect: range, timeout: float) -> list[Violation]:
     """Too many or too few winners; indeterminate when timed-out requests decide it."""
     wins, unknown, holders = group.wins, group.unknown, group.holders
     possible = range(wins, wins + unknown + 1)
@@ -106,7 +107,7 @@ def winner_count(group: Group, expect: range) -> list[Violation]:
             group.round,
             allowed,
             f"{wins}..{wins + unknown}",
-            f"{unknown} timed out after the final write; their outcome decides; "
+            f"{unknown} timed out after the final write (timeout={timeout:g}s); their outcome decides; "
             "pass verify= to settle it from the final state",
         )
     ]
@@ -176,8 +177,12 @@ def errors(group: Group, allow_errors: bool) -> list[Violation]:
 
 
 def no_winner_possible(group: Group, expect: range) -> list[Violation]:
-    """A resource nobody could win (one never-win status everywhere, or no answer at all)."""
-    if group.wins or group.unknown:
+    """A resource nobody could win (one never-win status everywhere, or no answer at all).
+
+    It guards against a wrong URL, so it never applies to responses the test's own
+    ``success=``/``reject=`` classified: ``expect=0, reject=401`` may see only 401s.
+    """
+    if group.wins or group.unknown or any(r.by_rule for r in group.records):
         return []
     recs = group.records
     statuses = {r.status for r in recs}
@@ -193,6 +198,26 @@ def no_winner_possible(group: Group, expect: range) -> list[Violation]:
         return []
     allowed = describe_range(expect)
     return [Violation(ViolationKind.NO_WINNER_POSSIBLE, group.resource, group.round, allowed, "0", reason)]
+
+
+NOT_RACED_HINTS = {
+    ("last-byte", "body"): 'the handler acts on its headers: use hold="headers"',
+    ("last-byte", "headers"): 'something answers incomplete requests (a proxy?): use sync="gate"',
+}
+
+
+def not_raced(group: Group, config: RaceConfig) -> list[Violation]:
+    """Every request was answered before its held bytes went out: nothing was synchronised."""
+    recs = group.records
+    if not recs or not all(r.early for r in recs):
+        return []
+    hint = NOT_RACED_HINTS.get((config.sync, config.hold), "")
+    detail = f"all {len(recs)} requests were answered before the gate opened, so none was raced" + (
+        f"; {hint}" if hint else ""
+    )
+    return [
+        Violation(ViolationKind.NOT_RACED, group.resource, group.round, "held until the gate", "0", detail)
+    ]
 
 
 def _winner_detail(recs: Sequence[Record]) -> str:

@@ -91,3 +91,7 @@ class RaceRun:
     held: Mapping[tuple[int, int], int] | None = None
     problems: tuple[Violation, ...] = ()
     interrupted: bool = False
+    not_run: tuple[tuple[int, int], ...] = ()
+    """(round, resource index) pairs never fired: the race stopped on a hung service."""
+    ungated: tuple[str, ...] = ()
+    """Keys of ``race.run`` attempts that returned without awaiting ``a.gate()``."""

@@ -72,11 +72,14 @@ class RaceResult:
     """Cut short (Ctrl-C): the figures cover the waves that finished."""
     checked: bool = True
     """False for a call made with ``check=False``: its violations were not raised."""
+    never_fired: tuple[tuple[int, int], ...] = field(default=(), repr=False)
+    """(round, resource index) pairs a stopped race never fired."""
 
     @classmethod
     def from_run(cls, name: str, config: RaceConfig, run: RaceRun, *, checked: bool = True) -> RaceResult:
         return cls(
             checked=checked,
+            never_fired=run.not_run,
             name=name,
             config=config,
             history=run.records,
@@ -138,6 +141,11 @@ class RaceResult:
     @property
     def unknown(self) -> int:
         return self._outcomes[Outcome.UNKNOWN]
+
+    @property
+    def not_run(self) -> list[tuple[int, Hashable]]:
+        """(round, resource) pairs never raced: the race stopped on a hung service."""
+        return [(rnd, self.resources[index]) for rnd, index in self.never_fired]
 
     @property
     def early(self) -> int:
@@ -278,6 +286,7 @@ class RaceResult:
             "winners": {names[r]: [w.to_dict() for w in ws] for r, ws in self.winners.items()},
             "violations": [v.to_dict() for v in self.violations],
             "violation_rate": self.violation_rate(),
+            "not_run": [{"round": rnd, "resource": str(res)} for rnd, res in self.not_run],
             "per_round": [
                 {
                     "round": r.round,

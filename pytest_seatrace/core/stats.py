@@ -98,6 +98,8 @@ class Spread:
         client: dict[tuple[int, int], list[int]] = {}
         server: dict[tuple[int, int], list[int]] = {}
         for rec in records:
+            if rec.early:  # not synchronised: an early answer never waited at the gate
+                continue
             if rec.sent_ns:
                 client.setdefault((rec.round, rec.resource), []).append(rec.sent_ns)
             if rec.server_ns:

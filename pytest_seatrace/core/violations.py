@@ -24,6 +24,10 @@ class ViolationKind(str, enum.Enum):
     VERIFY = "verify"
     """The ``verify=`` callable failed."""
     THRESHOLD = "threshold"
+    NOT_RACED = "not-raced"
+    """Every request of the resource was answered before its held bytes went out."""
+    HUNG = "hung"
+    """A whole wave timed out: the race stopped, the rest was not run."""
 
     def __str__(self) -> str:
         return self.value

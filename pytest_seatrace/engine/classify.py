@@ -26,6 +26,8 @@ class Classification:
     outcome: Outcome
     reason: str | None = None
     fatal: bool = False
+    by_rule: bool = False
+    """Decided by a ``success=``/``reject=`` the test gave, not by a built-in default."""
 
 
 class Classifier:
@@ -35,6 +37,7 @@ class Classifier:
         self.success = config.success
         self.reject = config.reject
         self.success_given = config.success_given
+        self.reject_given = config.reject_given
 
     @property
     def needs_response(self) -> bool:
@@ -53,15 +56,15 @@ class Classifier:
 
         try:
             if _matches(self.success, status, get):
-                return Classification(Outcome.WIN)
+                return Classification(Outcome.WIN, by_rule=self.success_given)
             if _matches(self.reject, status, get):
-                return Classification(Outcome.REJECTION)
+                return Classification(Outcome.REJECTION, by_rule=self.reject_given)
         except Exception as exc:  # a user predicate: any failure is reported, never raised here
             return Classification(Outcome.ERROR, f"predicate raised {type(exc).__name__}: {exc}", fatal=True)
         if status >= 500:
             return Classification(Outcome.ERROR, f"HTTP {status}")
-        if self.success_given:
-            return Classification(Outcome.REJECTION)
+        if self.success_given:  # whatever is no win by the test's own rule is a loss
+            return Classification(Outcome.REJECTION, by_rule=True)
         return Classification(Outcome.ERROR, f"unexpected {status}")
 
     def fill(
@@ -78,6 +81,7 @@ class Classifier:
         rec.server_ns = int(arrival) if arrival and arrival.isdigit() else 0
         verdict = self.classify(status, response)
         rec.outcome, rec.reason, rec.fatal = verdict.outcome, verdict.reason, verdict.fatal
+        rec.by_rule = verdict.by_rule
         if rec.outcome is Outcome.WIN:
             rec.body = (body or b"")[:BODY_KEEP]
 

@@ -74,6 +74,8 @@ class GateFirer:
         """Client slot → record whose timed request has not been written yet: its ``sent_ns``
         is stamped when httpcore has written the last byte (the gate's time until then)."""
         self._warm: set[int] = set()
+        self.ungated: list[str] = []
+        """Keys of attempts that returned without awaiting ``a.gate()``: they were not raced."""
 
     def _client(self, slot: int) -> httpx.AsyncClient:
         while len(self._clients) <= slot:
@@ -197,6 +199,8 @@ class GateFirer:
         await response.aread()
         arrival = response.headers.get(ARRIVAL_HEADER)
         self.classifier.fill(rec, response.status_code, arrival, response.content, response)
+        if self.attempt_fn is not None and not attempt_gate_used:
+            self.ungated.append(f"r{rec.round}-{cfg.resources[rec.resource]}-{rec.client}")
 
     def _transport_failure(self, rec: Record, exc: httpx.HTTPError, *, after_gate: bool) -> None:
         url = ""

@@ -16,25 +16,38 @@ import anyio.lowlevel
 import httpx
 from anyio.abc import TaskGroup
 
-from pytest_seatrace.core.config import RaceConfig
+from pytest_seatrace.core.config import HoldPoint, RaceConfig
 from pytest_seatrace.core.records import Outcome, Record
 from pytest_seatrace.engine.classify import ARRIVAL_HEADER, Classifier
 from pytest_seatrace.engine.plan import Attempt, release_order
-from pytest_seatrace.engine.rawhttp import Origin, RawConnection, RawResponse, TransportError
+from pytest_seatrace.engine.rawhttp import ANSWERED, Origin, RawConnection, RawResponse, TransportError
 from pytest_seatrace.engine.requests import RequestBuilder, WireBuilder, WireRequest
 
 _ARRIVAL = ARRIVAL_HEADER.encode()
 
 
+def held_from(request: bytes, hold: HoldPoint) -> int:
+    """Where the held bytes start: the last byte of the header block (``headers``: no server
+    can route the request before it, so the body goes out at the gate too), or the last byte
+    of the request (``body``: the classic last-byte sync)."""
+    if hold == "headers":
+        end = request.find(b"\r\n\r\n")
+        if end >= 0:
+            return end + 3
+    return len(request) - 1
+
+
 class Slot:
     """One client of one resource in the current wave."""
 
-    __slots__ = ("conn", "record", "request")
+    __slots__ = ("conn", "prefix_ns", "record", "request")
 
     def __init__(self, record: Record, request: WireRequest) -> None:
         self.record = record
         self.request = request
         self.conn: RawConnection | None = None
+        self.prefix_ns = 0
+        """When its prefix was written: an early answer's latency counts from here."""
 
 
 class LastByteFirer:
@@ -56,6 +69,8 @@ class LastByteFirer:
         self._pools: tuple[list[RawConnection], list[RawConnection]] = ([], [])
         self._opened: list[RawConnection] = []
         """Every connection ever opened, so a cancelled race still closes them all."""
+        self.ungated: list[str] = []
+        """Always empty: every request here waits at the gate."""
 
     async def fire_waves(self, rnd: int, waves: Sequence[Sequence[int]], sink: list[Record]) -> None:
         """Race every wave of a round, appending each wave's records to ``sink`` as it ends."""
@@ -128,7 +143,9 @@ class LastByteFirer:
             tg.start_soon(self._connect_and_prepare, slot, origin)
             return
         try:
-            rest = conn.write_prefix(slot.request.serialize(conn.h11))
+            data = slot.request.serialize(conn.h11)
+            rest = conn.write_prefix(data, held_from(data, self.config.hold))
+            slot.prefix_ns = time.perf_counter_ns()
         except OSError as exc:
             self._fail(slot, conn, f"connection to {origin.url} failed: {exc}")
             return
@@ -150,7 +167,9 @@ class LastByteFirer:
         try:
             conn = await RawConnection.open(origin, self.ssl_context if origin.scheme == "https" else None)
             self._opened.append(conn)
-            await conn.prepare(slot.request.serialize(conn.h11))
+            data = slot.request.serialize(conn.h11)
+            await conn.prepare(data, held_from(data, self.config.hold))
+            slot.prefix_ns = time.perf_counter_ns()
         except TransportError as exc:
             self._fail(slot, conn, str(exc))
         except OSError as exc:
@@ -169,6 +188,15 @@ class LastByteFirer:
             conn.close()
         return None
 
+    def _dropped(self, reason: str) -> str:
+        """A held request the server gave up on: say which hold point waited, and the other."""
+        hold = self.config.hold
+        other = "body" if hold == "headers" else "headers"
+        return (
+            f"{reason} (hold={hold!r}: a server with a header-read timeout may drop a held request; "
+            f"try hold={other!r})"
+        )
+
     def _fail(self, slot: Slot, conn: RawConnection | None, reason: str) -> None:
         slot.record.outcome = Outcome.ERROR
         slot.record.reason = reason
@@ -177,17 +205,24 @@ class LastByteFirer:
             conn.close()
 
     def _release(self, rnd: int, index: int, slots: list[Slot]) -> None:
-        """The gate: check every connection, then the final bytes back to back, stamping each."""
+        """The gate: check every connection, then the held bytes back to back, stamping each.
+
+        A connection answered already (the server acted before the hold point) is read like
+        any other, marked early; one the server closed is an error that names the hold point.
+        """
         ready: list[tuple[Slot, RawConnection]] = []
         for slot in slots:
             if slot.conn is None:
                 continue
-            problem = slot.conn.early_answer()
-            if problem:
-                self._fail(slot, slot.conn, problem)
-                slot.conn = None
-            else:
+            found = slot.conn.early_answer()
+            if found is None:
                 ready.append((slot, slot.conn))
+            elif found is ANSWERED:
+                rec = slot.record
+                rec.early, rec.sent_ns, rec.end_ns = True, slot.prefix_ns, time.perf_counter_ns()
+            else:
+                self._fail(slot, slot.conn, self._dropped(found))
+                slot.conn = None
         release_order(self.config.seed, rnd, index, ready)
         # The hot loop: a bound send and a clock read per client, nothing else.
         shots = [(conn.sock.send, conn.final, slot.record) for slot, conn in ready]
@@ -214,12 +249,13 @@ class LastByteFirer:
             self._fail(slot, conn, str(exc))
             slot.conn = None
             return
-        rec.end_ns = response.end_ns
+        if not rec.early:  # an early answer was complete by the gate, when it was found
+            rec.end_ns = response.end_ns
         arrival = next((v for n, v in response.headers if n == _ARRIVAL), None)
         self.classifier.fill(
             rec, response.status, arrival, response.body, lambda: self._as_httpx(slot, response)
         )
-        if response.keep_alive:
+        if response.keep_alive and not rec.early:  # after an early answer the server is mid-request
             self._pools[pool].append(conn)
         else:
             conn.close()

@@ -128,6 +128,8 @@ class TargetOptions:
     base_url: str | None = None
     tls_verify: Any = True
     app: Any = None
+    lock_dir: str | None = None
+    """Where races against one origin take their turns (pytest-xdist); ``None``: no lock."""
 
 
 @dataclass(frozen=True)

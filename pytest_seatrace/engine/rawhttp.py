@@ -19,6 +19,8 @@ import anyio
 import h11
 
 RECV_SIZE = 65536
+ANSWERED = "answered before its held bytes were sent"
+CLOSED_EARLY = "server closed the connection before the held bytes were sent"
 
 
 class TransportError(Exception):
@@ -57,6 +59,8 @@ class RawConnection:
         self.h11 = h11.Connection(our_role=h11.CLIENT)
         self.final = b""
         self.closed = False
+        self._plain = b""
+        """Decrypted bytes read ahead (an early answer found over TLS), parsed first."""
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -135,20 +139,21 @@ class RawConnection:
         self.tls.write(data)
         return self._outgoing.read()
 
-    def write_prefix(self, request: bytes) -> bytes:
-        """Write what fits of ``request`` but its final byte, and hold that byte (encrypted if
-        TLS); return what is left to send (nearly always nothing: requests are small)."""
-        data = self._encrypt(request[:-1])
-        self.final = self._encrypt(request[-1:])
+    def write_prefix(self, request: bytes, held_from: int) -> bytes:
+        """Write what fits of ``request`` up to ``held_from`` and hold the rest (encrypted as its
+        own record over TLS); return what is left of the prefix to send (nearly always nothing:
+        requests are small)."""
+        data = self._encrypt(request[:held_from])
+        self.final = self._encrypt(request[held_from:])
         try:
             sent = self.sock.send(data)
         except BlockingIOError:
             sent = 0
         return data[sent:]
 
-    async def prepare(self, request: bytes) -> None:
-        """Write all of ``request`` but its final byte, waiting for the socket if it must."""
-        rest = self.write_prefix(request)
+    async def prepare(self, request: bytes, held_from: int) -> None:
+        """Write ``request`` up to ``held_from``, waiting for the socket if it must."""
+        rest = self.write_prefix(request, held_from)
         if rest:
             await self.send_all(rest)
 
@@ -161,10 +166,12 @@ class RawConnection:
             self.sock.setblocking(False)
 
     def early_answer(self) -> str | None:
-        """Why this connection cannot take its final byte (closed, or answered already), if so.
+        """What came back before the held bytes went out: ``None`` (nothing, ready to go),
+        ``ANSWERED`` (a response is waiting: it is read like any other), or why the
+        connection is gone.
 
         Over TLS, bytes may wait that are no answer (TLS 1.3 session tickets): only decrypted
-        application data counts.
+        application data counts, and it is kept for the response parser.
         """
         if self.tls is not None:
             return self._early_tls_answer(self.tls)
@@ -173,20 +180,22 @@ class RawConnection:
         except BlockingIOError:
             return None
         except OSError as exc:
-            return f"connection lost before the final byte: {exc}"
+            return f"connection lost before the held bytes were sent: {exc}"
         if not data:
-            return "server closed the connection before the final byte"
-        return "server answered before the final byte was sent"
+            return CLOSED_EARLY
+        return ANSWERED
 
     def _early_tls_answer(self, tls: ssl.SSLObject) -> str | None:
+        if self._plain:
+            return ANSWERED
         try:
             data = self.sock.recv(RECV_SIZE)
         except BlockingIOError:
             data = None
         except OSError as exc:
-            return f"connection lost before the final byte: {exc}"
+            return f"connection lost before the held bytes were sent: {exc}"
         if data == b"":
-            return "server closed the connection before the final byte"
+            return CLOSED_EARLY
         if data:
             self._incoming.write(data)
         try:
@@ -194,12 +203,13 @@ class RawConnection:
         except ssl.SSLWantReadError:
             return None
         except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
-            return "server closed the connection before the final byte"
+            return CLOSED_EARLY
         except ssl.SSLError as exc:
-            return f"TLS error before the final byte: {exc}"
+            return f"TLS error before the held bytes were sent: {exc}"
         if not plain:
-            return "server closed the connection before the final byte"
-        return "server answered before the final byte was sent"
+            return CLOSED_EARLY
+        self._plain = plain  # the start of the early answer: the parser reads it first
+        return ANSWERED
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -230,6 +240,9 @@ class RawConnection:
                     continue
                 except OSError as exc:
                     raise TransportError(f"connection lost: {exc}") from None
+        if self._plain:
+            plain, self._plain = self._plain, b""
+            return plain
         while True:
             try:
                 return self.tls.read(RECV_SIZE)

@@ -16,20 +16,25 @@ import anyio.to_thread
 import httpx
 
 from pytest_seatrace.core.errors import RaceUsageError
-from pytest_seatrace.core.records import RaceRun, Record, WaveDone
+from pytest_seatrace.core.records import Outcome, RaceRun, Record, WaveDone
 from pytest_seatrace.core.violations import Violation, ViolationKind
 from pytest_seatrace.engine.asgi import lifespan
 from pytest_seatrace.engine.classify import Classifier
 from pytest_seatrace.engine.gate import GateFirer
 from pytest_seatrace.engine.lastbyte import LastByteFirer
 from pytest_seatrace.engine.limits import ensure_open_files
-from pytest_seatrace.engine.plan import RacePlan, Reset, Verify
-from pytest_seatrace.engine.requests import RequestBuilder, check_url, make_ssl_context
+from pytest_seatrace.engine.locks import origin_lock
+from pytest_seatrace.engine.plan import Attempt, RacePlan, Reset, Verify
+from pytest_seatrace.engine.rawhttp import Origin
+from pytest_seatrace.engine.requests import RequestBuilder, check_url, make_ssl_context, origin_of
 
 ASGI_BASE_URL = "http://testserver"
 
 
 class Firer(Protocol):
+    ungated: list[str]
+    """Keys of attempts that returned without awaiting ``a.gate()`` (gate mode only)."""
+
     async def fire_waves(self, rnd: int, waves: Sequence[Sequence[int]], sink: list[Record]) -> None: ...
 
     async def aclose(self) -> None: ...
@@ -60,6 +65,8 @@ async def run_race(
     records: list[Record] = []
     held: dict[tuple[int, int], int] = {}
     problems: list[Violation] = []
+    not_run: tuple[tuple[int, int], ...] = ()
+    ungated: list[str] = []
     busy = 0.0
 
     def run(interrupted: bool = False) -> RaceRun:
@@ -70,6 +77,8 @@ async def run_race(
             held=held if plan.verify is not None else None,
             problems=tuple(problems),
             interrupted=interrupted,
+            not_run=not_run,
+            ungated=tuple(ungated),
         )
 
     try:
@@ -80,13 +89,17 @@ async def run_race(
                     await _reset(plan.reset, _origin(origin) if origin else None, config.timeout, transport)
                 start = time.perf_counter()
                 round_waves = waves(len(config.resources), config.parallel)
-                sink: list[Record] = records
-                if on_wave is not None:
-                    sink = _ProgressSink(records, on_wave, rnd, config.rounds, len(round_waves))
+                sink = _WaveSink(records, on_wave, rnd, config.rounds, len(round_waves))
                 try:
                     await firer.fire_waves(rnd, round_waves, sink)
+                except _Hung as hung:
+                    not_run = _never_fired(records, config.rounds, len(config.resources))
+                    problems.append(hung.violation(config.timeout, len(not_run)))
+                    break
                 finally:
                     busy += time.perf_counter() - start
+                    ungated.extend(firer.ungated)
+                    firer.ungated.clear()
                 if plan.verify is not None:
                     for index, resource in enumerate(config.resources):
                         holders = await _verify(plan.verify, resource, problems, rnd)
@@ -99,20 +112,57 @@ async def run_race(
     return run()
 
 
-class _ProgressSink(list[Record]):
-    """The records list a firer extends once per wave, telling ``on_wave`` each time."""
+class _Hung(Exception):
+    """Every request of a wave timed out: the service hangs, so the race stops here."""
+
+    def __init__(self, rnd: int, resources: list[int]) -> None:
+        super().__init__(rnd, resources)
+        self.round, self.resources = rnd, resources
+
+    def violation(self, timeout: float, not_run: int) -> Violation:
+        return Violation(
+            ViolationKind.HUNG,
+            None,
+            self.round,
+            "answers within timeout",
+            "none",
+            f"every request of a wave of round {self.round} timed out (timeout={timeout:g}s): "
+            f"the service seems hung, so the race stopped; {not_run} (round, resource) pairs were "
+            "not run (RaceResult.not_run); raise timeout= if the service is just slow",
+        )
+
+
+class _WaveSink(list[Record]):
+    """The records list a firer extends once per wave: it tells ``on_wave`` of each, and stops
+    the race when a whole wave timed out (a hung service costs one timeout, not one per wave)."""
 
     def __init__(
-        self, records: list[Record], on_wave: Callable[[WaveDone], None], rnd: int, rounds: int, waves: int
+        self,
+        records: list[Record],
+        on_wave: Callable[[WaveDone], None] | None,
+        rnd: int,
+        rounds: int,
+        waves: int,
     ) -> None:
         super().__init__()
         self._records, self._on_wave = records, on_wave
         self._rnd, self._rounds, self._waves, self._done = rnd, rounds, waves, 0
 
     def extend(self, wave: Iterable[Record]) -> None:
-        self._records.extend(wave)
+        batch = list(wave)
+        self._records.extend(batch)
         self._done += 1
-        self._on_wave(WaveDone(self._rnd, self._rounds, self._done, self._waves, self._records))
+        if self._on_wave is not None:
+            self._on_wave(WaveDone(self._rnd, self._rounds, self._done, self._waves, self._records))
+        more = self._done < self._waves or self._rnd < self._rounds
+        if more and batch and all(r.outcome is Outcome.UNKNOWN for r in batch):
+            raise _Hung(self._rnd, sorted({r.resource for r in batch}))
+
+
+def _never_fired(records: Sequence[Record], rounds: int, resources: int) -> tuple[tuple[int, int], ...]:
+    """(round, resource index) pairs with no record: what a stopped race never raced."""
+    fired = {(r.round, r.resource) for r in records}
+    return tuple((rnd, i) for rnd in range(1, rounds + 1) for i in range(resources) if (rnd, i) not in fired)
 
 
 @asynccontextmanager
@@ -132,6 +182,8 @@ async def _firer(
         if spec is not None:
             builder = RequestBuilder(spec, base_url, ssl_context)
             stack.push_async_callback(builder.aclose)
+        if transport is None and target.lock_dir is not None:  # held until every round and verify= ran
+            await stack.enter_async_context(origin_lock(target.lock_dir, _first_origin(plan, builder)))
         firer: Firer
         if config.sync == "last-byte" and builder is not None and transport is None:
             firer = LastByteFirer(config, builder, ssl_context, classifier)
@@ -149,6 +201,14 @@ async def _firer(
             )
         stack.push_async_callback(firer.aclose)
         yield firer, base_url, builder, transport
+
+
+def _first_origin(plan: RacePlan, builder: RequestBuilder | None) -> Origin | None:
+    """The origin a race talks to: its first request's, or the base URL of ``run`` attempts."""
+    if builder is not None:
+        return origin_of(builder.build(Attempt(plan.config.resources[0], 1, 1)))
+    base = plan.target.base_url
+    return check_url(httpx.URL(base), base) if base else None
 
 
 def _origin(url: str) -> str:
