@@ -56,6 +56,8 @@ class Record:
     """Answered before its held bytes were sent: classified as usual, but not synchronised."""
     by_rule: bool = False
     """Classified by a ``success=``/``reject=`` rule the test gave (not a built-in default)."""
+    timed_out: bool = False
+    """Its outcome was decided by ``timeout`` (unknown after the gate, an error before it)."""
 
     @property
     def latency_ns(self) -> int:

@@ -185,6 +185,7 @@ class GateFirer:
         rec.end_ns = time.perf_counter_ns()
         # An attempt that never called gate() stays untimed (sent_ns 0): no latency, no spread.
         if scope.cancelled_caught:
+            rec.timed_out = True
             if attempt_gate_used:
                 rec.outcome, rec.reason = Outcome.UNKNOWN, f"no response within {cfg.timeout}s after the gate"
             else:
@@ -206,6 +207,7 @@ class GateFirer:
         url = ""
         with contextlib.suppress(RuntimeError):  # an exception raised outside a request has none
             url = str(exc.request.url)
+        rec.timed_out = isinstance(exc, httpx.TimeoutException)
         if after_gate and isinstance(exc, (httpx.ReadTimeout, httpx.WriteTimeout)):
             rec.outcome, rec.reason = Outcome.UNKNOWN, f"{type(exc).__name__} after the gate"
             return

@@ -118,6 +118,7 @@ class LastByteFirer:
             if slot.conn is None and not slot.record.reason:
                 origin = slot.request.origin
                 self._fail(slot, None, f"connect timeout after {cfg.timeout}s to {origin.url}")
+                slot.record.timed_out = True
         return slots
 
     async def _collect_wave(self, slots: Sequence[Slot], pool: int) -> None:
@@ -130,7 +131,7 @@ class LastByteFirer:
         for slot, conn in live:
             if not slot.record.end_ns:
                 rec = slot.record
-                rec.outcome = Outcome.UNKNOWN
+                rec.outcome, rec.timed_out = Outcome.UNKNOWN, True
                 rec.reason = f"no response within {self.config.timeout}s after the final write"
                 rec.end_ns = time.perf_counter_ns()
                 conn.close()

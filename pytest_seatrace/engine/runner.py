@@ -16,7 +16,7 @@ import anyio.to_thread
 import httpx
 
 from pytest_seatrace.core.errors import RaceUsageError
-from pytest_seatrace.core.records import Outcome, RaceRun, Record, WaveDone
+from pytest_seatrace.core.records import RaceRun, Record, WaveDone
 from pytest_seatrace.core.violations import Violation, ViolationKind
 from pytest_seatrace.engine.asgi import lifespan
 from pytest_seatrace.engine.classify import Classifier
@@ -113,7 +113,8 @@ async def run_race(
 
 
 class _Hung(Exception):
-    """Every request of a wave timed out: the service hangs, so the race stops here."""
+    """Every request of a wave timed out (unknown after the gate, or stuck before it): the
+    service hangs, so the race stops here."""
 
     def __init__(self, rnd: int, resources: list[int]) -> None:
         super().__init__(rnd, resources)
@@ -155,7 +156,7 @@ class _WaveSink(list[Record]):
         if self._on_wave is not None:
             self._on_wave(WaveDone(self._rnd, self._rounds, self._done, self._waves, self._records))
         more = self._done < self._waves or self._rnd < self._rounds
-        if more and batch and all(r.outcome is Outcome.UNKNOWN for r in batch):
+        if more and batch and all(r.timed_out for r in batch):
             raise _Hung(self._rnd, sorted({r.resource for r in batch}))
 
 
