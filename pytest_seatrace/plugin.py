@@ -101,20 +101,25 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 @pytest.fixture
 def race(request: pytest.FixtureRequest) -> Iterator[Race]:
     """Race concurrent requests per resource and assert the invariant (see ``@pytest.mark.race``)."""
+    from pytest_seatrace.progress import live_line
     from pytest_seatrace.race import Race  # the engine (anyio, httpx, h11) loads on first use
 
     item = request.node
     role = request.config.stash[ROLE]
+    live = live_line(request.config, is_worker=role.is_worker)
     racer = Race(
         name=item.nodeid,
         marker=item.stash.get(MARKER_ARGS, {}),
         settings=request.config.stash[SETTINGS],
         record=lambda result: role.record(item, result),
+        progress=live,
         lock_dir=role.lock_dir,
     )
     try:
         yield racer
     finally:
+        if live is not None:
+            live.clear()
         racer.close()
 
 
