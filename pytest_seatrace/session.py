@@ -183,6 +183,7 @@ class Controller(RaceSessionRole):
             verbosity=self.config.get_verbosity(),
             mode=settings.summary,
             workers=self.worker_count(),
+            serialised=self.serialised,
         )
         if lines:
             terminalreporter.ensure_newline()  # else the first table line would follow a blank one
