@@ -259,9 +259,10 @@ class Settings:
             f"concurrency={self.concurrency}",
             f"timeout={self.timeout:g}s",
             f"sync={self.sync or DEFAULT_SYNC}",
-            f"hold={self.hold or DEFAULT_HOLD}",
             f"parallel={self.parallel}",
             f"seed={self.seed}",
+            f"hold={self.hold or DEFAULT_HOLD}",
+            f"xdist={self.xdist}",
         ]
         if self.base_url:
             parts.append(f"base_url={self.base_url}")
