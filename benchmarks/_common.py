@@ -8,6 +8,7 @@ the loopback service a script started itself.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import statistics
@@ -20,6 +21,7 @@ from typing import Any
 import anyio
 from tabulate import tabulate
 
+from pytest_seatrace.core.config import HoldPoint
 from pytest_seatrace.engine import RaceConfig, RacePlan, RequestSpec, SyncMode, TargetOptions, run_race
 from pytest_seatrace.options import positive_float as positive_float
 from pytest_seatrace.options import positive_int as positive_int
@@ -147,8 +149,31 @@ class BudgetExceededError(RuntimeError):
 # -- the seed race -------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Start:
+    """How a benchmark race starts: the mode, and for last-byte the hold point."""
+
+    label: str
+    sync: SyncMode
+    hold: HoldPoint = "headers"
+
+
+STARTS = {
+    "last-byte/headers": Start("last-byte/headers", "last-byte", "headers"),
+    "last-byte/body": Start("last-byte/body", "last-byte", "body"),
+    "gate": Start("gate", "gate"),
+}
+
+
 def seed_config(
-    *, resources: int, clients: int, sync: SyncMode, seed: int, timeout: float, parallel: int = 1
+    *,
+    resources: int,
+    clients: int,
+    sync: SyncMode,
+    seed: int,
+    timeout: float,
+    parallel: int = 1,
+    hold: HoldPoint = "headers",
 ) -> RaceConfig:
     """The seed scenario: ``clients`` per seat, seats ``1..resources``, exactly one winner each."""
     return RaceConfig(
@@ -156,9 +181,19 @@ def seed_config(
         concurrency=clients,
         timeout=timeout,
         sync=sync,
+        hold=hold,
         parallel=parallel,
         seed=seed,
     )
+
+
+def seed_held_bytes(resources: int, clients: int, hold: HoldPoint) -> int:
+    """How many bytes a seed request holds back until the gate at ``hold`` (the longest one):
+    the header block's last byte and the JSON body, or the body's last byte."""
+    if hold == "body":
+        return 1
+    body = json.dumps({"seats": [resources], "user": f"vu-{clients}"}, separators=(",", ":"))
+    return 1 + len(body.encode())
 
 
 def order_spec() -> RequestSpec:

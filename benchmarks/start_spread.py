@@ -1,12 +1,15 @@
-"""Start spread of the seed race (100 clients x 16 seats), last-byte and gate side by side.
+"""Start spread of the seed race (100 clients x 16 seats): last-byte at both hold points, and
+gate, side by side.
 
-Target: per resource, the client-side spread (from the return of the first final
-``send()`` to the return of the last) has a median under max(1 ms, 1.5 x a bare 100-send
-loop measured in the same run). The bare loop is 100 idle, connected, non-blocking TCP
-sockets to the same service, each holding a partial request line, and one ``send(b"x")``
-to each; its time is from the return of the first send to the return of the last. Bare
-loops are measured in blocks before the first race and after every race, so they see the
-same machine the races see.
+Target, for each hold point: per resource, the client-side spread (from the return of the
+first held ``send()`` to the return of the last) has a median under max(1 ms, 1.5 x a bare
+100-send loop sending the same number of bytes, measured in the same run). A bare loop is 100
+idle, connected, non-blocking TCP sockets to the same service, each holding a partial request
+line, and one ``send`` to each of as many bytes as the hold point holds back (1 for
+``hold="body"``; the header block's last byte plus the JSON body for ``hold="headers"``); its
+time is from the return of the first send to the return of the last. Bare loops are measured
+in blocks before the first race and after every race, so they see the same machine the races
+see. The client and the service share this machine's cores.
 
 Exit status: 0 target met, 1 below target (or a race broke the invariant / had errors
 against the safe service), 2 incomplete (time budget, race time limit, service failure).
@@ -28,6 +31,7 @@ from _common import (
     EXIT_INCOMPLETE,
     EXIT_OK,
     NS_PER_MS,
+    STARTS,
     Budget,
     BudgetExceededError,
     Summary,
@@ -40,16 +44,18 @@ from _common import (
     print_table,
     run_one_race,
     seed_config,
+    seed_held_bytes,
     server_errors,
     server_spreads,
     stderr,
 )
 
-from pytest_seatrace.engine import SyncMode
+from pytest_seatrace.core.config import HoldPoint
 from pytest_seatrace.results import RaceResult
 from pytest_seatrace.service import ServiceError, ServiceHandle, start_sample_service
 
-MODES: tuple[SyncMode, ...] = ("last-byte", "gate")
+MODES = tuple(STARTS)
+HOLDS: tuple[HoldPoint, ...] = ("headers", "body")
 FLOOR_NS = 1 * NS_PER_MS
 BARE_FACTOR = 1.5
 BARE_PREFIX = b"GET /"
@@ -85,17 +91,19 @@ def _parser() -> argparse.ArgumentParser:
 # -- the bare send loop --------------------------------------------------------------------
 
 
-def _one_bare_loop(socks: Sequence[socket.socket]) -> int:
-    """One ``send(b"x")`` per socket; ns from the return of the first to the return of the last."""
+def _one_bare_loop(socks: Sequence[socket.socket], payload: bytes) -> int:
+    """One ``send(payload)`` per socket; ns from the return of the first to the return of the last."""
     first, *rest = socks
-    first.send(b"x")
+    first.send(payload)
     start = time.perf_counter_ns()
     for sock in rest:
-        sock.send(b"x")
+        sock.send(payload)
     return time.perf_counter_ns() - start
 
 
-def bare_block(port: int, sockets: int, loops: int, timeout: float) -> tuple[list[int], int]:
+def bare_block(
+    port: int, sockets: int, loops: int, timeout: float, payload: bytes = b"x"
+) -> tuple[list[int], int]:
     """Open ``sockets`` idle connections, time ``loops`` bare loops over them, close them.
 
     Returns the loop times (ns) and how many sockets the server had answered or closed by
@@ -112,7 +120,7 @@ def bare_block(port: int, sockets: int, loops: int, timeout: float) -> tuple[lis
         time.sleep(BARE_SETTLE_S)  # the server reads the partial request lines, then idles
         samples = []
         for _ in range(loops):
-            samples.append(_one_bare_loop(socks))
+            samples.append(_one_bare_loop(socks, payload))
             time.sleep(BARE_PAUSE_S)
         answered = 0
         for sock in socks:
@@ -202,23 +210,31 @@ def _problems(result: RaceResult, resources: int) -> list[str]:
 def measure(svc: ServiceHandle, args: argparse.Namespace, budget: Budget) -> int:
     stats = {mode: ModeStats() for mode in MODES}
     rows: list[list[Any]] = []
-    bare: list[int] = []
+    bare: dict[HoldPoint, list[int]] = {hold: [] for hold in HOLDS}
+    payloads = {hold: b"x" * seed_held_bytes(args.resources, args.clients, hold) for hold in HOLDS}
     answered = 0
     problems: list[str] = []
     seed = args.seed
 
     def block() -> None:
         nonlocal answered
-        samples, late = bare_block(svc.port, args.clients, args.bare_loops, args.timeout)
-        bare.extend(samples)
-        answered += late
+        for hold in HOLDS:
+            samples, late = bare_block(svc.port, args.clients, args.bare_loops, args.timeout, payloads[hold])
+            bare[hold].extend(samples)
+            answered += late
 
-    def one(mode: SyncMode, rep: str) -> tuple[RaceResult, float]:
+    def one(mode: str, rep: str) -> tuple[RaceResult, float]:
         nonlocal seed
         if budget.expired():
             raise BudgetExceededError(f"time budget of {budget.seconds:g}s used up before race {mode} {rep}")
+        start = STARTS[mode]
         config = seed_config(
-            resources=args.resources, clients=args.clients, sync=mode, seed=seed, timeout=args.timeout
+            resources=args.resources,
+            clients=args.clients,
+            sync=start.sync,
+            hold=start.hold,
+            seed=seed,
+            timeout=args.timeout,
         )
         seed += 1
         result, wall = run_one_race(svc.url, config, name=f"{mode}#{rep}", limit_s=args.race_limit_s)
@@ -266,22 +282,23 @@ def measure(svc: ServiceHandle, args: argparse.Namespace, budget: Budget) -> int
                 ms(server.max),
             ]
         )
-    bare_summary = Summary.of(bare)
-    summary_rows.append(
-        [
-            f"bare {args.clients}-send loop",
-            f"{len(bare)} loops",
-            "-",
-            bare_summary.count,
-            ms(bare_summary.median),
-            "-",
-            ms(bare_summary.p95),
-            ms(bare_summary.max),
-            "-",
-            "-",
-            "-",
-        ]
-    )
+    for hold in HOLDS:
+        bare_summary = Summary.of(bare[hold])
+        summary_rows.append(
+            [
+                f"bare {args.clients}-send loop, {len(payloads[hold])} B ({hold})",
+                f"{len(bare[hold])} loops",
+                "-",
+                bare_summary.count,
+                ms(bare_summary.median),
+                "-",
+                ms(bare_summary.p95),
+                ms(bare_summary.max),
+                "-",
+                "-",
+                "-",
+            ]
+        )
     print_table(
         summary_rows,
         (
@@ -300,14 +317,17 @@ def measure(svc: ServiceHandle, args: argparse.Namespace, budget: Budget) -> int
         f"Summary over {args.reps} races per mode (samples: one per resource per race, pooled)",
     )
 
-    bound = max(FLOOR_NS, BARE_FACTOR * bare_summary.median)
-    measured = Summary.of(stats["last-byte"].client).median
-    met = measured < bound
-    print(
-        f"target: last-byte client-side median spread {ms(measured)} ms"
-        f" < max(1 ms, {BARE_FACTOR} x bare loop "
-        f"median {ms(bare_summary.median)} ms) = {ms(bound)} ms: {'MET' if met else 'NOT MET'}"
-    )
+    met = True
+    for hold in HOLDS:
+        bare_median = Summary.of(bare[hold]).median
+        bound = max(FLOOR_NS, BARE_FACTOR * bare_median)
+        measured = Summary.of(stats[f"last-byte/{hold}"].client).median
+        met = met and measured < bound
+        print(
+            f"target: last-byte/{hold} client-side median spread {ms(measured)} ms"
+            f" < max(1 ms, {BARE_FACTOR} x bare loop of {len(payloads[hold])} B "
+            f"median {ms(bare_median)} ms) = {ms(bound)} ms: {'MET' if measured < bound else 'NOT MET'}"
+        )
     if answered:
         problems.append(
             f"{answered} bare-loop sockets were answered or closed by the service (baseline not idle)"
