@@ -30,7 +30,15 @@ from pytest_seatrace.core.document import RaceDoc
 from pytest_seatrace.core.records import RaceRun
 from pytest_seatrace.core.result import RaceResult
 from pytest_seatrace.report.files import json_document
-from pytest_seatrace.report.html import MAX_DRAWN_PER_RESOURCE, render_html
+from pytest_seatrace.report.html import (
+    MAX_DRAWN_PER_RESOURCE,
+    MAX_TABLE_ROWS,
+    MAX_TABLE_ROWS_TOTAL,
+    MIN_TABLE_ROWS,
+    SCRIPT,
+    _place_labels,
+    render_html,
+)
 from pytest_seatrace.results import Outcome, Record
 
 INNER_INI = "[pytest]\nasyncio_default_fixture_loop_scope = function\n"
@@ -237,9 +245,15 @@ def test_race_html_is_one_self_contained_file(pytester: pytest.Pytester) -> None
     assert text.count('<svg class="histogram"') == 2
     assert text.count('<svg class="timeline"') == 8  # 4 resources per race
     assert text.count('<svg class="bar"') == 4
+    assert text.count('<table class="requests"') == 2
+    assert text.count("All 80 requests") == 2
     assert "PASS" in text
-    assert "FAIL" in text
+    assert "unchecked" in text  # the unsafe race ran with check=False
     assert "too-many" in text
+    # the race that broke its rule comes first, in the summary and in the sections
+    assert text.index(f'title="{UNSAFE}"') < text.index(f'title="{SAFE}"')
+    sections = re.findall(r'<section id="race-(\d)"><h2>(.*?) <span', text)
+    assert [(i, name.replace("<wbr>", "")) for i, name in sections] == [("0", UNSAFE), ("1", SAFE)]
 
 
 class SvgCensus(html.parser.HTMLParser):
@@ -334,8 +348,18 @@ def test_race_html_renders_in_chromium(pytester: pytest.Pytester, tmp_path: Path
 # -- render_html on its own -------------------------------------------------------------------------
 
 
-def synthetic_race(name: str, resources: int, concurrency: int, *, unsafe: bool) -> RaceDoc:
-    """A race dict made by the real result code, from records made up here (seeded)."""
+def synthetic_race(
+    name: str,
+    resources: int,
+    concurrency: int,
+    *,
+    unsafe: bool,
+    early: float = 0.0,
+    checked: bool = True,
+    interrupted: bool = False,
+) -> RaceDoc:
+    """A race dict made by the real result code, from records made up here (seeded); ``early``
+    is the share of rejections answered early."""
     rng = random.Random(f"{name}-{resources}-{concurrency}")  # noqa: S311 - test data
     t0 = time.perf_counter_ns()
     records = []
@@ -355,6 +379,7 @@ def synthetic_race(name: str, resources: int, concurrency: int, *, unsafe: bool)
                 rec.outcome, rec.reason = Outcome.UNKNOWN, "timeout"
             else:
                 rec.status, rec.outcome = 409, Outcome.REJECTION
+                rec.early = rng.random() < early
             records.append(rec)
     lost = next(r for r in records if r.outcome is Outcome.REJECTION)  # one that never went out
     lost.sent_ns = lost.end_ns = lost.status = 0
@@ -364,8 +389,8 @@ def synthetic_race(name: str, resources: int, concurrency: int, *, unsafe: bool)
         concurrency=concurrency,
         allow_errors=True,
     )
-    run = RaceRun(records=tuple(records), duration=1.5, clock=(time.time_ns(), t0))
-    result = RaceResult.from_run(name, config, run)
+    run = RaceRun(records=tuple(records), duration=1.5, clock=(time.time_ns(), t0), interrupted=interrupted)
+    result = RaceResult.from_run(name, config, run, checked=checked)
     return result.to_dict(history=True)
 
 
@@ -374,13 +399,23 @@ def test_render_html_escapes_every_string() -> None:
     race["error_reasons"] = {"<img src=x onerror=alert(2)>": 1}
     for wins in race["winners"].values():
         wins[0]["body"] = '</td><script src="https://evil.example/x.js"></script>'
+    evil_id = '<svg onload=alert(3)>"'
+    history = race["history"]
+    assert history is not None
+    history["resource"] = [evil_id if r == "1" else r for r in history["resource"]]
+    race["resources"][0] = evil_id
     document = json_document([race], seed=7)
     document["argv"] = ["--race-html", "<iframe src=//evil.example>"]
     document["machine_info"]["node"] = '"><link rel=stylesheet href=http://evil.example/s.css>'
     validate(document)
     text = render_html(document)
     assert_self_contained(text)
-    assert "<script" not in text.lower()
+    # the page's only script is the fixed one: no data of the report inside it
+    assert text.lower().count("<script") == 1
+    assert text.count(f"<script>{SCRIPT}</script>") == 1
+    assert "<svg onload" not in text
+    assert "&lt;svg onload=alert(3)&gt;&quot;" in text  # in the timeline and the request table
+    assert text.count("&lt;svg onload=alert(3)&gt;&quot;") >= 10
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
     assert "&lt;img src=x onerror=alert(2)&gt;" in text
     assert "&lt;/td&gt;&lt;script src=&quot;https://evil.example/x.js&quot;&gt;" in text
@@ -427,6 +462,8 @@ def test_render_html_without_history_falls_back_to_percentiles() -> None:
     text = render_html(document)
     assert '<svg class="percentiles"' in text
     assert '<svg class="timeline"' not in text
+    assert text.count('<svg class="bar"') == 1  # outcomes; statuses need the history for colours
+    assert '<table class="requests"' not in text
     assert "No request history" in text
     assert "gw1" in text
 
@@ -435,3 +472,246 @@ def test_render_html_with_no_races() -> None:
     text = render_html(json_document([], seed=0))
     assert "No race ran." in text
     assert_self_contained(text)
+
+
+def section(text: str, index: int) -> str:
+    """One race's section of a report."""
+    start = text.index(f'<section id="race-{index}">')
+    return text[start : text.index("</section>", start)]
+
+
+def request_rows(part: str) -> list[str]:
+    """The rows of the request table in one section."""
+    table = part[part.index('<table class="requests"') :]
+    table = table[: table.index("</table>")]
+    return re.findall(r"<tr data-n=.*?</tr>", table)
+
+
+def test_render_html_lists_failing_races_first() -> None:
+    races = [
+        synthetic_race("t.py::test_pass", 2, 10, unsafe=False),
+        synthetic_race("t.py::test_interrupted", 2, 10, unsafe=False, interrupted=True),
+        synthetic_race("t.py::test_unchecked", 2, 10, unsafe=True, checked=False),
+        synthetic_race("t.py::test_pass_too", 2, 10, unsafe=False),
+        synthetic_race("t.py::test_fail", 2, 10, unsafe=True),
+    ]
+    text = render_html(json_document(races, seed=0))
+    expected = ["t.py::test_fail", "t.py::test_unchecked", "t.py::test_interrupted"]
+    expected += ["t.py::test_pass", "t.py::test_pass_too"]
+    summary = text[text.index("<h2>Summary</h2>") : text.index('<section id="race-0">')]
+    links = re.findall(r'<a href="#race-(\d)" title="([^"]*)">', summary)
+    assert links == [(str(i), name) for i, name in enumerate(expected)]
+    verdicts = re.findall(r'<td class="verdict (\w+)">', summary)
+    assert verdicts == ["FAIL", "unchecked", "INTERRUPTED", "PASS", "PASS"]
+    for i, name in enumerate(expected):
+        assert f"<h2>{name.replace('::', '::<wbr>')} " in section(text, i)
+    assert "1 FAIL" in text
+    assert "1 unchecked" in text
+    assert "1 INTERRUPTED" in text
+
+
+def test_render_html_request_table_keeps_the_telling_requests_and_says_its_cap() -> None:
+    race = synthetic_race("t.py::test_busy", 2, 3_000, unsafe=False, early=0.01)
+    history = race["history"]
+    assert history is not None
+    total = len(history["outcome"])
+    telling = sum(
+        1
+        for outcome, early in zip(history["outcome"], history["early"], strict=True)
+        if outcome != "rejection" or early
+    )
+    assert race["early"] > 10
+    assert 40 < telling < MAX_TABLE_ROWS
+    text = render_html(json_document([race], seed=0))
+    part = section(text, 0)
+    rows = request_rows(part)
+    assert len(rows) == MAX_TABLE_ROWS
+    assert f"{MAX_TABLE_ROWS:,} of {total:,} requests (at most {MAX_TABLE_ROWS:,} rows here)" in part
+    assert "The JSON report has every request." in part
+    outcomes = Counter(re.search(r'data-o="(\w+)"', row).group(1) for row in rows)  # type: ignore[union-attr]
+    wanted = Counter(history["outcome"])
+    for outcome in ("win", "error", "unknown"):
+        assert outcomes[outcome] == wanted[outcome] > 0, outcome
+    early_rows = [row for row in rows if " data-early" in row]
+    assert len(early_rows) == race["early"]
+    assert all('<i class="sw early"></i>early</td>' in row for row in early_rows)
+    assert all('class="win"' in row for row in rows if 'data-o="win"' in row)
+    # in sending order (never-sent requests last), each row's sort key beside its number
+    sent = [float(re.search(r'<td data-k="([-\d.]+)">', row).group(1)) for row in rows]  # type: ignore[union-attr]
+    unsent = sent.count(-1)
+    assert unsent == 1
+    assert sent[-unsent:] == [-1]
+    assert sent[:-unsent] == sorted(sent[:-unsent])
+
+
+def test_render_html_request_tables_share_a_budget() -> None:
+    races = [synthetic_race(f"t.py::test_{i}", 1, 2_500, unsafe=False) for i in range(12)]
+    text = render_html(json_document(races, seed=0))
+    sizes = [len(request_rows(section(text, i))) for i in range(12)]
+    full = MAX_TABLE_ROWS_TOTAL // MAX_TABLE_ROWS
+    assert sizes == [MAX_TABLE_ROWS] * full + [MIN_TABLE_ROWS] * (12 - full)
+    assert f"{MIN_TABLE_ROWS:,} of 2,500 requests (at most {MIN_TABLE_ROWS:,} rows here)" in text
+
+
+def test_render_html_of_an_empty_race_draws_no_chart() -> None:
+    config = RaceConfig(resources=(1, 2), concurrency=5)
+    empty = RaceResult.from_run("t.py::test_empty", config, RaceRun(records=(), duration=0.0))
+    races = [empty.to_dict(history=True), synthetic_race("t.py::test_full", 1, 5, unsafe=False)]
+    text = render_html(json_document(races, seed=0))
+    part = section(text, 0 if "test_empty" in section(text, 0) else 1)
+    assert "made no requests" in part
+    assert "<svg" not in part
+    assert '<table class="requests"' not in part
+    assert census(text).svgs > 0  # the other race still has its charts
+
+
+def test_render_html_of_a_race_that_sent_nothing_draws_no_empty_chart() -> None:
+    config = RaceConfig(resources=(1,), concurrency=3, allow_errors=True)
+    records = [
+        Record(resource=0, client=c, round=1, outcome=Outcome.ERROR, reason="connect failed")
+        for c in range(1, 4)
+    ]
+    race = RaceResult.from_run("t.py::test_down", config, RaceRun(records=tuple(records), duration=0.1))
+    text = render_html(json_document([race.to_dict(history=True)], seed=0))
+    assert "No request got its response in time" in text
+    assert "No request was sent, so no timelines." in text
+    assert '<svg class="histogram"' not in text
+    assert '<svg class="percentiles"' not in text
+
+
+def test_render_html_gives_each_outcome_one_colour_everywhere() -> None:
+    race = synthetic_race("t.py::test_colours", 3, 100, unsafe=False, early=0.1)
+    history = race["history"]
+    assert history is not None
+    assert {"error", "unknown"} <= set(history["outcome"])
+    text = render_html(json_document([race], seed=0))
+    colour = {}
+    for outcome in ("win", "rejection", "error", "unknown"):
+        svg = re.search(rf"svg \.{outcome} {{ fill: (var\(--\w+\)); stroke: \1; }}", text)
+        swatch = re.search(rf"i\.sw\.{outcome} {{ background: (var\(--\w+\)); }}", text)
+        assert svg is not None, outcome
+        assert swatch is not None, outcome
+        assert svg.group(1) == swatch.group(1), outcome
+        colour[outcome] = svg.group(1)
+    assert len(set(colour.values())) == 4
+    # the status bar colours each status by the outcome its requests got: "no response" is red
+    # for connection errors and amber for timeouts, as in the outcome bar and the histogram
+    bar = re.search(r'<svg class="bar".*?</svg>', text)
+    assert bar is not None
+    found = re.findall(r'<rect class="(\w+)"[^>]*><title>([^<(]+?) \d[\d,]* \(', bar.group(0))
+    parts = {name: cls for cls, name in found}
+    assert len(parts) == len(found)
+    assert parts["201"] == "win"
+    assert parts["409"] == "rejection"
+    assert parts["503"] == "error"
+    assert parts["no response error"] == "error"
+    assert parts["no response unknown"] == "unknown"
+    # early answers are hollow markers in the timelines and marked in the table
+    assert text.count('<circle class="early"') == race["early"]
+    assert f"early answers: <b>{race['early']} of {race['requests']}</b>" in text
+
+
+def test_percentile_labels_get_rows_of_their_own_when_close() -> None:
+    placed = _place_labels([(300.0, "p50 24.2"), (500.0, "p95 38.1"), (510.0, "p99 38.4")], 628)
+    rows = {text: row for _, row, _, text in placed}
+    assert rows["p50 24.2"] == rows["p95 38.1"] == 0
+    assert rows["p99 38.4"] == 1
+    # at the right edge a label goes left of its line
+    edge = _place_labels([(620.0, "p99 99.9")], 628)
+    assert edge[0][2] == "end"
+    assert edge[0][0] < 620
+
+
+HARNESS_BEFORE = """<script>window.__table = "{table}"; window.__errors = [];
+window.addEventListener("error", function (e) { window.__errors.push(String(e.message)); });</script>"""
+HARNESS_AFTER = """<script>(function () {
+  var out = {errors: window.__errors};
+  var table = document.getElementById(window.__table);
+  var heads = Array.prototype.slice.call(table.tHead.rows[0].cells);
+  var rows = function () { return Array.prototype.slice.call(table.tBodies[0].rows); };
+  var col = heads.findIndex(function (h) { return h.textContent.indexOf("latency ms") === 0; });
+  var button = heads[col].querySelector("button");
+  out.buttons = heads.filter(function (h) { return h.querySelector("button"); }).length;
+  button.click();
+  out.ascending = rows().map(function (r) { return Number(r.cells[col].getAttribute("data-k")); });
+  out.ariaSort = heads[col].getAttribute("aria-sort");
+  button.click();
+  out.descending = rows().map(function (r) { return Number(r.cells[col].getAttribute("data-k")); });
+  var box = document.querySelector('div.tools[data-table="' + window.__table + '"]');
+  out.toolsHidden = box.hidden;
+  var input = box.querySelector("input");
+  input.value = "503";
+  input.dispatchEvent(new Event("input"));
+  out.textFilter = rows().filter(function (r) { return !r.hidden; }).map(function (r) {
+    return r.cells[4].textContent; });
+  input.value = "";
+  input.dispatchEvent(new Event("input"));
+  var select = box.querySelector("select");
+  select.value = "early";
+  select.dispatchEvent(new Event("change"));
+  out.earlyShown = rows().filter(function (r) { return !r.hidden; }).length;
+  out.earlyCount = box.querySelector("output").textContent;
+  out.labels = Array.prototype.map.call(document.querySelectorAll("svg.histogram"), function (svg) {
+    return Array.prototype.map.call(svg.querySelectorAll("text.pct-label"), function (t) {
+      var b = t.getBBox();
+      return [b.x, b.y, b.width, b.height, t.textContent];
+    });
+  });
+  out.wrapped = Array.prototype.filter.call(document.querySelectorAll("td"), function (td) {
+    if (td.matches(".name, .wrap, .body") || !td.textContent.trim()) { return false; }
+    var tops = [];
+    var walk = document.createTreeWalker(td, NodeFilter.SHOW_TEXT);
+    while (walk.nextNode()) {
+      var range = document.createRange();
+      range.selectNodeContents(walk.currentNode);
+      Array.prototype.forEach.call(range.getClientRects(), function (r) { tops.push(r.top); });
+    }
+    return Math.max.apply(null, tops) - Math.min.apply(null, tops) > 6;  // a second line of text
+  }).map(function (td) { return td.textContent; });
+  var pre = document.createElement("pre");
+  pre.id = "harness";
+  pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+}());</script>"""
+
+
+def test_render_html_tables_sort_filter_and_labels_hold_in_chromium(tmp_path: Path) -> None:
+    """The page's script really sorts and filters (driven from a test script in Chromium), the
+    percentile labels do not overlap and no figure wraps, at a narrow window."""
+    chromium()
+    races = [
+        synthetic_race("t.py::test_" + "long_name_" * 6, 3, 100, unsafe=False, early=0.1),
+        synthetic_race("t.py::test_unsafe", 2, 30, unsafe=True),
+    ]
+    text = render_html(json_document(races, seed=0))
+    index = 0 if "long_name_" in section(text, 0) else 1
+    assert "long_name_" in section(text, index)
+    before = HARNESS_BEFORE.replace("{table}", f"req-{index}")
+    text = text.replace("<head>", "<head>" + before, 1).replace("</body>", HARNESS_AFTER + "</body>")
+    page = tmp_path / "harness.html"
+    page.write_text(text, encoding="utf-8")
+    dumped = run_chromium(tmp_path, "--window-size=900,1200", "--dump-dom", page.as_uri())
+    assert dumped.returncode == 0, dumped.stderr.decode(errors="replace")[-2000:]
+    found = re.search(r'<pre id="harness">(.*?)</pre>', dumped.stdout.decode("utf-8"), re.DOTALL)
+    assert found is not None, dumped.stdout.decode("utf-8")[-2000:]
+    out = json.loads(html.unescape(found.group(1)))
+    assert out["errors"] == []
+    assert out["buttons"] == 9
+    assert out["toolsHidden"] is False
+    history = races[0]["history"]
+    assert history is not None
+    assert len(out["ascending"]) == len(history["outcome"])
+    assert out["ascending"] == sorted(out["ascending"])
+    assert out["ariaSort"] == "ascending"
+    assert out["descending"] == sorted(out["descending"], reverse=True)
+    assert out["textFilter"]
+    assert set(out["textFilter"]) == {"503"}
+    assert out["earlyShown"] == races[0]["early"] > 0
+    assert out["earlyCount"] == f"{races[0]['early']} of {len(history['outcome'])} rows"
+    for labels in out["labels"]:
+        assert len(labels) == 3, labels
+        for k, (x1, y1, w1, h1, t1) in enumerate(labels):
+            for x2, y2, w2, h2, t2 in labels[k + 1 :]:
+                apart = x1 + w1 <= x2 or x2 + w2 <= x1 or y1 + h1 <= y2 or y2 + h2 <= y1
+                assert apart, (t1, t2, labels)
+    assert out["wrapped"] == []

@@ -1,17 +1,26 @@
-"""The self-contained HTML report of ``--race-html``: one file, inline CSS and SVG, no network.
+"""The self-contained HTML report of ``--race-html``: one file, inline CSS, SVG and one small
+script, no network.
 
 It is rendered from the same document ``--race-json`` writes, so the two never disagree, and it
 must open anywhere (a CI artifact, an air-gapped machine): no script, font, stylesheet or image
-is fetched. Every string of the document is escaped: test names and response bodies come from
-users and services. Charts are SVG made here, so no JavaScript is needed. Histories of 50,000
-requests stay fast and small because timelines draw a bounded sample of requests per resource
-and a bounded number of resources.
+is fetched. Every string of the document is escaped: test names, resource ids and response
+bodies come from users and services. Charts are SVG made here. The only script is
+:data:`SCRIPT`, a fixed text with no data in it: it makes the request tables sortable and
+filterable; without it the page reads the same, the tables in their default order.
+
+Failing races come first (then ``unchecked``, interrupted and passing ones), in the summary and
+the sections alike. Each outcome has one colour everywhere (:data:`OUTCOMES`): win green,
+rejection grey, error red, unknown amber; an early answer (answered before its held bytes were
+sent) is drawn hollow. Histories of 50,000 requests stay fast and small: timelines draw a
+bounded sample per resource and a bounded number of resources, request tables a bounded number
+of rows, and the page says so wherever something was left out.
 """
 
 from __future__ import annotations
 
 import html
 import math
+import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -30,54 +39,162 @@ FIRST_TIMELINES = 32
 """Resources that always get a timeline, in resource order."""
 MAX_TIMELINES = 96
 """Timelines per race at most: the first resources plus resources with a violation."""
+MAX_TABLE_ROWS = 2000
+"""Rows of a race's request table at most: winners, then errors, timeouts and early answers,
+then an even sample of the rest."""
+MAX_TABLE_ROWS_TOTAL = 20_000
+"""Rows of every request table together, so a session of many races stays a few MB; races
+are served in report order (failing first), each getting at least ``MIN_TABLE_ROWS``."""
+MIN_TABLE_ROWS = 200
 MAX_VIOLATION_ROWS = 200
 MAX_WINNER_RESOURCES = 10
 MAX_WINNERS_LISTED = 5
 BODY_SHOWN = 200
 HISTOGRAM_BINS = 40
 OUTCOMES = ("win", "rejection", "error", "unknown")
+"""The outcomes, each with one colour (CSS class of the same name) in every chart and table."""
+VERDICT_ORDER = ("FAIL", "unchecked", "INTERRUPTED", "PASS")
+"""The order of races in the report: the ones to look at first."""
+CHAR_W = 6.6
+"""Width of one character of an 11px SVG label, generously: used to keep labels apart."""
 
 CSS = """
 :root { color-scheme: light; --win: #1a7f37; --rej: #8c959f; --err: #cf222e; --unk: #bf8700;
-  --ink: #1f2328; --mute: #59636e; --line: #d1d9e0; --bg2: #f6f8fa; }
+  --stat: #0969da; --ink: #1f2328; --mute: #59636e; --line: #d1d9e0; --bg2: #f6f8fa; }
 * { box-sizing: border-box; }
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: var(--ink);
   margin: 0 auto; padding: 16px 24px 48px; max-width: 1400px; }
 h1 { font-size: 22px; margin: 8px 0 4px; } h2 { font-size: 18px; margin: 36px 0 8px;
-  padding-top: 12px; border-top: 2px solid var(--line); word-break: break-all; }
+  padding-top: 12px; border-top: 2px solid var(--line); overflow-wrap: anywhere; }
 h3 { font-size: 15px; margin: 20px 0 6px; }
-.meta { color: var(--mute); font-size: 12px; word-break: break-all; }
+.meta { color: var(--mute); font-size: 12px; overflow-wrap: anywhere; }
+.meta .fact { white-space: nowrap; } .meta .fact.long { white-space: normal; }
 table { border-collapse: collapse; margin: 6px 0 12px; font-size: 13px; }
 th, td { border: 1px solid var(--line); padding: 3px 8px; text-align: right; vertical-align: top; }
+td { white-space: nowrap; font-variant-numeric: tabular-nums; }
 th { background: var(--bg2); font-weight: 600; }
-td.l, th.l { text-align: left; } td.name { text-align: left; word-break: break-all; max-width: 420px; }
+td.l, th.l { text-align: left; }
+td.name { text-align: left; white-space: normal; overflow-wrap: anywhere; min-width: 20em; max-width: 420px; }
+td.wrap { white-space: normal; overflow-wrap: anywhere; text-align: left; max-width: 560px; }
 td.body { text-align: left; font-family: ui-monospace, monospace; font-size: 12px; max-width: 560px;
   white-space: pre-wrap; word-break: break-all; }
-.PASS { color: #fff; background: var(--win); } .FAIL { color: #fff; background: var(--err); }
-.INTERRUPTED { color: #fff; background: var(--unk); }
-span.PASS, span.FAIL, span.INTERRUPTED {
-  padding: 1px 8px; border-radius: 10px; font-weight: 600; font-size: 13px;
-}
+.verdict { color: #fff; font-weight: 600; white-space: nowrap; }
+.verdict.PASS { background: var(--win); } .verdict.FAIL { background: var(--err); }
+.verdict.unchecked { background: #8250df; } .verdict.INTERRUPTED { background: #424a53; }
+span.verdict { padding: 1px 8px; border-radius: 10px; font-size: 13px; }
 .note { color: var(--mute); font-size: 12px; margin: 2px 0 8px; }
 .charts { display: flex; flex-wrap: wrap; gap: 16px 28px; align-items: flex-start; }
 figure { margin: 0; } figcaption { font-size: 12px; color: var(--mute); margin-bottom: 2px; }
 svg { max-width: 100%; height: auto; background: #fff; } svg.bar { display: block; }
 svg text { font: 11px system-ui, sans-serif; fill: var(--mute); }
+svg text.pct-label { fill: var(--ink); paint-order: stroke; stroke: #fff; stroke-width: 3px; }
 svg .axis { stroke: #8c959f; stroke-width: 1; } svg .grid { stroke: #eaeef2; stroke-width: 1; }
 svg .pct { stroke: var(--ink); stroke-dasharray: 3 3; stroke-width: 1; }
 svg .win { fill: var(--win); stroke: var(--win); } svg .rejection { fill: var(--rej); stroke: var(--rej); }
 svg .error { fill: var(--err); stroke: var(--err); } svg .unknown { fill: var(--unk); stroke: var(--unk); }
+svg .stat { fill: var(--stat); stroke: var(--stat); }
 svg g.win line { stroke-width: 2; } svg line { stroke-width: 1; }
 svg g.win circle { stroke: #fff; stroke-width: 1; }
+svg circle.early { fill: #fff; stroke-width: 1.5; }
+svg g.win circle.early { stroke: var(--win); stroke-width: 2; }
 .timelines { display: grid; grid-template-columns: repeat(auto-fill, minmax(640px, 1fr)); gap: 12px 24px; }
-.key span { display: inline-block; margin-right: 14px; font-size: 12px; }
-.key i { display: inline-block; width: 10px; height: 10px; border-radius: 5px; margin-right: 4px; }
+.key span { display: inline-block; margin-right: 14px; font-size: 12px; white-space: nowrap; }
+i.sw { display: inline-block; width: 10px; height: 10px; border-radius: 5px; margin-right: 4px;
+  vertical-align: -1px; }
+i.sw.win { background: var(--win); } i.sw.rejection { background: var(--rej); }
+i.sw.error { background: var(--err); } i.sw.unknown { background: var(--unk); }
+i.sw.early { background: #fff; border: 2px solid var(--mute); }
+.scroll { max-height: 560px; overflow: auto; border: 1px solid var(--line); display: inline-block;
+  max-width: 100%; }
+.scroll table { margin: 0; } .scroll thead th { position: sticky; top: 0; z-index: 1; }
+table.requests tr.win td { font-weight: 600; }
+th button { font: inherit; border: 0; background: none; padding: 0; cursor: pointer; color: inherit; }
+th[aria-sort="ascending"] button::after { content: " ▲"; }
+th[aria-sort="descending"] button::after { content: " ▼"; }
+.tools { margin: 6px 0; font-size: 13px; } .tools label { margin-right: 12px; }
+.tools output { color: var(--mute); }
 """
+
+SCRIPT = """
+(function () {
+  "use strict";
+  function key(row, i) {
+    var cell = row.cells[i];
+    var k = cell.getAttribute("data-k");
+    return k === null ? cell.textContent : k;
+  }
+  function sortBy(table, i, th) {
+    var body = table.tBodies[0];
+    var rows = Array.prototype.slice.call(body.rows);
+    var dir = th.getAttribute("aria-sort") === "ascending" ? -1 : 1;
+    var numeric = rows.every(function (r) { return key(r, i) !== "" && !isNaN(Number(key(r, i))); });
+    rows.sort(function (a, b) {
+      var x = key(a, i), y = key(b, i);
+      var d = numeric ? Number(x) - Number(y) : x.localeCompare(y, undefined, {numeric: true});
+      return dir * d || Number(a.getAttribute("data-n")) - Number(b.getAttribute("data-n"));
+    });
+    Array.prototype.forEach.call(th.parentNode.cells, function (h) { h.removeAttribute("aria-sort"); });
+    th.setAttribute("aria-sort", dir > 0 ? "ascending" : "descending");
+    var frag = document.createDocumentFragment();
+    rows.forEach(function (r) { frag.appendChild(r); });
+    body.appendChild(frag);
+  }
+  function text(row) {
+    if (row.seatraceText === undefined) {
+      row.seatraceText = Array.prototype.map.call(row.cells, function (c) {
+        return c.textContent.toLowerCase();
+      }).join(" | ");
+    }
+    return row.seatraceText;
+  }
+  function filter(box, table) {
+    var words = box.querySelector("input").value.toLowerCase().trim();
+    var outcome = box.querySelector("select").value;
+    var shown = 0;
+    Array.prototype.forEach.call(table.tBodies[0].rows, function (row) {
+      var ok = (!words || text(row).indexOf(words) >= 0) &&
+        (!outcome || row.getAttribute("data-o") === outcome ||
+         (outcome === "early" && row.hasAttribute("data-early")));
+      row.hidden = !ok;
+      shown += ok ? 1 : 0;
+    });
+    box.querySelector("output").textContent = shown + " of " + table.tBodies[0].rows.length + " rows";
+  }
+  Array.prototype.forEach.call(document.querySelectorAll("div.tools"), function (box) {
+    var table = document.getElementById(box.getAttribute("data-table"));
+    if (!table) { return; }
+    Array.prototype.forEach.call(table.tHead.rows[0].cells, function (th, i) {
+      var button = document.createElement("button");
+      button.type = "button";
+      button.textContent = th.textContent;
+      button.title = "sort by " + th.textContent;
+      th.textContent = "";
+      th.appendChild(button);
+      button.addEventListener("click", function () { sortBy(table, i, th); });
+    });
+    box.querySelector("input").addEventListener("input", function () { filter(box, table); });
+    box.querySelector("select").addEventListener("change", function () { filter(box, table); });
+    box.hidden = false;
+    filter(box, table);
+  });
+}());
+"""
+"""The page's only script: fixed text, no data of the report in it."""
 
 
 def _e(value: object) -> str:
     """Escape anything from the document for text and attribute positions alike."""
     return html.escape(str(value), quote=True)
+
+
+BREAKS = re.compile(r"(::|/|\[|,)")
+
+
+def _name(value: object) -> str:
+    """A test name or id, escaped, with line-break opportunities after ``::``, ``/``, ``[``."""
+    return "".join(
+        _e(part) + ("<wbr>" if BREAKS.fullmatch(part) else "") for part in BREAKS.split(str(value))
+    )
 
 
 def _num(value: float) -> str:
@@ -92,9 +209,10 @@ def _svg_open(cls: str, width: float, height: float, title: str) -> str:
     )
 
 
-def _text(x: float, y: float, text: str, anchor: str = "start") -> str:
+def _text(x: float, y: float, text: str, anchor: str = "start", cls: str = "") -> str:
     """An SVG label; ``text`` must already be escaped."""
-    return f'<text x="{_num(x)}" y="{_num(y)}" text-anchor="{anchor}">{text}</text>'
+    klass = f' class="{cls}"' if cls else ""
+    return f'<text{klass} x="{_num(x)}" y="{_num(y)}" text-anchor="{anchor}">{text}</text>'
 
 
 def _line(cls: str, x1: float, x2: float, y1: float, y2: float) -> str:
@@ -137,32 +255,67 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[object]], left: Seque
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
+def _kind(outcome: object) -> str:
+    """The outcome's CSS class; anything unknown to this report counts as an error."""
+    return outcome if isinstance(outcome, str) and outcome in OUTCOMES else "error"
+
+
+def _early_column(history: dict[str, list[Any]]) -> list[bool]:
+    """The history's ``early`` column; documents written before it existed have none."""
+    early = history.get("early")
+    return [bool(x) for x in early] if early else [False] * len(history["start_ns"])
+
+
+def ordered(races: Iterable[RaceDoc]) -> list[RaceDoc]:
+    """Races to look at first first: ``FAIL``, ``unchecked``, interrupted, then ``PASS``; the
+    session's order within each."""
+    rank = {word: i for i, word in enumerate(VERDICT_ORDER)}
+    return sorted(races, key=lambda race: rank.get(_verdict(race), len(rank)))
+
+
+KEY = (
+    '<p class="key">'
+    + "".join(
+        f'<span><i class="sw {o}"></i>{label}</span>'
+        for o, label in (
+            ("win", "win"),
+            ("rejection", "rejection"),
+            ("error", "error"),
+            ("unknown", "unknown (timed out)"),
+            ("early", "early answer: answered before its held bytes were sent (hollow)"),
+        )
+    )
+    + "</p>"
+)
+"""The one key of outcome colours, above each race's charts."""
+
+
 # -- summary ----------------------------------------------------------------------------------
 
 
 def _summary(races: Sequence[RaceDoc]) -> str:
-    """One row per race, the columns of the terminal's ``race summary``."""
+    """One row per race, the columns of the terminal's ``race summary``, in report order."""
     head = "".join(f'<th class="{"l" if i == 0 else ""}">{_e(h)}</th>' for i, h in enumerate(SUMMARY_HEADERS))
     rows = []
     for i, race in enumerate(races):
         verdict = _verdict(race)
         cells = row_cells(race)
         rows.append(
-            f'<tr><td class="name"><a href="#race-{i}">{_e(race["name"])}</a></td>'
+            f'<tr><td class="name"><a href="#race-{i}" title="{_e(race["name"])}">'
+            f"{_name(race['name'])}</a></td>"
             + "".join(f"<td>{_e(c)}</td>" for c in cells)
-            + f'<td class="{verdict}">{verdict}</td></tr>'
+            + f'<td class="verdict {verdict}">{verdict}</td></tr>'
         )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
-def _status_order(item: tuple[str, int]) -> tuple[bool, int, str]:
+def _status_order(code: str) -> tuple[bool, int, str]:
     """Status codes in numeric order, then "no response"."""
-    code = item[0]
     return (not code.isdigit(), int(code) if code.isdigit() else 0, code)
 
 
 def _status_rows(race: RaceDoc) -> list[tuple[str, int]]:
-    rows = sorted(race["status_counts"].items(), key=_status_order)
+    rows = sorted(race["status_counts"].items(), key=lambda item: _status_order(item[0]))
     missing = unanswered(race)
     if missing > 0:
         rows.append(("no response", missing))
@@ -177,18 +330,24 @@ def _status_table(rows: Sequence[tuple[str, int]]) -> str:
 # -- charts -----------------------------------------------------------------------------------
 
 
-def _status_class(code: str) -> str:
-    if code.startswith("2"):
-        return "win"
-    if code.startswith("4"):
-        return "rejection"
-    if code.isdigit():
-        return "error"
-    return "unknown"
+def _status_parts(history: dict[str, list[Any]]) -> list[tuple[str, int, str]]:
+    """Status codes as bar parts, each coloured by the outcome its requests got (a 201 that a
+    ``success=`` rule rejected is grey): (label, count, outcome) in status order."""
+    pairs = Counter(
+        (str(status) if status else "no response", _kind(outcome))
+        for status, outcome in zip(history["status"], history["outcome"], strict=True)
+    )
+    order = {o: i for i, o in enumerate(OUTCOMES)}
+    keys = sorted(pairs, key=lambda k: (_status_order(k[0]), order[k[1]]))
+    ways = Counter(label for label, _ in keys)
+    return [
+        (label if ways[label] == 1 else f"{label} {kind}", pairs[label, kind], kind) for label, kind in keys
+    ]
 
 
 def _bar_svg(parts: Sequence[tuple[str, int, str]], label: str) -> str:
-    """A horizontal stacked bar: (label, count, css class) per part."""
+    """A horizontal stacked bar: (label, count, css class) per part; a part's text only where
+    it fits under the part."""
     width, height, left = 560, 46, 4
     total = sum(n for _, n, _ in parts) or 1
     x = float(left)
@@ -196,12 +355,13 @@ def _bar_svg(parts: Sequence[tuple[str, int, str]], label: str) -> str:
     for name, count, cls in parts:
         w = (width - 2 * left) * count / total
         if count:
+            text = f"{name} {count:,}"
             out.append(
                 f'<rect class="{cls}" x="{_num(x)}" y="4" width="{_num(max(w, 1))}" height="18">'
-                f"<title>{_e(name)}: {count} ({100 * count / total:.1f}%)</title></rect>"
+                f"<title>{_e(text)} ({100 * count / total:.1f}%)</title></rect>"
             )
-            if w > 40:
-                out.append(_text(x + 3, 38, f"{_e(name)} {count}"))
+            if w >= CHAR_W * len(text) + 6:
+                out.append(_text(x + 3, 38, _e(text)))
         x += w
     out.append("</svg>")
     return "".join(out)
@@ -213,19 +373,39 @@ def _latencies(history: dict[str, list[Any]]) -> dict[str, list[int]]:
     columns = zip(history["start_ns"], history["end_ns"], history["outcome"], strict=True)
     for sent, end, outcome in columns:
         if sent and outcome != "unknown" and end >= sent:
-            out.setdefault(outcome, []).append(end - sent)
+            out[_kind(outcome)].append(end - sent)
     return out
 
 
+def _place_labels(marks: Sequence[tuple[float, str]], right_edge: float) -> list[tuple[float, int, str, str]]:
+    """Percentile labels that never overlap: each beside its line (left of it near the right
+    edge), in the first row where it clears the labels already there. Returns (x, row, anchor,
+    text) per label."""
+    placed: list[tuple[float, int, str, str]] = []
+    row_ends: list[list[tuple[float, float]]] = []
+    for x, text in sorted(marks):
+        w = CHAR_W * len(text)
+        anchor, a, b = ("start", x + 3, x + 3 + w) if x + 3 + w <= right_edge else ("end", x - 3 - w, x - 3)
+        row = 0
+        while row < len(row_ends) and any(a < hi + 4 and lo < b + 4 for lo, hi in row_ends[row]):
+            row += 1
+        if row == len(row_ends):
+            row_ends.append([])
+        row_ends[row].append((a, b))
+        placed.append((x + 3 if anchor == "start" else x - 3, row, anchor, text))
+    return placed
+
+
 def _histogram_svg(race: RaceDoc) -> str:
-    """Stacked latency histogram of the history; percentile bars when the history was lost."""
+    """Stacked latency histogram of the history; percentile bars when the history was lost;
+    a sentence when nothing was measured."""
     history = race.get("history")
     if not history:
         return _percentile_svg(race)
     by_outcome = _latencies(history)
     values = [v for vals in by_outcome.values() for v in vals]
     if not values:
-        return _percentile_svg(race)
+        return '<p class="note">No request got its response in time: no latency to draw.</p>'
     low, high = min(values), max(values)
     if high == low:
         high = low + 1000
@@ -237,8 +417,8 @@ def _histogram_svg(race: RaceDoc) -> str:
         for v in vals:
             column[min(bins - 1, int((v - low) * bins / span))] += 1
     peak = max(sum(c[b] for c in counts.values()) for b in range(bins)) or 1
-    width, height = 640, 240
-    left, right, top, bottom = 44, 12, 14, 34
+    width, height = 640, 270
+    left, right, top, bottom = 44, 12, 48, 34
     plot_w, plot_h = width - left - right, height - top - bottom
     base_y = top + plot_h
     bar_w = plot_w / bins
@@ -251,7 +431,7 @@ def _histogram_svg(race: RaceDoc) -> str:
         x = left + b * bar_w
         lo_ms, hi_ms = (low + span * b / bins) / 1e6, (low + span * (b + 1) / bins) / 1e6
         for outcome in OUTCOMES:
-            n = counts.get(outcome, [0] * bins)[b]
+            n = counts[outcome][b]
             if not n:
                 continue
             h = plot_h * n / peak
@@ -271,26 +451,19 @@ def _histogram_svg(race: RaceDoc) -> str:
     out.append(_line("axis", left, width - right, base_y, base_y))
     out.append(_text(left + plot_w / 2, height - 4, "latency (ms)", "middle"))
     lat = race["latency"]["all"]
-    for row, (value, name) in enumerate(
-        ((lat["med_ns"], "p50"), (lat["p95_ns"], "p95"), (lat["p99_ns"], "p99"))
-    ):
-        if value is None or not low <= value <= high:
-            continue
-        x = left + plot_w * (value - low) / span
+    marks = []
+    for value, name in ((lat["med_ns"], "p50"), (lat["p95_ns"], "p95"), (lat["p99_ns"], "p99")):
+        if value is not None and low <= value <= high:
+            marks.append((left + plot_w * (value - low) / span, f"{name} {_ms(value, 1)}"))
+    for x, row, anchor, text in _place_labels(marks, width - 2):
+        y = 12 + 14 * row
+        line_x = x - 3 if anchor == "start" else x + 3
         out.append(
-            f'<line class="pct" x1="{_num(x)}" x2="{_num(x)}" y1="{top}" y2="{base_y}">'
-            f"<title>{name} {_ms(value, 2)} ms</title></line>"
-            + _pct_label(x, top + 9 + 11 * row, name, width - right)
+            f'<line class="pct" x1="{_num(line_x)}" x2="{_num(line_x)}" y1="{_num(y - 9)}" y2="{base_y}">'
+            f"<title>{_e(text)} ms</title></line>" + _text(x, y, _e(text), anchor, "pct-label")
         )
     out.append("</svg>")
     return "".join(out)
-
-
-def _pct_label(x: float, y: float, name: str, right_edge: float) -> str:
-    """A percentile's name beside its line, on the left when the line is near the right edge."""
-    if x > right_edge - 28:
-        return _text(x - 2, y, name, "end")
-    return _text(x + 2, y, name)
 
 
 def _pcts(group: PercentilesDoc) -> list[float | None]:
@@ -306,9 +479,11 @@ def _pcts(group: PercentilesDoc) -> list[float | None]:
 
 
 def _percentile_svg(race: RaceDoc) -> str:
-    """Without a history only the percentiles are known: one bar each."""
+    """Without a history only the percentiles are known: one bar each (none measured: a note)."""
     names = ("min", "p50", "p90", "p95", "p99", "max")
     rows = list(zip(names, _pcts(race["latency"]["all"]), strict=True))
+    if all(v is None for _, v in rows):
+        return '<p class="note">No latency was measured.</p>'
     peak = max((v for _, v in rows if v is not None), default=0.0) or 1.0
     width, row_h, left = 640, 22, 44
     height = row_h * len(rows) + 8
@@ -319,29 +494,35 @@ def _percentile_svg(race: RaceDoc) -> str:
         if value is not None:
             w = (width - left - 90) * value / peak
             out.append(
-                f'<rect class="rejection" x="{left}" y="{y + 3}" width="{_num(max(w, 0.5))}" '
+                f'<rect class="stat" x="{left}" y="{y + 3}" width="{_num(max(w, 0.5))}" '
                 f'height="{row_h - 6}"/>' + _text(left + w + 4, y + 14, f"{_ms(value, 2)} ms")
             )
     out.append("</svg>")
     return "".join(out)
 
 
-def _sample(indices: list[int], outcome: list[str]) -> tuple[list[int], int]:
-    """The requests of one resource to draw: every winner, then errors and unknowns, then an
-    even spread of the rest, ``MAX_DRAWN_PER_RESOURCE`` in all. Returns (drawn, winners cut)."""
+def _sample(indices: list[int], outcome: list[str], early: list[bool]) -> tuple[list[int], int]:
+    """The requests of one resource to draw: every winner, then errors, unknowns and early
+    answers, then an even spread of the rest, ``MAX_DRAWN_PER_RESOURCE`` in all. Returns
+    (drawn, winners cut)."""
     if len(indices) <= MAX_DRAWN_PER_RESOURCE:
         return list(indices), 0
     wins = [i for i in indices if outcome[i] == "win"]
     cut = max(0, len(wins) - MAX_WINNERS_DRAWN)
     wins = wins[:MAX_WINNERS_DRAWN]
-    odd = [i for i in indices if outcome[i] in ("error", "unknown")]
-    rest = [i for i in indices if outcome[i] not in ("win", "error", "unknown")]
+    odd = [i for i in indices if outcome[i] != "win" and (outcome[i] != "rejection" or early[i])]
+    rest = [i for i in indices if outcome[i] == "rejection" and not early[i]]
     room = max(0, MAX_DRAWN_PER_RESOURCE - len(wins))
     odd = odd[:room]
     room -= len(odd)
-    if len(rest) > room:
-        rest = [rest[int(k * len(rest) / room)] for k in range(room)] if room else []
-    return sorted(wins + odd + rest), cut
+    return sorted(wins + odd + _spread(rest, room)), cut
+
+
+def _spread(items: list[int], room: int) -> list[int]:
+    """``room`` items evenly spread over ``items`` (all of them when they fit)."""
+    if len(items) <= room:
+        return items
+    return [items[int(k * len(items) / room)] for k in range(room)] if room > 0 else []
 
 
 def _timeline_resources(race: RaceDoc, present: Sequence[str]) -> tuple[list[str], int]:
@@ -356,13 +537,9 @@ def _timeline_resources(race: RaceDoc, present: Sequence[str]) -> tuple[list[str
     return chosen, len(present) - len(chosen)
 
 
-TIMELINE_KEY = (
-    '<p class="key"><span><i style="background:var(--win)"></i>win</span>'
-    '<span><i style="background:var(--rej)"></i>rejection</span>'
-    '<span><i style="background:var(--err)"></i>error</span>'
-    '<span><i style="background:var(--unk)"></i>unknown (timed out)</span>'
-    "<span>dot: final write sent · line: until the response · "
-    "x: ms since the race's first send</span></p>"
+TIMELINE_NOTE = (
+    '<p class="note">dot: final write sent (an early answer: when its held bytes would have gone) · '
+    "line: until the response · x: ms since the race's first send</p>"
 )
 
 
@@ -398,7 +575,7 @@ def _timelines(race: RaceDoc) -> str:
             f'<p class="note">{left_out} more resources not drawn (the first {FIRST_TIMELINES} and those '
             f"with a violation are, up to {MAX_TIMELINES}); the JSON report has every request.</p>"
         )
-    return TIMELINE_KEY + '<div class="timelines">' + "".join(figures) + "</div>" + note
+    return TIMELINE_NOTE + '<div class="timelines">' + "".join(figures) + "</div>" + note
 
 
 class _Timeline:
@@ -413,11 +590,12 @@ class _Timeline:
         self.status: list[int] = history["status"]
         self.client: list[int] = history["client"]
         self.round: list[int] = history.get("round") or [1] * len(self.sent)
+        self.early = _early_column(history)
         self.t0 = t0
 
     def svg(self, resource: str, indices: list[int], unsent: int, spread_ns: int | None) -> str:
-        sent, end, outcome = self.sent, self.end, self.outcome
-        drawn, cut = _sample(indices, outcome)
+        sent, end, outcome, early = self.sent, self.end, self.outcome, self.early
+        drawn, cut = _sample(indices, outcome, early)
         drawn.sort(key=sent.__getitem__)
         lo = min(sent[i] for i in drawn) - self.t0
         hi = max(max(end[i], sent[i]) for i in drawn) - self.t0
@@ -438,15 +616,17 @@ class _Timeline:
         multi_round = any(self.round[i] != 1 for i in drawn)
         for k, i in enumerate(drawn):
             y = _num(top + row * (k + 0.5))
-            kind = outcome[i] if outcome[i] in groups else "error"
+            kind = _kind(outcome[i])
             x1, x2 = x_of(sent[i]), x_of(max(end[i], sent[i]))
             where = f" round {self.round[i]}" if multi_round else ""
             what = self.status[i] or "no response"
-            label = f"client {self.client[i]}{where}: {what} {kind}, {_ms(end[i] - sent[i], 2)} ms"
+            how = ", early answer" if early[i] else ""
+            label = f"client {self.client[i]}{where}: {what} {kind}{how}, {_ms(end[i] - sent[i], 2)} ms"
+            radius = 4 if kind == "win" else 3 if early[i] else 2
+            hollow = ' class="early"' if early[i] else ""
             groups[kind].append(
                 f'<line x1="{x1}" x2="{x2}" y1="{y}" y2="{y}"/>'
-                f'<circle cx="{x1}" cy="{y}" r="{4 if kind == "win" else 2}">'
-                f"<title>{_e(label)}</title></circle>"
+                f'<circle{hollow} cx="{x1}" cy="{y}" r="{radius}"><title>{_e(label)}</title></circle>'
             )
         caption = f"Resource <b>{_e(resource)}</b>: {len(indices) + unsent} requests"
         if n < len(indices):
@@ -455,6 +635,9 @@ class _Timeline:
             caption += f", {cut} winners not drawn"
         if unsent:
             caption += f", {unsent} never sent"
+        answered_early = sum(1 for i in indices if early[i])
+        if answered_early:
+            caption += f", {answered_early} answered early"
         if spread_ns is not None:
             caption += f" · start spread {_ms(spread_ns, 3)} ms"
         out = [
@@ -476,6 +659,106 @@ class _Timeline:
         return "".join(out)
 
 
+# -- the request table ------------------------------------------------------------------------
+
+
+REQUEST_COLUMNS = (
+    ("sent ms", "when its final write went out, ms since the race's first send"),
+    ("client", "client number within its resource"),
+    ("resource", "resource id"),
+    ("round", "round"),
+    ("status", "HTTP status (- for none)"),
+    ("outcome", "how the response counted"),
+    ("latency ms", "final write to complete response"),
+    ("arrival ms", "the service's X-Arrival-Ns stamp, ms since the race's first arrival there"),
+    ("early", "answered before its held bytes were sent"),
+)
+LEFT_COLUMNS = ("resource", "outcome", "early")
+EARLY_MARK = '<i class="sw early"></i>early'
+OUTCOME_FILTERS = (("", "any"), *((o, o) for o in OUTCOMES), ("early", "early answers"))
+
+
+def _table_rows(history: dict[str, list[Any]], cap: int) -> tuple[list[int], int]:
+    """The requests a table shows, at most ``cap``: winners, then errors, unknowns and early
+    answers, then an even sample of the rest; in sending order. Returns (rows, priority rows)."""
+    outcome, early = history["outcome"], _early_column(history)
+    everyone = range(len(outcome))
+    if len(everyone) <= cap:
+        rows, first = list(everyone), []
+    else:
+        first = [i for i in everyone if outcome[i] == "win"]
+        first += [i for i in everyone if outcome[i] != "win" and (outcome[i] != "rejection" or early[i])]
+        first = first[:cap]
+        chosen = set(first)
+        rows = first + _spread([i for i in everyone if i not in chosen], cap - len(first))
+    sent, rounds = history["start_ns"], history.get("round") or [1] * len(outcome)
+    rows.sort(key=lambda i: (rounds[i], sent[i] or math.inf, i))
+    return rows, len(first)
+
+
+def _requests(index: int, race: RaceDoc, cap: int) -> tuple[str, int]:
+    """The race's table of requests (sortable and filterable with the script), and its rows."""
+    history = race.get("history")
+    if not history or not history["start_ns"]:
+        return "", 0
+    total = len(history["start_ns"])
+    rows, first = _table_rows(history, cap)
+    sent, end, server = history["start_ns"], history["end_ns"], history.get("server_ns") or [0] * total
+    t0 = min((s for s in sent if s), default=0)
+    s0 = min((s for s in server if s), default=0)
+    early = _early_column(history)
+    out = []
+    for n, i in enumerate(rows):
+        kind = _kind(history["outcome"][i])
+        marks = f' data-o="{kind}" class="{kind}"' + (" data-early" if early[i] else "")
+        status = history["status"][i]
+        sent_cell = (
+            f'<td data-k="{(sent[i] - t0) / 1e6:.4f}">{(sent[i] - t0) / 1e6:.3f}</td>'
+            if sent[i]
+            else '<td data-k="-1">-</td>'
+        )
+        latency = (
+            f'<td data-k="{end[i] - sent[i]}">{_ms(end[i] - sent[i], 2)}</td>'
+            if sent[i] and end[i] >= sent[i]
+            else '<td data-k="-1">-</td>'
+        )
+        arrival = (
+            f'<td data-k="{(server[i] - s0) / 1e6:.4f}">{(server[i] - s0) / 1e6:.3f}</td>'
+            if server[i]
+            else '<td data-k="-1">-</td>'
+        )
+        out.append(
+            f'<tr data-n="{n}"{marks}>{sent_cell}<td>{_e(history["client"][i])}</td>'
+            f'<td class="l">{_e(history["resource"][i])}</td><td>{_e(history["round"][i])}</td>'
+            f'<td data-k="{_e(status or 0)}">{_e(status or "-")}</td>'
+            f'<td class="l"><i class="sw {kind}"></i>{_e(history["outcome"][i])}</td>{latency}{arrival}'
+            f'<td class="l">{EARLY_MARK if early[i] else ""}</td></tr>'
+        )
+    if len(rows) == total:
+        note = f"All {total:,} requests, in sending order."
+    else:
+        note = (
+            f"{len(rows):,} of {total:,} requests (at most {cap:,} rows here): "
+            f"{first:,} winners, errors, timeouts and early answers first, then an even sample of the "
+            "rest, in sending order. The JSON report has every request."
+        )
+    head = "".join(
+        f'<th class="{"l" if name in LEFT_COLUMNS else ""}" title="{_e(tip)}">{_e(name)}</th>'
+        for name, tip in REQUEST_COLUMNS
+    )
+    options = "".join(f'<option value="{v}">{_e(label)}</option>' for v, label in OUTCOME_FILTERS)
+    tools = (
+        f'<div class="tools" data-table="req-{index}" hidden>'
+        '<label>filter <input type="search" placeholder="client, resource, status…"></label>'
+        f"<label>outcome <select>{options}</select></label><output></output></div>"
+    )
+    table = (
+        f'<div class="scroll"><table class="requests" id="req-{index}"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(out)}</tbody></table></div>"
+    )
+    return f'<h3>Requests</h3><p class="note">{note}</p>{tools}{table}', len(rows)
+
+
 # -- per race ---------------------------------------------------------------------------------
 
 
@@ -495,7 +778,18 @@ def _violations(race: RaceDoc) -> str:
         for v in violations[:MAX_VIOLATION_ROWS]
     ]
     more = len(violations) - len(rows)
-    text = _table(("violation", "resource", "round", "allowed", "found", "detail"), rows, left=(0, 5))
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f'<td class="{"wrap" if i in (1, 5) else "l" if i == 0 else ""}">{_e(c)}</td>'
+            for i, c in enumerate(row)
+        )
+        + "</tr>"
+        for row in rows
+    )
+    heads = ("violation", "resource", "round", "allowed", "found", "detail")
+    head = "".join(f'<th class="{"l" if i in (0, 1, 5) else ""}">{h}</th>' for i, h in enumerate(heads))
+    text = f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
     rate = race["violation_rate"]
     if rate:
         text = f'<p class="note">{_e(rate)}</p>' + text
@@ -520,13 +814,13 @@ def _winners(race: RaceDoc) -> str:
             body = w["body"]
             body = body[:BODY_SHOWN] + ("…" if len(body) > BODY_SHOWN else "")
             rows.append(
-                f'<tr><td class="l">{_e(res)}</td><td>{_e(w["client"])}</td><td>{_e(w["round"])}</td>'
+                f'<tr><td class="wrap">{_e(res)}</td><td>{_e(w["client"])}</td><td>{_e(w["round"])}</td>'
                 f"<td>{_e(w['status'])}</td><td>{_ms(w['latency_ns'], 2)}</td>"
                 f'<td class="body">{_e(body)}</td></tr>'
             )
         if len(wins) > MAX_WINNERS_LISTED:
             rows.append(
-                f'<tr><td class="l">{_e(res)}</td><td colspan="5" class="l">'
+                f'<tr><td class="wrap">{_e(res)}</td><td colspan="5" class="l">'
                 f"and {len(wins) - MAX_WINNERS_LISTED} more winners</td></tr>"
             )
     more = len(violated) - MAX_WINNER_RESOURCES
@@ -556,17 +850,37 @@ def _facts(race: RaceDoc) -> str:
     if spread["server_median_ns"] is not None:
         server = f"{_ms(spread['server_median_ns'], 3)} / {_ms(spread['server_max_ns'], 3)} ms"
         facts.append(("arrival spread at the service", server))
-    shown = ("success", "reject", "timeout_s", "allow_errors", "parallel", "seed")
+    if race.get("early"):
+        facts.append(("early answers", f"{race['early']} of {race['requests']}"))
+    if not race.get("checked", True):
+        facts.append(("check", "False (a broken rule does not fail the test)"))
+    shown = ("hold", "success", "reject", "timeout_s", "allow_errors", "parallel", "seed")
     facts += [(key, settings[key]) for key in shown if key in settings]
     if settings.get("thresholds"):
         facts.append(("thresholds", ", ".join(str(t) for t in settings["thresholds"])))
     if race.get("worker"):
         facts.append(("xdist worker", race["worker"]))
-    return '<p class="meta">' + " · ".join(f"{_e(k)}: <b>{_e(v)}</b>" for k, v in facts) + "</p>"
+    spans = []
+    for k, v in facts:
+        long = " long" if len(f"{k}{v}") > 60 else ""
+        spans.append(f'<span class="fact{long}">{_e(k)}: <b>{_e(v)}</b></span>')
+    return '<p class="meta">' + " · ".join(spans) + "</p>"
 
 
-def _race_section(index: int, race: RaceDoc) -> str:
+def _race_section(index: int, race: RaceDoc, table_rows: int) -> tuple[str, int]:
+    """One race's section, and how many request-table rows it used."""
     verdict = _verdict(race)
+    head = [
+        f'<section id="race-{index}"><h2>{_name(race["name"])} ',
+        f'<span class="verdict {verdict}">{verdict}</span></h2>',
+        _facts(race),
+        "<h3>Violations</h3>",
+        _violations(race),
+    ]
+    if not race["requests"]:
+        note = '<p class="note">This race made no requests: there is nothing to chart.</p>'
+        return "".join([*head, note, "</section>"]), 0
+    history = race.get("history")
     status_rows = _status_rows(race)
     outcomes = [
         ("wins", race["wins"], "win"),
@@ -585,40 +899,38 @@ def _race_section(index: int, race: RaceDoc) -> str:
         (name, group["count"], *(_ms(v, 2) for v in _pcts(group)))
         for name, group in (("all", lat["all"]), ("winners", lat["winners"]), ("losers", lat["losers"]))
     ]
-    return "".join(
-        [
-            f'<section id="race-{index}"><h2>{_e(race["name"])} ',
-            f'<span class="{verdict}">{verdict}</span></h2>',
-            _facts(race),
-            "<h3>Violations</h3>",
-            _violations(race),
-            '<div class="charts"><figure><figcaption>Latency histogram (final write → response)</figcaption>',
-            _histogram_svg(race),
-            "</figure><figure><figcaption>Latency (ms)</figcaption>",
-            _table(("requests", "count", "min", "p50", "p90", "p95", "p99", "max"), lat_rows),
-            "</figure></div>",
-            "<h3>Status breakdown</h3>",
-            '<div class="charts"><figure>',
-            _bar_svg([(code, n, _status_class(code)) for code, n in status_rows], "status codes"),
-            _bar_svg(outcomes, "outcomes"),
-            "</figure><figure>",
-            _status_table(status_rows),
-            "</figure><figure>",
-            _table(("outcome", "count"), [(name, n) for name, n, _ in outcomes]),
-            "</figure></div>",
-            error_table,
-            "<h3>Timeline per resource</h3>",
-            _timelines(race),
-            _winners(race),
-            "</section>",
-        ]
-    )
+    status_bar = _bar_svg(_status_parts(history), "status codes, coloured by outcome") if history else ""
+    requests, used = _requests(index, race, table_rows)
+    body = [
+        KEY,
+        '<div class="charts"><figure><figcaption>Latency histogram (final write → response)</figcaption>',
+        _histogram_svg(race),
+        "</figure><figure><figcaption>Latency (ms)</figcaption>",
+        _table(("requests", "count", "min", "p50", "p90", "p95", "p99", "max"), lat_rows),
+        "</figure></div>",
+        "<h3>Status breakdown</h3>",
+        '<div class="charts"><figure>',
+        status_bar,
+        _bar_svg(outcomes, "outcomes"),
+        "</figure><figure>",
+        _status_table(status_rows),
+        "</figure><figure>",
+        _table(("outcome", "count"), [(name, n) for name, n, _ in outcomes]),
+        "</figure></div>",
+        error_table,
+        "<h3>Timeline per resource</h3>",
+        _timelines(race),
+        _winners(race),
+        requests,
+        "</section>",
+    ]
+    return "".join(head + body), used
 
 
 def render_html(document: dict[str, Any]) -> str:
     """The whole report as one HTML string, from a ``--race-json`` document."""
-    races: list[RaceDoc] = list(document["races"])
-    failed = sum(1 for r in races if not r["passed"])
+    races = ordered(document["races"])
+    verdicts = Counter(_verdict(r) for r in races)
     requests = sum(r["requests"] for r in races)
     machine = document.get("machine_info", {})
     meta = " · ".join(
@@ -639,6 +951,17 @@ def render_html(document: dict[str, Any]) -> str:
     for race in races:
         for code, n in _status_rows(race):
             status[code] += n
+    sections = []
+    budget = MAX_TABLE_ROWS_TOTAL
+    for i, race in enumerate(races):
+        section, used = _race_section(i, race, min(MAX_TABLE_ROWS, max(MIN_TABLE_ROWS, budget)))
+        budget -= used
+        sections.append(section)
+    failed = verdicts["FAIL"]
+    counts = f'<b class="verdict {"FAIL" if failed else "PASS"}">&nbsp;{failed} FAIL&nbsp;</b>'
+    for word in ("unchecked", "INTERRUPTED"):
+        if verdicts[word]:
+            counts += f', <b class="verdict {word}">&nbsp;{verdicts[word]} {word}&nbsp;</b>'
     title = f"race report: {len(races)} races, {failed} FAIL"
     return "".join(
         [
@@ -647,13 +970,15 @@ def render_html(document: dict[str, Any]) -> str:
             f"<title>{_e(title)}</title><style>{CSS}</style></head><body>",
             "<h1>pytest-seatrace race report</h1>",
             f'<p class="meta">{meta}</p>',
-            f"<p><b>{len(races)}</b> races, <b>{requests:,}</b> requests, "
-            f'<b class="{"FAIL" if failed else "PASS"}">&nbsp;{failed} FAIL&nbsp;</b>, '
+            f"<p><b>{len(races)}</b> races, <b>{requests:,}</b> requests, {counts}, "
             f"<b>{sum(r['double_bookings'] for r in races)}</b> double bookings</p>",
             "<h2>Summary</h2>",
+            '<p class="note">Failing races first, then unchecked (check=False), interrupted and passing.</p>'
+            if races
+            else "",
             _summary(races) if races else '<p class="note">No race ran.</p>',
-            _status_table(sorted(status.items(), key=_status_order)) if status else "",
-            *(_race_section(i, race) for i, race in enumerate(races)),
-            "</body></html>",
+            _status_table(sorted(status.items(), key=lambda item: _status_order(item[0]))) if status else "",
+            *sections,
+            f"<script>{SCRIPT}</script></body></html>",
         ]
     )
