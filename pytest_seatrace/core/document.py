@@ -81,6 +81,35 @@ class NotRunDoc(TypedDict):
     resource: str
 
 
+class RacedDoc(TypedDict):
+    """What was raced: a report read a week later explains itself."""
+
+    method: str
+    url: str
+    """The first request's URL, credentials and secret-looking query values stripped."""
+    base_url: str | None
+    http_version: str
+    stripped: list[str]
+    """What was taken out of the URLs shown (``userinfo``, ``query token``, …)."""
+    sync: str
+    hold: str | None
+    """The hold point of a last-byte race; ``None`` for other starts."""
+
+
+class SampleDoc(TypedDict):
+    """One sample response: a few per resource, losers included."""
+
+    client: int
+    round: int
+    status: int
+    outcome: str
+    latency_ns: int
+    early: bool
+    body: str
+    """The first 200 bytes of the body (UTF-8, invalid bytes replaced)."""
+    reason: str
+
+
 class ClockDoc(TypedDict):
     time_ns: int
     perf_counter_ns: int
@@ -121,6 +150,9 @@ class _RaceDocRequired(TypedDict):
     violation_rate: str
     not_run: list[NotRunDoc]
     """(round, resource) pairs a race stopped on a hung service never fired."""
+    raced: RacedDoc | None
+    samples: dict[str, list[SampleDoc]]
+    """Per resource up to 2 winners and 3 other responses (the first ones seen)."""
     per_round: list[RoundDoc]
     by_resource: list[ResourceDoc]
     settings: dict[str, Any]

@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
 BODY_KEEP = 1024
 """Bytes of a winning response body kept for reports (the first KiB)."""
+SAMPLE_LOSERS = 3
+"""Losing (or failing) responses per resource whose body start is kept as samples for reports."""
 
 
 class Outcome(enum.IntEnum):
@@ -65,6 +67,20 @@ class Record:
 
 
 @dataclass(frozen=True, slots=True)
+class Raced:
+    """What was raced, so a report read later explains itself: the first request's method and
+    URL (credentials and secret-looking query values already stripped), the base URL, and the
+    HTTP version spoken."""
+
+    method: str
+    url: str
+    base_url: str | None
+    http_version: str
+    stripped: tuple[str, ...] = ()
+    """What was taken out of the URL (``userinfo``, query parameter names)."""
+
+
+@dataclass(frozen=True, slots=True)
 class WaveDone:
     """Progress of a running race, after each wave: for a live line, never for judging."""
 
@@ -97,3 +113,4 @@ class RaceRun:
     """(round, resource index) pairs never fired: the race stopped on a hung service."""
     ungated: tuple[str, ...] = ()
     """Keys of ``race.run`` attempts that returned without awaiting ``a.gate()``."""
+    raced: Raced | None = None

@@ -13,11 +13,14 @@ from functools import cached_property
 from typing import Any
 
 from pytest_seatrace.core.config import RaceConfig
-from pytest_seatrace.core.document import HistoryDoc, RaceDoc, ResourceDoc, WinDoc
+from pytest_seatrace.core.document import HistoryDoc, RacedDoc, RaceDoc, ResourceDoc, SampleDoc, WinDoc
 from pytest_seatrace.core.judge import invariant_violations, threshold_violations
-from pytest_seatrace.core.records import BODY_KEEP, Outcome, RaceRun, Record
+from pytest_seatrace.core.records import BODY_KEEP, SAMPLE_LOSERS, Outcome, Raced, RaceRun, Record
 from pytest_seatrace.core.stats import Latency, Percentiles, Spread
 from pytest_seatrace.core.violations import Violation
+
+SAMPLE_WINNERS = 2
+"""Winning responses per resource shown as samples (every winner is in ``winners``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,12 +77,15 @@ class RaceResult:
     """False for a call made with ``check=False``: its violations were not raised."""
     never_fired: tuple[tuple[int, int], ...] = field(default=(), repr=False)
     """(round, resource index) pairs a stopped race never fired."""
+    raced: Raced | None = field(default=None, repr=False)
+    """What was raced (method, URL, base URL, HTTP version), for reports."""
 
     @classmethod
     def from_run(cls, name: str, config: RaceConfig, run: RaceRun, *, checked: bool = True) -> RaceResult:
         return cls(
             checked=checked,
             never_fired=run.not_run,
+            raced=run.raced,
             name=name,
             config=config,
             history=run.records,
@@ -170,6 +176,28 @@ class RaceResult:
                 )
         return out
 
+    @cached_property
+    def samples(self) -> dict[Hashable, list[Record]]:
+        """A few responses per resource for reports, losers included: up to ``SAMPLE_WINNERS``
+        winners and ``SAMPLE_LOSERS`` others (those whose body start the engine kept, then
+        failures with a reason)."""
+        wins: dict[int, list[Record]] = {}
+        others: dict[int, list[Record]] = {}
+        for rec in self.history:
+            if rec.outcome is Outcome.WIN:
+                bucket, cap = wins.setdefault(rec.resource, []), SAMPLE_WINNERS
+            elif rec.body is not None or rec.reason:
+                bucket, cap = others.setdefault(rec.resource, []), SAMPLE_LOSERS
+            else:
+                continue
+            if len(bucket) < cap:
+                bucket.append(rec)
+        return {
+            res: wins.get(i, []) + others.get(i, [])
+            for i, res in enumerate(self.resources)
+            if wins.get(i) or others.get(i)
+        }
+
     # -- timing ----------------------------------------------------------------------------
 
     @cached_property
@@ -257,6 +285,20 @@ class RaceResult:
 
     # -- the race document -----------------------------------------------------------------
 
+    def _raced_doc(self) -> RacedDoc | None:
+        raced = self.raced
+        if raced is None:
+            return None
+        return {
+            "method": raced.method,
+            "url": raced.url,
+            "base_url": raced.base_url,
+            "http_version": raced.http_version,
+            "stripped": list(raced.stripped),
+            "sync": self.config.sync,
+            "hold": self.config.hold if self.config.sync == "last-byte" else None,
+        }
+
     def to_dict(self, *, history: bool = False) -> RaceDoc:
         """The race document (builtins only: JSON- and execnet-safe); computed once per race."""
         names = {r: str(r) for r in self.resources}
@@ -287,6 +329,8 @@ class RaceResult:
             "violations": [v.to_dict() for v in self.violations],
             "violation_rate": self.violation_rate(),
             "not_run": [{"round": rnd, "resource": str(res)} for rnd, res in self.not_run],
+            "raced": self._raced_doc(),
+            "samples": {names[res]: [_sample_doc(rec) for rec in recs] for res, recs in self.samples.items()},
             "per_round": [
                 {
                     "round": r.round,
@@ -306,6 +350,23 @@ class RaceResult:
         if history:
             doc["history"] = history_columns(self.history, self.resources)
         return doc
+
+
+SAMPLE_BODY = 200
+"""Bytes of a sample's body shown in reports."""
+
+
+def _sample_doc(rec: Record) -> SampleDoc:
+    return {
+        "client": rec.client,
+        "round": rec.round,
+        "status": rec.status,
+        "outcome": rec.outcome.label,
+        "latency_ns": rec.latency_ns,
+        "early": rec.early,
+        "body": (rec.body or b"")[:SAMPLE_BODY].decode("utf-8", "replace"),
+        "reason": rec.reason or "",
+    }
 
 
 def history_columns(records: Sequence[Record], resources: Sequence[Hashable]) -> HistoryDoc:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import httpx
 
 from pytest_seatrace.core.config import RaceConfig, Rule
-from pytest_seatrace.core.records import BODY_KEEP, Outcome, Record
+from pytest_seatrace.core.records import BODY_KEEP, SAMPLE_LOSERS, Outcome, Record
 
 ARRIVAL_HEADER = "x-arrival-ns"
 """The service's own arrival stamp (``time.perf_counter_ns`` when the body was read), if any."""
@@ -38,6 +38,8 @@ class Classifier:
         self.reject = config.reject
         self.success_given = config.success_given
         self.reject_given = config.reject_given
+        self._samples: dict[int, int] = {}
+        """Loser bodies kept so far per resource index (``SAMPLE_LOSERS`` at most)."""
 
     @property
     def needs_response(self) -> bool:
@@ -76,13 +78,16 @@ class Classifier:
         response: ResponseSource,
     ) -> None:
         """Write a complete response into its record: status, arrival stamp, outcome, and the
-        first KiB of a winner's body."""
+        first KiB of a winner's body (and of the first few losers', as samples for reports)."""
         rec.status = status
         rec.server_ns = int(arrival) if arrival and arrival.isdigit() else 0
         verdict = self.classify(status, response)
         rec.outcome, rec.reason, rec.fatal = verdict.outcome, verdict.reason, verdict.fatal
         rec.by_rule = verdict.by_rule
         if rec.outcome is Outcome.WIN:
+            rec.body = (body or b"")[:BODY_KEEP]
+        elif self._samples.get(rec.resource, 0) < SAMPLE_LOSERS:
+            self._samples[rec.resource] = self._samples.get(rec.resource, 0) + 1
             rec.body = (body or b"")[:BODY_KEEP]
 
 

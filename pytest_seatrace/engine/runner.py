@@ -16,7 +16,8 @@ import anyio.to_thread
 import httpx
 
 from pytest_seatrace.core.errors import RaceUsageError
-from pytest_seatrace.core.records import RaceRun, Record, WaveDone
+from pytest_seatrace.core.records import Raced, RaceRun, Record, WaveDone
+from pytest_seatrace.core.redact import strip_url
 from pytest_seatrace.core.violations import Violation, ViolationKind
 from pytest_seatrace.engine.asgi import lifespan
 from pytest_seatrace.engine.classify import Classifier
@@ -26,7 +27,7 @@ from pytest_seatrace.engine.limits import ensure_open_files
 from pytest_seatrace.engine.locks import origin_lock
 from pytest_seatrace.engine.plan import Attempt, RacePlan, Reset, Verify
 from pytest_seatrace.engine.rawhttp import Origin
-from pytest_seatrace.engine.requests import RequestBuilder, check_url, make_ssl_context, origin_of
+from pytest_seatrace.engine.requests import RequestBuilder, check_url, make_ssl_context
 
 ASGI_BASE_URL = "http://testserver"
 
@@ -67,6 +68,7 @@ async def run_race(
     problems: list[Violation] = []
     not_run: tuple[tuple[int, int], ...] = ()
     ungated: list[str] = []
+    raced: list[Raced] = []
     busy = 0.0
 
     def run(interrupted: bool = False) -> RaceRun:
@@ -79,6 +81,7 @@ async def run_race(
             interrupted=interrupted,
             not_run=not_run,
             ungated=tuple(ungated),
+            raced=raced[0] if raced else None,
         )
 
     try:
@@ -100,6 +103,8 @@ async def run_race(
                     busy += time.perf_counter() - start
                     ungated.extend(firer.ungated)
                     firer.ungated.clear()
+                    if not raced:
+                        raced.append(_raced(plan, builder, base_url, transport is not None))
                 if plan.verify is not None:
                     for index, resource in enumerate(config.resources):
                         holders = await _verify(plan.verify, resource, problems, rnd)
@@ -184,7 +189,7 @@ async def _firer(
             builder = RequestBuilder(spec, base_url, ssl_context)
             stack.push_async_callback(builder.aclose)
         if transport is None and target.lock_dir is not None:  # held until every round and verify= ran
-            await stack.enter_async_context(origin_lock(target.lock_dir, _first_origin(plan, builder)))
+            await stack.enter_async_context(origin_lock(target.lock_dir, _first_origin(plan)))
         firer: Firer
         if config.sync == "last-byte" and builder is not None and transport is None:
             firer = LastByteFirer(config, builder, ssl_context, classifier)
@@ -204,11 +209,29 @@ async def _firer(
         yield firer, base_url, builder, transport
 
 
-def _first_origin(plan: RacePlan, builder: RequestBuilder | None) -> Origin | None:
-    """The origin a race talks to: its first request's, or the base URL of ``run`` attempts."""
-    if builder is not None:
-        return origin_of(builder.build(Attempt(plan.config.resources[0], 1, 1)))
+def _raced(plan: RacePlan, builder: RequestBuilder | None, base_url: str | None, in_process: bool) -> Raced:
+    """What this race raced, for reports: secrets stripped from every URL shown."""
+    base, stripped = strip_url(base_url) if base_url else (None, ())
+    if builder is not None and builder.first_url is not None:
+        url, from_url = strip_url(builder.first_url)
+        method: str = builder.spec.method
+    else:
+        url, from_url, method = base or "", (), "race.run attempt"
+    version = "ASGI (in process)" if in_process else "HTTP/1.1"
+    return Raced(method, url, base, version, tuple(dict.fromkeys((*stripped, *from_url))))
+
+
+def _first_origin(plan: RacePlan) -> Origin | None:
+    """The origin a race talks to: its first request's, or the base URL of ``run`` attempts.
+
+    Only the URL is resolved (a ``url=`` callable is called once more for it); the other
+    argument callables run once per attempt, as always.
+    """
     base = plan.target.base_url
+    if plan.request is not None:
+        url = plan.request.value("url", Attempt(plan.config.resources[0], 1, 1))
+        full = httpx.URL(base).join(url) if base else httpx.URL(url)
+        return check_url(full, url)
     return check_url(httpx.URL(base), base) if base else None
 
 
