@@ -237,8 +237,9 @@ def test_race_html_is_one_self_contained_file(pytester: pytest.Pytester) -> None
     assert sorted(p.name for p in pytester.path.glob("r.*")) == ["r.html"]
     text = (pytester.path / "r.html").read_text(encoding="utf-8")
     assert_self_contained(text)
-    assert "http://" not in text  # nor in the data: these races put no URL in any field
-    assert "https://" not in text
+    # the only URLs are the text of what was raced: the sample service, never a link
+    urls = re.findall(r"\w+://[^\s<\"']*", text)
+    assert all(url.startswith("http://127.0.0.1:") for url in urls), urls
     assert text.startswith("<!DOCTYPE html>")
     assert SAFE in text
     assert UNSAFE in text
@@ -715,3 +716,38 @@ def test_render_html_tables_sort_filter_and_labels_hold_in_chromium(tmp_path: Pa
                 apart = x1 + w1 <= x2 or x2 + w2 <= x1 or y1 + h1 <= y2 or y2 + h2 <= y1
                 assert apart, (t1, t2, labels)
     assert out["wrapped"] == []
+
+
+def test_render_html_says_what_was_raced_and_shows_sample_responses() -> None:
+    race: dict[str, Any] = dict(synthetic_race("t.py::test_said", 2, 10, unsafe=True))
+    race["raced"] = {
+        "method": "POST",
+        "url": "https://shop.example/orders?<script>x</script>",
+        "base_url": None,
+        "http_version": "HTTP/1.1",
+        "stripped": ["userinfo", "query token"],
+        "sync": "last-byte",
+        "hold": "headers",
+    }
+    sample = {"client": 3, "round": 1, "status": 409, "outcome": "rejection", "latency_ns": 2_500_000}
+    sample |= {"early": True, "body": '{"error": "<b>taken</b>"}', "reason": ""}
+    race["samples"] = {"2": [sample], "1": []}
+    text = render_html(json_document([race], seed=0))  # type: ignore[list-item]
+    assert "raced: <b>POST https://shop.example/orders?&lt;script&gt;x&lt;/script&gt;</b>" in text
+    assert "start: <b>last-byte, hold: headers</b>" in text
+    assert "stripped from the URLs shown: <b>userinfo, query token</b>" in text
+    assert "hold: <b>headers</b>" not in text  # said once, in the start fact
+    samples = text[text.index("<h3>Sample responses</h3>") :]
+    samples = samples[: samples.index("</table>")]
+    assert samples.count("<tr><td") == 1
+    assert '<i class="sw rejection"></i>rejection' in samples
+    assert '<i class="sw early"></i>early' in samples
+    assert "&lt;b&gt;taken&lt;/b&gt;" in samples
+    assert "<td>2.50</td>" in samples
+    # an older document, without these keys, renders without them
+    for key in ("raced", "samples"):
+        race.pop(key)
+    older = render_html(json_document([race], seed=0))  # type: ignore[list-item]
+    assert "raced:" not in older
+    assert "Sample responses" not in older
+    assert "hold: <b>" in older

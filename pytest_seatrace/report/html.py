@@ -22,8 +22,8 @@ import html
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, cast
 
 from pytest_seatrace.core.document import PercentilesDoc, RaceDoc, format_expect, unanswered
 from pytest_seatrace.core.document import verdict as _verdict
@@ -49,6 +49,8 @@ MIN_TABLE_ROWS = 200
 MAX_VIOLATION_ROWS = 200
 MAX_WINNER_RESOURCES = 10
 MAX_WINNERS_LISTED = 5
+MAX_SAMPLE_RESOURCES = 10
+MAX_SAMPLES_LISTED = 5
 BODY_SHOWN = 200
 HISTOGRAM_BINS = 40
 OUTCOMES = ("win", "rejection", "error", "unknown")
@@ -832,10 +834,81 @@ def _winners(race: RaceDoc) -> str:
     )
 
 
+def _extra(race: RaceDoc, key: str) -> Any:
+    """A key that documents written by older versions lack (``raced``, ``samples``)."""
+    return cast("Mapping[str, Any]", race).get(key)
+
+
+def _raced(race: RaceDoc) -> list[tuple[str, object]]:
+    """What was raced, so the page explains itself: method, URL, base URL, HTTP version, start."""
+    raced = _extra(race, "raced")
+    if raced is None:
+        if _extra(race, "samples") is None:
+            return []  # a document from before reports said what was raced
+        return [("raced", "attempt functions (race.run)")]
+    start = str(raced.get("sync", ""))
+    if raced.get("hold"):
+        start += f", hold: {raced['hold']}"
+    facts: list[tuple[str, object]] = [
+        ("raced", f"{raced.get('method', '')} {raced.get('url', '')}"),
+        ("base URL", raced.get("base_url") or "-"),
+        ("HTTP", raced.get("http_version", "")),
+        ("start", start),
+    ]
+    if raced.get("stripped"):
+        facts.append(("stripped from the URLs shown", ", ".join(str(x) for x in raced["stripped"])))
+    return facts
+
+
+def _samples(race: RaceDoc) -> str:
+    """A few responses per resource, losers included: what the service said, in its words."""
+    samples = _extra(race, "samples")
+    if not samples:
+        return ""
+    violated = [str(v["resource"]) for v in race["violations"] if v["resource"] is not None]
+    order = list(dict.fromkeys([*violated, *(str(r) for r in race["resources"]), *map(str, samples)]))
+    listed = [res for res in order if samples.get(res)]
+    rows = []
+    for res in listed[:MAX_SAMPLE_RESOURCES]:
+        for sample in samples[res][:MAX_SAMPLES_LISTED]:
+            kind = _kind(sample.get("outcome"))
+            body = str(sample.get("body", ""))[:BODY_SHOWN]
+            rows.append(
+                f'<tr><td class="wrap">{_e(res)}</td><td>{_e(sample.get("client", ""))}</td>'
+                f"<td>{_e(sample.get('round', ''))}</td><td>{_e(sample.get('status') or '-')}</td>"
+                f'<td class="l"><i class="sw {kind}"></i>{_e(sample.get("outcome", ""))}</td>'
+                f"<td>{_ms(sample.get('latency_ns'), 2)}</td>"
+                f'<td class="l">{EARLY_MARK if sample.get("early") else ""}</td>'
+                f'<td class="body">{_e(body)}</td><td class="wrap">{_e(sample.get("reason", ""))}</td></tr>'
+            )
+    more = len(listed) - MAX_SAMPLE_RESOURCES
+    note = f'<p class="note">and {more} more resources (see the JSON report)</p>' if more > 0 else ""
+    heads = (
+        "resource",
+        "client",
+        "round",
+        "status",
+        "outcome",
+        "latency ms",
+        "early",
+        "body (start)",
+        "reason",
+    )
+    left = ("resource", "outcome", "early", "body (start)", "reason")
+    head = "".join(f'<th class="{"l" if h in left else ""}">{h}</th>' for h in heads)
+    return (
+        '<h3>Sample responses</h3><p class="note">The first responses seen per resource, losers '
+        f"included (violating resources first, {MAX_SAMPLE_RESOURCES} resources at most).</p>"
+        f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>{note}"
+    )
+
+
 def _facts(race: RaceDoc) -> str:
     settings = race["settings"]
     spread = race["spread"]
+    raced = _raced(race)
     facts: list[tuple[str, object]] = [
+        *raced,
         ("mode", race["mode"]),
         ("resources × concurrency", f"{len(race['resources'])} × {race['concurrency']}"),
         ("rounds", race["rounds"]),
@@ -854,7 +927,9 @@ def _facts(race: RaceDoc) -> str:
         facts.append(("early answers", f"{race['early']} of {race['requests']}"))
     if not race.get("checked", True):
         facts.append(("check", "False (a broken rule does not fail the test)"))
-    shown = ("hold", "success", "reject", "timeout_s", "allow_errors", "parallel", "seed")
+    shown: tuple[str, ...] = ("success", "reject", "timeout_s", "allow_errors", "parallel", "seed")
+    if not raced:  # else the start fact says the hold point
+        shown = ("hold", *shown)
     facts += [(key, settings[key]) for key in shown if key in settings]
     if settings.get("thresholds"):
         facts.append(("thresholds", ", ".join(str(t) for t in settings["thresholds"])))
@@ -921,6 +996,7 @@ def _race_section(index: int, race: RaceDoc, table_rows: int) -> tuple[str, int]
         "<h3>Timeline per resource</h3>",
         _timelines(race),
         _winners(race),
+        _samples(race),
         requests,
         "</section>",
     ]
