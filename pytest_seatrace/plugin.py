@@ -15,7 +15,6 @@ import pytest
 
 from pytest_seatrace.marker import MARKER_DOC, MarkerError, merged_marker_args
 from pytest_seatrace.options import OPTIONS, Settings
-from pytest_seatrace.report.files import check_writable
 from pytest_seatrace.service import ServiceHandle, start_sample_service
 from pytest_seatrace.session import RaceSessionRole, choose_role
 
@@ -53,10 +52,12 @@ def pytest_configure(config: pytest.Config) -> None:
     role = choose_role(config)
     config.stash[SETTINGS] = settings = role.settings
     if not role.is_worker:
-        for path, flag in ((settings.json, "--race-json"), (settings.html, "--race-html")):
-            problem = check_writable(path, flag) if path is not None else None
-            if problem:
-                raise pytest.UsageError(problem)
+        from pytest_seatrace.report.files import probe_reports, release_reports
+
+        config.add_cleanup(lambda: release_reports(settings.json, settings.html))
+        problem = probe_reports(settings.json, settings.html)  # the probe the final write makes
+        if problem:
+            raise pytest.UsageError(problem)
     config.stash[ROLE] = role
     config.pluginmanager.register(role, "seatrace-session")
 

@@ -163,13 +163,17 @@ class Controller(RaceSessionRole):
             except (OSError, ValueError) as exc:
                 self.crashed_workers.append(f"{worker}: history unreadable ({exc})")
 
-    def pytest_sessionfinish(self) -> None:
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
         from pytest_seatrace.report.files import write_reports
 
         settings = self.settings
         self.written, self.write_errors = write_reports(
             self.full_races(), seed=settings.seed, json_path=settings.json, html_path=settings.html
         )
+        if self.write_errors and session.exitstatus == pytest.ExitCode.OK:
+            # A lost report fails the run, as pytest-cov's --cov-fail-under does; the terminal
+            # summary (run after this hook) names the file.
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
         for directory in (self._exchange, self._locks):
             if directory is not None:
                 shutil.rmtree(directory, ignore_errors=True)
@@ -193,7 +197,7 @@ class Controller(RaceSessionRole):
         for path in self.written:
             terminalreporter.write_line(f"seatrace: report written to {path}")
         for error in self.write_errors:
-            terminalreporter.write_line(f"seatrace: {error}", red=True, bold=True)
+            terminalreporter.write_line(f"seatrace: {error} (the session fails)", red=True, bold=True)
         for worker in self.unserialised:
             terminalreporter.write_line(
                 f"seatrace: races against one origin were not serialised on {worker}", red=True

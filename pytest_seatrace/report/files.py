@@ -1,7 +1,9 @@
 """The machine-readable (JSON) and visual (HTML) reports, written once by the controller.
 
-Files are written to a temporary sibling and moved into place, so a reader never sees half a
-report. A failure to write is reported, never raised: the figures still reach the terminal.
+Files are written by :mod:`pytest_seatrace.report.safe_write`, by what ``os.stat`` finds at the
+path: a regular file (or none) by write-and-rename beside the symlink-resolved target, a FIFO or
+a device in place. A failure to write is returned, never raised: the figures still reach the
+terminal, and the session's exit status says the report is missing.
 """
 
 from __future__ import annotations
@@ -12,12 +14,12 @@ import os
 import platform
 import socket
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from pytest_seatrace.core.document import RaceDoc
+from pytest_seatrace.report.safe_write import probe, release, write_text
 from pytest_seatrace.version import __version__
 
 SCHEMA_VERSION = 1
@@ -48,31 +50,31 @@ def json_document(races: Sequence[RaceDoc], *, seed: int) -> dict[str, Any]:
     }
 
 
-def atomic_write(path: Path, text: str) -> None:
-    path = path.expanduser()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp's 0600 would hide the report from CI artifact steps
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _reports(json_path: Path | None, html_path: Path | None) -> list[tuple[Path, str]]:
+    return [(path, flag) for path, flag in ((json_path, "--race-json"), (html_path, "--race-html")) if path]
 
 
-def check_writable(path: Path, option: str) -> str | None:
-    """Why ``path`` cannot be written, if so; checked at start so a run's figures are not lost."""
-    parent = path.expanduser().absolute().parent
-    if not parent.is_dir():
-        return f"{option} {path}: directory {parent} does not exist"
-    if not os.access(parent, os.W_OK):
-        return f"{option} {path}: directory {parent} is not writable"
-    if path.is_dir():
-        return f"{option} {path}: is a directory"
+def probe_reports(json_path: Path | None, html_path: Path | None) -> str | None:
+    """Why a report could not be written at the end, naming its option; checked at start-up.
+
+    The probe the final write makes (:func:`~pytest_seatrace.report.safe_write.probe`). A FIFO's
+    write end it opens stays open for that write: :func:`release_reports` closes what is left.
+    """
+    for path, flag in _reports(json_path, html_path):
+        problem = probe(path, flag)
+        if problem:
+            return problem
     return None
+
+
+def release_reports(json_path: Path | None, html_path: Path | None) -> None:
+    """Close whatever a start-up probe kept open for reports that were not written."""
+    for path, _ in _reports(json_path, html_path):
+        release(path)
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc)
 
 
 def write_reports(
@@ -81,19 +83,22 @@ def write_reports(
     """Write the JSON and HTML reports asked for; return (written paths, error messages)."""
     written: list[str] = []
     errors: list[str] = []
-    document = json_document(races, seed=seed)
-    if json_path is not None:
-        try:
-            atomic_write(json_path, json.dumps(document, indent=1))
-            written.append(str(json_path))
-        except OSError as exc:
-            errors.append(f"could not write --race-json {json_path}: {exc}")
-    if html_path is not None:
-        from pytest_seatrace.report.html import render_html
+    try:
+        document = json_document(races, seed=seed)
+        if json_path is not None:
+            try:
+                write_text(json_path, json.dumps(document, indent=1))
+                written.append(str(json_path))
+            except OSError as exc:
+                errors.append(f"could not write --race-json {json_path}: {_reason(exc)}")
+        if html_path is not None:
+            from pytest_seatrace.report.html import render_html
 
-        try:
-            atomic_write(html_path, render_html(document))
-            written.append(str(html_path))
-        except OSError as exc:
-            errors.append(f"could not write --race-html {html_path}: {exc}")
+            try:
+                write_text(html_path, render_html(document))
+                written.append(str(html_path))
+            except OSError as exc:
+                errors.append(f"could not write --race-html {html_path}: {_reason(exc)}")
+    finally:
+        release_reports(json_path, html_path)
     return written, errors
