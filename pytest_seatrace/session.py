@@ -193,7 +193,9 @@ class Controller(RaceSessionRole):
             terminalreporter.ensure_newline()  # else the first table line would follow a blank one
             terminalreporter.section("race summary")
             for line in lines:
-                terminalreporter.write_line(line.text, red=line.red, green=line.green, bold=line.bold)
+                terminalreporter.write_line(
+                    line.text, red=line.red, green=line.green, yellow=line.yellow, bold=line.bold
+                )
         for path in self.written:
             terminalreporter.write_line(f"seatrace: report written to {path}")
         for error in self.write_errors:

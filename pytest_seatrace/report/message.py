@@ -12,6 +12,7 @@ MAX_WINNERS = 3
 def violation_message(result: RaceResult) -> str:
     from tabulate import tabulate
 
+    rounds = result.rounds > 1  # with one round, no "round" column
     rows = []
     for v in result.violations[:MAX_ROWS]:
         wins = result.winners.get(v.resource, []) if v.resource is not None else []
@@ -25,7 +26,7 @@ def violation_message(result: RaceResult) -> str:
         rows.append(
             [
                 "-" if v.resource is None else v.resource,
-                v.round if result.rounds > 1 else "",
+                *([v.round] if rounds else []),
                 v.kind,
                 v.allowed,
                 v.found,
@@ -34,7 +35,7 @@ def violation_message(result: RaceResult) -> str:
         )
     headers = [
         "resource",
-        "round" if result.rounds > 1 else "",
+        *(["round"] if rounds else []),
         "violation",
         "allowed",
         "found",
