@@ -32,6 +32,9 @@ OVERRIDES = frozenset(inspect.signature(marker_schema).parameters)
 """Marker arguments a race call may override: the marker's own schema."""
 
 
+DEFAULT_SETUP_CONCURRENCY = 50
+"""Set-ups (``setup=``) run at once at most: 1,600 logins must not flood the service."""
+
 INTERRUPT_GRACE = 5.0
 """Seconds a cancelled race gets to close its sockets and hand over its partial figures."""
 
@@ -103,7 +106,8 @@ class Race:
         Request arguments (``json``, ``data``, ``content``, ``headers``, ``params``, ``cookies``)
         and ``url`` may be callables of the attempt. Marker arguments override the marker for
         this call; ``check=False`` returns without raising; ``verify=``, ``reset=``,
-        ``tls_verify=`` as documented.
+        ``tls_verify=`` as documented. ``setup=`` runs per client before the race (log in):
+        its return value is ``attempt.setup`` for the request callables.
         """
         __tracebackhide__ = True
         _refuse_inside_loop(f"race.{method.lower()}", f"await race.a{method.lower()}")
@@ -188,13 +192,31 @@ class Race:
         verify = kwargs.pop("verify", None)
         reset = kwargs.pop("reset", None)
         tls_verify = kwargs.pop("tls_verify", True)
+        setup = kwargs.pop("setup", None)
+        setup_concurrency = kwargs.pop("setup_concurrency", DEFAULT_SETUP_CONCURRENCY)
+        setup_each_round = kwargs.pop("setup_each_round", False)
         unknown = sorted(set(kwargs) - OVERRIDES)
         if unknown:
             raise RaceUsageError(
                 f"{api}() got an unexpected keyword argument {unknown[0]!r}; it takes request arguments "
-                f"({', '.join(REQUEST_ARGUMENTS)}), check, verify, reset, tls_verify and "
-                f"the marker's arguments ({', '.join(sorted(OVERRIDES))})"
+                f"({', '.join(REQUEST_ARGUMENTS)}), check, verify, reset, setup, setup_concurrency, "
+                f"setup_each_round, tls_verify and the marker's arguments ({', '.join(sorted(OVERRIDES))})"
             )
+        if setup is not None and spec is None:
+            raise RaceUsageError(
+                f"{api}(setup=...): set-up is for request races (race.post & co.); in an attempt "
+                "function, do the set-up before `await a.gate()`"
+            )
+        if setup is not None and not callable(setup):
+            raise RaceUsageError(f"{api}(setup={setup!r}): expected a sync or async callable of the attempt")
+        if (
+            isinstance(setup_concurrency, bool)
+            or not isinstance(setup_concurrency, int)
+            or setup_concurrency < 1
+        ):
+            raise RaceUsageError(f"{api}(setup_concurrency={setup_concurrency!r}): expected an integer >= 1")
+        if not isinstance(setup_each_round, bool):
+            raise RaceUsageError(f"{api}(setup_each_round={setup_each_round!r}): expected True or False")
         if attempt_fn is not None and not callable(attempt_fn):
             raise RaceUsageError(
                 f"{api}: attempt must be an async function of the attempt, not {attempt_fn!r}"
@@ -223,6 +245,9 @@ class Race:
             attempt=attempt_fn,
             verify=verify,
             reset=reset,
+            setup=setup,
+            setup_concurrency=setup_concurrency,
+            setup_each_round=setup_each_round,
         )
         return _Call(plan, check=bool(check))
 

@@ -36,3 +36,22 @@ def strip_url(url: str) -> tuple[str, tuple[str, ...]]:
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, new_query, parts.fragment)), tuple(
         stripped
     )
+
+
+_PAIR = re.compile(
+    r"""(?P<name>["']?[\w.-]*(?:token|passw|secret|key|session|auth|signature|credential|cookie)[\w.-]*["']?)"""
+    r"""(?P<sep>\s*[:=]\s*)(?P<value>"[^"]*"|'[^']*'|[^\s&,;}]+)""",
+    re.I,
+)
+
+
+def redact_text(text: str) -> str:
+    """A body as reports show it: values of secret-looking names (``"token": "..."``,
+    ``password=...``) become ``***``; everything else stays, even in a truncated body."""
+
+    def mask(match: re.Match[str]) -> str:
+        value = match.group("value")
+        quote = value[0] if value[:1] in "\"'" else ""
+        return f"{match.group('name')}{match.group('sep')}{quote}{MASK}{quote}"
+
+    return _PAIR.sub(mask, text)

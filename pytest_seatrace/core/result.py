@@ -16,6 +16,7 @@ from pytest_seatrace.core.config import RaceConfig
 from pytest_seatrace.core.document import HistoryDoc, RacedDoc, RaceDoc, ResourceDoc, SampleDoc, WinDoc
 from pytest_seatrace.core.judge import invariant_violations, threshold_violations
 from pytest_seatrace.core.records import BODY_KEEP, SAMPLE_LOSERS, Outcome, Raced, RaceRun, Record
+from pytest_seatrace.core.redact import redact_text
 from pytest_seatrace.core.stats import Latency, Percentiles, Spread
 from pytest_seatrace.core.violations import Violation
 
@@ -39,7 +40,7 @@ class Win:
             "round": self.round,
             "status": self.status,
             "latency_ns": self.latency_ns,
-            "body": self.body.decode("utf-8", "replace"),
+            "body": redact_text(self.body.decode("utf-8", "replace")),
         }
 
 
@@ -364,7 +365,7 @@ def _sample_doc(rec: Record) -> SampleDoc:
         "outcome": rec.outcome.label,
         "latency_ns": rec.latency_ns,
         "early": rec.early,
-        "body": (rec.body or b"")[:SAMPLE_BODY].decode("utf-8", "replace"),
+        "body": redact_text((rec.body or b"")[:SAMPLE_BODY].decode("utf-8", "replace")),
         "reason": rec.reason or "",
     }
 

@@ -23,7 +23,7 @@ import httpx
 from pytest_seatrace.core.config import RaceConfig
 from pytest_seatrace.core.records import Outcome, Record
 from pytest_seatrace.engine.classify import ARRIVAL_HEADER, Classifier
-from pytest_seatrace.engine.plan import Attempt, AttemptFn, release_order
+from pytest_seatrace.engine.plan import Attempt, AttemptFn, Roster, release_order
 from pytest_seatrace.engine.requests import RequestBuilder
 
 
@@ -61,6 +61,7 @@ class GateFirer:
         builder: RequestBuilder | None = None,
         attempt_fn: AttemptFn | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        roster: Roster | None = None,
     ) -> None:
         self.config = config
         self.classifier = classifier
@@ -74,6 +75,8 @@ class GateFirer:
         """Client slot → record whose timed request has not been written yet: its ``sent_ns``
         is stamped when httpcore has written the last byte (the gate's time until then)."""
         self._warm: set[int] = set()
+        self.roster = roster or Roster(config)
+        """Who races (request races with ``setup=``: not those whose set-up failed)."""
         self.ungated: list[str] = []
         """Keys of attempts that returned without awaiting ``a.gate()``: they were not raced."""
 
@@ -113,14 +116,15 @@ class GateFirer:
         records: list[Record] = []
         jobs: list[tuple[int, Record, ResourceGate, httpx.Request | None]] = []
         # One gate per wave: every resource of the wave is released back to back, as in last-byte.
-        gate = ResourceGate(cfg.concurrency * len(indices))
+        racing = {index: self.roster.clients(index) for index in indices}
+        gate = ResourceGate(sum(len(clients) for clients in racing.values()))
         for position, index in enumerate(indices):
-            for client in release_order(cfg.seed, rnd, index, list(range(1, cfg.concurrency + 1))):
+            for client in release_order(cfg.seed, rnd, index, racing[index]):
                 rec = Record(resource=index, client=client, round=rnd)
                 records.append(rec)
                 request = None
                 if self.builder is not None:  # built up front: a bad URL stops the race, once
-                    request = _own_copy(self.builder.build(Attempt(cfg.resources[index], client, rnd)))
+                    request = _own_copy(self.builder.build(self.roster.attempt(index, client, rnd)))
                 jobs.append((position * cfg.concurrency + client - 1, rec, gate, request))
         async with anyio.create_task_group() as tg:
             for slot, rec, gate, request in jobs:

@@ -19,7 +19,7 @@ from anyio.abc import TaskGroup
 from pytest_seatrace.core.config import HoldPoint, RaceConfig
 from pytest_seatrace.core.records import Outcome, Record
 from pytest_seatrace.engine.classify import ARRIVAL_HEADER, Classifier
-from pytest_seatrace.engine.plan import Attempt, release_order
+from pytest_seatrace.engine.plan import Roster, release_order
 from pytest_seatrace.engine.rawhttp import ANSWERED, Origin, RawConnection, RawResponse, TransportError
 from pytest_seatrace.engine.requests import RequestBuilder, WireBuilder, WireRequest
 
@@ -59,7 +59,12 @@ class LastByteFirer:
     """
 
     def __init__(
-        self, config: RaceConfig, builder: RequestBuilder, ssl_context: ssl.SSLContext, classifier: Classifier
+        self,
+        config: RaceConfig,
+        builder: RequestBuilder,
+        ssl_context: ssl.SSLContext,
+        classifier: Classifier,
+        roster: Roster | None = None,
     ) -> None:
         self.config = config
         self.builder = builder
@@ -71,6 +76,8 @@ class LastByteFirer:
         """Every connection ever opened, so a cancelled race still closes them all."""
         self.ungated: list[str] = []
         """Always empty: every request here waits at the gate."""
+        self.roster = roster or Roster(config)
+        """Who races, and what their ``setup=`` returned."""
 
     async def fire_waves(self, rnd: int, waves: Sequence[Sequence[int]], sink: list[Record]) -> None:
         """Race every wave of a round, appending each wave's records to ``sink`` as it ends."""
@@ -106,8 +113,8 @@ class LastByteFirer:
         cfg = self.config
         slots = []
         for index in indices:
-            for client in range(1, cfg.concurrency + 1):
-                request = self.wire.build(Attempt(cfg.resources[index], client, rnd))
+            for client in self.roster.clients(index):
+                request = self.wire.build(self.roster.attempt(index, client, rnd))
                 slots.append(Slot(Record(resource=index, client=client, round=rnd), request))
             await anyio.lowlevel.checkpoint()  # let the previous wave's responses be read on time
         with anyio.move_on_after(cfg.timeout):

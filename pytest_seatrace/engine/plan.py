@@ -34,6 +34,8 @@ class Attempt:
     client: int
     round: int
     http: httpx.AsyncClient | None = field(default=None, compare=False, repr=False)
+    setup: Any = field(default=None, compare=False, repr=False)
+    """What this client's ``setup=`` returned (a token, a cart id, ...); ``None`` without one."""
     _gate: Callable[[], Awaitable[None]] | None = field(default=None, compare=False, repr=False)
 
     @property
@@ -119,6 +121,27 @@ Verify = Callable[[Any], "int | Awaitable[int]"]
 Reset = Callable[[], "object | Awaitable[object]"]
 """``reset()``: no arguments; called between rounds instead of ``POST {origin}/reset``."""
 AttemptFn = Callable[[Attempt], Awaitable["httpx.Response"]]
+SetupFn = Callable[[Attempt], Any]
+"""``setup(a)``: sync or async, run per client before the race on ``a.http``; returns ``a.setup``."""
+
+
+class Roster:
+    """Who races: every client of every resource, less those whose ``setup=`` failed, and what
+    each set-up returned (``attempt.setup``). Without ``setup=`` everyone races."""
+
+    def __init__(self, config: RaceConfig) -> None:
+        self.config = config
+        self.values: dict[tuple[int, int], Any] = {}
+        """(resource index, client) → the set-up's return value."""
+        self.failed: dict[tuple[int, int], str] = {}
+        """(resource index, client) → why its set-up failed: that client does not race."""
+
+    def clients(self, index: int) -> list[int]:
+        return [c for c in range(1, self.config.concurrency + 1) if (index, c) not in self.failed]
+
+    def attempt(self, index: int, client: int, rnd: int) -> Attempt:
+        value = self.values.get((index, client))
+        return Attempt(self.config.resources[index], client, rnd, setup=value)
 
 
 @dataclass(frozen=True)
@@ -143,6 +166,9 @@ class RacePlan:
     attempt: AttemptFn | None = None
     verify: Verify | None = None
     reset: Reset | None = None
+    setup: SetupFn | None = None
+    setup_concurrency: int = 50
+    setup_each_round: bool = False
 
     def __post_init__(self) -> None:
         if (self.request is None) == (self.attempt is None):

@@ -5,11 +5,10 @@ The engine measures and returns a ``RaceRun``; judging it is ``core``'s job.
 
 from __future__ import annotations
 
-import inspect
 import time
-from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any, Protocol
+from typing import Protocol
 
 import anyio
 import anyio.to_thread
@@ -25,9 +24,10 @@ from pytest_seatrace.engine.gate import GateFirer
 from pytest_seatrace.engine.lastbyte import LastByteFirer
 from pytest_seatrace.engine.limits import ensure_open_files
 from pytest_seatrace.engine.locks import origin_lock
-from pytest_seatrace.engine.plan import Attempt, RacePlan, Reset, Verify
+from pytest_seatrace.engine.plan import Attempt, RacePlan, Reset, Roster, Verify
 from pytest_seatrace.engine.rawhttp import Origin
 from pytest_seatrace.engine.requests import RequestBuilder, check_url, make_ssl_context
+from pytest_seatrace.engine.setup import call_maybe_async, failed_records, run_setups, with_setup_cookies
 
 ASGI_BASE_URL = "http://testserver"
 
@@ -85,11 +85,12 @@ async def run_race(
         )
 
     try:
-        async with _firer(plan) as (firer, base_url, builder, transport):
+        async with _firer(plan) as (firer, base_url, builder, transport, prepare):
             for rnd in range(1, config.rounds + 1):
                 if rnd > 1:
                     origin = base_url or (builder.first_url if builder else None)
                     await _reset(plan.reset, _origin(origin) if origin else None, config.timeout, transport)
+                records.extend(await prepare(rnd))
                 start = time.perf_counter()
                 round_waves = waves(len(config.resources), config.parallel)
                 sink = _WaveSink(records, on_wave, rnd, config.rounds, len(round_waves))
@@ -174,8 +175,22 @@ def _never_fired(records: Sequence[Record], rounds: int, resources: int) -> tupl
 @asynccontextmanager
 async def _firer(
     plan: RacePlan,
-) -> AsyncIterator[tuple[Firer, str | None, RequestBuilder | None, httpx.AsyncBaseTransport | None]]:
+) -> AsyncIterator[
+    tuple[
+        Firer,
+        str | None,
+        RequestBuilder | None,
+        httpx.AsyncBaseTransport | None,
+        Callable[[int], Awaitable[list[Record]]],
+    ]
+]:
+    """The start mode's firer, its request builder, and ``prepare(round)``: the per-client
+    set-ups of that round (``setup=``), returning the records of clients whose set-up failed."""
     config, target, spec = plan.config, plan.target, plan.request
+    roster = Roster(config)
+    cookies: dict[tuple[int, int], dict[str, str]] = {}
+    if spec is not None and plan.setup is not None:
+        spec = with_setup_cookies(spec, cookies, roster)
     classifier = Classifier(config)
     ssl_context = make_ssl_context(target.tls_verify)
     async with AsyncExitStack() as stack:
@@ -192,7 +207,7 @@ async def _firer(
             await stack.enter_async_context(origin_lock(target.lock_dir, _first_origin(plan)))
         firer: Firer
         if config.sync == "last-byte" and builder is not None and transport is None:
-            firer = LastByteFirer(config, builder, ssl_context, classifier)
+            firer = LastByteFirer(config, builder, ssl_context, classifier, roster)
         else:
             if target.base_url and transport is None:
                 check_url(httpx.URL(target.base_url), target.base_url)
@@ -204,9 +219,18 @@ async def _firer(
                 builder=builder,
                 attempt_fn=plan.attempt,
                 transport=transport,
+                roster=roster,
             )
         stack.push_async_callback(firer.aclose)
-        yield firer, base_url, builder, transport
+
+        async def prepare(rnd: int) -> list[Record]:
+            if plan.setup is None:
+                return []
+            if rnd == 1 or plan.setup_each_round:
+                cookies.update(await run_setups(plan, plan.setup, roster, rnd, base_url, ssl_context))
+            return failed_records(roster, rnd)
+
+        yield firer, base_url, builder, transport, prepare
 
 
 def _raced(plan: RacePlan, builder: RequestBuilder | None, base_url: str | None, in_process: bool) -> Raced:
@@ -249,7 +273,7 @@ async def _reset(
     """Between rounds: the user's ``reset=`` callable, else ``POST {origin}/reset`` (in process
     for ``race.app``)."""
     if reset is not None:
-        await _call(reset)
+        await call_maybe_async(reset)
         return
     if origin is None:
         raise RaceUsageError("rounds > 1 needs reset= or a base URL whose POST /reset restores the state")
@@ -265,16 +289,10 @@ async def _reset(
         )
 
 
-async def _call(fn: Any, *args: Any) -> Any:
-    """Await an async callable; run a sync one in a thread (it may block on I/O)."""
-    value = await fn(*args) if inspect.iscoroutinefunction(fn) else await anyio.to_thread.run_sync(fn, *args)
-    return await value if inspect.isawaitable(value) else value
-
-
 async def _verify(verify: Verify, resource: Hashable, extra: list[Violation], rnd: int) -> int | None:
     """Holders of ``resource`` in the final state; a failing ``verify`` is a violation, not a crash."""
     try:
-        value = await _call(verify, resource)
+        value = await call_maybe_async(verify, resource)
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"verify() returned {value!r}, expected the number of holders (int)")
         return value

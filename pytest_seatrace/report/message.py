@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pytest_seatrace.core.redact import redact_text
 from pytest_seatrace.core.result import RaceResult
 from pytest_seatrace.core.violations import WINNER_KINDS
 
@@ -18,7 +19,7 @@ def violation_message(result: RaceResult) -> str:
         wins = result.winners.get(v.resource, []) if v.resource is not None else []
         wins = [w for w in wins if v.round is None or w.round == v.round]
         shown = ", ".join(
-            f"client {w.client} → {w.status} {w.body[:40].decode('utf-8', 'replace')!r}"
+            f"client {w.client} → {w.status} {redact_text(w.body[:40].decode('utf-8', 'replace'))!r}"
             for w in wins[:MAX_WINNERS]
         )
         if len(wins) > MAX_WINNERS:
