@@ -1,4 +1,9 @@
-"""A multi-step attempt: log in first (untimed), then race the booking.
+"""Log in first (untimed), then race the booking: two ways.
+
+``setup=`` (the first test) logs every client in before the race, on its own
+``httpx.AsyncClient`` (cookies kept); what it returns is ``a.setup`` for the request callables,
+and the booking then starts like any request race: last-byte, held at its headers, all the
+clients' held bytes sent back to back. Use it when the raced step is one request.
 
 ``race.run(attempt)`` (sync tests) and ``await race.arun(attempt)`` (async tests) take an async
 function of the attempt. Everything before ``await a.gate()`` is set-up: it is not timed and
@@ -7,6 +12,11 @@ after it is the one that races, and the response the function returns is classif
 other. ``a.http`` is the client's own ``httpx.AsyncClient``, with ``race.base_url`` as base URL
 (and the in-process app as transport when ``race.app`` is set). Attempts always start in gate
 mode.
+
+Measured on the 2-core development machine (``python benchmarks/start_spread.py``, client and
+service on the same cores): the login-then-book seed race starts each seat's 100 bookings
+within about a millisecond with ``setup=`` (last-byte) against roughly ten with ``race.run``
+(gate); see docs/benchmarks.md for the current figures.
 
 Run: ``pytest examples/test_login_then_race.py -v``.
 """
@@ -75,6 +85,30 @@ class BookingApp:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+async def log_in(a: Attempt) -> str:
+    """``setup=``: one client logs in on its own client; the token becomes ``a.setup``."""
+    assert a.http is not None
+    response = await a.http.post("/login", json={"user": f"user-{a.client}-{a.resource}"})
+    response.raise_for_status()
+    token: str = response.json()["token"]
+    return token
+
+
+@pytest.mark.race(resources=4, concurrency=25)
+def test_setup_then_a_precise_start(race: Race, sample_service_factory: Any) -> None:
+    """The sample service with ``--auth``: ``POST /orders`` needs a bearer token from ``POST /login``."""
+    service: ServiceHandle = sample_service_factory(auth=True)
+    race.base_url = service.url
+    result = race.post(
+        "/orders",
+        setup=log_in,
+        headers=lambda a: {"Authorization": f"Bearer {a.setup}"},
+        json=lambda a: {"seats": [a.resource], "user": f"user-{a.client}-{a.resource}"},
+    )
+    assert result.mode == "last-byte"
+    assert result.status_counts == {201: 4, 409: 96}
 
 
 async def login_then_book(a: Attempt) -> httpx.Response:
