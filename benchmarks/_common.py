@@ -102,6 +102,26 @@ def add_limits(
     )
 
 
+def add_smoke(parser: argparse.ArgumentParser) -> None:
+    """``--smoke``: toy sizes, no warm-up, no installs, no targets, so the test suite can run
+    every benchmark in seconds and a benchmark cannot rot between issues."""
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="a few seconds at toy sizes, never installs, evaluates no target: exit 0 when it ran",
+    )
+
+
+def apply_smoke(args: argparse.Namespace, **sizes: Any) -> None:
+    """Under ``--smoke``, replace the run's sizes (and never install a tool)."""
+    if args.smoke:
+        for name, value in sizes.items():
+            setattr(args, name, value)
+
+
+SMOKE_VERDICT = "smoke run: figures at toy sizes, targets not evaluated"
+
+
 def float_list(text: str) -> list[float]:
     try:
         values = [positive_float(part) for part in text.split(",") if part.strip()]

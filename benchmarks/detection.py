@@ -13,7 +13,8 @@ Target: the unsafe strategy is caught in at least 99 of 100 runs with ``--window
 acceptance gate of this script).
 
 Exit status: 0 target met, 1 below target, 2 incomplete (time budget, race time limit,
-service failure, or the target cell was not part of the run).
+service failure, or the target cell was not part of the run). ``--smoke``: toy sizes in
+seconds, no target, 0 when it ran.
 """
 
 from __future__ import annotations
@@ -30,10 +31,13 @@ from _common import (
     EXIT_BELOW_TARGET,
     EXIT_INCOMPLETE,
     EXIT_OK,
+    SMOKE_VERDICT,
     STARTS,
     Budget,
     BudgetExceededError,
     add_limits,
+    add_smoke,
+    apply_smoke,
     float_list,
     positive_float,
     positive_int,
@@ -83,6 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout", type=positive_float, default=10.0, help="seconds per request")
     parser.add_argument("--seed", type=int, default=1, help="first race seed; each race adds 1 (default: 1)")
     add_limits(parser, limit="race", limit_s=120.0, budget_s=1800.0)
+    add_smoke(parser)
     return parser
 
 
@@ -166,12 +171,15 @@ def run_window(
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    smoke = {"windows": [TARGET_WINDOW_MS], "runs": 1, "gate_runs": 1, "clients": 5, "resources": 2}
+    apply_smoke(args, **smoke, race_limit_s=30.0, budget_s=60.0)
     runs, gate_runs = _plan(args)
     budget = Budget(args.budget_s)
     print_header(
         f"detection: unsafe sample service, seed race {args.clients} clients x {args.resources} seats, "
         f"{runs} runs per window and mode, {gate_runs} for {TARGET_MODE} at {TARGET_WINDOW_MS:g} ms"
         + (" (--quick)" if args.quick else "")
+        + (" (--smoke)" if args.smoke else "")
     )
     table: list[list[Any]] = []
     target: Cell | None = None
@@ -224,6 +232,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if incomplete:
         stderr(f"incomplete: {incomplete}")
         return EXIT_INCOMPLETE
+    if args.smoke:
+        print(SMOKE_VERDICT)
+        return EXIT_OK
     if target is None:
         stderr(f"the target cell ({TARGET_MODE} at {TARGET_WINDOW_MS:g} ms) was not in --windows")
         return EXIT_INCOMPLETE

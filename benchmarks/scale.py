@@ -8,6 +8,7 @@ the parent and reset before every size.
 
 Exit status: 0 targets met, 1 below target (RSS, time per request, any error, 5xx, double
 booking or seat without its one winner), 2 incomplete (time budget, child failure).
+``--smoke``: toy sizes in seconds, no target, 0 when it ran.
 """
 
 from __future__ import annotations
@@ -29,8 +30,11 @@ from _common import (
     EXIT_INCOMPLETE,
     EXIT_OK,
     NS_PER_MS,
+    SMOKE_VERDICT,
     Budget,
     add_limits,
+    add_smoke,
+    apply_smoke,
     int_list,
     positive_float,
     positive_int,
@@ -68,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout", type=positive_float, default=30.0, help="seconds per request")
     parser.add_argument("--seed", type=int, default=1, help="race seed")
     add_limits(parser, limit="race", limit_s=600.0, budget_s=1800.0)
+    add_smoke(parser)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--resources", type=positive_int, default=1, help=argparse.SUPPRESS)
@@ -206,6 +211,8 @@ def _per_request(run: dict[str, Any]) -> float:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if not args.child:
+        apply_smoke(args, clients=5, sizes=[1, 2], seats=2, race_limit_s=30.0, budget_s=90.0)
     if args.child:
         if not args.url:
             stderr("--child needs --url")
@@ -218,6 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print_header(
         f"scale: {args.clients} clients per seat at {', '.join(map(str, args.sizes))} seats, last-byte, "
         f"safe sample service ({args.seats} seats), one fresh process per size"
+        + (" (--smoke)" if args.smoke else "")
     )
     try:
         runs, incomplete = measure(args, budget)
@@ -273,6 +281,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if incomplete:
         stderr(f"incomplete: {incomplete}")
         return EXIT_INCOMPLETE
+    if args.smoke:
+        print(SMOKE_VERDICT)
+        return EXIT_OK
     misses = verdict(runs)
     for miss in misses:
         print(f"target NOT MET: {miss}")

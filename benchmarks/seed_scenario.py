@@ -27,7 +27,8 @@ Install steps are part of the run: ``apt-get install -y hey`` (after ``apt-get u
 ``--locust-venv``), because it registers a pytest plugin (``pytest_locust``: a ``--host``/``-H``
 option and ``session``/``fastsession`` fixtures) and gevent in whatever environment holds it.
 A tool that cannot be had is skipped with a note. Traffic goes only to the loopback services
-this script starts.
+this script starts. ``--smoke``: toy sizes in seconds, never installs (absent tools skipped
+with a note), no target, 0 when it ran.
 """
 
 from __future__ import annotations
@@ -58,9 +59,12 @@ from _common import (
     EXIT_INCOMPLETE,
     EXIT_OK,
     NS_PER_MS,
+    SMOKE_VERDICT,
     Budget,
     BudgetExceededError,
     add_limits,
+    add_smoke,
+    apply_smoke,
     client_spreads,
     count_5xx,
     load_note,
@@ -129,6 +133,7 @@ def _parser() -> argparse.ArgumentParser:
         help=f"virtualenv created for Locust when needed (default: {DEFAULT_LOCUST_VENV})",
     )
     add_limits(parser, limit="run", limit_s=120.0, budget_s=1800.0, what="tool run", install=True)
+    add_smoke(parser)
     return parser
 
 
@@ -748,12 +753,15 @@ NOTES = (
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    smoke = {"repeat": 1, "clients": 5, "resources": 2, "no_install": True}
+    apply_smoke(args, **smoke, run_limit_s=30.0, install_limit_s=30.0, budget_s=90.0)
     budget = Budget(args.budget_s)
     notes: list[str] = []
     load_before = load_note()
     print_header(
         f"seed scenario: {args.clients} clients x {args.resources} seats (POST /orders), "
         f"safe sample service, median of {args.repeat}; unsafe window {args.window_ms:g} ms"
+        + (" (--smoke)" if args.smoke else "")
     )
     tools = build_tools(args, notes)
     if not tools:
@@ -787,6 +795,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"load before: {load_before}")
     print(f"load after:  {load_note()}")
     print()
+    if args.smoke:
+        print(SMOKE_VERDICT)
+        return EXIT_OK
     checks = targets(stats, args.resources)
     for check in checks:
         print(check.line())

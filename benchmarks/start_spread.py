@@ -13,6 +13,7 @@ see. The client and the service share this machine's cores.
 
 Exit status: 0 target met, 1 below target (or a race broke the invariant / had errors
 against the safe service), 2 incomplete (time budget, race time limit, service failure).
+``--smoke``: toy sizes in seconds, no target, 0 when it ran.
 """
 
 from __future__ import annotations
@@ -31,11 +32,14 @@ from _common import (
     EXIT_INCOMPLETE,
     EXIT_OK,
     NS_PER_MS,
+    SMOKE_VERDICT,
     STARTS,
     Budget,
     BudgetExceededError,
     Summary,
     add_limits,
+    add_smoke,
+    apply_smoke,
     client_spreads,
     ms,
     positive_float,
@@ -85,6 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--seed", type=int, default=1, help="first race seed; each race adds 1 (default: 1)")
     add_limits(parser, limit="race", limit_s=120.0, budget_s=900.0)
+    add_smoke(parser)
     return parser
 
 
@@ -317,6 +322,11 @@ def measure(svc: ServiceHandle, args: argparse.Namespace, budget: Budget) -> int
         f"Summary over {args.reps} races per mode (samples: one per resource per race, pooled)",
     )
 
+    if args.smoke:
+        for problem in problems:
+            print(f"note: {problem}")
+        print(SMOKE_VERDICT)
+        return EXIT_OK
     met = True
     for hold in HOLDS:
         bare_median = Summary.of(bare[hold]).median
@@ -340,6 +350,9 @@ def measure(svc: ServiceHandle, args: argparse.Namespace, budget: Budget) -> int
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    apply_smoke(
+        args, reps=1, warmup=0, clients=5, resources=2, bare_loops=2, race_limit_s=30.0, budget_s=60.0
+    )
     if args.warmup < 0:
         stderr("--warmup must be >= 0")
         return EXIT_INCOMPLETE
@@ -352,6 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print_header(
         f"start spread: {args.clients} clients x {args.resources} seats, safe sample service, "
         f"{args.reps} races per mode ({', '.join(MODES)}), {args.warmup} warm-up race(s) per mode uncounted"
+        + (" (--smoke)" if args.smoke else "")
     )
     try:
         with start_sample_service(strategy="safe", seats=args.resources) as svc:

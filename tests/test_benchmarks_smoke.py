@@ -1,0 +1,47 @@
+"""Every benchmark runs in ``--smoke`` mode (toy sizes, no targets), so none can rot unnoticed.
+
+Each script runs as its users run it, ``python benchmarks/<name>.py``, in a subprocess with a
+time bound; it must exit 0 and print its table's header row.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SMOKE_LIMIT_S = 180
+"""A smoke run takes a few seconds; the bound only stops a hung one."""
+
+HEADERS = {
+    "start_spread": "| mode ",
+    "detection": "| window ms ",
+    "throughput": "| tool ",
+    "seed_scenario": "| tool ",
+    "scale": "| seats ",
+}
+
+
+@pytest.mark.parametrize("name", sorted(HEADERS))
+def test_benchmark_smoke_runs(name: str) -> None:
+    script = ROOT / "benchmarks" / f"{name}.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--smoke"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=SMOKE_LIMIT_S,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert any(line.startswith(HEADERS[name]) for line in done.stdout.splitlines()), done.stdout[-3000:]
+    assert "targets not evaluated" in done.stdout
+
+
+def test_every_benchmark_is_smoked() -> None:
+    """A new benchmark script gets a smoke run too."""
+    scripts = {p.stem for p in (ROOT / "benchmarks").glob("*.py") if not p.stem.startswith("_")}
+    assert scripts - {"locustfile_seed"} == set(HEADERS)
