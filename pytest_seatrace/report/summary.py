@@ -41,7 +41,7 @@ HEADERS = (
 )
 """The full table's headers (the HTML report's summary uses all of them)."""
 
-NAME_ROOM = 30
+NAME_ROOM = 40
 """Test names are elided down to this many characters before a column is dropped."""
 NAME_FLOOR = 16
 """Below this, the narrowest table gives way to one line per race name."""
