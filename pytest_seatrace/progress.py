@@ -18,8 +18,9 @@ during tests.
 
 ``SEATRACE_PROGRESS_AFTER`` (seconds) replaces ``SHOW_AFTER``: internal, for the tests.
 
-The line counts wins and errors, not violations: the callback does not know the race's
-``expect=``, which a call may override.
+The line counts wins and errors and, once there are any, the (round, resource) pairs with more
+winners than the race's ``expect`` allows (``N over expect``: double bookings so far); the
+other rules are judged at the end.
 """
 
 from __future__ import annotations
@@ -80,6 +81,8 @@ class LiveLine:
         self._last = -math.inf
         self._shown = False
         self._counted = self._wins = self._errors = self._timeouts = 0
+        self._won: dict[tuple[int, int], int] = {}
+        self._over: set[tuple[int, int]] = set()
 
     @property
     def shown(self) -> bool:
@@ -97,7 +100,7 @@ class LiveLine:
         if now - self._started < self._after_ns or now - self._last < self._every_ns:
             return
         self._last = now
-        self._count(wave.records)
+        self._count(wave.records, wave.expect.stop - 1)
         self._emit(lambda: CLEAR_ROW + self.text(name, wave, now) + self._home())
         self._shown = True
 
@@ -107,12 +110,18 @@ class LiveLine:
         self._started = min((r.sent_ns for r in records if r.sent_ns), default=now)
         self._last = -math.inf
         self._counted = self._wins = self._errors = self._timeouts = 0
+        self._won.clear()
+        self._over.clear()
 
-    def _count(self, records: Sequence[Record]) -> None:
+    def _count(self, records: Sequence[Record], most: int) -> None:
         """Count the records not counted yet (the engine's list only grows during a race)."""
         for rec in islice(records, self._counted, None):
             if rec.outcome is Outcome.WIN:
                 self._wins += 1
+                key = (rec.round, rec.resource)
+                self._won[key] = self._won.get(key, 0) + 1
+                if self._won[key] > most:
+                    self._over.add(key)
             elif rec.outcome is Outcome.ERROR:
                 self._errors += 1
             elif rec.outcome is Outcome.UNKNOWN:
@@ -124,10 +133,11 @@ class LiveLine:
         name loses its middle; a narrow terminal gets short figures, then a cut line."""
         room = max(self._width() - 1, 1)
         timeouts = f", {self._timeouts:,} timed out" if self._timeouts else ""
+        over = f", {len(self._over):,} over expect" if self._over else ""
         full = (
             f": round {wave.round}/{wave.rounds}, wave {wave.wave}/{wave.waves}, "
             f"{_count_of(len(wave.records), 'request')}, {_count_of(self._wins, 'win')}, "
-            f"{_count_of(self._errors, 'error')}{timeouts} so far ({(now - self._started) / 1e9:.0f} s)"
+            f"{_count_of(self._errors, 'error')}{timeouts}{over} so far ({(now - self._started) / 1e9:.0f} s)"
         )
         short = (
             f": {wave.round}/{wave.rounds} {wave.wave}/{wave.waves} {len(wave.records):,} req "

@@ -116,12 +116,12 @@ def test_counts_wins_errors_and_timeouts_incrementally() -> None:
     line = fake.line(after=0, width=120)
     recs = records(3, fake.now, Outcome.WIN) + records(2, fake.now, Outcome.ERROR)
     line("t.py::test_x", WaveDone(1, 1, 1, 3, recs))
-    assert "5 requests, 3 wins, 2 errors so far" in fake.out[-1]
+    assert "5 requests, 3 wins, 2 errors, 1 over expect so far" in fake.out[-1]
     assert "timed out" not in fake.out[-1]
     recs += records(1_500, fake.now, Outcome.UNKNOWN) + records(1, fake.now, Outcome.WIN)
     fake.now += 3_000_000_000
     line("t.py::test_x", WaveDone(1, 1, 2, 3, recs))
-    assert "1,506 requests, 4 wins, 2 errors, 1,500 timed out so far (3 s)" in fake.out[-1]
+    assert "1,506 requests, 4 wins, 2 errors, 1,500 timed out, 1 over expect so far (3 s)" in fake.out[-1]
     single = fake.line(after=0, width=120)
     single("t.py::test_y", WaveDone(1, 1, 1, 3, records(1, fake.now, Outcome.WIN)))
     assert "1 request, 1 win, 0 errors so far" in fake.out[-1]

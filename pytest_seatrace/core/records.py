@@ -91,6 +91,8 @@ class WaveDone:
     waves: int
     records: Sequence[Record]
     """Every record so far (the engine's own list: read it, do not keep it)."""
+    expect: range = range(1, 2)
+    """Winners allowed per resource and round: a live count of too many can be made."""
 
 
 @dataclass(frozen=True)

@@ -93,7 +93,7 @@ async def run_race(
                 records.extend(await prepare(rnd))
                 start = time.perf_counter()
                 round_waves = waves(len(config.resources), config.parallel)
-                sink = _WaveSink(records, on_wave, rnd, config.rounds, len(round_waves))
+                sink = _WaveSink(records, on_wave, rnd, config.rounds, len(round_waves), config.expect)
                 try:
                     await firer.fire_waves(rnd, round_waves, sink)
                 except _Hung as hung:
@@ -150,9 +150,10 @@ class _WaveSink(list[Record]):
         rnd: int,
         rounds: int,
         waves: int,
+        expect: range,
     ) -> None:
         super().__init__()
-        self._records, self._on_wave = records, on_wave
+        self._records, self._on_wave, self._expect = records, on_wave, expect
         self._rnd, self._rounds, self._waves, self._done = rnd, rounds, waves, 0
 
     def extend(self, wave: Iterable[Record]) -> None:
@@ -160,7 +161,8 @@ class _WaveSink(list[Record]):
         self._records.extend(batch)
         self._done += 1
         if self._on_wave is not None:
-            self._on_wave(WaveDone(self._rnd, self._rounds, self._done, self._waves, self._records))
+            done = WaveDone(self._rnd, self._rounds, self._done, self._waves, self._records, self._expect)
+            self._on_wave(done)
         more = self._done < self._waves or self._rnd < self._rounds
         if more and batch and all(r.timed_out for r in batch):
             raise _Hung(self._rnd, sorted({r.resource for r in batch}))
