@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pexpect  # type: ignore[import-untyped]  # no stubs in [test] (types-pexpect)
+import pexpect
 import pytest
 
 from pytest_seatrace.core.records import Outcome, Record, WaveDone
