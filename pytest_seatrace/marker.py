@@ -208,7 +208,7 @@ def resolve(
     sync = args.get("sync")
     hold = args.get("hold")
     if flexible:
-        if sync == "last-byte":
+        if sync in ("last-byte", "single-packet"):
             raise MarkerError(
                 "sync", sync, "'gate' for race.run/arun attempts and race.app (they start through the gate)"
             )
@@ -221,6 +221,15 @@ def resolve(
         sync = "gate"
     else:
         sync = sync or settings.sync or DEFAULT_SYNC
+    hold_given = (hold or settings.hold) is not None
+    if sync == "single-packet" and hold_given:
+        raise MarkerError(
+            "hold",
+            hold or settings.hold,
+            "",
+            problem="a hold point is for last-byte starts; sync='single-packet' holds each stream's "
+            "final DATA frame: drop hold= or use sync='last-byte'",
+        )
     concurrency = args.get("concurrency", settings.concurrency)
     expect = args.get("expect", range(1, 2))
     check_reachable(expect, concurrency)
@@ -244,6 +253,7 @@ def resolve(
         rounds=args.get("rounds", settings.rounds),
         sync=sync,  # type: ignore[arg-type]
         hold=hold or settings.hold or DEFAULT_HOLD,  # type: ignore[arg-type]
+        hold_given=hold_given,
         parallel=len(resources) if parallel == "all" else min(int(parallel), len(resources)),
         seed=settings.seed,
     )

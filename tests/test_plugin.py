@@ -83,7 +83,8 @@ def test_markers_lists_race(inner: pytest.Pytester) -> None:
         (["--race-timeout", "-1"], "argument --race-timeout: -1 is not a finite number > 0"),
         (
             ["--race-sync", "fast"],
-            "argument --race-sync: invalid choice: 'fast' (choose from 'gate', 'last-byte')",
+            "argument --race-sync: invalid choice: 'fast' "
+            "(choose from 'auto', 'gate', 'last-byte', 'single-packet')",
         ),
         (
             ["--race-summary", "loud"],
@@ -110,7 +111,8 @@ def test_bad_option_is_a_usage_error(inner: pytest.Pytester, args: list[str], me
         ("race_concurrency = abc", "race_concurrency = 'abc' (ini): 'abc' is not an integer*"),
         (
             "race_sync = fast",
-            "race_sync = 'fast' (ini): 'fast' is not one of gate, last-byte; valid: gate, last-byte",
+            "race_sync = 'fast' (ini): 'fast' is not one of auto, gate, last-byte, single-packet; "
+            "valid: auto, gate, last-byte, single-packet",
         ),
         ("race_rounds = 0", "race_rounds = '0' (ini): 0 is below the minimum of 1"),
     ],
@@ -147,7 +149,7 @@ def test_precedence_marker_cli_ini(pytester: pytest.Pytester) -> None:
     )
     result = pytester.runpytest("--race-concurrency", "5")
     result.assert_outcomes(passed=3)
-    result.stdout.fnmatch_lines(["seatrace: concurrency=5, timeout=3s, sync=last-byte, parallel=1, seed=*"])
+    result.stdout.fnmatch_lines(["seatrace: concurrency=5, timeout=3s, sync=auto, parallel=1, seed=*"])
 
 
 def test_marker_error_fails_only_its_test(inner: pytest.Pytester) -> None:
@@ -200,7 +202,7 @@ def test_marker_error_fails_only_its_test(inner: pytest.Pytester) -> None:
         ),
         ("allow_errors='yes'", "allow_errors='yes': expected True or False"),
         ("rounds=0", "rounds=0: expected an integer >= 1"),
-        ("sync='fast'", "sync='fast': expected one of 'gate', 'last-byte'"),
+        ("sync='fast'", "sync='fast': expected one of 'auto', 'gate', 'last-byte', 'single-packet'"),
         ("parallel=0", "parallel=0: expected an integer >= 1 or 'all'"),
         ("3", "race() takes 0 positional arguments but 1 was given"),
     ],

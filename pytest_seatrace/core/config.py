@@ -15,14 +15,16 @@ if TYPE_CHECKING:
 
     from pytest_seatrace.core.thresholds import Threshold
 
-SyncMode = Literal["gate", "last-byte"]
-SYNC_MODES: tuple[SyncMode, ...] = ("gate", "last-byte")
+SyncMode = Literal["auto", "gate", "last-byte", "single-packet"]
+SYNC_MODES: tuple[SyncMode, ...] = ("auto", "gate", "last-byte", "single-packet")
 
 DEFAULT_CONCURRENCY = 100
 DEFAULT_RESOURCES = 1
 DEFAULT_TIMEOUT = 10.0
-DEFAULT_SYNC: SyncMode = "last-byte"
-"""The start of ``race.post``-style calls; ``run``/``arun`` and ``race.app`` always use the gate."""
+DEFAULT_SYNC: SyncMode = "auto"
+"""The start of ``race.post``-style calls, decided once per race from the first origin:
+single-packet where TLS ALPN picks ``h2``, else last-byte. ``run``/``arun`` and ``race.app``
+always use the gate."""
 
 HoldPoint = Literal["headers", "body"]
 HOLD_POINTS: tuple[HoldPoint, ...] = ("headers", "body")
@@ -90,6 +92,8 @@ class RaceConfig:
     rounds: int = 1
     sync: SyncMode = DEFAULT_SYNC
     hold: HoldPoint = DEFAULT_HOLD
+    hold_given: bool = False
+    """An explicit hold point (marker, call, CLI or ini): ``auto`` then chooses last-byte."""
     parallel: int = 1
     seed: int = 0
 

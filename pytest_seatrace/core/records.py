@@ -116,3 +116,5 @@ class RaceRun:
     ungated: tuple[str, ...] = ()
     """Keys of ``race.run`` attempts that returned without awaiting ``a.gate()``."""
     raced: Raced | None = None
+    mode: str | None = None
+    """The start that ran (``auto`` resolved to single-packet or last-byte); ``None``: as configured."""

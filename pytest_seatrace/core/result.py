@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
@@ -83,6 +83,8 @@ class RaceResult:
 
     @classmethod
     def from_run(cls, name: str, config: RaceConfig, run: RaceRun, *, checked: bool = True) -> RaceResult:
+        if run.mode is not None and run.mode != config.sync:  # what ``auto`` chose
+            config = replace(config, sync=run.mode)  # type: ignore[arg-type]
         return cls(
             checked=checked,
             never_fired=run.not_run,

@@ -5,10 +5,14 @@ The engine measures and returns a ``RaceRun``; judging it is ``core``'s job.
 
 from __future__ import annotations
 
+import functools
+import os
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Protocol
+from dataclasses import replace
+from typing import Any, Protocol
 
 import anyio
 import anyio.to_thread
@@ -69,6 +73,7 @@ async def run_race(
     not_run: tuple[tuple[int, int], ...] = ()
     ungated: list[str] = []
     raced: list[Raced] = []
+    modes: list[str] = []
     busy = 0.0
 
     def run(interrupted: bool = False) -> RaceRun:
@@ -82,10 +87,12 @@ async def run_race(
             not_run=not_run,
             ungated=tuple(ungated),
             raced=raced[0] if raced else None,
+            mode=modes[0] if modes else None,
         )
 
     try:
-        async with _firer(plan) as (firer, base_url, builder, transport, prepare):
+        async with _firer(plan) as (firer, base_url, builder, transport, prepare, mode):
+            modes.append(mode)
             for rnd in range(1, config.rounds + 1):
                 if rnd > 1:
                     origin = base_url or (builder.first_url if builder else None)
@@ -105,7 +112,7 @@ async def run_race(
                     ungated.extend(firer.ungated)
                     firer.ungated.clear()
                     if not raced:
-                        raced.append(_raced(plan, builder, base_url, transport is not None))
+                        raced.append(_raced(plan, builder, base_url, mode, transport is not None))
                 if plan.verify is not None:
                     for index, resource in enumerate(config.resources):
                         holders = await _verify(plan.verify, resource, problems, rnd)
@@ -184,17 +191,20 @@ async def _firer(
         RequestBuilder | None,
         httpx.AsyncBaseTransport | None,
         Callable[[int], Awaitable[list[Record]]],
+        str,
     ]
 ]:
     """The start mode's firer, its request builder, and ``prepare(round)``: the per-client
-    set-ups of that round (``setup=``), returning the records of clients whose set-up failed."""
-    config, target, spec = plan.config, plan.target, plan.request
+    set-ups of that round (``setup=``), returning the records of clients whose set-up failed.
+    ``sync="auto"`` is decided here, once, from the first origin."""
+    target, spec = plan.target, plan.request
+    mode, ssl_context = await _start(plan)
+    config = replace(plan.config, sync=mode)  # type: ignore[arg-type]
     roster = Roster(config)
     cookies: dict[tuple[int, int], dict[str, str]] = {}
     if spec is not None and plan.setup is not None:
         spec = with_setup_cookies(spec, cookies, roster)
     classifier = Classifier(config)
-    ssl_context = make_ssl_context(target.tls_verify)
     async with AsyncExitStack() as stack:
         transport = None
         if target.app is not None:
@@ -208,7 +218,11 @@ async def _firer(
         if transport is None and target.lock_dir is not None:  # held until every round and verify= ran
             await stack.enter_async_context(origin_lock(target.lock_dir, _first_origin(plan)))
         firer: Firer
-        if config.sync == "last-byte" and builder is not None and transport is None:
+        if mode == "single-packet" and builder is not None:
+            from pytest_seatrace.engine.h2 import SinglePacketFirer
+
+            firer = SinglePacketFirer(config, builder, ssl_context, classifier)
+        elif mode == "last-byte" and builder is not None and transport is None:
             firer = LastByteFirer(config, builder, ssl_context, classifier, roster)
         else:
             if target.base_url and transport is None:
@@ -232,10 +246,12 @@ async def _firer(
                 cookies.update(await run_setups(plan, plan.setup, roster, rnd, base_url, ssl_context))
             return failed_records(roster, rnd)
 
-        yield firer, base_url, builder, transport, prepare
+        yield firer, base_url, builder, transport, prepare, mode
 
 
-def _raced(plan: RacePlan, builder: RequestBuilder | None, base_url: str | None, in_process: bool) -> Raced:
+def _raced(
+    plan: RacePlan, builder: RequestBuilder | None, base_url: str | None, mode: str, in_process: bool
+) -> Raced:
     """What this race raced, for reports: secrets stripped from every URL shown."""
     base, stripped = strip_url(base_url) if base_url else (None, ())
     if builder is not None and builder.first_url is not None:
@@ -243,8 +259,57 @@ def _raced(plan: RacePlan, builder: RequestBuilder | None, base_url: str | None,
         method: str = builder.spec.method
     else:
         url, from_url, method = base or "", (), "race.run attempt"
-    version = "ASGI (in process)" if in_process else "HTTP/1.1"
+    version = "ASGI (in process)" if in_process else "HTTP/2" if mode == "single-packet" else "HTTP/1.1"
     return Raced(method, url, base, version, tuple(dict.fromkeys((*stripped, *from_url))))
+
+
+H2_ALPN = ("h2", "http/1.1")
+H1_ALPN = ("http/1.1",)
+"""ALPN of the engine's own contexts: a server must never pick h2 and then receive HTTP/1.1."""
+
+
+async def _start(plan: RacePlan) -> tuple[str, ssl.SSLContext]:
+    """The start that runs, and the SSL context for it. ``auto``: single-packet where TLS ALPN
+    picks ``h2`` at the first origin, else last-byte; an explicit hold point means last-byte."""
+    config, target = plan.config, plan.target
+    if plan.attempt is not None or target.app is not None or config.sync == "gate":
+        return "gate", make_ssl_context(target.tls_verify)  # httpx sets its own ALPN
+    mode: str = config.sync
+    if mode == "auto":
+        mode = "last-byte"
+        origin = None if config.hold_given else _first_origin(plan)
+        if origin is not None and origin.scheme == "https":
+            from pytest_seatrace.engine.h2 import negotiate_h2
+
+            if await negotiate_h2(origin, alpn_context(target.tls_verify, H2_ALPN), config.timeout):
+                mode = "single-packet"
+    return mode, alpn_context(target.tls_verify, H2_ALPN if mode == "single-packet" else H1_ALPN)
+
+
+def alpn_context(tls_verify: Any, protocols: tuple[str, ...]) -> ssl.SSLContext:
+    """The engine's context offering ``protocols``; a context the user passed is used as set."""
+    if isinstance(tls_verify, ssl.SSLContext):
+        return tls_verify
+    key = tls_verify if isinstance(tls_verify, bool) else os.fspath(tls_verify)
+    return _alpn_context(key, protocols)
+
+
+@functools.lru_cache(maxsize=8)
+def _alpn_context(tls_verify: bool | str, protocols: tuple[str, ...]) -> ssl.SSLContext:
+    """One per (verification, ALPN) and process: loading CA certificates costs ~100 ms."""
+    if isinstance(tls_verify, bool):
+        fresh = _fresh_default_context(tls_verify)
+    else:
+        fresh = make_ssl_context(tls_verify)
+    fresh.set_alpn_protocols(list(protocols))
+    return fresh
+
+
+def _fresh_default_context(verify: bool) -> ssl.SSLContext:
+    from pytest_seatrace.engine.requests import _default_context
+
+    built: ssl.SSLContext = _default_context.__wrapped__(verify)  # not the cached, shared one
+    return built
 
 
 def _first_origin(plan: RacePlan) -> Origin | None:
