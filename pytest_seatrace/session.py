@@ -40,7 +40,7 @@ def junit_properties(doc: RaceDoc, number: int) -> list[tuple[str, object]]:
     """A race's key figures as JUnit properties: ``race_requests``, ``race2_p95_ms``, …"""
     prefix = "race" if number == 1 else f"race{number}"
     figures: Mapping[str, Any] = doc
-    props: list[tuple[str, object]] = [(f"{prefix}_{key}", figures[key]) for key in JUNIT_FIGURES]
+    props: list[tuple[str, object]] = [(f"{prefix}_{key}", _rounded(figures[key])) for key in JUNIT_FIGURES]
     lat: Mapping[str, Any] = doc["latency"]["all"]
     for key in JUNIT_LATENCIES:
         value = lat[key]
@@ -48,6 +48,11 @@ def junit_properties(doc: RaceDoc, number: int) -> list[tuple[str, object]]:
             props.append((f"{prefix}_{key[:-3]}_ms", round(value / 1e6, 3)))
     props.append((f"{prefix}_passed", doc["passed"]))
     return props
+
+
+def _rounded(value: object) -> object:
+    """Floats in JUnit XML to a readable precision: ``race_rps`` 1,234.5, not 1234.5432109876."""
+    return round(value, 1) if isinstance(value, float) else value
 
 
 def choose_role(config: pytest.Config) -> RaceSessionRole:

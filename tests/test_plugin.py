@@ -251,7 +251,10 @@ def test_double(seats):
 """
 
 
-def test_summary_default_table_and_status_codes(inner: pytest.Pytester) -> None:
+def test_summary_default_table_and_status_codes(
+    inner: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "250")  # the whole table; narrow terminals: test_summary_width.py
     inner.makepyfile(SUMMARY_TESTS)
     result = inner.runpytest()
     result.assert_outcomes(passed=1, failed=1)
@@ -293,7 +296,8 @@ def test_summary_quiet_is_one_line(inner: pytest.Pytester) -> None:
     assert "res × conc" not in result.stdout.str()
 
 
-def test_summary_full_and_off(inner: pytest.Pytester) -> None:
+def test_summary_full_and_off(inner: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "250")
     inner.makepyfile(SUMMARY_TESTS)
     full = inner.runpytest("-q", "--race-summary", "full")
     full.stdout.fnmatch_lines(["*res × conc*", "Seat 1: 5 VUs → ✓ 1 success, ✗ 4 failures"])

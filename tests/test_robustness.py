@@ -83,7 +83,10 @@ def test_open_file_limit_too_low_says_how_many() -> None:
     assert "allows about 236 (soft 300, hard 300)" in out.stdout
 
 
-def test_ctrl_c_during_a_race_keeps_the_partial_summary_and_reports(pytester: pytest.Pytester) -> None:
+def test_ctrl_c_during_a_race_keeps_the_partial_summary_and_reports(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "250")  # the whole table
     pytester.makeini(INNER_INI)
     pytester.makepyfile(
         """
