@@ -221,12 +221,26 @@ def order_spec() -> RequestSpec:
     return RequestSpec("POST", "/orders", json=lambda a: {"seats": [a.resource], "user": f"vu-{a.client}"})
 
 
-def run_one_race(url: str, config: RaceConfig, *, name: str, limit_s: float) -> tuple[RaceResult, float]:
+def run_one_race(
+    url: str,
+    config: RaceConfig,
+    *,
+    name: str,
+    limit_s: float,
+    request: RequestSpec | None = None,
+    setup: Any = None,
+    attempt: Any = None,
+) -> tuple[RaceResult, float]:
     """One race against ``url``, cancelled after ``limit_s``; returns the result and its wall time.
 
-    Raises ``TimeoutError`` when the race did not finish within ``limit_s``.
+    The seed's ``POST /orders`` by default; or ``request`` (with a ``setup``), or an ``attempt``
+    function (gate mode). Raises ``TimeoutError`` when the race did not finish within ``limit_s``.
     """
-    plan = RacePlan(name=name, config=config, target=TargetOptions(base_url=url), request=order_spec())
+    target = TargetOptions(base_url=url)
+    if attempt is not None:
+        plan = RacePlan(name=name, config=config, target=target, attempt=attempt)
+    else:
+        plan = RacePlan(name=name, config=config, target=target, request=request or order_spec(), setup=setup)
 
     async def main() -> RaceResult:
         with anyio.fail_after(limit_s):

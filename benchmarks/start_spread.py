@@ -19,6 +19,7 @@ against the safe service), 2 incomplete (time budget, race time limit, service f
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import socket
 import statistics
 import sys
@@ -54,7 +55,8 @@ from _common import (
     stderr,
 )
 
-from pytest_seatrace.core.config import HoldPoint
+from pytest_seatrace.core.config import REJECT_DEFAULT, HoldPoint, make_rule
+from pytest_seatrace.engine import RequestSpec
 from pytest_seatrace.results import RaceResult
 from pytest_seatrace.service import ServiceError, ServiceHandle, start_sample_service
 
@@ -348,6 +350,129 @@ def measure(svc: ServiceHandle, args: argparse.Namespace, budget: Budget) -> int
     return EXIT_OK if met and not problems else EXIT_BELOW_TARGET
 
 
+# -- log in first, then race -----------------------------------------------------------------
+
+
+async def _log_in(a: Any) -> str:
+    response = await a.http.post("/login", json={"user": f"vu-{a.client}"})
+    response.raise_for_status()
+    token: str = response.json()["token"]
+    return token
+
+
+async def _login_then_book(a: Any) -> Any:
+    token = await _log_in(a)
+    await a.gate()
+    return await a.http.post(
+        "/orders",
+        json={"seats": [a.resource], "user": f"vu-{a.client}"},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+
+
+BOOK_WITH_TOKEN = RequestSpec(
+    "POST",
+    "/orders",
+    headers=lambda a: {"Authorization": f"Bearer {a.setup}"},
+    json=lambda a: {"seats": [a.resource], "user": f"vu-{a.client}"},
+)
+LOGIN_TARGET_FACTOR = 1.5
+
+
+def measure_login(svc: ServiceHandle, args: argparse.Namespace, budget: Budget) -> int:
+    """The login-then-book seed race (``--auth`` service): ``setup=`` with a last-byte start
+    against ``race.run`` with ``a.gate()`` (gate), beside a plain last-byte race of the same size
+    without a login (every answer a 401) whose spread is the reference of the target."""
+    kinds = ("setup= + last-byte", "race.run + gate")
+    spreads: dict[str, list[int]] = {kind: [] for kind in kinds}
+    walls: dict[str, list[float]] = {kind: [] for kind in kinds}
+    cpus: dict[str, list[float]] = {kind: [] for kind in kinds}
+    reference: list[int] = []
+    seed = args.seed
+    for rep in range(args.reps + args.warmup):
+        for kind in (*kinds, "plain last-byte (no login check)"):
+            if budget.expired():
+                raise BudgetExceededError(f"time budget of {budget.seconds:g}s used up in the login races")
+            config = seed_config(
+                resources=args.resources,
+                clients=args.clients,
+                sync="gate" if kind == "race.run + gate" else "last-byte",
+                seed=seed,
+                timeout=args.timeout,
+            )
+            seed += 1
+            cpu = time.process_time()
+            if kind == "race.run + gate":
+                result, wall = run_one_race(
+                    svc.url, config, name=kind, limit_s=args.race_limit_s, attempt=_login_then_book
+                )
+            elif kind == "setup= + last-byte":
+                result, wall = run_one_race(
+                    svc.url,
+                    config,
+                    name=kind,
+                    limit_s=args.race_limit_s,
+                    request=BOOK_WITH_TOKEN,
+                    setup=_log_in,
+                )
+            else:  # the same service without a token: every request is a 401, a plain spread reference
+                config = dataclasses.replace(
+                    config, expect=range(0, 1), reject=make_rule(401, REJECT_DEFAULT)
+                )
+                result, wall = run_one_race(svc.url, config, name=kind, limit_s=args.race_limit_s)
+            cpu = time.process_time() - cpu
+            svc.reset()
+            if rep < args.warmup:
+                continue
+            if kind == "plain last-byte (no login check)":
+                reference += client_spreads(result)
+                continue
+            spreads[kind] += client_spreads(result)
+            walls[kind].append(wall)
+            cpus[kind].append(cpu)
+    rows = []
+    for kind in kinds:
+        summary = Summary.of(spreads[kind])
+        rows.append(
+            [
+                kind,
+                len(walls[kind]),
+                f"{statistics.median(walls[kind]):.2f}" if walls[kind] else "-",
+                f"{statistics.median(cpus[kind]):.2f}" if cpus[kind] else "-",
+                ms(summary.median),
+                ms(summary.p95),
+                ms(summary.max),
+            ]
+        )
+    plain = Summary.of(reference)
+    rows.append(
+        ["plain last-byte (reference)", args.reps, "-", "-", ms(plain.median), ms(plain.p95), ms(plain.max)]
+    )
+    print_table(
+        rows,
+        (
+            "start",
+            "races",
+            "median wall s",
+            "client CPU s",
+            "client med ms",
+            "client p95 ms",
+            "client max ms",
+        ),
+        f"Log in, then book ({args.clients} clients x {args.resources} seats, --auth sample service; "
+        "spreads in ms; wall and CPU include the logins)",
+    )
+    measured = Summary.of(spreads["setup= + last-byte"]).median
+    bound = LOGIN_TARGET_FACTOR * plain.median
+    met = measured <= bound or args.smoke
+    print(
+        f"target: setup= + last-byte client median spread {ms(measured)} ms <= {LOGIN_TARGET_FACTOR} x "
+        f"a plain last-byte race's {ms(plain.median)} ms = {ms(bound)} ms: "
+        + ("(smoke: not checked)" if args.smoke else "MET" if met else "NOT MET")
+    )
+    return EXIT_OK if met else EXIT_BELOW_TARGET
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     apply_smoke(
@@ -369,7 +494,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         with start_sample_service(strategy="safe", seats=args.resources) as svc:
-            return measure(svc, args, budget)
+            status = measure(svc, args, budget)
+        with start_sample_service(strategy="safe", seats=args.resources, auth=True) as svc:
+            login_status = measure_login(svc, args, budget)
+        return max(status, login_status)
     except (BudgetExceededError, TimeoutError, ServiceError, OSError) as exc:
         stderr(f"incomplete: {type(exc).__name__}: {exc}")
         return EXIT_INCOMPLETE
