@@ -389,6 +389,7 @@ def synthetic_race(
         resources=tuple(range(1, resources + 1)),
         concurrency=concurrency,
         allow_errors=True,
+        sync="last-byte",
     )
     run = RaceRun(records=tuple(records), duration=1.5, clock=(time.time_ns(), t0), interrupted=interrupted)
     result = RaceResult.from_run(name, config, run, checked=checked)
