@@ -16,7 +16,7 @@ import anyio.lowlevel
 import httpx
 from anyio.abc import TaskGroup
 
-from pytest_seatrace.core.config import HoldPoint, RaceConfig
+from pytest_seatrace.core.config import RaceConfig
 from pytest_seatrace.core.records import Outcome, Record
 from pytest_seatrace.engine.classify import ARRIVAL_HEADER, Classifier
 from pytest_seatrace.engine.plan import Roster, release_order
@@ -24,17 +24,6 @@ from pytest_seatrace.engine.rawhttp import ANSWERED, Origin, RawConnection, RawR
 from pytest_seatrace.engine.requests import RequestBuilder, WireBuilder, WireRequest
 
 _ARRIVAL = ARRIVAL_HEADER.encode()
-
-
-def held_from(request: bytes, hold: HoldPoint) -> int:
-    """Where the held bytes start: the last byte of the header block (``headers``: no server
-    can route the request before it, so the body goes out at the gate too), or the last byte
-    of the request (``body``: the classic last-byte sync)."""
-    if hold == "headers":
-        end = request.find(b"\r\n\r\n")
-        if end >= 0:
-            return end + 3
-    return len(request) - 1
 
 
 class Slot:
@@ -151,8 +140,8 @@ class LastByteFirer:
             tg.start_soon(self._connect_and_prepare, slot, origin)
             return
         try:
-            data = slot.request.serialize(conn.h11)
-            rest = conn.write_prefix(data, held_from(data, self.config.hold))
+            request = slot.request
+            rest = conn.write_prefix(request.data, request.held_from(self.config.hold))
             slot.prefix_ns = time.perf_counter_ns()
         except OSError as exc:
             self._fail(slot, conn, f"connection to {origin.url} failed: {exc}")
@@ -175,8 +164,8 @@ class LastByteFirer:
         try:
             conn = await RawConnection.open(origin, self.ssl_context if origin.scheme == "https" else None)
             self._opened.append(conn)
-            data = slot.request.serialize(conn.h11)
-            await conn.prepare(data, held_from(data, self.config.hold))
+            request = slot.request
+            await conn.prepare(request.data, request.held_from(self.config.hold))
             slot.prefix_ns = time.perf_counter_ns()
         except TransportError as exc:
             self._fail(slot, conn, str(exc))
@@ -252,7 +241,10 @@ class LastByteFirer:
     async def _collect(self, slot: Slot, conn: RawConnection, pool: int) -> None:
         rec = slot.record
         try:
-            response = await conn.read_response(keep_body=self.classifier.needs_response)
+            request = slot.request
+            response = await conn.read_response(
+                self.classifier.needs_response, method=request.method, closes=request.closes
+            )
         except TransportError as exc:
             self._fail(slot, conn, str(exc))
             slot.conn = None

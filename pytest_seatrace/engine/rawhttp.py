@@ -1,4 +1,4 @@
-"""A raw HTTP/1.1 client connection for last-byte starts: our own socket, h11, optional TLS.
+"""A raw HTTP/1.1 client connection for last-byte starts: our own socket, llhttp, optional TLS.
 
 The engine owns its sockets because the final bytes of 100 requests must leave from one
 loop with plain ``send()`` calls, back to back; asyncio's transports give no such control.
@@ -17,6 +17,9 @@ from dataclasses import dataclass
 
 import anyio
 import h11
+import httptools
+
+from pytest_seatrace.core.records import BODY_KEEP
 
 RECV_SIZE = 65536
 ANSWERED = "answered before its held bytes were sent"
@@ -56,11 +59,13 @@ class RawConnection:
         self.tls = tls
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
-        self.h11 = h11.Connection(our_role=h11.CLIENT)
         self.final = b""
         self.closed = False
         self._plain = b""
         """Decrypted bytes read ahead (an early answer found over TLS), parsed first."""
+        self._parser: httptools.HttpResponseParser | None = None
+        self._state: _Response | None = None
+        """The response parser, made at the first response and kept while the connection is."""
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -254,35 +259,84 @@ class RawConnection:
             except ssl.SSLError as exc:
                 raise TransportError(f"TLS error: {exc}") from None
 
-    async def read_response(self, keep_body: bool) -> RawResponse:
-        """Parse one response with h11: the whole body when a predicate needs it (``keep_body``),
-        else only its first chunk, enough for a winner's first KiB in the reports."""
+    async def read_response(
+        self, keep_body: bool, *, method: bytes = b"GET", closes: bool = False
+    ) -> RawResponse:
+        """Read one response: the whole body when a predicate needs it (``keep_body``), else its
+        first KiB, enough for the reports.
+
+        ``httptools`` (llhttp) parses it. What llhttp cannot end on its own, or anything unusual
+        (a response to ``HEAD``, a close-delimited body, a 1xx, a parse error, the connection
+        closed mid-response), is replayed into h11 from the response's first byte, so those
+        cases behave, and fail with the messages, exactly as they always did. ``method`` and
+        ``closes`` (the request said ``Connection: close``) are the request's, as h11 needs them.
+        """
+        if method == b"HEAD":  # llhttp would wait for the body its Content-Length announces
+            return await self._read_h11(keep_body, method, closes, b"")
+        parser, state = self._parser, self._state
+        if parser is None or state is None:
+            state = self._state = _Response()
+            parser = self._parser = httptools.HttpResponseParser(state)
+            state.parser = parser
+        state.begin(keep_body)
+        raw: list[bytes] = []
+        while True:
+            data = await self._fill()
+            if not data:
+                if not raw:
+                    raise TransportError("server closed the connection without answering")
+                return await self._read_h11(keep_body, method, closes, b"".join(raw), eof=True)
+            raw.append(data)
+            try:
+                parser.feed_data(data)
+            except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+                if not state.done:
+                    state.odd = True
+                state.extra = True  # whatever came after the response: the connection is not reused
+            if state.odd:
+                return await self._read_h11(keep_body, method, closes, b"".join(raw))
+            if state.done:
+                keep = state.keep_alive and not state.extra and not closes
+                return RawResponse(state.status, state.headers, b"".join(state.chunks), state.end_ns, keep)
+
+    async def _read_h11(
+        self, keep_body: bool, method: bytes, closes: bool, replay: bytes, eof: bool = False
+    ) -> RawResponse:
+        """The response parsed by h11, starting from ``replay`` (its bytes read so far) and then
+        the socket (``eof``: the socket is at its end already)."""
+        self._parser = self._state = None  # a replayed response leaves llhttp mid-message
+        conn = h11.Connection(our_role=h11.CLIENT)
+        head = [(b"host", self.origin.host.encode("idna"))] + ([(b"connection", b"close")] if closes else [])
+        conn.send(h11.Request(method=method, target=b"/", headers=head))
+        conn.send(h11.EndOfMessage())
+        if replay:
+            conn.receive_data(replay)
         status = 0
         headers: list[tuple[bytes, bytes]] = []
         chunks: list[bytes] = []
+        kept = 0
         while True:
             try:
-                event = self.h11.next_event()
+                event = conn.next_event()
             except h11.RemoteProtocolError as exc:
                 raise TransportError(f"malformed response: {exc}") from None
             if event is h11.NEED_DATA:
-                data = await self._fill()
+                data = b"" if eof else await self._fill()
                 if not data and status == 0:
                     raise TransportError("server closed the connection without answering")
-                self.h11.receive_data(data)
+                conn.receive_data(data)
             elif isinstance(event, h11.Response):
                 status = event.status_code
                 headers = list(event.headers)
             elif isinstance(event, h11.Data):
-                if keep_body or len(chunks) == 0:
+                if keep_body or kept < BODY_KEEP:
                     chunks.append(bytes(event.data))
+                    kept += len(event.data)
             elif isinstance(event, h11.EndOfMessage):
                 end = time.perf_counter_ns()
-                keep_alive = self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE
-                if keep_alive:
-                    self.h11.start_next_cycle()
-                body = b"".join(chunks)
-                return RawResponse(status, headers, body, end, keep_alive)
+                leftover, _ = conn.trailing_data
+                keep_alive = conn.our_state is h11.DONE and conn.their_state is h11.DONE and not leftover
+                return RawResponse(status, headers, b"".join(chunks), end, keep_alive)
             elif isinstance(event, h11.ConnectionClosed):
                 raise TransportError("server closed the connection mid-response")
 
@@ -290,3 +344,77 @@ class RawConnection:
         if not self.closed:
             self.closed = True
             self.sock.close()
+        if self._state is not None:
+            self._state.parser = None  # the parser holds the state's callbacks: break the cycle
+        self._parser = self._state = None
+
+
+class _Response:
+    """httptools' callbacks for one connection: the response being read.
+
+    A response is complete at ``on_message_complete``. Anything llhttp cannot finish the way h11
+    would is flagged ``odd`` (the caller replays it into h11): a 1xx, and a body that only the
+    connection's close can end (no Content-Length, no chunked coding; not a 204 or 304).
+    """
+
+    __slots__ = (
+        "chunks",
+        "done",
+        "end_ns",
+        "extra",
+        "framed",
+        "headers",
+        "keep_alive",
+        "keep_body",
+        "kept",
+        "odd",
+        "parser",
+        "status",
+    )
+
+    def __init__(self) -> None:
+        self.parser: httptools.HttpResponseParser | None = None
+        self.begin(False)
+
+    def begin(self, keep_body: bool) -> None:
+        self.keep_body = keep_body
+        self.status = self.end_ns = self.kept = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.chunks: list[bytes] = []
+        self.done = self.extra = self.odd = self.framed = self.keep_alive = False
+
+    def on_message_begin(self) -> None:
+        if self.done:
+            self.extra = True  # a second message: nothing the engine asked for
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.done or self.status:  # a chunked body's trailers: h11 leaves them out too
+            return
+        name = name.lower()
+        if name == b"content-length":
+            self.framed = True
+        elif name == b"transfer-encoding":  # chunked when it is the last coding, else close-delimited
+            self.framed = value.rstrip(b" \t").lower().endswith(b"chunked")
+        self.headers.append((name, value.rstrip(b" \t")))  # h11 strips trailing whitespace too
+
+    def on_headers_complete(self) -> None:
+        if self.done or self.parser is None:
+            return
+        self.status = status = self.parser.get_status_code()
+        if status < 200 or not (self.framed or status in (204, 304)):
+            self.odd = True
+
+    def on_body(self, body: bytes) -> None:
+        if not self.done and (self.keep_body or self.kept < BODY_KEEP):
+            self.chunks.append(body)
+            self.kept += len(body)
+
+    def on_message_complete(self) -> None:
+        if self.done or self.parser is None:
+            self.extra = True
+            return
+        self.end_ns = time.perf_counter_ns()
+        self.done = True
+        parser = self.parser
+        # h11's rule: HTTP/1.1 or later, and no "close" in Connection (llhttp checks that one).
+        self.keep_alive = parser.should_keep_alive() and parser.get_http_version() >= "1.1"

@@ -21,6 +21,7 @@ import anyio
 import h11
 import httpx
 
+from pytest_seatrace.core.config import HoldPoint
 from pytest_seatrace.core.errors import RaceUsageError
 from pytest_seatrace.engine.plan import BODY_FIELDS, Attempt, RequestSpec, Variation
 from pytest_seatrace.engine.rawhttp import Origin
@@ -153,14 +154,41 @@ class WireRequest:
     body: bytes
     request: httpx.Request
     """The httpx request (on the fast path, the race's first one): ``response.request``."""
+    data: bytes
+    """The request as it goes on the wire, head and body: serialised by h11 once."""
+    head_len: int
+    """Bytes of the head, up to and including its blank line."""
+    closes: bool
+    """The request asks the server to close the connection afterwards (h11's own verdict)."""
 
-    def serialize(self, conn: h11.Connection) -> bytes:
-        """The bytes on the wire, through the connection's own h11 state machine."""
-        parts = [conn.send(self.head) or b""]
-        if self.body:
-            parts.append(conn.send(h11.Data(data=self.body)) or b"")
-        parts.append(conn.send(END) or b"")
-        return b"".join(parts)
+    @property
+    def method(self) -> bytes:
+        return self.head.method
+
+    def held_from(self, hold: HoldPoint) -> int:
+        """Where the held bytes start: the last byte of the header block (``headers``: no server
+        can route the request before it, so the body goes out at the gate too), or the last
+        byte of the request (``body``: the classic last-byte sync)."""
+        if hold == "headers":
+            return self.head_len - 1
+        return len(self.data) - 1
+
+
+def serialize(head: h11.Request, body: bytes) -> tuple[bytes, int, bool]:
+    """``(bytes, head length, closes)`` exactly as httpcore would write them, through a fresh h11
+    state machine: once per distinct request, never per connection."""
+    conn = h11.Connection(our_role=h11.CLIENT)
+    start = conn.send(head) or b""
+    parts = [start]
+    if body:
+        parts.append(conn.send(h11.Data(data=body)) or b"")
+    parts.append(conn.send(END) or b"")
+    return b"".join(parts), len(start), conn.our_state is h11.MUST_CLOSE
+
+
+def wire_request(origin: Origin, head: h11.Request, body: bytes, request: httpx.Request) -> WireRequest:
+    data, head_len, closes = serialize(head, body)
+    return WireRequest(origin, head, body, request, data, head_len, closes)
 
 
 def encode_json(value: Any) -> bytes:
@@ -170,27 +198,33 @@ def encode_json(value: Any) -> bytes:
 
 def from_httpx(request: httpx.Request) -> WireRequest:
     head = h11.Request(method=request.method, target=request.url.raw_path, headers=request.headers.raw)
-    return WireRequest(origin_of(request), head, request.read(), request)
+    return wire_request(origin_of(request), head, request.read(), request)
 
 
 class WireBuilder:
-    """Last-byte mode's requests as h11 events, built once where they repeat."""
+    """Last-byte mode's requests as bytes, serialised once where they repeat: a constant request
+    once; a JSON-varying one once per body length (its head with that ``Content-Length``), each
+    request then being that head's bytes and its own body."""
 
     def __init__(self, builder: RequestBuilder) -> None:
         self.builder = builder
         self._variation = builder.spec.variation
         self._template: WireRequest | None = None
         self._fixed: WireRequest | None = None
-        self._heads: dict[int, h11.Request] = {}
+        self._heads: dict[int, tuple[h11.Request, bytes]] = {}
+        """Body length → the template's head with that Content-Length, and its bytes."""
         self._length_at = -1
 
     def build(self, attempt: Attempt) -> WireRequest:
         if self._fixed is not None:
             return self._fixed
         if self._template is not None:
+            template = self._template
             body = encode_json(self.builder.spec.value("json", attempt))
-            head = self._heads.get(len(body)) or self._head_for(self._template.head, len(body))
-            return WireRequest(self._template.origin, head, body, self._template.request)
+            head, start = self._heads.get(len(body)) or self._head_for(template.head, len(body))
+            return WireRequest(
+                template.origin, head, body, template.request, start + body, len(start), template.closes
+            )
         args = self.builder.spec.resolve(attempt)
         wire = from_httpx(self.builder.build_from(args))
         if self._variation is Variation.CONSTANT:
@@ -206,14 +240,16 @@ class WireBuilder:
         except (TypeError, ValueError):
             return
         lengths = [i for i, (name, _) in enumerate(wire.head.headers) if name == b"content-length"]
-        if same and len(lengths) == 1:
+        chunked = any(name == b"transfer-encoding" for name, _ in wire.head.headers)
+        if same and len(lengths) == 1 and not chunked:
             self._template = wire
             self._length_at = lengths[0]
-            self._heads[len(wire.body)] = wire.head
+            self._heads[len(wire.body)] = (wire.head, wire.data[: wire.head_len])
 
-    def _head_for(self, template: h11.Request, length: int) -> h11.Request:
+    def _head_for(self, template: h11.Request, length: int) -> tuple[h11.Request, bytes]:
         headers = list(template.headers.raw_items())  # original casing, as sent
         headers[self._length_at] = (headers[self._length_at][0], str(length).encode())
         head = h11.Request(method=template.method, target=template.target, headers=headers)
-        self._heads[length] = head
-        return head
+        start = h11.Connection(our_role=h11.CLIENT).send(head) or b""  # the head alone
+        self._heads[length] = (head, start)
+        return head, start

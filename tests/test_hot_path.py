@@ -1,0 +1,229 @@
+"""The engine's hot path: llhttp parses what h11 parsed, the same way; requests serialised once.
+
+Responses go through ``RawConnection.read_response`` with scripted reads (each ``_fill`` hands
+out the next chunk, then end of file), compared against the loop the engine ran before
+httptools: h11 alone, with the same error messages.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import anyio
+import h11
+import httpx
+import pytest
+
+from pytest_seatrace.core.records import BODY_KEEP
+from pytest_seatrace.engine.plan import Attempt, RequestSpec
+from pytest_seatrace.engine.rawhttp import Origin, RawConnection, TransportError
+from pytest_seatrace.engine.requests import RequestBuilder, WireBuilder, make_ssl_context
+
+Outcome = tuple[Any, ...]
+
+
+class Scripted(RawConnection):
+    """A connection whose reads are the given chunks, then end of file."""
+
+    def __init__(self, sock: socket.socket, chunks: list[bytes]) -> None:
+        super().__init__(sock, Origin("http", "127.0.0.1", 80))
+        self.chunks = list(chunks)
+
+    async def _fill(self) -> bytes:
+        return self.chunks.pop(0) if self.chunks else b""
+
+
+@pytest.fixture
+def sock() -> Iterator[socket.socket]:
+    left, right = socket.socketpair()
+    yield left
+    left.close()
+    right.close()
+
+
+def h11_reference(chunks: list[bytes], method: bytes) -> Outcome:
+    """What the engine did before httptools: one h11 state machine per connection."""
+    conn = h11.Connection(our_role=h11.CLIENT)
+    conn.send(h11.Request(method=method, target="/", headers=[("host", "127.0.0.1")]))
+    conn.send(h11.EndOfMessage())
+    feed = iter(chunks)
+    status, headers, body = 0, [], b""
+    while True:
+        try:
+            event = conn.next_event()
+        except h11.RemoteProtocolError as exc:
+            return ("error", f"malformed response: {exc}")
+        if event is h11.NEED_DATA:
+            data = next(feed, b"")
+            if not data and status == 0:
+                return ("error", "server closed the connection without answering")
+            conn.receive_data(data)
+        elif isinstance(event, h11.Response):
+            status, headers = event.status_code, list(event.headers)
+        elif isinstance(event, h11.Data):
+            body += bytes(event.data)
+        elif isinstance(event, h11.EndOfMessage):
+            keep = conn.our_state is h11.DONE and conn.their_state is h11.DONE
+            # One change on purpose: bytes after the response (h11 kept them for the next
+            # cycle) mean the connection is not reused.
+            leftover, _ = conn.trailing_data
+            return ("ok", status, headers, body, keep and not leftover)
+        elif isinstance(event, h11.ConnectionClosed):
+            return ("error", "server closed the connection mid-response")
+
+
+def engine(sock: socket.socket, chunks: list[bytes], method: bytes, keep_body: bool = True) -> Outcome:
+    conn = Scripted(sock, chunks)
+
+    async def read() -> Outcome:
+        try:
+            r = await conn.read_response(keep_body, method=method)
+        except TransportError as exc:
+            return ("error", str(exc))
+        return ("ok", r.status, r.headers, r.body, r.keep_alive)
+
+    return anyio.run(read)
+
+
+CL = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nx-arrival-ns: 123\r\n\r\nhello"
+RESPONSES = {
+    "content-length": CL,
+    "header whitespace": b"HTTP/1.1 409 Conflict\r\nContent-Length: 2\r\nX-A:  v \t\r\nServer: u\r\n\r\n{}",
+    "chunked": b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+    "chunked trailers": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\nT: 1\r\n\r\n",
+    "connection close": b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx",
+    "http/1.0": b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\nx",
+    "http/1.0 keep-alive": b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\nConnection: keep-alive\r\n\r\nx",
+    "close-delimited": b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end",
+    "close-delimited 1.0": b"HTTP/1.0 200 OK\r\n\r\nbody",
+    "gzip then close": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nzz",
+    "204": b"HTTP/1.1 204 No Content\r\n\r\n",
+    "304 with length": b"HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n",
+    "100 then 200": b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    "103 then 409": b"HTTP/1.1 103 Early\r\nLink: </a>\r\n\r\nHTTP/1.1 409 C\r\nContent-Length: 0\r\n\r\n",
+    "empty": b"",
+    "truncated head": b"HTTP/1.1 200 OK\r\nContent-Len",
+    "truncated body": b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc",
+    "truncated chunk": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab",
+    "garbage": b"hello there\r\n\r\n",
+    "space before colon": b"HTTP/1.1 200 OK\r\nContent-Length : 1\r\n\r\nx",
+    "two lengths": b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nxy",
+    "bad status": b"HTTP/1.1 2000 OK\r\nContent-Length: 0\r\n\r\n",
+    "no reason": b"HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n",
+}
+
+
+def chunkings(data: bytes) -> list[list[bytes]]:
+    """The stream whole, byte by byte, and cut in two at a few places."""
+    cuts = sorted({1, len(data) // 2, len(data) - 1, data.find(b"\r\n\r\n") + 2} - {0, len(data)})
+    ways = [[data] if data else [], [data[i : i + 1] for i in range(len(data))]]
+    ways += [[data[:cut], data[cut:]] for cut in cuts if 0 < cut < len(data)]
+    return ways
+
+
+@pytest.mark.parametrize("method", [b"POST", b"GET", b"HEAD"])
+@pytest.mark.parametrize("name", sorted(RESPONSES))
+def test_llhttp_reads_every_response_as_h11_did(sock: socket.socket, name: str, method: bytes) -> None:
+    for chunks in chunkings(RESPONSES[name]):
+        assert engine(sock, chunks, method) == h11_reference(chunks, method), (name, chunks)
+
+
+@pytest.mark.parametrize("method", [b"POST", b"HEAD"])
+def test_bytes_after_the_response_are_never_reused(sock: socket.socket, method: bytes) -> None:
+    """h11 kept them for the next cycle; the engine closes the connection instead."""
+    outcome = engine(sock, [CL + b"HTTP/1.1 200 OK\r\n"], method)
+    assert outcome[:4] == h11_reference([CL], method)[:4]
+    assert outcome[4] is False
+
+
+def test_a_kept_connection_parses_its_next_responses(sock: socket.socket) -> None:
+    second = b"HTTP/1.1 409 Conflict\r\nContent-Length: 2\r\n\r\n{}"
+    conn = Scripted(sock, [CL, second[:20], second[20:], CL[:3], CL[3:]])
+
+    async def three() -> list[tuple[int, bytes | None, bool]]:
+        out = []
+        for _ in range(3):
+            r = await conn.read_response(True)
+            out.append((r.status, r.body, r.keep_alive))
+        return out
+
+    assert anyio.run(three) == [(200, b"hello", True), (409, b"{}", True), (200, b"hello", True)]
+
+
+def test_without_a_predicate_the_first_kib_is_kept(sock: socket.socket) -> None:
+    body = bytes(range(256)) * 20
+    head = b"HTTP/1.1 201 Created\r\nContent-Length: %d\r\n\r\n" % len(body)
+    chunks = [head] + [body[i : i + 100] for i in range(0, len(body), 100)]
+    outcome = engine(sock, chunks, b"POST", keep_body=False)
+    assert outcome[0] == "ok"
+    assert body.startswith(outcome[3])
+    assert BODY_KEEP <= len(outcome[3]) < len(body)
+
+
+def test_a_request_that_asks_to_close_is_not_kept(sock: socket.socket) -> None:
+    conn = Scripted(sock, [CL])
+    response = anyio.run(lambda: conn.read_response(False, closes=True))
+    assert response.keep_alive is False
+
+
+# -- requests serialised once --------------------------------------------------------------
+
+
+def _httpx_bytes(request: httpx.Request) -> bytes:
+    """How httpcore writes ``request``: h11, through a fresh client state machine."""
+    conn = h11.Connection(our_role=h11.CLIENT)
+    head = h11.Request(method=request.method, target=request.url.raw_path, headers=request.headers.raw)
+    body = request.read()
+    data = conn.send(head) or b""
+    if body:
+        data += conn.send(h11.Data(data=body)) or b""
+    return data + (conn.send(h11.EndOfMessage()) or b"")
+
+
+def _builder(**kwargs: Any) -> WireBuilder:
+    spec = RequestSpec("POST", "http://127.0.0.1:9/orders?x=1", **kwargs)
+    return WireBuilder(RequestBuilder(spec, None, make_ssl_context(True)))
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"json": {"fixed": True}},
+        {"content": b"abc", "headers": {"Connection": "close"}},
+        {"json": lambda a: {"seats": [a.resource], "user": "zoë" * a.client}},
+        {"data": lambda a: {"k": str(a.client)}},
+    ],
+    ids=["constant", "closes", "json", "form"],
+)
+def test_wire_bytes_are_httpx_bytes(kwargs: dict[str, Any]) -> None:
+    wire = _builder(**kwargs)
+    client = httpx.Client(trust_env=False)
+    for number in (1, 2, 3, 12):
+        attempt = Attempt(1, number, 1)
+        built = wire.build(attempt)
+        args = {k: (v(attempt) if callable(v) else v) for k, v in kwargs.items()}
+        expected = _httpx_bytes(client.build_request("POST", "http://127.0.0.1:9/orders?x=1", **args))
+        assert built.data == expected
+        assert built.head_len == expected.index(b"\r\n\r\n") + 4
+        assert built.held_from("headers") == built.head_len - 1
+        assert built.held_from("body") == len(expected) - 1
+        assert built.closes is ("Connection" in kwargs.get("headers", {}))
+    client.close()
+
+
+def test_json_requests_run_h11_once_per_body_length(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No h11 state machine per request: one per distinct head (here: two body lengths)."""
+    wire = _builder(json=lambda a: {"user": "u" * (a.client % 2)})
+    made: list[object] = []
+    real = h11.Connection
+
+    def counting(*args: Any, **kwargs: Any) -> h11.Connection:
+        made.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(h11, "Connection", counting)
+    lengths = {len(wire.build(Attempt(1, client, 1)).data) for client in range(1, 101)}
+    assert len(lengths) == 2
+    assert len(made) <= 2
