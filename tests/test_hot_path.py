@@ -8,18 +8,24 @@ httptools: h11 alone, with the same error messages.
 from __future__ import annotations
 
 import socket
+import ssl
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio
 import h11
 import httpx
 import pytest
+import trustme
 
 from pytest_seatrace.core.records import BODY_KEEP
 from pytest_seatrace.engine.plan import Attempt, RequestSpec
 from pytest_seatrace.engine.rawhttp import Origin, RawConnection, TransportError
-from pytest_seatrace.engine.requests import RequestBuilder, WireBuilder, make_ssl_context
+from pytest_seatrace.engine.requests import RequestBuilder, TrustOnFirstUse, WireBuilder, make_ssl_context
+from tests.support import OneWinnerApp, serve_app
 
 Outcome = tuple[Any, ...]
 
@@ -227,3 +233,82 @@ def test_json_requests_run_h11_once_per_body_length(monkeypatch: pytest.MonkeyPa
     lengths = {len(wire.build(Attempt(1, client, 1)).data) for client in range(1, 101)}
     assert len(lengths) == 2
     assert len(made) <= 2
+
+
+# -- the first race: no transport, no CA certificates for http:// ---------------------------
+
+FIRST_RACE = """
+import sys
+import anyio
+from pytest_seatrace.engine import RaceConfig, RacePlan, RequestSpec, TargetOptions, run_race
+from pytest_seatrace.engine.requests import TrustOnFirstUse
+
+def refuse(self):
+    raise SystemExit("CA certificates loaded for an http:// race")
+
+TrustOnFirstUse.trust = refuse
+config = RaceConfig(resources=(1,), concurrency=3, timeout=10.0, expect=range(0, 4))
+plan = RacePlan(name="first", config=config, target=TargetOptions(base_url=sys.argv[1]),
+                request=RequestSpec("POST", "/seat", json={"a": 1}))
+run = anyio.run(run_race, plan)
+print(sorted({r.status for r in run.records}))
+print(sorted(m for m in ("httpcore", "trio") if m in sys.modules))
+"""
+
+
+def test_a_plain_http_race_builds_no_transport_and_loads_no_certificates() -> None:
+    """In a fresh process: httpcore and trio never imported, the CA certificates never loaded."""
+    with serve_app(OneWinnerApp()) as url:
+        done = subprocess.run(
+            [sys.executable, "-c", FIRST_RACE, url], capture_output=True, text=True, timeout=60, check=False
+        )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["[200]", "[]"]
+
+
+def test_the_default_context_verifies_and_loads_its_certificates_at_the_first_handshake() -> None:
+    ctx = TrustOnFirstUse()
+    assert ctx.verify_mode is ssl.CERT_REQUIRED
+    assert ctx.check_hostname
+    assert not ctx.__dict__["_trusted"]
+    tls = ctx.wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO(), server_hostname="example.org")
+    assert ctx.__dict__["_trusted"]
+    assert ctx.cert_store_stats()["x509_ca"] > 0
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.do_handshake()
+
+
+def test_an_unknown_ca_is_refused_by_the_default_context(race: Any, tmp_path: Path) -> None:
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    chain, key = tmp_path / "chain.pem", tmp_path / "key.pem"
+    cert.private_key_pem.write_to_path(str(key))
+    chain.write_bytes(b"".join(blob.bytes() for blob in cert.cert_chain_pems))
+    with serve_app(OneWinnerApp(), tls=(str(chain), str(key))) as url:
+        result = race.post(url + "/x", concurrency=2, tls_verify=True, check=False)
+    assert result.errors == 2
+    assert "certificate verify failed" in next(iter(result.error_reasons))
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"json": {"a": 1}, "params": {"q": "1"}, "headers": {"X-A": "b"}, "cookies": {"c": "d"}},
+        {"content": b"raw", "headers": [("X-Twice", "1"), ("X-Twice", "2")]},
+        {"data": {"k": "v"}},
+    ],
+    ids=["merged", "content", "form"],
+)
+@pytest.mark.parametrize("base_url", [None, "http://127.0.0.1:9/api/"])
+def test_requests_are_built_as_an_async_client_builds_them(
+    kwargs: dict[str, Any], base_url: str | None
+) -> None:
+    url = "orders?x=1" if base_url else "http://127.0.0.1:9/orders?x=1"
+    builder = RequestBuilder(RequestSpec("POST", url, **kwargs), base_url, None)
+    ours = builder.build(Attempt(1, 1, 1))
+    client = httpx.AsyncClient(base_url=base_url or "", trust_env=False)
+    theirs = client.build_request("POST", url, **kwargs)
+    assert (ours.method, ours.url, ours.headers.raw) == (theirs.method, theirs.url, theirs.headers.raw)
+    assert ours.extensions == theirs.extensions
+    assert ours.read() == theirs.read()
+    anyio.run(client.aclose)

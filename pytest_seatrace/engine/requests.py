@@ -14,6 +14,8 @@ import functools
 import json
 import os
 import ssl
+import sys
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +27,11 @@ from pytest_seatrace.core.config import HoldPoint
 from pytest_seatrace.core.errors import RaceUsageError
 from pytest_seatrace.engine.plan import BODY_FIELDS, Attempt, RequestSpec, Variation
 from pytest_seatrace.engine.rawhttp import Origin
+
+try:
+    from httpx._client import BaseClient as _Merging
+except ImportError:  # pragma: no cover - an httpx without it: a whole client, transport and all
+    _Merging = httpx.AsyncClient  # type: ignore[misc]
 
 BASE_URL_HINT = "set --race-base-url (ini race_base_url) or race.base_url, or pass an absolute URL"
 
@@ -48,16 +55,70 @@ def make_ssl_context(tls_verify: Any) -> ssl.SSLContext:
 
 @functools.lru_cache(maxsize=2)
 def _default_context(verify: bool) -> ssl.SSLContext:
-    """Loading CA certificates costs ~100 ms: once per process, shared by every race."""
-    ctx = ssl.create_default_context()
+    """One per process, shared by every race; cheap to make (~2 ms): CA certificates are loaded
+    at the first handshake, so a plain-http race never pays for them."""
     if verify:
-        import certifi  # httpx's own CA bundle, so both start modes trust the same roots
-
-        ctx.load_verify_locations(certifi.where())
-    else:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
+        return TrustOnFirstUse()
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    _keylog(ctx)
     return ctx
+
+
+class TrustOnFirstUse(ssl.SSLContext):
+    """``ssl.create_default_context()`` plus certifi's bundle (httpx's own CA bundle, so both
+    start modes trust the same roots), the certificates loaded at the first ``wrap_bio`` or
+    ``wrap_socket`` instead of at creation: loading them costs ~55 ms, which a race over
+    ``http://`` should not pay. asyncio, anyio, trio and httpcore all start TLS through these
+    two methods."""
+
+    def __new__(cls) -> TrustOnFirstUse:
+        return super().__new__(cls, ssl.PROTOCOL_TLS_CLIENT)
+
+    def __init__(self) -> None:
+        self.verify_mode = ssl.CERT_REQUIRED
+        self.check_hostname = True
+        if sys.version_info >= (3, 13):  # what create_default_context adds there
+            self.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN | ssl.VERIFY_X509_STRICT
+        _keylog(self)
+        self._trusted = False
+        self._lock = threading.Lock()
+
+    def trust(self) -> None:
+        """Load the CA certificates now (once)."""
+        with self._lock:
+            if not self._trusted:
+                import certifi
+
+                self.load_default_certs(ssl.Purpose.SERVER_AUTH)
+                self.load_verify_locations(certifi.where())
+                self._trusted = True
+
+    def wrap_bio(self, *args: Any, **kwargs: Any) -> ssl.SSLObject:
+        if not self._trusted:
+            self.trust()
+        return super().wrap_bio(*args, **kwargs)
+
+    def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
+        if not self._trusted:
+            self.trust()
+        return super().wrap_socket(*args, **kwargs)
+
+    def get_ca_certs(self, binary_form: bool = False) -> Any:
+        self.trust()
+        return super().get_ca_certs(binary_form)
+
+    def cert_store_stats(self) -> dict[str, int]:
+        self.trust()
+        return super().cert_store_stats()
+
+
+def _keylog(ctx: ssl.SSLContext) -> None:
+    """``SSLKEYLOGFILE``, as ``ssl.create_default_context`` honours it."""
+    path = os.environ.get("SSLKEYLOGFILE")
+    if path and not sys.flags.ignore_environment and hasattr(ctx, "keylog_filename"):
+        ctx.keylog_filename = path
 
 
 def check_url(url: httpx.URL, given: object) -> Origin:
@@ -77,12 +138,16 @@ class RequestBuilder:
     A constant request is built once. When only the body varies (the common
     ``json=lambda a: ...``), the URL and headers are merged once and each attempt builds just
     an ``httpx.Request`` from them: what ``AsyncClient.build_request`` would do, at a third of
-    the cost.
+    the cost. Requests are merged by httpx's ``BaseClient``, the half of ``AsyncClient`` that
+    builds requests (``build_request`` is its method), so no transport is made: an
+    ``AsyncClient`` imports httpcore and trio for one (~200 ms of the first race).
     """
 
-    def __init__(self, spec: RequestSpec, base_url: str | None, ssl_context: ssl.SSLContext) -> None:
+    def __init__(
+        self, spec: RequestSpec, base_url: str | None, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         self.spec = spec
-        self._client = httpx.AsyncClient(base_url=base_url or "", trust_env=False, verify=ssl_context)
+        self._client = _Merging(base_url=base_url or "", trust_env=False)
         self._fixed: httpx.Request | None = None
         self._head: tuple[httpx.URL, list[tuple[bytes, bytes]]] | None = None
         self._variation = spec.variation
@@ -136,8 +201,10 @@ class RequestBuilder:
         return head.url, raw
 
     async def aclose(self) -> None:
-        with anyio.CancelScope(shield=True):
-            await self._client.aclose()
+        close = getattr(self._client, "aclose", None)  # only the fallback, a full client, has one
+        if close is not None:
+            with anyio.CancelScope(shield=True):
+                await close()
 
 
 def origin_of(request: httpx.Request) -> Origin:
