@@ -112,8 +112,9 @@ def test_safe_service_sixteen_winners_of_1600(sample_service_factory, tls):
     assert all(rec.sent_ns and rec.end_ns >= rec.sent_ns and rec.server_ns for rec in fired.records)
     for seat in (1, 8, 16):
         assert service.holders(seat) == [f"vu-{result.winners[seat][0].client}"]
-    # One connection, kept across the 16 waves; each gate one send() of every stream's last frame.
-    assert fired.firer.connections == 1
+    # Two connections (waves alternate: one is written while the other's answers come in), kept
+    # across the 16 waves; each gate one send() of every stream's last frame.
+    assert fired.firer.connections == 2
     assert [(g.connections, g.streams, g.sends) for g in fired.firer.gate_writes] == [(1, 100, 1)] * 16
     assert all(g.bytes <= 100 * 10 + (64 if tls else 0) for g in fired.firer.gate_writes)
 
@@ -154,10 +155,10 @@ def test_stream_limit_below_the_clients_opens_more_connections(sample_service_fa
     25 streams each, their gate writes back to back."""
     service = sample_service_factory(server="hypercorn", tls=True, h2_max_streams=32)
     spec = RequestSpec("POST", service.url + "/orders", json=order)
-    fired = fire(spec, h2_context(service), waves=2)
-    assert (fired.result.wins, fired.result.rejections, fired.result.errors) == (2, 198, 0)
-    assert [(g.connections, g.streams, g.sends) for g in fired.firer.gate_writes] == [(4, 100, 4)] * 2
-    assert fired.firer.connections == 4  # the second wave reused them
+    fired = fire(spec, h2_context(service), waves=3)
+    assert (fired.result.wins, fired.result.rejections, fired.result.errors) == (3, 297, 0)
+    assert [(g.connections, g.streams, g.sends) for g in fired.firer.gate_writes] == [(4, 100, 4)] * 3
+    assert fired.firer.connections == 8  # two sets of 4, the third wave on the first set again
 
 
 def test_http11_only_server_is_a_clear_error(sample_service_factory):
@@ -450,7 +451,27 @@ def test_parallel_resources_share_a_wave(sample_service_factory):
     records, firer = anyio.run(main)
     result = RaceResult.from_run("parallel", config, RaceRun(records=tuple(records), duration=1.0))
     assert (result.requests, result.wins, result.errors) == (400, 8, 0)
-    assert firer.connections == 2  # one per resource of a wave, kept for the next wave and round
+    assert firer.connections == 4  # one per resource of a wave and set, kept for the next round
     assert [(g.round, g.resource, g.connections) for g in firer.gate_writes] == [
         (1, 0, 1), (1, 1, 1), (1, 2, 1), (1, 3, 1), (2, 0, 1), (2, 1, 1), (2, 2, 1), (2, 3, 1)
     ]  # fmt: skip
+
+
+def test_predicates_get_each_streams_own_request():
+    """Only the body varies (the engine reuses the first head): a predicate still sees the
+    ``httpx.Request`` of its own stream, built once, with that stream's body."""
+
+    def script(conn: h2.connection.H2Connection, events: list[h2.events.Event], seen: Seen) -> bool:
+        for sid in ended(events):
+            respond(conn, sid, 200, b"{}")
+        return True
+
+    def mine(response: Any) -> bool:
+        sent = json.loads(response.request.content)
+        return bool(sent["user"] == "vu-3" and response.extensions["http_version"] == b"HTTP/2")
+
+    with h2_server(script) as (url, seen):
+        fired = fire(RequestSpec("POST", url + "/book", json=order), concurrency=5, success=mine)
+    assert (fired.result.wins, fired.result.rejections, fired.result.errors) == (1, 4, 0)
+    assert fired.result.winners[1][0].client == 3
+    assert sorted(json.loads(b)["user"] for b in seen.bodies.values()) == [f"vu-{c}" for c in range(1, 6)]

@@ -26,6 +26,7 @@ import sys
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -40,9 +41,9 @@ import httpx
 from pytest_seatrace.core.config import RaceConfig
 from pytest_seatrace.core.records import Outcome, Record
 from pytest_seatrace.engine.classify import ARRIVAL_HEADER, Classifier
-from pytest_seatrace.engine.plan import Attempt, release_order
+from pytest_seatrace.engine.plan import Attempt, Variation, release_order
 from pytest_seatrace.engine.rawhttp import Origin, RawConnection, TransportError
-from pytest_seatrace.engine.requests import RequestBuilder, origin_of
+from pytest_seatrace.engine.requests import RequestBuilder, encode_json, origin_of
 
 RECV_SIZE = 65536
 RECEIVE_WINDOW = 2**24
@@ -155,19 +156,34 @@ class _Stream:
         "done",
         "gated",
         "headers",
+        "origin",
         "prefix_ns",
         "record",
         "request",
+        "requests",
+        "resolved",
         "response_headers",
         "sid",
         "status",
     )
 
     def __init__(
-        self, record: Record, request: httpx.Request, headers: list[tuple[bytes, bytes]], body: bytes
-    ):
+        self,
+        record: Record,
+        origin: Origin,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        requests: _Requests,
+        request: httpx.Request | None = None,
+        resolved: dict[str, Any] | None = None,
+    ) -> None:
         self.record = record
+        self.origin = origin
+        self.requests = requests
         self.request = request
+        self.resolved = resolved
+        """The attempt's arguments, each callable called once: its ``httpx.Request``, when a
+        predicate asks for one, is built from them."""
         self.headers = headers
         self.body = body
         self.sid = 0
@@ -180,12 +196,79 @@ class _Stream:
         """Its final frame has left: anything the server says from now on is no early answer."""
         self.done = False
 
+    def httpx_request(self) -> httpx.Request:
+        """Its own ``httpx.Request`` (for a predicate's ``response.request``), built at most once."""
+        if self.request is None:
+            self.request = self.requests.builder.build_from(self.resolved or {})
+        return self.request
+
+
+class _Requests:
+    """Each attempt's request as HTTP/2 fields and a body, converted once where they repeat.
+
+    A constant request is converted once. When only a ``json=`` body varies and our encoding of
+    the first body matches httpx's byte for byte (as last-byte's ``WireBuilder`` checks), later
+    attempts reuse the first head with their own ``content-length`` and build no
+    ``httpx.Request`` unless a predicate asks for it.
+    """
+
+    def __init__(self, builder: RequestBuilder) -> None:
+        self.builder = builder
+        self._last: httpx.Request | None = None
+        self._fields: list[tuple[bytes, bytes]] = []
+        self._origin: Origin | None = None
+        self._length_at = -1
+        self._by_length: dict[int, list[tuple[bytes, bytes]]] = {}
+        self._json = builder.spec.variation is Variation.JSON
+
+    def stream(self, record: Record, attempt: Attempt) -> _Stream:
+        if self._length_at >= 0 and self._origin is not None:
+            args = self.builder.spec.resolve(attempt)  # the json= callable, called once
+            try:
+                body = encode_json(args.get("json"))
+            except (TypeError, ValueError):
+                body = None  # httpx says what is wrong with it, below
+            if body is not None:
+                return _Stream(record, self._origin, self._head(len(body)), body, self, resolved=args)
+            request = self.builder.build_from(args)
+        else:
+            args = self.builder.spec.resolve(attempt) if self._json else {}
+            request = self.builder.build_from(args) if self._json else self.builder.build(attempt)
+        if request is not self._last:  # a constant request is converted once
+            self._last, self._fields, self._origin = request, _h2_headers(request), origin_of(request)
+            if self._json and self._length_at < 0:
+                self._adopt(request, args.get("json"))
+        return _Stream(
+            record, self._origin or origin_of(request), self._fields, request.read(), self, request
+        )
+
+    def _adopt(self, request: httpx.Request, value: Any) -> None:
+        """Reuse this head for later bodies if our JSON is httpx's and its length is framed once."""
+        try:
+            same = encode_json(value) == request.read()
+        except (TypeError, ValueError):
+            return
+        lengths = [i for i, (name, _) in enumerate(self._fields) if name == b"content-length"]
+        if same and len(lengths) == 1:
+            self._length_at = lengths[0]
+            self._by_length[len(request.read())] = self._fields
+
+    def _head(self, length: int) -> list[tuple[bytes, bytes]]:
+        fields = self._by_length.get(length)
+        if fields is None:
+            fields = list(self._fields)
+            fields[self._length_at] = (b"content-length", str(length).encode())
+            self._by_length[length] = fields
+        return fields
+
 
 class _Link:
     """One HTTP/2 connection: the engine's socket (TLS over memory BIOs), h2's state, its streams."""
 
-    def __init__(self, raw: RawConnection) -> None:
+    def __init__(self, raw: RawConnection, pool: int) -> None:
         self.raw = raw
+        self.pool = pool
+        """Which of the two sets it belongs to: waves alternate between them."""
         self.origin = raw.origin
         self.sock = raw.sock
         self.tls = raw.tls
@@ -321,6 +404,10 @@ class _Link:
         self.raw.close()
 
 
+_Groups = dict[tuple[int, Origin], list["_Stream"]]
+"""A wave's streams by (resource index, origin): each group gets its own connections."""
+
+
 class _Refused(Exception):
     """The origin will not speak HTTP/2: every request to it is an error saying so."""
 
@@ -376,50 +463,84 @@ class SinglePacketFirer:
         """Read each connection's TCP segment counter around the gate (Linux; tests, benchmarks)."""
         self.connections = 0
         """HTTP/2 connections opened so far (kept ones are reused across waves and rounds)."""
-        self._idle: dict[Origin, list[_Link]] = {}
+        self._idle: dict[tuple[Origin, int], list[_Link]] = {}
         self._opened: list[_Link] = []
         self._max_streams: dict[Origin, int] = {}
         self._refused: dict[Origin, str] = {}
-        self._last_request: httpx.Request | None = None
-        self._last_headers: list[tuple[bytes, bytes]] = []
+        self._requests = _Requests(builder)
 
     # -- the round ---------------------------------------------------------------------------
 
     async def fire_waves(self, rnd: int, waves: Sequence[Sequence[int]], sink: list[Record]) -> None:
-        """Race every wave of a round, appending each wave's records to ``sink`` as it ends."""
-        for indices in waves:
-            groups = self._build(rnd, indices)
-            links = await self._prepare_wave(rnd, groups)
-            self._release(rnd, indices, links)
-            await self._collect(links)
-            sink.extend(s.record for streams in groups.values() for s in streams)
+        """Race every wave of a round, appending each wave's records to ``sink`` as it ends.
 
-    def _build(self, rnd: int, indices: Sequence[int]) -> dict[tuple[int, Origin], list[_Stream]]:
+        Wave ``i + 1`` is built, connected and written (all but its final frames) while the
+        responses of wave ``i`` come in, on a second set of connections, as in last-byte mode:
+        the client's work hides behind the server's instead of adding to it.
+        """
+        if not waves:
+            return
+        prepared = await self._prepare(rnd, waves[0], 0)
+        for number, indices in enumerate(waves):
+            groups, links = prepared
+            self._release(rnd, indices, links)
+            upcoming: list[tuple[_Groups, dict[int, list[_Link]]]] = []
+            failures: list[Exception] = []
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._collect, links)
+                if number + 1 < len(waves):
+                    tg.start_soon(
+                        self._prepare_into, upcoming, failures, rnd, waves[number + 1], (number + 1) % 2
+                    )
+            sink.extend(s.record for streams in groups.values() for s in streams)
+            if failures:  # e.g. a request callable that raised: after this wave's figures are kept
+                raise failures[0]
+            if upcoming:
+                prepared = upcoming[0]
+
+    async def _prepare(
+        self, rnd: int, indices: Sequence[int], pool: int
+    ) -> tuple[_Groups, dict[int, list[_Link]]]:
+        groups = await self._build(rnd, indices)
+        return groups, await self._prepare_wave(rnd, groups, pool)
+
+    async def _prepare_into(
+        self,
+        out: list[tuple[_Groups, dict[int, list[_Link]]]],
+        failures: list[Exception],
+        rnd: int,
+        indices: Sequence[int],
+        pool: int,
+    ) -> None:
+        """``_prepare`` inside a task group, its error kept to be raised outside it."""
+        try:
+            out.append(await self._prepare(rnd, indices, pool))
+        except Exception as exc:
+            failures.append(exc)
+
+    async def _build(self, rnd: int, indices: Sequence[int]) -> _Groups:
         """Every request of the wave, grouped by resource and origin (one set of connections each)."""
         cfg = self.config
-        groups: dict[tuple[int, Origin], list[_Stream]] = {}
+        groups: _Groups = {}
         for index in indices:
             for client in range(1, cfg.concurrency + 1):
-                request = self.builder.build(Attempt(cfg.resources[index], client, rnd))
-                if request is not self._last_request:  # a constant request is converted once
-                    self._last_request, self._last_headers = request, _h2_headers(request)
+                if client % 25 == 0:  # let the previous wave's responses be read on time
+                    await anyio.lowlevel.checkpoint()
                 record = Record(resource=index, client=client, round=rnd)
-                stream = _Stream(record, request, self._last_headers, request.read())
-                groups.setdefault((index, origin_of(request)), []).append(stream)
+                stream = self._requests.stream(record, Attempt(cfg.resources[index], client, rnd))
+                groups.setdefault((index, stream.origin), []).append(stream)
         return groups
 
     # -- before the gate ---------------------------------------------------------------------
 
-    async def _prepare_wave(
-        self, rnd: int, groups: dict[tuple[int, Origin], list[_Stream]]
-    ) -> dict[int, list[_Link]]:
+    async def _prepare_wave(self, rnd: int, groups: _Groups, pool: int) -> dict[int, list[_Link]]:
         """Connections, prefixes and the gate bytes of every group, within one ``timeout``."""
         links: dict[int, list[_Link]] = {}
         with anyio.move_on_after(self.config.timeout):
             async with anyio.create_task_group() as tg:
                 for (index, origin), streams in groups.items():
                     tg.start_soon(
-                        self._prepare_group, rnd, index, origin, streams, links.setdefault(index, [])
+                        self._prepare_group, rnd, index, origin, streams, links.setdefault(index, []), pool
                     )
         for group in links.values():
             for link in group:
@@ -431,13 +552,13 @@ class SinglePacketFirer:
         return f"timed out after {self.config.timeout}s {link.stage} ({link.origin.url})"
 
     async def _prepare_group(
-        self, rnd: int, index: int, origin: Origin, streams: list[_Stream], out: list[_Link]
+        self, rnd: int, index: int, origin: Origin, streams: list[_Stream], out: list[_Link], pool: int
     ) -> None:
         """One resource's streams on as few connections as the server's stream limit allows,
         spread evenly over them."""
         stage = ["connecting"]
         try:
-            links = await self._links_for(origin, len(streams), stage)
+            links = await self._links_for(origin, len(streams), stage, pool)
         except (_Refused, TransportError) as exc:
             for stream in streams:
                 self._fail(stream, str(exc))
@@ -456,19 +577,19 @@ class SinglePacketFirer:
                 assigned.append((link, streams[start : start + take]))
                 out.append(link)
             else:
-                self._idle.setdefault(origin, []).append(link)
+                self._idle.setdefault((origin, pool), []).append(link)
             start += take
         async with anyio.create_task_group() as tg:
             for link, mine in assigned:
                 tg.start_soon(self._prepare_link, link, mine, rnd, index)
 
-    async def _links_for(self, origin: Origin, count: int, stage: list[str]) -> list[_Link]:
+    async def _links_for(self, origin: Origin, count: int, stage: list[str], pool: int) -> list[_Link]:
         """Enough connections for ``count`` streams: kept ones first, then new ones, as many as the
         server's stream limit needs (learned from the first connection's SETTINGS)."""
         if origin in self._refused:
             raise _Refused(self._refused[origin])
         out: list[_Link] = []
-        idle = self._idle.get(origin, [])
+        idle = self._idle.get((origin, pool), [])
         while idle and sum(link.capacity for link in out) < count:
             link = idle.pop()
             self._handle(link, link.pull())  # a GOAWAY or a close while it was idle
@@ -477,7 +598,7 @@ class SinglePacketFirer:
             else:
                 link.close()
         if not out:
-            out.append(await self._open(origin, stage))
+            out.append(await self._open(origin, stage, pool))
         limit = self._max_streams.get(origin, count) or 1
         missing = count - sum(link.capacity for link in out)
         if missing > 0:
@@ -485,11 +606,11 @@ class SinglePacketFirer:
             failures: list[Exception] = []
             async with anyio.create_task_group() as tg:
                 for _ in range(math.ceil(missing / min(limit, count))):
-                    tg.start_soon(self._open_into, origin, fresh, failures, stage)
+                    tg.start_soon(self._open_into, origin, fresh, failures, stage, pool)
             out.extend(fresh)
             if failures:
                 for link in out:
-                    self._idle.setdefault(origin, []).append(link)
+                    self._idle.setdefault((origin, pool), []).append(link)
                 raise failures[0]
         if sum(link.capacity for link in out) < count:
             raise TransportError(
@@ -499,22 +620,22 @@ class SinglePacketFirer:
         return out
 
     async def _open_into(
-        self, origin: Origin, out: list[_Link], failures: list[Exception], stage: list[str]
+        self, origin: Origin, out: list[_Link], failures: list[Exception], stage: list[str], pool: int
     ) -> None:
         """``_open`` in a task group, its failure kept for the group's streams (no exception group)."""
         try:
-            out.append(await self._open(origin, stage))
+            out.append(await self._open(origin, stage, pool))
         except (_Refused, TransportError) as exc:
             failures.append(exc)
 
-    async def _open(self, origin: Origin, stage: list[str]) -> _Link:
+    async def _open(self, origin: Origin, stage: list[str], pool: int) -> _Link:
         """Connect, check ALPN (or h2c), and wait for the server's SETTINGS; ``stage`` says how far
         it got, for a timeout's message."""
         context = self.ssl_context if origin.scheme == "https" else None
         if origin.scheme == "https" and context is None:
             raise TransportError(f"https origin {origin.url} needs an SSL context")
         raw = await RawConnection.open(origin, context)
-        link = _Link(raw)
+        link = _Link(raw, pool)
         self._opened.append(link)
         self.connections += 1
         try:
@@ -727,7 +848,7 @@ class SinglePacketFirer:
                     link.close()
                 else:
                     link.streams.clear()
-                    self._idle.setdefault(link.origin, []).append(link)
+                    self._idle.setdefault((link.origin, link.pool), []).append(link)
 
     def _reusable(self, link: _Link) -> bool:
         """Kept for the next wave only when every stream ended in a response and ids remain."""
@@ -802,7 +923,7 @@ class SinglePacketFirer:
             stream.status,
             headers=stream.response_headers,
             content=body,
-            request=stream.request,
+            request=stream.httpx_request(),
             extensions={"http_version": b"HTTP/2"},
         )
 
