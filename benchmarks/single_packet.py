@@ -67,7 +67,7 @@ from pytest_seatrace.core.config import HoldPoint
 from pytest_seatrace.core.records import RaceRun, Record
 from pytest_seatrace.engine import lastbyte
 from pytest_seatrace.engine.classify import Classifier
-from pytest_seatrace.engine.h2 import SinglePacketFirer, _data_segments_out
+from pytest_seatrace.engine.h2 import SinglePacketFirer, data_segments_out
 from pytest_seatrace.engine.lastbyte import LastByteFirer
 from pytest_seatrace.engine.limits import ensure_open_files
 from pytest_seatrace.engine.requests import RequestBuilder
@@ -151,7 +151,7 @@ class _LastByteProbe:
             self._socks = [conn.sock for conn in conns]
             self._bytes = sum(len(conn.final) for conn in conns)
             self._sends = len(conns)
-            self._before = [_data_segments_out(sock) for sock in self._socks]
+            self._before = [data_segments_out(sock) for sock in self._socks]
             self._start = time.perf_counter_ns()
             return out
 
@@ -163,7 +163,7 @@ class _LastByteProbe:
             real(rnd, index, slots)
             if not self._start:
                 return
-            after = [_data_segments_out(sock) for sock in self._socks]
+            after = [data_segments_out(sock) for sock in self._socks]
             pairs = [
                 (a, b) for a, b in zip(self._before, after, strict=True) if a is not None and b is not None
             ]

@@ -30,7 +30,7 @@ import pytest
 
 from pytest_seatrace.core.records import Outcome, RaceRun, Record
 from pytest_seatrace.engine.classify import Classifier
-from pytest_seatrace.engine.h2 import SinglePacketFirer, _data_segments_out, negotiate_h2
+from pytest_seatrace.engine.h2 import SinglePacketFirer, data_segments_out, negotiate_h2
 from pytest_seatrace.engine.plan import Attempt, RequestSpec
 from pytest_seatrace.engine.rawhttp import Origin
 from pytest_seatrace.engine.requests import RequestBuilder, make_ssl_context
@@ -142,7 +142,7 @@ def test_gate_is_one_send_and_one_tcp_segment_per_connection(sample_service_fact
         assert (gate.connections, gate.streams, gate.sends) == (1, 100, 1)
     probe = socket.socket()
     try:
-        measurable = _data_segments_out(probe) is not None
+        measurable = data_segments_out(probe) is not None
     finally:
         probe.close()
     if not measurable:

@@ -13,7 +13,8 @@ is below the client count: the first connection's SETTINGS say how many), one st
 client, HEADERS and all but the last body byte, then a PING whose ACK says the server has read
 every prefix (TLS 1.3 session tickets arrive before it). The final frames are then built, the
 gate checked for early answers, resets and GOAWAYs, and the gate writes go out back to back.
-Connections that end a wave healthy are kept for later waves and rounds.
+Connections that end a wave healthy are kept for later waves and rounds, in two sets: wave
+``i + 1`` is written on one while the answers of wave ``i`` come in on the other.
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ async def negotiate_h2(
     return False
 
 
-def _data_segments_out(sock: socket.socket) -> int | None:
+def data_segments_out(sock: socket.socket) -> int | None:
     """Linux ``tcpi_data_segs_out`` (segments that carried data, pure ACKs left out), else None.
 
     Its offset in ``struct tcp_info`` (linux/tcp.h) is 156 since Linux 4.6.
@@ -111,7 +112,7 @@ def _data_segments_out(sock: socket.socket) -> int | None:
         return None
     if len(info) < 160:
         return None
-    value: int = struct.unpack_from("<I", info, 156)[0]
+    value: int = struct.unpack_from("=I", info, 156)[0]
     return value
 
 
@@ -334,7 +335,8 @@ class _Link:
         )
 
     def pull(self) -> list[h2.events.Event]:
-        """Everything readable now, fed to h2; raises ``TransportError`` on a protocol error."""
+        """Everything readable now, fed to h2: its events (a protocol error or a lost connection
+        sets ``broken``, an end of stream ``eof``; callers look at both after the events)."""
         plain = self._read_now()
         if not plain:
             return []
@@ -768,7 +770,7 @@ class SinglePacketFirer:
             if not ready:
                 continue
             release_order(self.config.seed, rnd, index, ready)
-            before = [_data_segments_out(link.sock) for link in ready] if self.count_segments else []
+            before = [data_segments_out(link.sock) for link in ready] if self.count_segments else []
             shots = [(link.sock.send, link.gate) for link in ready]
             results: list[int | OSError] = []
             stamps: list[int] = []
@@ -783,7 +785,7 @@ class SinglePacketFirer:
             sends = len(shots)
             segments = None
             if self.count_segments:
-                after = [_data_segments_out(link.sock) for link in ready]
+                after = [data_segments_out(link.sock) for link in ready]
                 counted = [
                     (a, b) for a, b in zip(before, after, strict=True) if a is not None and b is not None
                 ]
@@ -984,4 +986,4 @@ class SinglePacketFirer:
         self._idle.clear()
 
 
-__all__ = ["GateWrite", "SinglePacketFirer", "negotiate_h2", "not_h2_reason"]
+__all__ = ["GateWrite", "SinglePacketFirer", "data_segments_out", "negotiate_h2", "not_h2_reason"]
