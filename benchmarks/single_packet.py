@@ -396,9 +396,12 @@ def _report(cells: dict[tuple[str, str], Cell], args: argparse.Namespace) -> Non
         ("window ms", "start", "transport", "seats caught", "catch rate"),
         "Unsafe service (check, await sleep(window), book): seats with more than one winner",
     )
-    for cell in cells.values():
-        if cell.connections and max(cell.connections) > 1:
-            print(f"note: single-packet opened up to {max(cell.connections)} connections per race")
+    for (transport, start), cell in cells.items():
+        if cell.connections:
+            print(
+                f"note: {start} over {transport} opened {max(cell.connections)} connection(s) per race "
+                "(two sets, waves alternate between them); last-byte opens two per client"
+            )
     print(
         "nginx rows (single-packet through a reverse proxy, issue 15) are skipped: "
         "not measured by this script yet"
