@@ -7,11 +7,13 @@ httptools: h11 alone, with the same error messages.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import socket
 import ssl
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +24,12 @@ import pytest
 import trustme
 
 from pytest_seatrace.core.records import BODY_KEEP
+from pytest_seatrace.engine import RaceConfig, RacePlan, TargetOptions, run_race
 from pytest_seatrace.engine.plan import Attempt, RequestSpec
-from pytest_seatrace.engine.rawhttp import Origin, RawConnection, TransportError
+from pytest_seatrace.engine.rawhttp import ANSWERED, Origin, RawConnection, RawResponse, TransportError
+from pytest_seatrace.engine.reader import read_responses
 from pytest_seatrace.engine.requests import RequestBuilder, TrustOnFirstUse, WireBuilder, make_ssl_context
-from tests.support import OneWinnerApp, serve_app
+from tests.support import OneWinnerApp, raw_server, serve_app
 
 Outcome = tuple[Any, ...]
 
@@ -312,3 +316,107 @@ def test_requests_are_built_as_an_async_client_builds_them(
     assert ours.extensions == theirs.extensions
     assert ours.read() == theirs.read()
     anyio.run(client.aclose)
+
+
+# -- one reader per wave -------------------------------------------------------------------
+
+
+def _keep_alive_handler(accepted: list[int]) -> Callable[[socket.socket], None]:
+    """Answers every GET on a connection with a 200, keeping it open; counts connections."""
+
+    def handle(conn: socket.socket) -> None:
+        accepted.append(1)
+        conn.settimeout(10)
+        buffered = b""
+        with contextlib.suppress(OSError):
+            for _ in range(1000):  # requests on this connection
+                while b"\r\n\r\n" not in buffered:
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        return
+                    buffered += chunk
+                _, buffered = buffered.split(b"\r\n\r\n", 1)
+                conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-arrival-ns: 7\r\n\r\nok")
+
+    return handle
+
+
+def _plan(url: str, **config: Any) -> RacePlan:
+    settings: dict[str, Any] = {"resources": (1,), "concurrency": 4, "timeout": 10.0, "expect": range(0, 5)}
+    return RacePlan(
+        name="waves",
+        config=RaceConfig(**{**settings, **config}),
+        target=TargetOptions(base_url=url),
+        request=RequestSpec("GET", "/x"),
+        reset=lambda: None,
+    )
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_waves_reuse_their_connections_on_either_backend(backend: str) -> None:
+    accepted: list[int] = []
+    with raw_server(_keep_alive_handler(accepted)) as url:
+        run = anyio.run(run_race, _plan(url, resources=tuple(range(6)), rounds=2), backend=backend)
+    assert len(run.records) == 48
+    assert {(r.status, r.server_ns) for r in run.records} == {(200, 7)}
+    assert len(accepted) == 8  # two sets of 4 connections, alternating, kept for 12 waves
+
+
+def test_under_asyncio_no_connection_waits_on_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loop's reader callbacks read every response: no wait_readable, no task per response."""
+
+    async def refused(obj: object) -> None:
+        raise AssertionError("wait_readable called on the asyncio path")
+
+    monkeypatch.setattr(anyio, "wait_readable", refused)
+    accepted: list[int] = []
+    with raw_server(_keep_alive_handler(accepted)) as url:
+        run = anyio.run(run_race, _plan(url, resources=(1, 2, 3), concurrency=20, expect=range(0, 21)))
+    assert [r.status for r in run.records] == [200] * 60
+
+
+def test_a_registered_socket_that_speaks_between_responses_is_let_go() -> None:
+    """Bytes on an idle kept connection are left where early_answer looks; close unregisters."""
+    left, right = socket.socketpair()
+    left.setblocking(False)
+    conn = RawConnection(left, Origin("http", "127.0.0.1", 80))
+    right.sendall(CL)
+
+    async def scenario() -> tuple[list[int], str | None, bool]:
+        loop = asyncio.get_running_loop()
+        statuses: list[int] = []
+
+        def finish(key: int, c: RawConnection, outcome: RawResponse | TransportError) -> None:
+            assert isinstance(outcome, RawResponse)
+            statuses.append(outcome.status)
+
+        conn.begin_response(False)
+        # Nothing read yet: poll first, so the reader really registers the socket.
+        with anyio.fail_after(5):
+            await read_responses([(1, conn)], finish)
+            conn.begin_response(False)
+            right.sendall(CL[:10])
+            loop.call_soon(right.sendall, CL[10:])  # runs once the reader waits on the loop
+            await read_responses([(2, conn)], finish)
+        assert conn.unregister is not None
+        let_go = anyio.Event()
+        unregister = conn.unregister
+
+        def unregister_and_tell() -> None:
+            unregister()
+            let_go.set()
+
+        conn.unregister = unregister_and_tell
+        right.sendall(b"HTTP/1.1 400 Bad")  # no response awaited now
+        with anyio.fail_after(5):
+            await let_go.wait()
+        found = conn.early_answer()
+        fd = left.fileno()
+        conn.close()
+        return statuses, found, loop.remove_reader(fd)
+
+    statuses, found, still_registered = anyio.run(scenario)
+    assert statuses[0] == 200
+    assert found == ANSWERED
+    assert still_registered is False
+    right.close()

@@ -40,6 +40,8 @@ class Classifier:
         self.reject_given = config.reject_given
         self._samples: dict[int, int] = {}
         """Loser bodies kept so far per resource index (``SAMPLE_LOSERS`` at most)."""
+        self._by_status: dict[int, Classification] | None = None if self.needs_response else {}
+        """Rules on statuses alone decide by the status: each verdict worked out once."""
 
     @property
     def needs_response(self) -> bool:
@@ -47,6 +49,15 @@ class Classifier:
         return self.success.needs_response or self.reject.needs_response
 
     def classify(self, status: int, response: ResponseSource) -> Classification:
+        known = self._by_status
+        if known is not None:
+            verdict = known.get(status)
+            if verdict is None:
+                verdict = known[status] = self._classify(status, response)
+            return verdict
+        return self._classify(status, response)
+
+    def _classify(self, status: int, response: ResponseSource) -> Classification:
         built: list[httpx.Response] = []
 
         def get() -> httpx.Response:  # built at most once, and only for a predicate

@@ -7,6 +7,7 @@ seeded shuffled order, and read every response concurrently.
 
 from __future__ import annotations
 
+import functools
 import ssl
 import time
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ from pytest_seatrace.core.records import Outcome, Record
 from pytest_seatrace.engine.classify import ARRIVAL_HEADER, Classifier
 from pytest_seatrace.engine.plan import Roster, release_order
 from pytest_seatrace.engine.rawhttp import ANSWERED, Origin, RawConnection, RawResponse, TransportError
+from pytest_seatrace.engine.reader import read_responses
 from pytest_seatrace.engine.requests import RequestBuilder, WireBuilder, WireRequest
 
 _ARRIVAL = ARRIVAL_HEADER.encode()
@@ -103,7 +105,8 @@ class LastByteFirer:
         slots = []
         for index in indices:
             for client in self.roster.clients(index):
-                request = self.wire.build(self.roster.attempt(index, client, rnd))
+                fixed = self.wire.fixed  # a constant request needs no attempt built for it
+                request = fixed or self.wire.build(self.roster.attempt(index, client, rnd))
                 slots.append(Slot(Record(resource=index, client=client, round=rnd), request))
             await anyio.lowlevel.checkpoint()  # let the previous wave's responses be read on time
         with anyio.move_on_after(cfg.timeout):
@@ -121,9 +124,7 @@ class LastByteFirer:
         """Read every response, with one deadline: ``timeout`` after the wave's last final write."""
         live = [(s, s.conn) for s in slots if s.conn is not None]
         with anyio.move_on_after(self.config.timeout):
-            async with anyio.create_task_group() as tg:
-                for slot, conn in live:
-                    tg.start_soon(self._collect, slot, conn, pool)
+            await self._read(live, pool)
         for slot, conn in live:
             if not slot.record.end_ns:
                 rec = slot.record
@@ -239,16 +240,26 @@ class LastByteFirer:
                 conn.finish_final(outcome)
 
     async def _collect(self, slot: Slot, conn: RawConnection, pool: int) -> None:
+        """One connection's response (the wave reads all of its own at once)."""
+        await self._read([(slot, conn)], pool)
+
+    async def _read(self, live: Sequence[tuple[Slot, RawConnection]], pool: int) -> None:
+        keep_body = self.classifier.needs_response
+        for slot, conn in live:
+            conn.begin_response(keep_body, method=slot.request.method, closes=slot.request.closes)
+        await read_responses(live, functools.partial(self._finish, pool))
+
+    def _finish(
+        self, pool: int, slot: Slot, conn: RawConnection, outcome: RawResponse | TransportError
+    ) -> None:
+        """A connection's response (or why there is none) into its record; keep the connection
+        for the next wave when the server keeps it alive."""
         rec = slot.record
-        try:
-            request = slot.request
-            response = await conn.read_response(
-                self.classifier.needs_response, method=request.method, closes=request.closes
-            )
-        except TransportError as exc:
-            self._fail(slot, conn, str(exc))
+        if isinstance(outcome, TransportError):
+            self._fail(slot, conn, str(outcome))
             slot.conn = None
             return
+        response = outcome
         if not rec.early:  # an early answer was complete by the gate, when it was found
             rec.end_ns = response.end_ns
         arrival = next((v for n, v in response.headers if n == _ARRIVAL), None)

@@ -9,11 +9,14 @@ the gate writes ready ciphertext just the same.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
 import h11
@@ -22,6 +25,9 @@ import httptools
 from pytest_seatrace.core.records import BODY_KEEP
 
 RECV_SIZE = 65536
+MAX_TLS_READS = 64
+MAX_POLL_READS = 64
+MAX_H11_EVENTS = 1 << 16
 ANSWERED = "answered before its held bytes were sent"
 CLOSED_EARLY = "server closed the connection before the held bytes were sent"
 
@@ -50,6 +56,17 @@ class RawResponse:
     keep_alive: bool
 
 
+def _numeric_address(origin: Origin) -> list[tuple[socket.AddressFamily, tuple[Any, ...]]] | None:
+    """An IP literal needs no resolver (asyncio's runs in a worker thread for every connection)."""
+    try:
+        ip = ipaddress.ip_address(origin.host)
+    except ValueError:
+        return None
+    if ip.version == 6:
+        return [(socket.AF_INET6, (origin.host, origin.port, 0, 0))]
+    return [(socket.AF_INET, (origin.host, origin.port))]
+
+
 class RawConnection:
     """One client's connection; reused across waves while the server keeps it alive."""
 
@@ -63,21 +80,31 @@ class RawConnection:
         self.closed = False
         self._plain = b""
         """Decrypted bytes read ahead (an early answer found over TLS), parsed first."""
-        self._parser: httptools.HttpResponseParser | None = None
-        self._state: _Response | None = None
-        """The response parser, made at the first response and kept while the connection is."""
+        self.reader = ResponseParser(origin.host)
+        """This connection's responses, parsed as their bytes come."""
+        self.waiter: Callable[[], None] | None = None
+        """Told when the socket turns readable while a response is awaited (the wave reader)."""
+        self.unregister: Callable[[], None] | None = None
+        """Undoes the wave reader's registration of the socket with its loop."""
 
     # -- opening ---------------------------------------------------------------------------
 
     @classmethod
     async def open(cls, origin: Origin, ssl_context: ssl.SSLContext | None) -> RawConnection:
         """Connect (and handshake over TLS); the caller bounds this with its timeout."""
-        try:
-            infos = await anyio.getaddrinfo(origin.host, origin.port, type=socket.SOCK_STREAM)
-        except OSError as exc:
-            raise TransportError(f"cannot resolve {origin.host}: {exc}") from None
+        infos = _numeric_address(origin)
+        if infos is None:
+            try:
+                infos = [
+                    (family, addr)
+                    for family, _, _, _, addr in await anyio.getaddrinfo(
+                        origin.host, origin.port, type=socket.SOCK_STREAM
+                    )
+                ]
+            except OSError as exc:
+                raise TransportError(f"cannot resolve {origin.host}: {exc}") from None
         last: OSError | None = None
-        for family, _, _, _, addr in infos:
+        for family, addr in infos:
             sock = socket.socket(family, socket.SOCK_STREAM)
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -234,119 +261,205 @@ class RawConnection:
             self._incoming.write_eof()
             return False
 
-    async def _fill(self) -> bytes:
-        """Wait for and read the next bytes from the socket (decrypted if TLS); b"" at EOF."""
+    def pull(self) -> bytes | None:
+        """The bytes the socket has now (decrypted over TLS), without waiting: ``None`` when
+        there are none yet, ``b""`` at the end of the stream."""
         if self.tls is None:
-            while True:
-                await anyio.wait_readable(self.sock)
-                try:
-                    return self.sock.recv(RECV_SIZE)
-                except BlockingIOError:
-                    continue
-                except OSError as exc:
-                    raise TransportError(f"connection lost: {exc}") from None
+            try:
+                return self.sock.recv(RECV_SIZE)
+            except BlockingIOError:
+                return None
+            except OSError as exc:
+                raise TransportError(f"connection lost: {exc}") from None
         if self._plain:
             plain, self._plain = self._plain, b""
             return plain
-        while True:
+        for _ in range(MAX_TLS_READS):  # each pass moves socket bytes into TLS, or returns
             try:
                 return self.tls.read(RECV_SIZE)
             except ssl.SSLWantReadError:
-                if not await self._receive_ciphertext():
-                    return b""
+                pass
             except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
                 return b""
             except ssl.SSLError as exc:
                 raise TransportError(f"TLS error: {exc}") from None
+            try:
+                data = self.sock.recv(RECV_SIZE)
+            except BlockingIOError:
+                return None
+            except OSError as exc:
+                raise TransportError(f"connection lost: {exc}") from None
+            if data:
+                self._incoming.write(data)
+            else:
+                self._incoming.write_eof()
+        return None  # more to decrypt: the socket stays readable, so the caller comes back
+
+    async def _fill(self) -> bytes:
+        """Wait for and read the next bytes from the socket (decrypted if TLS); b"" at EOF."""
+        while True:
+            data = self.pull()
+            if data is not None:
+                return data
+            await anyio.wait_readable(self.sock)
+
+    def begin_response(self, keep_body: bool, *, method: bytes = b"GET", closes: bool = False) -> None:
+        """Expect the response to a request: ``method`` and ``closes`` (it said ``Connection:
+        close``) are the request's; ``keep_body``: the whole body (a predicate needs it), else
+        its first KiB, enough for the reports."""
+        self.reader.begin(keep_body, method, closes)
+
+    def poll_response(self) -> RawResponse | None:
+        """Whatever the socket has now, parsed: the response once it is complete, else ``None``."""
+        reader = self.reader
+        for _ in range(MAX_POLL_READS):  # a response bigger than this many reads: come back later
+            data = self.pull()
+            if data is None:
+                return None
+            response = reader.feed(data)
+            if response is not None:
+                return response
+        return None
 
     async def read_response(
         self, keep_body: bool, *, method: bytes = b"GET", closes: bool = False
     ) -> RawResponse:
-        """Read one response: the whole body when a predicate needs it (``keep_body``), else its
-        first KiB, enough for the reports.
+        """Wait for and read one response (see ``begin_response``)."""
+        self.begin_response(keep_body, method=method, closes=closes)
+        reader = self.reader
+        while True:  # ends at the response, or at the end of the stream (feed(b"") never waits)
+            response = reader.feed(await self._fill())
+            if response is not None:
+                return response
 
-        ``httptools`` (llhttp) parses it. What llhttp cannot end on its own, or anything unusual
-        (a response to ``HEAD``, a close-delimited body, a 1xx, a parse error, the connection
-        closed mid-response), is replayed into h11 from the response's first byte, so those
-        cases behave, and fail with the messages, exactly as they always did. ``method`` and
-        ``closes`` (the request said ``Connection: close``) are the request's, as h11 needs them.
-        """
-        if method == b"HEAD":  # llhttp would wait for the body its Content-Length announces
-            return await self._read_h11(keep_body, method, closes, b"")
-        parser, state = self._parser, self._state
-        if parser is None or state is None:
-            state = self._state = _Response()
-            parser = self._parser = httptools.HttpResponseParser(state)
-            state.parser = parser
+    def close(self) -> None:
+        if self.unregister is not None:  # before the socket's number is freed for another
+            self.unregister()
+        self.waiter = None
+        if not self.closed:
+            self.closed = True
+            self.sock.close()
+        self.reader.close()
+
+
+class ResponseParser:
+    """One connection's responses, fed as their bytes come: ``feed`` returns each when complete.
+
+    ``httptools`` (llhttp) parses them. What llhttp cannot end on its own, or anything unusual
+    (a response to ``HEAD``: llhttp would wait for the body its Content-Length announces; a
+    close-delimited body; a 1xx; a parse error; the stream ending mid-response), is replayed
+    into h11 from the response's first byte, so those cases behave, and fail with the messages,
+    exactly as they did when h11 parsed everything.
+    """
+
+    __slots__ = ("_closes", "_h11", "_host", "_keep_body", "_method", "_raw", "_replayed", "_state")
+
+    def __init__(self, host: str) -> None:
+        self._host = host.encode("idna")
+        self._state = _Response()
+        """llhttp's callbacks; its parser is made at the first response and kept."""
+        self._h11: h11.Connection | None = None
+        """Set while a response is replayed into h11."""
+        self._replayed = _Replayed()
+        self._raw: list[bytes] = []
+        """The bytes of the response so far, kept for a replay into h11."""
+        self._keep_body, self._method, self._closes = False, b"GET", False
+
+    def begin(self, keep_body: bool, method: bytes, closes: bool) -> None:
+        self._keep_body, self._method, self._closes = keep_body, method, closes
+        self._raw = []
+        self._h11 = None
+        if method == b"HEAD":
+            self._start_h11(b"")
+            return
+        state = self._state
+        if state.parser is None:
+            state.parser = httptools.HttpResponseParser(state)
         state.begin(keep_body)
-        raw: list[bytes] = []
-        while True:
-            data = await self._fill()
-            if not data:
-                if not raw:
-                    raise TransportError("server closed the connection without answering")
-                return await self._read_h11(keep_body, method, closes, b"".join(raw), eof=True)
-            raw.append(data)
-            try:
-                parser.feed_data(data)
-            except (httptools.HttpParserError, httptools.HttpParserUpgrade):
-                if not state.done:
-                    state.odd = True
-                state.extra = True  # whatever came after the response: the connection is not reused
-            if state.odd:
-                return await self._read_h11(keep_body, method, closes, b"".join(raw))
-            if state.done:
-                keep = state.keep_alive and not state.extra and not closes
-                return RawResponse(state.status, state.headers, b"".join(state.chunks), state.end_ns, keep)
 
-    async def _read_h11(
-        self, keep_body: bool, method: bytes, closes: bool, replay: bytes, eof: bool = False
-    ) -> RawResponse:
-        """The response parsed by h11, starting from ``replay`` (its bytes read so far) and then
-        the socket (``eof``: the socket is at its end already)."""
-        self._parser = self._state = None  # a replayed response leaves llhttp mid-message
-        conn = h11.Connection(our_role=h11.CLIENT)
-        head = [(b"host", self.origin.host.encode("idna"))] + ([(b"connection", b"close")] if closes else [])
-        conn.send(h11.Request(method=method, target=b"/", headers=head))
+    def feed(self, data: bytes) -> RawResponse | None:
+        """The response, once ``data`` (``b""``: the end of the stream) completes it."""
+        if self._h11 is not None:
+            return self._feed_h11(self._h11, data)
+        state = self._state
+        parser = state.parser
+        if parser is None:
+            raise RuntimeError("ResponseParser.begin() first")
+        if not data:
+            if not self._raw:
+                raise TransportError("server closed the connection without answering")
+            conn = self._start_h11(b"".join(self._raw))
+            return self._h11_events(conn) or self._feed_h11(conn, b"")
+        self._raw.append(data)
+        try:
+            parser.feed_data(data)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+            if not state.done:
+                state.odd = True
+            state.extra = True  # whatever came after the response: the connection is not reused
+        if state.odd:
+            return self._h11_events(self._start_h11(b"".join(self._raw)))
+        if not state.done:
+            return None
+        keep = state.keep_alive and not state.extra and not self._closes
+        return RawResponse(state.status, state.headers, b"".join(state.chunks), state.end_ns, keep)
+
+    def _start_h11(self, replay: bytes) -> h11.Connection:
+        self._state.parser = None  # llhttp is left mid-message: a fresh parser for the next one
+        conn = self._h11 = h11.Connection(our_role=h11.CLIENT)
+        head = [(b"host", self._host)] + ([(b"connection", b"close")] if self._closes else [])
+        conn.send(h11.Request(method=self._method, target=b"/", headers=head))
         conn.send(h11.EndOfMessage())
+        self._replayed = _Replayed()
+        self._raw = []
         if replay:
             conn.receive_data(replay)
-        status = 0
-        headers: list[tuple[bytes, bytes]] = []
-        chunks: list[bytes] = []
-        kept = 0
-        while True:
+        return conn
+
+    def _feed_h11(self, conn: h11.Connection, data: bytes) -> RawResponse | None:
+        if not data and self._replayed.status == 0:
+            raise TransportError("server closed the connection without answering")
+        conn.receive_data(data)
+        return self._h11_events(conn)
+
+    def _h11_events(self, conn: h11.Connection) -> RawResponse | None:
+        seen = self._replayed
+        for _ in range(MAX_H11_EVENTS):  # each event consumes bytes received; NEED_DATA returns
             try:
                 event = conn.next_event()
             except h11.RemoteProtocolError as exc:
                 raise TransportError(f"malformed response: {exc}") from None
             if event is h11.NEED_DATA:
-                data = b"" if eof else await self._fill()
-                if not data and status == 0:
-                    raise TransportError("server closed the connection without answering")
-                conn.receive_data(data)
-            elif isinstance(event, h11.Response):
-                status = event.status_code
-                headers = list(event.headers)
+                return None
+            if isinstance(event, h11.Response):
+                seen.status, seen.headers = event.status_code, list(event.headers)
             elif isinstance(event, h11.Data):
-                if keep_body or kept < BODY_KEEP:
-                    chunks.append(bytes(event.data))
-                    kept += len(event.data)
+                if self._keep_body or seen.kept < BODY_KEEP:
+                    seen.chunks.append(bytes(event.data))
+                    seen.kept += len(event.data)
             elif isinstance(event, h11.EndOfMessage):
                 end = time.perf_counter_ns()
                 leftover, _ = conn.trailing_data
                 keep_alive = conn.our_state is h11.DONE and conn.their_state is h11.DONE and not leftover
-                return RawResponse(status, headers, b"".join(chunks), end, keep_alive)
+                return RawResponse(seen.status, seen.headers, b"".join(seen.chunks), end, keep_alive)
             elif isinstance(event, h11.ConnectionClosed):
                 raise TransportError("server closed the connection mid-response")
+        raise TransportError("malformed response: too many events")
 
     def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self.sock.close()
-        if self._state is not None:
-            self._state.parser = None  # the parser holds the state's callbacks: break the cycle
-        self._parser = self._state = None
+        self._state.parser = None  # the parser holds the state's callbacks: break the cycle
+        self._h11 = None
+
+
+class _Replayed:
+    """What h11 has parsed so far of a replayed response."""
+
+    __slots__ = ("chunks", "headers", "kept", "status")
+
+    def __init__(self) -> None:
+        self.status = self.kept = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.chunks: list[bytes] = []
 
 
 class _Response:

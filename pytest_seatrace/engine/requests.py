@@ -282,6 +282,11 @@ class WireBuilder:
         """Body length → the template's head with that Content-Length, and its bytes."""
         self._length_at = -1
 
+    @property
+    def fixed(self) -> WireRequest | None:
+        """The one request of a race whose request never varies, once it is built."""
+        return self._fixed
+
     def build(self, attempt: Attempt) -> WireRequest:
         if self._fixed is not None:
             return self._fixed
