@@ -181,7 +181,7 @@ class LastByteFirer:
     def _reuse(self, origin: Origin, pool: list[RawConnection]) -> RawConnection | None:
         while pool:
             conn = pool.pop()
-            if conn.origin == origin and conn.early_answer() is None:
+            if (conn.origin is origin or conn.origin == origin) and conn.early_answer() is None:
                 return conn
             conn.close()
         return None

@@ -295,6 +295,12 @@ class RawConnection:
                 self._incoming.write_eof()
         return None  # more to decrypt: the socket stays readable, so the caller comes back
 
+    def buffered(self) -> bool:
+        """Bytes already read off the socket wait to be parsed (over TLS): its readiness will
+        not say so."""
+        tls = self.tls
+        return bool(self._plain) or (tls is not None and bool(tls.pending() or self._incoming.pending))
+
     async def _fill(self) -> bytes:
         """Wait for and read the next bytes from the socket (decrypted if TLS); b"" at EOF."""
         while True:

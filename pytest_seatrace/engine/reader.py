@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 import anyio
+import anyio.lowlevel
 
 from pytest_seatrace.engine.rawhttp import RawConnection, RawResponse, TransportError
 
@@ -30,9 +31,13 @@ Finish = Callable[[K, RawConnection, "RawResponse | TransportError"], None]
 
 async def read_responses(jobs: Sequence[tuple[K, RawConnection]], finish: Finish[K]) -> None:
     """Read the response each connection was told to expect (``RawConnection.begin_response``)."""
+    loop = _asyncio_loop()
     pending = []
-    for key, conn in jobs:  # answers already in need no registration at all
-        try:
+    for key, conn in jobs:
+        if loop is not None and conn.unregister is not None and not conn.buffered():
+            pending.append((key, conn))  # registered: the loop tells, of bytes already in too
+            continue
+        try:  # answers already in need no registration at all
             response = conn.poll_response()
         except TransportError as exc:
             finish(key, conn, exc)
@@ -43,7 +48,6 @@ async def read_responses(jobs: Sequence[tuple[K, RawConnection]], finish: Finish
             finish(key, conn, response)
     if not pending:
         return
-    loop = _asyncio_loop()
     if loop is not None:
         try:
             await _LoopReader(loop, pending, finish).wait()
@@ -66,7 +70,10 @@ async def _read_one(key: K, conn: RawConnection, finish: Finish[K]) -> None:
         if response is not None:
             finish(key, conn, response)
             return
-        await anyio.wait_readable(conn.sock)
+        if conn.buffered():  # read but not parsed yet (TLS): the socket may stay quiet
+            await anyio.lowlevel.checkpoint()
+        else:
+            await anyio.wait_readable(conn.sock)
 
 
 def _asyncio_loop() -> asyncio.AbstractEventLoop | None:
@@ -132,6 +139,8 @@ class _LoopReader(Generic[K]):
             outcome = exc
         else:
             if response is None:
+                if conn.buffered():  # read but not parsed yet (TLS): the socket may stay quiet
+                    self.loop.call_soon(self._readable, key, conn)
                 return
             outcome = response
         conn.waiter = None
