@@ -22,6 +22,7 @@ HEADERS = {
     "throughput": "| tool ",
     "seed_scenario": "| tool ",
     "scale": "| seats ",
+    "single_packet": "| start ",
 }
 
 
