@@ -290,6 +290,8 @@ def alpn_context(tls_verify: Any, protocols: tuple[str, ...]) -> ssl.SSLContext:
     """The engine's context offering ``protocols``; a context the user passed is used as set."""
     if isinstance(tls_verify, ssl.SSLContext):
         return tls_verify
+    if not isinstance(tls_verify, (bool, str, os.PathLike)):
+        return make_ssl_context(tls_verify)  # raises the error that names the valid values
     key = tls_verify if isinstance(tls_verify, bool) else os.fspath(tls_verify)
     return _alpn_context(key, protocols)
 
