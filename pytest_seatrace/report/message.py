@@ -55,4 +55,8 @@ def violation_message(result: RaceResult) -> str:
         f"({result.wins} wins, {result.rejections} rejections, {result.errors} errors, "
         f"{result.unknown} unknown)"
     )
+    raced = result.raced
+    if raced is not None:
+        hold = f", hold={result.config.hold}" if result.mode == "last-byte" else ""
+        head += f"\nraced: {raced.method} {raced.url} ({result.mode}{hold}, {raced.http_version})"
     return f"{head}\n{table}{more}"
