@@ -26,7 +26,15 @@ import trustme
 from pytest_seatrace.core.records import BODY_KEEP
 from pytest_seatrace.engine import RaceConfig, RacePlan, TargetOptions, run_race
 from pytest_seatrace.engine.plan import Attempt, RequestSpec
-from pytest_seatrace.engine.rawhttp import ANSWERED, Origin, RawConnection, RawResponse, TransportError
+from pytest_seatrace.engine.rawhttp import (
+    ANSWERED,
+    CLOSED_EARLY,
+    Origin,
+    RawConnection,
+    RawResponse,
+    TransportError,
+    early_answers,
+)
 from pytest_seatrace.engine.reader import read_responses
 from pytest_seatrace.engine.requests import RequestBuilder, TrustOnFirstUse, WireBuilder, make_ssl_context
 from tests.support import OneWinnerApp, raw_server, serve_app
@@ -172,10 +180,42 @@ def test_without_a_predicate_the_first_kib_is_kept(sock: socket.socket) -> None:
     assert BODY_KEEP <= len(outcome[3]) < len(body)
 
 
+def test_a_long_body_is_not_kept_for_a_replay(sock: socket.socket) -> None:
+    """Past its head and 64 KiB, a response's bytes are not kept; a close there says so."""
+    body = b"x" * 300_000
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body)
+    chunks = [head] + [body[i : i + 10_000] for i in range(0, len(body), 10_000)]
+    whole = engine(sock, chunks, b"GET")
+    assert whole[0] == "ok"
+    assert whole[3] == body
+    assert engine(sock, chunks[:-1], b"GET") == ("error", "server closed the connection mid-response")
+    short = engine(sock, chunks, b"GET", keep_body=False)
+    assert BODY_KEEP <= len(short[3]) < 65536
+
+
 def test_a_request_that_asks_to_close_is_not_kept(sock: socket.socket) -> None:
     conn = Scripted(sock, [CL])
     response = anyio.run(lambda: conn.read_response(False, closes=True))
     assert response.keep_alive is False
+
+
+def test_early_answers_are_found_with_one_poll() -> None:
+    """Quiet, answered and closed connections, told apart as early_answer() tells them."""
+    pairs = [socket.socketpair() for _ in range(4)]
+    conns = []
+    for ours, _ in pairs:
+        ours.setblocking(False)
+        conns.append(RawConnection(ours, Origin("http", "127.0.0.1", 80)))
+    pairs[1][1].sendall(b"HTTP/1.1 400 Bad Request\r\n")
+    pairs[2][1].close()
+    try:
+        assert early_answers(conns) == [None, ANSWERED, CLOSED_EARLY, None]
+        assert early_answers(conns) == [conn.early_answer() for conn in conns]
+    finally:
+        for conn in conns:
+            conn.close()
+        for _, theirs in pairs:
+            theirs.close()
 
 
 # -- requests serialised once --------------------------------------------------------------

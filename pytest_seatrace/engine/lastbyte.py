@@ -21,7 +21,14 @@ from pytest_seatrace.core.config import RaceConfig
 from pytest_seatrace.core.records import Outcome, Record
 from pytest_seatrace.engine.classify import ARRIVAL_HEADER, Classifier
 from pytest_seatrace.engine.plan import Roster, release_order
-from pytest_seatrace.engine.rawhttp import ANSWERED, Origin, RawConnection, RawResponse, TransportError
+from pytest_seatrace.engine.rawhttp import (
+    ANSWERED,
+    Origin,
+    RawConnection,
+    RawResponse,
+    TransportError,
+    early_answers,
+)
 from pytest_seatrace.engine.reader import read_responses
 from pytest_seatrace.engine.requests import RequestBuilder, WireBuilder, WireRequest
 
@@ -85,7 +92,7 @@ class LastByteFirer:
                     tg.start_soon(
                         self._prepare_into, upcoming, failures, rnd, waves[number + 1], (number + 1) % 2
                     )
-            sink.extend(s.record for s in slots)
+            sink.extend([s.record for s in slots])
             if failures:  # e.g. a request callable that raised: after this wave's figures are kept
                 raise failures[0]
             prepared = upcoming
@@ -111,6 +118,7 @@ class LastByteFirer:
             await anyio.lowlevel.checkpoint()  # let the previous wave's responses be read on time
         with anyio.move_on_after(cfg.timeout):
             async with anyio.create_task_group() as tg:
+                self._weed(self._pools[pool])
                 for slot in slots:
                     self._prepare(tg, slot, pool)
         for slot in slots:
@@ -178,10 +186,23 @@ class LastByteFirer:
             if slot.conn is None and conn is not None and not slot.record.reason:
                 conn.close()  # cancelled by the connect deadline
 
+    @staticmethod
+    def _weed(pool: list[RawConnection]) -> None:
+        """Close the kept connections the server spoke on (closed them, most likely) since."""
+        if pool:
+            kept = []
+            for conn, found in zip(pool, early_answers(pool), strict=True):
+                if found is None:
+                    kept.append(conn)
+                else:
+                    conn.close()
+            pool[:] = kept
+
     def _reuse(self, origin: Origin, pool: list[RawConnection]) -> RawConnection | None:
+        """A kept connection to ``origin`` (the pool was weeded just before)."""
         while pool:
             conn = pool.pop()
-            if (conn.origin is origin or conn.origin == origin) and conn.early_answer() is None:
+            if conn.origin is origin or conn.origin == origin:
                 return conn
             conn.close()
         return None
@@ -209,17 +230,15 @@ class LastByteFirer:
         any other, marked early; one the server closed is an error that names the hold point.
         """
         ready: list[tuple[Slot, RawConnection]] = []
-        for slot in slots:
-            if slot.conn is None:
-                continue
-            found = slot.conn.early_answer()
+        live = [(slot, slot.conn) for slot in slots if slot.conn is not None]
+        for (slot, conn), found in zip(live, early_answers([conn for _, conn in live]), strict=True):
             if found is None:
-                ready.append((slot, slot.conn))
+                ready.append((slot, conn))
             elif found is ANSWERED:
                 rec = slot.record
                 rec.early, rec.sent_ns, rec.end_ns = True, slot.prefix_ns, time.perf_counter_ns()
             else:
-                self._fail(slot, slot.conn, self._dropped(found))
+                self._fail(slot, conn, self._dropped(found))
                 slot.conn = None
         release_order(self.config.seed, rnd, index, ready)
         # The hot loop: a bound send and a clock read per client, nothing else.
@@ -262,7 +281,7 @@ class LastByteFirer:
         response = outcome
         if not rec.early:  # an early answer was complete by the gate, when it was found
             rec.end_ns = response.end_ns
-        arrival = next((v for n, v in response.headers if n == _ARRIVAL), None)
+        arrival = dict(response.headers).get(_ARRIVAL)
         self.classifier.fill(
             rec, response.status, arrival, response.body, lambda: self._as_httpx(slot, response)
         )

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import select
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,8 @@ RECV_SIZE = 65536
 MAX_TLS_READS = 64
 MAX_POLL_READS = 64
 MAX_H11_EVENTS = 1 << 16
+MAX_REPLAY = 65536
+"""Bytes of a response kept for a replay into h11, once its head is complete."""
 ANSWERED = "answered before its held bytes were sent"
 CLOSED_EARLY = "server closed the connection before the held bytes were sent"
 
@@ -65,6 +68,21 @@ def _numeric_address(origin: Origin) -> list[tuple[socket.AddressFamily, tuple[A
     if ip.version == 6:
         return [(socket.AF_INET6, (origin.host, origin.port, 0, 0))]
     return [(socket.AF_INET, (origin.host, origin.port))]
+
+
+def early_answers(conns: Sequence[RawConnection]) -> list[str | None]:
+    """``early_answer()`` of every connection, with one ``poll()`` for all of them first: only
+    a socket with something to read is looked at, instead of a peek (and its ``EAGAIN``) each."""
+    if _poll is None or len(conns) < 2:
+        return [conn.early_answer() for conn in conns]
+    poller = _poll()
+    for conn in conns:
+        poller.register(conn.sock.fileno(), select.POLLIN)
+    ready = {fd for fd, _ in poller.poll(0)}
+    return [conn.early_answer() if conn._plain or conn.sock.fileno() in ready else None for conn in conns]
+
+
+_poll = getattr(select, "poll", None)
 
 
 class RawConnection:
@@ -175,8 +193,10 @@ class RawConnection:
         """Write what fits of ``request`` up to ``held_from`` and hold the rest (encrypted as its
         own record over TLS); return what is left of the prefix to send (nearly always nothing:
         requests are small)."""
-        data = self._encrypt(request[:held_from])
-        self.final = self._encrypt(request[held_from:])
+        if self.tls is None:
+            data, self.final = request[:held_from], request[held_from:]
+        else:
+            data, self.final = self._encrypt(request[:held_from]), self._encrypt(request[held_from:])
         try:
             sent = self.sock.send(data)
         except BlockingIOError:
@@ -317,11 +337,20 @@ class RawConnection:
 
     def poll_response(self) -> RawResponse | None:
         """Whatever the socket has now, parsed: the response once it is complete, else ``None``."""
-        reader = self.reader
+        reader, sock = self.reader, self.sock
         for _ in range(MAX_POLL_READS):  # a response bigger than this many reads: come back later
-            data = self.pull()
-            if data is None:
-                return None
+            if self.tls is None:  # pull(), inlined for plain sockets: once per response
+                try:
+                    data = sock.recv(RECV_SIZE)
+                except BlockingIOError:
+                    return None
+                except OSError as exc:
+                    raise TransportError(f"connection lost: {exc}") from None
+            else:
+                tls_data = self.pull()
+                if tls_data is None:
+                    return None
+                data = tls_data
             response = reader.feed(data)
             if response is not None:
                 return response
@@ -358,7 +387,18 @@ class ResponseParser:
     exactly as they did when h11 parsed everything.
     """
 
-    __slots__ = ("_closes", "_h11", "_host", "_keep_body", "_method", "_raw", "_replayed", "_state")
+    __slots__ = (
+        "_closes",
+        "_h11",
+        "_host",
+        "_keep_body",
+        "_kept",
+        "_method",
+        "_raw",
+        "_replayed",
+        "_state",
+        "_truncated",
+    )
 
     def __init__(self, host: str) -> None:
         self._host = host.encode("idna")
@@ -368,12 +408,15 @@ class ResponseParser:
         """Set while a response is replayed into h11."""
         self._replayed = _Replayed()
         self._raw: list[bytes] = []
-        """The bytes of the response so far, kept for a replay into h11."""
+        """The bytes of the response so far, kept for a replay into h11 (``MAX_REPLAY`` once its
+        head is in: a body is never kept whole unless a predicate needs it)."""
+        self._kept, self._truncated = 0, False
         self._keep_body, self._method, self._closes = False, b"GET", False
 
     def begin(self, keep_body: bool, method: bytes, closes: bool) -> None:
         self._keep_body, self._method, self._closes = keep_body, method, closes
         self._raw = []
+        self._kept, self._truncated = 0, False
         self._h11 = None
         if method == b"HEAD":
             self._start_h11(b"")
@@ -394,13 +437,21 @@ class ResponseParser:
         if not data:
             if not self._raw:
                 raise TransportError("server closed the connection without answering")
+            if self._truncated:
+                raise TransportError("server closed the connection mid-response")
             conn = self._start_h11(b"".join(self._raw))
             return self._h11_events(conn) or self._feed_h11(conn, b"")
-        self._raw.append(data)
+        if self._kept < MAX_REPLAY or not state.status:
+            self._raw.append(data)
+            self._kept += len(data)
+        else:  # a long body: no replay will need it (a replay starts at the head)
+            self._truncated = True
         try:
             parser.feed_data(data)
-        except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
             if not state.done:
+                if self._truncated:  # deep in a long body: no replay, llhttp's own words
+                    raise TransportError(f"malformed response: {exc}") from None
                 state.odd = True
             state.extra = True  # whatever came after the response: the connection is not reused
         if state.odd:
