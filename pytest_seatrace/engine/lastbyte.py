@@ -10,12 +10,12 @@ from __future__ import annotations
 import functools
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
 import anyio
 import anyio.lowlevel
 import httpx
-from anyio.abc import TaskGroup
 
 from pytest_seatrace.core.config import RaceConfig
 from pytest_seatrace.core.records import Outcome, Record
@@ -86,12 +86,14 @@ class LastByteFirer:
                 self._release(rnd, index, [s for s in slots if s.record.resource == index])
             upcoming: list[Slot] = []
             failures: list[Exception] = []
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._collect_wave, slots, number % 2)
-                if number + 1 < len(waves):
+            if number + 1 < len(waves):
+                async with anyio.create_task_group() as tg:
                     tg.start_soon(
                         self._prepare_into, upcoming, failures, rnd, waves[number + 1], (number + 1) % 2
                     )
+                    await self._collect_wave(slots, number % 2)
+            else:
+                await self._collect_wave(slots, number % 2)
             sink.extend([s.record for s in slots])
             if failures:  # e.g. a request callable that raised: after this wave's figures are kept
                 raise failures[0]
@@ -116,11 +118,13 @@ class LastByteFirer:
                 request = fixed or self.wire.build(self.roster.attempt(index, client, rnd))
                 slots.append(Slot(Record(resource=index, client=client, round=rnd), request))
             await anyio.lowlevel.checkpoint()  # let the previous wave's responses be read on time
-        with anyio.move_on_after(cfg.timeout):
-            async with anyio.create_task_group() as tg:
-                self._weed(self._pools[pool])
-                for slot in slots:
-                    self._prepare(tg, slot, pool)
+        self._weed(self._pools[pool])
+        jobs = [job for job in (self._prepare(slot, pool) for slot in slots) if job is not None]
+        if jobs:  # connections to open, prefixes to finish: tasks, under the connect deadline
+            with anyio.move_on_after(cfg.timeout):
+                async with anyio.create_task_group() as tg:
+                    for job in jobs:
+                        tg.start_soon(job)
         for slot in slots:
             if slot.conn is None and not slot.record.reason:
                 origin = slot.request.origin
@@ -141,24 +145,24 @@ class LastByteFirer:
                 rec.end_ns = time.perf_counter_ns()
                 conn.close()
 
-    def _prepare(self, tg: TaskGroup, slot: Slot, pool: int) -> None:
-        """Reuse a kept connection and write its prefix now, or open one in a task."""
+    def _prepare(self, slot: Slot, pool: int) -> Callable[[], Coroutine[Any, Any, None]] | None:
+        """Reuse a kept connection and write its prefix now; what needs waiting for (opening a
+        connection, the rest of a prefix that did not fit) is returned, to run in a task."""
         origin = slot.request.origin
         conn = self._reuse(origin, self._pools[pool])
         if conn is None:
-            tg.start_soon(self._connect_and_prepare, slot, origin)
-            return
+            return functools.partial(self._connect_and_prepare, slot, origin)
         try:
             request = slot.request
             rest = conn.write_prefix(request.data, request.held_from(self.config.hold))
             slot.prefix_ns = time.perf_counter_ns()
         except OSError as exc:
             self._fail(slot, conn, f"connection to {origin.url} failed: {exc}")
-            return
+            return None
         if rest:
-            tg.start_soon(self._finish_prefix, slot, conn, rest)
-        else:
-            slot.conn = conn
+            return functools.partial(self._finish_prefix, slot, conn, rest)
+        slot.conn = conn
+        return None
 
     async def _finish_prefix(self, slot: Slot, conn: RawConnection, rest: bytes) -> None:
         try:
