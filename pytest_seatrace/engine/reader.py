@@ -34,7 +34,7 @@ async def read_responses(jobs: Sequence[tuple[K, RawConnection]], finish: Finish
     loop = _asyncio_loop()
     pending = []
     for key, conn in jobs:
-        if loop is not None and conn.unregister is not None and not conn.buffered():
+        if loop is not None and conn.unregister is not None and (conn.tls is None or not conn.buffered()):
             pending.append((key, conn))  # registered: the loop tells, of bytes already in too
             continue
         try:  # answers already in need no registration at all
