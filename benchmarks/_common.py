@@ -242,16 +242,18 @@ def run_one_race(
     else:
         plan = RacePlan(name=name, config=config, target=target, request=request or order_spec(), setup=setup)
 
-    async def main() -> RaceResult:
+    results: list[RaceResult] = []
+
+    async def main() -> None:  # returns nothing: Python 3.11 repr's a task's result as the run ends
         with anyio.fail_after(limit_s):
-            return RaceResult.from_run(name, config, await run_race(plan))
+            results.append(RaceResult.from_run(name, config, await run_race(plan)))
 
     started = time.perf_counter()
     try:
-        result = anyio.run(main)
+        anyio.run(main)
     except TimeoutError:
         raise TimeoutError(f"race {name} did not finish within {limit_s:g}s") from None
-    return result, time.perf_counter() - started
+    return results[0], time.perf_counter() - started
 
 
 # -- statistics over a race's history ------------------------------------------------------
