@@ -36,33 +36,44 @@ except ImportError:  # pragma: no cover - an httpx without it: a whole client, t
 BASE_URL_HINT = "set --race-base-url (ini race_base_url) or race.base_url, or pass an absolute URL"
 
 
-def make_ssl_context(tls_verify: Any) -> ssl.SSLContext:
-    """One context for every connection of a race (a fresh one per client costs ~22 ms)."""
+def make_ssl_context(tls_verify: Any, alpn: tuple[str, ...] | None = None) -> ssl.SSLContext:
+    """One context for every connection of a race (a fresh one per client costs ~22 ms).
+
+    ``alpn``: the protocols the engine's own context offers (a server must never pick h2 and
+    then receive HTTP/1.1); a context the user passed is used with its ALPN as set.
+    """
     if isinstance(tls_verify, ssl.SSLContext):
         return tls_verify
     if isinstance(tls_verify, bool):
-        return _default_context(tls_verify)
+        return _default_context(tls_verify, alpn)
     if isinstance(tls_verify, (str, os.PathLike)):
         try:
-            return ssl.create_default_context(cafile=os.fspath(tls_verify))
+            ctx = ssl.create_default_context(cafile=os.fspath(tls_verify))
         except (OSError, ssl.SSLError) as exc:
             raise RaceUsageError(f"tls_verify={tls_verify!r}: cannot load CA file ({exc})") from None
+        if alpn is not None:
+            ctx.set_alpn_protocols(list(alpn))
+        return ctx
     raise RaceUsageError(
         f"tls_verify={tls_verify!r}: expected True, False, a CA bundle path (str or Path) "
         "or an ssl.SSLContext"
     )
 
 
-@functools.lru_cache(maxsize=2)
-def _default_context(verify: bool) -> ssl.SSLContext:
-    """One per process, shared by every race; cheap to make (~2 ms): CA certificates are loaded
-    at the first handshake, so a plain-http race never pays for them."""
+@functools.lru_cache(maxsize=6)
+def _default_context(verify: bool, alpn: tuple[str, ...] | None = None) -> ssl.SSLContext:
+    """One per (verification, ALPN) and process, shared by every race; cheap to make (~2 ms):
+    CA certificates are loaded at the first handshake, so a plain-http race never pays for them."""
+    ctx: ssl.SSLContext
     if verify:
-        return TrustOnFirstUse()
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    _keylog(ctx)
+        ctx = TrustOnFirstUse()
+    else:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        _keylog(ctx)
+    if alpn is not None:
+        ctx.set_alpn_protocols(list(alpn))
     return ctx
 
 

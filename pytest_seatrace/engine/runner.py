@@ -5,14 +5,12 @@ The engine measures and returns a ``RaceRun``; judging it is ``core``'s job.
 
 from __future__ import annotations
 
-import functools
-import os
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import Protocol
 
 import anyio
 import anyio.to_thread
@@ -281,37 +279,9 @@ async def _start(plan: RacePlan) -> tuple[str, ssl.SSLContext]:
         if origin is not None and origin.scheme == "https":
             from pytest_seatrace.engine.h2 import negotiate_h2
 
-            if await negotiate_h2(origin, alpn_context(target.tls_verify, H2_ALPN), config.timeout):
+            if await negotiate_h2(origin, make_ssl_context(target.tls_verify, H2_ALPN), config.timeout):
                 mode = "single-packet"
-    return mode, alpn_context(target.tls_verify, H2_ALPN if mode == "single-packet" else H1_ALPN)
-
-
-def alpn_context(tls_verify: Any, protocols: tuple[str, ...]) -> ssl.SSLContext:
-    """The engine's context offering ``protocols``; a context the user passed is used as set."""
-    if isinstance(tls_verify, ssl.SSLContext):
-        return tls_verify
-    if not isinstance(tls_verify, (bool, str, os.PathLike)):
-        return make_ssl_context(tls_verify)  # raises the error that names the valid values
-    key = tls_verify if isinstance(tls_verify, bool) else os.fspath(tls_verify)
-    return _alpn_context(key, protocols)
-
-
-@functools.lru_cache(maxsize=8)
-def _alpn_context(tls_verify: bool | str, protocols: tuple[str, ...]) -> ssl.SSLContext:
-    """One per (verification, ALPN) and process: loading CA certificates costs ~100 ms."""
-    if isinstance(tls_verify, bool):
-        fresh = _fresh_default_context(tls_verify)
-    else:
-        fresh = make_ssl_context(tls_verify)
-    fresh.set_alpn_protocols(list(protocols))
-    return fresh
-
-
-def _fresh_default_context(verify: bool) -> ssl.SSLContext:
-    from pytest_seatrace.engine.requests import _default_context
-
-    built: ssl.SSLContext = _default_context.__wrapped__(verify)  # not the cached, shared one
-    return built
+    return mode, make_ssl_context(target.tls_verify, H2_ALPN if mode == "single-packet" else H1_ALPN)
 
 
 def _first_origin(plan: RacePlan) -> Origin | None:
