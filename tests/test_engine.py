@@ -345,8 +345,8 @@ def test_server_answering_before_the_final_byte_is_kept_and_marked_early():
         assert await anyio.to_thread.run_sync(answered.wait, 5)
         firer._release(1, 0, [slot])
         assert slot.conn is not None
-        await firer._collect(slot, slot.conn, 0)
-        kept = list(firer._pools[0])
+        await firer._read([(slot, slot.conn)])
+        kept = list(firer._pool)
         await builder.aclose()
         await firer.aclose()
         assert kept == []

@@ -3,6 +3,12 @@
 Per wave: build the requests, open (or reuse) one connection per client, write each request
 but its last byte, then for each resource send the held bytes back to back from one loop in a
 seeded shuffled order, and read every response concurrently.
+
+Waves take turns at the service: the next wave's requests are built while this wave's
+responses come in, but nothing of it is sent (no connection opened, no prefix written) until
+this wave is answered in full. That last response is the settle point: a service still
+accepting and parsing the next wave while it answers this one spreads this wave's arrivals
+and is busy when the next gate opens (measured in ``benchmarks/detection.py``).
 """
 
 from __future__ import annotations
@@ -51,9 +57,9 @@ class Slot:
 class LastByteFirer:
     """Fires waves in last-byte mode, keeping connections between waves.
 
-    Wave ``i + 1`` is built, connected and written (all but its final bytes) while the
-    responses of wave ``i`` come in, on a second set of connections: the client's work hides
-    behind the server's instead of adding to it.
+    Wave ``i + 1`` is built while the responses of wave ``i`` come in (the client's work hides
+    behind the server's), then connected and written once wave ``i`` is answered in full,
+    reusing its kept-alive connections.
     """
 
     def __init__(
@@ -69,7 +75,8 @@ class LastByteFirer:
         self.ssl_context = ssl_context
         self.classifier = classifier
         self.wire = WireBuilder(builder)
-        self._pools: tuple[list[RawConnection], list[RawConnection]] = ([], [])
+        self._pool: list[RawConnection] = []
+        """Kept-alive connections, for the next wave."""
         self._opened: list[RawConnection] = []
         """Every connection ever opened, so a cancelled race still closes them all."""
         self.ungated: list[str] = []
@@ -79,38 +86,34 @@ class LastByteFirer:
 
     async def fire_waves(self, rnd: int, waves: Sequence[Sequence[int]], sink: list[Record]) -> None:
         """Race every wave of a round, appending each wave's records to ``sink`` as it ends."""
-        prepared = await self._prepare_wave(rnd, waves[0], 0) if waves else []
+        upcoming = await self._build_wave(rnd, waves[0]) if waves else []
         for number, indices in enumerate(waves):
-            slots = prepared
+            slots = await self._prepare_wave(upcoming)
             for index in indices:
                 self._release(rnd, index, [s for s in slots if s.record.resource == index])
-            upcoming: list[Slot] = []
+            upcoming = []
             failures: list[Exception] = []
             if number + 1 < len(waves):
                 async with anyio.create_task_group() as tg:
-                    tg.start_soon(
-                        self._prepare_into, upcoming, failures, rnd, waves[number + 1], (number + 1) % 2
-                    )
-                    await self._collect_wave(slots, number % 2)
+                    tg.start_soon(self._build_into, upcoming, failures, rnd, waves[number + 1])
+                    await self._collect_wave(slots)
             else:
-                await self._collect_wave(slots, number % 2)
+                await self._collect_wave(slots)
             sink.extend([s.record for s in slots])
             if failures:  # e.g. a request callable that raised: after this wave's figures are kept
                 raise failures[0]
-            prepared = upcoming
 
-    async def _prepare_into(
-        self, out: list[Slot], failures: list[Exception], rnd: int, indices: Sequence[int], pool: int
+    async def _build_into(
+        self, out: list[Slot], failures: list[Exception], rnd: int, indices: Sequence[int]
     ) -> None:
-        """``_prepare_wave`` inside a task group, its error kept to be raised outside it."""
+        """``_build_wave`` inside a task group, its error kept to be raised outside it."""
         try:
-            out.extend(await self._prepare_wave(rnd, indices, pool))
+            out.extend(await self._build_wave(rnd, indices))
         except Exception as exc:
             failures.append(exc)
 
-    async def _prepare_wave(self, rnd: int, indices: Sequence[int], pool: int) -> list[Slot]:
-        """Build the wave's requests, then connect (or reuse) and write all but final bytes."""
-        cfg = self.config
+    async def _build_wave(self, rnd: int, indices: Sequence[int]) -> list[Slot]:
+        """The wave's requests, one slot per racing client: client-side work only, nothing sent."""
         slots = []
         for index in indices:
             for client in self.roster.clients(index):
@@ -118,8 +121,13 @@ class LastByteFirer:
                 request = fixed or self.wire.build(self.roster.attempt(index, client, rnd))
                 slots.append(Slot(Record(resource=index, client=client, round=rnd), request))
             await anyio.lowlevel.checkpoint()  # let the previous wave's responses be read on time
-        self._weed(self._pools[pool])
-        jobs = [job for job in (self._prepare(slot, pool) for slot in slots) if job is not None]
+        return slots
+
+    async def _prepare_wave(self, slots: list[Slot]) -> list[Slot]:
+        """Connect (or reuse) and write all but the final bytes of every slot."""
+        cfg = self.config
+        self._weed(self._pool)
+        jobs = [job for job in (self._prepare(slot) for slot in slots) if job is not None]
         if jobs:  # connections to open, prefixes to finish: tasks, under the connect deadline
             with anyio.move_on_after(cfg.timeout):
                 async with anyio.create_task_group() as tg:
@@ -132,11 +140,11 @@ class LastByteFirer:
                 slot.record.timed_out = True
         return slots
 
-    async def _collect_wave(self, slots: Sequence[Slot], pool: int) -> None:
+    async def _collect_wave(self, slots: Sequence[Slot]) -> None:
         """Read every response, with one deadline: ``timeout`` after the wave's last final write."""
         live = [(s, s.conn) for s in slots if s.conn is not None]
         with anyio.move_on_after(self.config.timeout):
-            await self._read(live, pool)
+            await self._read(live)
         for slot, conn in live:
             if not slot.record.end_ns:
                 rec = slot.record
@@ -145,11 +153,11 @@ class LastByteFirer:
                 rec.end_ns = time.perf_counter_ns()
                 conn.close()
 
-    def _prepare(self, slot: Slot, pool: int) -> Callable[[], Coroutine[Any, Any, None]] | None:
+    def _prepare(self, slot: Slot) -> Callable[[], Coroutine[Any, Any, None]] | None:
         """Reuse a kept connection and write its prefix now; what needs waiting for (opening a
         connection, the rest of a prefix that did not fit) is returned, to run in a task."""
         origin = slot.request.origin
-        conn = self._reuse(origin, self._pools[pool])
+        conn = self._reuse(origin, self._pool)
         if conn is None:
             return functools.partial(self._connect_and_prepare, slot, origin)
         try:
@@ -262,19 +270,13 @@ class LastByteFirer:
             elif outcome < len(conn.final):  # a full socket buffer: finish the rest at once
                 conn.finish_final(outcome)
 
-    async def _collect(self, slot: Slot, conn: RawConnection, pool: int) -> None:
-        """One connection's response (the wave reads all of its own at once)."""
-        await self._read([(slot, conn)], pool)
-
-    async def _read(self, live: Sequence[tuple[Slot, RawConnection]], pool: int) -> None:
+    async def _read(self, live: Sequence[tuple[Slot, RawConnection]]) -> None:
         keep_body = self.classifier.needs_response
         for slot, conn in live:
             conn.begin_response(keep_body, method=slot.request.method, closes=slot.request.closes)
-        await read_responses(live, functools.partial(self._finish, pool))
+        await read_responses(live, self._finish)
 
-    def _finish(
-        self, pool: int, slot: Slot, conn: RawConnection, outcome: RawResponse | TransportError
-    ) -> None:
+    def _finish(self, slot: Slot, conn: RawConnection, outcome: RawResponse | TransportError) -> None:
         """A connection's response (or why there is none) into its record; keep the connection
         for the next wave when the server keeps it alive."""
         rec = slot.record
@@ -290,7 +292,7 @@ class LastByteFirer:
             rec, response.status, arrival, response.body, lambda: self._as_httpx(slot, response)
         )
         if response.keep_alive and not rec.early:  # after an early answer the server is mid-request
-            self._pools[pool].append(conn)
+            self._pool.append(conn)
         else:
             conn.close()
 
@@ -307,5 +309,4 @@ class LastByteFirer:
         for conn in self._opened:
             conn.close()
         self._opened.clear()
-        for pool in self._pools:
-            pool.clear()
+        self._pool.clear()

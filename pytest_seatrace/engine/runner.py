@@ -61,9 +61,7 @@ async def run_race(
     """
     config, target = plan.config, plan.target
     if target.app is None:
-        # Last-byte mode prepares the next wave on a second set of connections.
-        sets = 2 if config.sync == "last-byte" and config.parallel < len(config.resources) else 1
-        ensure_open_files(sets * config.concurrency * config.parallel)
+        ensure_open_files(config.concurrency * config.parallel)
     clock = (time.time_ns(), time.perf_counter_ns())
     records: list[Record] = []
     held: dict[tuple[int, int], int] = {}
