@@ -8,9 +8,15 @@ the starts (last-byte held at the headers, last-byte held at the body, gate), wi
 acknowledged winner; the per-seat catch rate is the share of seats that did. The client and
 the service share this machine's cores.
 
-Target: the unsafe strategy is caught in at least 99 of 100 runs with ``--window-ms 1``
+At the narrow windows (``--racer-windows``, default 0.1 ms and 10 µs) a minimal tight-loop
+racer (``_racer.py``: plain asyncio, fresh connections per seat, the engine's own bytes held at
+the same point, the held bytes sent from one loop, one seat at a time) races too, at both hold
+points, interleaved with the engine's runs.
+
+Targets: the unsafe strategy is caught in at least 99 of 100 runs with ``--window-ms 1``
 (the default start, last-byte held at the headers, at 1 ms, run ``--gate-runs`` times; the
-acceptance gate of this script).
+acceptance gate of this script); and at every racer window and hold point, the engine's
+per-seat catch rate (last-byte) is at least the racer's.
 
 Exit status: 0 target met, 1 below target, 2 incomplete (time budget, race time limit,
 service failure, or the target cell was not part of the run). ``--smoke``: toy sizes in
@@ -23,6 +29,7 @@ import argparse
 import math
 import statistics
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,9 +56,13 @@ from _common import (
     stderr,
     winners_per_resource,
 )
+from _racer import race_seats
 
+from pytest_seatrace.core.config import HoldPoint
 from pytest_seatrace.service import ServiceError, start_sample_service
 
+RACERS: dict[str, HoldPoint] = {"racer/headers": "headers", "racer/body": "body"}
+"""The tight-loop racer's modes, and the engine start each is held against."""
 MODES = tuple(STARTS)
 TARGET_MODE = "last-byte/headers"
 TARGET_WINDOW_MS = 1.0
@@ -65,8 +76,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--windows",
         type=float_list,
-        default=[1.0, 0.01],
-        help="unsafe check-to-act windows in ms, comma-separated (default: 1,0.01)",
+        default=[1.0, 0.1, 0.01],
+        help="unsafe check-to-act windows in ms, comma-separated (default: 1,0.1,0.01)",
+    )
+    parser.add_argument(
+        "--racer-windows",
+        type=float_list,
+        default=[0.1, 0.01],
+        help="windows (ms, among --windows) at which the tight-loop racer races too (default: 0.1,0.01)",
     )
     parser.add_argument(
         "--runs", type=positive_int, default=None, help="runs per window and mode (default: 20)"
@@ -105,8 +122,23 @@ class Cell:
     server_errors: int = 0
     walls: list[float] = field(default_factory=list)
 
+    def count(self, wins: list[int], total_wins: int, errors: int, server_errors: int, wall: float) -> None:
+        """One run: its winners per seat, wins, errors (5xx included), 5xx and wall time."""
+        doubled = sum(1 for n in wins if n > 1)
+        self.runs += 1
+        self.caught += doubled > 0
+        self.double_seats.append(doubled)
+        self.seats += len(wins)
+        self.wins.append(total_wins)
+        self.errors += errors
+        self.server_errors += server_errors
+        self.walls.append(wall)
+
     def share(self) -> str:
         return f"{self.caught}/{self.runs} ({100 * self.caught / self.runs:.0f}%)" if self.runs else "-"
+
+    def seat_share(self) -> float:
+        return sum(self.double_seats) / self.seats if self.seats else math.nan
 
     def seat_rate(self) -> str:
         caught = sum(self.double_seats)
@@ -142,6 +174,10 @@ def run_window(
                     raise BudgetExceededError(
                         f"budget of {budget.seconds:g}s used up at {window_ms} ms, {mode} run {index + 1}"
                     )
+                if mode in RACERS:
+                    _racer_run(svc.url, svc.port, RACERS[mode], cell, args)
+                    svc.reset()
+                    continue
                 start = STARTS[mode]
                 config = seed_config(
                     resources=args.resources,
@@ -156,22 +192,32 @@ def run_window(
                     svc.url, config, name=f"{window_ms}ms-{mode}-{index + 1}", limit_s=args.race_limit_s
                 )
                 svc.reset()
-                wins = winners_per_resource(result)
-                doubled = sum(1 for count in wins if count > 1)
-                cell.runs += 1
-                cell.caught += doubled > 0
-                cell.double_seats.append(doubled)
-                cell.seats += len(wins)
-                cell.wins.append(result.wins)
-                cell.errors += result.errors  # 5xx included
-                cell.server_errors += server_errors(result)
-                cell.walls.append(wall)
+                cell.count(
+                    winners_per_resource(result), result.wins, result.errors, server_errors(result), wall
+                )
     return seed, budget.elapsed() - started
+
+
+def _racer_run(url: str, port: int, hold: HoldPoint, cell: Cell, args: argparse.Namespace) -> None:
+    """One seed race by the tight-loop racer, counted into ``cell``."""
+    started = time.perf_counter()
+    seats = race_seats(url, port, args.resources, args.clients, hold, args.timeout)
+    wall = time.perf_counter() - started
+    wins = [seat.statuses.get(201, 0) for seat in seats]
+    server = sum(n for seat in seats for status, n in seat.statuses.items() if status >= 500)
+    cell.count(wins, sum(wins), sum(seat.errors for seat in seats) + server, server, wall)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    smoke = {"windows": [TARGET_WINDOW_MS], "runs": 1, "gate_runs": 1, "clients": 5, "resources": 2}
+    smoke = {
+        "windows": [TARGET_WINDOW_MS],
+        "racer_windows": [TARGET_WINDOW_MS],
+        "runs": 1,
+        "gate_runs": 1,
+        "clients": 5,
+        "resources": 2,
+    }
     apply_smoke(args, **smoke, race_limit_s=30.0, budget_s=60.0)
     runs, gate_runs = _plan(args)
     budget = Budget(args.budget_s)
@@ -183,13 +229,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     table: list[list[Any]] = []
     target: Cell | None = None
+    versus: dict[float, dict[str, Cell]] = {}
     seed = args.seed
     incomplete = ""
     for window in args.windows:
+        modes = (*MODES, *RACERS) if window in args.racer_windows else MODES
         cells = {
             mode: Cell(gate_runs if (mode == TARGET_MODE and window == TARGET_WINDOW_MS) else runs)
-            for mode in MODES
+            for mode in modes
         }
+        if window in args.racer_windows:
+            versus[window] = cells
         if window == TARGET_WINDOW_MS:
             target = cells[TARGET_MODE]
         try:
@@ -245,6 +295,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         f" in >= {needed} of {target.planned} runs:"
         f" {target.caught} of {target.runs}: {'MET' if met else 'NOT MET'}"
     )
+    for window, cells in versus.items():
+        for racer, hold in RACERS.items():
+            engine, baseline = cells[f"last-byte/{hold}"], cells[racer]
+            ok = engine.seat_share() >= baseline.seat_share()
+            met = met and ok
+            print(
+                f"target: last-byte/{hold} at {window:g} ms catches per seat {engine.seat_rate()}"
+                f" >= the tight-loop racer's {baseline.seat_rate()}: {'MET' if ok else 'NOT MET'}"
+            )
     return EXIT_OK if met else EXIT_BELOW_TARGET
 
 

@@ -11,6 +11,12 @@ time is from the return of the first send to the return of the last. Bare loops 
 in blocks before the first race and after every race, so they see the same machine the races
 see. The client and the service share this machine's cores.
 
+Target, for each hold point, at the service: the per-seat arrival spread (first to last
+``X-Arrival-Ns`` stamp of a seat) has a median no wider than a minimal tight-loop racer's
+(``_racer.py``: plain asyncio, fresh connections per seat, the engine's own bytes held at the
+same point, the held bytes sent from one loop), raced in the same run, interleaved with the
+engine's races (rows ``racer/headers``, ``racer/body``).
+
 Exit status: 0 target met, 1 below target (or a race broke the invariant / had errors
 against the safe service), 2 incomplete (time budget, race time limit, service failure).
 ``--smoke``: toy sizes in seconds, no target, 0 when it ran.
@@ -24,6 +30,7 @@ import socket
 import statistics
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,14 +61,17 @@ from _common import (
     server_spreads,
     stderr,
 )
+from _racer import SeatRace, race_seats
 
 from pytest_seatrace.core.config import REJECT_DEFAULT, HoldPoint, make_rule
 from pytest_seatrace.engine import RequestSpec
 from pytest_seatrace.results import RaceResult
 from pytest_seatrace.service import ServiceError, ServiceHandle, start_sample_service
 
-MODES = tuple(STARTS)
 HOLDS: tuple[HoldPoint, ...] = ("headers", "body")
+RACERS = {f"racer/{hold}": hold for hold in HOLDS}
+"""The tight-loop racer's rows, one per hold point."""
+MODES = (*STARTS, *RACERS)
 FLOOR_NS = 1 * NS_PER_MS
 BARE_FACTOR = 1.5
 BARE_PREFIX = b"GET /"
@@ -149,7 +159,7 @@ def bare_block(
 
 @dataclass
 class ModeStats:
-    results: list[RaceResult] = field(default_factory=list)
+    results: list[RaceResult | list[SeatRace]] = field(default_factory=list)
     walls: list[float] = field(default_factory=list)
     client: list[int] = field(default_factory=list)
     server: list[int] = field(default_factory=list)
@@ -175,6 +185,45 @@ def _race_row(mode: str, rep: str, result: RaceResult, wall: float) -> list[Any]
         ms(server.p95),
         ms(result.spread.server_max_ns),
     ]
+
+
+def _racer_row(mode: str, rep: str, seats: list[SeatRace], wall: float) -> list[Any]:
+    client = Summary.of(_racer_client(seats))
+    server = Summary.of(_racer_server(seats))
+    statuses = sum((seat.statuses for seat in seats), Counter[int]())
+    return [
+        mode,
+        rep,
+        f"{wall:.2f}",
+        "-",
+        "-",
+        statuses.get(201, 0),
+        statuses.get(409, 0),
+        sum(n for status, n in statuses.items() if status >= 500),
+        sum(seat.errors for seat in seats),
+        ms(client.median),
+        ms(client.p95),
+        ms(client.max),
+        ms(server.median),
+        ms(server.p95),
+        ms(server.max),
+    ]
+
+
+def _racer_client(seats: list[SeatRace]) -> list[int]:
+    return [s for s in (seat.client_spread_ns for seat in seats) if s is not None]
+
+
+def _racer_server(seats: list[SeatRace]) -> list[int]:
+    return [s for s in (seat.server_spread_ns for seat in seats) if s is not None]
+
+
+def _racer_problems(mode: str, seats: list[SeatRace]) -> list[str]:
+    wins = [seat.statuses.get(201, 0) for seat in seats]
+    errors = sum(seat.errors for seat in seats)
+    if errors or any(count != 1 for count in wins):
+        return [f"{mode}: {errors} errors, wins per seat {wins}"]
+    return []
 
 
 RACE_HEADERS = (
@@ -230,10 +279,17 @@ def measure(svc: ServiceHandle, args: argparse.Namespace, budget: Budget) -> int
             bare[hold].extend(samples)
             answered += late
 
-    def one(mode: str, rep: str) -> tuple[RaceResult, float]:
+    def one(mode: str, rep: str) -> tuple[RaceResult | list[SeatRace], float]:
         nonlocal seed
         if budget.expired():
             raise BudgetExceededError(f"time budget of {budget.seconds:g}s used up before race {mode} {rep}")
+        if mode in RACERS:
+            started = time.perf_counter()
+            seats = race_seats(svc.url, svc.port, args.resources, args.clients, RACERS[mode], args.timeout)
+            took = time.perf_counter() - started
+            svc.reset()
+            rows.append(_racer_row(mode, rep, seats, took))
+            return seats, took
         start = STARTS[mode]
         config = seed_config(
             resources=args.resources,
@@ -256,16 +312,24 @@ def measure(svc: ServiceHandle, args: argparse.Namespace, budget: Budget) -> int
     for rep in range(1, args.reps + 1):
         for mode in MODES:  # alternate the modes so both see the same noise
             result, wall = one(mode, str(rep))
-            problems += _problems(result, args.resources)
             mode_stats = stats[mode]
             mode_stats.results.append(result)
             mode_stats.walls.append(wall)
-            mode_stats.client += client_spreads(result)
-            mode_stats.server += server_spreads(result)
+            if isinstance(result, RaceResult):
+                problems += _problems(result, args.resources)
+                mode_stats.client += client_spreads(result)
+                mode_stats.server += server_spreads(result)
+            else:
+                problems += _racer_problems(mode, result)
+                mode_stats.client += _racer_client(result)
+                mode_stats.server += _racer_server(result)
             block()
 
     print_table(
-        rows, RACE_HEADERS, "Races (spread per resource: median/max from RaceResult.spread, p95 from history)"
+        rows,
+        RACE_HEADERS,
+        "Races (spread per resource: median/max from RaceResult.spread, p95 from history; "
+        "racer rows from its own stamps)",
     )
 
     summary_rows: list[list[Any]] = []
@@ -273,7 +337,8 @@ def measure(svc: ServiceHandle, args: argparse.Namespace, budget: Budget) -> int
         mode_stats = stats[mode]
         client = Summary.of(mode_stats.client)
         server = Summary.of(mode_stats.server)
-        per_race = statistics.median(r.spread.median_ns for r in mode_stats.results)
+        race_medians = [r.spread.median_ns for r in mode_stats.results if isinstance(r, RaceResult)]
+        per_race = statistics.median(race_medians) if race_medians else None
         summary_rows.append(
             [
                 mode,
@@ -339,6 +404,15 @@ def measure(svc: ServiceHandle, args: argparse.Namespace, budget: Budget) -> int
             f"target: last-byte/{hold} client-side median spread {ms(measured)} ms"
             f" < max(1 ms, {BARE_FACTOR} x bare loop of {len(payloads[hold])} B "
             f"median {ms(bare_median)} ms) = {ms(bound)} ms: {'MET' if measured < bound else 'NOT MET'}"
+        )
+    for hold in HOLDS:
+        engine = Summary.of(stats[f"last-byte/{hold}"].server).median
+        racer = Summary.of(stats[f"racer/{hold}"].server).median
+        met = met and engine <= racer
+        print(
+            f"target: last-byte/{hold} server-side median spread per seat {ms(engine)} ms"
+            f" <= the tight-loop racer's {ms(racer)} ms at the same hold point: "
+            f"{'MET' if engine <= racer else 'NOT MET'}"
         )
     if answered:
         problems.append(

@@ -25,6 +25,12 @@ HEADERS = {
     "single_packet": "| start ",
 }
 
+ROWS = {
+    "start_spread": ("| racer/headers ", "| racer/body "),
+    "detection": ("| racer/headers ", "| racer/body "),
+}
+"""Rows a smoke run must print too: the baselines a target is held against."""
+
 
 @pytest.mark.parametrize("name", sorted(HEADERS))
 def test_benchmark_smoke_runs(name: str) -> None:
@@ -40,6 +46,9 @@ def test_benchmark_smoke_runs(name: str) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert any(line.startswith(HEADERS[name]) for line in done.stdout.splitlines()), done.stdout[-3000:]
     assert "targets not evaluated" in done.stdout
+    lines = done.stdout.splitlines()
+    for row in ROWS.get(name, ()):
+        assert any(row in line for line in lines), f"no {row!r} row:\n{done.stdout[-3000:]}"
 
 
 def test_every_benchmark_is_smoked() -> None:
