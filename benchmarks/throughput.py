@@ -16,8 +16,8 @@ request/response path, not of booking. Every tool sends the same body bytes, ``B
   request ``POST /orders`` with ``BODY`` (the resource ids only label the waves). The engine
   races one resource per wave, so the R*C requests go in R waves of C, each with its own
   start gate (all but the final byte written, then the final bytes back to back) by design;
-  connections are kept alive between waves (two sets: the next wave is written while the
-  current one's responses come in). Wall time and client CPU are ``anyio.run`` around
+  connections are kept alive between waves (one set: the next wave is built while the
+  current one's responses come in, and written once they are all in). Wall time and client CPU are ``anyio.run`` around
   ``run_race`` (the race's result is handed out of the loop by reference: a task's result is
   ``repr``'d by Python 3.11's signal handling when ``anyio.run`` ends, ~10 µs per request of
   nothing the engine does). The Python garbage collector's collections during the run are
