@@ -8,6 +8,7 @@ the loopback service a script started itself.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import math
 import os
@@ -230,11 +231,13 @@ def run_one_race(
     request: RequestSpec | None = None,
     setup: Any = None,
     attempt: Any = None,
+    loops: list[str] | None = None,
 ) -> tuple[RaceResult, float]:
     """One race against ``url``, cancelled after ``limit_s``; returns the result and its wall time.
 
     The seed's ``POST /orders`` by default; or ``request`` (with a ``setup``), or an ``attempt``
-    function (gate mode). Raises ``TimeoutError`` when the race did not finish within ``limit_s``.
+    function (gate mode); ``loops`` hears the event loop's class. Raises ``TimeoutError`` when
+    the race did not finish within ``limit_s``.
     """
     target = TargetOptions(base_url=url)
     if attempt is not None:
@@ -245,6 +248,8 @@ def run_one_race(
     results: list[RaceResult] = []
 
     async def main() -> None:  # returns nothing: Python 3.11 repr's a task's result as the run ends
+        if loops is not None:
+            loops.append(loop_name())
         with anyio.fail_after(limit_s):
             results.append(RaceResult.from_run(name, config, await run_race(plan)))
 
@@ -254,6 +259,15 @@ def run_one_race(
     except TimeoutError:
         raise TimeoutError(f"race {name} did not finish within {limit_s:g}s") from None
     return results[0], time.perf_counter() - started
+
+
+def loop_name() -> str:
+    """The running event loop's class (asyncio's default, uvloop, ...)."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return "-"
+    return f"{type(loop).__module__}.{type(loop).__qualname__}"
 
 
 # -- statistics over a race's history ------------------------------------------------------

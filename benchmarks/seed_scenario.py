@@ -13,6 +13,11 @@ median of the repeats. The tools:
 - ``httpx-event``: a naive ``asyncio.gather`` of httpx requests, one ``AsyncClient`` per seat
   and an ``asyncio.Event`` releasing the seat's 100 requests.
 
+Per run it records the client's CPU (this process, plus the tool's own processes) and, for
+the engine, the GC collections and the event loop; after the repeats, one more seed race
+runs in a fresh interpreter (the first race in a process: time from its spawn to the imports
+done, the first and the last response).
+
 Then each tool runs once more against ``strategy="unsafe"`` (``--window-ms``, default 1) and
 the seats with more than one holder (``GET /seats/{id}``) say whether it caught the bug.
 
@@ -36,11 +41,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
+import gc
 import importlib.util
 import io
 import json
 import math
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -107,7 +114,7 @@ def _tool_list(text: str) -> list[str]:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--repeat", type=positive_int, default=3, help="runs per tool, median shown (3)")
+    parser.add_argument("--repeat", type=positive_int, default=5, help="runs per tool, median shown (5)")
     parser.add_argument("--clients", type=positive_int, default=100, help="clients per seat (100)")
     parser.add_argument("--resources", type=positive_int, default=16, help="seats raced (16)")
     parser.add_argument("--timeout", type=positive_float, default=10.0, help="seconds per request (10)")
@@ -169,6 +176,10 @@ class Run:
     server_spreads: list[int] | None
     client_spreads: list[int] | None = None
     load1: float = math.nan
+    cpu_s: float = math.nan
+    """Client CPU (user + system) of the run: this process, plus the tool's own processes."""
+    gc_collections: tuple[int, ...] = ()
+    """Collections per GC generation during the run (in-process tools)."""
 
     @property
     def successes(self) -> int:
@@ -253,6 +264,8 @@ class EngineTool:
     name: str
     mode: SyncMode
     seed: int = 1
+    loops: list[str] = field(default_factory=list)
+    """The event loop of every run."""
 
     def run(self, sc: Scenario) -> Run:
         config = seed_config(
@@ -260,7 +273,7 @@ class EngineTool:
         )
         self.seed += 1
         try:
-            result, wall = run_one_race(sc.url, config, name=self.name, limit_s=sc.limit_s)
+            result, wall = run_one_race(sc.url, config, name=self.name, limit_s=sc.limit_s, loops=self.loops)
         except TimeoutError:
             raise RunFailedError(f"race not finished after {sc.limit_s:.0f}s") from None
         history: tuple[Record, ...] = result.history
@@ -539,6 +552,25 @@ class ToolStats:
     unsafe_caught: bool | None = None
 
 
+def client_cpu_s() -> float:
+    """User + system CPU of this process and of its children that ended (hey, Locust; the
+    service still runs, so it is never counted)."""
+    me, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _gc_and_loop(stats: dict[str, ToolStats], tools: Sequence[Tool]) -> list[str]:
+    """What the engine's runs collected, and the event loop they used."""
+    lines = []
+    for tool in tools:
+        runs = stats[tool.name].runs
+        if isinstance(tool, EngineTool) and runs:
+            per_run = " / ".join("-".join(map(str, r.gc_collections)) for r in runs)
+            loops = ", ".join(sorted(set(tool.loops)))
+            lines.append(f"{tool.name}: event loop {loops}; GC collections per run (gen 0-1-2): {per_run}")
+    return lines
+
+
 def _load1() -> float:
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
 
@@ -573,12 +605,18 @@ def run_safe(
         for tool in [*tools[shift:], *tools[:shift]]:  # rotate: no tool always first
             if budget.expired():
                 raise BudgetExceededError(f"time budget of {budget.seconds:g}s used up")
+            gc_before = [gen["collections"] for gen in gc.get_stats()]
+            cpu_before = client_cpu_s()
             try:
                 run = tool.run(sc)
+                run.cpu_s = client_cpu_s() - cpu_before
+                run.gc_collections = tuple(
+                    gen["collections"] - before for gen, before in zip(gc.get_stats(), gc_before, strict=True)
+                )
             except (RunFailedError, OSError, httpx.HTTPError) as exc:
                 stats[tool.name].failures.append(f"run {rep + 1}: {type(exc).__name__}: {exc}")
                 stderr(f"{tool.name} run {rep + 1} failed: {exc}")
-                rows.append([tool.name, rep + 1, "failed", *["-"] * 8])
+                rows.append([tool.name, rep + 1, "failed", *["-"] * 9])
                 continue
             finally:
                 svc.reset()
@@ -596,6 +634,7 @@ def run_safe(
                     f"{run.transport_errors}/{run.fivexx}",
                     run.successes,
                     _fmt(run.server_spread_ms(), 2),
+                    _fmt(run.cpu_s, 2),
                     _fmt(run.load1, 2),
                 ]
             )
@@ -627,7 +666,7 @@ def summary_rows(stats: dict[str, ToolStats], expected_wins: int) -> list[list[A
     for name, st in stats.items():
         runs = st.runs
         if not runs:
-            rows.append([name, f"0 of {len(st.failures)}", *["-"] * 10, st.unsafe])
+            rows.append([name, f"0 of {len(st.failures)}", *["-"] * 11, st.unsafe])
             continue
         runs_cell = str(len(runs)) + (f" ({len(st.failures)} failed)" if st.failures else "")
         server = _med(r.server_spread_ms() for r in runs)
@@ -647,6 +686,7 @@ def summary_rows(stats: dict[str, ToolStats], expected_wins: int) -> list[list[A
                 _fmt(server, 2),
                 ms(server_max),
                 _fmt(_med(r.client_spread_ms() for r in runs), 2),
+                _fmt(_med(r.cpu_s * 1e6 / r.requests for r in runs), 0),
                 st.unsafe,
             ]
         )
@@ -666,6 +706,7 @@ SUMMARY_HEADERS = (
     "server spread med ms",
     "server spread max ms",
     "client spread med ms",
+    "client CPU µs/req",
     "unsafe (window) caught",
 )
 RUN_HEADERS = (
@@ -679,6 +720,7 @@ RUN_HEADERS = (
     "errors/5xx",
     "successes",
     "server spread med ms",
+    "client CPU s",
     "load 1m",
 )
 
@@ -731,6 +773,43 @@ def targets(stats: dict[str, ToolStats], resources: int) -> list[Check]:
     return checks
 
 
+FIRST_RACE = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from _common import run_one_race, seed_config
+imported_ns = time.perf_counter_ns()
+seats, clients = int(sys.argv[3]), int(sys.argv[4])
+config = seed_config(resources=seats, clients=clients, sync="last-byte", seed=1, timeout=10.0)
+result, _ = run_one_race(sys.argv[2], config, name="first-race", limit_s=60.0)
+ends = [rec.end_ns for rec in result.history if rec.status]
+print(imported_ns, min(ends), max(ends), result.wins)
+"""
+
+
+def first_race(svc: ServiceHandle, args: argparse.Namespace) -> list[Any]:
+    """The seed race in a fresh interpreter: process start to imports done, to the first and the
+    last response (``perf_counter_ns`` is CLOCK_MONOTONIC, shared by processes on one host)."""
+    started = time.perf_counter_ns()
+    done = _run_bounded(
+        [sys.executable, "-c", FIRST_RACE, str(HERE), svc.url, str(args.resources), str(args.clients)],
+        args.run_limit_s + 30,
+    )
+    svc.reset()
+    if done.returncode != 0:
+        raise RunFailedError(f"first race exited {done.returncode}: {done.stderr.strip()[-300:]}")
+    imported, first, last, wins = (int(v) for v in done.stdout.split()[-4:])
+    return [
+        f"{LAST_BYTE}, fresh process",
+        ms(imported - started),
+        ms(first - started),
+        ms(last - started),
+        wins,
+    ]
+
+
+FIRST_RACE_HEADERS = ("run", "to imports done ms", "to first response ms", "to last response ms", "wins")
+
+
 NOTES = (
     "wall s: the 1,600 requests end to end. Engine: run_race inside anyio.run (connects, "
     "warms, fires, judges). hey: the 16 hey processes back to back. Locust: first barrier "
@@ -745,6 +824,9 @@ NOTES = (
     "client spread: the tool's own stamp of a request on the wire - engine: return of the "
     "final send(); hey: offset + dial + request-write from its CSV (0.1 ms resolution); "
     "Locust and httpx have no such stamp: '-'.",
+    "client CPU: user + system CPU of this process over the run plus that of the tool's own "
+    "processes that ended in it (hey's 16, Locust's one: its interpreter and gevent start-up "
+    "included, ~1 s, so Locust's figure is an upper bound); per request over the 1,600.",
     "unsafe: one more run per tool against strategy=unsafe: 'yes N/16' = N seats with more "
     "than one holder in GET /seats/{id}; '>1 2xx' = seats where the tool itself saw more than "
     "one success.",
@@ -770,6 +852,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with start_sample_service(strategy="safe", seats=args.resources) as svc:
             stats, rows = run_safe(svc, tools, args, budget)
+            first = first_race(svc, args) if LAST_BYTE in args.tools else None
         if not args.no_unsafe:
             with start_sample_service(
                 strategy="unsafe", seats=args.resources, window_ms=args.window_ms
@@ -789,6 +872,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for note in NOTES:
         print(f"- {note}")
+    for line in _gc_and_loop(stats, tools):
+        print(f"- {line}")
+    if first is not None:
+        warm = stats[LAST_BYTE].runs
+        print_table(
+            [
+                first,
+                [
+                    f"{LAST_BYTE}, warm (median above)",
+                    "-",
+                    "-",
+                    f"{_med(r.wall_s for r in warm) * 1e3:.1f}",
+                    "-",
+                ],
+            ],
+            FIRST_RACE_HEADERS,
+            "The first race in a process: a fresh interpreter that imports the engine and races the seed "
+            "(times from its spawn)",
+        )
     notes += [f"{name} {failure}" for name, st in stats.items() for failure in st.failures]
     for note in notes:
         print(f"note: {note}")

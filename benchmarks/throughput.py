@@ -17,7 +17,8 @@ request/response path, not of booking. Every tool sends the same body bytes, ``B
   races one resource per wave, so the R*C requests go in R waves of C, each with its own
   start gate (all but the final byte written, then the final bytes back to back) by design;
   connections are kept alive between waves (one set: the next wave is built while the
-  current one's responses come in, and written once they are all in). Wall time and client CPU are ``anyio.run`` around
+  current one's responses come in, and written once they are all in). Wall time and client
+  CPU are ``anyio.run`` around
   ``run_race`` (the race's result is handed out of the loop by reference: a task's result is
   ``repr``'d by Python 3.11's signal handling when ``anyio.run`` ends, ~10 µs per request of
   nothing the engine does). The Python garbage collector's collections during the run are
@@ -43,7 +44,6 @@ Traffic goes only to the loopback service this script starts.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import gc
 import math
@@ -72,6 +72,7 @@ from _common import (
     apply_smoke,
     count_5xx,
     load_note,
+    loop_name,
     machine_note,
     positive_float,
     positive_int,
@@ -241,7 +242,7 @@ class EngineTool:
         loops: list[str] = []
 
         async def main() -> None:  # returns nothing: see the module's note on repr
-            loops.append(_loop_name())
+            loops.append(loop_name())
             with anyio.fail_after(load.limit_s):
                 results.append(RaceResult.from_run(self.name, config, await run_race(plan)))
 
@@ -260,15 +261,6 @@ class EngineTool:
         return Run(
             self.name, wall, len(result.history), statuses, cpu, gc_collections=collections, loop=loops[0]
         )
-
-
-def _loop_name() -> str:
-    """The running event loop's class (asyncio's default, uvloop, ...)."""
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        return "-"
-    return f"{type(loop).__module__}.{type(loop).__qualname__}"
 
 
 def _cpu_s(who: int) -> float:
