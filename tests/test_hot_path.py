@@ -37,6 +37,7 @@ from pytest_seatrace.engine.rawhttp import (
 )
 from pytest_seatrace.engine.reader import read_responses
 from pytest_seatrace.engine.requests import RequestBuilder, TrustOnFirstUse, WireBuilder, make_ssl_context
+from pytest_seatrace.service import start_sample_service
 from tests.support import OneWinnerApp, raw_server, serve_app
 
 Outcome = tuple[Any, ...]
@@ -413,6 +414,76 @@ def test_under_asyncio_no_connection_waits_on_its_own(monkeypatch: pytest.Monkey
     with raw_server(_keep_alive_handler(accepted)) as url:
         run = anyio.run(run_race, _plan(url, resources=(1, 2, 3), concurrency=20, expect=range(0, 21)))
     assert [r.status for r in run.records] == [200] * 60
+
+
+def test_under_trio_one_wait_readable_on_a_selector_reads_every_response(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No connection waits on its own: the reader waits on the engine's epoll/kqueue descriptor,
+    and one wake-up reads every response that came in, split or whole."""
+    pairs = [socket.socketpair() for _ in range(5)]
+    conns = [RawConnection(left, Origin("http", "127.0.0.1", 80)) for left, _ in pairs]
+    for left, _ in pairs:
+        left.setblocking(False)
+    waited: list[object] = []
+    real = anyio.wait_readable
+
+    async def scenario() -> list[tuple[int, int]]:
+        waiting = anyio.Event()
+
+        async def recording(obj: Any) -> None:
+            waited.append(obj)
+            waiting.set()
+            await real(obj)
+
+        monkeypatch.setattr(anyio, "wait_readable", recording)
+        done: list[tuple[int, int]] = []
+
+        def finish(key: int, c: RawConnection, outcome: RawResponse | TransportError) -> None:
+            assert isinstance(outcome, RawResponse)
+            done.append((key, outcome.status))
+
+        for conn in conns:
+            conn.begin_response(False)
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(read_responses, list(enumerate(conns)), finish)
+                await waiting.wait()  # the reader waits: nothing has been answered yet
+                for _, right in pairs:
+                    right.sendall(CL[:20])
+                for _, right in pairs:
+                    right.sendall(CL[20:])
+        return done
+
+    try:
+        done = anyio.run(scenario, backend="trio")
+    finally:
+        for conn in conns:
+            conn.close()
+        for _, right in pairs:
+            right.close()
+    assert sorted(done) == [(key, 200) for key in range(5)]
+    assert waited
+    assert all(isinstance(obj, int) for obj in waited)  # the selector's own descriptor, no socket
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_tls_races_read_every_response_on_either_backend(backend: str) -> None:
+    """TLS records read but not parsed yet keep a quiet socket in the reader's turn (trio's
+    selector path, asyncio's loop callbacks): the safe service's seats each get one winner."""
+    with start_sample_service(seats=3, tls=True) as service:
+        config = RaceConfig(resources=(1, 2, 3), concurrency=10, timeout=10.0, sync="last-byte")
+        plan = RacePlan(
+            name="tls",
+            config=config,
+            target=TargetOptions(base_url=service.url, tls_verify=str(service.ca_path)),
+            request=RequestSpec(
+                "POST", "/orders", json=lambda a: {"seats": [a.resource], "user": f"u{a.client}"}
+            ),
+        )
+        run = anyio.run(run_race, plan, backend=backend)
+    statuses = sorted(r.status for r in run.records)
+    assert statuses == [201] * 3 + [409] * 27, sorted({r.reason for r in run.records if r.reason})
 
 
 def test_a_registered_socket_that_speaks_between_responses_is_let_go() -> None:

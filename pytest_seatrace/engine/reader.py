@@ -3,14 +3,17 @@
 Under asyncio every socket still waiting for its response is registered with the running loop
 (``add_reader``) and parsed in the loop's callback as its bytes come: no task, no cancel scope,
 no future per response (measured: a task and a ``wait_readable`` per response were ~19 % of the
-client's CPU). Anywhere else (trio, or a loop without ``add_reader``) each connection waits in
-its own task, as before. Either way ``finish`` hears of each response as it completes, and the
+client's CPU). Under trio (and any loop without ``add_reader``) the wave's sockets go into the
+engine's own epoll or kqueue selector, and one ``wait_readable`` on the selector's descriptor
+wakes the reader whenever any of them has bytes. Only where neither exists (Windows) does
+each connection wait in its own task. Either way ``finish`` hears of each response as it completes, and the
 caller's deadline bounds the whole: cancelled, nothing stays registered.
 """
 
 from __future__ import annotations
 
 import functools
+import selectors
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Generic, TypeVar
@@ -54,6 +57,9 @@ async def read_responses(jobs: Sequence[tuple[K, RawConnection]], finish: Finish
             return
         except NotImplementedError:  # a loop without add_reader (Windows' proactor)
             pass
+    if _SELECTOR is not None:
+        await _SelectorReader(_SELECTOR(), pending, finish).wait()
+        return
     async with anyio.create_task_group() as tg:
         for key, conn in pending:
             tg.start_soon(_read_one, key, conn, finish)
@@ -152,6 +158,54 @@ class _LoopReader(Generic[K]):
             return
         if not self.left:
             self.done.set_result(None)
+
+
+_SELECTOR: type[selectors.BaseSelector] | None = getattr(
+    selectors, "EpollSelector", getattr(selectors, "KqueueSelector", None)
+)
+"""A selector whose own descriptor turns readable when a registered socket does (epoll, kqueue)."""
+
+
+class _SelectorReader(Generic[K]):
+    """Waits for every pending connection of a wave in one selector, behind one ``wait_readable``
+    on the selector's descriptor: one registration per socket and wave, no task per response."""
+
+    def __init__(
+        self, selector: selectors.BaseSelector, jobs: list[tuple[K, RawConnection]], finish: Finish[K]
+    ) -> None:
+        self.selector = selector
+        self.finish = finish
+        self.jobs = jobs
+
+    async def wait(self) -> None:
+        selector, finish = self.selector, self.finish
+        try:
+            quiet: list[tuple[K, RawConnection]] = []
+            for key, conn in self.jobs:
+                selector.register(conn.sock, selectors.EVENT_READ, (key, conn))
+            while selector.get_map():  # the caller's deadline bounds the wait
+                if quiet:  # read but not parsed yet (TLS): the socket may stay quiet
+                    await anyio.lowlevel.checkpoint()
+                else:
+                    await anyio.wait_readable(selector.fileno())  # type: ignore[attr-defined]
+                ready, seen = list(quiet), {id(conn) for _, conn in quiet}
+                ready += [k.data for k, _ in selector.select(0) if id(k.data[1]) not in seen]
+                quiet = []
+                for key, conn in ready:
+                    try:
+                        response = conn.poll_response()
+                    except TransportError as exc:
+                        selector.unregister(conn.sock)
+                        finish(key, conn, exc)
+                        continue
+                    if response is None:
+                        if conn.buffered():
+                            quiet.append((key, conn))
+                        continue
+                    selector.unregister(conn.sock)
+                    finish(key, conn, response)
+        finally:
+            selector.close()
 
 
 def _register(loop: asyncio.AbstractEventLoop, conn: RawConnection) -> None:
