@@ -20,6 +20,42 @@ INNER_INI = (
     "filterwarnings =\n    error\n    ignore::pytest.PytestAssertRewriteWarning\n"
 )
 
+SEATS_CONFTEST = """
+import json
+import pytest
+
+
+class Seats:
+    \"\"\"First request per path wins (201), later ones get a 409; ``/reset`` frees every seat.\"\"\"
+
+    def __init__(self):
+        self.taken = set()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return
+        while (await receive()).get("more_body"):
+            pass
+        if scope["path"] == "/reset":
+            self.taken.clear()
+            status = 200
+        else:
+            status = 409 if scope["path"] in self.taken else 201
+            self.taken.add(scope["path"])
+        body = json.dumps({"ok": status == 201}).encode()
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": body})
+
+
+@pytest.fixture
+def seats(race):
+    race.app = Seats()
+    return race
+"""
+"""A conftest for inner pytester runs: the ``seats`` fixture, a race on an in-process ASGI seat
+service (no socket)."""
+
 Scope = dict[str, Any]
 Receive = Callable[[], Any]
 Send = Callable[[dict[str, Any]], Any]

@@ -4,38 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support import INNER_INI
+from tests.support import INNER_INI, SEATS_CONFTEST
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-
-# An in-process ASGI seat service for inner runs: first request per path wins (201), others 409.
-CONFTEST = """
-import json
-import pytest
-
-
-class Seats:
-    def __init__(self):
-        self.taken = set()
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return
-        while (await receive()).get("more_body"):
-            pass
-        status = 409 if scope["path"] in self.taken else 201
-        self.taken.add(scope["path"])
-        body = json.dumps({"ok": status == 201}).encode()
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json")]})
-        await send({"type": "http.response.body", "body": body})
-
-
-@pytest.fixture
-def seats(race):
-    race.app = Seats()
-    return race
-"""
 
 
 def literal(pattern: str) -> str:
@@ -46,7 +17,7 @@ def literal(pattern: str) -> str:
 @pytest.fixture
 def inner(pytester: pytest.Pytester) -> pytest.Pytester:
     pytester.makeini(INNER_INI)
-    pytester.makeconftest(CONFTEST)
+    pytester.makeconftest(SEATS_CONFTEST)
     return pytester
 
 
@@ -127,7 +98,7 @@ def test_bad_ini_is_a_usage_error_naming_it(pytester: pytest.Pytester, ini: str,
 
 def test_precedence_marker_cli_ini(pytester: pytest.Pytester) -> None:
     pytester.makeini(INNER_INI + "race_concurrency = 7\nrace_resources = 2\nrace_timeout = 3\n")
-    pytester.makeconftest(CONFTEST)
+    pytester.makeconftest(SEATS_CONFTEST)
     pytester.makepyfile(
         """
         import pytest
@@ -384,7 +355,7 @@ def test_async_frameworks(inner: pytest.Pytester, marker: str, args: list[str], 
     if marker == "@pytest.mark.anyio":
         inner.makeini(INNER_INI.replace("asyncio_default_fixture_loop_scope = function\n", ""))
         inner.makeconftest(
-            CONFTEST
+            SEATS_CONFTEST
             + """
 @pytest.fixture(params=["asyncio", "trio"])
 def anyio_backend(request):

@@ -19,36 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import INNER_INI
+from tests.support import INNER_INI, SEATS_CONFTEST
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
 DEADLINE = 30.0  # seconds a reader waits for the whole report
 
-CONFTEST = """
-import pytest
-
-
-class Seats:
-    def __init__(self):
-        self.taken = set()
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return
-        while (await receive()).get("more_body"):
-            pass
-        status = 409 if scope["path"] in self.taken else 201
-        self.taken.add(scope["path"])
-        await send({"type": "http.response.start", "status": status, "headers": []})
-        await send({"type": "http.response.body", "body": b"{}"})
-
-
-@pytest.fixture
-def seats(race):
-    race.app = Seats()
-    return race
-"""
 
 RACE = """
 import pytest
@@ -63,7 +39,7 @@ REQUESTS = 800
 @pytest.fixture
 def inner(pytester: pytest.Pytester) -> pytest.Pytester:
     pytester.makeini(INNER_INI)
-    pytester.makeconftest(CONFTEST)
+    pytester.makeconftest(SEATS_CONFTEST)
     return pytester
 
 

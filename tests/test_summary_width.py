@@ -32,7 +32,7 @@ from pytest_seatrace.report.summary import (
     terminal_width,
 )
 from pytest_seatrace.results import Outcome, Record
-from tests.support import INNER_INI
+from tests.support import INNER_INI, SEATS_CONFTEST
 
 LONG = "tests/integration/booking/test_concert_hall_seating.py::test_one_winner_per_seat[balcony-row-7]"
 
@@ -380,35 +380,6 @@ def test_violation_table_has_a_round_column_only_with_rounds() -> None:
 
 # -- in a real terminal run -------------------------------------------------------------------
 
-CONFTEST = """
-import json
-import pytest
-
-
-class Seats:
-    def __init__(self):
-        self.taken = set()
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return
-        while (await receive()).get("more_body"):
-            pass
-        if scope["path"] == "/reset":
-            self.taken.clear()
-            status = 200
-        else:
-            status = 409 if scope["path"] in self.taken else 201
-            self.taken.add(scope["path"])
-        await send({"type": "http.response.start", "status": status, "headers": []})
-        await send({"type": "http.response.body", "body": json.dumps({"ok": status}).encode()})
-
-
-@pytest.fixture
-def seats(race):
-    race.app = Seats()
-    return race
-"""
 
 TESTS = """
 import pytest
@@ -432,7 +403,7 @@ def test_rounds(seats):
 @pytest.fixture
 def inner(pytester: pytest.Pytester) -> pytest.Pytester:
     pytester.makeini(INNER_INI)
-    pytester.makeconftest(CONFTEST)
+    pytester.makeconftest(SEATS_CONFTEST)
     sub = pytester.mkpydir("tests_pkg")
     (sub / "nested").mkdir()
     (sub / "nested" / "__init__.py").write_text("")
