@@ -399,7 +399,7 @@ class RaceResult:
         if self.mixed:
             doc["by_operation"] = self.by_operation()
         if history:
-            doc["history"] = history_columns(self.history, self.resources, operations=self.mixed)
+            doc["history"] = history_columns(self.history, self.resources)
         return doc
 
 
@@ -420,11 +420,9 @@ def _sample_doc(rec: Record) -> SampleDoc:
     }
 
 
-def history_columns(
-    records: Sequence[Record], resources: Sequence[Hashable], *, operations: bool = False
-) -> HistoryDoc:
-    """The request history as columns: small in JSON even at 50,000 requests (``operations``:
-    with an ``operation`` column, for a race that mixed them)."""
+def history_columns(records: Sequence[Record], resources: Sequence[Hashable]) -> HistoryDoc:
+    """The request history as columns: small in JSON even at 50,000 requests; with an
+    ``operation`` column for a race that mixed operations."""
     columns: HistoryDoc = {
         "start_ns": [r.sent_ns for r in records],
         "end_ns": [r.end_ns for r in records],
@@ -436,6 +434,6 @@ def history_columns(
         "server_ns": [r.server_ns for r in records],
         "early": [r.early for r in records],
     }
-    if operations:
+    if len({r.operation for r in records} - {""}) > 1:
         columns["operation"] = [r.operation or NOT_SENT for r in records]
     return columns
