@@ -10,7 +10,7 @@ import contextlib
 import functools
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import anyio.from_thread
@@ -20,7 +20,7 @@ from pytest_seatrace.core.errors import RaceUsageError, RaceViolation
 from pytest_seatrace.core.records import RaceRun, WaveDone
 from pytest_seatrace.core.result import RaceResult
 from pytest_seatrace.engine import AttemptFn, RacePlan, RequestSpec, TargetOptions, run_race
-from pytest_seatrace.engine.plan import REQUEST_FIELDS
+from pytest_seatrace.engine.plan import REQUEST_FIELDS, check_method
 from pytest_seatrace.marker import MarkerError, check_values, resolve
 from pytest_seatrace.marker import race as marker_schema
 from pytest_seatrace.report.message import violation_message
@@ -42,9 +42,17 @@ REQUEST_ARGUMENTS = tuple(name for name in REQUEST_FIELDS if name != "url")
 """Request arguments of ``race.post(url, ...)`` and friends (the URL is positional)."""
 
 
-def _spec(method: str, url: Any, kwargs: dict[str, Any]) -> RequestSpec:
+def _api(prefix: str, method: Any) -> str:
+    """``race.post``, ``race.apost``: the call as errors name it (``race.request`` for a method
+    that varies per attempt)."""
+    return f"race.{prefix}{method.lower()}" if isinstance(method, str) else f"race.{prefix}request"
+
+
+def _spec(method: Any, url: Any, kwargs: dict[str, Any]) -> RequestSpec:
     fields = {k: kwargs.pop(k) for k in REQUEST_ARGUMENTS if k in kwargs}
-    return RequestSpec(method=method.upper(), url=url, **fields)
+    if not callable(method):
+        method = check_method(method, f"race.request(method={method!r})")
+    return RequestSpec(method=method, url=url, **fields)
 
 
 @dataclass(frozen=True)
@@ -100,18 +108,19 @@ class Race:
 
     # -- request-style races -------------------------------------------------------------
 
-    def request(self, method: str, url: Any, **kwargs: Any) -> RaceResult:
+    def request(self, method: Any, url: Any, **kwargs: Any) -> RaceResult:
         """Race ``method url`` from every client of every resource; raise on a violation.
 
-        Request arguments (``json``, ``data``, ``content``, ``headers``, ``params``, ``cookies``)
-        and ``url`` may be callables of the attempt. Marker arguments override the marker for
+        Request arguments (``json``, ``data``, ``content``, ``headers``, ``params``, ``cookies``),
+        ``url`` and ``method`` may be callables of the attempt: a ``method=`` callable mixes
+        operations under one start (50 clients book while 50 cancel). Marker arguments override the marker for
         this call; ``check=False`` returns without raising; ``verify=``, ``reset=``,
         ``tls_verify=`` as documented. ``setup=`` runs per client before the race (log in):
         its return value is ``attempt.setup`` for the request callables.
         """
         __tracebackhide__ = True
-        _refuse_inside_loop(f"race.{method.lower()}", f"await race.a{method.lower()}")
-        call = self._prepare(f"race.{method.lower()}", kwargs, spec=_spec(method, url, kwargs))
+        _refuse_inside_loop(_api("", method), "await " + _api("a", method))
+        call = self._prepare(_api("", method), kwargs, spec=_spec(method, url, kwargs))
         return call.checked(self._sync(call))
 
     def get(self, url: Any, **kwargs: Any) -> RaceResult:
@@ -134,10 +143,10 @@ class Race:
         __tracebackhide__ = True
         return self.request("DELETE", url, **kwargs)
 
-    async def arequest(self, method: str, url: Any, **kwargs: Any) -> RaceResult:
+    async def arequest(self, method: Any, url: Any, **kwargs: Any) -> RaceResult:
         """``request`` for async tests, on the test's own event loop."""
         __tracebackhide__ = True
-        call = self._prepare(f"race.a{method.lower()}", kwargs, spec=_spec(method, url, kwargs))
+        call = self._prepare(_api("a", method), kwargs, spec=_spec(method, url, kwargs))
         return call.checked(await self._execute(call))
 
     async def aget(self, url: Any, **kwargs: Any) -> RaceResult:
@@ -235,8 +244,11 @@ class Race:
         except MarkerError as exc:
             raise RaceUsageError(f"{api}: {exc}") from None
         self._calls += 1
+        name = self.name if self._calls == 1 else f"{self.name} #{self._calls}"
+        if spec is not None:  # errors found while racing (a bad method= value) name the test
+            spec = replace(spec, label=f"{api} in {name}")
         plan = RacePlan(
-            name=self.name if self._calls == 1 else f"{self.name} #{self._calls}",
+            name=name,
             config=config,
             target=TargetOptions(
                 base_url=self.base_url, tls_verify=tls_verify, app=self.app, lock_dir=self._lock_dir

@@ -125,6 +125,8 @@ def _seat_json(seat: SeatState, *, with_orders: bool) -> dict[str, Any]:
     body: dict[str, Any] = {"id": seat.id, "holders": list(seat.holders)}
     if with_orders:
         body["orders"] = list(seat.orders)
+        if seat.withdrawn:
+            body["withdrawn"] = True
     return body
 
 
@@ -289,6 +291,36 @@ class _Service:
             return _error(404, f"unknown seat {seat_id!r}", arrival)
         return _answer(_seat_json(seat, with_orders=True), 200, arrival)
 
+    async def withdraw_seat(self, request: Request) -> Response:
+        """Take a free seat off sale: 200; a booked or withdrawn seat: 409; unknown: 404.
+
+        A second operation on a seat, so one race can mix it with bookings (exactly one of
+        all of them may succeed). The unsafe strategy checks, waits, then acts, as it books.
+        """
+        try:
+            await request.body()  # hypercorn calls the app at HEADERS: wait for the whole request
+        except ClientDisconnect:
+            return Response(status_code=400)
+        arrival = request.state.arrival_ns = time.perf_counter_ns()
+        seat_id: str = request.path_params["seat_id"]
+        try:
+            if self.auth:
+                self._token_user(request)
+            if seat_id not in self.store.seat_ids:
+                raise OrderRejectedError(404, f"unknown seat {seat_id!r}")
+            if self.strategy == "safe":
+                await self._db(self.store.withdraw, seat_id)
+            else:
+                if await self._db(self.store.any_booked, [seat_id]):
+                    raise SeatTakenError(seat_id)
+                await anyio.sleep(self.window_s)
+                await self._db(self.store.withdraw_unchecked, seat_id)
+        except OrderRejectedError as exc:
+            return _error(exc.status, exc.message, arrival, exc.headers)
+        except SeatTakenError:
+            return _error(409, SEAT_TAKEN, arrival)
+        return _answer({"seat": seat_id, "withdrawn": True}, 200, arrival)
+
     async def reset(self, request: Request) -> Response:
         try:
             await request.body()
@@ -340,6 +372,7 @@ def create_app(
         *([Route("/login", service.login, methods=["POST"])] if auth else []),
         Route("/seats", service.list_seats, methods=["GET"]),
         Route("/seats/{seat_id}", service.get_seat, methods=["GET"]),
+        Route("/seats/{seat_id}", service.withdraw_seat, methods=["DELETE"]),
         Route("/reset", service.reset, methods=["POST"]),
         Route("/health", service.health, methods=["GET"]),
     ]

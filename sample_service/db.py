@@ -30,6 +30,9 @@ CREATE TABLE IF NOT EXISTS bookings (
     PRIMARY KEY (order_id, seat_id)
 );
 CREATE INDEX IF NOT EXISTS bookings_by_seat ON bookings (seat_id, order_id);
+CREATE TABLE IF NOT EXISTS withdrawals (
+    seat_id TEXT PRIMARY KEY REFERENCES seats(id)
+);
 """
 
 
@@ -39,7 +42,7 @@ def is_busy(exc: sqlite3.Error) -> bool:
 
 
 class SeatTakenError(Exception):
-    """A seat of the order already has a holder; the order booked nothing."""
+    """A seat of the order already has a holder (or was withdrawn); the order booked nothing."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +52,8 @@ class SeatState:
     id: str
     holders: tuple[str, ...]
     orders: tuple[int, ...]
+    withdrawn: bool = False
+    """Taken off sale (``DELETE /seats/{id}``): nobody may book it until a reset."""
 
 
 class SeatStore:
@@ -131,14 +136,37 @@ class SeatStore:
                 cursor = conn.execute(
                     "UPDATE seats SET holder = ? WHERE id = ? AND holder IS NULL", (user, seat)
                 )
-                if cursor.rowcount != 1:
+                if cursor.rowcount != 1:  # held, or withdrawn (held by nobody: ``""``)
                     raise SeatTakenError(seat)
             return self._insert_order(conn, seats, user)
 
     def any_booked(self, seats: Sequence[str]) -> bool:
-        """The unsafe path's check: does any of these seats have a booking row yet?"""
+        """The unsafe path's check: does any of these seats have a booking row yet, or was it
+        withdrawn?"""
         query = "SELECT 1 FROM bookings WHERE seat_id = ? LIMIT 1"
-        return any(self._conn.execute(query, (seat,)).fetchone() for seat in seats)
+        return any(self._conn.execute(query, (seat,)).fetchone() or self._withdrawn(seat) for seat in seats)
+
+    def _withdrawn(self, seat: str) -> bool:
+        return (
+            self._conn.execute("SELECT 1 FROM withdrawals WHERE seat_id = ?", (seat,)).fetchone() is not None
+        )
+
+    def withdraw(self, seat: str) -> None:
+        """The safe path: take a free seat off sale with the same conditional update as a
+        booking (its holder becomes ``""``, nobody), in one transaction; ``SeatTakenError`` when
+        it is booked or withdrawn already."""
+        with self._transaction() as conn:
+            cursor = conn.execute("UPDATE seats SET holder = ? WHERE id = ? AND holder IS NULL", ("", seat))
+            if cursor.rowcount != 1:
+                raise SeatTakenError(seat)
+            conn.execute("INSERT INTO withdrawals (seat_id) VALUES (?)", (seat,))
+
+    def withdraw_unchecked(self, seat: str) -> None:
+        """The unsafe path's act: withdraw without re-checking (the unsafe check was
+        ``any_booked``): a booking made meanwhile stays, on a seat that is off sale."""
+        with self._transaction() as conn:
+            conn.execute("UPDATE seats SET holder = ? WHERE id = ?", ("", seat))
+            conn.execute("INSERT OR IGNORE INTO withdrawals (seat_id) VALUES (?)", (seat,))
 
     def book_unchecked(self, seats: Sequence[str], user: str) -> int:
         """The unsafe path's act: record the order without re-checking (check-then-act bug).
@@ -167,7 +195,8 @@ class SeatStore:
         rows = self._conn.execute(
             "SELECT user, order_id FROM bookings WHERE seat_id = ? ORDER BY order_id", (seat_id,)
         ).fetchall()
-        return SeatState(seat_id, tuple(row[0] for row in rows), tuple(row[1] for row in rows))
+        holders, orders = tuple(row[0] for row in rows), tuple(row[1] for row in rows)
+        return SeatState(seat_id, holders, orders, self._withdrawn(seat_id))
 
     def all_seats(self) -> list[SeatState]:
         """Every seat, numerically ordered ("2" before "10"), read in one query (one snapshot)."""
@@ -189,4 +218,5 @@ class SeatStore:
         with self._transaction() as conn:
             conn.execute("DELETE FROM bookings")
             conn.execute("DELETE FROM orders")
+            conn.execute("DELETE FROM withdrawals")
             conn.execute("UPDATE seats SET holder = NULL WHERE holder IS NOT NULL")

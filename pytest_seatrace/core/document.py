@@ -76,6 +76,20 @@ class ResourceDoc(TypedDict):
     unknown: int
 
 
+class OperationDoc(TypedDict):
+    """One operation of a race that mixed them (``POST /seats/{resource}/book``): its counts."""
+
+    operation: str
+    """Method and path, the attempt's values written ``{resource}``, ``{client}``, ``{key}``;
+    ``(not sent)`` for clients whose set-up failed."""
+    requests: int
+    wins: int
+    rejections: int
+    errors: int
+    unknown: int
+    status_counts: dict[str, int]
+
+
 class NotRunDoc(TypedDict):
     round: int
     resource: str
@@ -117,7 +131,8 @@ class ClockDoc(TypedDict):
 
 HistoryDoc = dict[str, list[Any]]
 """Columns of equal length: ``start_ns``, ``end_ns``, ``client``, ``resource``, ``round``,
-``status``, ``outcome``, ``server_ns``, ``early``."""
+``status``, ``outcome``, ``server_ns``, ``early``; ``operation`` too in a race that mixed
+operations."""
 
 
 class _RaceDocRequired(TypedDict):
@@ -164,6 +179,8 @@ class RaceDoc(_RaceDocRequired, total=False):
     """Only in report files: ``None`` when an xdist worker could not send it."""
     worker: str
     """The pytest-xdist worker (``gw0``, …) that ran the race; absent without xdist."""
+    by_operation: list[OperationDoc]
+    """Per operation counts and statuses; only in a race that mixed operations."""
 
 
 def format_expect(expect: ExpectDoc, times: int = 1) -> str:

@@ -60,6 +60,9 @@ class Record:
     """Classified by a ``success=``/``reject=`` rule the test gave (not a built-in default)."""
     timed_out: bool = False
     """Its outcome was decided by ``timeout`` (unknown after the gate, an error before it)."""
+    operation: str = ""
+    """What it did: ``POST /seats/{resource}/book`` (``core.operations``); empty for a
+    ``race.run`` attempt and for a client whose set-up failed (nothing was sent)."""
 
     @property
     def latency_ns(self) -> int:

@@ -13,13 +13,23 @@ from functools import cached_property
 from typing import Any
 
 from pytest_seatrace.core.config import RaceConfig
-from pytest_seatrace.core.document import HistoryDoc, RacedDoc, RaceDoc, ResourceDoc, SampleDoc, WinDoc
+from pytest_seatrace.core.document import (
+    HistoryDoc,
+    OperationDoc,
+    RacedDoc,
+    RaceDoc,
+    ResourceDoc,
+    SampleDoc,
+    WinDoc,
+)
 from pytest_seatrace.core.judge import invariant_violations, threshold_violations
 from pytest_seatrace.core.records import BODY_KEEP, SAMPLE_LOSERS, Outcome, Raced, RaceRun, Record
 from pytest_seatrace.core.redact import redact_text
 from pytest_seatrace.core.stats import Latency, Percentiles, Spread
 from pytest_seatrace.core.violations import Violation
 
+NOT_SENT = "(not sent)"
+"""The operation of a client that sent nothing (its set-up failed)."""
 SAMPLE_WINNERS = 2
 """Winning responses per resource shown as samples (every winner is in ``winners``)."""
 
@@ -286,6 +296,42 @@ class RaceResult:
             for res, c in zip(self.resources, counts, strict=True)
         ]
 
+    # -- operations (a race that mixes them) -------------------------------------------
+
+    @cached_property
+    def operations(self) -> tuple[str, ...]:
+        """The operations raced (``POST /seats/{resource}/book``), in the order first seen."""
+        return tuple(dict.fromkeys(r.operation for r in self.history if r.operation))
+
+    @property
+    def mixed(self) -> bool:
+        """More than one operation under one start: reports break statuses down per operation."""
+        return len(self.operations) > 1
+
+    def by_operation(self) -> list[OperationDoc]:
+        """Per operation counts and statuses, in the order first seen (``(not sent)`` last:
+        clients whose set-up failed)."""
+        outcomes: dict[str, Counter[Outcome]] = {}
+        statuses: dict[str, Counter[int]] = {}
+        for rec in self.history:
+            name = rec.operation or NOT_SENT
+            outcomes.setdefault(name, Counter())[rec.outcome] += 1
+            if rec.status:
+                statuses.setdefault(name, Counter())[rec.status] += 1
+        names = [*self.operations, *([NOT_SENT] if NOT_SENT in outcomes else [])]
+        return [
+            {
+                "operation": name,
+                "requests": sum(outcomes[name].values()),
+                "wins": outcomes[name][Outcome.WIN],
+                "rejections": outcomes[name][Outcome.REJECTION],
+                "errors": outcomes[name][Outcome.ERROR],
+                "unknown": outcomes[name][Outcome.UNKNOWN],
+                "status_counts": {str(k): v for k, v in sorted(statuses.get(name, Counter()).items())},
+            }
+            for name in names
+        ]
+
     # -- the race document -----------------------------------------------------------------
 
     def _raced_doc(self) -> RacedDoc | None:
@@ -350,6 +396,8 @@ class RaceResult:
             "settings": self.settings,
             "clock": {"time_ns": self.clock[0], "perf_counter_ns": self.clock[1]},
         }
+        if self.mixed:
+            doc["by_operation"] = self.by_operation()
         if history:
             doc["history"] = history_columns(self.history, self.resources)
         return doc
@@ -373,8 +421,9 @@ def _sample_doc(rec: Record) -> SampleDoc:
 
 
 def history_columns(records: Sequence[Record], resources: Sequence[Hashable]) -> HistoryDoc:
-    """The request history as columns: small in JSON even at 50,000 requests."""
-    return {
+    """The request history as columns: small in JSON even at 50,000 requests; with an
+    ``operation`` column for a race that mixed operations."""
+    columns: HistoryDoc = {
         "start_ns": [r.sent_ns for r in records],
         "end_ns": [r.end_ns for r in records],
         "client": [r.client for r in records],
@@ -385,3 +434,6 @@ def history_columns(records: Sequence[Record], resources: Sequence[Hashable]) ->
         "server_ns": [r.server_ns for r in records],
         "early": [r.early for r in records],
     }
+    if len({r.operation for r in records} - {""}) > 1:
+        columns["operation"] = [r.operation or NOT_SENT for r in records]
+    return columns

@@ -124,7 +124,10 @@ class GateFirer:
                 records.append(rec)
                 request = None
                 if self.builder is not None:  # built up front: a bad URL stops the race, once
-                    request = _own_copy(self.builder.build(self.roster.attempt(index, client, rnd)))
+                    attempt = self.roster.attempt(index, client, rnd)
+                    request = _own_copy(self.builder.build(attempt))
+                    target = request.url.raw_path.decode("ascii")
+                    rec.operation = self.builder.operation(request.method, target, attempt)
                 jobs.append((position * cfg.concurrency + client - 1, rec, gate, request))
         async with anyio.create_task_group() as tg:
             for slot, rec, gate, request in jobs:

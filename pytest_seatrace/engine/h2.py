@@ -42,7 +42,7 @@ import httpx
 from pytest_seatrace.core.config import RaceConfig
 from pytest_seatrace.core.records import Outcome, Record
 from pytest_seatrace.engine.classify import ARRIVAL_HEADER, Classifier
-from pytest_seatrace.engine.plan import Attempt, Variation, release_order
+from pytest_seatrace.engine.plan import Attempt, Roster, Variation, release_order
 from pytest_seatrace.engine.rawhttp import Origin, RawConnection, TransportError
 from pytest_seatrace.engine.requests import RequestBuilder, encode_json, origin_of
 
@@ -204,63 +204,84 @@ class _Stream:
         return self.request
 
 
+class _Head:
+    """One method's request head as HTTP/2 fields, converted once, and per body length."""
+
+    __slots__ = ("by_length", "fields", "length_at", "operation", "origin", "request")
+
+    def __init__(self, request: httpx.Request, operation: str) -> None:
+        self.request = request
+        self.fields = _h2_headers(request)
+        self.origin = origin_of(request)
+        self.operation = operation
+        self.length_at = -1
+        self.by_length: dict[int, list[tuple[bytes, bytes]]] = {}
+
+    def adopt(self, value: Any) -> None:
+        """Reuse this head for later bodies if our JSON is httpx's and its length is framed once."""
+        body = self.request.read()
+        try:
+            same = encode_json(value) == body
+        except (TypeError, ValueError):
+            return
+        lengths = [i for i, (name, _) in enumerate(self.fields) if name == b"content-length"]
+        if same and len(lengths) == 1:
+            self.length_at = lengths[0]
+            self.by_length[len(body)] = self.fields
+
+    def for_length(self, length: int) -> list[tuple[bytes, bytes]]:
+        fields = self.by_length.get(length)
+        if fields is None:
+            fields = list(self.fields)
+            fields[self.length_at] = (b"content-length", str(length).encode())
+            self.by_length[length] = fields
+        return fields
+
+
 class _Requests:
     """Each attempt's request as HTTP/2 fields and a body, converted once where they repeat.
 
-    A constant request is converted once. When only a ``json=`` body varies and our encoding of
-    the first body matches httpx's byte for byte (as last-byte's ``WireBuilder`` checks), later
-    attempts reuse the first head with their own ``content-length`` and build no
-    ``httpx.Request`` unless a predicate asks for it.
+    A constant request is converted once (once per method when a ``method=`` callable mixes
+    operations). When only a ``json=`` body varies and our encoding of the first body matches
+    httpx's byte for byte (as last-byte's ``WireBuilder`` checks), later attempts reuse the first
+    head with their own ``content-length`` and build no ``httpx.Request`` unless a predicate
+    asks for it.
     """
 
     def __init__(self, builder: RequestBuilder) -> None:
         self.builder = builder
-        self._last: httpx.Request | None = None
-        self._fields: list[tuple[bytes, bytes]] = []
-        self._origin: Origin | None = None
-        self._length_at = -1
-        self._by_length: dict[int, list[tuple[bytes, bytes]]] = {}
-        self._json = builder.spec.variation is Variation.JSON
+        spec = builder.spec
+        self._json = spec.variation is Variation.JSON
+        self._varies = spec.method_varies
+        self._heads: dict[str, _Head] = {}
 
     def stream(self, record: Record, attempt: Attempt) -> _Stream:
-        if self._length_at >= 0 and self._origin is not None:
-            args = self.builder.spec.resolve(attempt)  # the json= callable, called once
+        builder, spec = self.builder, self.builder.spec
+        method = spec.method_of(attempt) if self._varies else str(spec.method)
+        head = self._heads.get(method)
+        if head is not None and head.length_at >= 0:
+            args = spec.resolve(attempt, method)  # the json= callable, called once
             try:
                 body = encode_json(args.get("json"))
             except (TypeError, ValueError):
                 body = None  # httpx says what is wrong with it, below
             if body is not None:
-                return _Stream(record, self._origin, self._head(len(body)), body, self, resolved=args)
-            request = self.builder.build_from(args)
+                record.operation = head.operation
+                return _Stream(record, head.origin, head.for_length(len(body)), body, self, resolved=args)
+            request = builder.build_from(args)
+        elif self._json:
+            args = spec.resolve(attempt, method)
+            request = builder.build_from(args)
         else:
-            args = self.builder.spec.resolve(attempt) if self._json else {}
-            request = self.builder.build_from(args) if self._json else self.builder.build(attempt)
-        if request is not self._last:  # a constant request is converted once
-            self._last, self._fields, self._origin = request, _h2_headers(request), origin_of(request)
-            if self._json and self._length_at < 0:
-                self._adopt(request, args.get("json"))
-        return _Stream(
-            record, self._origin or origin_of(request), self._fields, request.read(), self, request
-        )
-
-    def _adopt(self, request: httpx.Request, value: Any) -> None:
-        """Reuse this head for later bodies if our JSON is httpx's and its length is framed once."""
-        try:
-            same = encode_json(value) == request.read()
-        except (TypeError, ValueError):
-            return
-        lengths = [i for i, (name, _) in enumerate(self._fields) if name == b"content-length"]
-        if same and len(lengths) == 1:
-            self._length_at = lengths[0]
-            self._by_length[len(request.read())] = self._fields
-
-    def _head(self, length: int) -> list[tuple[bytes, bytes]]:
-        fields = self._by_length.get(length)
-        if fields is None:
-            fields = list(self._fields)
-            fields[self._length_at] = (b"content-length", str(length).encode())
-            self._by_length[length] = fields
-        return fields
+            args = {}
+            request = builder.build(attempt, method)
+        if head is None or request is not head.request:  # a constant request is converted once
+            target = request.url.raw_path.decode("ascii")
+            head = self._heads[method] = _Head(request, builder.operation(method, target, attempt))
+            if self._json:
+                head.adopt(args.get("json"))
+        record.operation = head.operation
+        return _Stream(record, head.origin, head.fields, request.read(), self, request)
 
 
 class _Link:
@@ -452,11 +473,14 @@ class SinglePacketFirer:
         builder: RequestBuilder,
         ssl_context: ssl.SSLContext | None,
         classifier: Classifier,
+        roster: Roster | None = None,
     ) -> None:
         self.config = config
         self.builder = builder
         self.ssl_context = ssl_context
         self.classifier = classifier
+        self.roster = roster or Roster(config)
+        """Who races, and what their ``setup=`` returned (as in last-byte mode)."""
         self.ungated: list[str] = []
         """Always empty: every request here waits at the gate."""
         self.gate_writes: list[GateWrite] = []
@@ -522,14 +546,14 @@ class SinglePacketFirer:
 
     async def _build(self, rnd: int, indices: Sequence[int]) -> _Groups:
         """Every request of the wave, grouped by resource and origin (one set of connections each)."""
-        cfg = self.config
         groups: _Groups = {}
+        roster = self.roster
         for index in indices:
-            for client in range(1, cfg.concurrency + 1):
+            for client in roster.clients(index):  # not those whose set-up failed
                 if client % 25 == 0:  # let the previous wave's responses be read on time
                     await anyio.lowlevel.checkpoint()
                 record = Record(resource=index, client=client, round=rnd)
-                stream = self._requests.stream(record, Attempt(cfg.resources[index], client, rnd))
+                stream = self._requests.stream(record, roster.attempt(index, client, rnd))
                 groups.setdefault((index, stream.origin), []).append(stream)
         return groups
 

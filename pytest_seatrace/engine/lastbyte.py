@@ -119,7 +119,8 @@ class LastByteFirer:
             for client in self.roster.clients(index):
                 fixed = self.wire.fixed  # a constant request needs no attempt built for it
                 request = fixed or self.wire.build(self.roster.attempt(index, client, rnd))
-                slots.append(Slot(Record(resource=index, client=client, round=rnd), request))
+                record = Record(resource=index, client=client, round=rnd, operation=request.operation)
+                slots.append(Slot(record, request))
             await anyio.lowlevel.checkpoint()  # let the previous wave's responses be read on time
         return slots
 
@@ -302,7 +303,7 @@ class LastByteFirer:
             response.status,
             headers=response.headers,
             content=response.body or b"",
-            request=slot.request.request,
+            request=slot.request.httpx_request(),
         )
 
     async def aclose(self) -> None:

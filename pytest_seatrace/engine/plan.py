@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import random
+import re
 from collections.abc import Awaitable, Callable, MutableSequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -70,11 +71,23 @@ class Variation(enum.Enum):
     """The URL, parameters, headers or cookies: each attempt's request is built whole."""
 
 
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+"""An HTTP method is a token (RFC 9110 §9.1)."""
+
+
+def check_method(value: object, where: str) -> str:
+    """``value`` as an upper-case HTTP method, or a usage error naming ``where`` it came from."""
+    if isinstance(value, str) and _TOKEN.fullmatch(value):
+        return value.upper()
+    raise RaceUsageError(f"{where}: expected an HTTP method string such as 'POST' or 'DELETE', got {value!r}")
+
+
 @dataclass(frozen=True, slots=True)
 class RequestSpec:
-    """The request every client sends; any field may be a callable of the attempt."""
+    """The request every client sends; any field may be a callable of the attempt, the method
+    too (one race then mixes operations under one start)."""
 
-    method: str
+    method: ArgValue
     url: ArgValue
     params: ArgValue = None
     headers: ArgValue = None
@@ -82,10 +95,30 @@ class RequestSpec:
     content: ArgValue = None
     data: ArgValue = None
     json: ArgValue = None
+    label: str = field(default="race.request", compare=False)
+    """Which call makes this request, in which test: error messages name it."""
 
-    def resolve(self, attempt: Attempt) -> dict[str, Any]:
-        """The httpx ``build_request`` arguments for one attempt."""
-        out: dict[str, Any] = {"method": self.method}
+    @property
+    def method_varies(self) -> bool:
+        """The method is a callable of the attempt: each distinct method is its own head."""
+        return callable(self.method)
+
+    def method_of(self, attempt: Attempt) -> str:
+        """The attempt's method, upper-case; a callable returning no method string is a usage
+        error naming the argument, the call and the test."""
+        if not callable(self.method):
+            return str(self.method)
+        value = self.value("method", attempt)
+        if value.__class__ is str and value in _METHODS:  # the hot path: a method seen before
+            return _METHODS[value]
+        method = check_method(value, f"{self.label}: method= callable, for attempt {attempt.key}")
+        _METHODS[value] = method
+        return method
+
+    def resolve(self, attempt: Attempt, method: str | None = None) -> dict[str, Any]:
+        """The httpx ``build_request`` arguments for one attempt (``method``: its method, when
+        the caller has it already: a ``method=`` callable is called once per attempt)."""
+        out: dict[str, Any] = {"method": method or self.method_of(attempt)}
         for name in REQUEST_FIELDS:
             value = self.value(name, attempt)
             if value is not None:
@@ -106,7 +139,9 @@ class RequestSpec:
 
     @property
     def variation(self) -> Variation:
-        """The one answer to "does this request vary, and where" that every builder reads."""
+        """The one answer to "does this request vary, and where" that every builder reads.
+
+        The method is left out: builders keep what they build once per distinct method."""
         varying = {name for name in REQUEST_FIELDS if callable(getattr(self, name))}
         if not varying:
             return Variation.CONSTANT
@@ -115,6 +150,10 @@ class RequestSpec:
         if varying == {"json"} and self.content is None and self.data is None:
             return Variation.JSON
         return Variation.BODY
+
+
+_METHODS: dict[str, str] = {}
+"""Method strings a ``method=`` callable returned, checked, and their upper-case form."""
 
 
 Verify = Callable[[Any], "int | Awaitable[int]"]

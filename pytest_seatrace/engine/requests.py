@@ -25,6 +25,7 @@ import httpx
 
 from pytest_seatrace.core.config import HoldPoint
 from pytest_seatrace.core.errors import RaceUsageError
+from pytest_seatrace.core.operations import OperationNamer
 from pytest_seatrace.engine.plan import BODY_FIELDS, Attempt, RequestSpec, Variation
 from pytest_seatrace.engine.rawhttp import Origin
 
@@ -159,25 +160,37 @@ class RequestBuilder:
     ) -> None:
         self.spec = spec
         self._client = _Merging(base_url=base_url or "", trust_env=False)
-        self._fixed: httpx.Request | None = None
-        self._head: tuple[httpx.URL, list[tuple[bytes, bytes]]] | None = None
+        self._fixed: dict[str, httpx.Request] = {}
+        """Method → its request, for a request that varies in nothing but (maybe) its method."""
+        self._fixed_one: httpx.Request | None = None
+        """The one request of a race that never varies, once it is built."""
+        self._heads: dict[str, tuple[httpx.URL, list[tuple[bytes, bytes]]]] = {}
+        """Method → its merged URL and headers, for a request whose body alone varies."""
         self._variation = spec.variation
+        self.operations = OperationNamer(templated=callable(spec.url))
         self.first_url: str | None = None
         """The first URL built: its origin's ``POST /reset`` runs between rounds."""
 
-    def build(self, attempt: Attempt) -> httpx.Request:
-        if self._fixed is not None:
-            return self._fixed
-        return self.build_from(self.spec.resolve(attempt))
+    def build(self, attempt: Attempt, method: str | None = None) -> httpx.Request:
+        """``attempt``'s request (``method``: its method, if the caller has it already)."""
+        if self._fixed_one is not None:
+            return self._fixed_one
+        if self._fixed:  # constant but for its method
+            fixed = self._fixed.get(method or self.spec.method_of(attempt))
+            if fixed is not None:
+                return fixed
+        return self.build_from(self.spec.resolve(attempt, method))
 
     def build_from(self, args: dict[str, Any]) -> httpx.Request:
         """The request for already resolved arguments (each user callable is called once)."""
         args = dict(args)
         url = args.pop("url")
+        method: str = args["method"]
         try:
-            if self._head is not None:
+            head = self._heads.get(method)
+            if head is not None:
                 body = {name: args[name] for name in BODY_FIELDS if name in args}
-                return httpx.Request(self.spec.method, self._head[0], headers=self._head[1], **body)
+                return httpx.Request(method, head[0], headers=head[1], **body)
             request = self._client.build_request(url=url, **args)
         except (TypeError, ValueError, httpx.InvalidURL) as exc:
             raise RaceUsageError(f"cannot build the request for {url!r}: {exc}") from None
@@ -185,20 +198,28 @@ class RequestBuilder:
         if self.first_url is None:
             self.first_url = str(request.url)
         if self._variation is Variation.CONSTANT:
-            self._fixed = request
+            self._fixed[method] = request
+            if not self.spec.method_varies:
+                self._fixed_one = request
         elif self._variation is not Variation.HEAD:
-            self._head = self._merged_head(url, args)
+            self._heads[method] = self._merged_head(method, url, args)
         return request
 
-    def _merged_head(self, url: Any, args: dict[str, Any]) -> tuple[httpx.URL, list[tuple[bytes, bytes]]]:
+    def operation(self, method: str, target: str, attempt: Attempt) -> str:
+        """The operation ``attempt``'s request is (``POST /seats/{resource}/book``)."""
+        return self.operations.name(method, target, attempt)
+
+    def _merged_head(
+        self, method: str, url: Any, args: dict[str, Any]
+    ) -> tuple[httpx.URL, list[tuple[bytes, bytes]]]:
         """URL and headers as the client merges them, less what ``httpx.Request`` adds itself."""
         head_args = {name: args[name] for name in ("params", "headers", "cookies") if name in args}
-        head = self._client.build_request(self.spec.method, url, **head_args)
+        head = self._client.build_request(method, url, **head_args)
         given = {k.lower() for k in httpx.Headers(args.get("headers") or {})}
         auto = set()
         if "host" not in given:
             auto.add(b"host")
-        if self.spec.method in ("POST", "PUT", "PATCH") and not given & {
+        if method in ("POST", "PUT", "PATCH") and not given & {
             "content-length",
             "transfer-encoding",
         }:
@@ -231,17 +252,30 @@ class WireRequest:
     head: h11.Request
     body: bytes
     request: httpx.Request
-    """The httpx request (on the fast path, the race's first one): ``response.request``."""
+    """The httpx request this one was built from: this very request when ``own``, else (on the
+    fast path) the first request with the same method and URL."""
     data: bytes
     """The request as it goes on the wire, head and body: serialised by h11 once."""
     head_len: int
     """Bytes of the head, up to and including its blank line."""
     closes: bool
     """The request asks the server to close the connection afterwards (h11's own verdict)."""
+    operation: str = ""
+    """What it does: ``POST /seats/{resource}/book`` (``core.operations``)."""
+    own: bool = True
+    """``request`` is this request itself (not the fast path's first one with its head)."""
 
     @property
     def method(self) -> bytes:
         return self.head.method
+
+    def httpx_request(self) -> httpx.Request:
+        """This request as an ``httpx.Request`` (a predicate's ``response.request``): its own
+        method, URL, headers and body, built only when a predicate asks."""
+        if self.own:
+            return self.request
+        headers = list(self.head.headers.raw_items())
+        return httpx.Request(self.head.method.decode(), self.request.url, headers=headers, content=self.body)
 
     def held_from(self, hold: HoldPoint) -> int:
         """Where the held bytes start: the last byte of the header block (``headers``: no server
@@ -264,9 +298,11 @@ def serialize(head: h11.Request, body: bytes) -> tuple[bytes, int, bool]:
     return b"".join(parts), len(start), conn.our_state is h11.MUST_CLOSE
 
 
-def wire_request(origin: Origin, head: h11.Request, body: bytes, request: httpx.Request) -> WireRequest:
+def wire_request(
+    origin: Origin, head: h11.Request, body: bytes, request: httpx.Request, operation: str = ""
+) -> WireRequest:
     data, head_len, closes = serialize(head, body)
-    return WireRequest(origin, head, body, request, data, head_len, closes)
+    return WireRequest(origin, head, body, request, data, head_len, closes, operation)
 
 
 def encode_json(value: Any) -> bytes:
@@ -274,49 +310,96 @@ def encode_json(value: Any) -> bytes:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
 
-def from_httpx(request: httpx.Request) -> WireRequest:
+def from_httpx(request: httpx.Request, operation: str = "") -> WireRequest:
     head = h11.Request(method=request.method, target=request.url.raw_path, headers=request.headers.raw)
-    return wire_request(origin_of(request), head, request.read(), request)
+    return wire_request(origin_of(request), head, request.read(), request, operation)
+
+
+class _Template:
+    """A JSON-varying request's head for one method: serialised once per body length."""
+
+    __slots__ = ("heads", "length_at", "wire")
+
+    def __init__(self, wire: WireRequest, length_at: int) -> None:
+        self.wire = wire
+        self.length_at = length_at
+        self.heads: dict[int, tuple[h11.Request, bytes]] = {
+            len(wire.body): (wire.head, wire.data[: wire.head_len])
+        }
+        """Body length → the template's head with that Content-Length, and its bytes."""
+
+    def head_for(self, length: int) -> tuple[h11.Request, bytes]:
+        known = self.heads.get(length)
+        if known is not None:
+            return known
+        template = self.wire.head
+        headers = list(template.headers.raw_items())  # original casing, as sent
+        headers[self.length_at] = (headers[self.length_at][0], str(length).encode())
+        head = h11.Request(method=template.method, target=template.target, headers=headers)
+        start = h11.Connection(our_role=h11.CLIENT).send(head) or b""  # the head alone
+        self.heads[length] = (head, start)
+        return head, start
 
 
 class WireBuilder:
     """Last-byte mode's requests as bytes, serialised once where they repeat: a constant request
     once; a JSON-varying one once per body length (its head with that ``Content-Length``), each
-    request then being that head's bytes and its own body."""
+    request then being that head's bytes and its own body. A ``method=`` callable makes one such
+    head per distinct method."""
 
     def __init__(self, builder: RequestBuilder) -> None:
         self.builder = builder
-        self._variation = builder.spec.variation
-        self._template: WireRequest | None = None
-        self._fixed: WireRequest | None = None
-        self._heads: dict[int, tuple[h11.Request, bytes]] = {}
-        """Body length → the template's head with that Content-Length, and its bytes."""
-        self._length_at = -1
+        spec = builder.spec
+        self._variation = spec.variation
+        self._varies = spec.method_varies
+        self._method: str = "" if self._varies else str(spec.method)
+        self._templates: dict[str, _Template] = {}
+        self._fixed: dict[str, WireRequest] = {}
+        self._fixed_one: WireRequest | None = None
 
     @property
     def fixed(self) -> WireRequest | None:
         """The one request of a race whose request never varies, once it is built."""
-        return self._fixed
+        return self._fixed_one
 
     def build(self, attempt: Attempt) -> WireRequest:
-        if self._fixed is not None:
-            return self._fixed
-        if self._template is not None:
-            template = self._template
-            body = encode_json(self.builder.spec.value("json", attempt))
-            head, start = self._heads.get(len(body)) or self._head_for(template.head, len(body))
+        if self._fixed_one is not None:
+            return self._fixed_one
+        spec = self.builder.spec
+        method = spec.method_of(attempt) if self._varies else self._method
+        if self._fixed:
+            fixed = self._fixed.get(method)
+            if fixed is not None:
+                return fixed
+        template = self._templates.get(method)
+        if template is not None:
+            wire = template.wire
+            body = encode_json(spec.value("json", attempt))
+            head, start = template.head_for(len(body))
             return WireRequest(
-                template.origin, head, body, template.request, start + body, len(start), template.closes
+                wire.origin,
+                head,
+                body,
+                wire.request,
+                start + body,
+                len(start),
+                wire.closes,
+                wire.operation,
+                False,
             )
-        args = self.builder.spec.resolve(attempt)
-        wire = from_httpx(self.builder.build_from(args))
+        args = spec.resolve(attempt, method)
+        request = self.builder.build_from(args)
+        operation = self.builder.operation(method, request.url.raw_path.decode("ascii"), attempt)
+        wire = from_httpx(request, operation)
         if self._variation is Variation.CONSTANT:
-            self._fixed = wire
-        elif self._variation is Variation.JSON and self._template is None:
-            self._adopt(wire, args.get("json"))
+            self._fixed[method] = wire
+            if not self._varies:
+                self._fixed_one = wire
+        elif self._variation is Variation.JSON:
+            self._adopt(method, wire, args.get("json"))
         return wire
 
-    def _adopt(self, wire: WireRequest, value: Any) -> None:
+    def _adopt(self, method: str, wire: WireRequest, value: Any) -> None:
         """Use ``wire`` as the template if its body is our encoding and its length is framed once."""
         try:
             same = encode_json(value) == wire.body
@@ -325,14 +408,4 @@ class WireBuilder:
         lengths = [i for i, (name, _) in enumerate(wire.head.headers) if name == b"content-length"]
         chunked = any(name == b"transfer-encoding" for name, _ in wire.head.headers)
         if same and len(lengths) == 1 and not chunked:
-            self._template = wire
-            self._length_at = lengths[0]
-            self._heads[len(wire.body)] = (wire.head, wire.data[: wire.head_len])
-
-    def _head_for(self, template: h11.Request, length: int) -> tuple[h11.Request, bytes]:
-        headers = list(template.headers.raw_items())  # original casing, as sent
-        headers[self._length_at] = (headers[self._length_at][0], str(length).encode())
-        head = h11.Request(method=template.method, target=template.target, headers=headers)
-        start = h11.Connection(our_role=h11.CLIENT).send(head) or b""  # the head alone
-        self._heads[length] = (head, start)
-        return head, start
+            self._templates[method] = _Template(wire, lengths[0])

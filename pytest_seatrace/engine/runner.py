@@ -17,6 +17,7 @@ import anyio.to_thread
 import httpx
 
 from pytest_seatrace.core.errors import RaceUsageError
+from pytest_seatrace.core.operations import settle
 from pytest_seatrace.core.records import Raced, RaceRun, Record, WaveDone
 from pytest_seatrace.core.redact import strip_url
 from pytest_seatrace.core.violations import Violation, ViolationKind
@@ -73,6 +74,7 @@ async def run_race(
     busy = 0.0
 
     def run(interrupted: bool = False) -> RaceRun:
+        settle_operations(records)
         return RaceRun(
             records=tuple(records),
             duration=busy,
@@ -108,7 +110,7 @@ async def run_race(
                     ungated.extend(firer.ungated)
                     firer.ungated.clear()
                     if not raced:
-                        raced.append(_raced(plan, builder, base_url, mode, transport is not None))
+                        raced.append(_raced(plan, builder, base_url, mode, transport is not None, records))
                 if plan.verify is not None:
                     for index, resource in enumerate(config.resources):
                         holders = await _verify(plan.verify, resource, problems, rnd)
@@ -217,7 +219,7 @@ async def _firer(
         if mode == "single-packet" and builder is not None:
             from pytest_seatrace.engine.h2 import SinglePacketFirer
 
-            firer = SinglePacketFirer(config, builder, ssl_context, classifier)
+            firer = SinglePacketFirer(config, builder, ssl_context, classifier, roster)
         elif mode == "last-byte" and builder is not None and transport is None:
             firer = LastByteFirer(config, builder, ssl_context, classifier, roster)
         else:
@@ -239,20 +241,40 @@ async def _firer(
             if plan.setup is None:
                 return []
             if rnd == 1 or plan.setup_each_round:
-                cookies.update(await run_setups(plan, plan.setup, roster, rnd, base_url, ssl_context))
+                # httpx sets the ALPN of the context it is given: never the race's own (h2) one.
+                http_context = make_ssl_context(target.tls_verify)
+                cookies.update(await run_setups(plan, plan.setup, roster, rnd, base_url, http_context))
             return failed_records(roster, rnd)
 
         yield firer, base_url, builder, transport, prepare, mode
 
 
+def settle_operations(records: Sequence[Record]) -> None:
+    """Give every record its operation's final name (``core.operations.settle``)."""
+    names = settle(r.operation for r in records if r.operation)
+    if any(name != final for name, final in names.items()):
+        for rec in records:
+            if rec.operation:
+                rec.operation = names[rec.operation]
+
+
 def _raced(
-    plan: RacePlan, builder: RequestBuilder | None, base_url: str | None, mode: str, in_process: bool
+    plan: RacePlan,
+    builder: RequestBuilder | None,
+    base_url: str | None,
+    mode: str,
+    in_process: bool,
+    records: Sequence[Record] = (),
 ) -> Raced:
-    """What this race raced, for reports: secrets stripped from every URL shown."""
+    """What this race raced, for reports: secrets stripped from every URL shown; the methods
+    seen, in order (``POST, DELETE``), when a ``method=`` callable mixed them."""
     base, stripped = strip_url(base_url) if base_url else (None, ())
     if builder is not None and builder.first_url is not None:
         url, from_url = strip_url(builder.first_url)
-        method: str = builder.spec.method
+        method = str(builder.spec.method)
+        if builder.spec.method_varies:
+            seen = dict.fromkeys(r.operation.partition(" ")[0] for r in records if r.operation)
+            method = ", ".join(seen) or "mixed"
     else:
         url, from_url, method = base or "", (), "race.run attempt"
     version = "ASGI (in process)" if in_process else "HTTP/2" if mode == "single-packet" else "HTTP/1.1"
@@ -290,7 +312,13 @@ def _first_origin(plan: RacePlan) -> Origin | None:
     """
     base = plan.target.base_url
     if plan.request is not None:
-        url = plan.request.value("url", Attempt(plan.config.resources[0], 1, 1))
+        try:
+            url = plan.request.value("url", Attempt(plan.config.resources[0], 1, 1))
+        except RaceUsageError:
+            if plan.setup is None or not base:
+                raise
+            # The URL needs attempt.setup, which no set-up has made yet: the base URL's origin.
+            return check_url(httpx.URL(base), base)
         full = httpx.URL(base).join(url) if base else httpx.URL(url)
         return check_url(full, url)
     return check_url(httpx.URL(base), base) if base else None

@@ -329,6 +329,27 @@ def _status_table(rows: Sequence[tuple[str, int]]) -> str:
     return _table(("status", "count", "share"), [(code, n, f"{100 * n / total:.2f}%") for code, n in rows])
 
 
+def _operations(race: RaceDoc) -> str:
+    """A race that mixed operations: its outcomes and statuses per operation."""
+    ops = race.get("by_operation")
+    if not ops:
+        return ""
+    rows = [
+        (
+            op["operation"],
+            op["requests"],
+            op["wins"],
+            op["rejections"],
+            op["errors"],
+            op["unknown"],
+            ", ".join(f"{code} ×{n}" for code, n in op["status_counts"].items()) or "-",
+        )
+        for op in ops
+    ]
+    headers = ("operation", "requests", "wins", "rejections", "errors", "unknown", "statuses")
+    return "<h3>Per operation</h3>" + _table(headers, rows, left=(0, 6))
+
+
 # -- charts -----------------------------------------------------------------------------------
 
 
@@ -992,6 +1013,7 @@ def _race_section(index: int, race: RaceDoc, table_rows: int) -> tuple[str, int]
         "</figure><figure>",
         _table(("outcome", "count"), [(name, n) for name, n, _ in outcomes]),
         "</figure></div>",
+        _operations(race),
         error_table,
         "<h3>Timeline per resource</h3>",
         _timelines(race),

@@ -334,6 +334,43 @@ def status_lines(races: Sequence[RaceDoc]) -> list[Line]:
     ]
 
 
+OPERATION_HEADERS = ("operation", "requests", "wins", "rejections", "errors", "unknown", "statuses")
+
+
+def _statuses(counts: Mapping[str, int]) -> str:
+    return ", ".join(f"{code} ×{n}" for code, n in counts.items()) or "-"
+
+
+def operation_lines(races: Sequence[RaceDoc], width: int) -> list[Line]:
+    """Per race that mixed operations, its statuses per operation (a table that fits ``width``,
+    else one line or more per operation); nothing for races of one operation."""
+    out: list[Line] = []
+    for race in races:
+        ops = race.get("by_operation")
+        if not ops:
+            continue
+        out += [Line(""), Line(f"operations of {elide_middle(race['name'], max(NAME_FLOOR, width - 14))}:")]
+        rows = [
+            [
+                op["operation"],
+                *(str(op[k]) for k in ("requests", "wins", "rejections", "errors", "unknown")),
+                _statuses(op["status_counts"]),
+            ]
+            for op in ops
+        ]
+        lines, total = _render(OPERATION_HEADERS, rows, (False, True, True, True, True, True, False))
+        if total <= width:
+            out += [Line(line) for line in lines]
+            continue
+        for op, row in zip(ops, rows, strict=True):
+            text = (
+                f"{op['operation']}: {op['requests']} requests, {op['wins']} wins, "
+                f"{op['rejections']} rejections, {op['errors']} errors, {op['unknown']} unknown; {row[-1]}"
+            )
+            out += [Line(t) for t in _wrap(text, width)]
+    return out
+
+
 def confidence_text(race: RaceDoc) -> str | None:
     """What a clean multi-round race showed: ``0 of 20 rounds broke the invariant: …``."""
     rounds = _rounds_run(race)
@@ -503,7 +540,7 @@ def summary_lines(
     if mode == "auto" and verbosity < 0:
         return [quiet_line(races)]
     width = terminal_width() if width is None else width
-    lines = table_lines(races, width) + status_lines(races)
+    lines = table_lines(races, width) + status_lines(races) + operation_lines(races, width)
     lines += workers_lines(workers, serialised, width)
     verbose = mode == "full" or verbosity > 0
     if not verbose:
