@@ -23,26 +23,38 @@ median gate write under 0.1 ms. Exit status: 0 met, 1 below target (or errors, o
 one winner per seat on the safe service), 2 incomplete (budget, race limit, service failure).
 ``--smoke``: toy sizes in seconds, no target, 0 when it ran.
 
-The nginx rows of issue 15 (single-packet through a reverse proxy) are not measured here yet.
+**Through a reverse proxy** (``--proxy``, on by default; skipped with a note when nginx is not
+installed): Debian's nginx started as its own process (``sample_service.proxy``) as an HTTP/2 TLS
+front with a keep-alive HTTP/1.1 upstream pool, in front of the uvicorn sample service — what most
+staging looks like. Every start races through it with ``proxy_request_buffering`` off and on, in
+each placement: **pinned** (the app on the second core, the client and nginx on the first) and
+**unpinned** (all three free on both). Rows give the client spread, the app-side spread per seat
+(``X-Arrival-Ns`` at the app, behind nginx) and the catch rate of the ``--proxy-window-ms``
+window (10 µs). No target: they say what a proxy does to each start.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
+import os
 import ssl
 import statistics
 import sys
 import time
-from collections.abc import Callable, MutableSequence, Sequence
+from collections.abc import Callable, Iterator, MutableSequence, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import anyio
 from _common import (
     EXIT_BELOW_TARGET,
     EXIT_INCOMPLETE,
     EXIT_OK,
+    SINGLE_PACKET_START,
     SMOKE_VERDICT,
     Budget,
     BudgetExceededError,
@@ -51,6 +63,7 @@ from _common import (
     add_smoke,
     apply_smoke,
     client_spreads,
+    cores,
     ms,
     order_spec,
     positive_float,
@@ -61,6 +74,9 @@ from _common import (
     server_spreads,
     stderr,
     winners_per_resource,
+)
+from _common import (
+    STARTS as HTTP1_STARTS,
 )
 
 from pytest_seatrace.core.config import HoldPoint
@@ -75,21 +91,31 @@ from pytest_seatrace.marker import resolve
 from pytest_seatrace.options import Settings
 from pytest_seatrace.results import RaceResult
 from pytest_seatrace.service import ServiceError, ServiceHandle, start_sample_service
+from sample_service.proxy import ProxyHandle, ProxyStartError, find_nginx, nginx_version, start_nginx_proxy
 
-STARTS = ("single-packet", "last-byte/headers", "last-byte/body")
+_STARTS = {
+    start.label: start
+    for start in (SINGLE_PACKET_START, HTTP1_STARTS["last-byte/headers"], HTTP1_STARTS["last-byte/body"])
+}
+STARTS = tuple(_STARTS)
 TRANSPORTS = ("h2c", "tls")
+PLACEMENTS = ("pinned", "unpinned")
 TARGET_WINDOW_MS = 0.01
 TARGET_SHARE = 0.99
 TARGET_GATE_NS = 100_000
 NS_PER_US = 1000
 
 
-def _transports(text: str) -> list[str]:
+def _subset(text: str, allowed: Sequence[str]) -> list[str]:
     values = [part.strip() for part in text.split(",") if part.strip()]
-    wrong = [v for v in values if v not in TRANSPORTS]
+    wrong = [v for v in values if v not in allowed]
     if wrong or not values:
-        raise argparse.ArgumentTypeError(f"expected a comma-separated subset of {','.join(TRANSPORTS)}")
+        raise argparse.ArgumentTypeError(f"expected a comma-separated subset of {','.join(allowed)}")
     return values
+
+
+def _transports(text: str) -> list[str]:
+    return _subset(text, TRANSPORTS)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -113,7 +139,31 @@ def _parser() -> argparse.ArgumentParser:
         "--timeout", type=positive_float, default=10.0, help="seconds per request (default: 10)"
     )
     parser.add_argument("--seed", type=int, default=1, help="first race seed; each race adds 1 (default: 1)")
-    add_limits(parser, limit="race", limit_s=120.0, budget_s=1200.0)
+    parser.add_argument(
+        "--proxy",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also race through nginx in front of the uvicorn sample service (default: on)",
+    )
+    parser.add_argument(
+        "--placements",
+        type=lambda text: _subset(text, PLACEMENTS),
+        default=list(PLACEMENTS),
+        help="proxy rows: pinned (app on its own core), unpinned, or both (default: both)",
+    )
+    parser.add_argument(
+        "--buffering",
+        type=lambda text: [v == "on" for v in _subset(text, ("off", "on"))],
+        default=[False, True],
+        help="proxy rows: nginx proxy_request_buffering off, on, or both (default: both)",
+    )
+    parser.add_argument(
+        "--proxy-window-ms",
+        type=positive_float,
+        default=TARGET_WINDOW_MS,
+        help="proxy rows: the unsafe check-to-act window in ms (default: 0.01)",
+    )
+    add_limits(parser, limit="race", limit_s=120.0, budget_s=1800.0)
     add_smoke(parser)
     return parser
 
@@ -182,9 +232,18 @@ class Raced:
     connections: int | None = None
 
 
-def race(start: str, service: ServiceHandle, args: argparse.Namespace, seed: int) -> Raced:
+class Endpoint(Protocol):
+    """What a race is aimed at: the sample service itself, or the nginx front before it."""
+
+    @property
+    def url(self) -> str: ...
+
+    def ssl_context(self) -> ssl.SSLContext | None: ...
+
+
+def race(start: str, service: Endpoint, args: argparse.Namespace, seed: int) -> Raced:
     """One race of ``start`` against ``service``, firers built directly (as the runner will)."""
-    hold: HoldPoint = "body" if start.endswith("/body") else "headers"
+    hold: HoldPoint = _STARTS[start].hold
     marker = {
         "resources": range(1, args.resources + 1),
         "concurrency": args.clients,
@@ -203,7 +262,7 @@ def race(start: str, service: ServiceHandle, args: argparse.Namespace, seed: int
         probe = _LastByteProbe()
         single: SinglePacketFirer | None = None
         firer: SinglePacketFirer | LastByteFirer
-        if start == "single-packet":
+        if _STARTS[start].sync == "single-packet":
             single = firer = SinglePacketFirer(config, builder, _offering_h2(service), classifier)
             single.count_segments = True
         else:
@@ -234,7 +293,7 @@ def race(start: str, service: ServiceHandle, args: argparse.Namespace, seed: int
         raise TimeoutError(f"{start} race did not finish within {args.race_limit_s:g}s") from None
 
 
-def _offering_h2(service: ServiceHandle) -> ssl.SSLContext | None:
+def _offering_h2(service: Endpoint) -> ssl.SSLContext | None:
     """What the runner passes for single-packet: the same trust, ALPN offering h2 first."""
     context = service.ssl_context()
     if context is not None:
@@ -402,10 +461,6 @@ def _report(cells: dict[tuple[str, str], Cell], args: argparse.Namespace) -> Non
                 f"note: {start} over {transport} opened {max(cell.connections)} connection(s) per race "
                 "(two sets, waves alternate between them); last-byte opens two per client"
             )
-    print(
-        "nginx rows (single-packet through a reverse proxy, issue 15) are skipped: "
-        "not measured by this script yet"
-    )
 
 
 def _verdict(cells: dict[tuple[str, str], Cell], args: argparse.Namespace) -> int:
@@ -434,6 +489,220 @@ def _verdict(cells: dict[tuple[str, str], Cell], args: argparse.Namespace) -> in
     for problem in problems:
         print(f"problem: {problem}")
     return EXIT_OK if met and not problems else EXIT_BELOW_TARGET
+
+
+# -- through a reverse proxy: nginx (HTTP/2 TLS) in front of the uvicorn sample service ---------
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Which cores the client, nginx and the app may run on for a block of rows."""
+
+    name: str
+    client: frozenset[int]
+    proxy: frozenset[int]
+    app: frozenset[int]
+
+    def describe(self) -> str:
+        if self.client == self.proxy == self.app:
+            return f"unpinned: client, nginx and app free on cores {_cpus(self.app)}"
+        return (
+            f"pinned: app on core {_cpus(self.app)}, client on {_cpus(self.client)}, "
+            f"nginx on {_cpus(self.proxy)}"
+        )
+
+
+def _cpus(cpus: frozenset[int]) -> str:
+    return ",".join(str(c) for c in sorted(cpus))
+
+
+def placements(names: Sequence[str]) -> tuple[list[Placement], list[str]]:
+    """The placements the box allows, and a note for each it does not."""
+    if not hasattr(os, "sched_setaffinity"):
+        return [], [f"{name}: no sched_setaffinity on {sys.platform}, proxy rows skipped" for name in names]
+    allowed = frozenset(os.sched_getaffinity(0))
+    out, notes = [], []
+    for name in names:
+        if name == "unpinned":
+            out.append(Placement(name, allowed, allowed, allowed))
+        elif len(allowed) < 2:
+            notes.append(f"pinned: needs 2 cores, this process may use {len(allowed)}; rows skipped")
+        else:
+            first, second = sorted(allowed)[:2]
+            out.append(Placement(name, frozenset({first}), frozenset({first}), frozenset({second})))
+    return out, notes
+
+
+def _pin(pid: int, cpus: frozenset[int]) -> None:
+    """Every thread of ``pid`` (Linux affinity is per thread; new threads inherit their creator's)."""
+    tasks = Path(f"/proc/{pid}/task")
+    tids = [int(t.name) for t in tasks.iterdir()] if tasks.is_dir() else [pid]
+    for tid in tids:
+        with contextlib.suppress(ProcessLookupError):
+            os.sched_setaffinity(tid, cpus)
+
+
+def place(placement: Placement, apps: Sequence[ServiceHandle], proxies: Sequence[ProxyHandle]) -> None:
+    _pin(os.getpid(), placement.client)
+    for app in apps:
+        _pin(app.pid, placement.app)
+    for front in proxies:
+        for pid in (front.pid, *front.worker_pids()):
+            _pin(pid, placement.proxy)
+
+
+ProxyKey = tuple[str, bool, str]
+"""(placement, request buffering, start)."""
+
+
+def measure_proxy(
+    fronts: dict[tuple[bool, float | None], tuple[ServiceHandle, ProxyHandle]],
+    chosen: Sequence[Placement],
+    args: argparse.Namespace,
+    budget: Budget,
+) -> dict[ProxyKey, Cell]:
+    """Every start through nginx, buffering on and off, in every placement; the safe service for
+    spreads, the unsafe one (``--proxy-window-ms``) for the catch rate."""
+    cells = {(p.name, b, s): Cell() for p in chosen for b in args.buffering for s in STARTS}
+    apps = [app for app, _ in fronts.values()]
+    proxies = [front for _, front in fronts.values()]
+    seed = args.seed + 100_000
+    try:
+        for run in range(-args.warmup, args.runs):
+            for placement in chosen:
+                place(placement, apps, proxies)
+                rotated = STARTS[run % len(STARTS) :] + STARTS[: run % len(STARTS)]
+                for buffering, start, window in itertools.product(
+                    args.buffering, rotated, (None, args.proxy_window_ms)
+                ):
+                    if budget.expired():
+                        raise BudgetExceededError(
+                            f"time budget of {args.budget_s:g}s ran out in proxy run {run + 1}"
+                        )
+                    app, front = fronts[(buffering, window)]
+                    app.reset()
+                    seed += 1
+                    raced = race(start, front, args, seed)
+                    if run >= 0:
+                        label = f"nginx {placement.name} buffering {'on' if buffering else 'off'} {start}"
+                        _take(
+                            cells[(placement.name, buffering, start)],
+                            raced,
+                            window,
+                            f"{label} run {run + 1}",
+                            args,
+                        )
+    finally:
+        everywhere = frozenset().union(*(p.client | p.proxy | p.app for p in chosen))
+        place(Placement("reset", everywhere, everywhere, everywhere), apps, proxies)
+    return cells
+
+
+def _take(cell: Cell, raced: Raced, window: float | None, label: str, args: argparse.Namespace) -> None:
+    """One counted proxy race into its cell: spreads from the safe service, catches from the unsafe."""
+    result = raced.result
+    if window is None:
+        cell.walls.append(result.duration)
+        cell.take_gates(raced.gates)
+        cell.client.extend(client_spreads(result))
+        cell.server.extend(server_spreads(result))
+        cell.problems += _check_safe(label, result, args.resources, args.clients)
+        return
+    if result.errors:
+        cell.problems.append(f"{label} (unsafe): {result.errors} errors {dict(result.error_reasons)}")
+    cell.caught.setdefault(window, []).extend(w > 1 for w in winners_per_resource(result))
+
+
+def _report_proxy(
+    cells: dict[ProxyKey, Cell], chosen: Sequence[Placement], args: argparse.Namespace, version: str
+) -> None:
+    rows = []
+    for (placement, buffering, start), cell in cells.items():
+        client, server = Summary.of(cell.client), Summary.of(cell.server)
+        seats = cell.caught.get(args.proxy_window_ms, [])
+        rows.append(
+            [
+                start,
+                placement,
+                "on" if buffering else "off",
+                str(len(cell.walls)),
+                ms(client.median),
+                ms(client.p95),
+                ms(server.median),
+                ms(server.p95),
+                _us(Summary.of(cell.gate_ns).median),
+                f"{sum(seats)}/{len(seats)}",
+                f"{sum(seats) / len(seats):.1%}" if seats else "-",
+            ]
+        )
+    print_table(
+        rows,
+        (
+            "start",
+            "placement",
+            "request buffering",
+            "runs",
+            "client spread med ms",
+            "client spread p95 ms",
+            "app spread med ms",
+            "app spread p95 ms",
+            "gate write med µs",
+            f"seats caught {args.proxy_window_ms:g} ms",
+            "catch rate",
+        ),
+        f"Through nginx {version} (HTTP/2 TLS front, HTTP/1.1 keep-alive upstream pool) in front of the "
+        f"uvicorn sample service, {args.clients} clients x {args.resources} seats, pooled over "
+        f"{args.runs} run(s); app spread: first to last X-Arrival-Ns at the app, per seat",
+    )
+    for chosen_one in chosen:
+        print(f"placement {chosen_one.describe()}")
+    print(
+        f"client, proxy and app share this machine's {cores()} cores "
+        "(the app and nginx in their own processes)"
+    )
+
+
+@contextlib.contextmanager
+def proxy_fronts(
+    args: argparse.Namespace,
+) -> Iterator[dict[tuple[bool, float | None], tuple[ServiceHandle, ProxyHandle]]]:
+    """A safe and an unsafe uvicorn sample service, each behind nginx with buffering on and off."""
+    with ExitStack() as stack:
+        fronts = {}
+        for window in (None, args.proxy_window_ms):
+            strategy = "safe" if window is None else "unsafe"
+            app = stack.enter_context(
+                start_sample_service(strategy=strategy, window_ms=window or 5.0, seats=args.resources)
+            )
+            for buffering in args.buffering:
+                front = stack.enter_context(
+                    start_nginx_proxy(
+                        app.port, request_buffering=buffering, keepalive=max(256, 2 * args.clients)
+                    )
+                )
+                fronts[(buffering, window)] = (app, front)
+        yield fronts
+
+
+def _proxy_rows(args: argparse.Namespace, budget: Budget) -> dict[ProxyKey, Cell]:
+    """The nginx rows, printed; empty (with the reason said) when they cannot run here."""
+    if not args.proxy:
+        print("nginx rows: skipped (--no-proxy)")
+        return {}
+    binary = find_nginx()
+    if binary is None:
+        print("nginx rows: skipped, nginx is not installed (apt-get install nginx)")
+        return {}
+    chosen, notes = placements(args.placements)
+    for note in notes:
+        print(f"nginx rows: {note}")
+    if not chosen:
+        return {}
+    with proxy_fronts(args) as fronts:
+        cells = measure_proxy(fronts, chosen, args, budget)
+    version = ".".join(str(part) for part in nginx_version(binary))
+    _report_proxy(cells, chosen, args, version)
+    return cells
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -472,10 +741,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         start_sample_service(strategy="unsafe", window_ms=window, **common)
                     )
             cells = measure(services, args, budget)
-    except (BudgetExceededError, TimeoutError, ServiceError, OSError) as exc:
+        _report(cells, args)
+        proxy_cells = _proxy_rows(args, budget)
+    except (BudgetExceededError, TimeoutError, ServiceError, ProxyStartError, OSError) as exc:
         stderr(f"incomplete: {type(exc).__name__}: {exc}")
         return EXIT_INCOMPLETE
-    _report(cells, args)
+    cells.update({(f"nginx {k[0]} buffering {k[1]}", k[2]): cell for k, cell in proxy_cells.items()})
     print(f"total wall time {budget.elapsed():.1f}s")
     return _verdict(cells, args)
 

@@ -204,6 +204,17 @@ NOT_RACED_HINTS = {
     ("last-byte", "body"): 'the handler acts on its headers: use hold="headers"',
     ("last-byte", "headers"): 'something answers incomplete requests (a proxy?): use sync="gate"',
 }
+SINGLE_PACKET_EARLY_HINT = (
+    "the server starts the handler at HEADERS (hypercorn does), so a bodyless or body-ignoring "
+    'handler answers before the gate: use sync="last-byte" (its default hold="headers" holds it)'
+)
+
+
+def early_hint(sync: str, hold: str | None) -> str:
+    """What to try when requests were answered before the gate: one hint per start and hold."""
+    if sync == "single-packet":
+        return SINGLE_PACKET_EARLY_HINT
+    return NOT_RACED_HINTS.get((sync, hold or ""), "")
 
 
 def not_raced(group: Group, config: RaceConfig) -> list[Violation]:
@@ -211,7 +222,7 @@ def not_raced(group: Group, config: RaceConfig) -> list[Violation]:
     recs = group.records
     if not recs or not all(r.early for r in recs):
         return []
-    hint = NOT_RACED_HINTS.get((config.sync, config.hold), "")
+    hint = early_hint(config.sync, config.hold)
     detail = f"all {len(recs)} requests were answered before the gate opened, so none was raced" + (
         f"; {hint}" if hint else ""
     )

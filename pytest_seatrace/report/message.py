@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pytest_seatrace.core.judge import early_hint
 from pytest_seatrace.core.redact import redact_text
 from pytest_seatrace.core.result import RaceResult
 from pytest_seatrace.core.violations import WINNER_KINDS
@@ -59,4 +60,17 @@ def violation_message(result: RaceResult) -> str:
     if raced is not None:
         hold = f", hold={result.config.hold}" if result.mode == "last-byte" else ""
         head += f"\nraced: {raced.method} {raced.url} ({result.mode}{hold}, {raced.http_version})"
-    return f"{head}\n{table}{more}"
+    return f"{head}\n{table}{more}{_early_note(result)}"
+
+
+def _early_note(result: RaceResult) -> str:
+    """Early answers among the requests, with what to try, unless a violation already says it."""
+    if not result.early:
+        return ""
+    hint = early_hint(result.mode, result.config.hold if result.mode == "last-byte" else None)
+    if hint and any(hint in v.detail for v in result.violations):
+        return ""
+    return (
+        f"\nearly answers: {result.early} of {result.requests} were answered before their held "
+        "bytes were sent (not synchronised)" + (f"; {hint}" if hint else "")
+    )

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pytest_seatrace.core.document import RaceDoc, format_expect, unanswered, verdict
+from pytest_seatrace.core.judge import early_hint
 
 HEADERS = (
     "test",
@@ -388,9 +389,12 @@ def early_text(race: RaceDoc) -> str | None:
     early = race["early"]
     if not early:
         return None
+    raced = race["raced"]
+    hint = early_hint(race["mode"], None if raced is None else raced["hold"])
     return (
         f"early answers: {early} of {race['requests']} "
         "(answered before their held bytes were sent: not synchronised; left out of the start spread)"
+        + (f"; {hint}" if hint else "")
     )
 
 
