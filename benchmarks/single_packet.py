@@ -459,7 +459,7 @@ def _report(cells: dict[tuple[str, str], Cell], args: argparse.Namespace) -> Non
         if cell.connections:
             print(
                 f"note: {start} over {transport} opened {max(cell.connections)} connection(s) per race "
-                "(two sets, waves alternate between them); last-byte opens two per client"
+                "(kept by every wave in turn); last-byte opens one per client"
             )
 
 

@@ -112,9 +112,9 @@ def test_safe_service_sixteen_winners_of_1600(sample_service_factory, tls):
     assert all(rec.sent_ns and rec.end_ns >= rec.sent_ns and rec.server_ns for rec in fired.records)
     for seat in (1, 8, 16):
         assert service.holders(seat) == [f"vu-{result.winners[seat][0].client}"]
-    # Two connections (waves alternate: one is written while the other's answers come in), kept
+    # One connection (waves take turns: the next is written once this one is answered), kept
     # across the 16 waves; each gate one send() of every stream's last frame.
-    assert fired.firer.connections == 2
+    assert fired.firer.connections == 1
     assert [(g.connections, g.streams, g.sends) for g in fired.firer.gate_writes] == [(1, 100, 1)] * 16
     assert all(g.bytes <= 100 * 10 + (64 if tls else 0) for g in fired.firer.gate_writes)
 
@@ -158,7 +158,7 @@ def test_stream_limit_below_the_clients_opens_more_connections(sample_service_fa
     fired = fire(spec, h2_context(service), waves=3)
     assert (fired.result.wins, fired.result.rejections, fired.result.errors) == (3, 297, 0)
     assert [(g.connections, g.streams, g.sends) for g in fired.firer.gate_writes] == [(4, 100, 4)] * 3
-    assert fired.firer.connections == 8  # two sets of 4, the third wave on the first set again
+    assert fired.firer.connections == 4  # one set of 4, kept by every wave in turn
 
 
 def test_http11_only_server_is_a_clear_error(sample_service_factory):
@@ -451,7 +451,7 @@ def test_parallel_resources_share_a_wave(sample_service_factory):
     records, firer = anyio.run(main)
     result = RaceResult.from_run("parallel", config, RaceRun(records=tuple(records), duration=1.0))
     assert (result.requests, result.wins, result.errors) == (400, 8, 0)
-    assert firer.connections == 4  # one per resource of a wave and set, kept for the next round
+    assert firer.connections == 2  # one per resource of a wave, kept by the next wave and round
     assert [(g.round, g.resource, g.connections) for g in firer.gate_writes] == [
         (1, 0, 1), (1, 1, 1), (1, 2, 1), (1, 3, 1), (2, 0, 1), (2, 1, 1), (2, 2, 1), (2, 3, 1)
     ]  # fmt: skip

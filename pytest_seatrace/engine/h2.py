@@ -13,8 +13,9 @@ is below the client count: the first connection's SETTINGS say how many), one st
 client, HEADERS and all but the last body byte, then a PING whose ACK says the server has read
 every prefix (TLS 1.3 session tickets arrive before it). The final frames are then built, the
 gate checked for early answers, resets and GOAWAYs, and the gate writes go out back to back.
-Connections that end a wave healthy are kept for later waves and rounds, in two sets: wave
-``i + 1`` is written on one while the answers of wave ``i`` come in on the other.
+Connections that end a wave healthy are kept for later waves and rounds. Waves take turns at
+the server: wave ``i + 1`` is built while the answers of wave ``i`` come in, and written once
+they are all in (a server still parsing the next wave while it races this one spreads it).
 """
 
 from __future__ import annotations
@@ -287,10 +288,8 @@ class _Requests:
 class _Link:
     """One HTTP/2 connection: the engine's socket (TLS over memory BIOs), h2's state, its streams."""
 
-    def __init__(self, raw: RawConnection, pool: int) -> None:
+    def __init__(self, raw: RawConnection) -> None:
         self.raw = raw
-        self.pool = pool
-        """Which of the two sets it belongs to: waves alternate between them."""
         self.origin = raw.origin
         self.sock = raw.sock
         self.tls = raw.tls
@@ -489,7 +488,7 @@ class SinglePacketFirer:
         """Read each connection's TCP segment counter around the gate (Linux; tests, benchmarks)."""
         self.connections = 0
         """HTTP/2 connections opened so far (kept ones are reused across waves and rounds)."""
-        self._idle: dict[tuple[Origin, int], list[_Link]] = {}
+        self._idle: dict[Origin, list[_Link]] = {}
         self._opened: list[_Link] = []
         self._max_streams: dict[Origin, int] = {}
         self._refused: dict[Origin, str] = {}
@@ -500,47 +499,34 @@ class SinglePacketFirer:
     async def fire_waves(self, rnd: int, waves: Sequence[Sequence[int]], sink: list[Record]) -> None:
         """Race every wave of a round, appending each wave's records to ``sink`` as it ends.
 
-        Wave ``i + 1`` is built, connected and written (all but its final frames) while the
-        responses of wave ``i`` come in, on a second set of connections, as in last-byte mode:
-        the client's work hides behind the server's instead of adding to it.
+        Waves take turns at the server, as in last-byte mode: wave ``i + 1`` is built while the
+        responses of wave ``i`` come in, and connected and written (all but its final frames)
+        once wave ``i`` is answered in full, on the connections it kept alive.
         """
         if not waves:
             return
-        prepared = await self._prepare(rnd, waves[0], 0)
+        groups = await self._build(rnd, waves[0])
         for number, indices in enumerate(waves):
-            groups, links = prepared
+            links = await self._prepare_wave(rnd, groups)
             self._release(rnd, indices, links)
-            upcoming: list[tuple[_Groups, dict[int, list[_Link]]]] = []
+            upcoming: list[_Groups] = []
             failures: list[Exception] = []
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._collect, links)
                 if number + 1 < len(waves):
-                    tg.start_soon(
-                        self._prepare_into, upcoming, failures, rnd, waves[number + 1], (number + 1) % 2
-                    )
+                    tg.start_soon(self._build_into, upcoming, failures, rnd, waves[number + 1])
             sink.extend(s.record for streams in groups.values() for s in streams)
             if failures:  # e.g. a request callable that raised: after this wave's figures are kept
                 raise failures[0]
             if upcoming:
-                prepared = upcoming[0]
+                groups = upcoming[0]
 
-    async def _prepare(
-        self, rnd: int, indices: Sequence[int], pool: int
-    ) -> tuple[_Groups, dict[int, list[_Link]]]:
-        groups = await self._build(rnd, indices)
-        return groups, await self._prepare_wave(rnd, groups, pool)
-
-    async def _prepare_into(
-        self,
-        out: list[tuple[_Groups, dict[int, list[_Link]]]],
-        failures: list[Exception],
-        rnd: int,
-        indices: Sequence[int],
-        pool: int,
+    async def _build_into(
+        self, out: list[_Groups], failures: list[Exception], rnd: int, indices: Sequence[int]
     ) -> None:
-        """``_prepare`` inside a task group, its error kept to be raised outside it."""
+        """``_build`` inside a task group, its error kept to be raised outside it."""
         try:
-            out.append(await self._prepare(rnd, indices, pool))
+            out.append(await self._build(rnd, indices))
         except Exception as exc:
             failures.append(exc)
 
@@ -559,14 +545,14 @@ class SinglePacketFirer:
 
     # -- before the gate ---------------------------------------------------------------------
 
-    async def _prepare_wave(self, rnd: int, groups: _Groups, pool: int) -> dict[int, list[_Link]]:
+    async def _prepare_wave(self, rnd: int, groups: _Groups) -> dict[int, list[_Link]]:
         """Connections, prefixes and the gate bytes of every group, within one ``timeout``."""
         links: dict[int, list[_Link]] = {}
         with anyio.move_on_after(self.config.timeout):
             async with anyio.create_task_group() as tg:
                 for (index, origin), streams in groups.items():
                     tg.start_soon(
-                        self._prepare_group, rnd, index, origin, streams, links.setdefault(index, []), pool
+                        self._prepare_group, rnd, index, origin, streams, links.setdefault(index, [])
                     )
         for group in links.values():
             for link in group:
@@ -578,13 +564,13 @@ class SinglePacketFirer:
         return f"timed out after {self.config.timeout}s {link.stage} ({link.origin.url})"
 
     async def _prepare_group(
-        self, rnd: int, index: int, origin: Origin, streams: list[_Stream], out: list[_Link], pool: int
+        self, rnd: int, index: int, origin: Origin, streams: list[_Stream], out: list[_Link]
     ) -> None:
         """One resource's streams on as few connections as the server's stream limit allows,
         spread evenly over them."""
         stage = ["connecting"]
         try:
-            links = await self._links_for(origin, len(streams), stage, pool)
+            links = await self._links_for(origin, len(streams), stage)
         except (_Refused, TransportError) as exc:
             for stream in streams:
                 self._fail(stream, str(exc))
@@ -603,19 +589,19 @@ class SinglePacketFirer:
                 assigned.append((link, streams[start : start + take]))
                 out.append(link)
             else:
-                self._idle.setdefault((origin, pool), []).append(link)
+                self._idle.setdefault(origin, []).append(link)
             start += take
         async with anyio.create_task_group() as tg:
             for link, mine in assigned:
                 tg.start_soon(self._prepare_link, link, mine, rnd, index)
 
-    async def _links_for(self, origin: Origin, count: int, stage: list[str], pool: int) -> list[_Link]:
+    async def _links_for(self, origin: Origin, count: int, stage: list[str]) -> list[_Link]:
         """Enough connections for ``count`` streams: kept ones first, then new ones, as many as the
         server's stream limit needs (learned from the first connection's SETTINGS)."""
         if origin in self._refused:
             raise _Refused(self._refused[origin])
         out: list[_Link] = []
-        idle = self._idle.get((origin, pool), [])
+        idle = self._idle.get(origin, [])
         while idle and sum(link.capacity for link in out) < count:
             link = idle.pop()
             self._handle(link, link.pull())  # a GOAWAY or a close while it was idle
@@ -624,7 +610,7 @@ class SinglePacketFirer:
             else:
                 link.close()
         if not out:
-            out.append(await self._open(origin, stage, pool))
+            out.append(await self._open(origin, stage))
         limit = self._max_streams.get(origin, count) or 1
         missing = count - sum(link.capacity for link in out)
         if missing > 0:
@@ -632,11 +618,11 @@ class SinglePacketFirer:
             failures: list[Exception] = []
             async with anyio.create_task_group() as tg:
                 for _ in range(math.ceil(missing / min(limit, count))):
-                    tg.start_soon(self._open_into, origin, fresh, failures, stage, pool)
+                    tg.start_soon(self._open_into, origin, fresh, failures, stage)
             out.extend(fresh)
             if failures:
                 for link in out:
-                    self._idle.setdefault((origin, pool), []).append(link)
+                    self._idle.setdefault(origin, []).append(link)
                 raise failures[0]
         if sum(link.capacity for link in out) < count:
             raise TransportError(
@@ -646,22 +632,22 @@ class SinglePacketFirer:
         return out
 
     async def _open_into(
-        self, origin: Origin, out: list[_Link], failures: list[Exception], stage: list[str], pool: int
+        self, origin: Origin, out: list[_Link], failures: list[Exception], stage: list[str]
     ) -> None:
         """``_open`` in a task group, its failure kept for the group's streams (no exception group)."""
         try:
-            out.append(await self._open(origin, stage, pool))
+            out.append(await self._open(origin, stage))
         except (_Refused, TransportError) as exc:
             failures.append(exc)
 
-    async def _open(self, origin: Origin, stage: list[str], pool: int) -> _Link:
+    async def _open(self, origin: Origin, stage: list[str]) -> _Link:
         """Connect, check ALPN (or h2c), and wait for the server's SETTINGS; ``stage`` says how far
         it got, for a timeout's message."""
         context = self.ssl_context if origin.scheme == "https" else None
         if origin.scheme == "https" and context is None:
             raise TransportError(f"https origin {origin.url} needs an SSL context")
         raw = await RawConnection.open(origin, context)
-        link = _Link(raw, pool)
+        link = _Link(raw)
         self._opened.append(link)
         self.connections += 1
         try:
@@ -874,7 +860,7 @@ class SinglePacketFirer:
                     link.close()
                 else:
                     link.streams.clear()
-                    self._idle.setdefault((link.origin, link.pool), []).append(link)
+                    self._idle.setdefault(link.origin, []).append(link)
 
     def _reusable(self, link: _Link) -> bool:
         """Kept for the next wave only when every stream ended in a response and ids remain."""
