@@ -1,31 +1,46 @@
 """Early answers under single-packet say what to do: hypercorn starts the app at HEADERS, so a
 bodyless handler answers before the gate; ``sync="last-byte"`` (default ``hold="headers"``) holds it.
 
-Shown on the real hypercorn sample service (the early answers and the hint), and on made-up
-records for the note a race with only some early answers gets in its violation message and in
-the summary.
+Shown with a scripted h2 server that answers at HEADERS (hypercorn does so only when its app task
+wins the race against the client's gate, so it cannot show it every time), with the hypercorn
+sample service for the advice, and with made-up records for the note a race with only some early
+answers gets in its violation message and in the summary.
 """
 
 from __future__ import annotations
+
+from typing import Any
+
+import h2.connection
+import h2.events
 
 from pytest_seatrace.core.config import RaceConfig
 from pytest_seatrace.core.judge import SINGLE_PACKET_EARLY_HINT
 from pytest_seatrace.core.records import Outcome, RaceRun, Record
 from pytest_seatrace.core.result import RaceResult
+from pytest_seatrace.engine.plan import RequestSpec
 from pytest_seatrace.report.message import violation_message
 from pytest_seatrace.report.summary import early_text
+from tests.test_single_packet import fire, h2_server, respond
 
 LAST_BYTE = 'use sync="last-byte"'
 
 
-def test_bodyless_single_packet_on_hypercorn_is_not_raced_and_says_use_last_byte(
-    race, sample_service_factory
-):
-    service = sample_service_factory(server="hypercorn", tls=True)
-    url = service.url + "/seats/1"
-    result = race.get(url, tls_verify=service.ca_path, concurrency=10, expect=range(0, 11), check=False)
-    assert result.mode == "single-packet"
-    assert result.early == 10
+def test_a_server_answering_at_headers_is_not_raced_and_says_use_last_byte():
+    """A server that answers every stream as its HEADERS arrive (as hypercorn runs a bodyless
+    handler): all answers early, a not-raced violation with the hint, the summary note too."""
+
+    def script(conn: h2.connection.H2Connection, events: list[h2.events.Event], seen: Any) -> bool:
+        for event in events:
+            if isinstance(event, h2.events.RequestReceived):
+                respond(conn, event.stream_id, 200, b"{}")
+        return True
+
+    with h2_server(script) as (url, _):
+        result = fire(
+            RequestSpec("GET", url + "/seats/1"), concurrency=5, expect=range(0, 6), sync="single-packet"
+        ).result
+    assert result.early == 5
     (violation,) = result.violations
     assert violation.kind == "not-raced"
     assert LAST_BYTE in violation.detail
@@ -34,8 +49,18 @@ def test_bodyless_single_packet_on_hypercorn_is_not_raced_and_says_use_last_byte
     assert note is not None
     assert LAST_BYTE in note
 
-    # ... and the advice holds: the same request under last-byte's default hold is raced.
-    held = race.get(url, tls_verify=service.ca_path, concurrency=10, expect=range(0, 11), sync="last-byte")
+
+def test_the_advice_holds_on_hypercorn(race, sample_service_factory):
+    """hypercorn runs a bodyless ``GET`` at HEADERS; last-byte's default hold keeps the header
+    block open until the gate, so no answer comes early."""
+    service = sample_service_factory(server="hypercorn", tls=True)
+    held = race.get(
+        service.url + "/seats/1",
+        tls_verify=service.ca_path,
+        concurrency=10,
+        expect=range(0, 11),
+        sync="last-byte",
+    )
     assert (held.mode, held.config.hold, held.early) == ("last-byte", "headers", 0)
     assert held.violations == ()
 
