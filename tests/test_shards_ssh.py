@@ -1,0 +1,109 @@
+"""Shards over a real ssh gateway: execnet through a throwaway sshd on a loopback port."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import execnet
+import pytest
+
+if TYPE_CHECKING:
+    from tests.sshd import SshServer
+
+pytest_plugins = ("tests.sshd",)  # registered, not imported: pytest rewrites its asserts
+
+FAR_SIDE = """
+import os, sys
+import pytest_seatrace
+channel.send({
+    "module": pytest_seatrace.__file__,
+    "executable": sys.executable,
+    "pid": os.getpid(),
+    "cwd": os.getcwd(),
+    "ssh_connection": os.environ.get("SSH_CONNECTION"),
+    "pythonpath": os.environ.get("PYTHONPATH"),
+})
+"""
+
+
+def gone(pid: int, within: float) -> bool:
+    """True once no process ``pid`` exists, polled for at most ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_ssh_gateway_runs_this_checkout_in_another_process(sshd_server: SshServer) -> None:
+    group = execnet.Group()
+    try:
+        gateway = group.makegateway(sshd_server.spec)
+        channel = gateway.remote_exec(FAR_SIDE)
+        far: dict[str, Any] = channel.receive(timeout=30)
+        channel.waitclose(timeout=30)
+        gateway.exit()
+    finally:
+        group.terminate(timeout=10)
+    # It went through our sshd: the far side's SSH_CONNECTION ends at the fixture's port.
+    assert far["ssh_connection"] is not None
+    assert far["ssh_connection"].split()[2:] == ["127.0.0.1", str(sshd_server.port)]
+    # A fresh login environment: nothing but the gateway's chdir puts this checkout first.
+    assert far["pythonpath"] is None
+    assert far["pid"] != os.getpid()
+    assert far["executable"] == sys.executable
+    assert Path(far["cwd"]) == sshd_server.checkout
+    assert Path(far["module"]).resolve() == sshd_server.checkout / "pytest_seatrace" / "__init__.py"
+    # The gateway's exit ended the far process.
+    assert gone(far["pid"], within=10), f"far-side python {far['pid']} still running after gateway.exit()"
+
+
+def corrupt_host_key(directory: Path) -> None:
+    (directory / "host_key").write_text("not a key\n", encoding="utf-8")
+
+
+def authorize_another_key(directory: Path) -> None:
+    shutil.copy(directory / "other_key.pub", directory / "user_key.pub")
+
+
+@pytest.mark.parametrize(
+    ("breakage", "said"),
+    [
+        (corrupt_host_key, ["exited before listening", "no hostkeys available"]),
+        (authorize_another_key, ["let no login through", "Permission denied (publickey)"]),
+    ],
+)
+def test_sshd_that_will_not_serve_fails_with_its_own_log(
+    breakage: Callable[[Path], None], said: list[str]
+) -> None:
+    """Installed but not serving (dead, or listening but refusing the login) is a failure with
+    sshd's own log, never a skip."""
+    from tests import sshd  # here, not at the top: pytest_plugins imports it first, to rewrite it
+
+    binaries = sshd.find_binaries()
+    if binaries is None:
+        pytest.skip("OpenSSH server or client not installed")
+    directory = sshd.private_directory()
+    try:
+        for name in ("host_key", "user_key", "other_key"):
+            sshd.generate_key(binaries[2], directory / name, name)
+        breakage(directory)
+        with pytest.raises(pytest.fail.Exception) as failed:
+            sshd.start(binaries[0], binaries[1], directory, pwd.getpwuid(os.getuid()).pw_name)
+    finally:
+        shutil.rmtree(directory)
+    message = str(failed.value)
+    assert message.startswith(f"sshd ({binaries[0]}) on 127.0.0.1:")
+    assert "--- sshd.log ---" in message
+    for text in said:
+        assert text in message
