@@ -187,6 +187,10 @@ def login(ssh: str, client: Path, process: subprocess.Popen[bytes], deadline: fl
             )
         except subprocess.TimeoutExpired:
             return f"let no login through within {START_BUDGET} s (ssh {HOST_ALIAS} true timed out)"
+        if done.returncode == 0 and done.stdout:
+            # execnet's ssh gateway speaks its protocol over the login's stdout: it must be silent.
+            printed = done.stdout.decode(errors="replace").strip()[:200]
+            return f"let a login through, but the login printed {printed!r} before any command ran"
         if done.returncode == 0:
             return None
         said = done.stderr.decode(errors="replace").strip()

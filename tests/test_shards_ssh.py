@@ -7,17 +7,18 @@ import pwd
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import execnet
 import pytest
 
-if TYPE_CHECKING:
-    from tests.sshd import SshServer
+pytest.register_assert_rewrite("tests.sshd")  # before the import, so registering it below is clean
+from tests import sshd  # noqa: E402
+from tests.sshd import SshServer  # noqa: E402
 
-pytest_plugins = ("tests.sshd",)  # registered, not imported: pytest rewrites its asserts
+pytest_plugins = ("tests.sshd",)  # the sshd_server fixture
 
 FAR_SIDE = """
 import os, sys
@@ -68,6 +69,29 @@ def test_ssh_gateway_runs_this_checkout_in_another_process(sshd_server: SshServe
     assert gone(far["pid"], within=10), f"far-side python {far['pid']} still running after gateway.exit()"
 
 
+@pytest.fixture
+def keys() -> Iterator[tuple[tuple[str, str, str], Path]]:
+    """The OpenSSH binaries and a private directory holding host_key, user_key and other_key."""
+    binaries = sshd.find_binaries()
+    if binaries is None:
+        pytest.skip("OpenSSH server or client not installed")
+    directory = sshd.private_directory()
+    try:
+        for name in ("host_key", "user_key", "other_key"):
+            sshd.generate_key(binaries[2], directory / name, name)
+        yield binaries, directory
+    finally:
+        shutil.rmtree(directory)
+
+
+def failure_to_start(binaries: tuple[str, str, str], directory: Path) -> str:
+    with pytest.raises(pytest.fail.Exception) as failed:
+        sshd.start(binaries[0], binaries[1], directory, pwd.getpwuid(os.getuid()).pw_name)
+    message = str(failed.value)
+    assert message.startswith(f"sshd ({binaries[0]}) on 127.0.0.1:")
+    return message
+
+
 def corrupt_host_key(directory: Path) -> None:
     (directory / "host_key").write_text("not a key\n", encoding="utf-8")
 
@@ -84,26 +108,29 @@ def authorize_another_key(directory: Path) -> None:
     ],
 )
 def test_sshd_that_will_not_serve_fails_with_its_own_log(
-    breakage: Callable[[Path], None], said: list[str]
+    keys: tuple[tuple[str, str, str], Path], breakage: Callable[[Path], None], said: list[str]
 ) -> None:
     """Installed but not serving (dead, or listening but refusing the login) is a failure with
     sshd's own log, never a skip."""
-    from tests import sshd  # here, not at the top: pytest_plugins imports it first, to rewrite it
-
-    binaries = sshd.find_binaries()
-    if binaries is None:
-        pytest.skip("OpenSSH server or client not installed")
-    directory = sshd.private_directory()
-    try:
-        for name in ("host_key", "user_key", "other_key"):
-            sshd.generate_key(binaries[2], directory / name, name)
-        breakage(directory)
-        with pytest.raises(pytest.fail.Exception) as failed:
-            sshd.start(binaries[0], binaries[1], directory, pwd.getpwuid(os.getuid()).pw_name)
-    finally:
-        shutil.rmtree(directory)
-    message = str(failed.value)
-    assert message.startswith(f"sshd ({binaries[0]}) on 127.0.0.1:")
+    breakage(keys[1])
+    message = failure_to_start(*keys)
     assert "--- sshd.log ---" in message
     for text in said:
         assert text in message
+
+
+def test_a_login_that_prints_fails_before_any_gateway(
+    keys: tuple[tuple[str, str, str], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shell profile that writes to stdout would garble execnet's protocol: the fixture says so."""
+    write_configs = sshd.write_configs
+
+    def noisy(directory: Path, port: int, user: str) -> tuple[Path, Path]:
+        server, client = write_configs(directory, port, user)
+        with server.open("a", encoding="utf-8") as config:
+            config.write("ForceCommand echo welcome to the box\n")
+        return server, client
+
+    monkeypatch.setattr(sshd, "write_configs", noisy)
+    message = failure_to_start(*keys)
+    assert "the login printed 'welcome to the box' before any command ran" in message
