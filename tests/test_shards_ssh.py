@@ -17,6 +17,7 @@ import pytest
 pytest.register_assert_rewrite("tests.sshd")  # before the import, so registering it below is clean
 from tests import sshd  # noqa: E402
 from tests.sshd import SshServer  # noqa: E402
+from tests.support import INNER_INI  # noqa: E402
 
 pytest_plugins = ("tests.sshd",)  # the sshd_server fixture
 
@@ -134,3 +135,21 @@ def test_a_login_that_prints_fails_before_any_gateway(
     monkeypatch.setattr(sshd, "write_configs", noisy)
     message = failure_to_start(*keys)
     assert "the login printed 'welcome to the box' before any command ran" in message
+
+
+def test_without_openssh_the_fixture_skips_saying_what_to_install(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sshd, "find_binaries", lambda: None)
+    pytester.makeini(INNER_INI)
+    pytester.makepyfile(
+        """
+        pytest_plugins = ("tests.sshd",)
+
+        def test_over_ssh(sshd_server):
+            raise AssertionError("ran without sshd")
+        """
+    )
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-rs")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*OpenSSH server or client not installed*apt-get install openssh-server*"])
