@@ -6,6 +6,7 @@ xdist worker, ``session.py``) is chosen once and gathers, prints and writes.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Generator, Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -26,6 +27,18 @@ ROLE = pytest.StashKey[RaceSessionRole]()
 MARKER_ARGS = pytest.StashKey[dict[str, Any]]()
 MARKER_ERROR = pytest.StashKey[str]()
 SERVICES = pytest.StashKey[list[ServiceHandle]]()
+SHARD_POOL = pytest.StashKey[Any]()
+
+
+def shard_pool(config: pytest.Config) -> Any:
+    """The session's execnet gateways for sharded races: made on first use, torn down at the end."""
+    pool = config.stash.get(SHARD_POOL, None)
+    if pool is None:
+        from pytest_seatrace.engine.shards import GatewayPool
+
+        pool = config.stash[SHARD_POOL] = GatewayPool()
+        config.add_cleanup(pool.close)
+    return pool
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -36,6 +49,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             shown = f"{opt.help}, one of {', '.join(opt.choices)}"
         else:
             kind, shown = {"type": opt.parse}, opt.help
+        if opt.multiple:
+            kind["action"] = "append"
         group.addoption(
             opt.flag,
             dest=opt.ini,
@@ -44,7 +59,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             help=f"{shown} (ini: {opt.ini})",
             **kind,
         )
-        parser.addini(opt.ini, f"{opt.help} (option: {opt.flag})", default=None)
+        if opt.multiple:
+            parser.addini(opt.ini, f"{opt.help} (option: {opt.flag})", type="linelist", default=[])
+        else:
+            parser.addini(opt.ini, f"{opt.help} (option: {opt.flag})", default=None)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -115,6 +133,7 @@ def race(request: pytest.FixtureRequest) -> Iterator[Race]:
         record=lambda result: role.record(item, result),
         progress=live,
         lock_dir=role.lock_dir,
+        shard_pool=functools.partial(shard_pool, request.config),
     )
     try:
         yield racer

@@ -60,6 +60,8 @@ class Record:
     """Classified by a ``success=``/``reject=`` rule the test gave (not a built-in default)."""
     timed_out: bool = False
     """Its outcome was decided by ``timeout`` (unknown after the gate, an error before it)."""
+    shard: int = 0
+    """The shard (execnet gateway, 1-based) that sent it; 0: the test process itself."""
 
     @property
     def latency_ns(self) -> int:
@@ -78,6 +80,24 @@ class Raced:
     http_version: str
     stripped: tuple[str, ...] = ()
     """What was taken out of the URL (``userinfo``, query parameter names)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ShardInfo:
+    """One shard of a sharded race: where it ran and how its clock was mapped onto ours.
+
+    ``offset_ns`` is its wall clock minus ours (NTP-style estimate over its channel),
+    ``error_ns`` the estimate's bound (half the best round trip); ``failure`` says why the
+    shard dropped out (could not start, died, missed a start), ``None`` when it raced throughout.
+    """
+
+    number: int
+    spec: str
+    host: str = ""
+    pid: int = 0
+    offset_ns: int = 0
+    error_ns: int = 0
+    failure: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,3 +138,5 @@ class RaceRun:
     raced: Raced | None = None
     mode: str | None = None
     """The start that ran (``auto`` resolved to single-packet or last-byte); ``None``: as configured."""
+    shards: tuple[ShardInfo, ...] = ()
+    """The shards of a sharded race (``shards=N``); empty for a race in the test process."""

@@ -25,7 +25,7 @@ import ssl
 import struct
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,7 +42,7 @@ import httpx
 from pytest_seatrace.core.config import RaceConfig
 from pytest_seatrace.core.records import Outcome, Record
 from pytest_seatrace.engine.classify import ARRIVAL_HEADER, Classifier
-from pytest_seatrace.engine.plan import Attempt, Variation, release_order
+from pytest_seatrace.engine.plan import Attempt, Roster, Variation, release_order
 from pytest_seatrace.engine.rawhttp import Origin, RawConnection, TransportError
 from pytest_seatrace.engine.requests import RequestBuilder, encode_json, origin_of
 
@@ -452,11 +452,17 @@ class SinglePacketFirer:
         builder: RequestBuilder,
         ssl_context: ssl.SSLContext | None,
         classifier: Classifier,
+        roster: Roster | None = None,
     ) -> None:
         self.config = config
         self.builder = builder
         self.ssl_context = ssl_context
         self.classifier = classifier
+        self.roster = roster or Roster(config)
+        """Who races (a shard: its share of every resource's clients)."""
+        self.starter: Callable[[], Awaitable[None]] | None = None
+        """Awaited once per wave right before the gate writes (a shard waits for the
+        coordinator's start instant there); ``None``: release at once."""
         self.ungated: list[str] = []
         """Always empty: every request here waits at the gate."""
         self.gate_writes: list[GateWrite] = []
@@ -485,6 +491,8 @@ class SinglePacketFirer:
         prepared = await self._prepare(rnd, waves[0], 0)
         for number, indices in enumerate(waves):
             groups, links = prepared
+            if self.starter is not None:
+                await self.starter()
             self._release(rnd, indices, links)
             upcoming: list[tuple[_Groups, dict[int, list[_Link]]]] = []
             failures: list[Exception] = []
@@ -525,7 +533,7 @@ class SinglePacketFirer:
         cfg = self.config
         groups: _Groups = {}
         for index in indices:
-            for client in range(1, cfg.concurrency + 1):
+            for client in self.roster.clients(index):
                 if client % 25 == 0:  # let the previous wave's responses be read on time
                     await anyio.lowlevel.checkpoint()
                 record = Record(resource=index, client=client, round=rnd)
