@@ -6,7 +6,6 @@ xdist worker, ``session.py``) is chosen once and gathers, prints and writes.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Generator, Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -27,18 +26,6 @@ ROLE = pytest.StashKey[RaceSessionRole]()
 MARKER_ARGS = pytest.StashKey[dict[str, Any]]()
 MARKER_ERROR = pytest.StashKey[str]()
 SERVICES = pytest.StashKey[list[ServiceHandle]]()
-SHARD_POOL = pytest.StashKey[Any]()
-
-
-def shard_pool(config: pytest.Config) -> Any:
-    """The session's execnet gateways for sharded races: made on first use, torn down at the end."""
-    pool = config.stash.get(SHARD_POOL, None)
-    if pool is None:
-        from pytest_seatrace.engine.shards import GatewayPool
-
-        pool = config.stash[SHARD_POOL] = GatewayPool()
-        config.add_cleanup(pool.close)
-    return pool
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -133,7 +120,7 @@ def race(request: pytest.FixtureRequest) -> Iterator[Race]:
         record=lambda result: role.record(item, result),
         progress=live,
         lock_dir=role.lock_dir,
-        shard_pool=functools.partial(shard_pool, request.config),
+        shard_pool=role.shard_pool,
     )
     try:
         yield racer

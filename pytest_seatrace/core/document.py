@@ -115,9 +115,23 @@ class ClockDoc(TypedDict):
     perf_counter_ns: int
 
 
+class ShardDoc(TypedDict):
+    """One shard of a sharded race (execnet gateway): where it ran, its clock, its own spread."""
+
+    shard: int
+    spec: str
+    host: str
+    pid: int
+    clock_offset_ns: int
+    clock_error_ns: int
+    spread_median_ns: float | None
+    requests: int
+    failure: str | None
+
+
 HistoryDoc = dict[str, list[Any]]
 """Columns of equal length: ``start_ns``, ``end_ns``, ``client``, ``resource``, ``round``,
-``status``, ``outcome``, ``server_ns``, ``early``."""
+``status``, ``outcome``, ``server_ns``, ``early``, ``shard``."""
 
 
 class _RaceDocRequired(TypedDict):
@@ -164,6 +178,8 @@ class RaceDoc(_RaceDocRequired, total=False):
     """Only in report files: ``None`` when an xdist worker could not send it."""
     worker: str
     """The pytest-xdist worker (``gw0``, …) that ran the race; absent without xdist."""
+    shards: list[ShardDoc]
+    """One entry per shard of a sharded race; absent for a race in the test process."""
 
 
 def format_expect(expect: ExpectDoc, times: int = 1) -> str:

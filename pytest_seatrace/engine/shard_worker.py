@@ -256,6 +256,16 @@ async def _race(channel: Any, plan: dict[str, Any], clock: _Clock, folder: str) 
             await firer.aclose()
 
 
+def plugin_version() -> str:
+    """The installed pytest-seatrace's version (both sides of a channel must agree)."""
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("pytest-seatrace")
+    except importlib.metadata.PackageNotFoundError:  # a bare checkout
+        return "0+unknown"
+
+
 def _root(exc: BaseException) -> BaseException:
     """The first real exception inside task groups' exception groups."""
     while isinstance(getattr(exc, "exceptions", None), tuple) and exc.exceptions:  # type: ignore[attr-defined]
@@ -265,8 +275,6 @@ def _root(exc: BaseException) -> BaseException:
 
 def serve(channel: Any) -> None:
     """Race as the coordinator says until it ends the race or closes the channel."""
-    from pytest_seatrace.version import __version__
-
     message = channel.receive()
     plan: dict[str, Any] = message[1]
     clock = _Clock(int((plan.get("knobs") or {}).get("offset_ns", 0)))
@@ -277,7 +285,7 @@ def serve(channel: Any) -> None:
                 "host": socket.gethostname(),
                 "pid": os.getpid(),
                 "python": sys.executable,
-                "version": __version__,
+                "version": plugin_version(),
                 "wall_ns": clock.now(),
                 "perf_ns": time.perf_counter_ns(),
             },

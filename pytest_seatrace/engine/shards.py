@@ -45,6 +45,7 @@ from pytest_seatrace.engine import shard_remote
 from pytest_seatrace.engine.classify import Classifier
 from pytest_seatrace.engine.plan import REQUEST_FIELDS, RacePlan, RequestSpec, Roster
 from pytest_seatrace.engine.requests import RequestBuilder
+from pytest_seatrace.engine.shard_worker import plugin_version
 
 SHARD_TEST_ENV = "SEATRACE_SHARD_TEST"
 """Tests only: JSON ``{"<shard number>": {"offset_ns": ..., "kill_at": [round, wave],
@@ -275,11 +276,10 @@ class ShardedFirer:
             )
             return
         hello = message[1]
-        from pytest_seatrace.version import __version__
-
-        if hello["version"] != __version__:
+        here = plugin_version()
+        if hello["version"] != here:
             shard.fail(
-                f"pytest-seatrace {hello['version']} there, {__version__} here: install the same "
+                f"pytest-seatrace {hello['version']} there, {here} here: install the same "
                 f"version into {hello['python']}"
             )
             return
