@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import shutil
+import socket
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import execnet
 import pytest
+
+from pytest_seatrace import ServiceHandle
 
 pytest.register_assert_rewrite("tests.sshd")  # before the import, so registering it below is clean
 from tests import sshd  # noqa: E402
@@ -153,3 +158,94 @@ def test_without_openssh_the_fixture_skips_saying_what_to_install(
     result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-rs")
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(["*OpenSSH server or client not installed*apt-get install openssh-server*"])
+
+
+SEATS, CLIENTS = 4, 20
+SHARDED_RACES = """
+import pytest
+
+def seat(a):
+    return {{"seats": [a.resource], "user": f"u{{a.client}}"}}
+
+@pytest.mark.race(resources={seats}, concurrency={clients})
+def test_safe(race):
+    race.post("{safe}/orders", json=seat)
+
+@pytest.mark.race(resources={seats}, concurrency={clients})
+def test_unsafe(race):
+    race.post("{unsafe}/orders", json=seat)
+"""
+
+
+def logins(server: SshServer) -> int:
+    """Sessions our sshd has started so far (its VERBOSE log says so per command)."""
+    return server.log.read_text(encoding="utf-8", errors="replace").count("Starting session: command")
+
+
+def test_sharded_race_over_ssh_and_popen(
+    pytester: pytest.Pytester,
+    sshd_server: SshServer,
+    sample_service: ServiceHandle,
+    sample_service_factory: Callable[..., ServiceHandle],
+) -> None:
+    """One race's clients over an ssh shard and a popen shard: the safe service passes with
+    exactly one winner per seat and every request accounted for, the unsafe one is caught."""
+    unsafe = sample_service_factory(strategy="unsafe", window_ms=50)
+    pytester.makeini(INNER_INI)
+    pytester.makepyfile(
+        test_sharded=SHARDED_RACES.format(
+            seats=SEATS, clients=CLIENTS, safe=sample_service.url, unsafe=unsafe.url
+        )
+    )
+    report = pytester.path / "races.json"
+    before = logins(sshd_server)
+    result = pytester.runpytest_subprocess(
+        "-v", "-p", "no:cacheprovider", "--race-tx", sshd_server.spec, "--race-tx", "popen",
+        "--race-json", str(report),
+    )  # fmt: skip
+    result.assert_outcomes(passed=1, failed=1)
+    assert logins(sshd_server) > before  # the ssh shard really logged in through our sshd
+    races = {
+        race["name"].rpartition("::")[2]: race for race in json.loads(report.read_text("utf-8"))["races"]
+    }
+
+    for race in races.values():
+        history = race["history"]
+        # Every request accounted for: one record per (seat, client), from both shards per seat.
+        pairs = Counter(zip(history["resource"], history["client"], strict=True))
+        assert sorted(pairs) == sorted(
+            (str(s), c) for s in range(1, SEATS + 1) for c in range(1, CLIENTS + 1)
+        )
+        assert set(pairs.values()) == {1}
+        assert race["requests"] == SEATS * CLIENTS == race["wins"] + race["rejections"]
+        assert (race["errors"], race["unknown"]) == (0, 0)
+        for seat in map(str, range(1, SEATS + 1)):
+            shards = {n for r, n in zip(history["resource"], history["shard"], strict=True) if r == seat}
+            assert shards == {1, 2}, f"seat {seat} not contended from both shards"
+        ssh, popen = race["shards"]
+        assert (ssh["spec"], popen["spec"]) == (sshd_server.spec, "popen")
+        assert ssh["host"] == popen["host"] == socket.gethostname()  # loopback: this host
+        assert ssh["pid"] not in (popen["pid"], os.getpid())
+        assert (ssh["failure"], popen["failure"]) == (None, None)
+        assert ssh["requests"] + popen["requests"] == SEATS * CLIENTS
+
+    safe = races["test_safe"]
+    assert safe["passed"]
+    assert safe["violations"] == []
+    assert safe["wins"] == SEATS
+    for seat, wins in safe["winners"].items():
+        assert len(wins) == 1
+        assert sample_service.holders(seat) == [f"u{wins[0]['client']}"]
+
+    caught = races["test_unsafe"]
+    assert not caught["passed"]
+    assert {v["kind"] for v in caught["violations"]} == {"too-many"}
+    assert any(len(unsafe.holders(seat)) > 1 for seat in range(1, SEATS + 1))  # it really double-booked
+    host = socket.gethostname()
+    result.stdout.fnmatch_lines(
+        [
+            "*test_sharded.py::test_unsafe*FAIL*",
+            f"*shard 1 {sshd_server.spec} on {host}: * requests, spread * ms, clock offset *",
+            f"*shard 2 popen on {host}: * requests*",
+        ]
+    )
