@@ -52,7 +52,7 @@ SHARD_TEST_ENV = "SEATRACE_SHARD_TEST"
 "delay_ready_at": [round, wave], "delay_ready_s": ...}}`` shipped to those shards (an injected
 clock offset stands for another host's clock; the others are faults)."""
 NTP_EXCHANGES = 12
-START_MARGIN_NS = 3_000_000
+START_MARGIN_NS = 5_000_000
 """The start instant is this much (plus four best round trips) after the slowest ready report."""
 GRACE_S = 1.0
 """Beyond the race's timeout, for messages to cross the channel."""
@@ -445,7 +445,8 @@ class ShardedFirer:
     def _lost(
         self, shard: _Shard, rnd: int, indices: Sequence[int], share: dict[int, list[int]]
     ) -> list[Record]:
-        """The clients of a shard that dropped out: errors naming it, failing the race."""
+        """The clients of a shard that dropped out: errors naming it (violations of kind ``error``
+        unless ``allow_errors=True``, like any transport failure)."""
         now = time.perf_counter_ns()
         return [
             Record(
@@ -455,7 +456,6 @@ class ShardedFirer:
                 end_ns=now,
                 outcome=Outcome.ERROR,
                 reason=shard.failure,
-                fatal=True,
                 shard=shard.number,
             )
             for index in indices
