@@ -338,3 +338,33 @@ def test_ini_line_list_and_help(pytester: pytest.Pytester) -> None:
     help_text = pytester.runpytest("--help").stdout.str()
     assert "--race-shards=N" in help_text
     assert "--race-tx=SPEC" in help_text
+
+
+def test_set_ups_run_here_and_their_tokens_and_cookies_travel(race, sample_service_factory):
+    """``setup=`` logs each client in from the test process; the token (a header callable) and
+    the session cookie (set-up cookies) travel to the shards with each client's request."""
+    service = sample_service_factory(auth=True)
+    race.base_url = service.url
+
+    async def login(a):
+        response = await a.http.post("/login", json={"user": f"u{a.client}-{a.resource}"})
+        response.raise_for_status()
+        return response.json()["token"]
+
+    def booking(a):  # the user the token was issued to
+        return {"seats": [a.resource], "user": f"u{a.client}-{a.resource}"}
+
+    with_header = race.post(
+        "/orders",
+        setup=login,
+        headers=lambda a: {"Authorization": f"Bearer {a.setup}"},
+        json=booking,
+        resources=2,
+        concurrency=4,
+        shards=2,
+    )
+    assert with_header.status_counts == {201: 2, 409: 6}
+    service.reset()
+    with_cookie = race.post("/orders", setup=login, json=booking, resources=2, concurrency=4, shards=2)
+    assert with_cookie.status_counts == {201: 2, 409: 6}
+    every_request_accounted(with_cookie, 2)
