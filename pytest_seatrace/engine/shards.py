@@ -377,7 +377,9 @@ class ShardedFirer:
         timeout = self.config.timeout + GRACE_S
         for indices in waves:
             racing = [s for s in self._shards if s.live]
-            await self._gather(racing, "ready", timeout, f"did not report ready within {timeout:g}s")
+            await self._gather(
+                racing, "ready", timeout, f"did not report ready within {timeout:g}s: it missed the start"
+            )
             ready = [s for s in racing if s.live]
             margin = START_MARGIN_NS + 8 * max((s.error_ns for s in ready), default=0)
             start = time.time_ns() + margin
@@ -390,7 +392,7 @@ class ShardedFirer:
                 [s for s in ready if s.live],
                 "records",
                 margin / 1e9 + timeout,
-                f"sent no records within {timeout:g}s of the start",
+                f"sent no records within {timeout:g}s of the start (hung or cut off)",
             )
             records: list[Record] = []
             for shard, share in zip(self._shards, shares, strict=True):
@@ -426,7 +428,7 @@ class ShardedFirer:
         try:
             message: tuple[Any, ...] = shard.channel.receive(timeout)
         except execnet.TimeoutError:
-            shard.fail(f"{late}: it missed the start")
+            shard.fail(late)
             return None
         except Exception as exc:
             shard.fail(f"died mid-race ({type(exc).__name__}: {exc})")
