@@ -368,3 +368,11 @@ def test_set_ups_run_here_and_their_tokens_and_cookies_travel(race, sample_servi
     with_cookie = race.post("/orders", setup=login, json=booking, resources=2, concurrency=4, shards=2)
     assert with_cookie.status_counts == {201: 2, 409: 6}
     every_request_accounted(with_cookie, 2)
+
+
+def test_gateways_start_once_per_session_and_are_reused(race, sample_service):
+    first = race.post(sample_service.url + "/orders", json=order, resources=1, concurrency=2, shards=2)
+    sample_service.reset()
+    second = race.post(sample_service.url + "/orders", json=order, resources=1, concurrency=2, shards=2)
+    assert [s["pid"] for s in first.shards] == [s["pid"] for s in second.shards]
+    assert len({s["pid"] for s in first.shards}) == 2
