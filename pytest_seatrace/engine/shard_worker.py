@@ -4,7 +4,7 @@ The coordinator (``shards.py``) ships the plan as plain data: the race's setting
 request's constant fields, and per round every varying field already evaluated per client.
 The shard rebuilds the requests with the engine's own builders, races its share of every
 resource's clients in the race's start mode, and waits at each wave's gate for the start
-instant the coordinator names on the wall clock (sleep, then spin the last ~2 ms). It
+instant the coordinator names on the wall clock (sleep, then spin the last ~1 ms). It
 classifies nothing: each record goes back with its status, arrival stamp, the first KiB of
 the body (all of it, and the headers, when a predicate needs them) and its stamps, on this
 host's ``perf_counter_ns``; the coordinator maps them onto its own clock.
@@ -40,8 +40,11 @@ from pytest_seatrace.engine.limits import ensure_open_files
 from pytest_seatrace.engine.plan import Attempt, RequestSpec, Roster
 from pytest_seatrace.engine.requests import RequestBuilder, make_ssl_context
 
-SPIN_NS = 2_000_000
-"""The last stretch before the start instant is spun, not slept (a sleep wakes up late)."""
+SPIN_NS = 1_000_000
+"""The last stretch before the start instant is spun, not slept (a sleep wakes up late). Kept
+short: on the 2-core box two shards spinning 2 ms each starved the service and the coordinator,
+and the scheduler then preempted a shard just after the start (median spread 1.4-2.5 ms over 8
+seats x 20 clients, 2 shards, against 0.14-0.8 ms spinning 0.3-1 ms; load average ~1)."""
 MISSED_NS = 250_000_000
 """A start instant that had passed by this much when it arrived is missed: the wave is not
 released (its requests would not be synchronised with the other shards'). A start that arrives

@@ -10,7 +10,7 @@ interruptions), but its waves run on the shards (``shard_worker.py``, started th
    evaluated here per client each round; every shard holds a share of every resource's clients;
 2. per wave each shard connects and writes its prefixes and reports ready; the start instant is
    a few milliseconds after the slowest ready report on our wall clock, sent to each shard
-   corrected by its clock offset; each shard sleeps, spins the last ~2 ms, and releases;
+   corrected by its clock offset; each shard sleeps, spins the last ~1 ms, and releases;
 3. each shard sends back its records (status, arrival stamp, body start, stamps on its own
    ``perf_counter_ns``); they are mapped onto our clock and classified here.
 
