@@ -52,7 +52,7 @@ SHARD_TEST_ENV = "SEATRACE_SHARD_TEST"
 "delay_ready_at": [round, wave], "delay_ready_s": ...}}`` shipped to those shards (an injected
 clock offset stands for another host's clock; the others are faults)."""
 NTP_EXCHANGES = 12
-START_MARGIN_NS = 5_000_000
+START_MARGIN_NS = 2_000_000
 """The start instant is this much (plus four best round trips) after the slowest ready report."""
 GRACE_S = 1.0
 """Beyond the race's timeout, for messages to cross the channel."""
