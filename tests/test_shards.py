@@ -376,3 +376,15 @@ def test_gateways_start_once_per_session_and_are_reused(race, sample_service):
     second = race.post(sample_service.url + "/orders", json=order, resources=1, concurrency=2, shards=2)
     assert [s["pid"] for s in first.shards] == [s["pid"] for s in second.shards]
     assert len({s["pid"] for s in first.shards}) == 2
+
+
+def test_a_ca_bundle_travels_and_auto_picks_single_packet_over_tls(race, sample_service_factory):
+    """``tls_verify=<CA path>``: the bundle goes to the shards as text (their host may lack the
+    file); ``auto`` chose single-packet by ALPN in the test process, and the shards use it."""
+    service = sample_service_factory(server="hypercorn", tls=True)
+    result = race.post(
+        service.url + "/orders", json=order, resources=2, concurrency=4, shards=2, tls_verify=service.ca_path
+    )
+    assert result.mode == "single-packet"
+    assert (result.requests, result.wins, result.errors) == (8, 2, 0)
+    every_request_accounted(result, 2)
