@@ -388,3 +388,19 @@ def test_a_ca_bundle_travels_and_auto_picks_single_packet_over_tls(race, sample_
     assert result.mode == "single-packet"
     assert (result.requests, result.wins, result.errors) == (8, 2, 0)
     every_request_accounted(result, 2)
+
+
+def test_parallel_waves_rounds_and_verify_shard_like_one_process(race, sample_service):
+    result = race.post(
+        sample_service.url + "/orders",
+        json=order,
+        resources=4,
+        concurrency=4,
+        shards=2,
+        parallel=2,
+        rounds=2,
+        verify=lambda seat: len(sample_service.holders(seat)),
+    )
+    assert (result.requests, result.wins, result.errors) == (32, 8, 0)
+    assert dict(result.held) == {(rnd, i): 1 for rnd in (1, 2) for i in range(4)}
+    every_request_accounted(result, 2)
