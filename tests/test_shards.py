@@ -64,6 +64,7 @@ def test_safe_service_one_winner_per_seat_from_every_shard(race, sample_service,
     # One host: the clocks agree, so the estimate is near zero within its own error bound.
     assert all(abs(s["clock_offset_ns"]) <= s["clock_error_ns"] + 2_000_000 for s in result.shards)
     assert result.spread.median_ns < 50e6
+    assert all(0 <= s["start_late_ns"] < 250e6 for s in result.shards)  # a later start is missed
     assert result.to_dict()["shards"] == list(result.shards)
 
 

@@ -124,6 +124,8 @@ class ShardDoc(TypedDict):
     pid: int
     clock_offset_ns: int
     clock_error_ns: int
+    start_late_ns: int
+    """The latest this shard released a wave after the start instant."""
     spread_median_ns: float | None
     requests: int
     failure: str | None

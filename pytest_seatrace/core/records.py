@@ -98,6 +98,8 @@ class ShardInfo:
     offset_ns: int = 0
     error_ns: int = 0
     failure: str | None = None
+    late_ns: int = 0
+    """The latest it released a wave after the start instant (a busy host wakes up late)."""
 
 
 @dataclass(frozen=True, slots=True)

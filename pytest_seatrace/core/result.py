@@ -246,6 +246,7 @@ class RaceResult:
                 "pid": info.pid,
                 "clock_offset_ns": info.offset_ns,
                 "clock_error_ns": info.error_ns,
+                "start_late_ns": info.late_ns,
                 "spread_median_ns": None if spread != spread else spread,  # NaN: nothing sent
                 "requests": len(own),
                 "failure": info.failure,

@@ -11,7 +11,7 @@ host's ``perf_counter_ns``; the coordinator maps them onto its own clock.
 
 Messages (tuples of builtins) in: ``("plan", dict)``, ``("clock",)``, ``("round", rnd, waves,
 share, tables)``, ``("start", t_ns)``, ``("end",)``; out: ``("hello", dict)``, ``("clock",
-t_ns)``, ``("ready", rnd, wave)``, ``("records", rnd, wave, rows)``, ``("missed", rnd, wave,
+t_ns)``, ``("ready", rnd, wave)``, ``("records", rnd, wave, rows, late_ns)``, ``("missed", rnd, wave,
 late_ns)``, ``("error", text)``.
 """
 
@@ -137,7 +137,8 @@ class _Sink(list[Record]):
 
     def extend(self, wave: Iterable[Record]) -> None:
         rows = [self._recorder.row(rec) for rec in wave]
-        self._channel.send(("records", self._state["round"], self._state["wave"], rows))
+        state = self._state
+        self._channel.send(("records", state["round"], state["wave"], rows, state.get("late", 0)))
 
 
 class _Clock:
@@ -227,6 +228,7 @@ def _starter(channel: Any, clock: _Clock, state: dict[str, int], knobs: dict[str
         now = clock.now
         while now() < at:
             pass
+        state["late"] = now() - at
 
     return start
 

@@ -119,6 +119,8 @@ class _Shard:
     delta_ns: int = 0
     """Added to this shard's ``perf_counter_ns`` stamps: the same instant on our clock."""
     failure: str | None = None
+    late_ns: int = 0
+    """The latest it released a wave after the start instant (its own clock)."""
 
     @property
     def name(self) -> str:
@@ -137,7 +139,14 @@ class _Shard:
 
     def info(self) -> ShardInfo:
         return ShardInfo(
-            self.number, self.spec, self.host, self.pid, self.offset_ns, self.error_ns, self.failure
+            self.number,
+            self.spec,
+            self.host,
+            self.pid,
+            self.offset_ns,
+            self.error_ns,
+            self.failure,
+            self.late_ns,
         )
 
 
@@ -398,6 +407,7 @@ class ShardedFirer:
             for shard, share in zip(self._shards, shares, strict=True):
                 message = rows.get(shard.number)
                 if message is not None:
+                    shard.late_ns = max(shard.late_ns, int(message[4]))
                     records.extend(self._merge(shard, message[3]))
                 else:
                     records.extend(self._lost(shard, rnd, indices, share))

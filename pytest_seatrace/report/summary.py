@@ -416,7 +416,9 @@ def shard_lines(race: RaceDoc) -> list[Line]:
         text = (
             f"shard {shard['shard']} {shard['spec']} on {shard['host'] or '?'}: "
             f"{shard['requests']} requests, spread {spread} ms, "
-            f"clock offset {shard['clock_offset_ns'] / 1e6:+.3f} ms ± {shard['clock_error_ns'] / 1e6:.3f} ms"
+            f"clock offset {shard['clock_offset_ns'] / 1e6:+.3f} ms "
+            f"± {shard['clock_error_ns'] / 1e6:.3f} ms, "
+            f"released up to {shard['start_late_ns'] / 1e6:.3f} ms after the start"
         )
         if shard["failure"]:
             text += f" — {shard['failure']}"
