@@ -33,7 +33,7 @@ MARKER_DOC = (
     "success=2xx|codes|predicate, reject=4xx|codes|predicate, "
     f"timeout={DEFAULT_TIMEOUT:g}, thresholds=['p95 < 2000ms'], allow_errors=False, "
     f"rounds=1, sync={'|'.join(repr(m) for m in SYNC_MODES)}, "
-    f"hold={'|'.join(repr(h) for h in HOLD_POINTS)}, parallel=1|'all'): "
+    f"hold={'|'.join(repr(h) for h in HOLD_POINTS)}, parallel=1|'all', shards=1): "
     "race concurrent requests per resource "
     "through the `race` fixture and assert that exactly `expect` of them win per resource."
 )
@@ -61,6 +61,7 @@ def race(
     sync: str | None = None,
     hold: str | None = None,
     parallel: int | str | None = None,
+    shards: int | None = None,
 ) -> dict[str, Any]:
     """The marker's schema; returns the arguments that differ from the defaults, checked and
     normalised. Arguments with a CLI twin default to ``None``: the option, the ini value, the
@@ -171,6 +172,8 @@ def check_values(given: Mapping[str, Any]) -> dict[str, Any]:
             _int("parallel", given["parallel"], 1)
         except MarkerError:
             raise MarkerError("parallel", given["parallel"], "an integer >= 1 or 'all'") from None
+    if "shards" in given:
+        _int("shards", given["shards"], 1)
     if "expect" in out and "concurrency" in out:
         check_reachable(out["expect"], out["concurrency"])
     return out
@@ -231,6 +234,7 @@ def resolve(
             "final DATA frame: drop hold= or use sync='last-byte'",
         )
     concurrency = args.get("concurrency", settings.concurrency)
+    tx = _shard_specs(args.get("shards"), settings, flexible=flexible, concurrency=concurrency)
     expect = args.get("expect", range(1, 2))
     check_reachable(expect, concurrency)
     parallel = args.get("parallel", settings.parallel)
@@ -256,4 +260,45 @@ def resolve(
         hold_given=hold_given,
         parallel=len(resources) if parallel == "all" else min(int(parallel), len(resources)),
         seed=settings.seed,
+        shards=max(1, len(tx)),
+        tx=tx,
     )
+
+
+def _shard_specs(
+    shards: int | None, settings: Settings, *, flexible: bool, concurrency: int
+) -> tuple[str, ...]:
+    """The gateway spec of every shard: ``--race-tx`` expanded, else ``shards`` popen gateways;
+    empty for a race in the test process (``shards=1`` without ``--race-tx``)."""
+    if settings.tx:
+        if shards is not None and shards != len(settings.tx):
+            raise MarkerError(
+                "shards",
+                shards,
+                "",
+                problem=f"--race-tx (race_tx) gives {len(settings.tx)} gateway(s) "
+                f"({', '.join(settings.tx)}): with --race-tx the shards are its gateways, so drop "
+                f"shards= or make it {len(settings.tx)}",
+            )
+        tx = settings.tx
+    else:
+        count = shards if shards is not None else settings.shards or 1
+        tx = ("popen",) * count if count > 1 else ()
+    if tx and flexible:
+        raise MarkerError(
+            "shards",
+            len(tx),
+            "",
+            problem="race.run/arun attempts and race.app cannot be sharded: an attempt function (or "
+            "an in-process app) is Python code that cannot travel to another process; race them "
+            "with shards=1 and no --race-tx, or use race.post & co.",
+        )
+    if len(tx) > concurrency:
+        raise MarkerError(
+            "shards",
+            len(tx),
+            "",
+            problem=f"{len(tx)} shards need concurrency >= {len(tx)} (each shard holds a share of "
+            f"every resource's clients; concurrency={concurrency})",
+        )
+    return tx

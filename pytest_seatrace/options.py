@@ -92,6 +92,35 @@ def output_path(text: str) -> Path:
     return Path(text)
 
 
+GATEWAY_KINDS = ("popen", "ssh", "socket", "vagrant_ssh")
+TX_FORMS = "popen, N*popen, ssh=[user@]host//python=PATH//ssh_config=PATH, socket=host:port"
+
+
+def tx_specs(text: str) -> tuple[str, ...]:
+    """One ``--race-tx`` value expanded as pytest-xdist expands ``--tx``: ``4*popen`` is four
+    ``popen`` gateways; each spec is checked by execnet's own ``XSpec`` parser."""
+    import execnet
+
+    text = text.strip()
+    count, star, rest = text.partition("*")
+    number = 1
+    if star and count.strip().isdigit():
+        number, text = int(count), rest.strip()
+        if number < 1:
+            raise argparse.ArgumentTypeError(f"{count}*: the gateway count must be >= 1")
+    if not text:
+        raise argparse.ArgumentTypeError(f"an empty gateway spec (expected {TX_FORMS})")
+    try:
+        spec = execnet.XSpec(text)
+    except Exception as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an execnet gateway spec ({exc})") from None
+    if sum(1 for kind in GATEWAY_KINDS if getattr(spec, kind, None)) != 1:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} names no gateway (or more than one); expected one of {TX_FORMS}"
+        )
+    return (text,) * number
+
+
 @dataclass(frozen=True, slots=True)
 class Option:
     flag: str
@@ -100,6 +129,8 @@ class Option:
     help: str
     metavar: str
     choices: tuple[str, ...] | None = None
+    multiple: bool = False
+    """Repeatable on the command line (``action="append"``); a line list in the ini file."""
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -170,6 +201,22 @@ OPTIONS: tuple[Option, ...] = (
         "N",
     ),
     Option(
+        "--race-shards",
+        "race_shards",
+        positive_int,
+        "processes (execnet gateways) that share one race's clients; 1: the test process (default 1)",
+        "N",
+    ),
+    Option(
+        "--race-tx",
+        "race_tx",
+        tx_specs,
+        "where shards run: an execnet gateway spec as in pytest-xdist's --tx (popen, 4*popen, "
+        "ssh=user@host//python=PATH); repeatable",
+        "SPEC",
+        multiple=True,
+    ),
+    Option(
         "--race-xdist",
         "race_xdist",
         choice(XDIST_MODES),
@@ -223,6 +270,10 @@ class Settings:
     summary: str = "auto"
     xdist: str = DEFAULT_XDIST
     p95_ms: float | None = None
+    shards: int | None = None
+    """``None`` unless given (``--race-tx`` then decides the count)."""
+    tx: tuple[str, ...] = ()
+    """``--race-tx`` expanded: one gateway spec per shard."""
 
     @classmethod
     def from_config(cls, config: pytest.Config, *, inherited_seed: int | None = None) -> Settings:
@@ -233,7 +284,9 @@ class Settings:
         values: dict[str, Any] = {}
         for opt in OPTIONS:
             value = config.getoption(opt.ini, None)
-            if value is None:
+            if opt.multiple:
+                value = _many(opt, value, config)
+            elif value is None:
                 try:
                     raw = config.getini(opt.ini)
                 except (TypeError, ValueError) as exc:  # e.g. an unquoted number in [tool.pytest]
@@ -249,10 +302,23 @@ class Settings:
                         raise pytest.UsageError(f"{opt.ini} = {text!r} (ini): {exc}{valid}") from None
             if value is not None:
                 values[opt.ini.removeprefix("race_")] = value
+        if "tx" in values:
+            values["tx"] = tuple(spec for specs in values["tx"] for spec in specs)
+            shards = values.get("shards")
+            if shards is not None and shards != len(values["tx"]):
+                raise pytest.UsageError(
+                    f"--race-shards {shards} (race_shards) disagrees with --race-tx (race_tx), which "
+                    f"gives {len(values['tx'])} gateway(s): {', '.join(values['tx'])}; drop one or make "
+                    "them agree"
+                )
         if "seed" not in values:  # one seed covers the whole run, xdist workers included
             seed = inherited_seed
             values["seed"] = seed if seed is not None else random.Random().randrange(2**32)  # noqa: S311
         return cls(**values)
+
+    @property
+    def shard_count(self) -> int:
+        return len(self.tx) if self.tx else self.shards or 1
 
     def header(self) -> str:
         parts = [
@@ -266,4 +332,25 @@ class Settings:
         ]
         if self.base_url:
             parts.append(f"base_url={self.base_url}")
+        if self.tx or (self.shards or 1) > 1:
+            parts.append(f"shards={self.shard_count} ({', '.join(self.tx) or 'popen'})")
         return "seatrace: " + ", ".join(parts)
+
+
+def _many(opt: Option, given: list[Any] | None, config: pytest.Config) -> list[Any] | None:
+    """A repeatable option: its command-line values (already parsed), else its ini lines."""
+    import pytest
+
+    if given:
+        return given
+    lines = config.getini(opt.ini) or []
+    values = []
+    for line in lines:
+        text = str(line).strip()
+        if not text:
+            continue
+        try:
+            values.append(opt.parse(text))
+        except argparse.ArgumentTypeError as exc:
+            raise pytest.UsageError(f"{opt.ini} = {text!r} (ini): {exc}") from None
+    return values or None

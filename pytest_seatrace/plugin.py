@@ -36,6 +36,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             shown = f"{opt.help}, one of {', '.join(opt.choices)}"
         else:
             kind, shown = {"type": opt.parse}, opt.help
+        if opt.multiple:
+            kind["action"] = "append"
         group.addoption(
             opt.flag,
             dest=opt.ini,
@@ -44,7 +46,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             help=f"{shown} (ini: {opt.ini})",
             **kind,
         )
-        parser.addini(opt.ini, f"{opt.help} (option: {opt.flag})", default=None)
+        if opt.multiple:
+            parser.addini(opt.ini, f"{opt.help} (option: {opt.flag})", type="linelist", default=[])
+        else:
+            parser.addini(opt.ini, f"{opt.help} (option: {opt.flag})", default=None)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -115,6 +120,7 @@ def race(request: pytest.FixtureRequest) -> Iterator[Race]:
         record=lambda result: role.record(item, result),
         progress=live,
         lock_dir=role.lock_dir,
+        shard_pool=role.shard_pool,
     )
     try:
         yield racer

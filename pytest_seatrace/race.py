@@ -90,6 +90,7 @@ class Race:
         record: Callable[[RaceResult], None],
         progress: Callable[[str, WaveDone], None] | None = None,
         lock_dir: str | None = None,
+        shard_pool: Callable[[], object] | None = None,
     ) -> None:
         self.name = name
         self.base_url: str | None = settings.base_url
@@ -102,6 +103,8 @@ class Race:
         self._lock_dir = lock_dir
         """Where races against one origin take turns with other xdist workers (``None``: no lock)."""
         """Hears of every finished wave (the live progress line), with the race's name."""
+        self._shard_pool = shard_pool
+        """The session's execnet gateways (sharded races), started on first use."""
         self._stack = contextlib.ExitStack()
         self._portal: anyio.from_thread.BlockingPortal | None = None
         self._calls = 0
@@ -251,7 +254,11 @@ class Race:
             name=name,
             config=config,
             target=TargetOptions(
-                base_url=self.base_url, tls_verify=tls_verify, app=self.app, lock_dir=self._lock_dir
+                base_url=self.base_url,
+                tls_verify=tls_verify,
+                app=self.app,
+                lock_dir=self._lock_dir,
+                shard_pool=self._shard_pool() if config.tx and self._shard_pool is not None else None,
             ),
             request=spec,
             attempt=attempt_fn,

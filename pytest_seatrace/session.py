@@ -74,6 +74,17 @@ class RaceSessionRole:
         """CLI and ini resolved once for the session."""
         self.local: list[RaceResult] = []
         """Races of this process whose histories go into the reports."""
+        self._shard_pool: Any = None
+
+    def shard_pool(self) -> object:
+        """This process's execnet gateways for sharded races: started on first use, reused by
+        every sharded race, torn down when the session ends (Ctrl-C included)."""
+        if self._shard_pool is None:
+            from pytest_seatrace.engine.shards import GatewayPool
+
+            self._shard_pool = GatewayPool()
+            self.config.add_cleanup(self._shard_pool.close)
+        return self._shard_pool
 
     @property
     def wants_history(self) -> bool:

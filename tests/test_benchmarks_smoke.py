@@ -23,6 +23,7 @@ HEADERS = {
     "seed_scenario": "| tool ",
     "scale": "| seats ",
     "single_packet": "| start ",
+    "shards": "| scenario ",
 }
 
 ROWS = {

@@ -55,7 +55,7 @@ def test_every_ini_name_in_the_option_reference_is_in_help(help_text: str) -> No
     named = set(INI.findall(text_of(ROOT / "docs" / "options.md")))
     assert len(named) >= 10
     for ini in sorted(named):
-        assert re.search(rf"^\s+{ini} \(string\):", help_text, re.MULTILINE), ini
+        assert re.search(rf"^\s+{ini} \((string|linelist)\):", help_text, re.MULTILINE), ini
 
 
 def test_help_shows_the_docs_flags_in_the_group(help_text: str) -> None:

@@ -416,3 +416,27 @@ def test_withdraw_needs_a_token_under_auth(sample_service_factory: Any) -> None:
         assert http.delete("/seats/1").status_code == 401
         token = service.login("admin")
         assert http.delete("/seats/1", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+
+
+@pytest.mark.parametrize("strategy", ["safe", "unsafe"])
+def test_mixed_operations_shard_like_one_process(race, sample_service_factory, strategy):
+    """Two popen shards: each shard's clients book or withdraw per the method callable the test
+    process evaluated; the operations, the per-operation predicate and verify= are the same."""
+    service = sample_service_factory(seats=3, strategy=strategy, window_ms=20)
+    race.base_url = service.url
+    result = race.request(
+        method, url, json=order, resources=3, concurrency=10, success=won, verify=claims(service),
+        shards=2, check=False,
+    )  # fmt: skip
+    assert {r.shard for r in result.history} == {1, 2}
+    assert {r.operation for r in result.history} == {BOOK, WITHDRAW}
+    ops = by_operation(result)
+    assert ops[BOOK]["requests"] == ops[WITHDRAW]["requests"] == 15
+    assert set(ops[BOOK]["status_counts"]) <= {"201", "409"}
+    assert set(ops[WITHDRAW]["status_counts"]) <= {"200", "409"}
+    if strategy == "safe":
+        assert result.passed, result.violations
+        assert result.wins == 3
+    else:
+        assert not result.passed
+        assert "too-many" in {v.kind for v in result.violations}

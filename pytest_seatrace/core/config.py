@@ -96,6 +96,10 @@ class RaceConfig:
     """An explicit hold point (marker, call, CLI or ini): ``auto`` then chooses last-byte."""
     parallel: int = 1
     seed: int = 0
+    shards: int = 1
+    """Processes sharing the race's clients (execnet gateways); 1: the test process alone."""
+    tx: tuple[str, ...] = ()
+    """One execnet gateway spec per shard (``popen``, ``ssh=host//python=...``); empty: no shards."""
 
     def describe(self) -> dict[str, Any]:
         """Builtins-only view for reports."""
@@ -113,4 +117,6 @@ class RaceConfig:
             "hold": self.hold,
             "parallel": self.parallel,
             "seed": self.seed,
+            "shards": self.shards,
+            "tx": list(self.tx),
         }

@@ -129,10 +129,26 @@ class ClockDoc(TypedDict):
     perf_counter_ns: int
 
 
+class ShardDoc(TypedDict):
+    """One shard of a sharded race (execnet gateway): where it ran, its clock, its own spread."""
+
+    shard: int
+    spec: str
+    host: str
+    pid: int
+    clock_offset_ns: int
+    clock_error_ns: int
+    start_late_ns: int
+    """The latest this shard released a wave after the start instant."""
+    spread_median_ns: float | None
+    requests: int
+    failure: str | None
+
+
 HistoryDoc = dict[str, list[Any]]
 """Columns of equal length: ``start_ns``, ``end_ns``, ``client``, ``resource``, ``round``,
-``status``, ``outcome``, ``server_ns``, ``early``; ``operation`` too in a race that mixed
-operations."""
+``status``, ``outcome``, ``server_ns``, ``early``, ``shard``; ``operation`` too in a race that
+mixed operations."""
 
 
 class _RaceDocRequired(TypedDict):
@@ -181,6 +197,8 @@ class RaceDoc(_RaceDocRequired, total=False):
     """The pytest-xdist worker (``gw0``, …) that ran the race; absent without xdist."""
     by_operation: list[OperationDoc]
     """Per operation counts and statuses; only in a race that mixed operations."""
+    shards: list[ShardDoc]
+    """One entry per shard of a sharded race; absent for a race in the test process."""
 
 
 def format_expect(expect: ExpectDoc, times: int = 1) -> str:

@@ -63,6 +63,8 @@ class Record:
     operation: str = ""
     """What it did: ``POST /seats/{resource}/book`` (``core.operations``); empty for a
     ``race.run`` attempt and for a client whose set-up failed (nothing was sent)."""
+    shard: int = 0
+    """The shard (execnet gateway, 1-based) that sent it; 0: the test process itself."""
 
     @property
     def latency_ns(self) -> int:
@@ -81,6 +83,26 @@ class Raced:
     http_version: str
     stripped: tuple[str, ...] = ()
     """What was taken out of the URL (``userinfo``, query parameter names)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ShardInfo:
+    """One shard of a sharded race: where it ran and how its clock was mapped onto ours.
+
+    ``offset_ns`` is its wall clock minus ours (NTP-style estimate over its channel),
+    ``error_ns`` the estimate's bound (half the best round trip); ``failure`` says why the
+    shard dropped out (could not start, died, missed a start), ``None`` when it raced throughout.
+    """
+
+    number: int
+    spec: str
+    host: str = ""
+    pid: int = 0
+    offset_ns: int = 0
+    error_ns: int = 0
+    failure: str | None = None
+    late_ns: int = 0
+    """The latest it released a wave after the start instant (a busy host wakes up late)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,3 +143,5 @@ class RaceRun:
     raced: Raced | None = None
     mode: str | None = None
     """The start that ran (``auto`` resolved to single-packet or last-byte); ``None``: as configured."""
+    shards: tuple[ShardInfo, ...] = ()
+    """The shards of a sharded race (``shards=N``); empty for a race in the test process."""

@@ -20,10 +20,11 @@ from pytest_seatrace.core.document import (
     RaceDoc,
     ResourceDoc,
     SampleDoc,
+    ShardDoc,
     WinDoc,
 )
 from pytest_seatrace.core.judge import invariant_violations, threshold_violations
-from pytest_seatrace.core.records import BODY_KEEP, SAMPLE_LOSERS, Outcome, Raced, RaceRun, Record
+from pytest_seatrace.core.records import BODY_KEEP, SAMPLE_LOSERS, Outcome, Raced, RaceRun, Record, ShardInfo
 from pytest_seatrace.core.redact import redact_text
 from pytest_seatrace.core.stats import Latency, Percentiles, Spread
 from pytest_seatrace.core.violations import Violation
@@ -90,6 +91,8 @@ class RaceResult:
     """(round, resource index) pairs a stopped race never fired."""
     raced: Raced | None = field(default=None, repr=False)
     """What was raced (method, URL, base URL, HTTP version), for reports."""
+    shard_infos: tuple[ShardInfo, ...] = field(default=(), repr=False)
+    """The shards of a sharded race, as the engine saw them (``shards`` adds their figures)."""
 
     @classmethod
     def from_run(cls, name: str, config: RaceConfig, run: RaceRun, *, checked: bool = True) -> RaceResult:
@@ -107,6 +110,7 @@ class RaceResult:
             held=run.held,
             problems=run.problems,
             interrupted=run.interrupted,
+            shard_infos=run.shards,
         )
 
     # -- the config, as the result names it --------------------------------------------------
@@ -229,6 +233,34 @@ class RaceResult:
     @cached_property
     def spread(self) -> Spread:
         return Spread.of(self.history, self.resources)
+
+    @cached_property
+    def shards(self) -> tuple[ShardDoc, ...]:
+        """Per shard of a sharded race: gateway spec, host, clock offset and error, its clients'
+        own start spread; empty for a race in the test process."""
+        out = []
+        for info in self.shard_infos:
+            own = [r for r in self.history if r.shard == info.number]
+            spread = Spread.of(own, self.resources).median_ns
+            doc: ShardDoc = {
+                "shard": info.number,
+                "spec": info.spec,
+                "host": info.host,
+                "pid": info.pid,
+                "clock_offset_ns": info.offset_ns,
+                "clock_error_ns": info.error_ns,
+                "start_late_ns": info.late_ns,
+                "spread_median_ns": None if spread != spread else spread,  # NaN: nothing sent
+                "requests": len(own),
+                "failure": info.failure,
+            }
+            out.append(doc)
+        return tuple(out)
+
+    @property
+    def clock_error_ns(self) -> int:
+        """The largest clock-mapping error bound of the shards (0 without shards)."""
+        return max((info.error_ns for info in self.shard_infos), default=0)
 
     # -- verdict ---------------------------------------------------------------------------
 
@@ -398,6 +430,8 @@ class RaceResult:
         }
         if self.mixed:
             doc["by_operation"] = self.by_operation()
+        if self.shard_infos:
+            doc["shards"] = list(self.shards)
         if history:
             doc["history"] = history_columns(self.history, self.resources)
         return doc
@@ -433,6 +467,7 @@ def history_columns(records: Sequence[Record], resources: Sequence[Hashable]) ->
         "outcome": [r.outcome.label for r in records],
         "server_ns": [r.server_ns for r in records],
         "early": [r.early for r in records],
+        "shard": [r.shard for r in records],
     }
     if len({r.operation for r in records} - {""}) > 1:
         columns["operation"] = [r.operation or NOT_SENT for r in records]

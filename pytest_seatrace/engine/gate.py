@@ -14,7 +14,7 @@ import functools
 import math
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import anyio
@@ -30,14 +30,22 @@ from pytest_seatrace.engine.requests import RequestBuilder
 class ResourceGate:
     """Opens when each of ``clients`` has either arrived or given up (failed before it)."""
 
-    def __init__(self, clients: int) -> None:
+    def __init__(self, clients: int, *, held: bool = False) -> None:
         self._pending = clients
-        self._open = anyio.Event()
+        self.full = anyio.Event()
+        """Every client has arrived or given up."""
+        self._open = anyio.Event() if held else self.full
+        """``held``: the gate opens only on ``open()``, after it is full (a shard's start)."""
+        if clients <= 0:
+            self.full.set()
 
     def _count(self) -> None:
         self._pending -= 1
         if self._pending <= 0:
-            self._open.set()
+            self.full.set()
+
+    def open(self) -> None:
+        self._open.set()
 
     def leave(self) -> None:
         """A client that will never arrive (its set-up failed) must not hold the others."""
@@ -79,6 +87,9 @@ class GateFirer:
         """Who races (request races with ``setup=``: not those whose set-up failed)."""
         self.ungated: list[str] = []
         """Keys of attempts that returned without awaiting ``a.gate()``: they were not raced."""
+        self.starter: Callable[[], Awaitable[None]] | None = None
+        """Awaited once per wave when every client is at the gate, before it opens (a shard
+        waits for the coordinator's start instant there); ``None``: open at once."""
 
     def _client(self, slot: int) -> httpx.AsyncClient:
         while len(self._clients) <= slot:
@@ -117,7 +128,7 @@ class GateFirer:
         jobs: list[tuple[int, Record, ResourceGate, httpx.Request | None]] = []
         # One gate per wave: every resource of the wave is released back to back, as in last-byte.
         racing = {index: self.roster.clients(index) for index in indices}
-        gate = ResourceGate(sum(len(clients) for clients in racing.values()))
+        gate = ResourceGate(sum(len(clients) for clients in racing.values()), held=self.starter is not None)
         for position, index in enumerate(indices):
             for client in release_order(cfg.seed, rnd, index, racing[index]):
                 rec = Record(resource=index, client=client, round=rnd)
@@ -130,9 +141,17 @@ class GateFirer:
                     rec.operation = self.builder.operation(request.method, target, attempt)
                 jobs.append((position * cfg.concurrency + client - 1, rec, gate, request))
         async with anyio.create_task_group() as tg:
+            if self.starter is not None:
+                tg.start_soon(self._open_at_start, gate, self.starter)
             for slot, rec, gate, request in jobs:
                 tg.start_soon(self._run_one, self._client(slot), slot, rec, gate, request)
         return records
+
+    @staticmethod
+    async def _open_at_start(gate: ResourceGate, starter: Callable[[], Awaitable[None]]) -> None:
+        await gate.full.wait()
+        await starter()
+        gate.open()
 
     async def _warm_up(self, client: httpx.AsyncClient, slot: int, url: httpx.URL | None) -> None:
         """Open the connection before the gate with a HEAD of the origin's root (status ignored)."""

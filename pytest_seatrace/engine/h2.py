@@ -26,7 +26,7 @@ import ssl
 import struct
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -479,7 +479,11 @@ class SinglePacketFirer:
         self.ssl_context = ssl_context
         self.classifier = classifier
         self.roster = roster or Roster(config)
-        """Who races, and what their ``setup=`` returned (as in last-byte mode)."""
+        """Who races, and what their ``setup=`` returned (as in last-byte mode); a shard: its
+        share of every resource's clients."""
+        self.starter: Callable[[], Awaitable[None]] | None = None
+        """Awaited once per wave right before the gate writes (a shard waits for the
+        coordinator's start instant there); ``None``: release at once."""
         self.ungated: list[str] = []
         """Always empty: every request here waits at the gate."""
         self.gate_writes: list[GateWrite] = []
@@ -508,6 +512,8 @@ class SinglePacketFirer:
         groups = await self._build(rnd, waves[0])
         for number, indices in enumerate(waves):
             links = await self._prepare_wave(rnd, groups)
+            if self.starter is not None:
+                await self.starter()
             self._release(rnd, indices, links)
             upcoming: list[_Groups] = []
             failures: list[Exception] = []

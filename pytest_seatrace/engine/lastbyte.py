@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import ssl
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 import anyio
@@ -83,12 +83,17 @@ class LastByteFirer:
         """Always empty: every request here waits at the gate."""
         self.roster = roster or Roster(config)
         """Who races, and what their ``setup=`` returned."""
+        self.starter: Callable[[], Awaitable[None]] | None = None
+        """Awaited once per wave right before the held bytes go out (a shard waits for the
+        coordinator's start instant there); ``None``: release at once."""
 
     async def fire_waves(self, rnd: int, waves: Sequence[Sequence[int]], sink: list[Record]) -> None:
         """Race every wave of a round, appending each wave's records to ``sink`` as it ends."""
         upcoming = await self._build_wave(rnd, waves[0]) if waves else []
         for number, indices in enumerate(waves):
             slots = await self._prepare_wave(upcoming)
+            if self.starter is not None:
+                await self.starter()
             for index in indices:
                 self._release(rnd, index, [s for s in slots if s.record.resource == index])
             upcoming = []

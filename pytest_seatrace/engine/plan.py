@@ -192,6 +192,9 @@ class TargetOptions:
     app: Any = None
     lock_dir: str | None = None
     """Where races against one origin take their turns (pytest-xdist); ``None``: no lock."""
+    shard_pool: Any = None
+    """The session's ``GatewayPool`` (``engine.shards``) for sharded races; ``None``: a pool of
+    this race's own, torn down when it ends."""
 
 
 @dataclass(frozen=True)

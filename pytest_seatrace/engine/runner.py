@@ -61,7 +61,7 @@ async def run_race(
     ``on_wave`` hears of every finished wave (a live progress line).
     """
     config, target = plan.config, plan.target
-    if target.app is None:
+    if target.app is None and not config.tx:  # shards open their sockets on their own side
         ensure_open_files(config.concurrency * config.parallel)
     clock = (time.time_ns(), time.perf_counter_ns())
     records: list[Record] = []
@@ -71,6 +71,7 @@ async def run_race(
     ungated: list[str] = []
     raced: list[Raced] = []
     modes: list[str] = []
+    firers: list[Firer] = []
     busy = 0.0
 
     def run(interrupted: bool = False) -> RaceRun:
@@ -86,11 +87,13 @@ async def run_race(
             ungated=tuple(ungated),
             raced=raced[0] if raced else None,
             mode=modes[0] if modes else None,
+            shards=tuple(getattr(firers[0], "shards", ())) if firers else (),
         )
 
     try:
         async with _firer(plan) as (firer, base_url, builder, transport, prepare, mode):
             modes.append(mode)
+            firers.append(firer)
             for rnd in range(1, config.rounds + 1):
                 if rnd > 1:
                     origin = base_url or (builder.first_url if builder else None)
@@ -216,7 +219,20 @@ async def _firer(
         if transport is None and target.lock_dir is not None:  # held until every round and verify= ran
             await stack.enter_async_context(origin_lock(target.lock_dir, _first_origin(plan)))
         firer: Firer
-        if mode == "single-packet" and builder is not None:
+        if config.tx and builder is not None:
+            from pytest_seatrace.engine.shards import GatewayPool, ShardedFirer
+
+            pool = target.shard_pool
+            if pool is None:  # no session to own the gateways: they live as long as this race
+                pool = GatewayPool()
+                stack.callback(pool.close)
+            firer = ShardedFirer(plan, config, builder, classifier, roster, pool)
+        elif config.tx:
+            raise RaceUsageError(
+                "race.run/arun attempts and race.app cannot be sharded: an attempt function (or an "
+                "in-process app) cannot travel to another process; use shards=1 without --race-tx"
+            )
+        elif mode == "single-packet" and builder is not None:
             from pytest_seatrace.engine.h2 import SinglePacketFirer
 
             firer = SinglePacketFirer(config, builder, ssl_context, classifier, roster)

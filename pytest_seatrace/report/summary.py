@@ -98,6 +98,12 @@ def _plural(n: int, word: str, plural: str) -> str:
     return f"{n} {word if n == 1 else plural}"
 
 
+def _sharded(race: RaceDoc) -> str:
+    """`` × 2 shards`` for a race whose clients several processes shared."""
+    shards = race.get("shards")
+    return f" × {len(shards)} shards" if shards else ""
+
+
 def _latency(race: RaceDoc, key: str) -> str:
     figures: Mapping[str, Any] = race["latency"]["all"]
     return format_ms(figures[key])
@@ -115,7 +121,7 @@ class Column:
 
 
 COLUMNS: dict[str, Column] = {
-    "res": Column("res × conc", lambda r: f"{len(r['resources'])} × {r['concurrency']}"),
+    "res": Column("res × conc", lambda r: f"{len(r['resources'])} × {r['concurrency']}{_sharded(r)}"),
     "requests": Column("requests", lambda r: str(r["requests"])),
     "successes": Column("successes exp/act", lambda r: f"{_expected(r)} / {r['wins']}"),
     "wins": Column("wins exp/act", lambda r: f"{_expected(r)} / {r['wins']}"),
@@ -443,6 +449,24 @@ def workers_lines(workers: int, serialised: bool, width: int) -> list[Line]:
     return [Line(t) for t in _wrap(text, width)]
 
 
+def shard_lines(race: RaceDoc) -> list[Line]:
+    """A sharded race's shards: where each ran, its clock error beside its own start spread."""
+    out = []
+    for shard in race.get("shards") or []:
+        spread = format_ms(shard["spread_median_ns"], 2)
+        text = (
+            f"shard {shard['shard']} {shard['spec']} on {shard['host'] or '?'}: "
+            f"{shard['requests']} requests, spread {spread} ms, "
+            f"clock offset {shard['clock_offset_ns'] / 1e6:+.3f} ms "
+            f"± {shard['clock_error_ns'] / 1e6:.3f} ms, "
+            f"released up to {shard['start_late_ns'] / 1e6:.3f} ms after the start"
+        )
+        if shard["failure"]:
+            text += f" — {shard['failure']}"
+        out.append(Line(text, red=bool(shard["failure"])))
+    return out
+
+
 def _resource_label(race: RaceDoc) -> Callable[[str], str]:
     """``Seat 7`` for the numbered resources 1..N of ``resources=N``; the id itself otherwise."""
     numbered = race["resources"] == [str(i) for i in range(1, len(race["resources"]) + 1)]
@@ -483,6 +507,7 @@ def resource_lines(races: Sequence[RaceDoc]) -> list[Line]:
                 + (f", {race['unknown']} unknown" if race["unknown"] else "")
             )
         )
+        out.extend(shard_lines(race))
         early = early_text(race)
         if early:
             out.append(Line(early, yellow=True))

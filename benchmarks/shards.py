@@ -1,0 +1,208 @@
+"""Sharded races: 16 x 500 and 1 x 5,000 clients with 1 and 2 shards (execnet popen), same run.
+
+Per race: wall time, req/s, per-seat start spread on the client (first to last final write,
+on the coordinator's clock after the shards' stamps were mapped onto it) and at the server
+(``X-Arrival-Ns``), and the clock mapping's error bound. The gateways are started once, before
+timing (as a session does), and reused by every race; the safe sample service runs in its own
+process and is reset before each race.
+
+Targets: with 2 shards the median per-seat client spread stays within 1.5 x the one-process
+spread + 1 ms, and 16 x 500 finishes no slower than in one process; every race has exactly one
+winner per seat and no error. Exit status: 0 targets met, 1 below target, 2 incomplete (time
+budget, a race that could not run). ``--smoke``: toy sizes in seconds, no target, 0 when it ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+import anyio
+from _common import (
+    EXIT_BELOW_TARGET,
+    EXIT_INCOMPLETE,
+    EXIT_OK,
+    NS_PER_MS,
+    SMOKE_VERDICT,
+    Budget,
+    add_limits,
+    add_smoke,
+    apply_smoke,
+    cores,
+    int_list,
+    ms,
+    order_spec,
+    positive_float,
+    print_header,
+    print_table,
+    seed_config,
+    stderr,
+    winners_per_resource,
+)
+
+from pytest_seatrace.engine import RaceConfig, RacePlan, TargetOptions, run_race
+from pytest_seatrace.engine.shards import GatewayPool
+from pytest_seatrace.results import RaceResult
+from pytest_seatrace.service import ServiceError, start_sample_service
+
+SPREAD_FACTOR = 1.5
+SPREAD_SLACK_MS = 1.0
+HEADERS = ["scenario", "shards", "requests", "wall s", "req/s", "client spread ms", "server spread ms",
+           "clock error ms", "verdict"]  # fmt: skip
+
+
+def scenario_list(text: str) -> list[tuple[int, int]]:
+    """``16x500,1x5000``: seats x clients per seat."""
+    out = []
+    for part in text.split(","):
+        seats, _, clients = part.strip().partition("x")
+        try:
+            out.append((int(seats), int(clients)))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected SEATSxCLIENTS[,...], not {text!r}") from None
+    return out
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0] if __doc__ else None,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--scenarios", type=scenario_list, default=[(16, 500), (1, 5000)], help="SEATSxCLIENTS,..."
+    )
+    parser.add_argument("--shards", type=int_list, default=[1, 2], help="shard counts, comma-separated")
+    parser.add_argument("--timeout", type=positive_float, default=30.0, help="seconds per request")
+    parser.add_argument("--seed", type=int, default=1, help="race seed")
+    add_limits(parser, limit="race", limit_s=300.0, budget_s=1200.0)
+    add_smoke(parser)
+    return parser
+
+
+def race_once(url: str, config: RaceConfig, pool: GatewayPool, limit_s: float) -> tuple[RaceResult, float]:
+    plan = RacePlan(
+        name=f"shards-{config.shards}",
+        config=config,
+        target=TargetOptions(base_url=url, shard_pool=pool),
+        request=order_spec(),
+    )
+    results: list[RaceResult] = []
+
+    async def main() -> None:
+        with anyio.fail_after(limit_s):
+            results.append(RaceResult.from_run(plan.name, config, await run_race(plan)))
+
+    started = time.perf_counter()
+    anyio.run(main)
+    return results[0], time.perf_counter() - started
+
+
+def sharded_config(seats: int, clients: int, shards: int, args: argparse.Namespace) -> RaceConfig:
+    base = seed_config(
+        resources=seats, clients=clients, sync="last-byte", seed=args.seed, timeout=args.timeout
+    )
+    tx = ("popen",) * shards if shards > 1 else ()
+    return RaceConfig(**{**_fields(base), "shards": max(1, shards), "tx": tx})
+
+
+def _fields(config: RaceConfig) -> dict[str, Any]:
+    return {name: getattr(config, name) for name in config.__dataclass_fields__}
+
+
+def verdict(result: RaceResult) -> str:
+    wins = winners_per_resource(result)
+    if result.errors or result.unknown or any(count != 1 for count in wins):
+        return f"BAD ({result.errors} errors, {result.unknown} unknown, wins {sorted(set(wins))})"
+    return "one winner per seat"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    apply_smoke(args, scenarios=[(2, 10), (1, 20)], shards=[1, 2], timeout=10.0)
+    budget = Budget(args.budget_s)
+    print_header("Sharded races (execnet popen gateways), last-byte, hold=headers, safe sample service")
+    print(
+        f"this machine has {cores()} cores: the gain from shards is capped at two processes here, and "
+        "client and server share the same cores (the service's process competes with every shard)"
+    )
+    print()
+    seats = max(s for s, _ in args.scenarios)
+    rows: list[list[str]] = []
+    figures: dict[tuple[tuple[int, int], int], tuple[RaceResult, float]] = {}
+    pool = GatewayPool()
+    try:
+        with start_sample_service(strategy="safe", seats=seats) as service:
+            for shards in args.shards:  # gateways and imports warmed before timing, as a session does
+                race_once(
+                    service.url, sharded_config(1, max(2, shards), shards, args), pool, args.race_limit_s
+                )
+                service.reset()
+            for scenario in args.scenarios:
+                for shards in args.shards:
+                    if budget.expired():
+                        stderr("time budget spent before every race ran")
+                        return EXIT_INCOMPLETE
+                    service.reset()
+                    config = sharded_config(scenario[0], scenario[1], shards, args)
+                    result, wall = race_once(service.url, config, pool, args.race_limit_s)
+                    figures[(scenario, shards)] = (result, wall)
+                    rows.append(
+                        [
+                            f"{scenario[0]} x {scenario[1]}",
+                            str(shards),
+                            str(result.requests),
+                            f"{wall:.3f}",
+                            f"{result.requests / wall:.0f}",
+                            ms(result.spread.median_ns),
+                            ms(result.spread.server_median_ns),
+                            ms(result.clock_error_ns) if shards > 1 else "-",
+                            verdict(result),
+                        ]
+                    )
+    except (ServiceError, TimeoutError) as exc:
+        stderr(f"incomplete: {exc}")
+        return EXIT_INCOMPLETE
+    finally:
+        pool.close()
+    print_table(rows, HEADERS, "median per-seat spreads; wall = one race, gateways already started")
+    if args.smoke:
+        print(SMOKE_VERDICT)
+        return EXIT_OK
+    return _targets(figures, args)
+
+
+def _targets(
+    figures: dict[tuple[tuple[int, int], int], tuple[RaceResult, float]], args: argparse.Namespace
+) -> int:
+    failures = []
+    for (scenario, shards), (result, _) in figures.items():
+        if verdict(result) != "one winner per seat":
+            failures.append(f"{scenario} with {shards} shard(s): {verdict(result)}")
+    for scenario in args.scenarios:
+        one, two = figures.get((scenario, 1)), figures.get((scenario, 2))
+        if one is None or two is None:
+            continue
+        bound = SPREAD_FACTOR * one[0].spread.median_ns + SPREAD_SLACK_MS * NS_PER_MS
+        if not two[0].spread.median_ns <= bound:
+            failures.append(
+                f"{scenario[0]} x {scenario[1]}: 2 shards spread {ms(two[0].spread.median_ns)} ms > "
+                f"{SPREAD_FACTOR} x {ms(one[0].spread.median_ns)} + {SPREAD_SLACK_MS:g} ms"
+            )
+        if scenario == (16, 500) and two[1] > one[1]:
+            failures.append(f"16 x 500: 2 shards took {two[1]:.3f} s > one process's {one[1]:.3f} s")
+    if failures:
+        print("BELOW TARGET:")
+        for failure in failures:
+            print(f"  {failure}")
+        return EXIT_BELOW_TARGET
+    print(
+        f"targets met: 2-shard spread within {SPREAD_FACTOR} x one process + {SPREAD_SLACK_MS:g} ms; "
+        "16 x 500 no slower with 2 shards"
+    )
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,24 @@
+"""What a shard's gateway runs first: sent as source with ``gateway.remote_exec(this module)``.
+
+It imports nothing of ours at module level, so that a python without pytest-seatrace answers
+with what to install instead of a traceback; the shard itself is ``shard_worker.serve``,
+imported from the pytest-seatrace installed on the far side.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+
+def start(channel: Any) -> None:
+    try:
+        from pytest_seatrace.engine.shard_worker import serve
+    except ImportError as exc:
+        channel.send(("import-error", sys.executable, f"{type(exc).__name__}: {exc}"))
+        return
+    serve(channel)
+
+
+if __name__ == "__channelexec__":
+    start(channel)  # type: ignore[name-defined]  # noqa: F821 - execnet's global for remote code
