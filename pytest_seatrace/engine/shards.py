@@ -25,8 +25,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import marshal
 import os
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -114,6 +116,8 @@ class _Shard:
     channel: Any = None
     host: str = ""
     pid: int = 0
+    packed: bool = False
+    """Same Python version on both sides: rows and tables travel as ``marshal`` bytes."""
     offset_ns: int = 0
     error_ns: int = 0
     delta_ns: int = 0
@@ -161,6 +165,13 @@ def _plain(name: str, value: Any) -> Any:
     if isinstance(value, httpx.URL):
         return str(value)
     return value
+
+
+def unpack(rows: Any) -> Any:
+    """Rows or tables as sent: ``marshal`` bytes between equal Python versions (execnet's own
+    serialiser is pure Python, ~55 µs a record row each way against marshal's ~0.5 µs), else
+    execnet's plain builtins."""
+    return marshal.loads(rows) if isinstance(rows, bytes) else rows  # noqa: S302 - our own shard, our own channel
 
 
 def _tls(tls_verify: Any) -> tuple[str, Any]:
@@ -255,6 +266,7 @@ class ShardedFirer:
             "constants": self._constants,
             "varying": self._varying,
             "knobs": knobs.get(str(shard.number), {}),
+            "python_version": list(sys.version_info[:2]),
         }
 
     def _open(self, shard: _Shard, knobs: dict[str, Any]) -> None:
@@ -296,6 +308,7 @@ class ShardedFirer:
             )
             return
         shard.host, shard.pid = hello["host"], hello["pid"]
+        shard.packed = hello.get("python_version") == list(sys.version_info[:2])
         try:
             shard.offset_ns, shard.error_ns = self._offset(channel)
         except Exception as exc:
@@ -392,9 +405,10 @@ class ShardedFirer:
             self._check_first(rnd, share)
             if shard.live:
                 try:
-                    shard.channel.send(("round", rnd, [list(w) for w in waves], share, tables))
+                    packed: Any = marshal.dumps(tables) if shard.packed else tables
+                    shard.channel.send(("round", rnd, [list(w) for w in waves], share, packed))
                 except Exception as exc:
-                    if type(exc).__name__ == "DumpError":
+                    if type(exc).__name__ == "DumpError" or isinstance(exc, ValueError):
                         raise RaceUsageError(
                             f"shards: a request argument cannot travel to a shard ({exc}); request "
                             "arguments of sharded races must be builtins (str, bytes, numbers, lists, dicts)"
@@ -425,7 +439,7 @@ class ShardedFirer:
                 message = rows.get(shard.number)
                 if message is not None:
                     shard.late_ns = max(shard.late_ns, int(message[4]))
-                    records.extend(self._merge(shard, message[3]))
+                    records.extend(self._merge(shard, unpack(message[3])))
                 else:
                     records.extend(self._lost(shard, rnd, indices, share))
             sink.extend(records)
