@@ -374,13 +374,16 @@ class ShardedFirer:
     def _operation(self, rnd: int, index: int, client: int) -> str:
         """The record's operation (``core.operations``), named here as in one process; the request
         target is worked out once per distinct method, URL and query."""
-        args = self._args(rnd, index, client)
-        key = (str(args["method"]), repr(args.get("url")), repr(args.get("params")))
+        values = self._values.get((rnd, index, client), {})
+        method = str(values.get("method", self.spec.method))
+        key = (method, repr(values.get("url")), repr(values.get("params")))
         target = self._targets.get(key)
         if target is None:
-            request = self.builder.build_from(args)
+            request = self.builder.build_from(self._args(rnd, index, client))
             target = self._targets[key] = request.url.raw_path.decode("ascii")
-        return self.builder.operation(key[0], target, self.roster.attempt(index, client, rnd))
+        if not self.builder.operations.templated:  # one name per (method, target): no attempt needed
+            return self.builder.operation(method, target, None)  # type: ignore[arg-type]
+        return self.builder.operation(method, target, self.roster.attempt(index, client, rnd))
 
     def _check_first(self, rnd: int, share: dict[int, list[int]]) -> None:
         """Build one request here: a bad URL is a usage error at once, and ``first_url`` is known."""
@@ -415,6 +418,7 @@ class ShardedFirer:
                         ) from None
                     shard.fail(f"died mid-race ({type(exc).__name__}: {exc})")
         timeout = self.config.timeout + GRACE_S
+        pending: tuple[Sequence[int], dict[int, tuple[Any, ...]]] | None = None
         for indices in waves:
             racing = [s for s in self._shards if s.live]
             await self._gather(
@@ -428,21 +432,36 @@ class ShardedFirer:
                     shard.channel.send(("start", start + shard.offset_ns))
                 except Exception as exc:
                     shard.fail(f"died mid-race ({type(exc).__name__}: {exc})")
+            if pending is not None:  # the last wave's records, classified while this one races
+                sink.extend(self._wave_records(rnd, *pending, shares))
             rows = await self._gather(
                 [s for s in ready if s.live],
                 "records",
                 margin / 1e9 + timeout,
                 f"sent no records within {timeout:g}s of the start (hung or cut off)",
             )
-            records: list[Record] = []
-            for shard, share in zip(self._shards, shares, strict=True):
-                message = rows.get(shard.number)
-                if message is not None:
-                    shard.late_ns = max(shard.late_ns, int(message[4]))
-                    records.extend(self._merge(shard, unpack(message[3])))
-                else:
-                    records.extend(self._lost(shard, rnd, indices, share))
-            sink.extend(records)
+            pending = (indices, rows)
+        if pending is not None:
+            sink.extend(self._wave_records(rnd, *pending, shares))
+
+    def _wave_records(
+        self,
+        rnd: int,
+        indices: Sequence[int],
+        rows: dict[int, tuple[Any, ...]],
+        shares: Sequence[dict[int, list[int]]],
+    ) -> list[Record]:
+        """One wave's records from every shard, on our clock and classified; a shard that sent
+        none gives errors naming it."""
+        records: list[Record] = []
+        for shard, share in zip(self._shards, shares, strict=True):
+            message = rows.get(shard.number)
+            if message is not None:
+                shard.late_ns = max(shard.late_ns, int(message[4]))
+                records.extend(self._merge(shard, unpack(message[3])))
+            else:
+                records.extend(self._lost(shard, rnd, indices, share))
+        return records
 
     async def _gather(
         self, shards: Sequence[_Shard], kind: str, wait: float, late: str
