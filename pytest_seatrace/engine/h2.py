@@ -43,7 +43,7 @@ import httpx
 from pytest_seatrace.core.config import RaceConfig
 from pytest_seatrace.core.records import Outcome, Record
 from pytest_seatrace.engine.classify import ARRIVAL_HEADER, Classifier
-from pytest_seatrace.engine.plan import Attempt, Roster, Variation, release_order
+from pytest_seatrace.engine.plan import Attempt, Roster, Variation, keep_outcome, release_order
 from pytest_seatrace.engine.rawhttp import Origin, RawConnection, TransportError
 from pytest_seatrace.engine.requests import RequestBuilder, encode_json, origin_of
 
@@ -520,21 +520,12 @@ class SinglePacketFirer:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._collect, links)
                 if number + 1 < len(waves):
-                    tg.start_soon(self._build_into, upcoming, failures, rnd, waves[number + 1])
+                    tg.start_soon(keep_outcome, upcoming, failures, self._build, rnd, waves[number + 1])
             sink.extend(s.record for streams in groups.values() for s in streams)
             if failures:  # e.g. a request callable that raised: after this wave's figures are kept
                 raise failures[0]
             if upcoming:
                 groups = upcoming[0]
-
-    async def _build_into(
-        self, out: list[_Groups], failures: list[Exception], rnd: int, indices: Sequence[int]
-    ) -> None:
-        """``_build`` inside a task group, its error kept to be raised outside it."""
-        try:
-            out.append(await self._build(rnd, indices))
-        except Exception as exc:
-            failures.append(exc)
 
     async def _build(self, rnd: int, indices: Sequence[int]) -> _Groups:
         """Every request of the wave, grouped by resource and origin (one set of connections each)."""

@@ -26,7 +26,7 @@ import httpx
 from pytest_seatrace.core.config import RaceConfig
 from pytest_seatrace.core.records import Outcome, Record
 from pytest_seatrace.engine.classify import ARRIVAL_HEADER, Classifier
-from pytest_seatrace.engine.plan import Roster, release_order
+from pytest_seatrace.engine.plan import Roster, keep_outcome, release_order
 from pytest_seatrace.engine.rawhttp import (
     ANSWERED,
     Origin,
@@ -96,26 +96,18 @@ class LastByteFirer:
                 await self.starter()
             for index in indices:
                 self._release(rnd, index, [s for s in slots if s.record.resource == index])
-            upcoming = []
+            built: list[list[Slot]] = []
             failures: list[Exception] = []
             if number + 1 < len(waves):
                 async with anyio.create_task_group() as tg:
-                    tg.start_soon(self._build_into, upcoming, failures, rnd, waves[number + 1])
+                    tg.start_soon(keep_outcome, built, failures, self._build_wave, rnd, waves[number + 1])
                     await self._collect_wave(slots)
             else:
                 await self._collect_wave(slots)
             sink.extend([s.record for s in slots])
             if failures:  # e.g. a request callable that raised: after this wave's figures are kept
                 raise failures[0]
-
-    async def _build_into(
-        self, out: list[Slot], failures: list[Exception], rnd: int, indices: Sequence[int]
-    ) -> None:
-        """``_build_wave`` inside a task group, its error kept to be raised outside it."""
-        try:
-            out.extend(await self._build_wave(rnd, indices))
-        except Exception as exc:
-            failures.append(exc)
+            upcoming = built[0] if built else []
 
     async def _build_wave(self, rnd: int, indices: Sequence[int]) -> list[Slot]:
         """The wave's requests, one slot per racing client: client-side work only, nothing sent."""

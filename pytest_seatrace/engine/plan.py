@@ -219,6 +219,18 @@ class RacePlan:
             raise RaceUsageError("resources: no resources to race")
 
 
+async def keep_outcome(
+    out: list[_T], failures: list[Exception], work: Callable[..., Awaitable[_T]], *args: Any
+) -> None:
+    """``await work(*args)`` inside a task group: its result goes to ``out``, its exception to
+    ``failures``, to be raised once the group is done (after the wave's figures are kept, and
+    without an exception group)."""
+    try:
+        out.append(await work(*args))
+    except Exception as exc:
+        failures.append(exc)
+
+
 def release_order(seed: int, rnd: int, index: int, items: MutableSequence[_T]) -> MutableSequence[_T]:
     """Shuffle ``items`` in place in the order a resource's final writes go out, seeded by
     ``--race-seed`` so a run can be replayed, and so client 1 is not always first."""
