@@ -210,18 +210,23 @@ def seed_config(
     )
 
 
+def seed_order(seat: int, client: int) -> dict[str, Any]:
+    """The seed's ``POST /orders`` body: ``seat`` booked by user ``vu-<client>``."""
+    return {"seats": [seat], "user": f"vu-{client}"}
+
+
 def seed_held_bytes(resources: int, clients: int, hold: HoldPoint) -> int:
     """How many bytes a seed request holds back until the gate at ``hold`` (the longest one):
     the header block's last byte and the JSON body, or the body's last byte."""
     if hold == "body":
         return 1
-    body = json.dumps({"seats": [resources], "user": f"vu-{clients}"}, separators=(",", ":"))
+    body = json.dumps(seed_order(resources, clients), separators=(",", ":"))
     return 1 + len(body.encode())
 
 
 def order_spec() -> RequestSpec:
     """``POST /orders`` for the attempt's seat, one user per client."""
-    return RequestSpec("POST", "/orders", json=lambda a: {"seats": [a.resource], "user": f"vu-{a.client}"})
+    return RequestSpec("POST", "/orders", json=lambda a: seed_order(a.resource, a.client))
 
 
 def run_one_race(

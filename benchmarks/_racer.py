@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import httptools
 import httpx
+from _common import seed_order
 
 from pytest_seatrace.core.config import HoldPoint
 from pytest_seatrace.engine.requests import WireRequest, from_httpx
@@ -132,7 +133,7 @@ def seat_requests(base_url: str, seat: int, clients: int) -> list[WireRequest]:
     """The engine's wire bytes of the seed's ``POST /orders`` for ``seat``, one per client."""
     with httpx.Client(base_url=base_url) as client:
         return [
-            from_httpx(client.build_request("POST", "/orders", json={"seats": [seat], "user": f"vu-{c}"}))
+            from_httpx(client.build_request("POST", "/orders", json=seed_order(seat, c)))
             for c in range(1, clients + 1)
         ]
 
