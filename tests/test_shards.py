@@ -247,6 +247,25 @@ def test_a_shard_that_misses_the_start_is_an_error_and_nothing_waits_past_the_ti
     assert took < 1.0 + 1.0 + 5.0  # one ready deadline, not one per wave, never the shard's 30 s
 
 
+def test_a_shard_slower_than_its_herald_releases_late_and_says_so(sample_service, monkeypatch):
+    """Wave 2 starts when shard 2 said its prefixes would be written; it stalls 60 ms after
+    saying so, so it finds the start past and releases at once: late, reported, nothing lost."""
+    monkeypatch.setenv(SHARD_TEST_ENV, json.dumps({"2": {"slow_at": [1, 2], "slow_s": 0.06}}))
+    result, _ = sharded(sample_service.url, ("popen", "popen"), resources=3, concurrency=4)
+    assert (result.requests, result.wins, result.errors, result.unknown) == (12, 3, 0, 0)
+    every_request_accounted(result, 2)
+    late = {s["shard"]: s["start_late_ns"] for s in result.shards}
+    assert late[2] >= 50e6 and late[2] < 250e6  # released, not missed
+    assert late[1] < 50e6
+    seat_two = [r.sent_ns for r in result.history if r.resource == 1]
+    assert max(seat_two) - min(seat_two) >= 50e6  # the spread shows it
+
+
+def test_records_carry_the_operation_as_in_one_process(race, sample_service):
+    result = race.post(sample_service.url + "/orders", json=order, resources=2, concurrency=4, shards=2)
+    assert {r.operation for r in result.history} == {"POST /orders"}
+
+
 # -- through pytest: options, markers, Ctrl-C ------------------------------------------------------
 
 

@@ -484,6 +484,9 @@ class SinglePacketFirer:
         self.starter: Callable[[], Awaitable[None]] | None = None
         """Awaited once per wave right before the gate writes (a shard waits for the
         coordinator's start instant there); ``None``: release at once."""
+        self.released: Callable[[], None] | None = None
+        """Called right after each wave's held bytes are out (a shard gives up its CPU there,
+        so that another shard of the same host releases on time)."""
         self.ungated: list[str] = []
         """Always empty: every request here waits at the gate."""
         self.gate_writes: list[GateWrite] = []
@@ -515,6 +518,8 @@ class SinglePacketFirer:
             if self.starter is not None:
                 await self.starter()
             self._release(rnd, indices, links)
+            if self.released is not None:
+                self.released()
             upcoming: list[_Groups] = []
             failures: list[Exception] = []
             async with anyio.create_task_group() as tg:

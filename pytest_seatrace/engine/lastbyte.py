@@ -86,6 +86,13 @@ class LastByteFirer:
         self.starter: Callable[[], Awaitable[None]] | None = None
         """Awaited once per wave right before the held bytes go out (a shard waits for the
         coordinator's start instant there); ``None``: release at once."""
+        self.released: Callable[[], None] | None = None
+        """Called right after each wave's held bytes are out (a shard gives up its CPU there,
+        so that another shard of the same host releases on time)."""
+        self.herald: Callable[[int], None] | None = None
+        """Told, as soon as a wave is answered, how many prefixes of the next wave are about to
+        be written on its kept connections (a shard tells the coordinator when it expects to be
+        ready, before it hands over the records)."""
 
     async def fire_waves(self, rnd: int, waves: Sequence[Sequence[int]], sink: list[Record]) -> None:
         """Race every wave of a round, appending each wave's records to ``sink`` as it ends."""
@@ -96,6 +103,8 @@ class LastByteFirer:
                 await self.starter()
             for index in indices:
                 self._release(rnd, index, [s for s in slots if s.record.resource == index])
+            if self.released is not None:
+                self.released()
             built: list[list[Slot]] = []
             failures: list[Exception] = []
             if number + 1 < len(waves):
@@ -104,10 +113,12 @@ class LastByteFirer:
                     await self._collect_wave(slots)
             else:
                 await self._collect_wave(slots)
+            upcoming = built[0] if built else []
+            if self.herald is not None and built and not failures:
+                self.herald(len(upcoming))
             sink.extend([s.record for s in slots])
             if failures:  # e.g. a request callable that raised: after this wave's figures are kept
                 raise failures[0]
-            upcoming = built[0] if built else []
 
     async def _build_wave(self, rnd: int, indices: Sequence[int]) -> list[Slot]:
         """The wave's requests, one slot per racing client: client-side work only, nothing sent."""

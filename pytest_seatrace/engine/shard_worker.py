@@ -1,18 +1,22 @@
 """One shard of a sharded race, on the far side of its execnet channel: it sends and receives.
 
 The coordinator (``shards.py``) ships the plan as plain data: the race's settings, the
-request's constant fields, and per round every varying field already evaluated per client.
+request's constant fields, and wave by wave every varying field already evaluated per client.
 The shard rebuilds the requests with the engine's own builders, races its share of every
 resource's clients in the race's start mode, and waits at each wave's gate for the start
-instant the coordinator names on the wall clock (sleep, then spin the last ~1 ms). It
+instant the coordinator names on the wall clock (sleep, then spin the last ~0.2 ms). It
 classifies nothing: each record goes back with its status, arrival stamp, the first KiB of
 the body (all of it, and the headers, when a predicate needs them) and its stamps, on this
 host's ``perf_counter_ns``; the coordinator maps them onto its own clock.
 
 Messages (tuples of builtins) in: ``("plan", dict)``, ``("clock",)``, ``("round", rnd, waves,
-share, tables)``, ``("start", t_ns)``, ``("end",)``; out: ``("hello", dict)``, ``("clock",
-t_ns)``, ``("ready", rnd, wave)``, ``("records", rnd, wave, rows, late_ns)``, ``("missed", rnd, wave,
-late_ns)``, ``("error", text)``.
+share, tables)`` (the first wave's varying fields), ``("start", t_ns, tables)`` (the next wave's,
+or ``None``), ``("end",)``; out: ``("hello", dict)``, ``("clock", t_ns)``, ``("ready", rnd,
+wave, eta_ns)`` (``eta_ns``: when a heralded wave will be written, else 0), ``("records", rnd,
+wave, rows, late_ns)``, ``("missed", rnd, wave, late_ns)``, ``("error", text)``. A wave's fields
+come with the previous wave's start (a firer builds wave ``i + 1`` while wave ``i`` is
+answered); in last-byte mode a wave's ``ready`` goes out as soon as the previous wave is
+answered, ahead of that wave's ``records``, which follow once the prefixes are written.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import marshal
 import os
 import signal
 import socket
+import statistics
 import sys
 import tempfile
 import time
@@ -41,11 +46,24 @@ from pytest_seatrace.engine.limits import ensure_open_files
 from pytest_seatrace.engine.plan import Attempt, RequestSpec, Roster
 from pytest_seatrace.engine.requests import RequestBuilder, make_ssl_context
 
-SPIN_NS = 1_000_000
-"""The last stretch before the start instant is spun, not slept (a sleep wakes up late). Kept
-short: on the 2-core box two shards spinning 2 ms each starved the service and the coordinator,
-and the scheduler then preempted a shard just after the start (median spread 1.4-2.5 ms over 8
-seats x 20 clients, 2 shards, against 0.14-0.8 ms spinning 0.3-1 ms; load average ~1)."""
+SPIN_NS = 200_000
+"""The last stretch before the start instant is spun, not slept (a sleep wakes a little late),
+kept short: on 2 cores a shard that spins holds a core the other shard and the service (still
+reading the held heads) need; spinning 1 ms, a shard's release came ~1.5 ms late half the time
+(16 seats x 500 clients, 2 shards)."""
+START_GRACE_S = 5.0
+"""Beyond the race's timeout, how long a ready shard waits for its start instant (the
+coordinator gives up on a wave's laggards after the timeout and closes their channels)."""
+WRITE_NS = 6_000
+"""A first guess at one client's share of the work between a herald and the gate (then the
+median of the last ``RATES`` waves': one wave's figure alone swung 3x on 2 cores)."""
+RATES = 5
+HERALD_NS = 200_000
+"""Added to a heralded wave's expected end of writing: the start message, the next wave's
+fields and the spin fit in it."""
+COARSE_NS = 2_000_000
+"""Closer than this to the start instant, a shard sleeps in ``time.sleep`` (nanosecond timers)
+rather than in the event loop, whose timers round up to the millisecond."""
 MISSED_NS = 250_000_000
 """A start instant that had passed by this much when it arrived is missed: the wave is not
 released (its requests would not be synchronised with the other shards'). A start that arrives
@@ -78,6 +96,21 @@ class _Field:
 
     def __call__(self, attempt: Attempt) -> Any:
         return self.values[(attempt.resource, attempt.client)]
+
+
+class _Fields(dict[str, _Field]):
+    """The request's varying fields, filled wave by wave from the coordinator's tables."""
+
+    def install(self, tables: Any) -> None:
+        """Add one wave's tables (``marshal`` bytes or builtins) to the round's values."""
+        if isinstance(tables, bytes):
+            tables = marshal.loads(tables)  # noqa: S302 - from our own coordinator, over a channel that runs our code anyway
+        for name, rows in tables.items():
+            self[name].values.update(((index, client), value) for index, client, value in rows)
+
+    def clear_values(self) -> None:
+        for field in self.values():
+            field.values.clear()
 
 
 class _Recorder(Classifier):
@@ -130,17 +163,30 @@ class _Recorder(Classifier):
 
 
 class _Sink(list[Record]):
-    """What a firer extends once per wave: the wave's records go back to the coordinator."""
+    """What a firer extends once per wave: the wave's records go back to the coordinator.
+
+    Held back (last-byte) until the next wave's prefixes are written, while the shard waits
+    for its start instant: sent between a wave's last answer and the next wave's writing,
+    they held up the next start (the coordinator classifies them while that wave races)."""
 
     def __init__(self, channel: Any, recorder: _Recorder, state: dict[str, int], packed: bool) -> None:
         super().__init__()
         self._channel, self._recorder, self._state, self._packed = channel, recorder, state, packed
+        self.hold = False
+        self._held: list[tuple[Any, ...]] = []
 
     def extend(self, wave: Iterable[Record]) -> None:
         rows = [self._recorder.row(rec) for rec in wave]
         state = self._state
         sent: Any = marshal.dumps(rows) if self._packed else rows  # execnet's serialiser is slow
-        self._channel.send(("records", state["round"], state["wave"], sent, state.get("late", 0)))
+        self._held.append(("records", state["round"], state["wave"], sent, state.get("late", 0)))
+        if not self.hold:
+            self.flush()
+
+    def flush(self) -> None:
+        held, self._held = self._held, []
+        for message in held:
+            self._channel.send(message)
 
 
 class _Clock:
@@ -151,6 +197,17 @@ class _Clock:
 
     def now(self) -> int:
         return time.time_ns() + self.offset_ns
+
+
+def _receive_now(channel: Any, timeout: float) -> Any:
+    """The next message, blocking this thread: for the start instant, when the shard has
+    nothing else to do (a hop through a worker thread cost 0.2-1.5 ms on 2 cores)."""
+    try:
+        return channel.receive(timeout)
+    except EOFError:
+        raise _Stop("the coordinator closed the channel") from None
+    except Exception as exc:  # execnet's TimeoutError: the coordinator gave up on this shard
+        raise _Stop(f"no start instant within {timeout:g}s ({type(exc).__name__})") from None
 
 
 async def _receive(channel: Any) -> Any:
@@ -169,7 +226,7 @@ def _tls(plan: dict[str, Any], folder: str) -> Any:
     return bool(value)
 
 
-def _firer(plan: dict[str, Any], folder: str) -> tuple[Any, _Share, dict[str, _Field], _Recorder]:
+def _firer(plan: dict[str, Any], folder: str) -> tuple[Any, _Share, _Fields, _Recorder]:
     mode = plan["mode"]
     config = RaceConfig(
         resources=tuple(range(plan["resources"])),
@@ -182,7 +239,7 @@ def _firer(plan: dict[str, Any], folder: str) -> tuple[Any, _Share, dict[str, _F
         seed=plan["seed"],
     )
     roster = _Share(config)
-    fields = {name: _Field(name) for name in plan["varying"]}
+    fields = _Fields((name, _Field(name)) for name in plan["varying"])
     method: Any = fields.get("method") or plan["method"]  # a _Field when it varies
     request: dict[str, Any] = {**plan["constants"], **fields}
     request.pop("method", None)
@@ -208,43 +265,97 @@ def _firer(plan: dict[str, Any], folder: str) -> tuple[Any, _Share, dict[str, _F
     return firer, roster, fields, recorder
 
 
-def _starter(channel: Any, clock: _Clock, state: dict[str, int], knobs: dict[str, Any]) -> Callable[[], Any]:
-    """What a firer awaits before each wave's release: ready, then the start instant."""
+class _Starter:
+    """What a firer awaits before each wave's release: ready, then the start instant (and the
+    next wave's fields, installed before the spin).
 
-    async def start() -> None:
-        state["wave"] += 1
-        here = [state["round"], state["wave"]]
-        if knobs.get("delay_ready_at") == here:
-            await anyio.sleep(float(knobs.get("delay_ready_s", 0)))
-        channel.send(("ready", *here))
-        message = await _receive(channel)
+    A last-byte firer heralds the next wave as soon as this one is answered: the shard then
+    reports ready at once, with the instant it expects to have handed over this wave's records
+    and written the next wave's prefixes (at the last wave's rate), and the coordinator's
+    round trip overlaps with that work instead of following it."""
+
+    def __init__(
+        self, channel: Any, clock: _Clock, state: dict[str, int], knobs: dict[str, Any], fields: _Fields
+    ) -> None:
+        self.channel, self.clock, self.state, self.knobs, self.fields = channel, clock, state, knobs, fields
+        self.write_ns = WRITE_NS
+        """One client's share of the work between a herald and the gate (see ``WRITE_NS``)."""
+        self._rates: list[int] = []
+        self.timeout = float(knobs.get("timeout", 60.0)) + START_GRACE_S
+        self.before_start: Callable[[], None] = lambda: None
+        """Run once ready, before waiting for the start instant (the last wave's records go)."""
+        self._heralded: tuple[list[int], int, int] | None = None
+        """The heralded wave, its number of prefixes, and when the herald went out."""
+
+    def herald(self, writes: int) -> None:
+        here = [self.state["round"], self.state["wave"] + 1]
+        if self.knobs.get("delay_ready_at") == here:
+            return  # a test's late shard reports ready the slow way
+        self._heralded = (here, writes, time.perf_counter_ns())
+        eta = self.clock.now() + HERALD_NS + writes * self.write_ns * 9 // 8
+        self.channel.send(("ready", *here, eta))
+        if self.knobs.get("slow_at") == here:  # a test's shard that writes slower than it said
+            time.sleep(float(self.knobs.get("slow_s", 0)))
+
+    async def __call__(self) -> None:
+        self.state["wave"] += 1
+        here = [self.state["round"], self.state["wave"]]
+        heralded, self._heralded = self._heralded, None
+        if heralded is not None and heralded[0] == here:
+            _, writes, began = heralded
+            if writes:
+                self._rates.append((time.perf_counter_ns() - began) // writes)
+                del self._rates[:-RATES]
+                self.write_ns = statistics.median_low(self._rates)
+        else:
+            if self.knobs.get("delay_ready_at") == here:
+                await anyio.sleep(float(self.knobs.get("delay_ready_s", 0)))
+            self.channel.send(("ready", *here, 0))
+        self.before_start()
+        await self._wait(here)
+
+    async def _wait(self, here: list[int]) -> None:
+        channel, clock = self.channel, self.clock
+        message = _receive_now(channel, self.timeout)
         if message[0] != "start":
             raise _Stop(f"expected a start instant, got {message[0]!r}")
         at = int(message[1])
+        if message[2] is not None:
+            self.fields.install(message[2])
         late = clock.now() - at
         if late > MISSED_NS:
             channel.send(("missed", *here, late))
             raise _Stop("missed the start")
-        if knobs.get("kill_at") == here:  # a test's stand-in for a shard killed mid-race
+        if self.knobs.get("kill_at") == here:  # a test's stand-in for a shard killed mid-race
             os.kill(os.getpid(), signal.SIGKILL)
-        wait = at - clock.now() - SPIN_NS
-        if wait > 0:
+        wait = at - clock.now() - COARSE_NS
+        if wait > 0:  # the event loop's sleep wakes up to a millisecond late: only the far part
             await anyio.sleep(wait / 1e9)
+        wait = at - clock.now() - SPIN_NS
+        if wait > 0:  # nothing else runs in this shard now: a precise blocking sleep
+            time.sleep(wait / 1e9)  # noqa: ASYNC251 - blocking on purpose: the gate is next
         now = clock.now
         while now() < at:
             pass
-        state["late"] = now() - at
-
-    return start
+        self.state["late"] = now() - at
 
 
 async def _race(channel: Any, plan: dict[str, Any], clock: _Clock, folder: str) -> None:
     firer, roster, fields, recorder = _firer(plan, folder)
     state = {"round": 0, "wave": 0}
-    firer.starter = _starter(channel, clock, state, plan.get("knobs") or {})
+    knobs = {"number": plan["number"], "timeout": plan["timeout"], **(plan.get("knobs") or {})}
+    starter = _Starter(channel, clock, state, knobs, fields)
+    firer.starter = starter
+    if isinstance(firer, LastByteFirer):
+        firer.herald = starter.herald
+    sink = _Sink(channel, recorder, state, plan.get("python_version") == list(sys.version_info[:2]))
+    starter.before_start = sink.flush
+    if isinstance(firer, LastByteFirer):
+        sink.hold = True  # until the next wave's prefixes are written: see _Sink
+    if hasattr(firer, "released") and hasattr(os, "sched_yield"):
+        firer.released = os.sched_yield  # let another shard of this host release on time
     share = -(-plan["concurrency"] // plan["shards"])
     ensure_open_files(share * plan["parallel"])  # one set of connections: waves take turns
-    packed = plan.get("python_version") == list(sys.version_info[:2])
     try:
         while True:
             message = await _receive(channel)
@@ -253,15 +364,16 @@ async def _race(channel: Any, plan: dict[str, Any], clock: _Clock, folder: str) 
                 channel.send(("clock", clock.now()))
             elif kind == "round":
                 _, rnd, waves, clients, tables = message
-                if isinstance(tables, bytes):
-                    tables = marshal.loads(tables)  # noqa: S302 - from our own coordinator, over a channel that runs our code anyway
+                if isinstance(clients, bytes):
+                    clients = marshal.loads(clients)  # noqa: S302 - from our own coordinator, over a channel that runs our code anyway
                 roster.share = {int(index): list(ids) for index, ids in clients.items()}
-                for name, rows in tables.items():
-                    values = fields[name].values
-                    values.clear()
-                    values.update(((index, client), value) for index, client, value in rows)
+                fields.clear_values()
+                fields.install(tables)
                 state["round"], state["wave"] = rnd, 0
-                await firer.fire_waves(rnd, waves, _Sink(channel, recorder, state, packed))
+                try:
+                    await firer.fire_waves(rnd, waves, sink)
+                finally:
+                    sink.flush()  # the round's last wave (or the waves before a failure)
             else:  # "end"
                 return
     finally:
