@@ -58,7 +58,7 @@ WRITE_NS = 6_000
 """A first guess at one client's share of the work between a herald and the gate (then the
 median of the last ``RATES`` waves': one wave's figure alone swung 3x on 2 cores)."""
 RATES = 5
-HERALD_NS = 200_000
+HERALD_NS = 100_000
 """Added to a heralded wave's expected end of writing: the start message, the next wave's
 fields and the spin fit in it."""
 COARSE_NS = 2_000_000
@@ -292,7 +292,7 @@ class _Starter:
         if self.knobs.get("delay_ready_at") == here:
             return  # a test's late shard reports ready the slow way
         self._heralded = (here, writes, time.perf_counter_ns())
-        eta = self.clock.now() + HERALD_NS + writes * self.write_ns * 9 // 8
+        eta = self.clock.now() + HERALD_NS + writes * self.write_ns
         self.channel.send(("ready", *here, eta))
         if self.knobs.get("slow_at") == here:  # a test's shard that writes slower than it said
             time.sleep(float(self.knobs.get("slow_s", 0)))
