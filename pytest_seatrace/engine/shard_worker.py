@@ -340,7 +340,9 @@ class _Starter:
         self.state["late"] = now() - at
 
 
-async def _race(channel: Any, plan: dict[str, Any], clock: _Clock, folder: str) -> None:
+async def _race(channel: Any, plan: dict[str, Any], clock: _Clock, folder: str, first: Any) -> None:
+    """Race every round the coordinator sends (``first`` is the message that came before the
+    event loop ran) until it says ``end``."""
     firer, roster, fields, recorder = _firer(plan, folder)
     state = {"round": 0, "wave": 0}
     knobs = {"number": plan["number"], "timeout": plan["timeout"], **(plan.get("knobs") or {})}
@@ -357,8 +359,8 @@ async def _race(channel: Any, plan: dict[str, Any], clock: _Clock, folder: str) 
     share = -(-plan["concurrency"] // plan["shards"])
     ensure_open_files(share * plan["parallel"])  # one set of connections: waves take turns
     try:
+        message = first
         while True:
-            message = await _receive(channel)
             kind = message[0]
             if kind == "clock":
                 channel.send(("clock", clock.now()))
@@ -376,6 +378,7 @@ async def _race(channel: Any, plan: dict[str, Any], clock: _Clock, folder: str) 
                     sink.flush()  # the round's last wave (or the waves before a failure)
             else:  # "end"
                 return
+            message = await _receive(channel)
     finally:
         with anyio.CancelScope(shield=True):
             await firer.aclose()
@@ -417,9 +420,13 @@ def serve(channel: Any) -> None:
             },
         )
     )
+    first = channel.receive()
+    while first[0] == "clock":  # answered here, not through the event loop: tighter bounds
+        channel.send(("clock", clock.now()))
+        first = channel.receive()
     with tempfile.TemporaryDirectory(prefix="seatrace-shard-") as folder:
         try:
-            anyio.run(_race, channel, plan, clock, folder)
+            anyio.run(_race, channel, plan, clock, folder, first)
         except BaseException as exc:  # every failure goes back as a message
             root = _root(exc)
             if isinstance(root, (_Stop, EOFError)) or channel.isclosed():
