@@ -52,7 +52,7 @@ from pytest_seatrace.engine import shard_remote
 from pytest_seatrace.engine.classify import Classifier
 from pytest_seatrace.engine.plan import REQUEST_FIELDS, Attempt, RacePlan, RequestSpec, Roster
 from pytest_seatrace.engine.requests import RequestBuilder
-from pytest_seatrace.engine.shard_worker import plugin_version
+from pytest_seatrace.engine.shard_worker import plugin_version, unpack
 
 _T = TypeVar("_T")
 SHARD_TEST_ENV = "SEATRACE_SHARD_TEST"
@@ -188,13 +188,6 @@ def _plain(name: str, value: Any) -> Any:
     if isinstance(value, httpx.URL):
         return str(value)
     return value
-
-
-def unpack(rows: Any) -> Any:
-    """Rows or tables as sent: ``marshal`` bytes between equal Python versions (execnet's own
-    serialiser is pure Python, ~55 µs a record row each way against marshal's ~0.5 µs), else
-    execnet's plain builtins."""
-    return marshal.loads(rows) if isinstance(rows, bytes) else rows  # noqa: S302 - our own shard, our own channel
 
 
 def _tls(tls_verify: Any) -> tuple[str, Any]:
@@ -492,7 +485,8 @@ class ShardedFirer:
             tables.append(self._wave_tables(rnd, shares, waves[1]))
         timeout = self.config.timeout + GRACE_S
         pending: Sequence[int] | None = None
-        """The wave whose records are due: a shard sends them once its next release is out."""
+        """The wave whose records are due: a last-byte shard sends them once the next wave's
+        prefixes are written."""
         for number, indices in enumerate(waves):
             racing = [s for s in self._shards if s.live]
             upcoming = tables[number + 1] if number + 1 < len(tables) else None
