@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -41,6 +42,17 @@ def cores() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU of another process so far, all its threads (Linux ``/proc``; NaN
+    elsewhere, or once it is gone)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
+    except OSError:
+        return math.nan
+    fields = text.rsplit(")", 1)[1].split()  # after "pid (comm)": field 3 (state) onwards
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
 def machine_note() -> str:

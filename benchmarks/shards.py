@@ -2,22 +2,30 @@
 
 Per race: wall time, req/s, per-seat start spread on the client (first to last final write,
 on the coordinator's clock after the shards' stamps were mapped onto it) and at the server
-(``X-Arrival-Ns``), and the clock mapping's error bound. The gateways are started once, before
+(``X-Arrival-Ns``), the clock mapping's error bound, and the CPU the client (this process and
+its shards) and the service spent: on a box whose cores the service shares, what the shards
+spend beyond one process is taken from the service. The gateways are started once, before
 timing (as a session does), and reused by every race; the safe sample service runs in its own
 process and is reset before each race.
 
 Targets: with 2 shards the median per-seat client spread stays within 1.5 x the one-process
 spread + 1 ms, and 16 x 500 finishes no slower than in one process; every race has exactly one
-winner per seat and no error. Exit status: 0 targets met, 1 below target, 2 incomplete (time
-budget, a race that could not run). ``--smoke``: toy sizes in seconds, no target, 0 when it ran.
+winner per seat and no error. ``--shard-nice N`` starts the shards as ``popen//nice=N``
+(execnet's spec key), the recipe for shards that share a host with the service. Exit status:
+0 targets met, 1 below target, 2 incomplete (time budget, a race that could not run).
+``--smoke``: toy sizes in seconds, no target, 0 when it ran.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import resource
 import statistics
 import sys
 import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -33,12 +41,14 @@ from _common import (
     apply_smoke,
     cores,
     int_list,
+    load_note,
     ms,
     order_spec,
     positive_float,
     positive_int,
     print_header,
     print_table,
+    process_cpu_s,
     seed_config,
     stderr,
     winners_per_resource,
@@ -52,7 +62,10 @@ from pytest_seatrace.service import ServiceError, start_sample_service
 SPREAD_FACTOR = 1.5
 SPREAD_SLACK_MS = 1.0
 HEADERS = ["scenario", "shards", "repeat", "requests", "wall s", "req/s", "client spread ms",
-           "server spread ms", "clock error ms", "verdict"]  # fmt: skip
+           "server spread ms", "clock error ms", "client CPU s", "service CPU s", "verdict"]  # fmt: skip
+MEDIAN_HEADERS = ["scenario", "shards", "races", "median wall s", "client spread ms",
+                  "server spread ms", "client CPU s", "service CPU s", "service busy"]  # fmt: skip
+NICE_MAX = 19
 
 
 def scenario_list(text: str) -> list[tuple[int, int]]:
@@ -67,6 +80,16 @@ def scenario_list(text: str) -> list[tuple[int, int]]:
     return out
 
 
+def nice_value(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= NICE_MAX:
+        raise argparse.ArgumentTypeError(f"expected an integer from 0 to {NICE_MAX}, not {text!r}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0] if __doc__ else None,
@@ -79,6 +102,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout", type=positive_float, default=30.0, help="seconds per request")
     parser.add_argument("--seed", type=int, default=1, help="race seed")
     parser.add_argument(
+        "--shard-nice",
+        type=nice_value,
+        default=0,
+        help="start each shard as popen//nice=N (0-19; 0: as the test process)",
+    )
+    parser.add_argument(
         "--repeat",
         type=positive_int,
         default=5,
@@ -90,7 +119,22 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def race_once(url: str, config: RaceConfig, pool: GatewayPool, limit_s: float) -> tuple[RaceResult, float]:
+@dataclass
+class Timed:
+    """One race and what it cost: wall seconds, and CPU seconds of the client (this process and
+    its shards, all threads) and of the service; NaN where a process could not be read."""
+
+    result: RaceResult
+    wall: float
+    client_cpu: float
+    service_cpu: float
+
+
+def race_once(
+    url: str, config: RaceConfig, pool: GatewayPool, limit_s: float, pids: tuple[int, Sequence[int]]
+) -> Timed:
+    """Race once. ``pids``: the service's, and the shards' as the last race of this shard count
+    saw them (the pool reuses its gateways; a shard that started anew makes the client CPU NaN)."""
     plan = RacePlan(
         name=f"shards-{config.shards}",
         config=config,
@@ -103,16 +147,37 @@ def race_once(url: str, config: RaceConfig, pool: GatewayPool, limit_s: float) -
         with anyio.fail_after(limit_s):
             results.append(RaceResult.from_run(plan.name, config, await run_race(plan)))
 
+    service_pid, shard_pids = pids
+    service_before, own_before = process_cpu_s(service_pid), own_cpu_s()
+    shards_before = [process_cpu_s(pid) for pid in shard_pids]
     started = time.perf_counter()
     anyio.run(main)
-    return results[0], time.perf_counter() - started
+    wall = time.perf_counter() - started
+    shards_cpu = sum(process_cpu_s(pid) for pid in shard_pids) - sum(shards_before)
+    result = results[0]
+    if sorted(shard_pids) != shard_pids_of(result):
+        shards_cpu = math.nan
+    return Timed(
+        result, wall, own_cpu_s() - own_before + shards_cpu, process_cpu_s(service_pid) - service_before
+    )
+
+
+def shard_pids_of(result: RaceResult) -> list[int]:
+    return sorted(doc["pid"] for doc in result.shards)
+
+
+def own_cpu_s() -> float:
+    """User + system CPU of this process (the coordinator, or the one-process client)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def sharded_config(seats: int, clients: int, shards: int, args: argparse.Namespace) -> RaceConfig:
     base = seed_config(
         resources=seats, clients=clients, sync="last-byte", seed=args.seed, timeout=args.timeout
     )
-    tx = ("popen",) * shards if shards > 1 else ()
+    spec = f"popen//nice={args.shard_nice}" if args.shard_nice else "popen"
+    tx = (spec,) * shards if shards > 1 else ()
     return RaceConfig(**{**_fields(base), "shards": max(1, shards), "tx": tx})
 
 
@@ -127,26 +192,41 @@ def verdict(result: RaceResult) -> str:
     return "one winner per seat"
 
 
+def seconds(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.2f}"
+
+
+def median(values: Iterable[float]) -> float:
+    data = [v for v in values if not math.isnan(v)]
+    return statistics.median(data) if data else math.nan
+
+
+Figures = dict[tuple[tuple[int, int], int], list[Timed]]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     apply_smoke(args, scenarios=[(2, 10), (1, 20)], shards=[1, 2], timeout=10.0, repeat=1)
     budget = Budget(args.budget_s)
-    print_header("Sharded races (execnet popen gateways), last-byte, hold=headers, safe sample service")
+    spec = f"popen//nice={args.shard_nice}" if args.shard_nice else "popen"
+    print_header(f"Sharded races (execnet {spec} gateways), last-byte, hold=headers, safe sample service")
     print(
         f"this machine has {cores()} cores: the gain from shards is capped at two processes here, and "
         "client and server share the same cores (the service's process competes with every shard)"
     )
+    print(f"load before: {load_note()}")
     print()
     seats = max(s for s, _ in args.scenarios)
     rows: list[list[str]] = []
-    figures: dict[tuple[tuple[int, int], int], list[tuple[RaceResult, float]]] = {}
+    figures: Figures = {}
     pool = GatewayPool()
+    pids: dict[int, list[int]] = {}
     try:
         with start_sample_service(strategy="safe", seats=seats) as service:
             for shards in args.shards:  # gateways and imports warmed before timing, as a session does
-                race_once(
-                    service.url, sharded_config(1, max(2, shards), shards, args), pool, args.race_limit_s
-                )
+                config = sharded_config(1, max(2, shards), shards, args)
+                warm = race_once(service.url, config, pool, args.race_limit_s, (service.pid, []))
+                pids[shards] = shard_pids_of(warm.result)
                 service.reset()
             for repeat, scenario, shards in (
                 (r, sc, sh) for r in range(1, args.repeat + 1) for sc in args.scenarios for sh in args.shards
@@ -156,19 +236,23 @@ def main(argv: list[str] | None = None) -> int:
                     return EXIT_INCOMPLETE
                 service.reset()
                 config = sharded_config(scenario[0], scenario[1], shards, args)
-                result, wall = race_once(service.url, config, pool, args.race_limit_s)
-                figures.setdefault((scenario, shards), []).append((result, wall))
+                run = race_once(service.url, config, pool, args.race_limit_s, (service.pid, pids[shards]))
+                pids[shards] = shard_pids_of(run.result)
+                figures.setdefault((scenario, shards), []).append(run)
+                result = run.result
                 rows.append(
                     [
                         f"{scenario[0]} x {scenario[1]}",
                         str(shards),
                         str(repeat),
                         str(result.requests),
-                        f"{wall:.3f}",
-                        f"{result.requests / wall:.0f}",
+                        f"{run.wall:.3f}",
+                        f"{result.requests / run.wall:.0f}",
                         ms(result.spread.median_ns),
                         ms(result.spread.server_median_ns),
                         ms(result.clock_error_ns) if shards > 1 else "-",
+                        seconds(run.client_cpu),
+                        seconds(run.service_cpu),
                         verdict(result),
                     ]
                 )
@@ -178,54 +262,66 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         pool.close()
     print_table(
-        rows, HEADERS, "every race: median per-seat spreads; wall = one race, gateways already started"
+        rows,
+        HEADERS,
+        "every race: median per-seat spreads; wall = one race, gateways already started; client CPU "
+        "= this process + its shards",
     )
-    medians = [
-        [
-            f"{scenario[0]} x {scenario[1]}",
-            str(shards),
-            str(len(runs)),
-            f"{statistics.median(w for _, w in runs):.3f}",
-            ms(statistics.median(r.spread.median_ns for r, _ in runs)),
-            ms(statistics.median(r.spread.server_median_ns or 0 for r, _ in runs)),
-        ]
-        for (scenario, shards), runs in figures.items()
-    ]
     print_table(
-        medians,
-        ("scenario", "shards", "races", "median wall s", "client spread ms", "server spread ms"),
-        f"medians over {args.repeat} interleaved repeats",
+        [medians_row(scenario, shards, runs) for (scenario, shards), runs in figures.items()],
+        MEDIAN_HEADERS,
+        f"medians over {args.repeat} interleaved repeats; service busy = its CPU / wall (it runs one "
+        "event loop: near 100 % it is the limit, and what the client spends beyond that is taken "
+        "from it)",
     )
+    print(f"load after: {load_note()}")
     if args.smoke:
         print(SMOKE_VERDICT)
         return EXIT_OK
     return _targets(figures, args)
 
 
-def _targets(
-    figures: dict[tuple[tuple[int, int], int], list[tuple[RaceResult, float]]], args: argparse.Namespace
-) -> int:
-    failures = []
-    for (scenario, shards), runs in figures.items():
-        for result, _ in runs:
-            if verdict(result) != "one winner per seat":
-                failures.append(f"{scenario} with {shards} shard(s): {verdict(result)}")
+def medians_row(scenario: tuple[int, int], shards: int, runs: Sequence[Timed]) -> list[str]:
+    busy = median(r.service_cpu / r.wall for r in runs)
+    return [
+        f"{scenario[0]} x {scenario[1]}",
+        str(shards),
+        str(len(runs)),
+        f"{median(r.wall for r in runs):.3f}",
+        ms(median(r.result.spread.median_ns for r in runs)),
+        ms(median(r.result.spread.server_median_ns or 0 for r in runs)),
+        seconds(median(r.client_cpu for r in runs)),
+        seconds(median(r.service_cpu for r in runs)),
+        "-" if math.isnan(busy) else f"{100 * busy:.0f} %",
+    ]
 
-    def spread(runs: list[tuple[RaceResult, float]]) -> float:
-        return statistics.median(r.spread.median_ns for r, _ in runs)
 
-    def wall(runs: list[tuple[RaceResult, float]]) -> float:
-        return statistics.median(w for _, w in runs)
+def _targets(figures: Figures, args: argparse.Namespace) -> int:
+    failures = [
+        f"{scenario} with {shards} shard(s): {verdict(run.result)}"
+        for (scenario, shards), runs in figures.items()
+        for run in runs
+        if verdict(run.result) != "one winner per seat"
+    ]
+
+    def spread(runs: Sequence[Timed]) -> float:
+        return median(r.result.spread.median_ns for r in runs)
+
+    def wall(runs: Sequence[Timed]) -> float:
+        return median(r.wall for r in runs)
 
     for scenario in args.scenarios:
         one, two = figures.get((scenario, 1)), figures.get((scenario, 2))
         if one is None or two is None:
             continue
         bound = SPREAD_FACTOR * spread(one) + SPREAD_SLACK_MS * NS_PER_MS
+        ratios = sorted(b.wall / a.wall for a, b in zip(one, two, strict=True))
         print(
             f"{scenario[0]} x {scenario[1]}: 2 shards spread {ms(spread(two))} ms vs bound {ms(bound)} ms"
             f" ({SPREAD_FACTOR} x {ms(spread(one))} + {SPREAD_SLACK_MS:g}); wall {wall(two):.3f} s vs"
-            f" one process {wall(one):.3f} s (medians of {len(two)})"
+            f" one process {wall(one):.3f} s (medians of {len(two)}); 2 shards faster in"
+            f" {sum(r < 1 for r in ratios)} of {len(ratios)} interleaved pairs, wall ratios"
+            f" {ratios[0]:.3f}-{ratios[-1]:.3f}"
         )
         if not spread(two) <= bound:
             failures.append(

@@ -55,7 +55,6 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 import anyio
@@ -78,6 +77,7 @@ from _common import (
     positive_int,
     print_header,
     print_table,
+    process_cpu_s,
     seed_config,
     stderr,
 )
@@ -268,16 +268,6 @@ def _cpu_s(who: int) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def service_cpu_s(pid: int) -> float:
-    """User + system CPU of the service process so far (Linux ``/proc``; NaN elsewhere)."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
-    except OSError:
-        return math.nan
-    fields = text.rsplit(")", 1)[1].split()  # after "pid (comm)": field 3 (state) onwards
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
-
-
 # -- the benchmark -------------------------------------------------------------------------
 
 
@@ -350,7 +340,7 @@ def measure(
         for position, tool in enumerate(order, start=1):
             if budget.expired():
                 raise BudgetExceededError(f"time budget of {budget.seconds:g}s used up")
-            service_before = service_cpu_s(svc.pid)
+            service_before = process_cpu_s(svc.pid)
             try:
                 run = tool.run(load)
             except (RunFailedError, OSError, httpx.HTTPError) as exc:
@@ -358,7 +348,7 @@ def measure(
                 stderr(f"{tool.name} run {rep + 1} failed: {exc}")
                 done.append((tool.name, position, None))
                 continue
-            run.service_cpu_s = service_cpu_s(svc.pid) - service_before
+            run.service_cpu_s = process_cpu_s(svc.pid) - service_before
             run.load1 = _load1()
             stats[tool.name].runs.append(run)
             done.append((tool.name, position, run))

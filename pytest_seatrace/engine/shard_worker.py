@@ -25,7 +25,6 @@ import marshal
 import os
 import signal
 import socket
-import statistics
 import sys
 import tempfile
 import time
@@ -55,8 +54,13 @@ START_GRACE_S = 5.0
 """Beyond the race's timeout, how long a ready shard waits for its start instant (the
 coordinator gives up on a wave's laggards after the timeout and closes their channels)."""
 WRITE_NS = 6_000
-"""A first guess at one client's share of the work between a herald and the gate (then the
-median of the last ``RATES`` waves': one wave's figure alone swung 3x on 2 cores)."""
+"""A first guess at one client's share of the work between a herald and the wait for the
+start (writing the prefixes, handing over the records); then the slowest of the last ``RATES``
+waves'. One wave's figure swung 3x on 2 cores, and a shard that is not done by the start
+releases late: with the median, two shards of one host released 2-8 ms apart in a third of
+the waves (16 seats x 500 clients); with the slowest, the 2-shard spread fell from 6.3 to 4.9 ms
+and the race took no longer (12 interleaved races each; the second slowest gave 7.5 ms where
+the slowest gave 7.0 ms). The price: a stall in one wave delays the next few waves' starts."""
 RATES = 5
 HERALD_NS = 100_000
 """Added to a heralded wave's expected end of writing: the start message, the next wave's
@@ -275,9 +279,9 @@ class _Starter:
     next wave's fields, installed before the spin).
 
     A last-byte firer heralds the next wave as soon as this one is answered: the shard then
-    reports ready at once, with the instant it expects to have handed over this wave's records
-    and written the next wave's prefixes (at the last wave's rate), and the coordinator's
-    round trip overlaps with that work instead of following it."""
+    reports ready at once, with the instant it expects to have written the next wave's prefixes
+    and handed over this wave's records (at the slowest rate of its last waves), and the
+    coordinator's round trip overlaps with that work instead of following it."""
 
     def __init__(
         self,
@@ -312,17 +316,16 @@ class _Starter:
         self.state["wave"] += 1
         here = [self.state["round"], self.state["wave"]]
         heralded, self._heralded = self._heralded, None
-        if heralded is not None and heralded[0] == here:
-            _, writes, began = heralded
-            if writes:
-                self._rates.append((time.perf_counter_ns() - began) // writes)
-                del self._rates[:-RATES]
-                self.write_ns = statistics.median_low(self._rates)
-        else:
+        if heralded is None or heralded[0] != here:
             if self.knobs.get("delay_ready_at") == here:
                 await anyio.sleep(float(self.knobs.get("delay_ready_s", 0)))
             self.channel.send(("ready", *here, 0))
         self.before_start()
+        if heralded is not None and heralded[0] == here and heralded[1]:
+            _, writes, began = heralded
+            self._rates.append((time.perf_counter_ns() - began) // writes)
+            del self._rates[:-RATES]
+            self.write_ns = max(self._rates)
         await self._wait(here)
 
     async def _wait(self, here: list[int]) -> None:
