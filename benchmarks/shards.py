@@ -11,7 +11,8 @@ process and is reset before each race.
 Targets: with 2 shards the median per-seat client spread stays within 1.5 x the one-process
 spread + 1 ms, and 16 x 500 finishes no slower than in one process; every race has exactly one
 winner per seat and no error. ``--shard-nice N`` starts the shards as ``popen//nice=N``
-(execnet's spec key), the recipe for shards that share a host with the service. Exit status:
+(execnet's spec key), to see what a lower priority trades: it leaves the service more of the
+cores, and the shards wake up late for their starts. Exit status:
 0 targets met, 1 below target, 2 incomplete (time budget, a race that could not run).
 ``--smoke``: toy sizes in seconds, no target, 0 when it ran.
 """
