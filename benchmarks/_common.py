@@ -67,6 +67,27 @@ def load_note() -> str:
     return f"load average {one:.2f} {five:.2f} {fifteen:.2f} (1/5/15 min)"
 
 
+def cpu_times() -> list[int]:
+    """The machine's CPU time so far by kind (Linux ``/proc/stat``: user, nice, system, idle,
+    iowait, irq, softirq, steal), in clock ticks; empty elsewhere."""
+    try:
+        line = Path("/proc/stat").read_text(encoding="ascii").splitlines()[0]
+    except (OSError, IndexError):
+        return []
+    return [int(field) for field in line.split()[1:9]]
+
+
+def steal_note(before: Sequence[int]) -> str:
+    """How much of the machine's CPU time since ``before`` (``cpu_times()``) the hypervisor
+    gave to other guests: on a shared host it is what makes one run differ from the next."""
+    after = cpu_times()
+    if len(before) < 8 or len(after) < 8:
+        return "steal: unknown"
+    spent = [b - a for a, b in zip(before, after, strict=True)]
+    total = sum(spent)
+    return f"hypervisor steal {100 * spent[7] / total:.1f} % of CPU time" if total else "steal: none"
+
+
 def print_header(title: str) -> None:
     print(title)
     print(machine_note())

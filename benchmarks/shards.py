@@ -41,6 +41,7 @@ from _common import (
     add_smoke,
     apply_smoke,
     cores,
+    cpu_times,
     int_list,
     load_note,
     ms,
@@ -52,6 +53,7 @@ from _common import (
     process_cpu_s,
     seed_config,
     stderr,
+    steal_note,
     winners_per_resource,
 )
 
@@ -216,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         "client and server share the same cores (the service's process competes with every shard)"
     )
     print(f"load before: {load_note()}")
+    times = cpu_times()
     print()
     seats = max(s for s, _ in args.scenarios)
     rows: list[list[str]] = []
@@ -275,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         "event loop: near 100 % it is the limit, and what the client spends beyond that is taken "
         "from it)",
     )
-    print(f"load after: {load_note()}")
+    print(f"load after: {load_note()}; {steal_note(times)} during the run")
     if args.smoke:
         print(SMOKE_VERDICT)
         return EXIT_OK
