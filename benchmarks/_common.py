@@ -67,6 +67,18 @@ def load_note() -> str:
     return f"load average {one:.2f} {five:.2f} {fifteen:.2f} (1/5/15 min)"
 
 
+def runqueue_wait_s(pid: int) -> float:
+    """Seconds the threads of a process have so far spent runnable but waiting for a CPU
+    (Linux ``/proc/PID/task/*/schedstat``, the second field; NaN elsewhere). A process that
+    shares the cores waits there while others hold them."""
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+        waits = [int(task.joinpath("schedstat").read_text(encoding="ascii").split()[1]) for task in tasks]
+    except (OSError, IndexError, ValueError):
+        return math.nan
+    return sum(waits) / 1e9
+
+
 def cpu_times() -> list[int]:
     """The machine's CPU time so far by kind (Linux ``/proc/stat``: user, nice, system, idle,
     iowait, irq, softirq, steal), in clock ticks; empty elsewhere."""

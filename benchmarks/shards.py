@@ -51,6 +51,7 @@ from _common import (
     print_header,
     print_table,
     process_cpu_s,
+    runqueue_wait_s,
     seed_config,
     stderr,
     steal_note,
@@ -65,9 +66,11 @@ from pytest_seatrace.service import ServiceError, start_sample_service
 SPREAD_FACTOR = 1.5
 SPREAD_SLACK_MS = 1.0
 HEADERS = ["scenario", "shards", "repeat", "requests", "wall s", "req/s", "client spread ms",
-           "server spread ms", "clock error ms", "client CPU s", "service CPU s", "verdict"]  # fmt: skip
+           "server spread ms", "clock error ms", "client CPU s", "service CPU s", "service waited ms",
+           "verdict"]  # fmt: skip
 MEDIAN_HEADERS = ["scenario", "shards", "races", "median wall s", "client spread ms",
-                  "server spread ms", "client CPU s", "service CPU s", "service busy"]  # fmt: skip
+                  "server spread ms", "client CPU s", "service CPU s", "service waited ms",
+                  "service busy"]  # fmt: skip
 NICE_MAX = 19
 
 
@@ -125,12 +128,14 @@ def _parser() -> argparse.ArgumentParser:
 @dataclass
 class Timed:
     """One race and what it cost: wall seconds, and CPU seconds of the client (this process and
-    its shards, all threads) and of the service; NaN where a process could not be read."""
+    its shards, all threads) and of the service, and how long the service was runnable but
+    waited for a CPU; NaN where a process could not be read."""
 
     result: RaceResult
     wall: float
     client_cpu: float
     service_cpu: float
+    service_wait: float
 
 
 def race_once(
@@ -152,6 +157,7 @@ def race_once(
 
     service_pid, shard_pids = pids
     service_before, own_before = process_cpu_s(service_pid), own_cpu_s()
+    waited_before = runqueue_wait_s(service_pid)
     shards_before = [process_cpu_s(pid) for pid in shard_pids]
     started = time.perf_counter()
     anyio.run(main)
@@ -161,7 +167,11 @@ def race_once(
     if sorted(shard_pids) != shard_pids_of(result):
         shards_cpu = math.nan
     return Timed(
-        result, wall, own_cpu_s() - own_before + shards_cpu, process_cpu_s(service_pid) - service_before
+        result,
+        wall,
+        own_cpu_s() - own_before + shards_cpu,
+        process_cpu_s(service_pid) - service_before,
+        runqueue_wait_s(service_pid) - waited_before,
     )
 
 
@@ -197,6 +207,10 @@ def verdict(result: RaceResult) -> str:
 
 def seconds(value: float) -> str:
     return "-" if math.isnan(value) else f"{value:.2f}"
+
+
+def milliseconds(value: float) -> str:
+    return "-" if math.isnan(value) else f"{1000 * value:.0f}"
 
 
 def median(values: Iterable[float]) -> float:
@@ -257,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
                         ms(result.clock_error_ns) if shards > 1 else "-",
                         seconds(run.client_cpu),
                         seconds(run.service_cpu),
+                        milliseconds(run.service_wait),
                         verdict(result),
                     ]
                 )
@@ -276,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         MEDIAN_HEADERS,
         f"medians over {args.repeat} interleaved repeats; service busy = its CPU / wall (it runs one "
         "event loop: near 100 % it is the limit, and what the client spends beyond that is taken "
-        "from it)",
+        "from it); service waited = runnable, but every core was taken",
     )
     print(f"load after: {load_note()}; {steal_note(times)} during the run")
     if args.smoke:
@@ -296,6 +311,7 @@ def medians_row(scenario: tuple[int, int], shards: int, runs: Sequence[Timed]) -
         ms(median(r.result.spread.server_median_ns or 0 for r in runs)),
         seconds(median(r.client_cpu for r in runs)),
         seconds(median(r.service_cpu for r in runs)),
+        milliseconds(median(r.service_wait for r in runs)),
         "-" if math.isnan(busy) else f"{100 * busy:.0f} %",
     ]
 
