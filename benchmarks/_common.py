@@ -12,6 +12,7 @@ import asyncio
 import json
 import math
 import os
+import resource
 import statistics
 import sys
 import time
@@ -44,6 +45,13 @@ def cores() -> int:
     return os.cpu_count() or 1
 
 
+def rusage_cpu_s(who: int) -> float:
+    """User + system CPU so far of this process (``resource.RUSAGE_SELF``) or of its children
+    that ended (``RUSAGE_CHILDREN``)."""
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
 def process_cpu_s(pid: int) -> float:
     """User + system CPU of another process so far, all its threads (Linux ``/proc``; NaN
     elsewhere, or once it is gone)."""
@@ -57,6 +65,22 @@ def process_cpu_s(pid: int) -> float:
 
 def machine_note() -> str:
     return f"client and server share this machine's {cores()} cores (service in a separate process)"
+
+
+def load1() -> float:
+    """The 1-minute load average (NaN where the platform has none)."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
+
+
+def nan_median(values: Iterable[float]) -> float:
+    """The median of the values that are not NaN (NaN when none is)."""
+    data = [v for v in values if not math.isnan(v)]
+    return statistics.median(data) if data else math.nan
+
+
+def fmt_or_dash(value: float, digits: int = 1) -> str:
+    """``value`` with ``digits`` decimals, or ``-`` for NaN (a figure that could not be read)."""
+    return "-" if math.isnan(value) else f"{value:.{digits}f}"
 
 
 def load_note() -> str:

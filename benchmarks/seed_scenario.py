@@ -74,9 +74,12 @@ from _common import (
     apply_smoke,
     client_spreads,
     count_5xx,
+    fmt_or_dash,
+    load1,
     load_note,
     machine_note,
     ms,
+    nan_median,
     positive_float,
     positive_int,
     print_header,
@@ -571,19 +574,6 @@ def _gc_and_loop(stats: dict[str, ToolStats], tools: Sequence[Tool]) -> list[str
     return lines
 
 
-def _load1() -> float:
-    return os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
-
-
-def _fmt(value: float, digits: int = 1) -> str:
-    return "-" if math.isnan(value) else f"{value:.{digits}f}"
-
-
-def _med(values: Iterable[float]) -> float:
-    data = [v for v in values if not math.isnan(v)]
-    return statistics.median(data) if data else math.nan
-
-
 def _same_or_list(values: Sequence[int]) -> str:
     return str(values[0]) if len(set(values)) == 1 else "/".join(str(v) for v in values)
 
@@ -620,7 +610,7 @@ def run_safe(
                 continue
             finally:
                 svc.reset()
-            run.load1 = _load1()
+            run.load1 = load1()
             stats[tool.name].runs.append(run)
             rows.append(
                 [
@@ -628,14 +618,14 @@ def run_safe(
                     rep + 1,
                     f"{run.wall_s:.3f}",
                     f"{run.rps:.0f}",
-                    _fmt(run.latency_ms(50)),
-                    _fmt(run.latency_ms(95)),
-                    _fmt(run.latency_ms(99)),
+                    fmt_or_dash(run.latency_ms(50)),
+                    fmt_or_dash(run.latency_ms(95)),
+                    fmt_or_dash(run.latency_ms(99)),
                     f"{run.transport_errors}/{run.fivexx}",
                     run.successes,
-                    _fmt(run.server_spread_ms(), 2),
-                    _fmt(run.cpu_s, 2),
-                    _fmt(run.load1, 2),
+                    fmt_or_dash(run.server_spread_ms(), 2),
+                    fmt_or_dash(run.cpu_s, 2),
+                    fmt_or_dash(run.load1, 2),
                 ]
             )
     return stats, rows
@@ -669,24 +659,24 @@ def summary_rows(stats: dict[str, ToolStats], expected_wins: int) -> list[list[A
             rows.append([name, f"0 of {len(st.failures)}", *["-"] * 11, st.unsafe])
             continue
         runs_cell = str(len(runs)) + (f" ({len(st.failures)} failed)" if st.failures else "")
-        server = _med(r.server_spread_ms() for r in runs)
+        server = nan_median(r.server_spread_ms() for r in runs)
         server_max = max((max(r.server_spreads) for r in runs if r.server_spreads), default=None)
         rows.append(
             [
                 name,
                 runs_cell,
-                f"{_med(r.wall_s for r in runs):.3f}",
-                f"{_med(r.rps for r in runs):.0f}",
-                _fmt(_med(r.latency_ms(50) for r in runs)),
-                _fmt(_med(r.latency_ms(95) for r in runs)),
-                _fmt(_med(r.latency_ms(99) for r in runs)),
+                f"{nan_median(r.wall_s for r in runs):.3f}",
+                f"{nan_median(r.rps for r in runs):.0f}",
+                fmt_or_dash(nan_median(r.latency_ms(50) for r in runs)),
+                fmt_or_dash(nan_median(r.latency_ms(95) for r in runs)),
+                fmt_or_dash(nan_median(r.latency_ms(99) for r in runs)),
                 f"{sum(r.transport_errors for r in runs)}/{sum(r.fivexx for r in runs)}",
                 _same_or_list([r.successes for r in runs])
                 + ("" if all(r.successes == expected_wins for r in runs) else " (!)"),
-                _fmt(server, 2),
+                fmt_or_dash(server, 2),
                 ms(server_max),
-                _fmt(_med(r.client_spread_ms() for r in runs), 2),
-                _fmt(_med(r.cpu_s * 1e6 / r.requests for r in runs), 0),
+                fmt_or_dash(nan_median(r.client_spread_ms() for r in runs), 2),
+                fmt_or_dash(nan_median(r.cpu_s * 1e6 / r.requests for r in runs), 0),
                 st.unsafe,
             ]
         )
@@ -741,9 +731,9 @@ def targets(stats: dict[str, ToolStats], resources: int) -> list[Check]:
     if lb is None or not lb.runs:
         return [Check(f"{LAST_BYTE} ran (needed for every target)", None)]
     runs = lb.runs
-    wall = _med(r.wall_s for r in runs)
-    p95 = _med(r.latency_ms(95) for r in runs)
-    spread = _med(r.server_spread_ms() for r in runs)
+    wall = nan_median(r.wall_s for r in runs)
+    p95 = nan_median(r.latency_ms(95) for r in runs)
+    spread = nan_median(r.server_spread_ms() for r in runs)
     bad = sum(r.fivexx + r.transport_errors for r in runs)
     wins = [r.successes for r in runs]
     checks = [
@@ -759,8 +749,8 @@ def targets(stats: dict[str, ToolStats], resources: int) -> list[Check]:
     if locust is None or not locust.runs:
         checks.append(Check("ahead of Locust-with-barrier (Locust did not run)", None))
     else:
-        lwall = _med(r.wall_s for r in locust.runs)
-        lspread = _med(r.server_spread_ms() for r in locust.runs)
+        lwall = nan_median(r.wall_s for r in locust.runs)
+        lspread = nan_median(r.server_spread_ms() for r in locust.runs)
         checks.append(
             Check(f"wall {wall:.3f} s < Locust-with-barrier {lwall:.3f} s", wall < lwall),
         )
@@ -883,7 +873,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"{LAST_BYTE}, warm (median above)",
                     "-",
                     "-",
-                    f"{_med(r.wall_s for r in warm) * 1e3:.1f}",
+                    f"{nan_median(r.wall_s for r in warm) * 1e3:.1f}",
                     "-",
                 ],
             ],

@@ -22,10 +22,9 @@ from __future__ import annotations
 import argparse
 import math
 import resource
-import statistics
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,9 +41,11 @@ from _common import (
     apply_smoke,
     cores,
     cpu_times,
+    fmt_or_dash,
     int_list,
     load_note,
     ms,
+    nan_median,
     order_spec,
     positive_float,
     positive_int,
@@ -52,6 +53,7 @@ from _common import (
     print_table,
     process_cpu_s,
     runqueue_wait_s,
+    rusage_cpu_s,
     seed_config,
     stderr,
     steal_note,
@@ -156,7 +158,7 @@ def race_once(
             results.append(RaceResult.from_run(plan.name, config, await run_race(plan)))
 
     service_pid, shard_pids = pids
-    service_before, own_before = process_cpu_s(service_pid), own_cpu_s()
+    service_before, own_before = process_cpu_s(service_pid), rusage_cpu_s(resource.RUSAGE_SELF)
     waited_before = runqueue_wait_s(service_pid)
     shards_before = [process_cpu_s(pid) for pid in shard_pids]
     started = time.perf_counter()
@@ -169,7 +171,7 @@ def race_once(
     return Timed(
         result,
         wall,
-        own_cpu_s() - own_before + shards_cpu,
+        rusage_cpu_s(resource.RUSAGE_SELF) - own_before + shards_cpu,
         process_cpu_s(service_pid) - service_before,
         runqueue_wait_s(service_pid) - waited_before,
     )
@@ -179,18 +181,16 @@ def shard_pids_of(result: RaceResult) -> list[int]:
     return sorted(doc["pid"] for doc in result.shards)
 
 
-def own_cpu_s() -> float:
-    """User + system CPU of this process (the coordinator, or the one-process client)."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+def shard_spec(args: argparse.Namespace) -> str:
+    """The gateway spec of every shard: ``popen``, or ``popen//nice=N`` with ``--shard-nice``."""
+    return f"popen//nice={args.shard_nice}" if args.shard_nice else "popen"
 
 
 def sharded_config(seats: int, clients: int, shards: int, args: argparse.Namespace) -> RaceConfig:
     base = seed_config(
         resources=seats, clients=clients, sync="last-byte", seed=args.seed, timeout=args.timeout
     )
-    spec = f"popen//nice={args.shard_nice}" if args.shard_nice else "popen"
-    tx = (spec,) * shards if shards > 1 else ()
+    tx = (shard_spec(args),) * shards if shards > 1 else ()
     return RaceConfig(**{**_fields(base), "shards": max(1, shards), "tx": tx})
 
 
@@ -205,19 +205,6 @@ def verdict(result: RaceResult) -> str:
     return "one winner per seat"
 
 
-def seconds(value: float) -> str:
-    return "-" if math.isnan(value) else f"{value:.2f}"
-
-
-def milliseconds(value: float) -> str:
-    return "-" if math.isnan(value) else f"{1000 * value:.0f}"
-
-
-def median(values: Iterable[float]) -> float:
-    data = [v for v in values if not math.isnan(v)]
-    return statistics.median(data) if data else math.nan
-
-
 Figures = dict[tuple[tuple[int, int], int], list[Timed]]
 
 
@@ -225,8 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     apply_smoke(args, scenarios=[(2, 10), (1, 20)], shards=[1, 2], timeout=10.0, repeat=1)
     budget = Budget(args.budget_s)
-    spec = f"popen//nice={args.shard_nice}" if args.shard_nice else "popen"
-    print_header(f"Sharded races (execnet {spec} gateways), last-byte, hold=headers, safe sample service")
+    print_header(
+        f"Sharded races (execnet {shard_spec(args)} gateways), last-byte, hold=headers, safe sample service"
+    )
     print(
         f"this machine has {cores()} cores: the gain from shards is capped at two processes here, and "
         "client and server share the same cores (the service's process competes with every shard)"
@@ -269,9 +257,9 @@ def main(argv: list[str] | None = None) -> int:
                         ms(result.spread.median_ns),
                         ms(result.spread.server_median_ns),
                         ms(result.clock_error_ns) if shards > 1 else "-",
-                        seconds(run.client_cpu),
-                        seconds(run.service_cpu),
-                        milliseconds(run.service_wait),
+                        fmt_or_dash(run.client_cpu, 2),
+                        fmt_or_dash(run.service_cpu, 2),
+                        fmt_or_dash(1000 * run.service_wait, 0),
                         verdict(result),
                     ]
                 )
@@ -301,17 +289,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def medians_row(scenario: tuple[int, int], shards: int, runs: Sequence[Timed]) -> list[str]:
-    busy = median(r.service_cpu / r.wall for r in runs)
+    busy = nan_median(r.service_cpu / r.wall for r in runs)
     return [
         f"{scenario[0]} x {scenario[1]}",
         str(shards),
         str(len(runs)),
-        f"{median(r.wall for r in runs):.3f}",
-        ms(median(r.result.spread.median_ns for r in runs)),
-        ms(median(r.result.spread.server_median_ns or 0 for r in runs)),
-        seconds(median(r.client_cpu for r in runs)),
-        seconds(median(r.service_cpu for r in runs)),
-        milliseconds(median(r.service_wait for r in runs)),
+        f"{nan_median(r.wall for r in runs):.3f}",
+        ms(nan_median(r.result.spread.median_ns for r in runs)),
+        ms(nan_median(r.result.spread.server_median_ns or 0 for r in runs)),
+        fmt_or_dash(nan_median(r.client_cpu for r in runs), 2),
+        fmt_or_dash(nan_median(r.service_cpu for r in runs), 2),
+        fmt_or_dash(1000 * nan_median(r.service_wait for r in runs), 0),
         "-" if math.isnan(busy) else f"{100 * busy:.0f} %",
     ]
 
@@ -325,10 +313,10 @@ def _targets(figures: Figures, args: argparse.Namespace) -> int:
     ]
 
     def spread(runs: Sequence[Timed]) -> float:
-        return median(r.result.spread.median_ns for r in runs)
+        return nan_median(r.result.spread.median_ns for r in runs)
 
     def wall(runs: Sequence[Timed]) -> float:
-        return median(r.wall for r in runs)
+        return nan_median(r.wall for r in runs)
 
     for scenario in args.scenarios:
         one, two = figures.get((scenario, 1)), figures.get((scenario, 2))

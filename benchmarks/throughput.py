@@ -47,13 +47,11 @@ import argparse
 import dataclasses
 import gc
 import math
-import os
 import resource
-import statistics
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -70,14 +68,18 @@ from _common import (
     add_smoke,
     apply_smoke,
     count_5xx,
+    fmt_or_dash,
+    load1,
     load_note,
     loop_name,
     machine_note,
+    nan_median,
     positive_float,
     positive_int,
     print_header,
     print_table,
     process_cpu_s,
+    rusage_cpu_s,
     seed_config,
     stderr,
 )
@@ -203,9 +205,9 @@ class HeyTool:
         seconds = str(max(1, math.ceil(load.timeout)))
         command = [self.binary, "-c", str(load.concurrency), "-n", str(load.requests), "-t", seconds]
         command += ["-m", "POST", "-T", "application/json", "-d", BODY, "-o", "csv", load.url + "/orders"]
-        before = _cpu_s(resource.RUSAGE_CHILDREN)  # the service is not reaped yet: hey alone
+        before = rusage_cpu_s(resource.RUSAGE_CHILDREN)  # the service is not reaped yet: hey alone
         done = _run_bounded(command, load.limit_s)
-        cpu = _cpu_s(resource.RUSAGE_CHILDREN) - before
+        cpu = rusage_cpu_s(resource.RUSAGE_CHILDREN) - before
         if done.returncode != 0:
             raise RunFailedError(f"hey exited {done.returncode}: {done.stderr.strip()[-300:]}")
         samples = parse_hey_csv(done.stdout, SEAT)  # answered requests only
@@ -247,25 +249,20 @@ class EngineTool:
                 results.append(RaceResult.from_run(self.name, config, await run_race(plan)))
 
         gc_before = [gen["collections"] for gen in gc.get_stats()]
-        cpu = _cpu_s(resource.RUSAGE_SELF)
+        cpu = rusage_cpu_s(resource.RUSAGE_SELF)
         started = time.perf_counter()
         try:
             anyio.run(main)
         except TimeoutError:
             raise RunFailedError(f"race not finished after {load.limit_s:g}s") from None
         wall = time.perf_counter() - started
-        cpu = _cpu_s(resource.RUSAGE_SELF) - cpu
+        cpu = rusage_cpu_s(resource.RUSAGE_SELF) - cpu
         collections = tuple(g["collections"] - b for g, b in zip(gc.get_stats(), gc_before, strict=True))
         result = results[0]
         statuses = Counter(rec.status for rec in result.history if rec.status)
         return Run(
             self.name, wall, len(result.history), statuses, cpu, gc_collections=collections, loop=loops[0]
         )
-
-
-def _cpu_s(who: int) -> float:
-    usage = resource.getrusage(who)
-    return usage.ru_utime + usage.ru_stime
 
 
 # -- the benchmark -------------------------------------------------------------------------
@@ -277,23 +274,10 @@ class ToolStats:
     failures: list[str] = field(default_factory=list)
 
     def median_rps(self) -> float:
-        return _med(r.rps for r in self.runs)
+        return nan_median(r.rps for r in self.runs)
 
     def median_cpu_us(self) -> float:
-        return _med(r.cpu_us_per_request for r in self.runs)
-
-
-def _load1() -> float:
-    return os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
-
-
-def _med(values: Iterable[float]) -> float:
-    data = [v for v in values if not math.isnan(v)]
-    return statistics.median(data) if data else math.nan
-
-
-def _fmt(value: float, digits: int) -> str:
-    return "-" if math.isnan(value) else f"{value:.{digits}f}"
+        return nan_median(r.cpu_us_per_request for r in self.runs)
 
 
 def _statuses(counts: Counter[int]) -> str:
@@ -349,7 +333,7 @@ def measure(
                 done.append((tool.name, position, None))
                 continue
             run.service_cpu_s = process_cpu_s(svc.pid) - service_before
-            run.load1 = _load1()
+            run.load1 = load1()
             stats[tool.name].runs.append(run)
             done.append((tool.name, position, run))
         hey_rps = next((r.rps for name, _, r in done if name == HEY and r is not None), math.nan)
@@ -367,12 +351,12 @@ def measure(
                     position,
                     f"{maybe.wall_s:.3f}",
                     f"{maybe.rps:.0f}",
-                    _fmt(maybe.rps / hey_rps, 2),
+                    fmt_or_dash(maybe.rps / hey_rps, 2),
                     f"{maybe.client_cpu_s:.2f}",
-                    _fmt(maybe.cpu_us_per_request, 1),
-                    _fmt(maybe.service_cpu_s, 2),
+                    fmt_or_dash(maybe.cpu_us_per_request, 1),
+                    fmt_or_dash(maybe.service_cpu_s, 2),
                     responses,
-                    _fmt(maybe.load1, 2),
+                    fmt_or_dash(maybe.load1, 2),
                 ]
             )
     return stats, rows
@@ -420,14 +404,14 @@ def summary_rows(stats: dict[str, ToolStats]) -> list[list[Any]]:
             [
                 name,
                 str(len(st.runs)) + (f" ({len(st.failures)} failed)" if st.failures else ""),
-                f"{_med(r.wall_s for r in st.runs):.3f}",
+                f"{nan_median(r.wall_s for r in st.runs):.3f}",
                 f"{rps:.0f}",
-                _fmt(rps / hey_rps, 2),
+                fmt_or_dash(rps / hey_rps, 2),
                 " / ".join(f"{r.rps:.0f}" for r in st.runs),
-                f"{_med(r.client_cpu_s for r in st.runs):.2f}",
-                _fmt(st.median_cpu_us(), 1),
-                _fmt(st.median_cpu_us() / hey_cpu, 2),
-                _fmt(_med(r.service_cpu_s for r in st.runs), 2),
+                f"{nan_median(r.client_cpu_s for r in st.runs):.2f}",
+                fmt_or_dash(st.median_cpu_us(), 1),
+                fmt_or_dash(st.median_cpu_us() / hey_cpu, 2),
+                fmt_or_dash(nan_median(r.service_cpu_s for r in st.runs), 2),
                 f"{sum(r.unanswered for r in st.runs)} / {sum(r.fivexx for r in st.runs)}",
             ]
         )
