@@ -317,11 +317,12 @@ class _Starter:
         here = [self.state["round"], self.state["wave"]]
         heralded, self._heralded = self._heralded, None
         if heralded is None or heralded[0] != here:
+            heralded = None
             if self.knobs.get("delay_ready_at") == here:
                 await anyio.sleep(float(self.knobs.get("delay_ready_s", 0)))
             self.channel.send(("ready", *here, 0))
         self.before_start()
-        if heralded is not None and heralded[0] == here and heralded[1]:
+        if heralded is not None and heralded[1]:  # this wave was heralded: how long it took
             _, writes, began = heralded
             self._rates.append((time.perf_counter_ns() - began) // writes)
             del self._rates[:-RATES]
