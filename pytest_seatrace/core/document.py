@@ -199,6 +199,9 @@ class RaceDoc(_RaceDocRequired, total=False):
     """Per operation counts and statuses; only in a race that mixed operations."""
     shards: list[ShardDoc]
     """One entry per shard of a sharded race; absent for a race in the test process."""
+    connections_replaced: int
+    """Kept connections the server had closed (its keep-alive), replaced before the release;
+    absent from documents written before it existed."""
 
 
 def format_expect(expect: ExpectDoc, times: int = 1) -> str:

@@ -145,3 +145,6 @@ class RaceRun:
     """The start that ran (``auto`` resolved to single-packet or last-byte); ``None``: as configured."""
     shards: tuple[ShardInfo, ...] = ()
     """The shards of a sharded race (``shards=N``); empty for a race in the test process."""
+    replaced: int = 0
+    """Kept connections the server had closed (or was about to close, idle past its keep-alive)
+    that were replaced by fresh ones before their requests were released."""

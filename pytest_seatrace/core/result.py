@@ -93,6 +93,8 @@ class RaceResult:
     """What was raced (method, URL, base URL, HTTP version), for reports."""
     shard_infos: tuple[ShardInfo, ...] = field(default=(), repr=False)
     """The shards of a sharded race, as the engine saw them (``shards`` adds their figures)."""
+    connections_replaced: int = 0
+    """Kept connections the server had closed (its keep-alive) replaced before the release."""
 
     @classmethod
     def from_run(cls, name: str, config: RaceConfig, run: RaceRun, *, checked: bool = True) -> RaceResult:
@@ -111,6 +113,7 @@ class RaceResult:
             problems=run.problems,
             interrupted=run.interrupted,
             shard_infos=run.shards,
+            connections_replaced=run.replaced,
         )
 
     # -- the config, as the result names it --------------------------------------------------
@@ -432,6 +435,7 @@ class RaceResult:
             doc["by_operation"] = self.by_operation()
         if self.shard_infos:
             doc["shards"] = list(self.shards)
+        doc["connections_replaced"] = self.connections_replaced
         if history:
             doc["history"] = history_columns(self.history, self.resources)
         return doc

@@ -404,13 +404,29 @@ def early_text(race: RaceDoc) -> str | None:
     )
 
 
+def replaced_text(race: RaceDoc) -> str | None:
+    """Kept connections the server closed (its keep-alive) and the race replaced, if any."""
+    replaced = race.get("connections_replaced", 0)
+    if not replaced:
+        return None
+    return (
+        f"{replaced} kept {'connection' if replaced == 1 else 'connections'} the server had closed "
+        "(idle past its keep-alive) replaced before the release: no request it could have acted on "
+        "was lost or replayed"
+    )
+
+
 def note_lines(races: Sequence[RaceDoc], width: int) -> list[Line]:
-    """Per-race notes under the table: early answers, and what clean rounds showed."""
+    """Per-race notes under the table: early answers, replaced connections, and what clean
+    rounds showed."""
     notes: list[tuple[RaceDoc, str, bool]] = []
     for race in races:
         early = early_text(race)
         if early:
             notes.append((race, early, True))
+        replaced = replaced_text(race)
+        if replaced:
+            notes.append((race, replaced, False))
         confidence = confidence_text(race)
         if confidence:
             notes.append((race, confidence, False))
@@ -511,6 +527,9 @@ def resource_lines(races: Sequence[RaceDoc]) -> list[Line]:
         early = early_text(race)
         if early:
             out.append(Line(early, yellow=True))
+        replaced = replaced_text(race)
+        if replaced:
+            out.append(Line(replaced))
         confidence = confidence_text(race)
         if confidence:
             out.append(Line(confidence, green=True))
