@@ -14,6 +14,8 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
+import h2.connection
+import h2.events
 import pytest
 
 from examples.recipes.servers import Server, serve
@@ -27,6 +29,7 @@ from pytest_seatrace.marker import resolve
 from pytest_seatrace.options import Settings
 from tests.keepalive_server import read_request
 from tests.support import raw_server
+from tests.test_single_packet import Seen, ended, fire, h2_server, respond
 
 
 @contextlib.contextmanager
@@ -207,3 +210,68 @@ def test_the_shortest_idle_close_is_the_limit_and_older_connections_are_stale() 
     assert keepalive.limit_ns == 2_100_000_000
     assert keepalive.stale(1_600_000_000)
     assert not keepalive.stale(1_500_000_000)
+
+
+# -- single-packet (HTTP/2) --------------------------------------------------------------------
+
+
+class IdleCloseOnNextWave:
+    """An h2c seat server (first stream per seat wins) whose first connection, as the second
+    wave's HEADERS arrive on it, closes: with a GOAWAY naming the first wave's last stream (its
+    keep-alive expired: the new streams were never processed), or silently."""
+
+    def __init__(self, goaway: bool) -> None:
+        self.goaway = goaway
+        self.taken: set[int] = set()
+        self.connections: list[int] = []
+        self.last_answered: dict[int, int] = {}
+        self.bodies: dict[tuple[int, int], bytes] = {}
+
+    def __call__(self, conn: h2.connection.H2Connection, events: list[h2.events.Event], seen: Seen) -> bool:
+        if id(conn) not in self.connections:
+            self.connections.append(id(conn))
+        first = self.connections[0] == id(conn)
+        fresh = [e.stream_id for e in events if isinstance(e, h2.events.RequestReceived)]
+        if first and fresh and id(conn) in self.last_answered:
+            if self.goaway:
+                conn.close_connection(last_stream_id=self.last_answered[id(conn)])
+            return False
+        for event in events:
+            if isinstance(event, h2.events.DataReceived):
+                key = (id(conn), event.stream_id)
+                self.bodies[key] = self.bodies.get(key, b"") + event.data
+        for sid in ended(events):
+            seat = json.loads(self.bodies[id(conn), sid])["seat"]
+            respond(conn, sid, 409 if seat in self.taken else 201)
+            self.taken.add(seat)
+            self.last_answered[id(conn)] = sid
+        return True
+
+
+def seat_order(a: Attempt) -> dict[str, Any]:
+    return {"seat": a.resource}
+
+
+def test_streams_a_goaway_says_were_never_processed_are_written_again_on_a_fresh_connection() -> None:
+    server = IdleCloseOnNextWave(goaway=True)
+    with h2_server(server) as (url, _):
+        fired = fire(RequestSpec("POST", url + "/book", json=seat_order), waves=2, concurrency=5)
+    result = fired.result
+    assert result.passed
+    assert (result.wins, result.rejections, result.errors, result.unknown) == (2, 8, 0, 0)
+    assert len(server.connections) == 2
+    assert fired.firer.replaced == 1
+
+
+def test_a_kept_connection_closed_under_dispatched_streams_leaves_them_unknown() -> None:
+    """No GOAWAY: the server may have started the streams at HEADERS, so they are unknown, with
+    the cause, and never written again."""
+    server = IdleCloseOnNextWave(goaway=False)
+    with h2_server(server) as (url, _):
+        fired = fire(RequestSpec("POST", url + "/book", json=seat_order), waves=2, concurrency=5)
+    result = fired.result
+    assert (result.wins, result.errors, result.unknown) == (1, 0, 5)
+    assert {r.resource for r in result.history if r.outcome is Outcome.UNKNOWN} == {1}
+    assert all("keep-alive" in (r.reason or "") for r in result.history if r.outcome is Outcome.UNKNOWN)
+    assert len(server.connections) == 1
+    assert fired.firer.replaced == 1
