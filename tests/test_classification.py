@@ -153,10 +153,14 @@ def test_without_error_statuses_a_4xx_failure_hides_as_a_rejection(race, locked_
     assert any("kinds" in note and "423" in note and "409" in note for note in result.notes)
 
 
-def test_only_error_rule_responses_count_as_a_rule_the_test_gave(race, locked_tickets):
+def test_error_rule_responses_count_as_a_rule_the_test_gave(race):
     """Everyone failing by the test's own ``error=`` is no "wrong URL": the errors say why."""
-    result = race.post(lambda a: f"{locked_tickets}/tickets/{a.resource}", json={"fail": True},
-                       concurrency=4, expect=0, error=423, allow_errors=True)  # fmt: skip
+    with serve_app(Tickets(fail_status=422)) as url:
+        result = race.post(lambda a: f"{url}/tickets/{a.resource}", json={"fail": True},
+                           concurrency=4, expect=0, error=422, allow_errors=True)  # fmt: skip
+        unruled = race.post(lambda a: f"{url}/tickets/{a.resource}", json={"fail": True},
+                            concurrency=4, expect=0, check=False)  # fmt: skip
+    assert [v.kind for v in unruled.violations] == ["no-winner-possible"]
     assert result.passed
     assert result.errors == 4
     assert not [v for v in result.violations if v.kind == "no-winner-possible"]
@@ -328,9 +332,11 @@ def test_the_notes_show_under_the_table_and_in_the_verbose_block(
             tickets.post("/t", json=lambda a: {"client": a.client}, concurrency=9)
         """
     )
-    result = pytester.runpytest("-p", "no:cacheprovider")
+    result = pytester.runpytest("-p", "no:cacheprovider", "--race-html", "r.html")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*test_mixed: rejections of 2 kinds (*× 409, *× 403): if only some*"])
+    html = (pytester.path / "r.html").read_text(encoding="utf-8")
+    assert '<p class="note">note: rejections of 2 kinds (' in html
     verbose = pytester.runpytest("-p", "no:cacheprovider", "-v")
     verbose.stdout.fnmatch_lines(["Total: 9 requests*", "rejections of 2 kinds*"])
 
