@@ -171,6 +171,8 @@ class _RaceDocRequired(TypedDict):
     """Requests answered before their held bytes were sent."""
     double_bookings: int
     error_reasons: dict[str, int]
+    notes: list[str]
+    """Advice on the classification that does not change the verdict (suggests ``reject=``)."""
     status_counts: dict[str, int]
     latency: LatencyDoc
     rps: float

@@ -190,7 +190,7 @@ def no_winner_possible(group: Group, expect: range) -> list[Violation]:
     """A resource nobody could win (one never-win status everywhere, or no answer at all).
 
     It guards against a wrong URL, so it never applies to responses the test's own
-    ``success=``/``reject=`` classified: ``expect=0, reject=401`` may see only 401s.
+    ``success=``/``reject=``/``error=`` classified: ``expect=0, reject=401`` may see only 401s.
     """
     if group.wins or group.unknown or any(r.by_rule for r in group.records):
         return []

@@ -57,7 +57,7 @@ class Record:
     early: bool = False
     """Answered before its held bytes were sent: classified as usual, but not synchronised."""
     by_rule: bool = False
-    """Classified by a ``success=``/``reject=`` rule the test gave (not a built-in default)."""
+    """Classified by a ``success=``/``reject=``/``error=`` rule the test gave (not a built-in default)."""
     timed_out: bool = False
     """Its outcome was decided by ``timeout`` (unknown after the gate, an error before it)."""
     operation: str = ""
