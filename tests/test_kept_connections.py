@@ -10,6 +10,7 @@ import sys
 import threading
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -18,6 +19,7 @@ import h2.connection
 import h2.events
 import pytest
 
+from examples.recipes.flask_app import holder
 from examples.recipes.servers import Server, serve
 from pytest_seatrace.core.records import Outcome, Record
 from pytest_seatrace.engine.classify import Classifier
@@ -27,6 +29,7 @@ from pytest_seatrace.engine.plan import Attempt, RequestSpec
 from pytest_seatrace.engine.requests import RequestBuilder, make_ssl_context
 from pytest_seatrace.marker import resolve
 from pytest_seatrace.options import Settings
+from tests.gunicorn_seats import gunicorn_seats
 from tests.keepalive_server import read_request
 from tests.support import raw_server
 from tests.test_single_packet import Seen, ended, fire, h2_server, respond
@@ -275,3 +278,55 @@ def test_a_kept_connection_closed_under_dispatched_streams_leaves_them_unknown()
     assert all("keep-alive" in (r.reason or "") for r in result.history if r.outcome is Outcome.UNKNOWN)
     assert len(server.connections) == 1
     assert fired.firer.replaced == 1
+
+
+# -- real servers: gunicorn's threaded workers, hypercorn and uvicorn with short keep-alives -----
+
+
+GTHREAD = pytest.mark.parametrize(
+    ("hold", "delay_ms"), [("headers", 150), ("headers", 400), ("body", 400)], ids=str
+)
+
+
+@GTHREAD
+def test_gunicorn_gthread_with_slow_requests_gives_a_true_verdict(
+    race: Any, tmp_path: Path, hold: str, delay_ms: int
+) -> None:
+    """The pretix deployment's shape: gunicorn gthread (3 workers x 8 threads, its 2 s
+    keep-alive), a correct SQLite service, slow requests, so that later waves reuse connections
+    idle past the keep-alive. At hold="headers" every such close is replaced and the race passes;
+    at hold="body" a close under a prefix is unknown, settled by verify=, never an error."""
+    with gunicorn_seats(tmp_path, delay_ms=delay_ms) as server:
+        result = race.post(
+            lambda a: f"{server.url}/book/{a.resource}",
+            json=lambda a: {"user": f"u{a.client}"},
+            resources=3,
+            concurrency=100,
+            sync="last-byte",
+            hold=hold,
+            verify=lambda seat: int(holder(tmp_path / "seats.db", str(seat)) is not None),
+        )
+    assert result.passed
+    assert (result.errors, result.wins) == (0, 3)
+    unknown = [r for r in result.history if r.outcome is Outcome.UNKNOWN]
+    assert all("keep-alive" in (r.reason or "") for r in unknown)
+
+
+@pytest.mark.parametrize(("server", "sync"), [("hypercorn", "single-packet"), ("uvicorn", "last-byte")])
+def test_a_short_server_keep_alive_never_fails_a_correct_service(
+    race: Any, sample_service_factory: Any, server: str, sync: str
+) -> None:
+    """hypercorn and uvicorn closing connections idle for 20 ms: more connections per resource
+    than one (hypercorn: 25 streams each) finish at different times and idle between waves."""
+    streams = 25 if server == "hypercorn" else None
+    service = sample_service_factory(server=server, keep_alive_s=0.02, h2_max_streams=streams)
+    result = race.post(
+        service.url + "/orders",
+        json=lambda a: {"seats": [a.resource], "user": f"u{a.client}"},
+        resources=4,
+        concurrency=100,
+        sync=sync,
+        verify=lambda seat: len(get_json(f"{service.url}/seats/{seat}")["holders"]),
+    )
+    assert result.passed
+    assert result.errors == 0
