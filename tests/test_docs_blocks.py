@@ -10,10 +10,9 @@ the language, where GitHub does not show them:
 
 - ```` ```python ````: a test module, run as its own pytest session; every test in it passes;
 - ```` ```python test="fragment" ````: a piece of a larger example, on purpose not run alone;
-- ```` ```python test="excerpt" source="PATH" ````: lines of PATH, a file the suite runs; every
-  code line of the block must be a line of PATH;
 - ```` ```python test="script" ````: a script, run where a small race wrote ``race-report.json``;
-- ```` ```python file="conftest.py" ````: the ``conftest.py`` of the page's next block.
+- ```` ```python file="NAME.py" ````: written as ``NAME.py`` (a ``conftest.py``, the app under test)
+  beside the page's next block, which runs with it.
 
 Command lines (``pytest ...``, ``python -m ...``, ``pip install ...``) in ``bash`` blocks and
 in code spans are checked against ``--help`` of what they run, and against the package's extras.
@@ -38,7 +37,7 @@ from tests.support import INNER_INI
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-KINDS = ("module", "fragment", "excerpt", "script")
+KINDS = ("module", "fragment", "script")
 BLOCKS: list[CodeExample] = [block for page in PAGES for block in find_examples(page)]
 
 
@@ -59,7 +58,7 @@ def of_kind(name: str) -> list[object]:
 
 
 def companion(block: CodeExample) -> CodeExample | None:
-    """The block just before ``block`` on its page when that one is a ``file="conftest.py"``."""
+    """The block just before ``block`` on its page when that one is a ``file="NAME.py"``."""
     index = BLOCKS.index(block)
     before = BLOCKS[index - 1] if index else None
     if before is not None and before.path == block.path and before.prefix_settings().get("file"):
@@ -71,25 +70,25 @@ def test_every_block_says_what_it_is() -> None:
     unknown = [f"{where(b)}: test={kind(b)!r}" for b in BLOCKS if kind(b) not in KINDS]
     assert not unknown, f"known kinds: {KINDS}\n" + "\n".join(unknown)
     files = [b for b in BLOCKS if b.prefix_settings().get("file")]
-    assert all(b.prefix_settings()["file"] == "conftest.py" for b in files)
-    assert all(any(companion(n) is b for n in BLOCKS) for b in files), "a conftest block with no next block"
+    assert all(re.fullmatch(r"\w+\.py", b.prefix_settings()["file"]) for b in files)
+    assert all(any(companion(n) is b for n in BLOCKS) for b in files), "a file= block with no next block"
     assert len(of_kind("module")) >= 8, "most examples should run"
 
 
 # -- test modules ----------------------------------------------------------------------------------
 
 
-def tests_in(source: str) -> int:
+def count_tests(source: str) -> int:
     return len(re.findall(r"^(?:async )?def test_", source, re.MULTILINE))
 
 
 @pytest.mark.parametrize("block", of_kind("module"))
 def test_block_runs_as_a_test_module(pytester: pytest.Pytester, block: CodeExample) -> None:
     pytester.makeini(INNER_INI)
-    conftest = companion(block)
-    if conftest is not None:
-        pytester.makeconftest(conftest.source)
-    tests = tests_in(block.source)
+    beside = companion(block)
+    if beside is not None:
+        (pytester.path / beside.prefix_settings()["file"]).write_text(beside.source, encoding="utf-8")
+    tests = count_tests(block.source)
     assert tests, f'{where(block)} defines no test: mark it test="fragment" or make it one'
     name = re.sub(r"\W", "_", f"test_{block.path.stem}_{block.start_line}")
     pytester.makepyfile(**{name: block.source})
@@ -98,21 +97,7 @@ def test_block_runs_as_a_test_module(pytester: pytest.Pytester, block: CodeExamp
     result.assert_outcomes(passed=tests)
 
 
-# -- excerpts and scripts ------------------------------------------------------------------------
-
-
-def code_lines(text: str) -> list[str]:
-    """Stripped lines without their trailing ``# comment``, blank ones left out."""
-    lines = (re.sub(r"\s+#\s.*$", "", line).strip() for line in text.splitlines())
-    return [line for line in lines if line]
-
-
-@pytest.mark.parametrize("block", of_kind("excerpt"))
-def test_excerpt_is_in_its_source(block: CodeExample) -> None:
-    source = ROOT / block.prefix_settings()["source"]
-    known = set(code_lines(source.read_text(encoding="utf-8")))
-    missing = [line for line in code_lines(block.source) if line not in known]
-    assert not missing, f"{where(block)}: not in {source.relative_to(ROOT)}: {missing}"
+# -- scripts ---------------------------------------------------------------------------------------
 
 
 REPORT_RACE = """
