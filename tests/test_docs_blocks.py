@@ -16,6 +16,9 @@ the language, where GitHub does not show them:
 
 Command lines (``pytest ...``, ``python -m ...``, ``pip install ...``) in ``bash`` blocks and
 in code spans are checked against ``--help`` of what they run, and against the package's extras.
+``ini`` and ``toml`` blocks are pytest configurations: each is a session's ``pytest.ini`` or
+``pyproject.toml``, which must start without a usage error. Blocks without a language are
+output, shown as it was printed.
 """
 
 from __future__ import annotations
@@ -118,6 +121,37 @@ def test_script_reads_a_real_report(pytester: pytest.Pytester, block: CodeExampl
     script.write_text(block.source, encoding="utf-8")
     result = pytester.run(sys.executable, str(script), timeout=60)
     assert result.ret == 0, f"{where(block)}:\n{result.stdout.str()}\n{result.stderr.str()}"
+
+
+# -- configuration files ---------------------------------------------------------------------------
+
+CONFIG_FENCE = re.compile(r"^```(ini|toml)\s*\n(.*?)^```", re.MULTILINE | re.DOTALL)
+CONFIGS = [
+    pytest.param(lang, body, id=f"{page.relative_to(ROOT)}:{lang}{i}")
+    for page in PAGES
+    for i, (lang, body) in enumerate(CONFIG_FENCE.findall(page.read_text(encoding="utf-8")))
+]
+
+
+@pytest.mark.parametrize(("lang", "body"), CONFIGS)
+def test_config_block_is_accepted(pytester: pytest.Pytester, lang: str, body: str) -> None:
+    name = "pytest.ini" if lang == "ini" else "pyproject.toml"
+    (pytester.path / name).write_text(body, encoding="utf-8")
+    settings = dict(re.findall(r"^(race_\w+) = \"?([^\"\n]*)\"?$", body, re.MULTILINE))
+    assert settings, f"{name}: no race_* setting"
+    result = pytester.runpytest("-p", "no:cacheprovider", "-p", "no:asyncio")
+    assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED, result.stderr.str()
+    header = result.stdout.str()
+    assert f"concurrency={settings['race_concurrency']}" in header
+    assert f"base_url={settings['race_base_url']}" in header
+
+
+def test_config_check_refuses_a_quoted_ini_value(pytester: pytest.Pytester) -> None:
+    """What the config blocks guard against: in an ini file the quotes are part of the value."""
+    pytester.makeini('[pytest]\nrace_sync = "last-byte"\n')
+    result = pytester.runpytest("-p", "no:cacheprovider", "-p", "no:asyncio")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "race_sync" in result.stderr.str()
 
 
 # -- command lines ---------------------------------------------------------------------------------
