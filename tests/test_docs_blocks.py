@@ -151,7 +151,7 @@ def test_config_check_refuses_a_quoted_ini_value(pytester: pytest.Pytester) -> N
     pytester.makeini('[pytest]\nrace_sync = "last-byte"\n')
     result = pytester.runpytest("-p", "no:cacheprovider", "-p", "no:asyncio")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    assert "race_sync" in result.stderr.str()
+    assert "race_sync = '\"last-byte\"' (ini): '\"last-byte\"' is not one of" in result.stderr.str()
 
 
 # -- command lines ---------------------------------------------------------------------------------
