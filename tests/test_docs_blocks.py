@@ -178,7 +178,11 @@ def commands(page: Path) -> list[list[str]]:
                 continue
             while words and words[0] in ("do", "then", "for"):
                 words = [] if words[0] == "for" else words[1:]
-            if words and words[0] in RUNS and (words[0] != "python" or words[1:2] == ["-m"]):
+            if (
+                words
+                and words[0] in RUNS
+                and (words[0] != "python" or words[1] == "-m" or words[1].endswith(".py"))
+            ):
                 out.append(words)
             words = []
     return out
@@ -206,16 +210,17 @@ def help_options(text: str) -> dict[str, tuple[str, ...] | None]:
 
 
 @cache
-def module_help(module: str) -> str:
+def program_help(*program: str) -> str:
+    """``python PROGRAM --help``: ``("-m", "sample_service")`` or ``("benchmarks/scale.py",)``."""
     done = subprocess.run(
-        [sys.executable, "-m", module, "--help"],
+        [sys.executable, *program, "--help"],
         capture_output=True,
         text=True,
         timeout=60,
         cwd=ROOT,
         check=False,
     )
-    assert done.returncode == 0, f"python -m {module} --help: {done.stderr}"
+    assert done.returncode == 0, f"python {' '.join(program)} --help: {done.stderr}"
     return done.stdout
 
 
@@ -271,6 +276,22 @@ def check_paths(argv: list[str]) -> list[str]:
     ]
 
 
+def check(argv: list[str], pytest_options: dict[str, tuple[str, ...] | None]) -> list[str]:
+    """What is wrong with one command line: ``pytest``, ``pip install``, ``python -m`` or a script."""
+    if argv[0] == "pytest":
+        return check_options(argv[1:], pytest_options) + check_paths(argv)
+    if argv[0] == "pip":
+        return check_pip(argv)
+    if argv[1] != "-m":
+        script, args = argv[1], argv[2:]
+        if not (ROOT / script).is_file():
+            return [f"no such script {script}"]
+        return check_options(args, help_options(program_help(script))) if args else []
+    if any(word.startswith("-") for word in argv[3:]):
+        return check_options(argv[3:], help_options(program_help("-m", argv[2])))
+    return [] if find_spec(argv[2]) else [f"no module {argv[2]}"]
+
+
 def test_every_command_line_matches_its_help(pytester: pytest.Pytester) -> None:
     pytester.makeini(INNER_INI)
     result = pytester.runpytest("--help", "-p", "no:cacheprovider")
@@ -283,16 +304,10 @@ def test_every_command_line_matches_its_help(pytester: pytest.Pytester) -> None:
     for page in PAGES:
         for argv in commands(page):
             seen += 1
-            if argv[0] == "pytest":
-                found = check_options(argv[1:], pytest_options) + check_paths(argv)
-            elif argv[0] == "pip":
-                found = check_pip(argv)
-            elif any(word.startswith("-") for word in argv[3:]):
-                found = check_options(argv[3:], help_options(module_help(argv[2])))
-            else:
-                found = [] if find_spec(argv[2]) else [f"no module {argv[2]}"]
-            problems += [f"{page.relative_to(ROOT)}: {shlex.join(argv)}: {p}" for p in found]
-    assert seen >= 15, "the docs' command lines were not found"
+            problems += [
+                f"{page.relative_to(ROOT)}: {shlex.join(argv)}: {p}" for p in check(argv, pytest_options)
+            ]
+    assert seen >= 25, "the docs' command lines were not found"
     assert not problems, "\n".join(problems)
 
 
@@ -305,6 +320,10 @@ def test_every_command_line_matches_its_help(pytester: pytest.Pytester) -> None:
         ("pytest --race-nope 1", "not in --help"),
         ('pip install -e ".[nope]"', "no extra 'nope'"),
         ("pytest examples/nope.py", "no such path"),
+        ("python benchmarks/nope.py", "no such script"),
+        ("python benchmarks/scale.py --nope", "--nope: not in --help"),
+        ("python -m sample_service --strategy risky", "not one of ('safe', 'unsafe')"),
+        ("python -m no_such_module_here", "no module"),
     ],
 )
 def test_the_command_check_catches(line: str, problem: str, tmp_path: Path) -> None:
@@ -313,5 +332,5 @@ def test_the_command_check_catches(line: str, problem: str, tmp_path: Path) -> N
     (argv,) = commands(page)
     known: dict[str, tuple[str, ...] | None] = {"--race-sync": ("auto", "gate"), "--race-json": None}
     known["--race-concurrency"] = None
-    found = check_pip(argv) if argv[0] == "pip" else check_options(argv[1:], known) + check_paths(argv)
+    found = check(argv, known)
     assert any(problem in p for p in found), found
