@@ -261,7 +261,7 @@ def check_pip(argv: list[str]) -> list[str]:
             continue
         name, _, rest = word.partition("[")
         wanted = set(rest.rstrip("]").split(",")) - {""}
-        if name not in (".", meta["Name"]):
+        if name not in (".", meta["Name"]) and not name.startswith("/path/to/"):  # or a checkout
             problems.append(f"{word}: not this project")
         problems += [f"{word}: no extra {extra!r}" for extra in sorted(wanted - extras)]
     return problems
