@@ -174,8 +174,8 @@ OPTIONS: tuple[Option, ...] = (
         "--race-hold",
         "race_hold",
         choice(HOLD_POINTS),
-        f"where a last-byte request waits for the gate: the end of its headers or of its body "
-        f"(default {DEFAULT_HOLD})",
+        f"where a last-byte request is held until the start: before the last byte of its headers "
+        f"or of its body (default {DEFAULT_HOLD})",
         "POINT",
         HOLD_POINTS,
     ),
