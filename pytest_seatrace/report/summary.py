@@ -19,8 +19,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pytest_seatrace.core.document import RaceDoc, format_expect, unanswered, verdict
+from pytest_seatrace.core.document import RaceDoc, format_expect, status_counts, verdict
 from pytest_seatrace.core.judge import early_hint
+from pytest_seatrace.core.reasons import shorten
 
 HEADERS = (
     "test",
@@ -317,25 +318,36 @@ def table_lines(races: Sequence[RaceDoc], width: int | None = None) -> list[Line
     return _stacked_lines(races, width)
 
 
-def status_lines(races: Sequence[RaceDoc]) -> list[Line]:
+REASON_FLOOR = 20
+"""Narrowest reason column of the status breakdown; a narrower terminal wraps the table."""
+
+
+def status_lines(races: Sequence[RaceDoc], width: int = 80) -> list[Line]:
+    """The status breakdown over every race: status, count and share, with what the bodies
+    said (``500  database is locked``) when any said something, cut to fit ``width``."""
     from tabulate import tabulate
 
-    counts: Counter[str] = Counter()
+    counts: Counter[tuple[str, str]] = Counter()
     for race in races:
-        counts.update(race["status_counts"])
-        no_status = unanswered(race)
-        if no_status:
-            counts["no response"] += no_status
+        counts.update(status_counts(race))
     total = sum(counts.values()) or 1
-    rows = [[code, n, f"{100 * n / total:.2f}%"] for code, n in sorted(counts.items())]
+    order = sorted(
+        counts.items(), key=lambda item: (not item[0][0].isdigit(), item[0][0], -item[1], item[0][1])
+    )
+    if any(reason for _, reason in counts):
+        codes = max(len("status"), *(len(code) for code, _ in counts))
+        figures = max(len("count"), *(len(str(n)) for n in counts.values()))
+        room = max(REASON_FLOOR, width - codes - figures - len("100.00%") - 6)
+        rows = [[code, shorten(reason, room), n, f"{100 * n / total:.2f}%"] for (code, reason), n in order]
+        headers: tuple[str, ...] = ("status", "reason", "count", "share")
+    else:
+        rows = [[code, n, f"{100 * n / total:.2f}%"] for (code, _), n in order]
+        headers = ("status", "count", "share")
     modes = Counter(race["mode"] for race in races)
     mode_text = ", ".join(f"{mode} ({_plural(n, 'race', 'races')})" for mode, n in sorted(modes.items()))
     return [
         Line(""),
-        *[
-            Line(line)
-            for line in tabulate(rows, headers=("status", "count", "share"), tablefmt="simple").splitlines()
-        ],
+        *[Line(line) for line in tabulate(rows, headers=headers, tablefmt="simple").splitlines()],
         Line(""),
         Line(f"start mode: {mode_text}"),
     ]
@@ -569,7 +581,7 @@ def summary_lines(
     if mode == "auto" and verbosity < 0:
         return [quiet_line(races)]
     width = terminal_width() if width is None else width
-    lines = table_lines(races, width) + status_lines(races) + operation_lines(races, width)
+    lines = table_lines(races, width) + status_lines(races, width) + operation_lines(races, width)
     lines += workers_lines(workers, serialised, width)
     verbose = mode == "full" or verbosity > 0
     if not verbose:
