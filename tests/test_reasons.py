@@ -277,7 +277,7 @@ def assert_every_report_says_why(result: RaceResult) -> None:
     ]
 
     page = render_html(json_document([doc], seed=1))
-    assert '<td class="l">500 database is locked</td>' in page  # the request table
+    assert '<td class="wrap">500 database is locked</td>' in page  # the request table
     assert '<td class="l">database is locked</td>' in page  # the status table
 
 

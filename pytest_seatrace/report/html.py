@@ -767,7 +767,7 @@ def _requests(index: int, race: RaceDoc, cap: int) -> tuple[str, int]:
             f'<td class="l">{_e(history["resource"][i])}</td><td>{_e(history["round"][i])}</td>'
             f'<td data-k="{_e(status or 0)}">{_e(status or "-")}</td>'
             f'<td class="l"><i class="sw {kind}"></i>{_e(history["outcome"][i])}</td>{latency}{arrival}'
-            f'<td class="l">{EARLY_MARK if early[i] else ""}</td><td class="l">{_e(reasons[i])}</td></tr>'
+            f'<td class="l">{EARLY_MARK if early[i] else ""}</td><td class="wrap">{_e(reasons[i])}</td></tr>'
         )
     if len(rows) == total:
         note = f"All {total:,} requests, in sending order."
