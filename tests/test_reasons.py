@@ -28,14 +28,14 @@ from pytest_seatrace.core.reasons import (
     derive_reason,
     explain,
 )
-from pytest_seatrace.core.records import Record
-from pytest_seatrace.core.result import RaceResult
+from pytest_seatrace.core.records import Outcome, Record
+from pytest_seatrace.core.result import STATUS_REASONS_SHOWN, RaceResult
 from pytest_seatrace.engine.classify import Classifier
 from pytest_seatrace.engine.plan import RequestSpec
 from pytest_seatrace.report.files import json_document
 from pytest_seatrace.report.html import render_html
 from pytest_seatrace.report.message import violation_message
-from pytest_seatrace.report.summary import summary_lines
+from pytest_seatrace.report.summary import status_lines, summary_lines
 from tests.support import INNER_INI, Receive, Scope, Send, read_body, serve_app
 from tests.test_reports import validate
 from tests.test_single_packet import Seen, ended, fire, h2_server, respond
@@ -57,6 +57,7 @@ from tests.test_single_packet import Seen, ended, fire, h2_server, respond
         (b'{"detail": [{"loc": ["body", "seats"], "msg": "field required"}]}', "field required"),
         (b'{"errors": [{"message": "seat 3 is taken"}]}', "seat 3 is taken"),
         (b'[{"error": "first"}, {"error": "second"}]', "first"),
+        (b'"database is locked"', "database is locked"),
         (b'{"won": false}', '{"won": false}'),
         (
             b"<html><head><title>Server Error (500)</title></head><body><h1>Oops</h1></body></html>",
@@ -189,6 +190,40 @@ def test_fifty_thousand_failures_keep_three_bodies_and_little_memory() -> None:
     assert {rec.reason for rec in records} == {"500 database is locked"}
     assert sum(rec.body is not None for rec in records) == 100 * SAMPLES_PER_KIND
     assert peak < 2_000_000, f"{peak:,} bytes traced while classifying 50,000 responses"
+
+
+def test_many_reasons_fold_into_fifty_rows_and_keep_every_count() -> None:
+    records = [
+        Record(
+            resource=0,
+            client=n + 1,
+            round=1,
+            status=500,
+            outcome=Outcome.ERROR,
+            said=f"order {n % 70} failed",
+        )
+        for n in range(700)
+    ]
+    records += [Record(resource=0, client=701, round=1, status=201, outcome=Outcome.WIN)]
+    result = RaceResult("t", RaceConfig(resources=(1,), concurrency=701), history=tuple(records))
+    rows = result.to_dict()["status_reasons"]
+    assert len(rows) == STATUS_REASONS_SHOWN
+    assert sum(row["count"] for row in rows) == 701
+    assert rows[0] == {"status": 201, "reason": "", "count": 1}
+    assert rows[-1] == {"status": 500, "reason": "(22 other reasons)", "count": 220}
+    assert {row["reason"] for row in rows[1:-1]} == {f"order {n} failed" for n in range(48)}
+    assert {(row["status"], row["count"]) for row in rows[1:-1]} == {(500, 10)}
+
+
+def test_the_status_breakdown_cuts_reasons_to_the_terminal() -> None:
+    said = "x" * REASON_CHARS
+    records = [Record(resource=0, client=1, round=1, status=503, outcome=Outcome.ERROR, said=said)]
+    doc = RaceResult("t", RaceConfig(resources=(1,), concurrency=1), history=tuple(records)).to_dict()
+    lines = [line.text for line in status_lines([doc], width=60)]
+    assert max(len(line) for line in lines) == 60
+    (row,) = [line for line in lines if line.split()[:1] == ["503"]]
+    assert "xxx…" in row
+    assert [line.text for line in status_lines([doc], width=200)][3].split()[1] == said
 
 
 # -- a service that fails some clients, raced in every start mode ------------------------------

@@ -49,7 +49,7 @@ def derive_reason(body: bytes) -> str | None:
     if not text or _binary(text):
         return None
     found: str | None = None
-    if text[0] in "{[":
+    if text[0] in '{["':
         found = _from_json(text)
     elif text[0] == "<":
         found = _from_html(body, text)
@@ -164,6 +164,8 @@ def _from_json(text: str) -> str | None:
             return str(json.loads(f'"{match.group(1)}"'))
         except ValueError:
             return match.group(1)
+    if isinstance(data, str):
+        return data
     if isinstance(data, list):
         return _inner(data)
     if not isinstance(data, dict):

@@ -480,20 +480,25 @@ def shown_reason(rec: Record) -> str:
 
 
 def status_reason_rows(counts: Counter[tuple[int, str]]) -> list[StatusReasonDoc]:
-    """``status_reasons`` as document rows by status, the most frequent reason first; past
-    ``STATUS_REASONS_SHOWN`` rows the rarer reasons of each status fold into one row."""
-    rows = sorted(counts.items(), key=lambda item: (item[0][0], -item[1], item[0][1]))
-    if len(rows) > STATUS_REASONS_SHOWN:
-        keep = {key for key, _ in counts.most_common(STATUS_REASONS_SHOWN - 1)}
-        folded: Counter[int] = Counter()
-        kinds: Counter[int] = Counter()
-        for (status, reason), n in rows:
-            if (status, reason) not in keep:
-                folded[status] += n
-                kinds[status] += 1
-        rows = [row for row in rows if row[0] in keep]
-        rows += [((status, f"({kinds[status]} other reasons)"), n) for status, n in folded.items()]
-        rows.sort(key=lambda item: (item[0][0], item[0][1].startswith("("), -item[1], item[0][1]))
+    """``status_reasons`` as document rows by status, the most frequent reason first; at most
+    ``STATUS_REASONS_SHOWN`` rows: the most frequent kinds, the rarer reasons of a status folded
+    into one ``(N other reasons)`` row."""
+    ranked = [key for key, _ in counts.most_common()]
+    kept = min(len(ranked), STATUS_REASONS_SHOWN)
+    while True:
+        rest: dict[int, list[tuple[int, str]]] = {}
+        for key in ranked[kept:]:
+            rest.setdefault(key[0], []).append(key)
+        if kept == 0 or kept + len(rest) <= STATUS_REASONS_SHOWN:
+            break
+        kept -= 1
+    rows = [(key, counts[key]) for key in ranked[:kept]]
+    for status, keys in rest.items():
+        if len(keys) == 1:  # one row either way: show it
+            rows.append((keys[0], counts[keys[0]]))
+        else:
+            rows.append(((status, f"({len(keys)} other reasons)"), sum(counts[key] for key in keys)))
+    rows.sort(key=lambda item: (item[0][0], item[0][1].startswith("("), -item[1], item[0][1]))
     return [{"status": status, "reason": reason, "count": n} for (status, reason), n in rows]
 
 

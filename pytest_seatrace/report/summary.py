@@ -334,20 +334,24 @@ def status_lines(races: Sequence[RaceDoc], width: int = 80) -> list[Line]:
     order = sorted(
         counts.items(), key=lambda item: (not item[0][0].isdigit(), item[0][0], -item[1], item[0][1])
     )
+    shares = {key: f"{100 * n / total:.2f}%" for key, n in counts.items()}
     if any(reason for _, reason in counts):
-        codes = max(len("status"), *(len(code) for code, _ in counts))
-        figures = max(len("count"), *(len(str(n)) for n in counts.values()))
-        room = max(REASON_FLOOR, width - codes - figures - len("100.00%") - 6)
-        rows = [[code, shorten(reason, room), n, f"{100 * n / total:.2f}%"] for (code, reason), n in order]
-        headers: tuple[str, ...] = ("status", "reason", "count", "share")
+        others = (
+            max(len("status"), *(len(code) for code, _ in counts))
+            + max(len("count"), *(len(str(n)) for n in counts.values()))
+            + max(len("share"), *(len(share) for share in shares.values()))
+        )
+        room = max(REASON_FLOOR, width - others - 3 * 2)
+        cells = [[code, shorten(reason, room), str(n), shares[code, reason]] for (code, reason), n in order]
+        table, _ = _render(("status", "reason", "count", "share"), cells, (True, False, True, True))
     else:
-        rows = [[code, n, f"{100 * n / total:.2f}%"] for (code, _), n in order]
-        headers = ("status", "count", "share")
+        rows = [[code, n, shares[code, reason]] for (code, reason), n in order]
+        table = tabulate(rows, headers=("status", "count", "share"), tablefmt="simple").splitlines()
     modes = Counter(race["mode"] for race in races)
     mode_text = ", ".join(f"{mode} ({_plural(n, 'race', 'races')})" for mode, n in sorted(modes.items()))
     return [
         Line(""),
-        *[Line(line) for line in tabulate(rows, headers=headers, tablefmt="simple").splitlines()],
+        *[Line(line) for line in table],
         Line(""),
         Line(f"start mode: {mode_text}"),
     ]
