@@ -189,6 +189,7 @@ class RaceResult:
 
     @cached_property
     def error_reasons(self) -> Counter[str]:
+        """Errors per reason, with what the service said (``500 database is locked``)."""
         return Counter(r.reason or "error" for r in self.history if r.outcome is Outcome.ERROR)
 
     @cached_property
@@ -484,14 +485,13 @@ def status_reason_rows(counts: Counter[tuple[int, str]]) -> list[StatusReasonDoc
     ``STATUS_REASONS_SHOWN`` rows: the most frequent kinds, the rarer reasons of a status folded
     into one ``(N other reasons)`` row."""
     ranked = [key for key, _ in counts.most_common()]
+    last = {status: i for i, (status, _) in enumerate(ranked)}  # a status's rarest kind
     kept = min(len(ranked), STATUS_REASONS_SHOWN)
-    while True:
-        rest: dict[int, list[tuple[int, str]]] = {}
-        for key in ranked[kept:]:
-            rest.setdefault(key[0], []).append(key)
-        if kept == 0 or kept + len(rest) <= STATUS_REASONS_SHOWN:
-            break
-        kept -= 1
+    while kept and kept + sum(1 for i in last.values() if i >= kept) > STATUS_REASONS_SHOWN:
+        kept -= 1  # one more kind folded: room for its status's fold row
+    rest: dict[int, list[tuple[int, str]]] = {}
+    for key in ranked[kept:]:
+        rest.setdefault(key[0], []).append(key)
     rows = [(key, counts[key]) for key in ranked[:kept]]
     for status, keys in rest.items():
         if len(keys) == 1:  # one row either way: show it
