@@ -33,7 +33,8 @@ MARKER_DOC = (
     "success=2xx|codes|predicate, reject=4xx|codes|predicate, "
     f"timeout={DEFAULT_TIMEOUT:g}, thresholds=['p95 < 2000ms'], allow_errors=False, "
     f"rounds=1, sync={'|'.join(repr(m) for m in SYNC_MODES)}, "
-    f"hold={'|'.join(repr(h) for h in HOLD_POINTS)}, parallel=1|'all', shards=1): "
+    f"hold={'|'.join(repr(h) for h in HOLD_POINTS)}, parallel=1|'all', shards=1, "
+    "warmup=True|False|'/path'): "
     "race concurrent requests per resource "
     "through the `race` fixture and assert that exactly `expect` of them win per resource."
 )
@@ -62,6 +63,7 @@ def race(
     hold: str | None = None,
     parallel: int | str | None = None,
     shards: int | None = None,
+    warmup: bool | str = True,
 ) -> dict[str, Any]:
     """The marker's schema; returns the arguments that differ from the defaults, checked and
     normalised. Arguments with a CLI twin default to ``None``: the option, the ini value, the
@@ -70,7 +72,7 @@ def race(
     return check_values(given)
 
 
-_DEFAULTS: dict[str, Any] = {"expect": 1, "thresholds": (), "allow_errors": False}
+_DEFAULTS: dict[str, Any] = {"expect": 1, "thresholds": (), "allow_errors": False, "warmup": True}
 
 
 def merged_marker_args(markers: Iterable[pytest.Mark]) -> dict[str, Any] | None:
@@ -174,6 +176,10 @@ def check_values(given: Mapping[str, Any]) -> dict[str, Any]:
             raise MarkerError("parallel", given["parallel"], "an integer >= 1 or 'all'") from None
     if "shards" in given:
         _int("shards", given["shards"], 1)
+    if "warmup" in given:
+        value = given["warmup"]
+        if not isinstance(value, bool) and not (isinstance(value, str) and value.startswith("/")):
+            raise MarkerError("warmup", value, "True, False or a path starting with '/' (like '/health')")
     if "expect" in out and "concurrency" in out:
         check_reachable(out["expect"], out["concurrency"])
     return out
@@ -262,6 +268,7 @@ def resolve(
         seed=settings.seed,
         shards=max(1, len(tx)),
         tx=tx,
+        warmup=args.get("warmup", True),
     )
 
 

@@ -100,6 +100,9 @@ class RaceConfig:
     """Processes sharing the race's clients (execnet gateways); 1: the test process alone."""
     tx: tuple[str, ...] = ()
     """One execnet gateway spec per shard (``popen``, ``ssh=host//python=...``); empty: no shards."""
+    warmup: bool | str = True
+    """Gate mode, before the gate: ``True`` opens each client's connection (no request),
+    ``False`` nothing, a path also sends ``HEAD`` of it once per client."""
 
     def describe(self) -> dict[str, Any]:
         """Builtins-only view for reports."""
@@ -119,4 +122,5 @@ class RaceConfig:
             "seed": self.seed,
             "shards": self.shards,
             "tx": list(self.tx),
+            "warmup": self.warmup,
         }
