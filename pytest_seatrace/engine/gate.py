@@ -443,9 +443,7 @@ class GateFirer:
         if after_gate and isinstance(exc, (httpx.ReadTimeout, httpx.WriteTimeout)):
             rec.outcome, rec.reason = Outcome.UNKNOWN, f"{type(exc).__name__} after the gate"
             return
-        text = str(exc) or type(exc).__name__
-        if isinstance(exc, httpx.ConnectError) and "refused" in text.lower():
-            text = "connection refused"
+        text = _text(exc) if isinstance(exc, httpx.ConnectError) else str(exc) or type(exc).__name__
         rec.outcome, rec.reason = Outcome.ERROR, f"{text} to {url}" if url else text
 
     async def aclose(self) -> None:
@@ -466,8 +464,18 @@ def _key(origin: httpcore.Origin) -> tuple[bytes, bytes, int]:
 
 
 def _text(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return "connection refused" if "refused" in text.lower() else text
+    return "connection refused" if _refused(exc) else str(exc) or type(exc).__name__
+
+
+def _refused(exc: BaseException | None) -> bool:
+    """Whether a connect failed because it was refused (anyio says only "All connection
+    attempts failed" and chains the reasons)."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, ConnectionRefusedError) or "refused" in str(exc).lower():
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
 
 
 def _own_copy(request: httpx.Request) -> httpx.Request:

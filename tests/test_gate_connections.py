@@ -1,0 +1,148 @@
+"""Gate mode's connections: opened before the gate without a request, kept ones trusted only
+while the server keeps them, and a warm-up (``warmup=``) named in everything it causes."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from pytest_seatrace import RaceUsageError
+from tests.support import bound_socket, closing_after_answer_server, raw_server, read_request_head
+
+
+def seat(url: str) -> Callable[[Any], str]:
+    return lambda a: f"{url}/seat/{a.resource}"
+
+
+@pytest.mark.parametrize("delay_s", [0.005, 0.03])
+def test_a_server_that_closes_after_each_answer_passes_in_gate_mode(race, delay_s):
+    """Keep-alive headers, yet one request per connection: 5 ms (closed before most next waves
+    look) and 30 ms (still open when the next wave looks: the race waits and sees it close)."""
+    with closing_after_answer_server(delay_s) as url:
+        result = race.post(seat(url), json={}, resources=3, concurrency=20, parallel=1, sync="gate")
+    assert result.passed
+    assert result.status_counts == {201: 3, 409: 57}
+
+
+@contextlib.contextmanager
+def keep_alive_server(*, head_body: bytes = b"") -> Iterator[tuple[str, list[bytes], list[int]]]:
+    """A seat server that keeps connections; yields its URL, the request lines it saw and one
+    entry per connection it accepted. ``head_body``: bytes it wrongly writes after a HEAD's head."""
+    taken: set[bytes] = set()
+    seen: list[bytes] = []
+    accepted: list[int] = []
+    lock = threading.Lock()
+
+    def handle(conn: socket.socket) -> None:
+        with lock:
+            accepted.append(1)
+        conn.settimeout(10)
+        buffered = b""
+        with contextlib.suppress(OSError):
+            for _ in range(1000):  # requests on this connection
+                while b"\r\n\r\n" not in buffered:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    buffered += chunk
+                head, buffered = buffered.split(b"\r\n\r\n", 1)
+                line = head.split(b"\r\n", 1)[0]
+                method, path = line.split(b" ")[:2]
+                length = next(
+                    (
+                        int(h.split(b":")[1])
+                        for h in head.split(b"\r\n")
+                        if h.lower().startswith(b"content-length:")
+                    ),
+                    0,
+                )
+                while len(buffered) < length:
+                    buffered += conn.recv(65536)
+                buffered = buffered[length:]
+                with lock:
+                    seen.append(line)
+                    won = method != b"HEAD" and path not in taken
+                    taken.add(path)
+                status = b"201 Created" if won else b"409 Conflict" if method != b"HEAD" else b"200 OK"
+                body = b'{"won": true}' if won else b'{"won": false}'
+                reply = (
+                    b"HTTP/1.1 " + status + b"\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n"
+                )
+                conn.sendall(reply + (head_body if method == b"HEAD" else body))
+
+    with raw_server(handle) as url:
+        yield url, seen, accepted
+
+
+def test_kept_connections_are_reused_across_waves_without_a_hidden_request(race):
+    with keep_alive_server() as (url, seen, accepted):
+        result = race.post(seat(url), json={}, resources=3, concurrency=4, sync="gate")
+    assert result.status_counts == {201: 3, 409: 9}
+    assert len(accepted) == 4  # one connection per client, kept for the three waves
+    assert all(line.startswith(b"POST /seat/") for line in seen)  # no HEAD / before the gate
+
+
+def test_a_head_answered_with_a_body_cannot_corrupt_the_raced_request(race):
+    """The server writes a body after its HEAD answer (RFC 9110 forbids it): the warm-up's
+    connection is closed after it, so those bytes never reach the raced request's parser."""
+    with keep_alive_server(head_body=b'{"won": true}') as (url, seen, _):
+        result = race.post(seat(url), json={}, resources=2, concurrency=5, sync="gate", warmup="/health")
+    assert result.passed, result.error_reasons
+    assert result.status_counts == {201: 2, 409: 8}
+    assert seen.count(b"HEAD /health HTTP/1.1") == 5  # once per client, not per wave
+
+
+def closed_port() -> int:
+    sock = bound_socket()
+    port: int = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+def test_a_refused_warm_up_connection_is_named_as_the_warm_up(race):
+    url = f"http://127.0.0.1:{closed_port()}"
+    result = race.post(url + "/orders", json={}, concurrency=2, sync="gate", check=False)
+    assert result.error_reasons == {f"warm-up connection to {url} failed: connection refused": 2}
+
+
+def test_without_a_warm_up_nothing_is_opened_before_the_gate(race):
+    """``warmup=False``: the raced request opens its own connection, after the gate."""
+    url = f"http://127.0.0.1:{closed_port()}"
+    result = race.post(url + "/orders", json={}, concurrency=2, sync="gate", warmup=False, check=False)
+    assert result.error_reasons == {f"connection refused to {url}/orders": 2}
+
+
+def test_a_warm_up_head_the_server_drops_is_named_with_its_url(race):
+    def hang_up(conn: socket.socket) -> None:
+        read_request_head(conn)
+        conn.close()
+
+    with raw_server(hang_up) as url:
+        result = race.post(url + "/orders", json={}, concurrency=2, sync="gate", warmup="/", check=False)
+    (reason,) = result.error_reasons
+    assert reason.startswith(f"warm-up HEAD {url}/ failed: ")
+    assert "set-up" not in reason
+
+
+def test_a_warm_up_head_that_hangs_is_named_with_its_timeout(race):
+    def silent(conn: socket.socket) -> None:
+        read_request_head(conn, timeout=5)
+        with contextlib.suppress(OSError):
+            conn.recv(1)  # never answers; ends when the client goes
+
+    with raw_server(silent) as url:
+        result = race.post(
+            url + "/orders", json={}, concurrency=2, sync="gate", warmup="/health", timeout=0.5, check=False
+        )
+    assert result.error_reasons == {f"warm-up HEAD {url}/health took over 0.5s": 2}
+
+
+@pytest.mark.parametrize("value", ["health", 1, None.__class__])
+def test_a_bad_warmup_is_named(race, value):
+    with pytest.raises(RaceUsageError, match=r"warmup=.*: expected True, False or a path starting with '/'"):
+        race.post("http://127.0.0.1:9/orders", json={}, warmup=value)
