@@ -9,9 +9,12 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import anyio
 import pytest
 
 from pytest_seatrace import RaceUsageError
+from pytest_seatrace.engine import RaceConfig, RacePlan, TargetOptions, run_race
+from pytest_seatrace.engine.plan import RequestSpec
 from tests.support import bound_socket, closing_after_answer_server, raw_server, read_request_head
 
 
@@ -19,12 +22,15 @@ def seat(url: str) -> Callable[[Any], str]:
     return lambda a: f"{url}/seat/{a.resource}"
 
 
-@pytest.mark.parametrize("delay_s", [0.005, 0.03])
-def test_a_server_that_closes_after_each_answer_passes_in_gate_mode(race, delay_s):
+@pytest.mark.parametrize(("delay_s", "warmup"), [(0.005, True), (0.03, True), (0.03, False)])
+def test_a_server_that_closes_after_each_answer_passes_in_gate_mode(race, delay_s, warmup):
     """Keep-alive headers, yet one request per connection: 5 ms (closed before most next waves
-    look) and 30 ms (still open when the next wave looks: the race waits and sees it close)."""
+    look) and 30 ms (still open when the next wave looks: the race waits and sees it close).
+    Without a warm-up the kept connections are checked all the same."""
     with closing_after_answer_server(delay_s) as url:
-        result = race.post(seat(url), json={}, resources=3, concurrency=20, parallel=1, sync="gate")
+        result = race.post(
+            seat(url), json={}, resources=3, concurrency=20, parallel=1, sync="gate", warmup=warmup
+        )
     assert result.passed
     assert result.status_counts == {201: 3, 409: 57}
 
@@ -95,6 +101,35 @@ def test_a_head_answered_with_a_body_cannot_corrupt_the_raced_request(race):
     assert result.passed, result.error_reasons
     assert result.status_counts == {201: 2, 409: 8}
     assert seen.count(b"HEAD /health HTTP/1.1") == 5  # once per client, not per wave
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_connections_opened_before_the_gate_on_either_backend(backend):
+    """httpcore's anyio backend serves both (httpx alone would pick its trio backend)."""
+    config = RaceConfig(resources=(1, 2), concurrency=3, sync="gate", timeout=10.0)
+    with keep_alive_server() as (url, seen, accepted):
+        request = RequestSpec("POST", seat(url), json={})
+        plan = RacePlan(name="gate", config=config, target=TargetOptions(), request=request)
+        run = anyio.run(run_race, plan, backend=backend)
+    assert sorted(r.status for r in run.records) == [201, 201, 409, 409, 409, 409]
+    assert len(accepted) == 3
+    assert len(seen) == 6
+
+
+def test_an_attempt_logging_in_first_gets_a_fresh_connection_from_a_closing_server(race):
+    """The log-in's connection is closed by the server after its answer: ``a.gate()`` sees it
+    and opens another before the gate, so the booking is never sent on a dead connection."""
+    with closing_after_answer_server(0.03) as url:
+
+        async def attempt(a):
+            await a.http.post(f"{url}/login/{a.resource}-{a.client}", json={})
+            await a.gate()
+            return await a.http.post(f"{url}/seat/{a.resource}", json={})
+
+        race.base_url = url
+        result = race.run(attempt, resources=2, concurrency=5, success=201, reject=409)
+    assert result.status_counts == {201: 2, 409: 8}
+    assert result.errors == 0
 
 
 def closed_port() -> int:

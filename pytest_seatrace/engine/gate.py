@@ -294,9 +294,10 @@ class GateFirer:
     async def _prepare(self, line: _Line, slot: int, url: httpx.URL, phase: list[str]) -> None:
         """Before the gate: the warm-up request (``warmup="/path"``, once per client, on a
         connection closed after it), then the client's connection: the kept one when it can be
-        trusted, else a fresh one opened now. ``phase`` names the step for a message."""
+        trusted, else a fresh one opened now (``warmup=False``: none, the untrusted one closed
+        all the same). ``phase`` names the step for a message."""
         warmup = self.config.warmup
-        if line.pool is None or warmup is False or not url.host:
+        if line.pool is None or not url.host:
             return
         origin = _origin(url)
         root = str(url.copy_with(path="/", query=None, fragment=None)).rstrip("/")
@@ -313,7 +314,21 @@ class GateFirer:
                 line.reused = True
                 return
         await self._drop(line.pool, origin)
-        await line.backend.open(origin, self.ssl_context, self.config.timeout)
+        if warmup is not False:  # else the raced request opens its connection after the gate
+            await line.backend.open(origin, self.ssl_context, self.config.timeout)
+
+    async def _tidy(self, line: _Line, url: httpx.URL) -> None:
+        """Before an attempt's own set-up: close a kept connection already known to be unfit
+        (closed by the server, or to an origin that closes after answering), so the set-up's
+        requests do not go out on it. No waiting here: that is for ``a.gate()``."""
+        if line.pool is None:
+            return
+        origin = _origin(url)
+        for conn in line.pool.connections:
+            if conn.can_handle_request(origin) and (
+                self._keeps.get(_key(origin)) is False or conn.has_expired()
+            ):
+                await conn.aclose()
 
     @staticmethod
     async def _drop(pool: httpcore.AsyncConnectionPool, origin: httpcore.Origin) -> None:
@@ -379,6 +394,8 @@ class GateFirer:
         try:
             with scope:
                 if self.attempt_fn is not None:
+                    if url is not None:
+                        await self._tidy(line, url)
                     attempt = Attempt(
                         cfg.resources[rec.resource], rec.client, rec.round, http=client, _gate=at_gate
                     )
