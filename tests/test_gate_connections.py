@@ -15,7 +15,7 @@ import pytest
 from pytest_seatrace import RaceUsageError
 from pytest_seatrace.engine import RaceConfig, RacePlan, TargetOptions, run_race
 from pytest_seatrace.engine.plan import RequestSpec
-from tests.support import bound_socket, closing_after_answer_server, raw_server, read_request_head
+from tests.support import INNER_INI, bound_socket, closing_after_answer_server, raw_server, read_request_head
 
 
 def seat(url: str) -> Callable[[Any], str]:
@@ -181,3 +181,23 @@ def test_a_warm_up_head_that_hangs_is_named_with_its_timeout(race):
 def test_a_bad_warmup_is_named(race, value):
     with pytest.raises(RaceUsageError, match=r"warmup=.*: expected True, False or a path starting with '/'"):
         race.post("http://127.0.0.1:9/orders", json={}, warmup=value)
+
+
+def test_a_bad_warmup_on_the_marker_errors_only_its_test(pytester: pytest.Pytester) -> None:
+    pytester.makeini(INNER_INI)
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.race(warmup="health")
+        def test_bad(race):
+            pass
+
+        @pytest.mark.race(warmup="/health")
+        def test_good(race):
+            pass
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["*warmup='health': expected True, False or a path starting with '/'*"])
