@@ -245,9 +245,14 @@ class GateFirer:
         """Ask httpcore to report when the timed request's last byte is written (after the
         gate), and when any request's response is closed (its connection idle from then)."""
         if slot in self._timed or self.transport is None:
-            request.extensions["trace"] = functools.partial(self._trace, slot)
+            # An attempt's own trace callback still gets every event.
+            request.extensions["trace"] = functools.partial(
+                self._trace, slot, request.extensions.get("trace")
+            )
 
-    async def _trace(self, slot: int, event: str, info: object) -> None:
+    async def _trace(self, slot: int, theirs: Any, event: str, info: dict[str, Any]) -> None:
+        if theirs is not None:
+            await theirs(event, info)
         if event == "http11.send_request_body.complete":
             rec = self._timed.pop(slot, None)
             if rec is not None:
