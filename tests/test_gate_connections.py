@@ -201,3 +201,21 @@ def test_a_bad_warmup_on_the_marker_errors_only_its_test(pytester: pytest.Pytest
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1, errors=1)
     result.stdout.fnmatch_lines(["*warmup='health': expected True, False or a path starting with '/'*"])
+
+
+def test_an_attempts_own_trace_callback_still_gets_its_events(race):
+    """The engine traces every request for its own stamps; a callback the attempt passes is kept."""
+    events: list[str] = []
+
+    async def trace(event: str, info: dict[str, Any]) -> None:
+        events.append(event)
+
+    async def attempt(a):
+        await a.gate()
+        return await a.http.post(f"/seat/{a.resource}", json={}, extensions={"trace": trace})
+
+    with keep_alive_server() as (url, _, _):
+        race.base_url = url
+        race.run(attempt, concurrency=2, success=201, reject=409)
+    assert events.count("http11.send_request_body.complete") == 2
+    assert events.count("http11.response_closed.complete") == 2

@@ -14,8 +14,9 @@ before it. A connection kept from an earlier wave is trusted only as httpcore tr
 (``has_expired()``: idle and not readable, i.e. not closed by the server), and only once this
 origin has shown it keeps idle connections open: the first time, the race waits until the kept
 connections have been idle ``KEEP_PROBE_S`` and looks again. A server that closed them by then
-closes after answering: every later wave gets fresh connections. A request sent after the gate
-is never replayed (no httpcore retries).
+closes after answering: every later wave gets fresh connections. A server seen closing a kept
+connection after a longer idle time gets its connections replaced once idle half that long. A
+request sent after the gate is never replayed (no httpcore retries).
 """
 
 from __future__ import annotations
