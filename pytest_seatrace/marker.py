@@ -36,7 +36,8 @@ MARKER_DOC = (
     f"timeout={DEFAULT_TIMEOUT:g}, thresholds=['p95 < 2000ms'], allow_errors=False, "
     f"rounds=1, sync={'|'.join(repr(m) for m in SYNC_MODES)}, "
     f"hold={'|'.join(repr(h) for h in HOLD_POINTS)}, parallel=1|'all', shards=1, "
-    f"resource_label={DEFAULT_RESOURCE_LABEL!r}): "
+    f"resource_label={DEFAULT_RESOURCE_LABEL!r}, "
+    "warmup=True|False|'/path'): "
     "race concurrent requests per resource "
     "through the `race` fixture and assert that exactly `expect` of them win per resource."
 )
@@ -67,6 +68,7 @@ def race(
     parallel: int | str | None = None,
     shards: int | None = None,
     resource_label: str | None = None,
+    warmup: bool | str = True,
 ) -> dict[str, Any]:
     """The marker's schema; returns the arguments that differ from the defaults, checked and
     normalised. Arguments with a CLI twin default to ``None``: the option, the ini value, the
@@ -75,7 +77,7 @@ def race(
     return check_values(given)
 
 
-_DEFAULTS: dict[str, Any] = {"expect": 1, "thresholds": (), "allow_errors": False}
+_DEFAULTS: dict[str, Any] = {"expect": 1, "thresholds": (), "allow_errors": False, "warmup": True}
 
 
 def merged_marker_args(markers: Iterable[pytest.Mark]) -> dict[str, Any] | None:
@@ -183,6 +185,10 @@ def check_values(given: Mapping[str, Any]) -> dict[str, Any]:
         label = given["resource_label"]
         if not isinstance(label, str) or not label.strip():
             raise MarkerError("resource_label", label, "a non-empty string such as 'Ticket'")
+    if "warmup" in given:
+        value = given["warmup"]
+        if not isinstance(value, bool) and not (isinstance(value, str) and value.startswith("/")):
+            raise MarkerError("warmup", value, "True, False or a path starting with '/' (like '/health')")
     if "expect" in out and "concurrency" in out:
         check_reachable(out["expect"], out["concurrency"])
     return out
@@ -274,6 +280,7 @@ def resolve(
         shards=max(1, len(tx)),
         tx=tx,
         resource_label=args.get("resource_label"),
+        warmup=args.get("warmup", True),
     )
 
 
