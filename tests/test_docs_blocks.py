@@ -138,12 +138,17 @@ def test_config_block_is_accepted(pytester: pytest.Pytester, lang: str, body: st
     name = "pytest.ini" if lang == "ini" else "pyproject.toml"
     (pytester.path / name).write_text(body, encoding="utf-8")
     settings = dict(re.findall(r"^(race_\w+) = \"?([^\"\n]*)\"?$", body, re.MULTILINE))
-    assert settings, f"{name}: no race_* setting"
-    result = pytester.runpytest("-p", "no:cacheprovider", "-p", "no:asyncio")
+    asyncio = "asyncio_default_fixture_loop_scope" in body
+    assert settings or asyncio, f"{name}: neither a race_* setting nor pytest-asyncio's loop scope"
+    plugins = () if asyncio else ("-p", "no:asyncio")
+    result = pytester.runpytest("-p", "no:cacheprovider", "--strict-config", *plugins)
     assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED, result.stderr.str()
     header = result.stdout.str()
-    assert f"concurrency={settings['race_concurrency']}" in header
-    assert f"base_url={settings['race_base_url']}" in header
+    for key in ("concurrency", "base_url"):
+        if f"race_{key}" in settings:
+            assert f"{key}={settings[f'race_{key}']}" in header
+    if asyncio:
+        assert "asyncio_default_fixture_loop_scope=function" in header
 
 
 def test_config_check_refuses_a_quoted_ini_value(pytester: pytest.Pytester) -> None:
