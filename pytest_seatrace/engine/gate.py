@@ -23,7 +23,7 @@ import httpx
 from pytest_seatrace.core.config import RaceConfig
 from pytest_seatrace.core.records import Outcome, Record
 from pytest_seatrace.engine.classify import ARRIVAL_HEADER, Classifier
-from pytest_seatrace.engine.limits import HEAD_TOO_LARGE, MAX_RESPONSE_HEAD, head_size
+from pytest_seatrace.engine.limits import HEAD_TOO_LARGE, MAX_RESPONSE_HEAD, head_limit_words, head_size
 from pytest_seatrace.engine.plan import Attempt, AttemptFn, Roster, release_order
 from pytest_seatrace.engine.requests import RequestBuilder
 
@@ -241,9 +241,7 @@ class GateFirer:
         if after_gate and isinstance(exc, (httpx.ReadTimeout, httpx.WriteTimeout)):
             rec.outcome, rec.reason = Outcome.UNKNOWN, f"{type(exc).__name__} after the gate"
             return
-        text = str(exc) or type(exc).__name__
-        if text == "Receive buffer too long":  # h11's words for a head over httpcore's limit
-            text = HEAD_TOO_LARGE
+        text = head_limit_words(str(exc) or type(exc).__name__)
         if isinstance(exc, httpx.ConnectError) and "refused" in text.lower():
             text = "connection refused"
         rec.outcome, rec.reason = Outcome.ERROR, f"{text} to {url}" if url else text

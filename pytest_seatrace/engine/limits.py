@@ -60,3 +60,13 @@ STATUS_FIELD = FIELD_OVERHEAD + len(":status") + 3
 def head_size(headers: Iterable[tuple[bytes, bytes]]) -> int:
     """A response head's size as ``MAX_RESPONSE_HEAD`` counts it."""
     return STATUS_FIELD + sum(FIELD_OVERHEAD + len(name) + len(value) for name, value in headers)
+
+
+H11_HEAD_TOO_LONG = "Receive buffer too long"
+"""h11's words (through httpcore and httpx) for a response head past ``MAX_HEAD_READ``."""
+
+
+def head_limit_words(text: str) -> str:
+    """An httpx error's text, with h11's words for a head too long said as every mode says it
+    (any code that reports an httpx transport error in gate mode, the warm-up's too)."""
+    return HEAD_TOO_LARGE if text == H11_HEAD_TOO_LONG else text
