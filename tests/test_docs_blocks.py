@@ -141,7 +141,7 @@ def test_config_block_is_accepted(pytester: pytest.Pytester, lang: str, body: st
     asyncio = "asyncio_default_fixture_loop_scope" in body
     assert settings or asyncio, f"{name}: neither a race_* setting nor pytest-asyncio's loop scope"
     plugins = () if asyncio else ("-p", "no:asyncio")
-    result = pytester.runpytest("-p", "no:cacheprovider", "--strict-config", *plugins)
+    result = pytester.runpytest("-p", "no:cacheprovider", "-p", "no:benchmark", "--strict-config", *plugins)
     assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED, result.stderr.str()
     header = result.stdout.str()
     for key in ("concurrency", "base_url"):
