@@ -17,7 +17,10 @@ if TYPE_CHECKING:
 BODY_KEEP = 1024
 """Bytes of a winning response body kept for reports (the first KiB)."""
 SAMPLE_LOSERS = 3
-"""Losing (or failing) responses per resource whose body start is kept as samples for reports."""
+"""Non-winning responses per resource shown as samples when they are of one kind (one per kind
+when there are more kinds, up to ``SAMPLE_KINDS``)."""
+SAMPLE_KINDS = 8
+"""Most non-winning samples per resource: one per distinct (status, reason)."""
 
 
 class Outcome(enum.IntEnum):
@@ -50,7 +53,12 @@ class Record:
     status: int = 0
     outcome: Outcome = Outcome.ERROR
     reason: str | None = None
+    """Why it is an error or unknown (``500 database is locked``, ``connection refused``)."""
+    said: str | None = None
+    """What a non-winning response's body said, in short (``core.reasons``); ``None`` for a
+    win, an empty body, or no response."""
     body: bytes | None = None
+    """The first KiB of the body: every winner's, and a few samples of each kind of the rest."""
     server_ns: int = 0
     fatal: bool = False
     """Fails the race even with ``allow_errors=True``: a predicate or attempt function raised."""
