@@ -36,6 +36,7 @@ import httpx
 from pytest_seatrace.core.config import RaceConfig
 from pytest_seatrace.core.records import Outcome, Record
 from pytest_seatrace.engine.classify import ARRIVAL_HEADER, Classifier
+from pytest_seatrace.engine.limits import HEAD_TOO_LARGE, MAX_RESPONSE_HEAD, head_limit_words, head_size
 from pytest_seatrace.engine.plan import Attempt, AttemptFn, Roster, release_order
 from pytest_seatrace.engine.requests import RequestBuilder
 
@@ -453,6 +454,9 @@ class GateFirer:
             rec.reason = f"attempt returned {type(response).__name__}, expected httpx.Response"
             return
         await response.aread()
+        if head_size(response.headers.raw) > MAX_RESPONSE_HEAD:  # the limit of every start mode
+            rec.outcome, rec.reason = Outcome.ERROR, f"{HEAD_TOO_LARGE} from {response.request.url}"
+            return
         arrival = response.headers.get(ARRIVAL_HEADER)
         self.classifier.fill(rec, response.status_code, arrival, response.content, response)
         if self.attempt_fn is not None and not attempt_gate_used:
@@ -467,6 +471,7 @@ class GateFirer:
             rec.outcome, rec.reason = Outcome.UNKNOWN, f"{type(exc).__name__} after the gate"
             return
         text = _text(exc) if isinstance(exc, httpx.ConnectError) else str(exc) or type(exc).__name__
+        text = head_limit_words(text)
         rec.outcome, rec.reason = Outcome.ERROR, f"{text} to {url}" if url else text
 
     async def aclose(self) -> None:

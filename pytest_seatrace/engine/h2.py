@@ -43,12 +43,14 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+import hpack
 import httpx
 
 from pytest_seatrace.core.config import RaceConfig
 from pytest_seatrace.core.records import Outcome, Record
 from pytest_seatrace.engine.classify import ARRIVAL_HEADER, Classifier
 from pytest_seatrace.engine.keepalive import KeepAlive, idle_ms
+from pytest_seatrace.engine.limits import HEAD_TOO_LARGE, MAX_RESPONSE_HEAD
 from pytest_seatrace.engine.plan import Attempt, Roster, Variation, keep_outcome, release_order
 from pytest_seatrace.engine.rawhttp import Origin, RawConnection, TransportError
 from pytest_seatrace.engine.requests import RequestBuilder, encode_json, origin_of
@@ -351,7 +353,7 @@ class _Link:
             initial_values={
                 _SETTINGS.ENABLE_PUSH: 0,
                 _SETTINGS.INITIAL_WINDOW_SIZE: RECEIVE_WINDOW,
-                _SETTINGS.MAX_HEADER_LIST_SIZE: 65536,
+                _SETTINGS.MAX_HEADER_LIST_SIZE: MAX_RESPONSE_HEAD,
             },
         )
         self.h2.initiate_connection()
@@ -393,6 +395,11 @@ class _Link:
         self.h2.received = []
         try:
             self.h2.receive_data(plain)
+        except h2.exceptions.DenialOfServiceError as exc:  # hpack's header list limit, or abuse
+            if not isinstance(exc.__cause__, hpack.OversizedHeaderListError):
+                self.broken = self.broken or f"HTTP/2 protocol error from {self.origin.url}: {exc}"
+            else:  # hpack's state is lost with the block: the connection goes, as h2 says it must
+                self.broken = self.broken or f"{HEAD_TOO_LARGE} from {self.origin.url}"
         except h2.exceptions.ProtocolError as exc:
             self.broken = self.broken or f"HTTP/2 protocol error from {self.origin.url}: {exc}"
         return self.h2.received
