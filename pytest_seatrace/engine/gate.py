@@ -13,7 +13,7 @@ then TLS): the raced request is the first thing on a fresh connection, and no hi
 before it. A connection kept from an earlier wave is trusted only as httpcore trusts one
 (``has_expired()``: idle and not readable, i.e. not closed by the server), and only once this
 origin has shown it keeps idle connections open: the first time, the race waits until the kept
-connections have been idle ``KEEP_PROBE_S`` and looks again. A server that closed them by then
+connections have been idle ``PROBE_S`` and looks again. A server that closed them by then
 closes after answering: every later wave gets fresh connections. A server seen closing a kept
 connection after a longer idle time gets its connections replaced once idle half that long. A
 request sent after the gate is never replayed (no httpcore retries).
@@ -36,13 +36,11 @@ import httpx
 from pytest_seatrace.core.config import RaceConfig
 from pytest_seatrace.core.records import Outcome, Record
 from pytest_seatrace.engine.classify import ARRIVAL_HEADER, Classifier
+from pytest_seatrace.engine.keepalive import PROBE_S
 from pytest_seatrace.engine.limits import HEAD_TOO_LARGE, MAX_RESPONSE_HEAD, head_limit_words, head_size
 from pytest_seatrace.engine.plan import Attempt, AttemptFn, Roster, release_order
 from pytest_seatrace.engine.requests import RequestBuilder
 
-KEEP_PROBE_S = 0.05
-"""How long kept connections must have stayed open, idle, before an origin is trusted to keep
-them (a server that closes after answering does so within milliseconds)."""
 KEEPALIVE_S = 5.0
 """httpx's default: a connection idle longer is closed by httpx itself, not by the server."""
 LIMITS = httpx.Limits(max_connections=1, max_keepalive_connections=1, keepalive_expiry=KEEPALIVE_S)
@@ -201,7 +199,7 @@ class GateFirer:
         self.transport = transport
         self._lines: list[_Line] = []
         self._keeps: dict[tuple[bytes, bytes, int], bool] = {}
-        """Per origin: ``True`` once kept connections stayed open ``KEEP_PROBE_S`` idle, ``False``
+        """Per origin: ``True`` once kept connections stayed open ``PROBE_S`` idle, ``False``
         once the server closed them sooner (every wave then gets fresh connections)."""
         self._closes_after: dict[tuple[bytes, bytes, int], float] = {}
         """Per origin: the shortest idle time after which the server was seen closing a kept
@@ -354,12 +352,12 @@ class GateFirer:
         if not conn.is_idle() or self._keeps.get(key) is False:
             return False
         idle = anyio.current_time() - line.idle_since
-        short = idle < KEEP_PROBE_S
+        short = idle < PROBE_S
         if key not in self._keeps and short:
-            await anyio.sleep(KEEP_PROBE_S - idle)  # the one look at how this server keeps them
+            await anyio.sleep(PROBE_S - idle)  # the one look at how this server keeps them
             idle = anyio.current_time() - line.idle_since
         if conn.has_expired():
-            if short:  # closed within KEEP_PROBE_S of answering: it closes after each answer
+            if short:  # closed within PROBE_S of answering: it closes after each answer
                 self._keeps[key] = False
             elif idle < KEEPALIVE_S:  # not httpx's own expiry: the server's idle limit
                 self._closes_after[key] = min(idle, self._closes_after.get(key, math.inf))

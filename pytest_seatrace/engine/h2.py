@@ -703,6 +703,10 @@ class SinglePacketFirer:
         out: list[_Link] = []
         idle = self._idle.get(origin, [])
         keepalive = self.keepalive
+        wait = keepalive.probe_wait([link.idle_since for link in idle], time.perf_counter_ns())
+        if wait:  # once a race, before the first reuse: does the server keep them at all?
+            await anyio.sleep(wait)
+        probed = int(wait * 1e9)  # a close found now teaches the idle time the probe began at
         while idle and sum(link.capacity for link in out) < count:
             link = idle.pop()
             self._handle(link, link.pull())  # a GOAWAY or a close while it was idle
@@ -711,7 +715,7 @@ class SinglePacketFirer:
                 out.append(link)
                 continue
             if link.broken is not None or link.eof:
-                keepalive.closed_after(age)
+                keepalive.closed_after(age - probed)
             keepalive.replaced += 1
             link.close()
         if not out:

@@ -160,7 +160,10 @@ class LastByteFirer:
 
     async def _prepare_wave(self, slots: list[Slot]) -> list[Slot]:
         """Connect (or reuse) and write all but the final bytes of every slot."""
-        self._weed(self._pool)
+        wait = self.keepalive.probe_wait([conn.idle_since for conn in self._pool], time.perf_counter_ns())
+        if wait:  # once a race, before the first reuse: does the server keep them at all?
+            await anyio.sleep(wait)
+        self._weed(self._pool, int(wait * 1e9))
         await self._run_jobs(slots, [job for job in (self._prepare(slot) for slot in slots) if job])
         return slots
 
@@ -305,9 +308,11 @@ class LastByteFirer:
             if slot.conn is None and conn is not None and not slot.record.reason:
                 conn.close()  # cancelled by the connect deadline
 
-    def _weed(self, pool: list[RawConnection]) -> None:
+    def _weed(self, pool: list[RawConnection], probed_ns: int = 0) -> None:
         """Drop the kept connections the server spoke on (closed them, most likely) since, and
-        those idle too near its keep-alive to outlive a prefix: fresh ones replace them."""
+        those idle too near its keep-alive to outlive a prefix: fresh ones replace them. After a
+        probe of ``probed_ns``, a close teaches the idle time it began at (the connection was
+        open then, as far as anyone looked), not the time it was found at."""
         if pool:
             kept = []
             now = time.perf_counter_ns()
@@ -318,7 +323,7 @@ class LastByteFirer:
                     kept.append(conn)
                     continue
                 if found is not None:
-                    keepalive.closed_after(idle)
+                    keepalive.closed_after(idle - probed_ns)
                 keepalive.replaced += 1
                 conn.close()
             pool[:] = kept
