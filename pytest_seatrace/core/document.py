@@ -95,6 +95,17 @@ class NotRunDoc(TypedDict):
     resource: str
 
 
+class StoppedDoc(TypedDict):
+    by: str
+    """``hook`` or ``interrupted``."""
+    round: int
+    wave: int | None
+    """The wave in flight or about to be built (1-based); ``None``: between waves (reset, verify=)."""
+    waves: int
+    """Waves per round."""
+    reason: str
+
+
 class RacedDoc(TypedDict):
     """What was raced: a report read a week later explains itself."""
 
@@ -199,6 +210,8 @@ class RaceDoc(_RaceDocRequired, total=False):
     """Per operation counts and statuses; only in a race that mixed operations."""
     shards: list[ShardDoc]
     """One entry per shard of a sharded race; absent for a race in the test process."""
+    stopped: StoppedDoc
+    """Where and why a race ended before its last wave; absent for a race that finished."""
 
 
 def format_expect(expect: ExpectDoc, times: int = 1) -> str:

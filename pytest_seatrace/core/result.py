@@ -24,7 +24,16 @@ from pytest_seatrace.core.document import (
     WinDoc,
 )
 from pytest_seatrace.core.judge import invariant_violations, threshold_violations
-from pytest_seatrace.core.records import BODY_KEEP, SAMPLE_LOSERS, Outcome, Raced, RaceRun, Record, ShardInfo
+from pytest_seatrace.core.records import (
+    BODY_KEEP,
+    SAMPLE_LOSERS,
+    Outcome,
+    Raced,
+    RaceRun,
+    Record,
+    ShardInfo,
+    Stop,
+)
 from pytest_seatrace.core.redact import redact_text
 from pytest_seatrace.core.stats import Latency, Percentiles, Spread
 from pytest_seatrace.core.violations import Violation
@@ -93,13 +102,17 @@ class RaceResult:
     """What was raced (method, URL, base URL, HTTP version), for reports."""
     shard_infos: tuple[ShardInfo, ...] = field(default=(), repr=False)
     """The shards of a sharded race, as the engine saw them (``shards`` adds their figures)."""
+    stopped: Stop | None = field(default=None, repr=False)
+    """Where and why the race ended before its last wave (a hook failed, Ctrl-C); ``None``: it
+    finished."""
 
     @classmethod
     def from_run(cls, name: str, config: RaceConfig, run: RaceRun, *, checked: bool = True) -> RaceResult:
         if run.mode is not None and run.mode != config.sync:  # what ``auto`` chose
             config = replace(config, sync=run.mode)  # type: ignore[arg-type]
+        hook = run.stopped is not None and run.stopped.by == "hook"
         return cls(
-            checked=checked,
+            checked=checked or hook,  # a race a hook stopped is raised even under check=False
             never_fired=run.not_run,
             raced=run.raced,
             name=name,
@@ -111,6 +124,7 @@ class RaceResult:
             problems=run.problems,
             interrupted=run.interrupted,
             shard_infos=run.shards,
+            stopped=run.stopped,
         )
 
     # -- the config, as the result names it --------------------------------------------------
@@ -432,6 +446,8 @@ class RaceResult:
             doc["by_operation"] = self.by_operation()
         if self.shard_infos:
             doc["shards"] = list(self.shards)
+        if self.stopped is not None:
+            doc["stopped"] = self.stopped.to_dict()
         if history:
             doc["history"] = history_columns(self.history, self.resources)
         return doc

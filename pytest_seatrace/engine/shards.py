@@ -242,6 +242,8 @@ class ShardedFirer:
         self.pool = pool
         self.ungated: list[str] = []
         """Always empty: request races only."""
+        self.in_flight: list[Record] = []
+        """Always empty: a wave in flight is on the shards (Ctrl-C keeps the waves they sent back)."""
         seen: dict[str, int] = {}
         self._shards: list[_Shard] = []
         for number, spec in enumerate(config.tx, 1):

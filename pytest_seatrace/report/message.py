@@ -56,6 +56,8 @@ def violation_message(result: RaceResult) -> str:
         f"({result.wins} wins, {result.rejections} rejections, {result.errors} errors, "
         f"{result.unknown} unknown)"
     )
+    if result.stopped is not None:
+        head += f"\nstopped in {result.stopped.where}: {result.stopped.reason}"
     raced = result.raced
     if raced is not None:
         hold = f", hold={result.config.hold}" if result.mode == "last-byte" else ""
