@@ -415,7 +415,8 @@ def test_failed_reset_stops_the_race_not_an_interruption(race, sample_service):
     def reset():
         raise RuntimeError("cannot reset")
 
-    with pytest.raises(RaceViolation, match="reset= raised after round 1: RuntimeError: cannot reset") as info:
+    stopped = "reset= raised after round 1: RuntimeError: cannot reset"
+    with pytest.raises(RaceViolation, match=stopped) as info:
         race.post(sample_service.url + "/orders", json=order, concurrency=2, rounds=2, reset=reset)
     assert isinstance(info.value.__cause__, RuntimeError)
     assert not info.value.result.interrupted

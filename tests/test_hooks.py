@@ -7,12 +7,14 @@ import json
 import signal
 import sys
 import threading
+from xml.etree import ElementTree
 
 import httpx
 import pytest
 
 from pytest_seatrace import Attempt, RaceUsageError, RaceViolation
 from tests.support import INNER_INI, OneWinnerApp, Receive, Scope, Send, read_body, respond, serve_app
+from tests.test_reports import validate
 
 MODES = pytest.mark.parametrize("mode", ["last-byte", "gate"])
 
@@ -159,7 +161,8 @@ def test_reset_raising_on_the_unsafe_service_reports_its_double_bookings(
                       json=lambda a: {"seats": [a.resource], "user": a.key}, reset=reset)
         """
     )
-    result = pytester.runpytest_subprocess("--race-json", "r.json", "-p", "no:randomly", timeout=120)
+    files = ["--race-json", "r.json", "--race-html", "r.html", "--junitxml", "j.xml"]
+    result = pytester.runpytest_subprocess(*files, "-p", "no:randomly", timeout=120)
     result.assert_outcomes(failed=1)
     out = result.stdout.str()
     result.stdout.fnmatch_lines(
@@ -170,7 +173,13 @@ def test_reset_raising_on_the_unsafe_service_reports_its_double_bookings(
             "*stopped in round 1: reset= raised after round 1: HTTPStatusError: *404* at test_unsafe.py:9",
         ]
     )
-    result.stdout.fnmatch_lines(["*= race summary =*", "*::test_reset_fails*2 × 10*FAIL*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*= race summary =*",
+            "*::test_reset_fails*2 × 10*FAIL*",
+            "*test_reset_fails: stopped in round 1: reset= raised after round 1: HTTPStatusError:*",
+        ]
+    )
     assert "pytest_seatrace/engine" not in out
     assert "anyio/" not in out
     (race,) = json.loads((pytester.path / "r.json").read_text())["races"]
@@ -182,6 +191,12 @@ def test_reset_raising_on_the_unsafe_service_reports_its_double_bookings(
     assert (race["stopped"]["round"], race["stopped"]["wave"]) == (1, None)
     assert race["stopped"]["reason"].endswith("at test_unsafe.py:9")
     assert len(race["history"]["outcome"]) == 20
+    html = (pytester.path / "r.html").read_text()
+    assert "stopped in round 1: reset= raised after round 1: HTTPStatusError" in html
+    junit = ElementTree.parse(pytester.path / "j.xml")  # noqa: S314 - our own file
+    props = {p.get("name"): p.get("value") for p in junit.iter("property")}
+    assert props["race_stopped"] == race["stopped"]["reason"]
+    assert props["race_passed"] == "False"
 
 
 class HeldWave:
@@ -240,7 +255,10 @@ def test_ctrl_c_in_the_first_wave_keeps_the_interrupted_race(
     assert "race summary" in out
     rows = [line for line in out.splitlines() if "::test_interrupted" in line and "INTERRUPTED" in line]
     assert len(rows) == 1, out
-    (race,) = json.loads((pytester.path / "r.json").read_text())["races"]
+    assert "test_interrupted: interrupted in round 1, wave 1 of 3: the figures cover the requests sent" in out
+    document = json.loads((pytester.path / "r.json").read_text())
+    validate(document)
+    (race,) = document["races"]
     assert race["interrupted"] is True
     assert race["requests"] == 4  # the wave in flight: every request of it was sent
     assert race["unknown"] == 4

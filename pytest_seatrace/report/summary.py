@@ -404,10 +404,26 @@ def early_text(race: RaceDoc) -> str | None:
     )
 
 
+def stopped_text(race: RaceDoc) -> str | None:
+    """Where and why a race ended before its last wave (a hook failed, Ctrl-C), if it did."""
+    stopped = race.get("stopped")
+    if stopped is None:
+        return None
+    wave = f", wave {stopped['wave']} of {stopped['waves']}" if stopped["wave"] is not None else ""
+    where = f"round {stopped['round']}{wave}"
+    if stopped["by"] == "interrupted":
+        return f"interrupted in {where}: the figures cover the requests sent until then"
+    return f"stopped in {where}: {stopped['reason']}"
+
+
 def note_lines(races: Sequence[RaceDoc], width: int) -> list[Line]:
-    """Per-race notes under the table: early answers, and what clean rounds showed."""
+    """Per-race notes under the table: where a race stopped, early answers, and what clean rounds
+    showed."""
     notes: list[tuple[RaceDoc, str, bool]] = []
     for race in races:
+        stopped = stopped_text(race)
+        if stopped:
+            notes.append((race, stopped, True))
         early = early_text(race)
         if early:
             notes.append((race, early, True))
@@ -508,6 +524,9 @@ def resource_lines(races: Sequence[RaceDoc]) -> list[Line]:
             )
         )
         out.extend(shard_lines(race))
+        stopped = stopped_text(race)
+        if stopped:
+            out.append(Line(stopped, red=True))
         early = early_text(race)
         if early:
             out.append(Line(early, yellow=True))
