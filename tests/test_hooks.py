@@ -105,16 +105,23 @@ def test_verify_raising_is_a_hook_and_a_wrong_count_stays_a_verify_violation(rac
     assert wrong.stopped is None
 
 
-@MODES
+STARTS = pytest.mark.parametrize(
+    "start",
+    [{"sync": "last-byte"}, {"sync": "gate"}, {"sync": "last-byte", "shards": 2}],
+    ids=["last-byte", "gate", "shards"],
+)
+
+
+@STARTS
 @pytest.mark.race(resources=3, concurrency=4, parallel=1)
-def test_request_callable_raising_in_a_later_wave_keeps_the_waves_that_went_out(race, sample_service, mode):
+def test_request_callable_raising_in_a_later_wave_keeps_the_waves_that_went_out(race, sample_service, start):
     def body(a):
         if a.resource == 3:
             raise ValueError("no such seat")
         return order(a)
 
     with pytest.raises(RaceViolation) as info:
-        race.post(sample_service.url + "/orders", json=body, sync=mode, check=False)
+        race.post(sample_service.url + "/orders", json=body, check=False, **start)
     result = info.value.result
     assert isinstance(info.value.__cause__, ValueError)
     assert (result.requests, result.wins) == (8, 2)
@@ -127,14 +134,14 @@ def test_request_callable_raising_in_a_later_wave_keeps_the_waves_that_went_out(
     assert stop.reason.endswith(f"at test_hooks.py:{line} (building round 1, wave 3 of 3)")
 
 
-@MODES
+@STARTS
 @pytest.mark.race(resources=3, concurrency=4, parallel=1)
-def test_request_callable_raising_before_anything_went_out_is_a_usage_error(race, sample_service, mode):
+def test_request_callable_raising_before_anything_went_out_is_a_usage_error(race, sample_service, start):
     def body(a):
         raise ValueError("no such seat")
 
     with pytest.raises(RaceUsageError, match=r"json= callable raised ValueError: no such seat"):
-        race.post(sample_service.url + "/orders", json=body, sync=mode)
+        race.post(sample_service.url + "/orders", json=body, **start)
 
 
 def test_reset_raising_on_the_unsafe_service_reports_its_double_bookings(

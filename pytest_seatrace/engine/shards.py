@@ -362,15 +362,21 @@ class ShardedFirer:
         ``meanwhile`` here; its result."""
         knobs = _knobs()
         done: list[_T] = []
+        failed: list[Exception] = []
 
         async def then() -> None:
-            done.append(meanwhile())
+            try:
+                done.append(meanwhile())
+            except Exception as exc:  # a request callable: raised as itself, not in a group
+                failed.append(exc)
 
         async with anyio.create_task_group() as tg:
             for shard in self._shards:
                 opening = functools.partial(self._open, shard, knobs)
                 tg.start_soon(functools.partial(anyio.to_thread.run_sync, opening, abandon_on_cancel=True))
             tg.start_soon(then)  # after the threads are asked for (asyncio runs tasks in order)
+        if failed:
+            raise failed[0]
         return done[0]
 
     # -- racing ---------------------------------------------------------------------------------
@@ -483,13 +489,18 @@ class ShardedFirer:
             if shard.live:
                 first = self._packed(shard, tables[0][shard.number - 1])
                 self._send(shard, ("round", rnd, [list(w) for w in waves], self._packed(shard, share), first))
+        failed: list[Exception] = []
+        """A later wave's fields that raised (a request callable): the waves evaluated before it
+        race, then the race stops, as in one process."""
         if len(waves) > 1:
-            tables.append(self._wave_tables(rnd, shares, waves[1]))
+            self._ahead(tables, failed, rnd, shares, waves[1])
         timeout = self.config.timeout + GRACE_S
         pending: Sequence[int] | None = None
         """The wave whose records are due: a last-byte shard sends them once the next wave's
         prefixes are written."""
         for number, indices in enumerate(waves):
+            if number >= len(tables):  # its fields raised: nothing of it goes out
+                break
             racing = [s for s in self._shards if s.live]
             upcoming = tables[number + 1] if number + 1 < len(tables) else None
             after = {
@@ -504,11 +515,28 @@ class ShardedFirer:
             await anyio.sleep(max(0, start + RELEASE_NS - time.time_ns()) / 1e9)
             if pending is not None:  # the last wave's records, classified while this one races
                 sink.extend(await self._records(rnd, pending, shares, timeout))
-            if number + 2 < len(waves):
-                tables.append(self._wave_tables(rnd, shares, waves[number + 2]))
+            if number + 2 < len(waves) and not failed:
+                self._ahead(tables, failed, rnd, shares, waves[number + 2])
             pending = indices
         if pending is not None:
             sink.extend(await self._records(rnd, pending, shares, timeout))
+        if failed:
+            raise failed[0]
+
+    def _ahead(
+        self,
+        tables: list[list[dict[str, list[list[Any]]] | None]],
+        failed: list[Exception],
+        rnd: int,
+        shares: Sequence[dict[int, list[int]]],
+        indices: Sequence[int],
+    ) -> None:
+        """A later wave's fields into ``tables``; a callable that raises goes to ``failed``, to be
+        raised once the waves before it are in (their requests went out)."""
+        try:
+            tables.append(self._wave_tables(rnd, shares, indices))
+        except Exception as exc:
+            failed.append(exc)
 
     def _release(
         self,
