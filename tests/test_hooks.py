@@ -279,3 +279,21 @@ def test_ctrl_c_in_the_first_wave_keeps_the_interrupted_race(
     }
     assert set(race["history"]["outcome"]) == {"unknown"}
     assert all(race["history"]["start_ns"])  # each was sent
+
+
+@pytest.mark.race(resources=3, concurrency=4, parallel=1)
+def test_request_callable_raising_in_a_later_wave_of_single_packet(race, sample_service_factory):
+    service = sample_service_factory(server="hypercorn", tls=True)
+
+    def body(a):
+        if a.resource == 3:
+            raise ValueError("no such seat")
+        return order(a)
+
+    with pytest.raises(RaceViolation) as info:
+        race.post(service.url + "/orders", json=body, sync="single-packet", tls_verify=service.ca_path)
+    result = info.value.result
+    assert result.mode == "single-packet"
+    assert (result.requests, result.wins) == (8, 2)
+    assert (result.stopped.round, result.stopped.wave) == (1, 3)
+    assert isinstance(info.value.__cause__, ValueError)
