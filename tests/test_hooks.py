@@ -297,3 +297,16 @@ def test_request_callable_raising_in_a_later_wave_of_single_packet(race, sample_
     assert (result.requests, result.wins) == (8, 2)
     assert (result.stopped.round, result.stopped.wave) == (1, 3)
     assert isinstance(info.value.__cause__, ValueError)
+
+
+def test_rounds_without_any_reset_is_refused_before_the_first_round(race, sample_service):
+    called: list[str] = []
+
+    async def attempt(a):
+        called.append(a.key)
+        await a.gate()
+        return await a.http.post(sample_service.url + "/orders", json=order(a))
+
+    with pytest.raises(RaceUsageError, match=r"rounds > 1 needs reset= or a base URL"):
+        race.run(attempt, concurrency=2, rounds=2)
+    assert called == []  # nothing raced that could not be reset
