@@ -60,7 +60,7 @@ def test_reset_raising_stops_the_race_even_unchecked(race, sample_service):
     assert not result.interrupted
     doc = result.to_dict()
     assert doc["stopped"]["by"] == "hook"
-    assert "stopped in round 1: reset= raised after round 1" in str(info.value)
+    assert "stopped: reset= raised after round 1" in str(info.value)
     # The cause's traceback starts in the test's own code, not in the engine or anyio.
     tb = info.value.__cause__.__traceback__
     assert tb is not None
@@ -131,7 +131,7 @@ def test_request_callable_raising_in_a_later_wave_keeps_the_waves_that_went_out(
     assert (stop.round, stop.wave, stop.waves) == (1, 3, 3)
     assert stop.reason.startswith("json= callable raised ValueError: no such seat (attempt r1-3-")
     line = body.__code__.co_firstlineno + 2
-    assert stop.reason.endswith(f"at test_hooks.py:{line} (building round 1, wave 3 of 3)")
+    assert stop.reason.endswith(f"at test_hooks.py:{line} (before round 1, wave 3 of 3 went out)")
 
 
 @STARTS
@@ -177,14 +177,14 @@ def test_reset_raising_on_the_unsafe_service_reports_its_double_bookings(
             "*httpx.HTTPStatusError: Client error '404 Not Found'*",
             "*The above exception was the direct cause of the following exception:*",
             "*RaceViolation: race broke its invariant*",
-            "*stopped in round 1: reset= raised after round 1: HTTPStatusError: *404* at test_unsafe.py:9",
+            "*stopped: reset= raised after round 1: HTTPStatusError: *404* at test_unsafe.py:9",
         ]
     )
     result.stdout.fnmatch_lines(
         [
             "*= race summary =*",
             "*::test_reset_fails*2 × 10*FAIL*",
-            "*test_reset_fails: stopped in round 1: reset= raised after round 1: HTTPStatusError:*",
+            "*test_reset_fails: stopped: reset= raised after round 1: HTTPStatusError:*",
         ]
     )
     assert "pytest_seatrace/engine" not in out
@@ -199,7 +199,7 @@ def test_reset_raising_on_the_unsafe_service_reports_its_double_bookings(
     assert race["stopped"]["reason"].endswith("at test_unsafe.py:9")
     assert len(race["history"]["outcome"]) == 20
     html = (pytester.path / "r.html").read_text()
-    assert "stopped in round 1: reset= raised after round 1: HTTPStatusError" in html
+    assert "stopped: reset= raised after round 1: HTTPStatusError" in html
     junit = ElementTree.parse(pytester.path / "j.xml")  # noqa: S314 - our own file
     props = {p.get("name"): p.get("value") for p in junit.iter("property")}
     assert props["race_stopped"] == race["stopped"]["reason"]
@@ -262,7 +262,8 @@ def test_ctrl_c_in_the_first_wave_keeps_the_interrupted_race(
     assert "race summary" in out
     rows = [line for line in out.splitlines() if "::test_interrupted" in line and "INTERRUPTED" in line]
     assert len(rows) == 1, out
-    assert "test_interrupted: interrupted in round 1, wave 1 of 3: the figures cover the requests sent" in out
+    note = "test_interrupted: interrupted (Ctrl-C) in round 1, wave 1 of 3: the figures cover the requests"
+    assert note in out
     document = json.loads((pytester.path / "r.json").read_text())
     validate(document)
     (race,) = document["races"]

@@ -115,16 +115,16 @@ async def run_race(
         """Reset (after round 1), set up, fire every wave, verify; ``False``: the race stops."""
         nonlocal busy, not_run
         firer, base_url, builder, transport, prepare, mode = fire
-        at.wave = None  # at a reset: still in the round before
+        at.wave, at.stage = None, f"the reset after round {rnd - 1}"  # still the round before
         if rnd > 1:
             origin = base_url or (builder.first_url if builder else None)
             await _reset(plan.reset, _origin(origin) if origin else None, config.timeout, transport, rnd - 1)
-        at.round = rnd
+        at.round, at.stage = rnd, f"the set-ups of round {rnd}"
         records.extend(await prepare(rnd))
         start = time.perf_counter()
         round_waves = waves(len(config.resources), config.parallel)
         sink = _WaveSink(records, on_wave, rnd, config.rounds, len(round_waves), config.expect, at)
-        at.wave = 1
+        at.wave, at.stage = 1, None
         try:
             await firer.fire_waves(rnd, round_waves, sink)
         except _Hung as hung:
@@ -141,7 +141,7 @@ async def run_race(
             firer.ungated.clear()
             if not raced:
                 raced.append(_raced(plan, builder, base_url, mode, transport is not None, records))
-        at.wave = None
+        at.wave, at.stage = None, f"verify= after round {rnd}"
         if plan.verify is not None:
             for index, resource in enumerate(config.resources):
                 holders = await _verify(plan.verify, resource, problems, rnd)
@@ -162,7 +162,7 @@ async def run_race(
                         break
             except _HookFailed as failed:
                 stopped = at.stop("hook", failed.reason, failed.error)
-                problems.append(failed.violation(at))
+                problems.append(failed.violation())
     except (KeyboardInterrupt, anyio.get_cancelled_exc_class()):
         flying = _flying(firers[0] if firers else None, records)
         records.extend(flying)
@@ -184,10 +184,14 @@ class _Position:
         self.round = 0
         self.wave: int | None = None
         self.waves = waves
+        self.stage: str | None = None
+        """Between waves: what the race is doing (``verify= after round 1``)."""
         self.fired = False
 
     def where(self) -> str:
-        return f"round {self.round}" + (f", wave {self.wave} of {self.waves}" if self.wave else "")
+        if self.wave is not None:
+            return f"round {self.round}, wave {self.wave} of {self.waves}"
+        return self.stage or f"round {self.round}"
 
     def stop(self, by: str, reason: str, error: BaseException | None = None) -> Stop:
         return Stop(by, max(1, self.round), self.wave, self.waves, reason, error)
@@ -201,20 +205,20 @@ class _HookFailed(Exception):
         self.reason = reason
         self.error = trim(user_error(error))
 
-    def violation(self, at: _Position) -> Violation:
+    def violation(self) -> Violation:
         return Violation(
             ViolationKind.HOOK,
             None,
             None,
             "every hook returns",
             type(self.error).__name__,
-            f"{self.reason}; the race stopped in {at.where()} with what it had",
+            f"{self.reason}; the race stopped with what it had",
         )
 
 
 def _wave_failure(at: _Position, exc: Exception) -> str:
     """A request argument (or its value) failed for a wave after others went out."""
-    return f"{explain(exc)} (building {at.where()})"
+    return f"{explain(exc)} (before {at.where()} went out)"
 
 
 def _flying(firer: Firer | None, kept: Sequence[Record]) -> list[Record]:
@@ -280,6 +284,8 @@ class _WaveSink(list[Record]):
         if self._at is not None:
             self._at.fired = True
             self._at.wave = self._done + 1 if self._done < self._waves else None
+            if self._at.wave is None:
+                self._at.stage = f"the end of round {self._rnd}"
         if self._on_wave is not None:
             done = WaveDone(self._rnd, self._rounds, self._done, self._waves, self._records, self._expect)
             self._on_wave(done)

@@ -57,7 +57,7 @@ def violation_message(result: RaceResult) -> str:
         f"{result.unknown} unknown)"
     )
     if result.stopped is not None:
-        head += f"\nstopped in {result.stopped.where}: {result.stopped.reason}"
+        head += f"\nstopped: {result.stopped.reason}"
     raced = result.raced
     if raced is not None:
         hold = f", hold={result.config.hold}" if result.mode == "last-byte" else ""

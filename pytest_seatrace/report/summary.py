@@ -409,11 +409,9 @@ def stopped_text(race: RaceDoc) -> str | None:
     stopped = race.get("stopped")
     if stopped is None:
         return None
-    wave = f", wave {stopped['wave']} of {stopped['waves']}" if stopped["wave"] is not None else ""
-    where = f"round {stopped['round']}{wave}"
     if stopped["by"] == "interrupted":
-        return f"interrupted in {where}: the figures cover the requests sent until then"
-    return f"stopped in {where}: {stopped['reason']}"
+        return f"{stopped['reason']}: the figures cover the requests sent until then"
+    return f"stopped: {stopped['reason']}"
 
 
 def note_lines(races: Sequence[RaceDoc], width: int) -> list[Line]:
