@@ -13,6 +13,10 @@ import httpx
 import pytest
 
 from pytest_seatrace import Attempt, RaceUsageError, RaceViolation
+from pytest_seatrace.core.config import RaceConfig
+from pytest_seatrace.core.records import Outcome, RaceRun, Record, Stop
+from pytest_seatrace.core.result import RaceResult
+from pytest_seatrace.report.summary import summary_lines
 from tests.support import INNER_INI, OneWinnerApp, Receive, Scope, Send, read_body, respond, serve_app
 from tests.test_reports import validate
 
@@ -311,3 +315,31 @@ def test_rounds_without_any_reset_is_refused_before_the_first_round(race, sample
     with pytest.raises(RaceUsageError, match=r"rounds > 1 needs reset= or a base URL"):
         race.run(attempt, concurrency=2, rounds=2)
     assert called == []  # nothing raced that could not be reset
+
+
+def test_every_summary_verbosity_says_where_a_race_stopped() -> None:
+    config = RaceConfig(resources=(1, 2, 3), concurrency=2, parallel=1, sync="last-byte")
+    records = tuple(
+        Record(
+            resource=i,
+            client=c,
+            round=1,
+            sent_ns=10,
+            end_ns=20,
+            status=201 if c == 1 else 409,
+            outcome=Outcome.WIN if c == 1 else Outcome.REJECTION,
+        )
+        for i in (0, 1)
+        for c in (1, 2)
+    )
+    reason = "json= callable raised ValueError: no such seat (attempt r1-3-1) at t.py:5"
+    stop = Stop("hook", 1, 3, 3, reason)
+    run = RaceRun(records=records, duration=0.1, problems=(), stopped=stop)
+    doc = RaceResult.from_run("t.py::test_x", config, run, checked=False).to_dict()
+    assert doc["checked"] is True  # a stopped race was raised: FAIL, not "unchecked"
+    assert doc["stopped"] == {"by": "hook", "round": 1, "wave": 3, "waves": 3, "reason": reason}
+    for verbosity in (0, 1):
+        text = "\n".join(
+            line.text for line in summary_lines([doc], verbosity=verbosity, mode="auto", width=250)
+        )
+        assert f"stopped: {reason}" in text

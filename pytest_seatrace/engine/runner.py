@@ -224,9 +224,8 @@ def _wave_failure(at: _Position, exc: Exception) -> str:
 def _flying(firer: Firer | None, kept: Sequence[Record]) -> list[Record]:
     """The records of the wave in flight at Ctrl-C, when any of its requests went out: those
     sent, and those that failed before the gate; a request sent but not answered is unknown."""
-    wave = list(getattr(firer, "in_flight", ()) or ())
     known = {id(r) for r in kept}
-    wave = [r for r in wave if id(r) not in known]
+    wave = [r for r in (firer.in_flight if firer is not None else ()) if id(r) not in known]
     if not any(r.sent_ns for r in wave):
         return []
     out = []
