@@ -232,9 +232,17 @@ class HeldWave:
         await receive()  # no answer: wait for the client to go away (``http.disconnect``)
 
 
-@MODES
+@pytest.mark.parametrize(
+    "start",
+    [
+        ["--race-sync", "last-byte"],
+        ["--race-sync", "gate"],
+        ["--race-sync", "last-byte", "--race-shards", "2"],
+    ],
+    ids=["last-byte", "gate", "shards"],
+)
 def test_ctrl_c_in_the_first_wave_keeps_the_interrupted_race(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, mode: str
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, start: list[str]
 ) -> None:
     """SIGINT from outside while the first wave's requests are at the service, unanswered."""
     monkeypatch.setenv("COLUMNS", "250")
@@ -250,7 +258,7 @@ def test_ctrl_c_in_the_first_wave_keeps_the_interrupted_race(
     )
     app = HeldWave(expected=4)
     with serve_app(app) as url:
-        args = ["--race-base-url", url, "--race-sync", mode, "--race-json", "r.json", "-p", "no:randomly"]
+        args = ["--race-base-url", url, *start, "--race-json", "r.json", "-p", "no:randomly"]
         proc = pytester.popen(
             [sys.executable, "-m", "pytest", *args], stdout=-1, stderr=-1, stdin=-1, text=True
         )

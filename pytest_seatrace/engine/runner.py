@@ -39,8 +39,11 @@ ASGI_BASE_URL = "http://testserver"
 class Firer(Protocol):
     ungated: list[str]
     """Keys of attempts that returned without awaiting ``a.gate()`` (gate mode only)."""
-    in_flight: list[Record]
-    """The records of the wave being fired, until they are in the sink: Ctrl-C keeps those sent."""
+
+    @property
+    def in_flight(self) -> list[Record]:
+        """The records of the wave being fired, until they are in the sink: Ctrl-C keeps those
+        sent."""
 
     async def fire_waves(self, rnd: int, waves: Sequence[Sequence[int]], sink: list[Record]) -> None: ...
 
@@ -93,6 +96,7 @@ async def run_race(
     busy = 0.0
     at = _Position(len(waves(len(config.resources), config.parallel)))
     stopped: Stop | None = None
+    handed: list[bool] = []
 
     def run(interrupted: bool = False) -> RaceRun:
         settle_operations(records)
@@ -110,6 +114,19 @@ async def run_race(
             shards=tuple(getattr(firers[0], "shards", ())) if firers else (),
             stopped=stopped,
         )
+
+    def hand_over(firer: Firer | None) -> None:
+        """Ctrl-C: the figures so far, with the sent requests of the wave in flight, to
+        ``on_interrupt`` (once)."""
+        nonlocal stopped
+        if handed or on_interrupt is None:
+            return
+        handed.append(True)
+        records.extend(_flying(firer, records))
+        if stopped is None:  # a hook that stopped it first keeps its reason
+            stopped = at.stop("interrupted", f"interrupted (Ctrl-C) in {at.where()}")
+        if records:
+            on_interrupt(run(interrupted=True))
 
     async def one_round(rnd: int, fire: _Fire) -> bool:
         """Reset (after round 1), set up, fire every wave, verify; ``False``: the race stops."""
@@ -163,12 +180,11 @@ async def run_race(
             except _HookFailed as failed:
                 stopped = at.stop("hook", failed.reason, failed.error)
                 problems.append(failed.violation())
+            except (KeyboardInterrupt, anyio.get_cancelled_exc_class()):
+                hand_over(firer)  # now: tearing connections and shards down takes a while
+                raise
     except (KeyboardInterrupt, anyio.get_cancelled_exc_class()):
-        flying = _flying(firers[0] if firers else None, records)
-        records.extend(flying)
-        if records and on_interrupt is not None:
-            stopped = at.stop("interrupted", f"interrupted (Ctrl-C) in {at.where()}")
-            on_interrupt(run(interrupted=True))
+        hand_over(None)
         raise
     return run()
 

@@ -242,8 +242,9 @@ class ShardedFirer:
         self.pool = pool
         self.ungated: list[str] = []
         """Always empty: request races only."""
-        self.in_flight: list[Record] = []
-        """Always empty: a wave in flight is on the shards (Ctrl-C keeps the waves they sent back)."""
+        self._fired: list[tuple[int, Sequence[int], int, list[tuple[int, dict[int, list[int]]]]]] = []
+        """Waves started whose records are not in the sink yet: round, resource indices, start
+        instant, and each shard that raced them with its share (resource index → clients)."""
         seen: dict[str, int] = {}
         self._shards: list[_Shard] = []
         for number, spec in enumerate(config.tx, 1):
@@ -512,16 +513,46 @@ class ShardedFirer:
             late = f"did not report ready within {timeout:g}s: it missed the start"
             await self._gather(racing, "ready", timeout, late, last=release)
             start = starts[0] if starts else time.time_ns()
+            if starts:
+                raced = [(s.number, shares[s.number - 1]) for s in racing if s.live]
+                self._fired.append((rnd, indices, start, raced))
             await anyio.sleep(max(0, start + RELEASE_NS - time.time_ns()) / 1e9)
             if pending is not None:  # the last wave's records, classified while this one races
                 sink.extend(await self._records(rnd, pending, shares, timeout))
+                self._landed(pending)
             if number + 2 < len(waves) and not failed:
                 self._ahead(tables, failed, rnd, shares, waves[number + 2])
             pending = indices
         if pending is not None:
             sink.extend(await self._records(rnd, pending, shares, timeout))
+            self._landed(pending)
         if failed:
             raise failed[0]
+
+    def _landed(self, indices: Sequence[int]) -> None:
+        """A started wave's records are in the sink: no longer in flight."""
+        self._fired = [wave for wave in self._fired if wave[1] is not indices]
+
+    @property
+    def in_flight(self) -> list[Record]:
+        """The clients of the waves started whose records have not come back (read at Ctrl-C):
+        their requests went out at the start instant (on our clock); the runner marks them
+        unknown."""
+        wall, perf = time.time_ns(), time.perf_counter_ns()
+        return [
+            Record(
+                resource=index,
+                client=client,
+                round=rnd,
+                sent_ns=perf - max(0, wall - start),
+                shard=number,
+                operation=self._operation(rnd, index, client),
+            )
+            for rnd, indices, start, raced in self._fired
+            for number, share in raced
+            for index in indices
+            for client in share.get(index, ())
+        ]
 
     def _ahead(
         self,
