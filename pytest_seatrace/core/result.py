@@ -95,7 +95,8 @@ class RaceResult:
     interrupted: bool = False
     """Cut short (Ctrl-C): the figures cover the waves that finished."""
     checked: bool = True
-    """False for a call made with ``check=False``: its violations were not raised."""
+    """False for a call made with ``check=False``: its violations were not raised (a race a hook
+    stopped is raised even then: ``True``)."""
     never_fired: tuple[tuple[int, int], ...] = field(default=(), repr=False)
     """(round, resource index) pairs a stopped race never fired."""
     raced: Raced | None = field(default=None, repr=False)
