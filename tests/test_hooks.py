@@ -351,3 +351,16 @@ def test_every_summary_verbosity_says_where_a_race_stopped() -> None:
             line.text for line in summary_lines([doc], verbosity=verbosity, mode="auto", width=250)
         )
         assert f"stopped: {reason}" in text
+
+
+@pytest.mark.anyio
+async def test_an_async_reset_raising_in_an_async_test_stops_the_race(race):
+    async def reset():
+        raise ConnectionError("admin API down")
+
+    stopped = "reset= raised after round 1: ConnectionError"
+    with serve_app(SeatsWithReset(200)) as url, pytest.raises(RaceViolation, match=stopped) as info:
+        await race.apost(url + "/seat/1", concurrency=3, rounds=2, reset=reset, check=False)
+    assert isinstance(info.value.__cause__, ConnectionError)
+    assert info.value.result.requests == 3
+    assert info.value.__cause__.__traceback__.tb_frame.f_code is reset.__code__
