@@ -57,6 +57,7 @@ def test_reset_raising_stops_the_race_even_unchecked(race, sample_service):
     assert (result.requests, result.wins, result.rounds) == (10, 2, 3)
     assert [v.kind for v in result.violations] == ["hook"]
     stop = result.stopped
+    assert stop is not None
     assert (stop.by, stop.round, stop.wave) == ("hook", 1, None)
     assert stop.reason.startswith("reset= raised after round 1: ResetRefused: the admin API said no at ")
     assert stop.reason.endswith(f"test_hooks.py:{reset.__code__.co_firstlineno + 1}")
@@ -79,6 +80,7 @@ def test_a_failed_default_reset_keeps_the_race(race, status):
     assert (result.requests, result.wins, result.rejections) == (4, 1, 3)
     assert [v.kind for v in result.violations] == ["hook"]
     assert isinstance(info.value.__cause__, httpx.HTTPStatusError)
+    assert result.stopped is not None
     assert result.stopped.reason == (
         f"POST {url}/reset between rounds answered {status} after round 1; pass reset= to reset the state"
     )
@@ -99,6 +101,7 @@ def test_verify_raising_is_a_hook_and_a_wrong_count_stays_a_verify_violation(rac
     assert result.requests == 12  # round 1 only: verify= ends the race after it
     assert result.held == {(1, 0): 1}  # seat 1 was read before seat 2's verify raised
     assert [v.kind for v in result.violations] == ["hook"]
+    assert result.stopped is not None
     assert result.stopped.reason.startswith("verify(2) raised after round 1: KeyError: 2 at test_hooks.py:")
 
     sample_service.reset()
@@ -132,6 +135,7 @@ def test_request_callable_raising_in_a_later_wave_keeps_the_waves_that_went_out(
     assert {r.resource for r in result.history} == {0, 1}
     assert [v.kind for v in result.violations] == ["hook"]
     stop = result.stopped
+    assert stop is not None
     assert (stop.round, stop.wave, stop.waves) == (1, 3, 3)
     assert stop.reason.startswith("json= callable raised ValueError: no such seat (attempt r1-3-")
     line = body.__code__.co_firstlineno + 2
@@ -308,6 +312,7 @@ def test_request_callable_raising_in_a_later_wave_of_single_packet(race, sample_
     result = info.value.result
     assert result.mode == "single-packet"
     assert (result.requests, result.wins) == (8, 2)
+    assert result.stopped is not None
     assert (result.stopped.round, result.stopped.wave) == (1, 3)
     assert isinstance(info.value.__cause__, ValueError)
 
@@ -363,4 +368,6 @@ async def test_an_async_reset_raising_in_an_async_test_stops_the_race(race):
         await race.apost(url + "/seat/1", concurrency=3, rounds=2, reset=reset, check=False)
     assert isinstance(info.value.__cause__, ConnectionError)
     assert info.value.result.requests == 3
-    assert info.value.__cause__.__traceback__.tb_frame.f_code is reset.__code__
+    tb = info.value.__cause__.__traceback__
+    assert tb is not None
+    assert tb.tb_frame.f_code is reset.__code__
