@@ -65,6 +65,7 @@ def test_reset_raising_stops_the_race_even_unchecked(race, sample_service):
     assert not result.interrupted
     doc = result.to_dict()
     assert doc["stopped"]["by"] == "hook"
+    assert str(info.value).startswith("race could not finish: 1 violation(s) over 2 resource(s)")
     assert "stopped: reset= raised after round 1" in str(info.value)
     # The cause's traceback starts in the test's own code, not in the engine or anyio.
     tb = info.value.__cause__.__traceback__
