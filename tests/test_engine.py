@@ -411,12 +411,15 @@ def test_asgi_app_rounds_reset_in_process(race):
     assert not result.interrupted
 
 
-def test_failed_reset_is_a_usage_error_not_an_interruption(race, sample_service):
+def test_failed_reset_stops_the_race_not_an_interruption(race, sample_service):
     def reset():
         raise RuntimeError("cannot reset")
 
-    with pytest.raises(RuntimeError, match="cannot reset"):
+    stopped = "reset= raised after round 1: RuntimeError: cannot reset"
+    with pytest.raises(RaceViolation, match=stopped) as info:
         race.post(sample_service.url + "/orders", json=order, concurrency=2, rounds=2, reset=reset)
+    assert isinstance(info.value.__cause__, RuntimeError)
+    assert not info.value.result.interrupted
 
 
 def test_verify_settles_an_indeterminate_race_either_way(race):

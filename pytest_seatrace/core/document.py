@@ -96,6 +96,17 @@ class NotRunDoc(TypedDict):
     resource: str
 
 
+class StoppedDoc(TypedDict):
+    by: str
+    """``hook`` or ``interrupted``."""
+    round: int
+    wave: int | None
+    """The wave in flight or about to be built (1-based); ``None``: between waves (reset, verify=)."""
+    waves: int
+    """Waves per round."""
+    reason: str
+
+
 class RacedDoc(TypedDict):
     """What was raced: a report read a week later explains itself."""
 
@@ -220,6 +231,8 @@ class RaceDoc(_RaceDocRequired, total=False):
     connections_replaced: int
     """Kept connections the server had closed (its keep-alive), replaced before the release;
     absent from documents written before it existed."""
+    stopped: StoppedDoc
+    """Where and why a race ended before its last wave; absent for a race that finished."""
 
 
 def format_expect(expect: ExpectDoc, times: int = 1) -> str:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+from pytest_seatrace.core.document import StoppedDoc
 
 if TYPE_CHECKING:
     from pytest_seatrace.core.violations import Violation
@@ -128,6 +130,37 @@ class WaveDone:
     """Winners allowed per resource and round: a live count of too many can be made."""
 
 
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """Where and why a race ended before its last wave: a hook failed (``by="hook"``) or the run
+    was interrupted (``by="interrupted"``, Ctrl-C)."""
+
+    by: str
+    round: int
+    wave: int | None
+    """The wave in flight, or the one being built (1-based); ``None``: at a reset or ``verify=``."""
+    waves: int
+    """Waves per round."""
+    reason: str
+    error: BaseException | None = field(default=None, compare=False, repr=False)
+    """The test's own exception (a hook's), raised as the ``RaceViolation``'s ``__cause__``."""
+
+    @property
+    def where(self) -> str:
+        """``round 2, wave 3 of 3`` or ``round 2``."""
+        wave = f", wave {self.wave} of {self.waves}" if self.wave is not None else ""
+        return f"round {self.round}{wave}"
+
+    def to_dict(self) -> StoppedDoc:
+        return {
+            "by": self.by,
+            "round": self.round,
+            "wave": self.wave,
+            "waves": self.waves,
+            "reason": self.reason,
+        }
+
+
 @dataclass(frozen=True)
 class RaceRun:
     """What the engine measured for one race call, unjudged.
@@ -156,3 +189,5 @@ class RaceRun:
     replaced: int = 0
     """Kept connections the server had closed (or was about to close, idle past its keep-alive)
     that were replaced by fresh ones before their requests were released."""
+    stopped: Stop | None = None
+    """Why the race ended before its last wave (a hook failed, Ctrl-C); ``None``: it finished."""

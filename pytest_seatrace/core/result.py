@@ -35,6 +35,7 @@ from pytest_seatrace.core.records import (
     RaceRun,
     Record,
     ShardInfo,
+    Stop,
 )
 from pytest_seatrace.core.redact import redact_text
 from pytest_seatrace.core.stats import Latency, Percentiles, Spread
@@ -99,7 +100,8 @@ class RaceResult:
     interrupted: bool = False
     """Cut short (Ctrl-C): the figures cover the waves that finished."""
     checked: bool = True
-    """False for a call made with ``check=False``: its violations were not raised."""
+    """False for a call made with ``check=False``: its violations were not raised (a race a hook
+    stopped is raised even then: ``True``)."""
     never_fired: tuple[tuple[int, int], ...] = field(default=(), repr=False)
     """(round, resource index) pairs a stopped race never fired."""
     raced: Raced | None = field(default=None, repr=False)
@@ -108,13 +110,17 @@ class RaceResult:
     """The shards of a sharded race, as the engine saw them (``shards`` adds their figures)."""
     connections_replaced: int = 0
     """Kept connections the server had closed (its keep-alive) replaced before the release."""
+    stopped: Stop | None = field(default=None, repr=False)
+    """Where and why the race ended before its last wave (a hook failed, Ctrl-C); ``None``: it
+    finished."""
 
     @classmethod
     def from_run(cls, name: str, config: RaceConfig, run: RaceRun, *, checked: bool = True) -> RaceResult:
         if run.mode is not None and run.mode != config.sync:  # what ``auto`` chose
             config = replace(config, sync=run.mode)  # type: ignore[arg-type]
+        hook = run.stopped is not None and run.stopped.by == "hook"
         return cls(
-            checked=checked,
+            checked=checked or hook,  # a race a hook stopped is raised even under check=False
             never_fired=run.not_run,
             raced=run.raced,
             name=name,
@@ -127,6 +133,7 @@ class RaceResult:
             interrupted=run.interrupted,
             shard_infos=run.shards,
             connections_replaced=run.replaced,
+            stopped=run.stopped,
         )
 
     # -- the config, as the result names it --------------------------------------------------
@@ -468,6 +475,8 @@ class RaceResult:
         if self.shard_infos:
             doc["shards"] = list(self.shards)
         doc["connections_replaced"] = self.connections_replaced
+        if self.stopped is not None:
+            doc["stopped"] = self.stopped.to_dict()
         if history:
             doc["history"] = history_columns(self.history, self.resources)
         return doc

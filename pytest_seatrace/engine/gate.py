@@ -212,6 +212,8 @@ class GateFirer:
         """Who races (request races with ``setup=``: not those whose set-up failed)."""
         self.ungated: list[str] = []
         """Keys of attempts that returned without awaiting ``a.gate()``: they were not raced."""
+        self.in_flight: list[Record] = []
+        """The wave being raced, until its records are in the sink (Ctrl-C keeps those sent)."""
         self.starter: Callable[[], Awaitable[None]] | None = None
         """Awaited once per wave when every client is at the gate, before it opens (a shard
         waits for the coordinator's start instant there); ``None``: open at once."""
@@ -264,6 +266,7 @@ class GateFirer:
         """Race every wave of a round, appending each wave's records to ``sink`` as it ends."""
         for indices in waves:
             sink.extend(await self.fire_wave(rnd, indices))
+            self.in_flight = []
 
     async def fire_wave(self, rnd: int, indices: Sequence[int]) -> list[Record]:
         cfg = self.config
@@ -283,6 +286,7 @@ class GateFirer:
                     target = request.url.raw_path.decode("ascii")
                     rec.operation = self.builder.operation(request.method, target, attempt)
                 jobs.append((position * cfg.concurrency + client - 1, rec, gate, request))
+        self.in_flight = records
         async with anyio.create_task_group() as tg:
             if self.starter is not None:
                 tg.start_soon(self._open_at_start, gate, self.starter)

@@ -524,6 +524,8 @@ class SinglePacketFirer:
         so that another shard of the same host releases on time)."""
         self.ungated: list[str] = []
         """Always empty: every request here waits at the gate."""
+        self.in_flight: list[Record] = []
+        """The wave being raced, until its records are in the sink (Ctrl-C keeps those sent)."""
         self.gate_writes: list[GateWrite] = []
         """One entry per resource and wave: what its gate cost (tests and benchmarks read it)."""
         self.count_segments = False
@@ -557,6 +559,7 @@ class SinglePacketFirer:
         groups = await self._build(rnd, waves[0])
         for number, indices in enumerate(waves):
             links = await self._prepare_wave(rnd, groups)
+            self.in_flight = [s.record for streams in groups.values() for s in streams]
             await self._renew(rnd, links)
             if self.starter is not None:
                 await self.starter()
@@ -570,6 +573,7 @@ class SinglePacketFirer:
                 if number + 1 < len(waves):
                     tg.start_soon(keep_outcome, upcoming, failures, self._build, rnd, waves[number + 1])
             sink.extend(s.record for streams in groups.values() for s in streams)
+            self.in_flight = []
             if failures:  # e.g. a request callable that raised: after this wave's figures are kept
                 raise failures[0]
             if upcoming:

@@ -98,6 +98,8 @@ class LastByteFirer:
         """The server's keep-alive as learned, and how many kept connections were replaced."""
         self.ungated: list[str] = []
         """Always empty: every request here waits at the gate."""
+        self.in_flight: list[Record] = []
+        """The wave being raced, until its records are in the sink (Ctrl-C keeps those sent)."""
         self.roster = roster or Roster(config)
         """Who races, and what their ``setup=`` returned."""
         self.starter: Callable[[], Awaitable[None]] | None = None
@@ -121,6 +123,7 @@ class LastByteFirer:
         upcoming = await self._build_wave(rnd, waves[0]) if waves else []
         for number, indices in enumerate(waves):
             slots = await self._prepare_wave(upcoming)
+            self.in_flight = [s.record for s in slots]
             if self.starter is not None:  # a shard: every replacement before its start instant
                 await self._renew(slots)
                 await self.starter()
@@ -143,6 +146,7 @@ class LastByteFirer:
             if self.herald is not None and built and not failures:
                 self.herald(len(upcoming))
             sink.extend([s.record for s in slots])
+            self.in_flight = []
             if failures:  # e.g. a request callable that raised: after this wave's figures are kept
                 raise failures[0]
 

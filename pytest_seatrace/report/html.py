@@ -29,7 +29,7 @@ from pytest_seatrace.core.document import PercentilesDoc, RaceDoc, format_expect
 from pytest_seatrace.core.document import verdict as _verdict
 from pytest_seatrace.report.summary import HEADERS as SUMMARY_HEADERS
 from pytest_seatrace.report.summary import format_ms as _ms
-from pytest_seatrace.report.summary import row_cells
+from pytest_seatrace.report.summary import row_cells, stopped_text
 
 MAX_DRAWN_PER_RESOURCE = 200
 """Requests drawn per resource timeline; winners are always drawn (up to ``MAX_WINNERS_DRAWN``)."""
@@ -977,6 +977,13 @@ def _facts(race: RaceDoc) -> str:
     return '<p class="meta">' + " · ".join(spans) + "</p>"
 
 
+def _stopped(race: RaceDoc) -> str:
+    """Where and why a race ended before its last wave (a hook failed, Ctrl-C); empty if it ran
+    to the end."""
+    text = stopped_text(race)
+    return f'<p class="note stopped"><b>{_e(text)}</b></p>' if text else ""
+
+
 def _race_section(index: int, race: RaceDoc, table_rows: int) -> tuple[str, int]:
     """One race's section, and how many request-table rows it used."""
     verdict = _verdict(race)
@@ -985,6 +992,7 @@ def _race_section(index: int, race: RaceDoc, table_rows: int) -> tuple[str, int]
         f'<span class="verdict {verdict}">{verdict}</span></h2>',
         _facts(race),
         *(f'<p class="note">note: {_e(text)}</p>' for text in race["notes"]),
+        _stopped(race),
         "<h3>Violations</h3>",
         _violations(race),
     ]

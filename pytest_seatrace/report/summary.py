@@ -433,11 +433,24 @@ def replaced_text(race: RaceDoc) -> str | None:
     )
 
 
+def stopped_text(race: RaceDoc) -> str | None:
+    """Where and why a race ended before its last wave (a hook failed, Ctrl-C), if it did."""
+    stopped = race.get("stopped")
+    if stopped is None:
+        return None
+    if stopped["by"] == "interrupted":
+        return f"{stopped['reason']}: the figures cover the requests sent until then"
+    return f"stopped: {stopped['reason']}"
+
+
 def note_lines(races: Sequence[RaceDoc], width: int) -> list[Line]:
-    """Per-race notes under the table: early answers, replaced connections, how the responses
-    were classified, and what clean rounds showed."""
+    """Per-race notes under the table: where a race stopped, early answers, replaced connections,
+    how the responses were classified, and what clean rounds showed."""
     notes: list[tuple[RaceDoc, str, bool]] = []
     for race in races:
+        stopped = stopped_text(race)
+        if stopped:
+            notes.append((race, stopped, True))
         early = early_text(race)
         if early:
             notes.append((race, early, True))
@@ -545,6 +558,9 @@ def resource_lines(races: Sequence[RaceDoc]) -> list[Line]:
             )
         )
         out.extend(shard_lines(race))
+        stopped = stopped_text(race)
+        if stopped:
+            out.append(Line(stopped, red=True))
         early = early_text(race)
         if early:
             out.append(Line(early, yellow=True))
