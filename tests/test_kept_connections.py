@@ -273,7 +273,8 @@ def test_a_kept_connection_closed_under_dispatched_streams_leaves_them_unknown()
     with h2_server(server) as (url, _):
         fired = fire(RequestSpec("POST", url + "/book", json=seat_order), waves=2, concurrency=5)
     result = fired.result
-    assert (result.wins, result.errors, result.unknown) == (1, 0, 5)
+    reasons = [(r.resource, r.outcome, r.reason) for r in result.history]
+    assert (result.wins, result.errors, result.unknown) == (1, 0, 5), reasons
     assert {r.resource for r in result.history if r.outcome is Outcome.UNKNOWN} == {1}
     assert all("keep-alive" in (r.reason or "") for r in result.history if r.outcome is Outcome.UNKNOWN)
     assert len(server.connections) == 1

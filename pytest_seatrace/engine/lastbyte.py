@@ -99,6 +99,8 @@ class LastByteFirer:
         """Every connection ever opened, so a cancelled race still closes them all."""
         self.keepalive = KeepAlive()
         """The server's keep-alive as learned, and how many kept connections were replaced."""
+        self._probed_ns = 0
+        """How long the probe just left the kept connections idle (the next weed learns from it)."""
         self.ungated: list[str] = []
         """Always empty: every request here waits at the gate."""
         self.in_flight: list[Record] = []
@@ -149,6 +151,8 @@ class LastByteFirer:
             else:
                 await self._collect_wave(slots)
             upcoming = built[0] if built else []
+            if built:
+                await self._probe()  # before a herald: a shard's promised instant includes it
             if self.herald is not None and built and not failures:
                 self.herald(len(upcoming))
             sink.extend([s.record for s in slots])
@@ -170,12 +174,19 @@ class LastByteFirer:
 
     async def _prepare_wave(self, slots: list[Slot]) -> list[Slot]:
         """Connect (or reuse) and write all but the final bytes of every slot."""
-        wait = self.keepalive.probe_wait([conn.idle_since for conn in self._pool], time.perf_counter_ns())
-        if wait:  # once a race, before the first reuse: does the server keep them at all?
-            await anyio.sleep(wait)
-        self._weed(self._pool, int(wait * 1e9))
+        await self._probe()
+        self._weed(self._pool, self._probed_ns)
+        self._probed_ns = 0
         await self._run_jobs(slots, [job for job in (self._prepare(slot) for slot in slots) if job])
         return slots
+
+    async def _probe(self) -> None:
+        """Once a race, before kept connections are first reused: leave them idle ``PROBE_S``,
+        so that a server that closes each one soon after answering shows it now."""
+        wait = self.keepalive.probe_wait([conn.idle_since for conn in self._pool], time.perf_counter_ns())
+        if wait:
+            await anyio.sleep(wait)
+            self._probed_ns = int(wait * 1e9)
 
     async def _run_jobs(
         self, slots: Sequence[Slot], jobs: Sequence[Callable[[], Coroutine[Any, Any, None]]]

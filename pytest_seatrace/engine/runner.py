@@ -23,7 +23,6 @@ from pytest_seatrace.core.redact import strip_url
 from pytest_seatrace.core.violations import Violation, ViolationKind
 from pytest_seatrace.engine.asgi import lifespan
 from pytest_seatrace.engine.classify import Classifier
-from pytest_seatrace.engine.gate import GateFirer
 from pytest_seatrace.engine.hooks import describe, explain, trim, user_error
 from pytest_seatrace.engine.lastbyte import LastByteFirer
 from pytest_seatrace.engine.limits import ensure_open_files
@@ -364,6 +363,8 @@ async def _firer(plan: RacePlan) -> AsyncIterator[_Fire]:
         else:
             if target.base_url and transport is None:
                 check_url(httpx.URL(target.base_url), target.base_url)
+            from pytest_seatrace.engine.gate import GateFirer  # httpx's transport: only here
+
             firer = GateFirer(
                 config,
                 classifier,

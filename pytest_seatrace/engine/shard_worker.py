@@ -40,7 +40,6 @@ from pytest_seatrace.core.config import RaceConfig
 from pytest_seatrace.core.errors import RaceUsageError
 from pytest_seatrace.core.records import BODY_KEEP, Record
 from pytest_seatrace.engine.classify import Classifier, ResponseSource
-from pytest_seatrace.engine.gate import GateFirer
 from pytest_seatrace.engine.lastbyte import LastByteFirer
 from pytest_seatrace.engine.limits import ensure_open_files
 from pytest_seatrace.engine.plan import Attempt, RequestSpec, Roster
@@ -264,6 +263,8 @@ def _firer(plan: dict[str, Any], folder: str) -> tuple[Any, _Share, _Fields, _Re
     if mode == "gate":
         ssl_context = make_ssl_context(tls)
         builder = RequestBuilder(spec, base_url, ssl_context)
+        from pytest_seatrace.engine.gate import GateFirer  # httpx's transport: only here
+
         firer = GateFirer(config, recorder, ssl_context, base_url=base_url, builder=builder, roster=roster)
     elif mode == "single-packet":
         from pytest_seatrace.engine.h2 import SinglePacketFirer
