@@ -1,0 +1,249 @@
+"""How many requests the service had in flight together: the race it really saw.
+
+A race of 100 clients against a service with 5 sync workers is a 5-way race: the other 95 wait
+in the listen backlog. Per (round, resource) this module counts the requests *inside* the
+service at once and reads the pattern, from the records alone (no I/O, no pytest).
+
+With the service's arrival stamps (``X-Arrival-Ns``, ``time.perf_counter_ns()`` on the same
+host, so one clock with ``sent_ns``/``end_ns``) it is measured: a request is in flight from its
+arrival to its answer. The answer is the client's ``end_ns``, which is when the response had
+been read, an upper bound of when the service answered: the figure is at most what it says.
+
+- Most requests arriving only after the first answer, about k in flight at a time, each held
+  well beyond the client's own timing noise: they waited outside for a free worker or thread
+  (``limit``), the only reading that names a setting to raise.
+- Arrivals together, answered one after another: the service serialises by design (a lock, a
+  queue, a conditional update; ``serialised``); arrivals together, answered together:
+  ``concurrent``. Neither is far below the clients, and neither gets advice.
+- Nearly every arrival after the previous answer: ``one-at-a-time``. One worker and a service
+  that runs each request to completion on one event loop (the bundled sample service does:
+  its stamp is taken inside that loop) look the same from outside, so no note names a cause.
+- ``mixed``: held outside, but within the client's timing noise; no note.
+
+Without stamps only the answers' timing is left: answers coming back in regular batches of
+about k are an estimate (``batches``) with both readings, never one cause.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import statistics
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from pytest_seatrace.core.document import ContentionDoc, ContentionGroupDoc
+from pytest_seatrace.core.records import Record
+
+Reading = Literal["limit", "one-at-a-time", "serialised", "concurrent", "mixed", "batches", "unclear"]
+Source = Literal["stamps", "responses", "none"]
+
+FAR_BELOW = 4
+"""The note shows when the service had fewer than 1/FAR_BELOW of the clients in flight at once:
+a 100-client race seen as a 24-way race or narrower."""
+MIN_CLIENTS = 8
+"""Races with fewer clients per resource get no note: a handful of requests says little."""
+MIN_BATCHES = 4
+"""Batches of answers needed before an estimate believes them (a pause or two is chance)."""
+STAGGER = 3.0
+"""Estimate: a gap between answers this many times the median gap splits two batches."""
+NOISE = 2.0
+"""Timing beyond this many times the client's start spread is the service's, not the
+client's: a busy client sends late and reads late by about as much."""
+SPACED = 4.0
+"""Answers spread this many times wider than the arrivals: answered one after another."""
+SETTINGS_HINT = (
+    "gunicorn --workers/--threads, uvicorn or hypercorn --workers, a thread or database connection pool"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class GroupContention:
+    """One (round, resource): ``median``/``peak`` requests in flight at once (measured at each
+    arrival), or, estimated from answers alone, the batch sizes; ``None`` when unknown."""
+
+    round: int
+    resource: int
+    clients: int
+    median: float | None
+    peak: int | None
+    reading: Reading
+    waited: int | None = None
+    """Measured: requests that reached the service only after the first answer."""
+    batches: int | None = None
+    """Estimated: batches the answers came back in."""
+
+    def to_dict(self, name: str) -> ContentionGroupDoc:
+        return {
+            "round": self.round,
+            "resource": name,
+            "clients": self.clients,
+            "median": self.median,
+            "peak": self.peak,
+            "reading": self.reading,
+            "waited": self.waited,
+            "batches": self.batches,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Contention:
+    """The race's figure: the median of its groups' medians, the highest peak, the reading
+    most groups share, and a note when the service saw a far narrower race than was sent."""
+
+    source: Source
+    clients: int
+    median: float | None
+    peak: int | None
+    reading: Reading
+    groups: tuple[GroupContention, ...]
+
+    @classmethod
+    def of(cls, records: Iterable[Record], clients: int) -> Contention:
+        """From a race's records; ``clients`` is its concurrency (clients per resource)."""
+        answered: dict[tuple[int, int], list[Record]] = {}
+        for rec in records:
+            if rec.status and rec.sent_ns and rec.end_ns and not rec.early:
+                answered.setdefault((rec.round, rec.resource), []).append(rec)
+        stamped = any(rec.server_ns for recs in answered.values() for rec in recs)
+        source: Source = "stamps" if stamped else "responses" if answered else "none"
+        measure = measured if stamped else estimated
+        groups = tuple(measure(rnd, res, answered[rnd, res]) for rnd, res in sorted(answered))
+        known = [g for g in groups if g.median is not None]
+        readings = Counter(g.reading for g in known)
+        return cls(
+            source=source,
+            clients=clients,
+            median=statistics.median(g.median for g in known if g.median is not None) if known else None,
+            peak=max((g.peak for g in known if g.peak is not None), default=None),
+            reading=readings.most_common(1)[0][0] if readings else "unclear",
+            groups=groups,
+        )
+
+    @property
+    def requests(self) -> int:
+        """Answered requests the figure is over."""
+        return sum(g.clients for g in self.groups)
+
+    @property
+    def far_below(self) -> bool:
+        """Fewer than 1/FAR_BELOW of at least MIN_CLIENTS clients were in flight at once."""
+        return (
+            self.median is not None and self.clients >= MIN_CLIENTS and self.median * FAR_BELOW < self.clients
+        )
+
+    @property
+    def note(self) -> str | None:
+        """What the summary says, only for a far narrower race: measured (stamps) with the
+        setting to raise, or estimated (answers alone) with both readings."""
+        if not self.far_below or self.median is None:
+            return None
+        k = f"{self.median:g}"
+        if self.source == "stamps" and self.reading == "limit":
+            waited = sum(g.waited or 0 for g in self.groups)
+            return (
+                f"only about {k} of {self.clients} requests were in flight inside the service at "
+                f"once (median {k}, peak {self.peak}, from its X-Arrival-Ns stamps; answers timed "
+                f"at the client, so at most that many): {waited} of {self.requests} reached it only "
+                f"after the first answer, about {k} at a time. A worker or thread limit made this a "
+                f"{k}-way race while the rest waited outside; to race more at once, raise it "
+                f"({SETTINGS_HINT})"
+            )
+        if self.source == "responses" and self.reading == "batches":
+            return (
+                f"answers came back in batches of about {k} of {self.clients} clients (estimated "
+                "from response times: the service sends no X-Arrival-Ns), so the service may have "
+                f"had only about {k} requests in flight at once: either a worker or thread limit "
+                f"({SETTINGS_HINT}), or a service that serialises part of its work by design. An "
+                "X-Arrival-Ns header (time.perf_counter_ns() when the request reached the app) "
+                "tells which"
+            )
+        return None
+
+    def to_dict(self, names: Sequence[str]) -> ContentionDoc:
+        """``names``: the resources as the document names them, by index."""
+        return {
+            "source": self.source,
+            "clients": self.clients,
+            "median": self.median,
+            "peak": self.peak,
+            "reading": self.reading,
+            "note": self.note,
+            "by_resource": [g.to_dict(names[g.resource]) for g in self.groups],
+        }
+
+
+def in_flight(arrivals: Sequence[int], ends: Sequence[int]) -> list[int]:
+    """Requests in flight at each arrival (itself included), arrivals sorted: arrived at or
+    before it and not answered by then. The peak over all instants is the peak of these."""
+    done = sorted(max(a, e) for a, e in zip(arrivals, ends, strict=True))  # an answer follows its arrival
+    return [bisect.bisect_right(arrivals, a) - bisect.bisect_right(done, a) for a in arrivals]
+
+
+def measured(rnd: int, resource: int, records: Sequence[Record]) -> GroupContention:
+    """One group from the service's arrival stamps: in flight at each arrival, and the pattern."""
+    stamped = sorted((r for r in records if r.server_ns), key=lambda r: r.server_ns)
+    if len(stamped) < 2:
+        return GroupContention(rnd, resource, len(records), None, None, "unclear")
+    arrivals = [r.server_ns for r in stamped]
+    ends = [max(r.end_ns, r.server_ns) for r in stamped]
+    counts = in_flight(arrivals, ends)
+    first_answer = min(ends)
+    waited = sum(1 for a in arrivals if a > first_answer)
+    sends = [r.sent_ns for r in stamped]
+    median = statistics.median(counts)
+    return GroupContention(
+        round=rnd,
+        resource=resource,
+        clients=len(records),
+        median=median,
+        peak=max(counts),
+        reading=_reading(median, waited, arrivals, ends, max(sends) - min(sends)),
+        waited=waited,
+    )
+
+
+def _reading(
+    median: float, waited: int, arrivals: Sequence[int], ends: Sequence[int], send_spread: int
+) -> Reading:
+    """The pattern of one group (see the module's docstring).
+
+    ``waited``: arrivals after the first answer. Most arriving only then means they were held
+    outside the service; a limit is believed only when the time in the service (to the
+    client's end) is well beyond the client's own timing noise, its start spread: a busy
+    client that reads answers late makes a one-at-a-time service look like a small pool.
+    """
+    if 2 * waited >= len(arrivals):
+        if median < 2:
+            return "one-at-a-time"
+        inside = statistics.median(e - a for a, e in zip(arrivals, ends, strict=True))
+        return "limit" if inside > NOISE * send_spread else "mixed"
+    if max(ends) - min(ends) > SPACED * max(arrivals[-1] - arrivals[0], 1):
+        return "serialised"
+    return "concurrent"
+
+
+def estimated(rnd: int, resource: int, records: Sequence[Record]) -> GroupContention:
+    """One group from the answers alone: batches of answers split by gaps wider than STAGGER
+    times the typical gap and NOISE times the client's start spread, believed when there are
+    MIN_BATCHES of them, most of a size near their median. An estimate: answers in batches
+    fit a limit and a service that serialises part of its work alike."""
+    ends = sorted(r.end_ns for r in records)
+    gaps = [b - a for a, b in itertools.pairwise(ends)]
+    if len(ends) < MIN_CLIENTS:
+        return GroupContention(rnd, resource, len(records), None, None, "unclear")
+    sends = [r.sent_ns for r in records]
+    cut = max(STAGGER * statistics.median(gaps), NOISE * (max(sends) - min(sends)), 1)
+    sizes = [1]
+    for gap in gaps:
+        if gap > cut:
+            sizes.append(1)
+        else:
+            sizes[-1] += 1
+    k = statistics.median(sizes)
+    regular = 2 * sum(1 for n in sizes if k / 2 <= n <= 2 * k) >= len(sizes)
+    if len(sizes) < MIN_BATCHES or k < 2 or not regular:
+        return GroupContention(rnd, resource, len(records), None, None, "unclear", batches=len(sizes))
+    return GroupContention(rnd, resource, len(records), float(k), max(sizes), "batches", batches=len(sizes))
