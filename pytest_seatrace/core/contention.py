@@ -61,8 +61,9 @@ SETTINGS_HINT = (
 
 @dataclass(frozen=True, slots=True)
 class GroupContention:
-    """One (round, resource): ``median``/``peak`` requests in flight at once (measured at each
-    arrival), or, estimated from answers alone, the batch sizes; ``None`` when unknown."""
+    """One (round, resource): ``median``/``peak`` requests in flight at once (the median over
+    the time at least one was), or, estimated from answers alone, the batch sizes; ``None``
+    when unknown."""
 
     round: int
     resource: int
@@ -143,12 +144,14 @@ class Contention:
         k = f"{self.median:g}"
         if self.source == "stamps" and self.reading == "limit":
             waited = sum(g.waited or 0 for g in self.groups)
+            span = k if self.median == self.peak else f"{k} to {self.peak}"
             return (
-                f"only about {k} of {self.clients} requests were in flight inside the service at "
-                f"once (median {k}, peak {self.peak}, from its X-Arrival-Ns stamps; answers timed "
-                f"at the client, so at most that many): {waited} of {self.requests} reached it only "
-                f"after the first answer, about {k} at a time. A worker or thread limit made this a "
-                f"{k}-way race while the rest waited outside; to race more at once, raise it "
+                f"only {span} of {self.clients} requests were in flight inside the "
+                f"service at once (typically {k}, at most {self.peak}; from its X-Arrival-Ns "
+                f"stamps, with answers timed at the client, an upper bound): {waited} of "
+                f"{self.requests} reached it only after the first answer, a few at a time as earlier "
+                f"ones were answered. A worker or thread limit of about {self.peak} made this a "
+                f"{self.peak}-way race while the rest waited outside; to race more at once, raise it "
                 f"({SETTINGS_HINT})"
             )
         if self.source == "responses" and self.reading == "batches":
@@ -175,51 +178,85 @@ class Contention:
         }
 
 
-def in_flight(arrivals: Sequence[int], ends: Sequence[int]) -> list[int]:
-    """Requests in flight at each arrival (itself included), arrivals sorted: arrived at or
-    before it and not answered by then. The peak over all instants is the peak of these."""
-    done = sorted(max(a, e) for a, e in zip(arrivals, ends, strict=True))  # an answer follows its arrival
-    return [bisect.bisect_right(arrivals, a) - bisect.bisect_right(done, a) for a in arrivals]
+def occupancy(arrivals: Sequence[int], ends: Sequence[int]) -> list[tuple[int, int]]:
+    """(requests in flight, for how many ns) over the time at least one was: in flight from
+    its arrival until its answer (an answer never precedes its own arrival)."""
+    events = sorted(
+        [(a, 1) for a in arrivals] + [(max(a, e), -1) for a, e in zip(arrivals, ends, strict=True)]
+    )
+    out: list[tuple[int, int]] = []
+    count = 0
+    for (at, step), (following, _) in itertools.pairwise([*events, (events[-1][0], 0)]):
+        count += step
+        if count > 0 and following > at:
+            out.append((count, following - at))
+    return out
+
+
+def weighted_median(segments: Sequence[tuple[int, int]]) -> float:
+    """The count in flight for at least half the busy time (the lower one at an exact half)."""
+    total = sum(length for _, length in segments)
+    seen = 0
+    for count, length in sorted(segments):
+        seen += length
+        if 2 * seen >= total:
+            return float(count)
+    return 0.0
+
+
+def runs(arrivals: Sequence[int], done: Sequence[int]) -> list[int]:
+    """Per arrival, how many arrivals came in a row with no answer between them (its run)."""
+    sizes = [1]
+    for before, after in itertools.pairwise(arrivals):
+        if bisect.bisect_right(done, after) > bisect.bisect_right(done, before):
+            sizes.append(1)
+        else:
+            sizes[-1] += 1
+    return [size for size in sizes for _ in range(size)]
 
 
 def measured(rnd: int, resource: int, records: Sequence[Record]) -> GroupContention:
-    """One group from the service's arrival stamps: in flight at each arrival, and the pattern."""
+    """One group from the service's arrival stamps: in flight over its busy time, the pattern."""
     stamped = sorted((r for r in records if r.server_ns), key=lambda r: r.server_ns)
     if len(stamped) < 2:
         return GroupContention(rnd, resource, len(records), None, None, "unclear")
     arrivals = [r.server_ns for r in stamped]
     ends = [max(r.end_ns, r.server_ns) for r in stamped]
-    counts = in_flight(arrivals, ends)
+    segments = occupancy(arrivals, ends)
+    median = weighted_median(segments)
     first_answer = min(ends)
-    waited = sum(1 for a in arrivals if a > first_answer)
+    waited = [i for i, a in enumerate(arrivals) if a > first_answer]
     sends = [r.sent_ns for r in stamped]
-    median = statistics.median(counts)
+    run = runs(arrivals, sorted(ends))
+    paced = statistics.median(run[i] for i in waited) <= median + 1 if waited else False
+    inside = statistics.median(e - a for a, e in zip(arrivals, ends, strict=True))
+    noisy = inside <= NOISE * (max(sends) - min(sends))
     return GroupContention(
         round=rnd,
         resource=resource,
         clients=len(records),
         median=median,
-        peak=max(counts),
-        reading=_reading(median, waited, arrivals, ends, max(sends) - min(sends)),
-        waited=waited,
+        peak=max(count for count, _ in segments),
+        reading=_reading(median, len(waited), arrivals, ends, paced=paced and not noisy),
+        waited=len(waited),
     )
 
 
 def _reading(
-    median: float, waited: int, arrivals: Sequence[int], ends: Sequence[int], send_spread: int
+    median: float, waited: int, arrivals: Sequence[int], ends: Sequence[int], *, paced: bool
 ) -> Reading:
     """The pattern of one group (see the module's docstring).
 
-    ``waited``: arrivals after the first answer. Most arriving only then means they were held
-    outside the service; a limit is believed only when the time in the service (to the
-    client's end) is well beyond the client's own timing noise, its start spread: a busy
-    client that reads answers late makes a one-at-a-time service look like a small pool.
+    ``waited``: arrivals after the first answer; most arriving only then means they were held
+    outside the service. A limit is believed only when those arrivals were ``paced`` by the
+    answers (a limit of k lets at most about k in between two answers; a busy client that reads
+    answers late instead shows long runs of arrivals with no answer between them) and each
+    stayed well beyond the client's own timing noise, its start spread.
     """
     if 2 * waited >= len(arrivals):
         if median < 2:
             return "one-at-a-time"
-        inside = statistics.median(e - a for a, e in zip(arrivals, ends, strict=True))
-        return "limit" if inside > NOISE * send_spread else "mixed"
+        return "limit" if paced else "mixed"
     if max(ends) - min(ends) > SPACED * max(arrivals[-1] - arrivals[0], 1):
         return "serialised"
     return "concurrent"

@@ -404,13 +404,23 @@ def early_text(race: RaceDoc) -> str | None:
     )
 
 
+def contention_text(race: RaceDoc) -> str | None:
+    """The service saw a far narrower race than was sent (``core.contention``); else nothing."""
+    contention = race.get("contention")
+    return None if contention is None else contention["note"]
+
+
 def note_lines(races: Sequence[RaceDoc], width: int) -> list[Line]:
-    """Per-race notes under the table: early answers, and what clean rounds showed."""
+    """Per-race notes under the table: early answers, a service that saw a far narrower race
+    than was sent, and what clean rounds showed."""
     notes: list[tuple[RaceDoc, str, bool]] = []
     for race in races:
         early = early_text(race)
         if early:
             notes.append((race, early, True))
+        contention = contention_text(race)
+        if contention:
+            notes.append((race, contention, True))
         confidence = confidence_text(race)
         if confidence:
             notes.append((race, confidence, False))
@@ -511,6 +521,9 @@ def resource_lines(races: Sequence[RaceDoc]) -> list[Line]:
         early = early_text(race)
         if early:
             out.append(Line(early, yellow=True))
+        contention = contention_text(race)
+        if contention:
+            out.append(Line(contention, yellow=True))
         confidence = confidence_text(race)
         if confidence:
             out.append(Line(confidence, green=True))

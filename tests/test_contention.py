@@ -1,0 +1,208 @@
+"""Contention seen by the service: how many requests it had in flight together, and the note
+that says so when a 40-client race was really a 5-way race (``core.contention``)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from pytest_seatrace.core.contention import FAR_BELOW, Contention, occupancy, weighted_median
+from pytest_seatrace.core.records import Outcome, Record
+from tests.support import INNER_INI
+
+MS = 1_000_000
+T0 = 10_000 * MS
+"""perf_counter_ns of the gate in the hand-made races."""
+
+
+def record(
+    client: int, arrival_ms: float | None, end_ms: float, *, sent_ms: float = 0.0, resource: int = 0
+) -> Record:
+    """One answered request of round 1; ``arrival_ms=None``: the service sent no stamp."""
+    return Record(
+        resource=resource,
+        client=client,
+        round=1,
+        sent_ns=T0 + int(sent_ms * MS),
+        end_ns=T0 + int(end_ms * MS),
+        status=201 if client == 1 else 409,
+        outcome=Outcome.WIN if client == 1 else Outcome.REJECTION,
+        server_ns=0 if arrival_ms is None else T0 + int(arrival_ms * MS),
+    )
+
+
+def pool(clients: int, size: int, service_ms: float = 50.0, *, stamps: bool = True) -> list[Record]:
+    """A service with ``size`` workers: batches of ``size`` arrive together (0.2 ms apart), each
+    batch once the previous one was answered ``service_ms`` later."""
+    out = []
+    for i in range(clients):
+        batch, place = divmod(i, size)
+        arrival = 0.5 + batch * (service_ms + 1) + place * 0.2
+        out.append(record(i + 1, arrival if stamps else None, arrival + service_ms, sent_ms=(i % 7) * 0.03))
+    return out
+
+
+# -- the pure computation ----------------------------------------------------------------------
+
+
+def test_in_flight_counts_arrived_and_not_yet_answered_over_the_busy_time() -> None:
+    # [0, 10) [2, 5) [4, 12) [11, 13)
+    segments = occupancy([0, 2, 4, 11], [10, 5, 12, 13])
+    assert segments == [(1, 2), (2, 2), (3, 1), (2, 5), (1, 1), (2, 1), (1, 1)]
+    assert weighted_median(segments) == 2  # two in flight for 8 of the 13 busy ns
+
+
+def test_batches_of_five_arrivals_are_a_worker_limit_named_in_the_note() -> None:
+    contention = Contention.of(pool(40, 5), clients=40)
+    assert (contention.source, contention.reading) == ("stamps", "limit")
+    assert (contention.median, contention.peak) == (5, 5)
+    assert contention.groups[0].waited == 35  # all but the first batch waited for an answer
+    note = contention.note
+    assert note is not None
+    assert "only 5 of 40 requests were in flight inside the service at once" in note
+    assert "5-way race" in note
+    assert "gunicorn --workers/--threads" in note
+    assert "answers timed at the client, an upper bound" in note
+
+
+def test_arrivals_together_answered_one_by_one_is_serialised_by_design_without_a_note() -> None:
+    # 40 arrivals within 1 ms, answered 10 ms apart: a lock inside the service.
+    records = [record(i + 1, i * 0.025, 5 + i * 10) for i in range(40)]
+    contention = Contention.of(records, clients=40)
+    assert contention.reading == "serialised"
+    assert contention.median is not None
+    assert contention.median > 40 / FAR_BELOW
+    assert contention.note is None
+
+
+def test_arrivals_together_answered_together_is_concurrent() -> None:
+    records = [record(i + 1, i * 0.025, 5 + i * 0.01) for i in range(40)]
+    contention = Contention.of(records, clients=40)
+    assert (contention.reading, contention.peak, contention.note) == ("concurrent", 40, None)
+
+
+def test_one_at_a_time_gives_no_note_since_a_single_worker_and_one_event_loop_look_alike() -> None:
+    # Each request arrives after the previous one was answered, as on the bundled sample service.
+    records = [record(i + 1, 1 + i * 0.3, 1.1 + i * 0.3) for i in range(40)]
+    contention = Contention.of(records, clients=40)
+    assert (contention.reading, contention.median, contention.note) == ("one-at-a-time", 1, None)
+
+
+def test_the_note_needs_fewer_than_a_quarter_of_the_clients_in_flight() -> None:
+    at_quarter = Contention.of(pool(40, 10), clients=40)
+    below = Contention.of(pool(40, 9), clients=40)
+    assert (at_quarter.reading, at_quarter.median, at_quarter.note) == ("limit", 10, None)
+    assert below.reading == "limit"
+    assert below.note is not None
+    assert "only 9 of 40" in below.note
+
+
+def test_a_limit_within_the_clients_timing_noise_is_not_believed() -> None:
+    # Batches of 5 answered 1 ms later, but the client's own sends spread over 4 ms: a busy
+    # client that reads late bunches answers by itself.
+    records = pool(40, 5, service_ms=1.0)
+    records[0].sent_ns = T0 + 4 * MS
+    contention = Contention.of(records, clients=40)
+    assert (contention.reading, contention.note) == ("mixed", None)
+
+
+def test_answers_read_late_by_a_busy_client_are_not_a_limit() -> None:
+    # The service takes one request every 0.1 ms and answers it at once; the client reads
+    # answers once a millisecond, so about 5 look in flight, in runs of 10 arrivals with no
+    # answer between them: a limit of 5 would let about 5 in per answer.
+    records = []
+    for i in range(40):
+        arrival = 0.1 + 0.1 * i
+        records.append(record(i + 1, arrival, int(arrival) + 1.01, sent_ms=(i % 7) * 0.03))
+    contention = Contention.of(records, clients=40)
+    assert contention.median is not None
+    assert contention.median * FAR_BELOW < 40  # far below the clients, yet
+    assert (contention.reading, contention.note) == ("mixed", None)
+
+
+def test_without_stamps_batches_of_answers_are_an_estimate_with_both_readings() -> None:
+    contention = Contention.of(pool(40, 5, stamps=False), clients=40)
+    assert (contention.source, contention.reading, contention.median) == ("responses", "batches", 5)
+    note = contention.note
+    assert note is not None
+    assert "estimated from response times" in note
+    assert "either a worker or thread limit" in note
+    assert "serialises part of its work by design" in note
+    assert "X-Arrival-Ns" in note
+
+
+def test_without_stamps_evenly_spaced_answers_say_nothing() -> None:
+    records = [record(i + 1, None, 1 + i * 0.3) for i in range(40)]
+    contention = Contention.of(records, clients=40)
+    assert (contention.reading, contention.median, contention.note) == ("unclear", None, None)
+
+
+def test_each_round_and_resource_is_its_own_group_in_the_document() -> None:
+    records = [*pool(40, 5), *[record(i + 1, i * 0.025, 5 + i * 0.01, resource=1) for i in range(40)]]
+    doc = Contention.of(records, clients=40).to_dict(["A", "B"])
+    groups = {g["resource"]: (g["round"], g["reading"], g["median"]) for g in doc["by_resource"]}
+    assert groups == {"A": (1, "limit", 5), "B": (1, "concurrent", 40)}
+    assert doc["median"] == (5 + 40) / 2
+
+
+# -- through pytest ------------------------------------------------------------------------------
+
+GUNICORN_RACE = """
+import pytest
+from tests.gunicorn_seats import gunicorn_seats
+
+@pytest.mark.race(resources=1, concurrency=40)
+def test_five_sync_workers(race, tmp_path):
+    with gunicorn_seats(tmp_path, worker_class="sync", workers=5, delay_ms=50) as server:
+        race.base_url = server.url
+        race.post(lambda a: f"/book/{a.resource}", json=lambda a: {"user": f"u{a.client}"})
+"""
+
+SAMPLE_RACE = """
+import pytest
+
+@pytest.mark.race(resources=2, concurrency=40)
+def test_safe_sample(race, sample_service):
+    race.post(sample_service.url + "/orders", json=lambda a: {"seats": [a.resource], "user": f"u{a.client}"})
+"""
+
+
+def run_race(pytester: pytest.Pytester, source: str) -> tuple[pytest.RunResult, dict[str, object]]:
+    pytester.makeini(INNER_INI)
+    pytester.makepyfile(test_race=source)
+    report = pytester.path / "race.json"
+    result = pytester.runpytest("-p", "no:cacheprovider", "--race-json", str(report))
+    result.assert_outcomes(passed=1)
+    races = json.loads(Path(report).read_text(encoding="utf-8"))["races"]
+    contention: dict[str, object] = races[0]["contention"]
+    return result, contention
+
+
+def _lines(result: pytest.RunResult) -> Sequence[str]:
+    return result.stdout.lines
+
+
+def test_five_sync_gunicorn_workers_get_the_worker_limit_note(pytester: pytest.Pytester) -> None:
+    result, contention = run_race(pytester, GUNICORN_RACE)
+    assert (contention["source"], contention["reading"]) == ("stamps", "limit")
+    median = contention["median"]
+    assert isinstance(median, (int, float))
+    assert median * FAR_BELOW < 40
+    result.stdout.fnmatch_lines(["*::test_five_sync_workers: only * of 40 requests were in flight"])
+    text = " ".join(line.strip() for line in _lines(result))
+    assert f"A worker or thread limit of about {contention['peak']} made this a" in text
+    assert "gunicorn --workers/--threads" in text
+    note = contention["note"]
+    assert isinstance(note, str)
+    assert note in text
+
+
+def test_the_safe_sample_service_gets_no_note(pytester: pytest.Pytester) -> None:
+    result, contention = run_race(pytester, SAMPLE_RACE)
+    assert contention["source"] == "stamps"
+    assert contention["reading"] != "limit"
+    assert contention["note"] is None
+    assert "in flight inside the service" not in result.stdout.str()
