@@ -9,16 +9,19 @@ host, so one clock with ``sent_ns``/``end_ns``) it is measured: a request is in 
 arrival to its answer. The answer is the client's ``end_ns``, which is when the response had
 been read, an upper bound of when the service answered: the figure is at most what it says.
 
-- Most requests arriving only after the first answer, about k in flight at a time, each held
-  well beyond the client's own timing noise: they waited outside for a free worker or thread
-  (``limit``), the only reading that names a setting to raise.
+- Most requests arriving only after the first answer, each getting in as one of about k in
+  flight was answered, paced by the answers and held well beyond the client's own timing
+  noise: they waited outside for a free worker or thread (``limit``), the only reading that
+  names a setting to raise.
 - Arrivals together, answered one after another: the service serialises by design (a lock, a
   queue, a conditional update; ``serialised``); arrivals together, answered together:
   ``concurrent``. Neither is far below the clients, and neither gets advice.
-- Nearly every arrival after the previous answer: ``one-at-a-time``. One worker and a service
-  that runs each request to completion on one event loop (the bundled sample service does:
-  its stamp is taken inside that loop) look the same from outside, so no note names a cause.
-- ``mixed``: held outside, but within the client's timing noise; no note.
+- Held outside, and often let in with nothing else in flight: ``one-at-a-time``. One worker
+  and a service that runs each request to completion on one event loop (the bundled sample
+  service does: its stamp is taken inside that loop) look the same from outside, so no note
+  names a cause.
+- ``mixed``: held outside, but not paced by the answers or within the client's timing noise
+  (a busy client reading answers late looks like a pool); no note.
 
 Without stamps only the answers' timing is left: answers coming back in regular batches of
 about k are an estimate (``batches``) with both readings, never one cause.
@@ -36,6 +39,7 @@ from typing import Literal
 
 from pytest_seatrace.core.document import ContentionDoc, ContentionGroupDoc
 from pytest_seatrace.core.records import Record
+from pytest_seatrace.core.stats import percentile
 
 Reading = Literal["limit", "one-at-a-time", "serialised", "concurrent", "mixed", "batches", "unclear"]
 Source = Literal["stamps", "responses", "none"]
@@ -48,7 +52,8 @@ MIN_CLIENTS = 8
 MIN_BATCHES = 4
 """Batches of answers needed before an estimate believes them (a pause or two is chance)."""
 STAGGER = 3.0
-"""Estimate: a gap between answers this many times the median gap splits two batches."""
+"""Gaps between batches at least this many times the gaps inside them (medians): arrivals
+(or, estimated, answers) themselves staggered in batches."""
 NOISE = 2.0
 """Timing beyond this many times the client's start spread is the service's, not the
 client's: a busy client sends late and reads late by about as much."""
@@ -75,6 +80,8 @@ class GroupContention:
     """Measured: requests that reached the service only after the first answer."""
     batches: int | None = None
     """Estimated: batches the answers came back in."""
+    limit: float | None = None
+    """Measured ``limit``: the median in flight when a held request got in (itself included)."""
 
     def to_dict(self, name: str) -> ContentionGroupDoc:
         return {
@@ -86,6 +93,7 @@ class GroupContention:
             "reading": self.reading,
             "waited": self.waited,
             "batches": self.batches,
+            "limit": self.limit,
         }
 
 
@@ -100,6 +108,8 @@ class Contention:
     peak: int | None
     reading: Reading
     groups: tuple[GroupContention, ...]
+    limit: float | None = None
+    """The median of the ``limit`` groups' limits; ``None`` when no group read as one."""
 
     @classmethod
     def of(cls, records: Iterable[Record], clients: int) -> Contention:
@@ -114,7 +124,9 @@ class Contention:
         groups = tuple(measure(rnd, res, answered[rnd, res]) for rnd, res in sorted(answered))
         known = [g for g in groups if g.median is not None]
         readings = Counter(g.reading for g in known)
+        limits = [g.limit for g in groups if g.limit is not None]
         return cls(
+            limit=statistics.median(limits) if limits else None,
             source=source,
             clients=clients,
             median=statistics.median(g.median for g in known if g.median is not None) if known else None,
@@ -142,17 +154,16 @@ class Contention:
         if not self.far_below or self.median is None:
             return None
         k = f"{self.median:g}"
-        if self.source == "stamps" and self.reading == "limit":
+        if self.source == "stamps" and self.reading == "limit" and self.limit is not None:
             waited = sum(g.waited or 0 for g in self.groups)
-            span = k if self.median == self.peak else f"{k} to {self.peak}"
+            limit = round(self.limit)
             return (
-                f"only {span} of {self.clients} requests were in flight inside the "
-                f"service at once (typically {k}, at most {self.peak}; from its X-Arrival-Ns "
-                f"stamps, with answers timed at the client, an upper bound): {waited} of "
-                f"{self.requests} reached it only after the first answer, a few at a time as earlier "
-                f"ones were answered. A worker or thread limit of about {self.peak} made this a "
-                f"{self.peak}-way race while the rest waited outside; to race more at once, raise it "
-                f"({SETTINGS_HINT})"
+                f"the service had only {k} of {self.clients} requests in flight at once (median over "
+                f"its busy time, peak {self.peak}; measured from its X-Arrival-Ns stamps with the "
+                f"answers timed at the client, an upper bound): {waited} of {self.requests} reached it "
+                f"only after the first answer, each as one of about {limit} in flight was answered. "
+                f"A worker or thread limit of about {limit} made this a {limit}-way race while the "
+                f"rest waited outside; to race more at once, raise it ({SETTINGS_HINT})"
             )
         if self.source == "responses" and self.reading == "batches":
             return (
@@ -173,6 +184,7 @@ class Contention:
             "median": self.median,
             "peak": self.peak,
             "reading": self.reading,
+            "limit": self.limit,
             "note": self.note,
             "by_resource": [g.to_dict(names[g.resource]) for g in self.groups],
         }
@@ -204,15 +216,19 @@ def weighted_median(segments: Sequence[tuple[int, int]]) -> float:
     return 0.0
 
 
-def runs(arrivals: Sequence[int], done: Sequence[int]) -> list[int]:
-    """Per arrival, how many arrivals came in a row with no answer between them (its run)."""
-    sizes = [1]
-    for before, after in itertools.pairwise(arrivals):
+def runs(arrivals: Sequence[int], done: Sequence[int]) -> list[range]:
+    """The arrivals (indices) split into runs that came with no answer between them."""
+    starts = [0]
+    for i, (before, after) in enumerate(itertools.pairwise(arrivals), start=1):
         if bisect.bisect_right(done, after) > bisect.bisect_right(done, before):
-            sizes.append(1)
-        else:
-            sizes[-1] += 1
-    return [size for size in sizes for _ in range(size)]
+            starts.append(i)
+    return [range(a, b) for a, b in itertools.pairwise([*starts, len(arrivals)])]
+
+
+def in_flight(arrivals: Sequence[int], ends: Sequence[int]) -> list[int]:
+    """Requests in flight at each arrival, itself included (arrivals sorted)."""
+    done = sorted(max(a, e) for a, e in zip(arrivals, ends, strict=True))
+    return [bisect.bisect_right(arrivals, a) - bisect.bisect_right(done, a) for a in arrivals]
 
 
 def measured(rnd: int, resource: int, records: Sequence[Record]) -> GroupContention:
@@ -223,43 +239,61 @@ def measured(rnd: int, resource: int, records: Sequence[Record]) -> GroupContent
     arrivals = [r.server_ns for r in stamped]
     ends = [max(r.end_ns, r.server_ns) for r in stamped]
     segments = occupancy(arrivals, ends)
-    median = weighted_median(segments)
     first_answer = min(ends)
     waited = [i for i, a in enumerate(arrivals) if a > first_answer]
-    sends = [r.sent_ns for r in stamped]
-    run = runs(arrivals, sorted(ends))
-    paced = statistics.median(run[i] for i in waited) <= median + 1 if waited else False
-    inside = statistics.median(e - a for a, e in zip(arrivals, ends, strict=True))
-    noisy = inside <= NOISE * (max(sends) - min(sends))
+    reading: Reading
+    limit = None
+    if 2 * len(waited) >= len(arrivals):
+        reading, limit = _held(stamped, arrivals, ends, waited)
+    elif max(ends) - min(ends) > SPACED * max(arrivals[-1] - arrivals[0], 1):
+        reading = "serialised"
+    else:
+        reading = "concurrent"
     return GroupContention(
         round=rnd,
         resource=resource,
         clients=len(records),
-        median=median,
+        median=weighted_median(segments),
         peak=max(count for count, _ in segments),
-        reading=_reading(median, len(waited), arrivals, ends, paced=paced and not noisy),
+        reading=reading,
         waited=len(waited),
+        limit=limit,
     )
 
 
-def _reading(
-    median: float, waited: int, arrivals: Sequence[int], ends: Sequence[int], *, paced: bool
-) -> Reading:
-    """The pattern of one group (see the module's docstring).
+def _held(
+    stamped: Sequence[Record], arrivals: Sequence[int], ends: Sequence[int], waited: Sequence[int]
+) -> tuple[Reading, float | None]:
+    """The reading of a group whose requests mostly arrived after the first answer, held
+    outside the service, and the limit when there is one.
 
-    ``waited``: arrivals after the first answer; most arriving only then means they were held
-    outside the service. A limit is believed only when those arrivals were ``paced`` by the
-    answers (a limit of k lets at most about k in between two answers; a busy client that reads
-    answers late instead shows long runs of arrivals with no answer between them) and each
-    stayed well beyond the client's own timing noise, its start spread.
+    The arrivals come in runs with no answer between them; a pool of k that keeps requests
+    waiting lets a run in only as earlier ones are answered, so at each run's last arrival about
+    k are in flight. The counts are upper bounds (answers timed at the client): runs often
+    ending with 1 in flight prove the service took one at a time while others waited. A limit
+    is believed only when its runs look like a pool's: short beside k (workers freeing one by
+    one) or batches whose arrivals are staggered (gaps between runs STAGGER times those inside);
+    a busy client that reads answers late makes evenly paced arrivals look like batches. Each
+    request must also stay in well beyond the client's timing noise, its start spread.
     """
-    if 2 * waited >= len(arrivals):
-        if median < 2:
-            return "one-at-a-time"
-        return "limit" if paced else "mixed"
-    if max(ends) - min(ends) > SPACED * max(arrivals[-1] - arrivals[0], 1):
-        return "serialised"
-    return "concurrent"
+    at_arrival = in_flight(arrivals, ends)
+    first = waited[0]
+    held = [run for run in runs(arrivals, sorted(ends)) if run[-1] >= first]
+    counts = sorted(at_arrival[run[-1]] for run in held)
+    if percentile(counts, 25) < 2:
+        return "one-at-a-time", None
+    limit = float(statistics.median(counts))
+    short = statistics.median(len(run) for run in held) <= limit / 2
+    inside = [b - a for run in held for a, b in itertools.pairwise(arrivals[i] for i in run)]
+    between = [arrivals[run[0]] - arrivals[run[0] - 1] for run in held if run[0] > 0]
+    staggered = bool(inside and between) and statistics.median(between) >= STAGGER * max(
+        statistics.median(inside), 1
+    )
+    sends = [r.sent_ns for r in stamped]
+    stay = statistics.median(e - a for a, e in zip(arrivals, ends, strict=True))
+    if (short or staggered) and stay > NOISE * (max(sends) - min(sends)):
+        return "limit", limit
+    return "mixed", None
 
 
 def estimated(rnd: int, resource: int, records: Sequence[Record]) -> GroupContention:

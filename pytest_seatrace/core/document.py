@@ -159,6 +159,8 @@ class ContentionGroupDoc(TypedDict):
     """Measured: requests that reached the service only after the first answer."""
     batches: int | None
     """Estimated: batches the answers came back in."""
+    limit: float | None
+    """Measured ``limit``: the median in flight when a held request got in (itself included)."""
 
 
 class ContentionDoc(TypedDict):
@@ -170,6 +172,8 @@ class ContentionDoc(TypedDict):
     median: float | None
     peak: int | None
     reading: str
+    limit: float | None
+    """The worker or thread limit read from the stamps (median of the groups'); else ``None``."""
     note: str | None
     """Shown in the summary: only when the service saw a far narrower race than was sent."""
     by_resource: list[ContentionGroupDoc]
