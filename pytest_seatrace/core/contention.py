@@ -52,8 +52,7 @@ MIN_CLIENTS = 8
 MIN_BATCHES = 4
 """Batches of answers needed before an estimate believes them (a pause or two is chance)."""
 STAGGER = 3.0
-"""Gaps between batches at least this many times the gaps inside them (medians): arrivals
-(or, estimated, answers) themselves staggered in batches."""
+"""Estimate: a gap between answers this many times the median gap splits two batches."""
 NOISE = 2.0
 """Timing beyond this many times the client's start spread is the service's, not the
 client's: a busy client sends late and reads late by about as much."""
@@ -268,30 +267,28 @@ def _held(
     outside the service, and the limit when there is one.
 
     The arrivals come in runs with no answer between them; a pool of k that keeps requests
-    waiting lets a run in only as earlier ones are answered, so at each run's last arrival about
-    k are in flight. The counts are upper bounds (answers timed at the client): runs often
-    ending with 1 in flight prove the service took one at a time while others waited. A limit
-    is believed only when its runs look like a pool's: short beside k (workers freeing one by
-    one) or batches whose arrivals are staggered (gaps between runs STAGGER times those inside);
-    a busy client that reads answers late makes evenly paced arrivals look like batches. Each
-    request must also stay in well beyond the client's timing noise, its start spread.
+    waiting lets one in as each of its k frees, so at each run's last arrival about k are in
+    flight. The counts are upper bounds (answers timed at the client): runs often ending with
+    1 in flight prove the service took one at a time while others waited. A limit is believed
+    only when the runs are short beside k (workers freeing one by one) and each request stayed
+    in well beyond the client's timing noise, its start spread. Long runs are what a busy
+    client that reads answers late makes of a one-at-a-time service, and what a service
+    serving other resources in between makes of one resource; a pool whose batches stay in
+    lockstep (each let in only once the whole previous one was answered) looks the same, and
+    reads ``mixed``: no note rather than a wrong one.
     """
     at_arrival = in_flight(arrivals, ends)
     first = waited[0]
     held = [run for run in runs(arrivals, sorted(ends)) if run[-1] >= first]
-    counts = sorted(at_arrival[run[-1]] for run in held)
+    # per held arrival (a run of 20 weighs 20 times a run of 1): its run's count and length
+    counts = sorted(at_arrival[run[-1]] for run in held for _ in run)
     if percentile(counts, 25) < 2:
         return "one-at-a-time", None
     limit = float(statistics.median(counts))
-    short = statistics.median(len(run) for run in held) <= limit / 2
-    inside = [b - a for run in held for a, b in itertools.pairwise(arrivals[i] for i in run)]
-    between = [arrivals[run[0]] - arrivals[run[0] - 1] for run in held if run[0] > 0]
-    staggered = bool(inside and between) and statistics.median(between) >= STAGGER * max(
-        statistics.median(inside), 1
-    )
+    short = statistics.median(len(run) for run in held for _ in run) <= limit / 2
     sends = [r.sent_ns for r in stamped]
     stay = statistics.median(e - a for a, e in zip(arrivals, ends, strict=True))
-    if (short or staggered) and stay > NOISE * (max(sends) - min(sends)):
+    if short and stay > NOISE * (max(sends) - min(sends)):
         return "limit", limit
     return "mixed", None
 
