@@ -85,6 +85,42 @@ def test_a_service_serving_other_resources_in_between_is_not_a_limit() -> None:
     assert contention.note is None
 
 
+def milliseconds(text: str) -> list[float]:
+    return [float(ms) for ms in text.split()]
+
+
+# A gate-mode race of 50 clients on the bundled sample service (one request at a time on one
+# event loop), recorded: ms since the first send. The client read the answers in bursts.
+LATE_ARRIVALS = milliseconds(
+    "1.25 1.58 1.71 1.8 1.88 1.96 2.04 2.12 2.2 2.27 2.34 2.41 2.48 2.54 2.61 2.67 2.74 2.81 2.87 "
+    "2.94 3 3.07 3.13 3.2 3.27 3.33 3.4 3.46 3.53 3.59 3.65 3.71 3.78 3.84 3.9 3.97 4.03 4.09 4.16 "
+    "4.23 66.57 66.78 66.87 66.95 67.02 67.09 67.16 67.22 67.29 67.35"
+)
+LATE_ENDS = milliseconds(
+    "2.26 2.32 3.45 3.49 3.53 3.57 3.61 3.65 5.72 5.79 5.84 12.58 12.65 12.69 12.74 12.78 12.82 12.86 "
+    "12.9 12.93 12.97 13 13.04 13.07 13.1 13.14 15.49 15.54 15.58 15.61 15.65 15.69 15.72 15.76 15.8 "
+    "15.83 15.87 15.9 15.96 66.89 67.38 67.91 67.96 69.04 69.09 69.13 69.17 69.21 69.65 69.7"
+)
+LATE_SENDS = milliseconds(
+    "0.35 0.39 0.43 0.46 0.49 0.52 0.55 0.59 0.62 0.65 0.69 0.74 0.77 0.81 0.84 0.87 0.9 0.94 0.97 1 "
+    "1.05 1.08 1.11 1.14 1.17 1.2 1.23 1.26 1.29 1.32 1.35 1.38 1.42 1.45 1.48 1.51 1.54 1.57 1.6 "
+    "1.63 1.66 1.69 0 0.06 0.1 0.13 0.16 0.2 0.23 0.26"
+)
+
+
+def test_a_count_in_flight_that_grows_while_requests_wait_is_not_a_limit() -> None:
+    # Answers read in bursts make the count in flight (an upper bound) climb from 2 to 32 in
+    # short runs of arrivals; a full pool would keep it steady near its size.
+    records = [
+        record(i + 1, arrival, end, sent_ms=sent)
+        for i, (arrival, end, sent) in enumerate(zip(LATE_ARRIVALS, LATE_ENDS, LATE_SENDS, strict=True))
+    ]
+    contention = Contention.of(records, clients=50)
+    assert contention.far_below
+    assert contention.reading != "limit"
+    assert contention.note is None
+
+
 def test_arrivals_together_answered_one_by_one_is_serialised_by_design_without_a_note() -> None:
     # 40 arrivals within 1 ms, answered 10 ms apart: a lock inside the service.
     records = [record(i + 1, i * 0.025, 5 + i * 10) for i in range(40)]

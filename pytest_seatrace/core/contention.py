@@ -270,10 +270,11 @@ def _held(
     waiting lets one in as each of its k frees, so at each run's last arrival about k are in
     flight. The counts are upper bounds (answers timed at the client): runs often ending with
     1 in flight prove the service took one at a time while others waited. A limit is believed
-    only when the runs are short beside k (workers freeing one by one) and each request stayed
-    in well beyond the client's timing noise, its start spread. Long runs are what a busy
-    client that reads answers late makes of a one-at-a-time service, and what a service
-    serving other resources in between makes of one resource; a pool whose batches stay in
+    only when the runs are short beside k (workers freeing one by one), the count stays steady
+    near k (a full pool neither grows nor shrinks while requests wait) and each request stayed
+    in well beyond the client's timing noise, its start spread. Long runs and a growing count
+    are what a busy client that reads answers late makes of a one-at-a-time service, and what
+    a service serving other resources in between makes of one resource; a pool whose batches stay in
     lockstep (each let in only once the whole previous one was answered) looks the same, and
     reads ``mixed``: no note rather than a wrong one.
     """
@@ -285,10 +286,11 @@ def _held(
     if percentile(counts, 25) < 2:
         return "one-at-a-time", None
     limit = float(statistics.median(counts))
+    steady = 2 * percentile(counts, 25) >= limit
     short = statistics.median(len(run) for run in held for _ in run) <= limit / 2
     sends = [r.sent_ns for r in stamped]
     stay = statistics.median(e - a for a, e in zip(arrivals, ends, strict=True))
-    if short and stay > NOISE * (max(sends) - min(sends)):
+    if steady and short and stay > NOISE * (max(sends) - min(sends)):
         return "limit", limit
     return "mixed", None
 
