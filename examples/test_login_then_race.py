@@ -13,10 +13,10 @@ other. ``a.http`` is the client's own ``httpx.AsyncClient``, with ``race.base_ur
 (and the in-process app as transport when ``race.app`` is set). Attempts always start in gate
 mode.
 
-Measured on the 2-core development machine (``python benchmarks/start_spread.py``, client and
-service on the same cores): the login-then-book seed race starts each seat's 100 bookings
-within about a millisecond with ``setup=`` (last-byte) against roughly ten with ``race.run``
-(gate); see docs/benchmarks.md for the current figures.
+Measured on the idle 2-core development machine, client and service on the same cores, three
+runs of this file: the median per-seat start spread of the 4 seats x 25 clients was 0.11 ms with
+``setup=`` (last-byte) and 0.85-1.04 ms with ``race.run`` (gate) against the sample service;
+docs/guide.md ("Log in first") and docs/benchmarks.md have the figures at 16 x 100.
 
 Run: ``pytest examples/test_login_then_race.py -v``.
 """

@@ -17,8 +17,10 @@ if TYPE_CHECKING:
 from pytest_seatrace.core.config import (
     DEFAULT_CONCURRENCY,
     DEFAULT_HOLD,
+    DEFAULT_RESOURCE_LABEL,
     DEFAULT_SYNC,
     DEFAULT_TIMEOUT,
+    ERROR_DEFAULT,
     HOLD_POINTS,
     REJECT_DEFAULT,
     SUCCESS_DEFAULT,
@@ -30,10 +32,11 @@ from pytest_seatrace.core.thresholds import Threshold, ThresholdError, parse_thr
 
 MARKER_DOC = (
     f"race(*, resources=N|ids, concurrency={DEFAULT_CONCURRENCY}, expect=1|range, "
-    "success=2xx|codes|predicate, reject=4xx|codes|predicate, "
+    "success=2xx|codes|predicate, reject=4xx|codes|predicate, error=None|codes|predicate, "
     f"timeout={DEFAULT_TIMEOUT:g}, thresholds=['p95 < 2000ms'], allow_errors=False, "
     f"rounds=1, sync={'|'.join(repr(m) for m in SYNC_MODES)}, "
-    f"hold={'|'.join(repr(h) for h in HOLD_POINTS)}, parallel=1|'all', shards=1): "
+    f"hold={'|'.join(repr(h) for h in HOLD_POINTS)}, parallel=1|'all', shards=1, "
+    f"resource_label={DEFAULT_RESOURCE_LABEL!r}): "
     "race concurrent requests per resource "
     "through the `race` fixture and assert that exactly `expect` of them win per resource."
 )
@@ -54,6 +57,7 @@ def race(
     expect: int | range = 1,
     success: Any = None,
     reject: Any = None,
+    error: Any = None,
     timeout: float | None = None,
     thresholds: Iterable[str] = (),
     allow_errors: bool = False,
@@ -62,6 +66,7 @@ def race(
     hold: str | None = None,
     parallel: int | str | None = None,
     shards: int | None = None,
+    resource_label: str | None = None,
 ) -> dict[str, Any]:
     """The marker's schema; returns the arguments that differ from the defaults, checked and
     normalised. Arguments with a CLI twin default to ``None``: the option, the ini value, the
@@ -141,7 +146,7 @@ def check_values(given: Mapping[str, Any]) -> dict[str, Any]:
             out["expect"] = value
         else:
             out["expect"] = range(_int("expect", value, 0), value + 1)
-    for name in ("success", "reject"):
+    for name in ("success", "reject", "error"):
         if name in given:
             out[name] = _rule(name, given[name])
     if "timeout" in given:
@@ -174,6 +179,10 @@ def check_values(given: Mapping[str, Any]) -> dict[str, Any]:
             raise MarkerError("parallel", given["parallel"], "an integer >= 1 or 'all'") from None
     if "shards" in given:
         _int("shards", given["shards"], 1)
+    if "resource_label" in given:
+        label = given["resource_label"]
+        if not isinstance(label, str) or not label.strip():
+            raise MarkerError("resource_label", label, "a non-empty string such as 'Ticket'")
     if "expect" in out and "concurrency" in out:
         check_reachable(out["expect"], out["concurrency"])
     return out
@@ -242,7 +251,7 @@ def resolve(
     if settings.p95_ms is not None:
         bound = settings.p95_ms
         thresholds += (Threshold(text=f"p95 < {bound:g}ms", metric="p95", op="<", bound=bound * 1e6),)
-    success, reject = args.get("success"), args.get("reject")
+    success, reject, error = args.get("success"), args.get("reject"), args.get("error")
     return RaceConfig(
         resources=tuple(resources),
         concurrency=concurrency,
@@ -251,6 +260,8 @@ def resolve(
         reject=make_rule(reject, REJECT_DEFAULT),
         success_given=success is not None,
         reject_given=reject is not None,
+        error=make_rule(error, ERROR_DEFAULT),
+        error_given=error is not None,
         timeout=args.get("timeout", settings.timeout),
         thresholds=thresholds,
         allow_errors=args.get("allow_errors", False),
@@ -262,6 +273,7 @@ def resolve(
         seed=settings.seed,
         shards=max(1, len(tx)),
         tx=tx,
+        resource_label=args.get("resource_label"),
     )
 
 

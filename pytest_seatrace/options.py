@@ -174,8 +174,8 @@ OPTIONS: tuple[Option, ...] = (
         "--race-hold",
         "race_hold",
         choice(HOLD_POINTS),
-        f"where a last-byte request waits for the gate: the end of its headers or of its body "
-        f"(default {DEFAULT_HOLD})",
+        f"where a last-byte request is held until the start: before the last byte of its headers "
+        f"or of its body (default {DEFAULT_HOLD})",
         "POINT",
         HOLD_POINTS,
     ),
@@ -334,7 +334,8 @@ class Settings:
             parts.append(f"base_url={self.base_url}")
         if self.tx or (self.shards or 1) > 1:
             parts.append(f"shards={self.shard_count} ({', '.join(self.tx) or 'popen'})")
-        return "seatrace: " + ", ".join(parts)
+        # Printed before any race: each race's own values are in the summary and the reports.
+        return f"seatrace: {', '.join(parts)} (defaults: a marker or call argument overrides them per race)"
 
 
 def _many(opt: Option, given: list[Any] | None, config: pytest.Config) -> list[Any] | None:

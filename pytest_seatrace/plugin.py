@@ -137,7 +137,8 @@ def sample_service_factory(
     """Start the bundled seat service in a subprocess: ``factory(strategy="unsafe", seats=16, window_ms=5)``.
 
     Also ``server="hypercorn"`` (HTTP/2 and HTTP/1.1), ``tls=True`` (a throwaway CA: the handle's
-    ``ca_path``), ``auth=True`` (``POST /login`` first), ``h2_max_streams=N``. Each call gets a
+    ``ca_path``), ``auth=True`` (``POST /login`` first), ``h2_max_streams=N``, ``keep_alive_s=S``
+    (how long the server keeps an idle connection). Each call gets a
     fresh database and port; every service is stopped after the test.
     """
     with ExitStack() as stack:

@@ -150,6 +150,7 @@ def start_sample_service(
     tls: bool = False,
     auth: bool = False,
     h2_max_streams: int | None = None,
+    keep_alive_s: float | None = None,
 ) -> Iterator[ServiceHandle]:
     """Start ``python -m sample_service`` on a fresh port, yield its handle, stop it.
 
@@ -160,6 +161,7 @@ def start_sample_service(
     ``server`` is ``"uvicorn"`` (HTTP/1.1) or ``"hypercorn"`` (HTTP/2 too: h2c, or ALPN
     ``h2`` with ``tls``); ``h2_max_streams`` is hypercorn's per-connection stream limit
     (the service's default: 1000). ``auth=True`` makes orders need a ``login`` token.
+    ``keep_alive_s`` is how long the server keeps an idle connection open (its own default: 5 s).
     Stopping is SIGTERM, up to 5 s for a graceful stop, then SIGKILL.
     """
     _check_arguments(server, h2_max_streams)
@@ -191,6 +193,8 @@ def start_sample_service(
                 command.append("--auth")
             if h2_max_streams is not None:
                 command += ["--h2-max-streams", str(h2_max_streams)]
+            if keep_alive_s is not None:
+                command += ["--keep-alive", repr(keep_alive_s)]
             process = subprocess.Popen(  # noqa: S603 - our own interpreter and module, no shell
                 command,
                 stdin=subprocess.DEVNULL,

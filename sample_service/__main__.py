@@ -112,6 +112,12 @@ def _parser() -> argparse.ArgumentParser:
         "--auth", action="store_true", help='POST /orders needs a token from POST /login {"user"}'
     )
     parser.add_argument(
+        "--keep-alive",
+        type=_non_negative_float,
+        default=None,
+        help="seconds an idle kept-alive connection stays open (default: the server's own, 5)",
+    )
+    parser.add_argument(
         "--h2-max-streams",
         type=_positive_int,
         default=None,
@@ -158,10 +164,14 @@ def _check_tls(tls: _Tls) -> None:
     context.load_cert_chain(certfile=tls.certfile, keyfile=tls.keyfile)
 
 
-def _serve_uvicorn(app: Starlette, sock: socket.socket, banner: str, tls: _Tls | None) -> bool:
+def _serve_uvicorn(
+    app: Starlette, sock: socket.socket, banner: str, tls: _Tls | None, keep_alive: float | None
+) -> bool:
     """Serve until SIGTERM/SIGINT; True once it served. uvicorn then re-raises the signal."""
     config = uvicorn.Config(
         app,
+        # uvicorn's own default is 5 s; it takes seconds as a float, though typed as an int
+        timeout_keep_alive=5 if keep_alive is None else keep_alive,  # type: ignore[arg-type]
         log_level="warning",
         access_log=False,
         backlog=BACKLOG,
@@ -176,7 +186,12 @@ def _serve_uvicorn(app: Starlette, sock: socket.socket, banner: str, tls: _Tls |
 
 
 def _serve_hypercorn(
-    app: Starlette, sock: socket.socket, banner: str, tls: _Tls | None, h2_max_streams: int
+    app: Starlette,
+    sock: socket.socket,
+    banner: str,
+    tls: _Tls | None,
+    h2_max_streams: int,
+    keep_alive: float | None,
 ) -> bool:
     """Serve until SIGTERM/SIGINT, then stop gracefully and return (exit 0); True once it served.
 
@@ -196,6 +211,8 @@ def _serve_hypercorn(
     config.backlog = BACKLOG
     config.h2_max_concurrent_streams = h2_max_streams
     config.keep_alive_max_requests = _KEEP_ALIVE_MAX_REQUESTS
+    if keep_alive is not None:
+        config.keep_alive_timeout = keep_alive
     config.graceful_timeout = GRACEFUL_STOP_S
     config.loglevel = "WARNING"
     started = False
@@ -263,9 +280,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             if server == "hypercorn":
                 max_streams = args.h2_max_streams or DEFAULT_H2_MAX_STREAMS
-                started = _serve_hypercorn(app, sock, banner, tls, max_streams)
+                started = _serve_hypercorn(app, sock, banner, tls, max_streams, args.keep_alive)
             else:
-                started = _serve_uvicorn(app, sock, banner, tls)
+                started = _serve_uvicorn(app, sock, banner, tls, args.keep_alive)
         finally:
             store.close()
     if not started:

@@ -42,7 +42,8 @@ RuleSpec = Union[int, Iterable[int], Predicate, None]  # noqa: UP007 - evaluated
 
 @dataclass(frozen=True, slots=True)
 class Rule:
-    """``success=`` or ``reject=``: a set of statuses, or a predicate on the whole response."""
+    """``success=``, ``reject=`` or ``error=``: a set of statuses, or a predicate on the whole
+    response."""
 
     statuses: frozenset[int] | None = None
     predicate: Predicate | None = None
@@ -55,6 +56,11 @@ class Rule:
 
 SUCCESS_DEFAULT = Rule(statuses=frozenset(range(200, 300)), text="2xx")
 REJECT_DEFAULT = Rule(statuses=frozenset(range(400, 500)), text="4xx")
+ERROR_DEFAULT = Rule(statuses=frozenset(), text="none")
+"""No response is an error by status or content unless the test says so with ``error=``."""
+
+DEFAULT_RESOURCE_LABEL = "Seat"
+"""The noun ``-v`` puts before the numbered resources of ``resources=N`` (``Seat 7``)."""
 
 
 def make_rule(spec: RuleSpec, default: Rule) -> Rule:
@@ -86,6 +92,9 @@ class RaceConfig:
     reject: Rule = REJECT_DEFAULT
     success_given: bool = False
     reject_given: bool = False
+    error: Rule = ERROR_DEFAULT
+    """Responses that are failures whatever their status, checked before ``success``."""
+    error_given: bool = False
     timeout: float = DEFAULT_TIMEOUT
     thresholds: tuple[Threshold, ...] = ()
     allow_errors: bool = False
@@ -100,6 +109,9 @@ class RaceConfig:
     """Processes sharing the race's clients (execnet gateways); 1: the test process alone."""
     tx: tuple[str, ...] = ()
     """One execnet gateway spec per shard (``popen``, ``ssh=host//python=...``); empty: no shards."""
+    resource_label: str | None = None
+    """The noun ``-v`` puts before every resource id (``Ticket 8123``); ``None``: ``Seat`` for
+    the numbered resources of ``resources=N``, the bare id otherwise."""
 
     def describe(self) -> dict[str, Any]:
         """Builtins-only view for reports."""
@@ -109,6 +121,7 @@ class RaceConfig:
             "expect": {"min": self.expect.start, "max": self.expect.stop - 1},
             "success": self.success.text,
             "reject": self.reject.text,
+            "error": self.error.text,
             "timeout_s": self.timeout,
             "thresholds": [t.text for t in self.thresholds],
             "allow_errors": self.allow_errors,
@@ -119,4 +132,5 @@ class RaceConfig:
             "seed": self.seed,
             "shards": self.shards,
             "tx": list(self.tx),
+            "resource_label": self.resource_label,
         }

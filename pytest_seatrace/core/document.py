@@ -205,6 +205,8 @@ class _RaceDocRequired(TypedDict):
     """Requests answered before their held bytes were sent."""
     double_bookings: int
     error_reasons: dict[str, int]
+    notes: list[str]
+    """Advice on the classification that does not change the verdict (suggests ``reject=``)."""
     status_counts: dict[str, int]
     latency: LatencyDoc
     rps: float
@@ -233,6 +235,9 @@ class RaceDoc(_RaceDocRequired, total=False):
     """Per operation counts and statuses; only in a race that mixed operations."""
     shards: list[ShardDoc]
     """One entry per shard of a sharded race; absent for a race in the test process."""
+    connections_replaced: int
+    """Kept connections the server had closed (its keep-alive), replaced before the release;
+    absent from documents written before it existed."""
     contention: ContentionDoc
     """Requests in flight together inside the service, per resource and round (wave 3)."""
 

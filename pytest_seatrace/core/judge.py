@@ -98,7 +98,7 @@ def winner_count(group: Group, expect: range, timeout: float) -> list[Violation]
     if holders is not None and holders in possible:  # settled by the final state
         if holders >= expect.start:  # too many is reported as "double" by reconcile
             return []
-        detail = f"{unknown} timed out; the final state holds {holders}"
+        detail = f"{_unknown_text(group.records, timeout)}; the final state holds {holders}"
         return [Violation(ViolationKind.TOO_FEW, group.resource, group.round, allowed, str(holders), detail)]
     return [
         Violation(
@@ -107,10 +107,20 @@ def winner_count(group: Group, expect: range, timeout: float) -> list[Violation]
             group.round,
             allowed,
             f"{wins}..{wins + unknown}",
-            f"{unknown} timed out after the final write (timeout={timeout:g}s); their outcome decides; "
+            f"{_unknown_text(group.records, timeout)}; their outcome decides; "
             "pass verify= to settle it from the final state",
         )
     ]
+
+
+def _unknown_text(records: Sequence[Record], timeout: float) -> str:
+    """Why a group's unknowns have no answer: timed out, or closed unanswered by the server."""
+    unknown = [r for r in records if r.outcome is Outcome.UNKNOWN]
+    timed = sum(1 for r in unknown if r.timed_out)
+    parts = [f"{timed} timed out after the final write (timeout={timeout:g}s)"] if timed else []
+    if len(unknown) > timed:
+        parts.append(f"{len(unknown) - timed} closed unanswered by the server")
+    return " and ".join(parts) or "0 unknown"
 
 
 def reconcile(group: Group, expect: range) -> list[Violation]:
@@ -180,7 +190,7 @@ def no_winner_possible(group: Group, expect: range) -> list[Violation]:
     """A resource nobody could win (one never-win status everywhere, or no answer at all).
 
     It guards against a wrong URL, so it never applies to responses the test's own
-    ``success=``/``reject=`` classified: ``expect=0, reject=401`` may see only 401s.
+    ``success=``/``reject=``/``error=`` classified: ``expect=0, reject=401`` may see only 401s.
     """
     if group.wins or group.unknown or any(r.by_rule for r in group.records):
         return []

@@ -57,7 +57,7 @@ class Record:
     early: bool = False
     """Answered before its held bytes were sent: classified as usual, but not synchronised."""
     by_rule: bool = False
-    """Classified by a ``success=``/``reject=`` rule the test gave (not a built-in default)."""
+    """Classified by a ``success=``/``reject=``/``error=`` rule the test gave (not a built-in default)."""
     timed_out: bool = False
     """Its outcome was decided by ``timeout`` (unknown after the gate, an error before it)."""
     operation: str = ""
@@ -145,3 +145,6 @@ class RaceRun:
     """The start that ran (``auto`` resolved to single-packet or last-byte); ``None``: as configured."""
     shards: tuple[ShardInfo, ...] = ()
     """The shards of a sharded race (``shards=N``); empty for a race in the test process."""
+    replaced: int = 0
+    """Kept connections the server had closed (or was about to close, idle past its keep-alive)
+    that were replaced by fresh ones before their requests were released."""

@@ -25,6 +25,7 @@ from pytest_seatrace.core.document import (
     WinDoc,
 )
 from pytest_seatrace.core.judge import invariant_violations, threshold_violations
+from pytest_seatrace.core.notes import classification_notes
 from pytest_seatrace.core.records import BODY_KEEP, SAMPLE_LOSERS, Outcome, Raced, RaceRun, Record, ShardInfo
 from pytest_seatrace.core.redact import redact_text
 from pytest_seatrace.core.stats import Latency, Percentiles, Spread
@@ -94,6 +95,8 @@ class RaceResult:
     """What was raced (method, URL, base URL, HTTP version), for reports."""
     shard_infos: tuple[ShardInfo, ...] = field(default=(), repr=False)
     """The shards of a sharded race, as the engine saw them (``shards`` adds their figures)."""
+    connections_replaced: int = 0
+    """Kept connections the server had closed (its keep-alive) replaced before the release."""
 
     @classmethod
     def from_run(cls, name: str, config: RaceConfig, run: RaceRun, *, checked: bool = True) -> RaceResult:
@@ -112,6 +115,7 @@ class RaceResult:
             problems=run.problems,
             interrupted=run.interrupted,
             shard_infos=run.shards,
+            connections_replaced=run.replaced,
         )
 
     # -- the config, as the result names it --------------------------------------------------
@@ -179,6 +183,12 @@ class RaceResult:
     @cached_property
     def error_reasons(self) -> Counter[str]:
         return Counter(r.reason or "error" for r in self.history if r.outcome is Outcome.ERROR)
+
+    @cached_property
+    def notes(self) -> tuple[str, ...]:
+        """Advice on the classification (rejections of several kinds, or all "not allowed to
+        try"), suggesting ``reject=``; never part of the verdict."""
+        return classification_notes(self.history, self.config)
 
     @cached_property
     def status_counts(self) -> Counter[int]:
@@ -408,6 +418,7 @@ class RaceResult:
             "early": self.early,
             "double_bookings": self.double_bookings,
             "error_reasons": dict(self.error_reasons),
+            "notes": list(self.notes),
             "status_counts": {str(k): v for k, v in sorted(self.status_counts.items())},
             "latency": self.latency.to_dict(),
             "rps": self.rps,
@@ -439,6 +450,7 @@ class RaceResult:
             doc["by_operation"] = self.by_operation()
         if self.shard_infos:
             doc["shards"] = list(self.shards)
+        doc["connections_replaced"] = self.connections_replaced
         doc["contention"] = self.contention.to_dict([names[r] for r in self.resources])
         if history:
             doc["history"] = history_columns(self.history, self.resources)

@@ -1,6 +1,6 @@
 """From a complete response to a record: classification in the design's order, for every mode.
 
-Order: success, reject, 5xx, the rest. Timeouts (unknown) and transport failures (error) are
+Order: error, success, reject, 5xx, the rest. Timeouts (unknown) and transport failures (error) are
 decided by the firing code before a response exists; this module sees only complete responses.
 """
 
@@ -27,15 +27,17 @@ class Classification:
     reason: str | None = None
     fatal: bool = False
     by_rule: bool = False
-    """Decided by a ``success=``/``reject=`` the test gave, not by a built-in default."""
+    """Decided by a ``success=``/``reject=``/``error=`` the test gave, not by a built-in default."""
 
 
 class Classifier:
-    """Applies a race's ``success`` and ``reject`` rules; predicates get an ``httpx.Response``."""
+    """Applies a race's ``error``, ``success`` and ``reject`` rules; predicates get an
+    ``httpx.Response``."""
 
     def __init__(self, config: RaceConfig) -> None:
         self.success = config.success
         self.reject = config.reject
+        self.error = config.error
         self.success_given = config.success_given
         self.reject_given = config.reject_given
         self._samples: dict[int, int] = {}
@@ -46,7 +48,7 @@ class Classifier:
     @property
     def needs_response(self) -> bool:
         """Whether a predicate needs the body: only then does last-byte mode keep it."""
-        return self.success.needs_response or self.reject.needs_response
+        return self.success.needs_response or self.reject.needs_response or self.error.needs_response
 
     def classify(self, status: int, response: ResponseSource) -> Classification:
         known = self._by_status
@@ -68,6 +70,8 @@ class Classifier:
             return built[0]
 
         try:
+            if _matches(self.error, status, get):  # a failure whatever else it looks like
+                return Classification(Outcome.ERROR, f"{status} matched error=", by_rule=True)
             if _matches(self.success, status, get):
                 return Classification(Outcome.WIN, by_rule=self.success_given)
             if _matches(self.reject, status, get):
@@ -76,6 +80,8 @@ class Classifier:
             return Classification(Outcome.ERROR, f"predicate raised {type(exc).__name__}: {exc}", fatal=True)
         if status >= 500:
             return Classification(Outcome.ERROR, f"HTTP {status}")
+        if self.reject_given:  # the test said what a loss is: anything else is not one
+            return Classification(Outcome.ERROR, f"unclassified: {status}")
         if self.success_given:  # whatever is no win by the test's own rule is a loss
             return Classification(Outcome.REJECTION, by_rule=True)
         return Classification(Outcome.ERROR, f"unexpected {status}")

@@ -13,9 +13,14 @@ is below the client count: the first connection's SETTINGS say how many), one st
 client, HEADERS and all but the last body byte, then a PING whose ACK says the server has read
 every prefix (TLS 1.3 session tickets arrive before it). The final frames are then built, the
 gate checked for early answers, resets and GOAWAYs, and the gate writes go out back to back.
-Connections that end a wave healthy are kept for later waves and rounds. Waves take turns at
-the server: wave ``i + 1`` is built while the answers of wave ``i`` come in, and written once
-they are all in (a server still parsing the next wave while it races this one spreads it).
+Connections that end a wave healthy are kept for later waves and rounds; a kept one the server
+closed or sent a GOAWAY on is replaced (``engine.keepalive``). Before the gate, streams the
+server says it never processed (above a GOAWAY's last stream id, or refused with
+REFUSED_STREAM) are written again on a fresh connection, once; a kept connection that closes
+under streams the server may have dispatched at HEADERS leaves them *unknown*, never replayed.
+Waves take turns at the server: wave ``i + 1`` is built while the answers of wave ``i`` come in,
+and written once they are all in (a server still parsing the next wave while it races this one
+spreads it).
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ import httpx
 from pytest_seatrace.core.config import RaceConfig
 from pytest_seatrace.core.records import Outcome, Record
 from pytest_seatrace.engine.classify import ARRIVAL_HEADER, Classifier
+from pytest_seatrace.engine.keepalive import KeepAlive, idle_ms
 from pytest_seatrace.engine.plan import Attempt, Roster, Variation, keep_outcome, release_order
 from pytest_seatrace.engine.rawhttp import Origin, RawConnection, TransportError
 from pytest_seatrace.engine.requests import RequestBuilder, encode_json, origin_of
@@ -57,6 +63,9 @@ _HOP_BY_HOP = frozenset(
 )
 """Headers HTTP/2 forbids (RFC 9113 §8.2.2); ``host`` becomes ``:authority``."""
 _PING = b"seatrace"
+RENEW_PASSES = 2
+"""Rounds of re-writing the streams a server said it never processed, before the gate; a stream
+is written again once at most."""
 _STREAM_IDS = 2**31 - 1
 _SETTINGS = h2.settings.SettingCodes
 _CONFIG = h2.config.H2Configuration(
@@ -161,12 +170,14 @@ class _Stream:
         "origin",
         "prefix_ns",
         "record",
+        "renewed",
         "request",
         "requests",
         "resolved",
         "response_headers",
         "sid",
         "status",
+        "unprocessed",
     )
 
     def __init__(
@@ -197,6 +208,19 @@ class _Stream:
         self.gated = False
         """Its final frame has left: anything the server says from now on is no early answer."""
         self.done = False
+        self.unprocessed = False
+        """Ended before the gate by a server that says it never processed it (GOAWAY, refused)."""
+        self.renewed = False
+        """Written again once on a fresh connection: a second failure is final."""
+
+    def renew(self) -> None:
+        """Back to unsent, to be written again on another connection."""
+        rec = self.record
+        rec.outcome, rec.reason, rec.end_ns, rec.timed_out, rec.early = Outcome.ERROR, None, 0, False, False
+        self.sid = self.status = self.prefix_ns = 0
+        self.response_headers, self.chunks = [], []
+        self.gated = self.done = self.unprocessed = False
+        self.renewed = True
 
     def httpx_request(self) -> httpx.Request:
         """Its own ``httpx.Request`` (for a predicate's ``response.request``), built at most once."""
@@ -307,6 +331,10 @@ class _Link:
         self.pinged = False
         self.gated = False
         """Its gate write has left (for messages: before or after the gate)."""
+        self.kept = False
+        """It carried an earlier wave's streams: the server may close it idle (its keep-alive)."""
+        self.idle_since = 0
+        """When its last wave's last stream was answered (``perf_counter_ns``)."""
 
     @property
     def capacity(self) -> int:
@@ -497,9 +525,16 @@ class SinglePacketFirer:
         """HTTP/2 connections opened so far (kept ones are reused across waves and rounds)."""
         self._idle: dict[Origin, list[_Link]] = {}
         self._opened: list[_Link] = []
+        self.keepalive = KeepAlive()
+        """The server's keep-alive as learned, and how many kept connections were replaced."""
         self._max_streams: dict[Origin, int] = {}
         self._refused: dict[Origin, str] = {}
         self._requests = _Requests(builder)
+
+    @property
+    def replaced(self) -> int:
+        """Kept connections the server closed (or was about to) that fresh ones replaced."""
+        return self.keepalive.replaced
 
     # -- the round ---------------------------------------------------------------------------
 
@@ -515,6 +550,7 @@ class SinglePacketFirer:
         groups = await self._build(rnd, waves[0])
         for number, indices in enumerate(waves):
             links = await self._prepare_wave(rnd, groups)
+            await self._renew(rnd, links)
             if self.starter is not None:
                 await self.starter()
             self._release(rnd, indices, links)
@@ -547,9 +583,12 @@ class SinglePacketFirer:
 
     # -- before the gate ---------------------------------------------------------------------
 
-    async def _prepare_wave(self, rnd: int, groups: _Groups) -> dict[int, list[_Link]]:
-        """Connections, prefixes and the gate bytes of every group, within one ``timeout``."""
-        links: dict[int, list[_Link]] = {}
+    async def _prepare_wave(
+        self, rnd: int, groups: _Groups, links: dict[int, list[_Link]] | None = None
+    ) -> dict[int, list[_Link]]:
+        """Connections, prefixes and the gate bytes of every group, within one ``timeout``
+        (added to ``links``, a wave's connections by resource index, when given)."""
+        links = {} if links is None else links
         with anyio.move_on_after(self.config.timeout):
             async with anyio.create_task_group() as tg:
                 for (index, origin), streams in groups.items():
@@ -561,6 +600,58 @@ class SinglePacketFirer:
                 if not link.holding and link.broken is None:  # cut off by the deadline
                     self._fail_link(link, self._late(link), timed_out=True)
         return links
+
+    async def _renew(self, rnd: int, links: dict[int, list[_Link]]) -> None:
+        """Between the prefixes and the gate: look at every connection once more (a close or a
+        GOAWAY that came after its PING ACK), then write the streams the server said it never
+        processed again, on fresh connections, once (``RENEW_PASSES``)."""
+        for _ in range(RENEW_PASSES):
+            again: _Groups = {}
+            for index, group in links.items():
+                for link in group:
+                    if link.holding:
+                        self._handle(link, link.pull())
+                        if link.broken or link.eof:
+                            self._lost_before_gate(link, link.broken or self._closed(link, "before the gate"))
+                    for stream in [s for s in link.streams.values() if s.unprocessed and not s.renewed]:
+                        del link.streams[stream.sid]  # it is written again, on another connection
+                        again.setdefault((index, link.origin), []).append(stream)
+            if not again:
+                return
+            for streams in again.values():
+                for stream in streams:
+                    stream.renew()
+            await self._prepare_wave(rnd, again, links)
+
+    def _lost_before_gate(self, link: _Link, reason: str) -> None:
+        """A connection closed (or ended by GOAWAY) before its gate write. Streams the server
+        said it never processed are left to ``_renew``; on a kept connection the others may have
+        been dispatched at HEADERS (hypercorn runs the app there): unknown, not replayed."""
+        if link.kept:
+            idle = self._idle_at_prefix(link)
+            self.keepalive.closed_after(idle)
+            self.keepalive.replaced += 1
+            for stream in link.pending:
+                self._maybe_started(link, stream, reason)
+        self._fail_link(link, reason)
+
+    @staticmethod
+    def _idle_at_prefix(link: _Link) -> int:
+        """How long a kept connection had been idle when this wave's prefixes went on it."""
+        written = [s.prefix_ns for s in link.streams.values() if s.prefix_ns]
+        return (min(written) if written else time.perf_counter_ns()) - link.idle_since
+
+    def _maybe_started(self, link: _Link, stream: _Stream, reason: str) -> None:
+        """A stream on a kept connection that ended before the gate once the server may have
+        dispatched it at HEADERS: unknown with the cause, never written again."""
+        rec = stream.record
+        rec.outcome, rec.end_ns = Outcome.UNKNOWN, time.perf_counter_ns()
+        rec.reason = (
+            f"{reason}: the server closed a kept connection ({idle_ms(self._idle_at_prefix(link))}, its "
+            "keep-alive most likely) after this request's HEADERS, so it may have started it: unknown, "
+            "not replayed"
+        )
+        stream.done = True
 
     def _late(self, link: _Link) -> str:
         return f"timed out after {self.config.timeout}s {link.stage} ({link.origin.url})"
@@ -604,13 +695,18 @@ class SinglePacketFirer:
             raise _Refused(self._refused[origin])
         out: list[_Link] = []
         idle = self._idle.get(origin, [])
+        keepalive = self.keepalive
         while idle and sum(link.capacity for link in out) < count:
             link = idle.pop()
             self._handle(link, link.pull())  # a GOAWAY or a close while it was idle
-            if link.broken is None and not link.eof:
+            age = time.perf_counter_ns() - link.idle_since
+            if link.broken is None and not link.eof and not keepalive.stale(age):
                 out.append(link)
-            else:
-                link.close()
+                continue
+            if link.broken is not None or link.eof:
+                keepalive.closed_after(age)
+            keepalive.replaced += 1
+            link.close()
         if not out:
             out.append(await self._open(origin, stage))
         limit = self._max_streams.get(origin, count) or 1
@@ -710,13 +806,13 @@ class SinglePacketFirer:
             while not link.pinged:
                 self._handle(link, await link.receive())
                 if link.broken or link.eof:
-                    self._fail_link(link, link.broken or self._closed(link, "before the gate"))
+                    self._lost_before_gate(link, link.broken or self._closed(link, "before the gate"))
                     return
             self._handle(link, link.pull())  # anything right behind the ACK
             await link.flush()  # acknowledgements now, so that none lands in the gate write
             self._build_gate(link, rnd, index)
         except (TransportError, OSError) as exc:
-            self._fail_link(link, str(exc))
+            self._lost_before_gate(link, str(exc))
         except h2.exceptions.H2Error as exc:
             self._fail_link(link, f"HTTP/2 error on {link.origin.url} before the gate: {exc!r}")
 
@@ -776,7 +872,7 @@ class SinglePacketFirer:
                 if link.holding:
                     self._handle(link, link.pull())
                     if link.broken or link.eof:
-                        self._fail_link(link, link.broken or self._closed(link, "before the gate"))
+                        self._lost_before_gate(link, link.broken or self._closed(link, "before the gate"))
         for index in indices:
             ready = [link for link in links.get(index, []) if link.holding and link.broken is None]
             if not ready:
@@ -862,6 +958,7 @@ class SinglePacketFirer:
                     link.close()
                 else:
                     link.streams.clear()
+                    link.kept, link.idle_since = True, time.perf_counter_ns()
                     self._idle.setdefault(link.origin, []).append(link)
 
     def _reusable(self, link: _Link) -> bool:
@@ -905,6 +1002,8 @@ class SinglePacketFirer:
                 stream = streams.get(event.stream_id)
                 if stream is not None and not stream.done:
                     self._fail(stream, self._reset_reason(link, stream, event.error_code))
+                    refused = _code(event.error_code) == "REFUSED_STREAM"
+                    stream.unprocessed = refused and not stream.gated
             elif isinstance(event, h2.events.ConnectionTerminated):
                 self._goaway(link, event)
             elif isinstance(event, h2.events.PingAckReceived):
@@ -963,12 +1062,16 @@ class SinglePacketFirer:
         for stream in link.pending:
             when = "after" if stream.gated else "before"
             if stream.sid > last:
+                stream.unprocessed = not stream.gated
                 reason = f"refused by GOAWAY ({name}, last stream {last}) {when} the gate: not processed"
             else:
                 reason = (
                     f"the connection ended by GOAWAY ({name}) {when} the gate, "
                     f"before stream {stream.sid} was answered"
                 )
+                if link.kept and not stream.gated:
+                    self._maybe_started(link, stream, f"the server at {link.origin.url}: {reason}{extra}")
+                    continue
             self._fail(stream, f"the server at {link.origin.url}: {reason}{extra}")
         link.broken = link.broken or f"the server at {link.origin.url} sent GOAWAY ({name})"
 

@@ -9,6 +9,12 @@ responses come in, but nothing of it is sent (no connection opened, no prefix wr
 this wave is answered in full. That last response is the settle point: a service still
 accepting and parsing the next wave while it answers this one spreads this wave's arrivals
 and is busy when the next gate opens (measured in ``benchmarks/detection.py``).
+
+Kept connections the server closed are replaced, never reported as its failures
+(``engine.keepalive``): before a prefix is written (a close seen, or an idle age past the
+server's learned keep-alive), and between the prefixes and the release at ``hold="headers"``,
+where no server has a complete header block and so none can have acted. At ``hold="body"`` a
+close under a written prefix may follow a side effect: that request is *unknown*, not replayed.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import httpx
 from pytest_seatrace.core.config import RaceConfig
 from pytest_seatrace.core.records import Outcome, Record
 from pytest_seatrace.engine.classify import ARRIVAL_HEADER, Classifier
+from pytest_seatrace.engine.keepalive import KeepAlive, idle_ms
 from pytest_seatrace.engine.plan import Roster, keep_outcome, release_order
 from pytest_seatrace.engine.rawhttp import (
     ANSWERED,
@@ -39,12 +46,16 @@ from pytest_seatrace.engine.reader import read_responses
 from pytest_seatrace.engine.requests import RequestBuilder, WireBuilder, WireRequest
 
 _ARRIVAL = ARRIVAL_HEADER.encode()
+RENEW_PASSES = 3
+"""Checks of a resource's connections between its prefixes and its release; each replaces the
+kept ones the server closed under their prefix. Bounded: a slot is renewed once, and a fresh
+connection the server closes too is an error with its reason, never a loop."""
 
 
 class Slot:
     """One client of one resource in the current wave."""
 
-    __slots__ = ("conn", "prefix_ns", "record", "request")
+    __slots__ = ("conn", "kept", "prefix_ns", "record", "renewed", "request")
 
     def __init__(self, record: Record, request: WireRequest) -> None:
         self.record = record
@@ -52,6 +63,10 @@ class Slot:
         self.conn: RawConnection | None = None
         self.prefix_ns = 0
         """When its prefix was written: an early answer's latency counts from here."""
+        self.kept = False
+        """Its connection carried an earlier request (kept alive): the server may close it idle."""
+        self.renewed = False
+        """Its kept connection was closed under its prefix and replaced once this wave."""
 
 
 class LastByteFirer:
@@ -79,6 +94,8 @@ class LastByteFirer:
         """Kept-alive connections, for the next wave."""
         self._opened: list[RawConnection] = []
         """Every connection ever opened, so a cancelled race still closes them all."""
+        self.keepalive = KeepAlive()
+        """The server's keep-alive as learned, and how many kept connections were replaced."""
         self.ungated: list[str] = []
         """Always empty: every request here waits at the gate."""
         self.roster = roster or Roster(config)
@@ -94,15 +111,24 @@ class LastByteFirer:
         be written on its kept connections (a shard tells the coordinator when it expects to be
         ready, before it hands over the records)."""
 
+    @property
+    def replaced(self) -> int:
+        """Kept connections the server closed (or was about to) that fresh ones replaced."""
+        return self.keepalive.replaced
+
     async def fire_waves(self, rnd: int, waves: Sequence[Sequence[int]], sink: list[Record]) -> None:
         """Race every wave of a round, appending each wave's records to ``sink`` as it ends."""
         upcoming = await self._build_wave(rnd, waves[0]) if waves else []
         for number, indices in enumerate(waves):
             slots = await self._prepare_wave(upcoming)
-            if self.starter is not None:
+            if self.starter is not None:  # a shard: every replacement before its start instant
+                await self._renew(slots)
                 await self.starter()
             for index in indices:
-                self._release(rnd, index, [s for s in slots if s.record.resource == index])
+                mine = [s for s in slots if s.record.resource == index]
+                if self.starter is None:
+                    await self._renew(mine)
+                self._release(rnd, index, mine)
             if self.released is not None:
                 self.released()
             built: list[list[Slot]] = []
@@ -134,10 +160,17 @@ class LastByteFirer:
 
     async def _prepare_wave(self, slots: list[Slot]) -> list[Slot]:
         """Connect (or reuse) and write all but the final bytes of every slot."""
-        cfg = self.config
         self._weed(self._pool)
-        jobs = [job for job in (self._prepare(slot) for slot in slots) if job is not None]
-        if jobs:  # connections to open, prefixes to finish: tasks, under the connect deadline
+        await self._run_jobs(slots, [job for job in (self._prepare(slot) for slot in slots) if job])
+        return slots
+
+    async def _run_jobs(
+        self, slots: Sequence[Slot], jobs: Sequence[Callable[[], Coroutine[Any, Any, None]]]
+    ) -> None:
+        """Connections to open, prefixes to finish: tasks, under the connect deadline; a slot left
+        without a connection by it is an error that says so."""
+        cfg = self.config
+        if jobs:
             with anyio.move_on_after(cfg.timeout):
                 async with anyio.create_task_group() as tg:
                     for job in jobs:
@@ -147,7 +180,71 @@ class LastByteFirer:
                 origin = slot.request.origin
                 self._fail(slot, None, f"connect timeout after {cfg.timeout}s to {origin.url}")
                 slot.record.timed_out = True
-        return slots
+
+    async def _renew(self, slots: Sequence[Slot]) -> None:
+        """Between the prefixes and the release: replace the kept connections the server closed
+        under their prefix (``hold="headers"``: the header block is incomplete, so the server
+        cannot have acted), and, once a close is seen, the other kept ones idle as long; at
+        ``hold="body"`` such a request is unknown. Bounded by ``RENEW_PASSES``."""
+        for _ in range(RENEW_PASSES):
+            live = [(slot, slot.conn) for slot in slots if slot.conn is not None]
+            found = early_answers([conn for _, conn in live])
+            closed = [
+                (slot, conn, why)
+                for (slot, conn), why in zip(live, found, strict=True)
+                if why is not None and why is not ANSWERED
+            ]
+            if not closed:
+                return
+            jobs = [job for job in (self._closed_under_prefix(*one) for one in closed) if job]
+            if self.config.hold == "headers":  # the limit just learned: the others as idle go too
+                now = time.perf_counter_ns()
+                for slot, conn in live:
+                    if slot.conn is conn and slot.kept and self.keepalive.stale(now - conn.idle_since):
+                        jobs.append(self._replace(slot, conn))
+            await self._run_jobs(slots, jobs)
+
+    def _closed_under_prefix(
+        self, slot: Slot, conn: RawConnection, found: str
+    ) -> Callable[[], Coroutine[Any, Any, None]] | None:
+        """A connection found closed after its prefix was written: replaced (a kept one at
+        ``hold="headers"``, once), unknown (a kept one at ``hold="body"``), else an error."""
+        if not slot.kept:
+            self._fail(slot, conn, self._dropped(found))
+            slot.conn = None
+            return None
+        idle = slot.prefix_ns - conn.idle_since
+        self.keepalive.closed_after(idle)
+        if self.config.hold == "headers":
+            return self._replace(slot, conn)
+        self._unknown_close(slot, conn, found, idle)
+        return None
+
+    def _replace(self, slot: Slot, conn: RawConnection) -> Callable[[], Coroutine[Any, Any, None]]:
+        """Close a kept connection under an incomplete request and open a fresh one for it."""
+        conn.close()
+        slot.conn, slot.kept, slot.renewed = None, False, True
+        self.keepalive.replaced += 1
+        return functools.partial(self._connect_and_prepare, slot, slot.request.origin)
+
+    def _unknown_close(
+        self, slot: Slot, conn: RawConnection, found: str, idle: int, *, gated: bool = False
+    ) -> None:
+        """A kept connection the server closed once it may have had a complete request: at
+        ``hold="body"`` under the prefix, or at any hold point after the release, unanswered."""
+        rec = slot.record
+        rec.outcome, rec.end_ns = Outcome.UNKNOWN, time.perf_counter_ns()
+        when = (
+            "after the release, before any byte of an answer: the request may have been complete"
+            if gated
+            else "under the request's prefix; at hold='body' the header block was complete"
+        )
+        rec.reason = (
+            f"{found}: the server closed a kept connection ({idle_ms(idle)}, its keep-alive most "
+            f"likely) {when}, so the server may have acted on it: unknown, not replayed"
+        )
+        conn.close()
+        slot.conn = None
 
     async def _collect_wave(self, slots: Sequence[Slot]) -> None:
         """Read every response, with one deadline: ``timeout`` after the wave's last final write."""
@@ -169,13 +266,14 @@ class LastByteFirer:
         conn = self._reuse(origin, self._pool)
         if conn is None:
             return functools.partial(self._connect_and_prepare, slot, origin)
+        slot.kept = True
         try:
             request = slot.request
             rest = conn.write_prefix(request.data, request.held_from(self.config.hold))
             slot.prefix_ns = time.perf_counter_ns()
-        except OSError as exc:
-            self._fail(slot, conn, f"connection to {origin.url} failed: {exc}")
-            return None
+        except OSError:  # closed by the server before the prefix: it saw nothing of this request
+            self.keepalive.closed_after(time.perf_counter_ns() - conn.idle_since)
+            return self._replace(slot, conn)
         if rest:
             return functools.partial(self._finish_prefix, slot, conn, rest)
         slot.conn = conn
@@ -207,16 +305,22 @@ class LastByteFirer:
             if slot.conn is None and conn is not None and not slot.record.reason:
                 conn.close()  # cancelled by the connect deadline
 
-    @staticmethod
-    def _weed(pool: list[RawConnection]) -> None:
-        """Close the kept connections the server spoke on (closed them, most likely) since."""
+    def _weed(self, pool: list[RawConnection]) -> None:
+        """Drop the kept connections the server spoke on (closed them, most likely) since, and
+        those idle too near its keep-alive to outlive a prefix: fresh ones replace them."""
         if pool:
             kept = []
+            now = time.perf_counter_ns()
+            keepalive = self.keepalive
             for conn, found in zip(pool, early_answers(pool), strict=True):
-                if found is None:
+                idle = now - conn.idle_since
+                if found is None and not keepalive.stale(idle):
                     kept.append(conn)
-                else:
-                    conn.close()
+                    continue
+                if found is not None:
+                    keepalive.closed_after(idle)
+                keepalive.replaced += 1
+                conn.close()
             pool[:] = kept
 
     def _reuse(self, origin: Origin, pool: list[RawConnection]) -> RawConnection | None:
@@ -229,12 +333,17 @@ class LastByteFirer:
         return None
 
     def _dropped(self, reason: str) -> str:
-        """A held request the server gave up on: say which hold point waited, and the other."""
-        hold = self.config.hold
-        other = "body" if hold == "headers" else "headers"
+        """A held request on a fresh connection the server gave up on: the timeout that drops it
+        at this hold point, and what avoids it (never the other hold point's own trouble)."""
+        if self.config.hold == "headers":
+            return (
+                f"{reason} (hold='headers': a server with a header-read timeout, such as nginx's "
+                "client_header_timeout or Go's ReadHeaderTimeout, drops a request whose header block "
+                "stays incomplete; try hold='body')"
+            )
         return (
-            f"{reason} (hold={hold!r}: a server with a header-read timeout may drop a held request; "
-            f"try hold={other!r})"
+            f"{reason} (hold='body': a server with a body-read timeout drops a request whose body "
+            "stays incomplete; sync='gate' sends whole requests)"
         )
 
     def _fail(self, slot: Slot, conn: RawConnection | None, reason: str) -> None:
@@ -259,8 +368,7 @@ class LastByteFirer:
                 rec = slot.record
                 rec.early, rec.sent_ns, rec.end_ns = True, slot.prefix_ns, time.perf_counter_ns()
             else:
-                self._fail(slot, conn, self._dropped(found))
-                slot.conn = None
+                self._closed_at_gate(slot, conn, found)
         release_order(self.config.seed, rnd, index, ready)
         # The hot loop: a bound send and a clock read per client, nothing else.
         shots = [(conn.sock.send, conn.final, slot.record) for slot, conn in ready]
@@ -279,6 +387,25 @@ class LastByteFirer:
             elif outcome < len(conn.final):  # a full socket buffer: finish the rest at once
                 conn.finish_final(outcome)
 
+    def _closed_at_gate(self, slot: Slot, conn: RawConnection, found: str) -> None:
+        """A connection closed after its last check, at the gate itself: never a late send."""
+        slot.conn = None
+        if not slot.kept:
+            self._fail(slot, conn, self._dropped(found))
+            return
+        idle = slot.prefix_ns - conn.idle_since
+        self.keepalive.closed_after(idle)
+        if self.config.hold == "body":
+            self._unknown_close(slot, conn, found, idle)
+            return
+        self._fail(
+            slot,
+            conn,
+            f"{found}: the server closed a kept connection ({idle_ms(idle)}, its keep-alive most "
+            "likely) at the gate, after its last check; the header block was incomplete, so the "
+            "server did not act on it",
+        )
+
     async def _read(self, live: Sequence[tuple[Slot, RawConnection]]) -> None:
         keep_body = self.classifier.needs_response
         for slot, conn in live:
@@ -290,8 +417,13 @@ class LastByteFirer:
         for the next wave when the server keeps it alive."""
         rec = slot.record
         if isinstance(outcome, TransportError):
-            self._fail(slot, conn, str(outcome))
             slot.conn = None
+            if slot.kept and not conn.reader.begun:  # closed idle as the request arrived
+                idle = slot.prefix_ns - conn.idle_since
+                self.keepalive.closed_after(idle)
+                self._unknown_close(slot, conn, str(outcome), idle, gated=True)
+                return
+            self._fail(slot, conn, str(outcome))
             return
         response = outcome
         if not rec.early:  # an early answer was complete by the gate, when it was found
@@ -301,6 +433,8 @@ class LastByteFirer:
             rec, response.status, arrival, response.body, lambda: self._as_httpx(slot, response)
         )
         if response.keep_alive and not rec.early:  # after an early answer the server is mid-request
+            conn.idle_since = response.end_ns
+            self.keepalive.heard(response.headers)
             self._pool.append(conn)
         else:
             conn.close()

@@ -96,6 +96,9 @@ class RawConnection:
         self._outgoing = ssl.MemoryBIO()
         self.final = b""
         self.closed = False
+        self.idle_since = 0
+        """When its last response ended (``perf_counter_ns``): a kept connection's idle age counts
+        from here, against the server's keep-alive."""
         self._plain = b""
         """Decrypted bytes read ahead (an early answer found over TLS), parsed first."""
         self.reader = ResponseParser(origin.host)
@@ -425,6 +428,11 @@ class ResponseParser:
         if state.parser is None:
             state.parser = httptools.HttpResponseParser(state)
         state.begin(keep_body)
+
+    @property
+    def begun(self) -> bool:
+        """Whether any byte of the expected response has arrived."""
+        return bool(self._raw or self._kept or self._truncated or self._state.status or self._replayed.status)
 
     def feed(self, data: bytes) -> RawResponse | None:
         """The response, once ``data`` (``b""``: the end of the stream) completes it."""

@@ -88,6 +88,7 @@ async def run_race(
             raced=raced[0] if raced else None,
             mode=modes[0] if modes else None,
             shards=tuple(getattr(firers[0], "shards", ())) if firers else (),
+            replaced=getattr(firers[0], "replaced", 0) if firers else 0,
         )
 
     try:

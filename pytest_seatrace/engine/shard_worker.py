@@ -13,7 +13,8 @@ Messages (tuples of builtins) in: ``("plan", dict)``, ``("clock",)``, ``("round"
 share, tables)`` (the first wave's varying fields), ``("start", t_ns, tables)`` (the next wave's,
 or ``None``), ``("end",)``; out: ``("hello", dict)``, ``("clock", t_ns)``, ``("ready", rnd,
 wave, eta_ns)`` (``eta_ns``: when a heralded wave will be written, else 0), ``("records", rnd,
-wave, rows, late_ns)``, ``("missed", rnd, wave, late_ns)``, ``("error", text)``. A wave's fields
+wave, rows, late_ns, replaced)`` (``replaced``: kept connections replaced so far),
+``("missed", rnd, wave, late_ns)``, ``("error", text)``. A wave's fields
 come with the previous wave's start (a firer builds wave ``i + 1`` while wave ``i`` is
 answered); in last-byte mode a wave's ``ready`` goes out as soon as the previous wave is
 answered, ahead of that wave's ``records``, which follow once the prefixes are written.
@@ -182,13 +183,16 @@ class _Sink(list[Record]):
         super().__init__()
         self._channel, self._recorder, self._state, self._packed = channel, recorder, state, packed
         self.hold = False
+        self.replaced: Callable[[], int] = lambda: 0
+        """Kept connections the firer replaced so far (they go with each wave's records)."""
         self._held: list[tuple[Any, ...]] = []
 
     def extend(self, wave: Iterable[Record]) -> None:
         rows = [self._recorder.row(rec) for rec in wave]
         state = self._state
         sent: Any = marshal.dumps(rows) if self._packed else rows  # execnet's serialiser is slow
-        self._held.append(("records", state["round"], state["wave"], sent, state.get("late", 0)))
+        message = ("records", state["round"], state["wave"], sent, state.get("late", 0), self.replaced())
+        self._held.append(message)
         if not self.hold:
             self.flush()
 
@@ -365,6 +369,7 @@ async def _race(channel: Any, plan: dict[str, Any], clock: _Clock, folder: str, 
     if isinstance(firer, LastByteFirer):
         firer.herald = starter.herald
     sink = _Sink(channel, recorder, state, plan.get("python_version") == list(sys.version_info[:2]))
+    sink.replaced = lambda: getattr(firer, "replaced", 0)
     starter.before_start = sink.flush
     if isinstance(firer, LastByteFirer):
         sink.hold = True  # until the next wave's prefixes are written: see _Sink

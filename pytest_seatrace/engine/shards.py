@@ -141,6 +141,8 @@ class _Shard:
     """A wave's ``ready`` that came before the last wave's ``records``, or the other way round."""
     late_ns: int = 0
     """The latest it released a wave after the start instant (its own clock)."""
+    replaced: int = 0
+    """Kept connections it replaced so far (the server had closed them)."""
 
     @property
     def name(self) -> str:
@@ -268,6 +270,11 @@ class ShardedFirer:
     @property
     def shards(self) -> tuple[ShardInfo, ...]:
         return tuple(shard.info() for shard in self._shards)
+
+    @property
+    def replaced(self) -> int:
+        """Kept connections the shards replaced (the server had closed them)."""
+        return sum(shard.replaced for shard in self._shards)
 
     # -- starting ------------------------------------------------------------------------------
 
@@ -536,6 +543,7 @@ class ShardedFirer:
 
         def merge(shard: _Shard, message: tuple[Any, ...]) -> None:
             shard.late_ns = max(shard.late_ns, int(message[4]))
+            shard.replaced = max(shard.replaced, int(message[5]))
             merged[shard.number] = self._merge(shard, unpack(message[3]))
 
         live = [s for s in self._shards if s.live]

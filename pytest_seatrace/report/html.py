@@ -952,6 +952,8 @@ def _facts(race: RaceDoc) -> str:
     if not raced:  # else the start fact says the hold point
         shown = ("hold", *shown)
     facts += [(key, settings[key]) for key in shown if key in settings]
+    if settings.get("error", "none") != "none":  # error= given: what it made an error
+        facts.append(("error", settings["error"]))
     if settings.get("thresholds"):
         facts.append(("thresholds", ", ".join(str(t) for t in settings["thresholds"])))
     if race.get("worker"):
@@ -970,6 +972,7 @@ def _race_section(index: int, race: RaceDoc, table_rows: int) -> tuple[str, int]
         f'<section id="race-{index}"><h2>{_name(race["name"])} ',
         f'<span class="verdict {verdict}">{verdict}</span></h2>',
         _facts(race),
+        *(f'<p class="note">note: {_e(text)}</p>' for text in race["notes"]),
         "<h3>Violations</h3>",
         _violations(race),
     ]

@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pytest_seatrace.core.config import DEFAULT_RESOURCE_LABEL
 from pytest_seatrace.core.document import RaceDoc, format_expect, unanswered, verdict
 from pytest_seatrace.core.judge import early_hint
 
@@ -410,14 +411,31 @@ def contention_text(race: RaceDoc) -> str | None:
     return None if contention is None else contention["note"]
 
 
+def replaced_text(race: RaceDoc) -> str | None:
+    """Kept connections the server closed (its keep-alive) and the race replaced, if any."""
+    replaced = race.get("connections_replaced", 0)
+    if not replaced:
+        return None
+    return (
+        f"{replaced} kept {'connection' if replaced == 1 else 'connections'} the server had closed "
+        "(idle past its keep-alive) replaced before the release: no request it could have acted on "
+        "was lost or replayed"
+    )
+
+
 def note_lines(races: Sequence[RaceDoc], width: int) -> list[Line]:
-    """Per-race notes under the table: early answers, a service that saw a far narrower race
-    than was sent, and what clean rounds showed."""
+    """Per-race notes under the table: early answers, replaced connections, how the responses
+    were classified, a service that saw a far narrower race than was sent, and what clean
+    rounds showed."""
     notes: list[tuple[RaceDoc, str, bool]] = []
     for race in races:
         early = early_text(race)
         if early:
             notes.append((race, early, True))
+        replaced = replaced_text(race)
+        if replaced:
+            notes.append((race, replaced, False))
+        notes += [(race, text, True) for text in race["notes"]]
         contention = contention_text(race)
         if contention:
             notes.append((race, contention, True))
@@ -478,9 +496,12 @@ def shard_lines(race: RaceDoc) -> list[Line]:
 
 
 def _resource_label(race: RaceDoc) -> Callable[[str], str]:
-    """``Seat 7`` for the numbered resources 1..N of ``resources=N``; the id itself otherwise."""
-    numbered = race["resources"] == [str(i) for i in range(1, len(race["resources"]) + 1)]
-    return (lambda rid: f"Seat {rid}") if numbered else (lambda rid: rid)
+    """``Ticket 8123`` with ``resource_label="Ticket"``; else ``Seat 7`` for the numbered
+    resources 1..N of ``resources=N`` and the id itself otherwise."""
+    noun = race["settings"].get("resource_label")
+    if noun is None and race["resources"] == [str(i) for i in range(1, len(race["resources"]) + 1)]:
+        noun = DEFAULT_RESOURCE_LABEL
+    return (lambda rid: f"{noun} {rid}") if noun else (lambda rid: rid)
 
 
 def resource_lines(races: Sequence[RaceDoc]) -> list[Line]:
@@ -521,6 +542,10 @@ def resource_lines(races: Sequence[RaceDoc]) -> list[Line]:
         early = early_text(race)
         if early:
             out.append(Line(early, yellow=True))
+        replaced = replaced_text(race)
+        if replaced:
+            out.append(Line(replaced))
+        out += [Line(text, yellow=True) for text in race["notes"]]
         contention = contention_text(race)
         if contention:
             out.append(Line(contention, yellow=True))
