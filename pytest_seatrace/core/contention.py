@@ -269,18 +269,24 @@ def _held(
     The arrivals come in runs with no answer between them; a pool of k that keeps requests
     waiting lets one in as each of its k frees, so at each run's last arrival about k are in
     flight. The counts are upper bounds (answers timed at the client): runs often ending with
-    1 in flight prove the service took one at a time while others waited. A limit is believed
-    only when the runs are short beside k (workers freeing one by one), the count stays steady
-    near k (a full pool neither grows nor shrinks while requests wait) and each request stayed
-    in well beyond the client's timing noise, its start spread. Long runs and a growing count
+    1 in flight prove the service took one at a time while others waited. The client's timing
+    noise (its start spread) is taken off every answer: an answer read that little after the
+    next arrival may well have been sent before it. A limit is believed only when the runs are
+    short beside k (workers freeing one by one), the count stays steady near k (a full pool
+    neither grows nor shrinks while requests wait) and the held requests stayed in well beyond
+    that noise. Long runs and a growing count
     are what a busy client that reads answers late makes of a one-at-a-time service, and what
-    a service serving other resources in between makes of one resource; a pool whose batches stay in
-    lockstep (each let in only once the whole previous one was answered) looks the same, and
+    a service serving other resources in between makes of one resource; a pool whose batches
+    stay in lockstep (each let in only once the whole previous one was answered) looks the same, and
     reads ``mixed``: no note rather than a wrong one.
     """
+    sends = [r.sent_ns for r in stamped]
+    noise = max(sends) - min(sends)
+    # an answer read within the client's timing noise of the next arrival may have been sent
+    # before it: overlaps that short count for nothing
+    ends = [max(a, e - noise) for a, e in zip(arrivals, ends, strict=True)]
     at_arrival = in_flight(arrivals, ends)
-    first = waited[0]
-    held = [run for run in runs(arrivals, sorted(ends)) if run[-1] >= first]
+    held = [run for run in runs(arrivals, sorted(ends)) if run[-1] >= waited[0]]
     # per held arrival (a run of 20 weighs 20 times a run of 1): its run's count and length
     counts = sorted(at_arrival[run[-1]] for run in held for _ in run)
     if percentile(counts, 25) < 2:
@@ -288,9 +294,8 @@ def _held(
     limit = float(statistics.median(counts))
     steady = 2 * percentile(counts, 25) >= limit
     short = statistics.median(len(run) for run in held for _ in run) <= limit / 2
-    sends = [r.sent_ns for r in stamped]
-    stay = statistics.median(e - a for a, e in zip(arrivals, ends, strict=True))
-    if steady and short and stay > NOISE * (max(sends) - min(sends)):
+    stay = statistics.median(ends[i] - arrivals[i] for i in waited)
+    if steady and short and stay > NOISE * noise:
         return "limit", limit
     return "mixed", None
 
