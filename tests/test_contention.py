@@ -9,8 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from pytest_seatrace.core.config import RaceConfig
 from pytest_seatrace.core.contention import FAR_BELOW, Contention, occupancy, weighted_median
-from pytest_seatrace.core.records import Outcome, Record
+from pytest_seatrace.core.document import RaceDoc
+from pytest_seatrace.core.records import Outcome, RaceRun, Record
+from pytest_seatrace.core.result import RaceResult
+from pytest_seatrace.report.summary import summary_lines
 from tests.support import INNER_INI
 
 MS = 1_000_000
@@ -201,6 +205,28 @@ def test_each_round_and_resource_is_its_own_group_in_the_document() -> None:
     groups = {g["resource"]: (g["round"], g["reading"], g["median"]) for g in doc["by_resource"]}
     assert groups == {"A": (1, "limit", 5), "B": (1, "concurrent", 40)}
     assert doc["median"] == (5 + 40) / 2
+
+
+def race_doc(name: str, records: list[Record]) -> RaceDoc:
+    config = RaceConfig(resources=(1,), concurrency=len(records))
+    return RaceResult.from_run(name, config, RaceRun(records=tuple(records), duration=1.0)).to_dict()
+
+
+@pytest.mark.parametrize("verbosity", [0, 1])
+def test_the_summary_shows_the_note_once_and_only_for_the_narrow_race(verbosity: int) -> None:
+    narrow = race_doc("test_x.py::test_narrow", pool(40, 5))
+    wide = race_doc("test_x.py::test_wide", [record(i + 1, i * 0.025, 5 + i * 0.01) for i in range(40)])
+    lines = [line.text for line in summary_lines([narrow, wide], verbosity=verbosity, mode="auto", width=400)]
+    notes = [i for i, text in enumerate(lines) if "requests in flight at once" in text]
+    assert len(notes) == 1
+    note = lines[notes[0]]
+    assert "the service had only 5 of 40" in note
+    assert "A worker or thread limit of about 5 made this a 5-way race" in note
+    if verbosity > 0:  # in the narrow race's own block
+        headers = [text for text in lines[: notes[0]] if text.startswith("test_x.py::")]
+        assert headers[-1].startswith("test_x.py::test_narrow (")
+    else:
+        assert note.startswith("test_x.py::test_narrow: ")
 
 
 # -- through pytest ------------------------------------------------------------------------------
