@@ -182,6 +182,14 @@ def test_answers_read_late_by_a_busy_client_are_not_a_limit() -> None:
     assert (contention.reading, contention.note) == ("mixed", None)
 
 
+def test_answers_stamped_no_later_than_their_arrival_do_not_break_it() -> None:
+    # A shard's clock mapping can put a client's end before the service's stamp.
+    records = [record(i + 1, 1 + i * 0.3, 0.5 + i * 0.3) for i in range(10)]
+    contention = Contention.of(records, clients=10)
+    assert contention.source == "stamps"
+    assert contention.note is None
+
+
 def test_without_stamps_batches_of_answers_are_an_estimate_with_both_readings() -> None:
     contention = Contention.of(pool(40, 5, stamps=False), clients=40)
     assert (contention.source, contention.reading, contention.median) == ("responses", "batches", 5)

@@ -10,9 +10,9 @@ arrival to its answer. The answer is the client's ``end_ns``, which is when the 
 been read, an upper bound of when the service answered: the figure is at most what it says.
 
 - Most requests arriving only after the first answer, each getting in as one of about k in
-  flight was answered, paced by the answers and held well beyond the client's own timing
-  noise: they waited outside for a free worker or thread (``limit``), the only reading that
-  names a setting to raise.
+  flight was answered, in short runs, with the count steady near k and each held well beyond
+  the client's own timing noise: they waited outside for a free worker or thread
+  (``limit``), the only reading that names a setting to raise.
 - Arrivals together, answered one after another: the service serialises by design (a lock, a
   queue, a conditional update; ``serialised``); arrivals together, answered together:
   ``concurrent``. Neither is far below the clients, and neither gets advice.
@@ -20,8 +20,9 @@ been read, an upper bound of when the service answered: the figure is at most wh
   and a service that runs each request to completion on one event loop (the bundled sample
   service does: its stamp is taken inside that loop) look the same from outside, so no note
   names a cause.
-- ``mixed``: held outside, but not paced by the answers or within the client's timing noise
-  (a busy client reading answers late looks like a pool); no note.
+- ``mixed``: held outside, but not like a pool (long runs of arrivals with no answer between
+  them, a count that grows while requests wait, stays within the client's timing noise: what a
+  busy client reading answers late makes of a one-at-a-time service); no note.
 
 Without stamps only the answers' timing is left: answers coming back in regular batches of
 about k are an estimate (``batches``) with both readings, never one cause.
@@ -80,7 +81,7 @@ class GroupContention:
     batches: int | None = None
     """Estimated: batches the answers came back in."""
     limit: float | None = None
-    """Measured ``limit``: the median in flight when a held request got in (itself included)."""
+    """Measured ``limit``: the median in flight when a run of held requests had got in."""
 
     def to_dict(self, name: str) -> ContentionGroupDoc:
         return {
@@ -155,7 +156,7 @@ class Contention:
         k = f"{self.median:g}"
         if self.source == "stamps" and self.reading == "limit" and self.limit is not None:
             waited = sum(g.waited or 0 for g in self.groups)
-            limit = round(self.limit)
+            limit = int(self.limit + 0.5)
             return (
                 f"the service had only {k} of {self.clients} requests in flight at once (median over "
                 f"its busy time, peak {self.peak}; measured from its X-Arrival-Ns stamps with the "
@@ -253,7 +254,7 @@ def measured(rnd: int, resource: int, records: Sequence[Record]) -> GroupContent
         resource=resource,
         clients=len(records),
         median=weighted_median(segments),
-        peak=max(count for count, _ in segments),
+        peak=max((count for count, _ in segments), default=1),
         reading=reading,
         waited=len(waited),
         limit=limit,
@@ -274,11 +275,11 @@ def _held(
     next arrival may well have been sent before it. A limit is believed only when the runs are
     short beside k (workers freeing one by one), the count stays steady near k (a full pool
     neither grows nor shrinks while requests wait) and the held requests stayed in well beyond
-    that noise. Long runs and a growing count
-    are what a busy client that reads answers late makes of a one-at-a-time service, and what
-    a service serving other resources in between makes of one resource; a pool whose batches
-    stay in lockstep (each let in only once the whole previous one was answered) looks the same, and
-    reads ``mixed``: no note rather than a wrong one.
+    that noise. Long runs and a growing count are what a busy client that reads answers late
+    makes of a one-at-a-time service, and what a service serving other resources in between
+    makes of one resource; a pool whose batches stay in lockstep (each let in only once the
+    whole previous one was answered) looks the same, and reads ``mixed``: no note rather than
+    a wrong one.
     """
     sends = [r.sent_ns for r in stamped]
     noise = max(sends) - min(sends)

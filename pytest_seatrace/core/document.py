@@ -160,7 +160,7 @@ class ContentionGroupDoc(TypedDict):
     batches: int | None
     """Estimated: batches the answers came back in."""
     limit: float | None
-    """Measured ``limit``: the median in flight when a held request got in (itself included)."""
+    """Measured ``limit``: the median in flight when a run of held requests had got in."""
 
 
 class ContentionDoc(TypedDict):
