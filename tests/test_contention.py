@@ -296,4 +296,4 @@ def test_the_safe_sample_service_gets_no_note(pytester: pytest.Pytester) -> None
     assert contention["source"] == "stamps"
     assert contention["reading"] != "limit"
     assert contention["note"] is None
-    assert "in flight inside the service" not in result.stdout.str()
+    assert "requests in flight at once" not in result.stdout.str()
