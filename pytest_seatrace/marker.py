@@ -10,7 +10,7 @@ import math
 from collections.abc import Hashable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from pytest_seatrace.options import Settings
+from pytest_seatrace.options import HOLDLESS, Settings
 
 if TYPE_CHECKING:
     import pytest
@@ -36,7 +36,8 @@ MARKER_DOC = (
     f"timeout={DEFAULT_TIMEOUT:g}, thresholds=['p95 < 2000ms'], allow_errors=False, "
     f"rounds=1, sync={'|'.join(repr(m) for m in SYNC_MODES)}, "
     f"hold={'|'.join(repr(h) for h in HOLD_POINTS)}, parallel=1|'all', shards=1, "
-    f"resource_label={DEFAULT_RESOURCE_LABEL!r}): "
+    f"resource_label={DEFAULT_RESOURCE_LABEL!r}, "
+    "warmup=True|False|'/path'): "
     "race concurrent requests per resource "
     "through the `race` fixture and assert that exactly `expect` of them win per resource."
 )
@@ -67,6 +68,7 @@ def race(
     parallel: int | str | None = None,
     shards: int | None = None,
     resource_label: str | None = None,
+    warmup: bool | str = True,
 ) -> dict[str, Any]:
     """The marker's schema; returns the arguments that differ from the defaults, checked and
     normalised. Arguments with a CLI twin default to ``None``: the option, the ini value, the
@@ -75,7 +77,7 @@ def race(
     return check_values(given)
 
 
-_DEFAULTS: dict[str, Any] = {"expect": 1, "thresholds": (), "allow_errors": False}
+_DEFAULTS: dict[str, Any] = {"expect": 1, "thresholds": (), "allow_errors": False, "warmup": True}
 
 
 def merged_marker_args(markers: Iterable[pytest.Mark]) -> dict[str, Any] | None:
@@ -133,6 +135,7 @@ def check_values(given: Mapping[str, Any]) -> dict[str, Any]:
                     raise MarkerError("resources", value, "distinct resource ids")
             except TypeError:
                 raise MarkerError("resources", value, "hashable resource ids") from None
+            _check_written_ids(ids)
             out["resources"] = ids
     if "concurrency" in given:
         _int("concurrency", given["concurrency"], 1)
@@ -183,9 +186,32 @@ def check_values(given: Mapping[str, Any]) -> dict[str, Any]:
         label = given["resource_label"]
         if not isinstance(label, str) or not label.strip():
             raise MarkerError("resource_label", label, "a non-empty string such as 'Ticket'")
+    if "warmup" in given:
+        value = given["warmup"]
+        if not isinstance(value, bool) and not (isinstance(value, str) and value.startswith("/")):
+            raise MarkerError("warmup", value, "True, False or a path starting with '/' (like '/health')")
     if "expect" in out and "concurrency" in out:
         check_reachable(out["expect"], out["concurrency"])
+    if "sync" in out:  # both on one marker or call: refused at collection, not at the race
+        check_hold(out["sync"], out.get("hold"), None)
     return out
+
+
+def _check_written_ids(ids: tuple[Hashable, ...]) -> None:
+    """Resource ids stay distinct once written as text (``str(id)``: the JSON's ``winners`` and
+    ``spread.by_resource`` keys, the summary, the HTML): ``1`` and ``"1"`` would merge there."""
+    seen: dict[str, Hashable] = {}
+    for rid in ids:
+        text = str(rid)
+        if text in seen:
+            raise MarkerError(
+                "resources",
+                list(ids),
+                "",
+                problem=f"ids {seen[text]!r} and {rid!r} are both written {text!r} in the reports "
+                "(JSON keys, summary, HTML); use ids whose str() differs",
+            )
+        seen[text] = rid
 
 
 def check_reachable(expect: range, concurrency: int) -> None:
@@ -234,14 +260,7 @@ def resolve(
     else:
         sync = sync or settings.sync or DEFAULT_SYNC
     hold_given = (hold or settings.hold) is not None
-    if sync == "single-packet" and hold_given:
-        raise MarkerError(
-            "hold",
-            hold or settings.hold,
-            "",
-            problem="a hold point is for last-byte starts; sync='single-packet' holds each stream's "
-            "final DATA frame: drop hold= or use sync='last-byte'",
-        )
+    check_hold(sync, hold, None if flexible else settings.hold)  # run/arun/app: request races' option
     concurrency = args.get("concurrency", settings.concurrency)
     tx = _shard_specs(args.get("shards"), settings, flexible=flexible, concurrency=concurrency)
     expect = args.get("expect", range(1, 2))
@@ -274,6 +293,22 @@ def resolve(
         shards=max(1, len(tx)),
         tx=tx,
         resource_label=args.get("resource_label"),
+        warmup=args.get("warmup", True),
+    )
+
+
+def check_hold(sync: str, hold: str | None, session_hold: str | None) -> None:
+    """A hold point (``hold`` from the marker or call, else ``--race-hold``) is for last-byte
+    starts: a start mode without one would ignore it silently, so it is refused."""
+    if sync not in HOLDLESS or (hold or session_hold) is None:
+        return
+    source, drop = ("", "hold=") if hold is not None else ("from --race-hold (race_hold); ", "--race-hold")
+    raise MarkerError(
+        "hold",
+        hold or session_hold,
+        "",
+        problem=f"{source}a hold point is for last-byte starts; sync={sync!r} {HOLDLESS[sync]}: "
+        f"drop {drop} or use sync='last-byte'",
     )
 
 

@@ -30,6 +30,12 @@ if TYPE_CHECKING:
 
 SUMMARY_CHOICES = ("auto", "full", "off")
 
+HOLDLESS = {
+    "single-packet": "holds each stream's final DATA frame",
+    "gate": "sends each whole request when the gate opens",
+}
+"""Start modes without a hold point, and what they hold back instead."""
+
 
 def int_at_least(minimum: int) -> Callable[[str], int]:
     """An argparse ``type=`` for integers >= ``minimum`` whose errors say what is allowed."""
@@ -72,8 +78,12 @@ def parallel_value(text: str) -> int | str:
 
 
 def base_url(text: str) -> str:
-    if not text.startswith(("http://", "https://")) or len(text.split("://", 1)[1].strip("/")) == 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an http:// or https:// URL with a host")
+    """A URL httpx can parse, with a host: found now, not by every race (``http://[::1``)."""
+    from pytest_seatrace.engine.plan import base_url_problem
+
+    problem = base_url_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
     return text.rstrip("/")
 
 
@@ -311,6 +321,7 @@ class Settings:
                     f"gives {len(values['tx'])} gateway(s): {', '.join(values['tx'])}; drop one or make "
                     "them agree"
                 )
+        _check_sync_and_hold(values)
         if "seed" not in values:  # one seed covers the whole run, xdist workers included
             seed = inherited_seed
             values["seed"] = seed if seed is not None else random.Random().randrange(2**32)  # noqa: S311
@@ -336,6 +347,20 @@ class Settings:
             parts.append(f"shards={self.shard_count} ({', '.join(self.tx) or 'popen'})")
         # Printed before any race: each race's own values are in the summary and the reports.
         return f"seatrace: {', '.join(parts)} (defaults: a marker or call argument overrides them per race)"
+
+
+def _check_sync_and_hold(values: dict[str, Any]) -> None:
+    """``--race-hold`` with a session start mode that has no hold point would be ignored by
+    every race: refused at start-up (a marker's or call's own ``sync=`` is checked per race)."""
+    import pytest
+
+    sync, hold = values.get("sync"), values.get("hold")
+    if hold is not None and sync in HOLDLESS:
+        raise pytest.UsageError(
+            f"--race-hold {hold} (race_hold) with --race-sync {sync} (race_sync): a hold point is "
+            f"for last-byte starts, and {sync} {HOLDLESS[sync]}; drop --race-hold or use "
+            "--race-sync last-byte"
+        )
 
 
 def _many(opt: Option, given: list[Any] | None, config: pytest.Config) -> list[Any] | None:

@@ -63,8 +63,12 @@ class _Call:
     check: bool
 
     def checked(self, result: RaceResult) -> RaceResult:
-        """Raise ``RaceViolation`` when the race broke a rule, unless ``check=False``."""
+        """Raise ``RaceViolation`` when the race broke a rule, unless ``check=False``; a race a
+        hook stopped could not finish, so it raises even then, from the hook's own exception."""
         __tracebackhide__ = True
+        stop = result.stopped
+        if stop is not None and stop.by == "hook":
+            raise RaceViolation(violation_message(result), result) from stop.error
         if self.check and result.violations:
             raise RaceViolation(violation_message(result), result)
         return result

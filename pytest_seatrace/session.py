@@ -47,6 +47,9 @@ def junit_properties(doc: RaceDoc, number: int) -> list[tuple[str, object]]:
         if value is not None:
             props.append((f"{prefix}_{key[:-3]}_ms", round(value / 1e6, 3)))
     props.append((f"{prefix}_passed", doc["passed"]))
+    stopped = doc.get("stopped")
+    if stopped is not None:  # a race a hook or Ctrl-C ended early says where and why
+        props.append((f"{prefix}_stopped", stopped["reason"]))
     return props
 
 

@@ -196,3 +196,56 @@ def read_request_head(conn: socket.socket, timeout: float = 5.0) -> bytes:
                 break
             data += chunk
     return data
+
+
+@contextlib.contextmanager
+def closing_after_answer_server(delay_s: float = 0.005, *, head_body: bytes = b"") -> Iterator[str]:
+    """A correct seat service whose server keeps each connection for one request only, without
+    saying so: it answers with ``Connection: keep-alive`` and closes ``delay_s`` after answering.
+
+    The first request per path wins (201), later ones get 409; ``POST /reset`` frees every seat.
+    ``head_body``: written after the head of a response to ``HEAD`` (a misbehaving server)."""
+    taken: set[bytes] = set()
+    lock = threading.Lock()
+
+    def handle(conn: socket.socket) -> None:
+        head = read_request_head(conn)
+        if b"\r\n\r\n" not in head:
+            conn.close()
+            return
+        request_line, _, rest = head.partition(b"\r\n")
+        method, path = request_line.split(b" ")[:2]
+        length = 0
+        for line in rest.split(b"\r\n"):
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        body = head.split(b"\r\n\r\n", 1)[1]
+        with contextlib.suppress(OSError):
+            while len(body) < length:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                body += chunk
+        with lock:
+            if path == b"/reset":
+                taken.clear()
+                status = b"200 OK"
+            elif method == b"HEAD" or path in taken:
+                status = b"409 Conflict" if method != b"HEAD" else b"200 OK"
+            else:
+                taken.add(path)
+                status = b"201 Created"
+        payload = json.dumps({"won": status.startswith(b"201")}).encode()
+        reply = (
+            b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\n"
+            b"content-length: " + str(len(payload)).encode() + b"\r\nconnection: keep-alive\r\n\r\n"
+        )
+        reply += head_body if method == b"HEAD" else payload
+        with contextlib.suppress(OSError):
+            conn.sendall(reply)
+            time.sleep(delay_s)  # the server's own keep-alive policy, not synchronisation
+        conn.close()
+
+    with raw_server(handle) as url:
+        yield url

@@ -121,13 +121,13 @@ def test_an_error_predicate_with_allow_errors_passes_and_counts_its_errors(race,
     )
     assert result.passed
     assert (result.wins, result.rejections, result.errors) == (2, 14, 4)
-    assert result.error_reasons == {"200 matched error=": 4}
+    assert result.error_reasons == {"error= matched 200 An unexpected error has occurred": 4}
     assert all(r.outcome is Outcome.ERROR for r in result.history if r.client % 5 == 0)
     assert result.settings["error"] == "failed_purchase"
 
 
 def test_an_error_predicate_without_allow_errors_fails(race, tickets):
-    with pytest.raises(RaceViolation, match=r"200 matched error=") as info:
+    with pytest.raises(RaceViolation, match=r"error= matched 200") as info:
         buy(race, tickets, resources=2, concurrency=10, error=failed_purchase)
     result = info.value.result
     assert result.errors == 4
@@ -144,7 +144,7 @@ def test_without_error_the_failed_purchases_are_wins(race, tickets):
 def test_error_statuses_are_errors_whatever_reject_says(race, locked_tickets, error):
     result = buy(race, locked_tickets, resources=2, concurrency=10, error=error, allow_errors=True)
     assert (result.wins, result.rejections, result.errors) == (2, 14, 4)
-    assert result.error_reasons == {"423 matched error=": 4}
+    assert result.error_reasons == {"error= matched 423 An unexpected error has occurred": 4}
 
 
 def test_without_error_statuses_a_4xx_failure_hides_as_a_rejection(race, locked_tickets):
@@ -194,7 +194,8 @@ def test_an_error_predicate_works_in_every_start_mode(race, sample_service_facto
         shards=shards,
     )
     assert (result.wins, result.rejections, result.errors) == (2, 0, 10)
-    assert result.error_reasons == {"409 matched error=": 10}
+    said = "Seat validation failed: one or more seats already locked"
+    assert result.error_reasons == {f"error= matched 409 {said}": 10}
 
 
 def test_a_raising_error_predicate_fails_even_with_allow_errors(race, tickets):
@@ -240,7 +241,7 @@ def judged(statuses: list[int], *, reasons: list[str | None] | None = None, **co
         reason = reasons[client - 2] if reasons else None
         rejected = Outcome.REJECTION
         records.append(
-            Record(0, client, 1, sent_ns=10, end_ns=20, status=status, outcome=rejected, reason=reason)
+            Record(0, client, 1, sent_ns=10, end_ns=20, status=status, outcome=rejected, said=reason)
         )
     cfg = RaceConfig(resources=(1,), concurrency=len(records), **config)
     return RaceResult.from_run("t", cfg, RaceRun(records=tuple(records), duration=1.0))

@@ -107,7 +107,7 @@ def test_server_errors_fail_unless_allowed(race):
     with serve_app(OneWinnerApp(fail_every=4, loser_status=409)) as url:
         result = race.post(lambda a: f"{url}/seat/{a.resource}", resources=2, concurrency=8, check=False)
         assert result.errors == 4
-        assert result.error_reasons == {"HTTP 500": 4}
+        assert result.error_reasons == {"500 boom": 4}  # the body said {"error": "boom"}
         assert "error" in {v.kind for v in result.violations}
         tolerant = race.post(
             lambda a: f"{url}/again/{a.resource}", resources=2, concurrency=8, allow_errors=True
@@ -411,12 +411,15 @@ def test_asgi_app_rounds_reset_in_process(race):
     assert not result.interrupted
 
 
-def test_failed_reset_is_a_usage_error_not_an_interruption(race, sample_service):
+def test_failed_reset_stops_the_race_not_an_interruption(race, sample_service):
     def reset():
         raise RuntimeError("cannot reset")
 
-    with pytest.raises(RuntimeError, match="cannot reset"):
+    stopped = "reset= raised after round 1: RuntimeError: cannot reset"
+    with pytest.raises(RaceViolation, match=stopped) as info:
         race.post(sample_service.url + "/orders", json=order, concurrency=2, rounds=2, reset=reset)
+    assert isinstance(info.value.__cause__, RuntimeError)
+    assert not info.value.result.interrupted
 
 
 def test_verify_settles_an_indeterminate_race_either_way(race):

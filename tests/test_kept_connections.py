@@ -31,7 +31,7 @@ from pytest_seatrace.marker import resolve
 from pytest_seatrace.options import Settings
 from tests.gunicorn_seats import gunicorn_seats
 from tests.keepalive_server import read_request
-from tests.support import raw_server
+from tests.support import closing_after_answer_server, raw_server
 from tests.test_single_packet import Seen, ended, fire, h2_server, respond
 
 
@@ -330,3 +330,61 @@ def test_a_short_server_keep_alive_never_fails_a_correct_service(
     )
     assert result.passed
     assert result.errors == 0
+
+
+# -- a server that keeps each connection for one request, without saying so --------------------
+
+
+@pytest.mark.parametrize("delay_s", [0.005, 0.03], ids=["5ms", "30ms"])
+@pytest.mark.parametrize("hold", ["headers", "body"])
+def test_a_server_that_closes_after_each_answer_passes_in_last_byte(
+    race: Any, hold: str, delay_s: float
+) -> None:
+    """It answers with keep-alive and closes a few ms later: before the first reuse the engine
+    leaves the kept connections idle long enough to see that, and opens fresh ones from then on."""
+    with closing_after_answer_server(delay_s) as url:
+        result = race.post(
+            lambda a: f"{url}/book/{a.resource}",
+            json={"user": "u"},
+            resources=3,
+            concurrency=20,
+            parallel=1,
+            sync="last-byte",
+            hold=hold,
+        )
+    assert result.passed
+    assert (result.errors, result.unknown, result.wins) == (0, 0, 3)
+
+
+class AnswersThenCloses:
+    """An h2c seat server (first stream per seat wins) that closes each connection once every
+    stream on it is answered: one wave per connection, without a GOAWAY."""
+
+    def __init__(self) -> None:
+        self.taken: set[int] = set()
+        self.bodies: dict[tuple[int, int], bytes] = {}
+        self.connections: set[int] = set()
+
+    def __call__(self, conn: h2.connection.H2Connection, events: list[h2.events.Event], seen: Seen) -> bool:
+        self.connections.add(id(conn))
+        for event in events:
+            if isinstance(event, h2.events.DataReceived):
+                key = (id(conn), event.stream_id)
+                self.bodies[key] = self.bodies.get(key, b"") + event.data
+        answered = False
+        for sid in ended(events):
+            seat = json.loads(self.bodies[id(conn), sid])["seat"]
+            respond(conn, sid, 409 if seat in self.taken else 201)
+            self.taken.add(seat)
+            answered = True
+        return not (answered and conn.open_inbound_streams == 0)
+
+
+def test_a_server_that_closes_after_each_answer_passes_in_single_packet() -> None:
+    server = AnswersThenCloses()
+    with h2_server(server) as (url, _):
+        fired = fire(RequestSpec("POST", url + "/book", json=seat_order), waves=3, concurrency=10)
+    result = fired.result
+    assert result.passed
+    assert (result.errors, result.unknown, result.wins) == (0, 0, 3)
+    assert len(server.connections) == 3

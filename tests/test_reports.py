@@ -698,7 +698,7 @@ def test_render_html_tables_sort_filter_and_labels_hold_in_chromium(tmp_path: Pa
     assert found is not None, dumped.stdout.decode("utf-8")[-2000:]
     out = json.loads(html.unescape(found.group(1)))
     assert out["errors"] == []
-    assert out["buttons"] == 9
+    assert out["buttons"] == 10
     assert out["toolsHidden"] is False
     history = races[0]["history"]
     assert history is not None

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import socket
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +142,86 @@ def test_sync_setup_works_too(race, auth_service):
     )
     assert sorted(seen) == [1, 2, 3]
     assert result.status_counts == {401: 3}
+
+
+def test_a_sync_setup_that_outlives_the_timeout_is_an_error_and_the_race_goes_on(race, sample_service):
+    """A thread cannot be cancelled: the race stops waiting for it at ``timeout`` and goes on."""
+    release = threading.Event()
+
+    def hangs_for_client_one(a):
+        if a.client == 1:
+            release.wait(10)  # a login to a hung service; bounded so the test cannot hang
+        return a.client
+
+    started = time.monotonic()
+    try:
+        result = race.post(
+            sample_service.url + "/orders",
+            setup=hangs_for_client_one,
+            json=order,
+            concurrency=4,
+            timeout=1,
+            check=False,
+        )
+    finally:
+        release.set()
+    assert time.monotonic() - started < 5  # not the 10 s the thread would take
+    assert result.error_reasons == {"set-up timed out after 1s": 1}
+    assert result.wins == 1
+    assert result.requests == 4
+    assert not result.passed
+
+
+def _own_socket_times_out(a):
+    left, right = socket.socketpair()
+    with left, right:
+        left.settimeout(0.01)
+        left.recv(1)  # nothing comes: the set-up's own socket times out
+
+
+async def _own_wait_times_out(a):
+    raise TimeoutError("login took too long")
+
+
+@pytest.mark.parametrize(
+    ("setup", "reason"),
+    [
+        (_own_socket_times_out, "set-up raised TimeoutError: timed out"),
+        (_own_wait_times_out, "set-up raised TimeoutError: login took too long"),
+    ],
+)
+def test_a_timeout_the_setup_raises_itself_is_reported_as_raised(race, sample_service, setup, reason):
+    result = race.post(
+        sample_service.url + "/orders", setup=setup, json=order, concurrency=2, timeout=5, check=False
+    )
+    assert result.error_reasons == {reason: 2}
+
+
+HUNG_SETUP = """
+import threading
+
+import pytest
+
+def hung_login(a):
+    threading.Event().wait()  # never returns: the thread is left behind
+
+def test_book(race):
+    result = race.post("/orders", setup=hung_login, json={"seats": ["1"], "user": "u"},
+                       concurrency=2, timeout=1, check=False)
+    assert result.error_reasons == {"set-up timed out after 1s": 2}
+"""
+
+
+def test_a_setup_thread_left_behind_does_not_keep_the_session_alive(
+    pytester: pytest.Pytester, sample_service: ServiceHandle
+) -> None:
+    """The abandoned thread is a daemon: the interpreter exits although it never returns."""
+    pytester.makeini(INNER_INI)
+    pytester.makepyfile(test_hung=HUNG_SETUP)
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--race-base-url", sample_service.url, timeout=60
+    )
+    result.assert_outcomes(passed=1)
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ silence, a tiny flow-control window.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import socket
 import ssl
@@ -31,6 +32,7 @@ import pytest
 from pytest_seatrace.core.records import Outcome, RaceRun, Record
 from pytest_seatrace.engine.classify import Classifier
 from pytest_seatrace.engine.h2 import SinglePacketFirer, data_segments_out, negotiate_h2
+from pytest_seatrace.engine.limits import MAX_RESPONSE_HEAD, STATUS_FIELD
 from pytest_seatrace.engine.plan import Attempt, RequestSpec
 from pytest_seatrace.engine.rawhttp import Origin
 from pytest_seatrace.engine.requests import RequestBuilder, make_ssl_context
@@ -475,3 +477,32 @@ def test_predicates_get_each_streams_own_request():
     assert (fired.result.wins, fired.result.rejections, fired.result.errors) == (1, 4, 0)
     assert fired.result.winners[1][0].client == 3
     assert sorted(json.loads(b)["user"] for b in seen.bodies.values()) == [f"vu-{c}" for c in range(1, 6)]
+
+
+@pytest.mark.parametrize(("over", "fits"), [(0, True), (1, False)], ids=["at-the-limit", "one-byte-over"])
+def test_response_header_limit_is_the_one_of_http11_starts(over: int, fits: bool) -> None:
+    """The same header list as ``tests/test_bad_input.py`` sends over HTTP/1.1: at 64 KiB as
+    HTTP/2 counts it the response is read, one byte more is the same named error."""
+    body = b'{"ok": true}'
+    length = b"%d" % len(body)
+    padding = MAX_RESPONSE_HEAD - STATUS_FIELD - (32 + len(b"content-length") + len(length)) - (32 + 5)
+
+    def script(conn: h2.connection.H2Connection, events: list[h2.events.Event], seen: Seen) -> bool:
+        if not isinstance(conn.encoder.encode, functools.partial):
+            # Literal, not Huffman-coded: hpack's pure-Python Huffman coder takes ~0.8 s per 64 KiB.
+            conn.encoder.encode = functools.partial(conn.encoder.encode, huffman=False)  # type: ignore[method-assign]
+        for sid in ended(events):
+            head = [(b":status", b"201"), (b"content-length", length), (b"x-big", b"x" * (padding + over))]
+            conn.send_headers(sid, head)
+            conn.send_data(sid, body, end_stream=True)
+        return True
+
+    with h2_server(script) as (url, _):
+        result = fire(RequestSpec("GET", url + "/x"), concurrency=3, expect=range(0, 4)).result
+    if fits:
+        assert (result.wins, result.errors) == (3, 0), result.error_reasons
+    else:
+        assert result.errors == 3
+        assert all("response header block larger than 64 KiB" in r for r in result.error_reasons), (
+            result.error_reasons
+        )

@@ -134,7 +134,9 @@ def test_header_acting_check_then_act_with_hold_body_still_fails(race, racy_coup
 @pytest.mark.parametrize("hold", ["headers", "body"])
 def test_post_to_a_missing_route_names_the_404(race, sample_service, hold):
     """Starlette answers 404 before reading the body: early under hold=body, yet the hint stays."""
-    with pytest.raises(RaceViolation, match=r"every response was 404 \(wrong URL, method or body\?\)"):
+    with pytest.raises(
+        RaceViolation, match=r"every response was 404 Not Found \(wrong URL, method or body\?\)"
+    ):
         race.post(
             sample_service.url + "/no-such-route",
             json={"seats": ["1"], "user": "u"},

@@ -112,6 +112,9 @@ class RaceConfig:
     resource_label: str | None = None
     """The noun ``-v`` puts before every resource id (``Ticket 8123``); ``None``: ``Seat`` for
     the numbered resources of ``resources=N``, the bare id otherwise."""
+    warmup: bool | str = True
+    """Gate mode, before the gate: ``True`` opens each client's connection (no request),
+    ``False`` nothing, a path also sends ``HEAD`` of it once per client."""
 
     def describe(self) -> dict[str, Any]:
         """Builtins-only view for reports."""
@@ -133,4 +136,5 @@ class RaceConfig:
             "shards": self.shards,
             "tx": list(self.tx),
             "resource_label": self.resource_label,
+            "warmup": self.warmup,
         }

@@ -7,6 +7,7 @@ in ``to_dict()`` and in the JSON schema.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any, TypedDict
 
 
@@ -95,6 +96,17 @@ class NotRunDoc(TypedDict):
     resource: str
 
 
+class StoppedDoc(TypedDict):
+    by: str
+    """``hook`` or ``interrupted``."""
+    round: int
+    wave: int | None
+    """The wave in flight or about to be built (1-based); ``None``: between waves (reset, verify=)."""
+    waves: int
+    """Waves per round."""
+    reason: str
+
+
 class RacedDoc(TypedDict):
     """What was raced: a report read a week later explains itself."""
 
@@ -110,8 +122,17 @@ class RacedDoc(TypedDict):
     """The hold point of a last-byte race; ``None`` for other starts."""
 
 
+class StatusReasonDoc(TypedDict):
+    """Answered requests of one status whose bodies said one thing (``500``, ``database is
+    locked``); ``reason`` is empty for wins and bodies that said nothing."""
+
+    status: int
+    reason: str
+    count: int
+
+
 class SampleDoc(TypedDict):
-    """One sample response: a few per resource, losers included."""
+    """One sample response: a few per resource, losers included, one per kind first."""
 
     client: int
     round: int
@@ -122,6 +143,8 @@ class SampleDoc(TypedDict):
     body: str
     """The first 200 bytes of the body (UTF-8, invalid bytes replaced)."""
     reason: str
+    """Why it is an error or unknown (``500 database is locked``), else what a rejection's body
+    said (``seat taken``); empty for a win."""
 
 
 class ClockDoc(TypedDict):
@@ -181,8 +204,8 @@ class ContentionDoc(TypedDict):
 
 HistoryDoc = dict[str, list[Any]]
 """Columns of equal length: ``start_ns``, ``end_ns``, ``client``, ``resource``, ``round``,
-``status``, ``outcome``, ``server_ns``, ``early``, ``shard``; ``operation`` too in a race that
-mixed operations."""
+``status``, ``outcome``, ``server_ns``, ``early``, ``shard``, ``reason`` (as a sample's);
+``operation`` too in a race that mixed operations."""
 
 
 class _RaceDocRequired(TypedDict):
@@ -219,7 +242,8 @@ class _RaceDocRequired(TypedDict):
     """(round, resource) pairs a race stopped on a hung service never fired."""
     raced: RacedDoc | None
     samples: dict[str, list[SampleDoc]]
-    """Per resource up to 2 winners and 3 other responses (the first ones seen)."""
+    """Per resource up to 2 winners, then the others one per kind (status and reason) in turn:
+    3 when there are that many, one of each kind up to 8; each with its body's start."""
     per_round: list[RoundDoc]
     by_resource: list[ResourceDoc]
     settings: dict[str, Any]
@@ -227,6 +251,9 @@ class _RaceDocRequired(TypedDict):
 
 
 class RaceDoc(_RaceDocRequired, total=False):
+    status_reasons: list[StatusReasonDoc]
+    """Answered requests per (status, reason), by status, the most frequent reason first;
+    absent from documents written before reasons were derived."""
     history: HistoryDoc | None
     """Only in report files: ``None`` when an xdist worker could not send it."""
     worker: str
@@ -238,6 +265,8 @@ class RaceDoc(_RaceDocRequired, total=False):
     connections_replaced: int
     """Kept connections the server had closed (its keep-alive), replaced before the release;
     absent from documents written before it existed."""
+    stopped: StoppedDoc
+    """Where and why a race ended before its last wave; absent for a race that finished."""
     contention: ContentionDoc
     """Requests in flight together inside the service, per resource and round (wave 3)."""
 
@@ -251,6 +280,20 @@ def format_expect(expect: ExpectDoc, times: int = 1) -> str:
 def unanswered(race: RaceDoc) -> int:
     """Requests that got no HTTP status (transport failures, timeouts)."""
     return race["requests"] - sum(race["status_counts"].values())
+
+
+def status_counts(race: RaceDoc) -> Counter[tuple[str, str]]:
+    """A race's requests per (status, what the body said), ``no response`` for the rest."""
+    counts: Counter[tuple[str, str]] = Counter()
+    rows = race.get("status_reasons")
+    if rows is None:  # a document without reasons
+        counts.update({(code, ""): n for code, n in race["status_counts"].items()})
+    else:
+        counts.update({(str(row["status"]), row["reason"]): row["count"] for row in rows})
+    no_status = unanswered(race)
+    if no_status:
+        counts["no response", ""] += no_status
+    return counts
 
 
 def verdict(race: RaceDoc) -> str:

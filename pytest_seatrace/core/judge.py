@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pytest_seatrace.core.config import RaceConfig, describe_range
+from pytest_seatrace.core.reasons import answer_label
 from pytest_seatrace.core.records import Outcome, Record
 from pytest_seatrace.core.violations import Violation, ViolationKind
 
@@ -201,9 +202,9 @@ def no_winner_possible(group: Group, expect: range) -> list[Violation]:
         common = Counter(r.reason or "error" for r in recs).most_common(1)
         reason = f"no attempt could win: every request failed ({common[0][0]})"
     elif len(statuses) == 1 and next(iter(statuses)) in NEVER_WIN_STATUSES:
-        reason = (
-            f"no attempt could win: every response was {next(iter(statuses))} (wrong URL, method or body?)"
-        )
+        said = {r.said for r in recs}
+        answer = answer_label(next(iter(statuses)), None, said.pop() if len(said) == 1 else None)
+        reason = f"no attempt could win: every response was {answer} (wrong URL, method or body?)"
     if not reason:
         return []
     allowed = describe_range(expect)
@@ -242,10 +243,14 @@ def not_raced(group: Group, config: RaceConfig) -> list[Violation]:
 
 
 def _winner_detail(recs: Sequence[Record]) -> str:
+    """The winners, or with none what the others got (``no winner: 95× 409 seat taken``)."""
     wins = [r for r in recs if r.outcome is Outcome.WIN]
+    if not wins:
+        common = Counter(answer_label(r.status, r.reason, r.said) for r in recs).most_common(2)
+        return "no winner: " + "; ".join(f"{n}× {label}" for label, n in common) if common else "no winner"
     shown = ", ".join(f"client {r.client} ({r.status})" for r in wins[:5])
     more = f" and {len(wins) - 5} more" if len(wins) > 5 else ""
-    return f"winners: {shown}{more}" if wins else "no winner"
+    return f"winners: {shown}{more}"
 
 
 def threshold_violations(result: RaceResult) -> list[Violation]:

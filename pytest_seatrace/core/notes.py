@@ -32,7 +32,7 @@ def classification_notes(records: Iterable[Record], config: RaceConfig) -> tuple
     "not allowed to try" statuses. Empty when the test said what a loss is."""
     if config.reject_given:
         return ()
-    kinds = Counter((r.status, r.reason or "") for r in records if r.outcome is Outcome.REJECTION)
+    kinds = Counter((r.status, r.said or "") for r in records if r.outcome is Outcome.REJECTION)
     if not kinds:
         return ()
     notes = []

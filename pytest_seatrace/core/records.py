@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+from pytest_seatrace.core.document import StoppedDoc
 
 if TYPE_CHECKING:
     from pytest_seatrace.core.violations import Violation
@@ -17,7 +19,10 @@ if TYPE_CHECKING:
 BODY_KEEP = 1024
 """Bytes of a winning response body kept for reports (the first KiB)."""
 SAMPLE_LOSERS = 3
-"""Losing (or failing) responses per resource whose body start is kept as samples for reports."""
+"""Non-winning responses per resource shown as samples when they are of one kind (one per kind
+when there are more kinds, up to ``SAMPLE_KINDS``)."""
+SAMPLE_KINDS = 8
+"""Most non-winning samples per resource: one per distinct (status, reason)."""
 
 
 class Outcome(enum.IntEnum):
@@ -50,7 +55,12 @@ class Record:
     status: int = 0
     outcome: Outcome = Outcome.ERROR
     reason: str | None = None
+    """Why it is an error or unknown (``500 database is locked``, ``connection refused``)."""
+    said: str | None = None
+    """What a non-winning response's body said, in short (``core.reasons``); ``None`` for a
+    win, an empty body, or no response."""
     body: bytes | None = None
+    """The first KiB of the body: every winner's, and a few samples of each kind of the rest."""
     server_ns: int = 0
     fatal: bool = False
     """Fails the race even with ``allow_errors=True``: a predicate or attempt function raised."""
@@ -120,6 +130,37 @@ class WaveDone:
     """Winners allowed per resource and round: a live count of too many can be made."""
 
 
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """Where and why a race ended before its last wave: a hook failed (``by="hook"``) or the run
+    was interrupted (``by="interrupted"``, Ctrl-C)."""
+
+    by: str
+    round: int
+    wave: int | None
+    """The wave in flight, or the one being built (1-based); ``None``: at a reset or ``verify=``."""
+    waves: int
+    """Waves per round."""
+    reason: str
+    error: BaseException | None = field(default=None, compare=False, repr=False)
+    """The test's own exception (a hook's), raised as the ``RaceViolation``'s ``__cause__``."""
+
+    @property
+    def where(self) -> str:
+        """``round 2, wave 3 of 3`` or ``round 2``."""
+        wave = f", wave {self.wave} of {self.waves}" if self.wave is not None else ""
+        return f"round {self.round}{wave}"
+
+    def to_dict(self) -> StoppedDoc:
+        return {
+            "by": self.by,
+            "round": self.round,
+            "wave": self.wave,
+            "waves": self.waves,
+            "reason": self.reason,
+        }
+
+
 @dataclass(frozen=True)
 class RaceRun:
     """What the engine measured for one race call, unjudged.
@@ -148,3 +189,5 @@ class RaceRun:
     replaced: int = 0
     """Kept connections the server had closed (or was about to close, idle past its keep-alive)
     that were replaced by fresh ones before their requests were released."""
+    stopped: Stop | None = None
+    """Why the race ended before its last wave (a hook failed, Ctrl-C); ``None``: it finished."""

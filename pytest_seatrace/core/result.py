@@ -22,11 +22,22 @@ from pytest_seatrace.core.document import (
     ResourceDoc,
     SampleDoc,
     ShardDoc,
+    StatusReasonDoc,
     WinDoc,
 )
 from pytest_seatrace.core.judge import invariant_violations, threshold_violations
 from pytest_seatrace.core.notes import classification_notes
-from pytest_seatrace.core.records import BODY_KEEP, SAMPLE_LOSERS, Outcome, Raced, RaceRun, Record, ShardInfo
+from pytest_seatrace.core.records import (
+    BODY_KEEP,
+    SAMPLE_KINDS,
+    SAMPLE_LOSERS,
+    Outcome,
+    Raced,
+    RaceRun,
+    Record,
+    ShardInfo,
+    Stop,
+)
 from pytest_seatrace.core.redact import redact_text
 from pytest_seatrace.core.stats import Latency, Percentiles, Spread
 from pytest_seatrace.core.violations import Violation
@@ -35,6 +46,8 @@ NOT_SENT = "(not sent)"
 """The operation of a client that sent nothing (its set-up failed)."""
 SAMPLE_WINNERS = 2
 """Winning responses per resource shown as samples (every winner is in ``winners``)."""
+STATUS_REASONS_SHOWN = 50
+"""Rows of a race document's ``status_reasons``; the rarer reasons of a status fold into one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +101,8 @@ class RaceResult:
     interrupted: bool = False
     """Cut short (Ctrl-C): the figures cover the waves that finished."""
     checked: bool = True
-    """False for a call made with ``check=False``: its violations were not raised."""
+    """False for a call made with ``check=False``: its violations were not raised (a race a hook
+    stopped is raised even then: ``True``)."""
     never_fired: tuple[tuple[int, int], ...] = field(default=(), repr=False)
     """(round, resource index) pairs a stopped race never fired."""
     raced: Raced | None = field(default=None, repr=False)
@@ -97,13 +111,17 @@ class RaceResult:
     """The shards of a sharded race, as the engine saw them (``shards`` adds their figures)."""
     connections_replaced: int = 0
     """Kept connections the server had closed (its keep-alive) replaced before the release."""
+    stopped: Stop | None = field(default=None, repr=False)
+    """Where and why the race ended before its last wave (a hook failed, Ctrl-C); ``None``: it
+    finished."""
 
     @classmethod
     def from_run(cls, name: str, config: RaceConfig, run: RaceRun, *, checked: bool = True) -> RaceResult:
         if run.mode is not None and run.mode != config.sync:  # what ``auto`` chose
             config = replace(config, sync=run.mode)  # type: ignore[arg-type]
+        hook = run.stopped is not None and run.stopped.by == "hook"
         return cls(
-            checked=checked,
+            checked=checked or hook,  # a race a hook stopped is raised even under check=False
             never_fired=run.not_run,
             raced=run.raced,
             name=name,
@@ -116,6 +134,7 @@ class RaceResult:
             interrupted=run.interrupted,
             shard_infos=run.shards,
             connections_replaced=run.replaced,
+            stopped=run.stopped,
         )
 
     # -- the config, as the result names it --------------------------------------------------
@@ -182,6 +201,7 @@ class RaceResult:
 
     @cached_property
     def error_reasons(self) -> Counter[str]:
+        """Errors per reason, with what the service said (``500 database is locked``)."""
         return Counter(r.reason or "error" for r in self.history if r.outcome is Outcome.ERROR)
 
     @cached_property
@@ -205,26 +225,36 @@ class RaceResult:
         return out
 
     @cached_property
+    def status_reasons(self) -> Counter[tuple[int, str]]:
+        """Answered requests per (status, what the service said): the status breakdown with
+        reasons (``(500, "database is locked")``); the reason is empty for wins and bodies that
+        said nothing."""
+        return Counter((r.status, r.said or "") for r in self.history if r.status)
+
+    @cached_property
     def samples(self) -> dict[Hashable, list[Record]]:
-        """A few responses per resource for reports, losers included: up to ``SAMPLE_WINNERS``
-        winners and ``SAMPLE_LOSERS`` others (those whose body start the engine kept, then
-        failures with a reason)."""
+        """A few responses per resource for reports: up to ``SAMPLE_WINNERS`` winners, then the
+        others one per kind (status and reason, in the order first seen) in turn, at least
+        ``SAMPLE_LOSERS`` when there are that many and one of each kind up to ``SAMPLE_KINDS``.
+        Only responses whose body the engine kept, and failures that got no response."""
         wins: dict[int, list[Record]] = {}
-        others: dict[int, list[Record]] = {}
+        kinds: dict[int, dict[tuple[int, Outcome, str | None], list[Record]]] = {}
         for rec in self.history:
             if rec.outcome is Outcome.WIN:
                 bucket, cap = wins.setdefault(rec.resource, []), SAMPLE_WINNERS
-            elif rec.body is not None or rec.reason:
-                bucket, cap = others.setdefault(rec.resource, []), SAMPLE_LOSERS
+            elif rec.body is not None or (not rec.status and rec.reason):
+                kind = (rec.status, rec.outcome, rec.said if rec.status else rec.reason)
+                bucket, cap = kinds.setdefault(rec.resource, {}).setdefault(kind, []), SAMPLE_LOSERS
             else:
                 continue
             if len(bucket) < cap:
                 bucket.append(rec)
-        return {
-            res: wins.get(i, []) + others.get(i, [])
-            for i, res in enumerate(self.resources)
-            if wins.get(i) or others.get(i)
-        }
+        out: dict[Hashable, list[Record]] = {}
+        for i, res in enumerate(self.resources):
+            others = _in_turn(list(kinds.get(i, {}).values()))
+            if wins.get(i) or others:
+                out[res] = wins.get(i, []) + others
+        return out
 
     # -- timing ----------------------------------------------------------------------------
 
@@ -420,6 +450,7 @@ class RaceResult:
             "error_reasons": dict(self.error_reasons),
             "notes": list(self.notes),
             "status_counts": {str(k): v for k, v in sorted(self.status_counts.items())},
+            "status_reasons": status_reason_rows(self.status_reasons),
             "latency": self.latency.to_dict(),
             "rps": self.rps,
             "duration_s": self.duration,
@@ -451,6 +482,8 @@ class RaceResult:
         if self.shard_infos:
             doc["shards"] = list(self.shards)
         doc["connections_replaced"] = self.connections_replaced
+        if self.stopped is not None:
+            doc["stopped"] = self.stopped.to_dict()
         doc["contention"] = self.contention.to_dict([names[r] for r in self.resources])
         if history:
             doc["history"] = history_columns(self.history, self.resources)
@@ -459,6 +492,43 @@ class RaceResult:
 
 SAMPLE_BODY = 200
 """Bytes of a sample's body shown in reports."""
+
+
+def _in_turn(kinds: list[list[Record]]) -> list[Record]:
+    """The first sample of each kind, then the second of each, … (see ``RaceResult.samples``)."""
+    cap = min(SAMPLE_KINDS, max(SAMPLE_LOSERS, len(kinds)))
+    out: list[Record] = []
+    for turn in range(SAMPLE_LOSERS):
+        out += [kind[turn] for kind in kinds if turn < len(kind)]
+    return out[:cap]
+
+
+def shown_reason(rec: Record) -> str:
+    """The reason reports show beside a request: why it is an error or unknown (``500 database
+    is locked``), else what a rejection's body said (``seat taken``); empty for a win."""
+    return rec.reason or rec.said or ""
+
+
+def status_reason_rows(counts: Counter[tuple[int, str]]) -> list[StatusReasonDoc]:
+    """``status_reasons`` as document rows by status, the most frequent reason first; at most
+    ``STATUS_REASONS_SHOWN`` rows: the most frequent kinds, the rarer reasons of a status folded
+    into one ``(N other reasons)`` row."""
+    ranked = [key for key, _ in counts.most_common()]
+    last = {status: i for i, (status, _) in enumerate(ranked)}  # a status's rarest kind
+    kept = min(len(ranked), STATUS_REASONS_SHOWN)
+    while kept and kept + sum(1 for i in last.values() if i >= kept) > STATUS_REASONS_SHOWN:
+        kept -= 1  # one more kind folded: room for its status's fold row
+    rest: dict[int, list[tuple[int, str]]] = {}
+    for key in ranked[kept:]:
+        rest.setdefault(key[0], []).append(key)
+    rows = [(key, counts[key]) for key in ranked[:kept]]
+    for status, keys in rest.items():
+        if len(keys) == 1:  # one row either way: show it
+            rows.append((keys[0], counts[keys[0]]))
+        else:
+            rows.append(((status, f"({len(keys)} other reasons)"), sum(counts[key] for key in keys)))
+    rows.sort(key=lambda item: (item[0][0], item[0][1].startswith("("), -item[1], item[0][1]))
+    return [{"status": status, "reason": reason, "count": n} for (status, reason), n in rows]
 
 
 def _sample_doc(rec: Record) -> SampleDoc:
@@ -470,7 +540,7 @@ def _sample_doc(rec: Record) -> SampleDoc:
         "latency_ns": rec.latency_ns,
         "early": rec.early,
         "body": redact_text((rec.body or b"")[:SAMPLE_BODY].decode("utf-8", "replace")),
-        "reason": rec.reason or "",
+        "reason": shown_reason(rec),
     }
 
 
@@ -488,6 +558,7 @@ def history_columns(records: Sequence[Record], resources: Sequence[Hashable]) ->
         "server_ns": [r.server_ns for r in records],
         "early": [r.early for r in records],
         "shard": [r.shard for r in records],
+        "reason": [shown_reason(r) for r in records],
     }
     if len({r.operation for r in records} - {""}) > 1:
         columns["operation"] = [r.operation or NOT_SENT for r in records]

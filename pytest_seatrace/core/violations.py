@@ -28,6 +28,9 @@ class ViolationKind(str, enum.Enum):
     """Every request of the resource was answered before its held bytes went out."""
     HUNG = "hung"
     """A whole wave timed out: the race stopped, the rest was not run."""
+    HOOK = "hook"
+    """A callable of the test (``reset=``, ``verify=``, a request argument) raised, or the default
+    ``POST /reset`` failed: the race stopped with what it had."""
 
     def __str__(self) -> str:
         return self.value

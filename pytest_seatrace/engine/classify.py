@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import httpx
 
 from pytest_seatrace.core.config import RaceConfig, Rule
-from pytest_seatrace.core.records import BODY_KEEP, SAMPLE_LOSERS, Outcome, Record
+from pytest_seatrace.core.reasons import Reasons
+from pytest_seatrace.core.records import BODY_KEEP, Outcome, Record
 
 ARRIVAL_HEADER = "x-arrival-ns"
 """The service's own arrival stamp (``time.perf_counter_ns`` when the body was read), if any."""
@@ -40,8 +41,8 @@ class Classifier:
         self.error = config.error
         self.success_given = config.success_given
         self.reject_given = config.reject_given
-        self._samples: dict[int, int] = {}
-        """Loser bodies kept so far per resource index (``SAMPLE_LOSERS`` at most)."""
+        self.reasons = Reasons()
+        """What non-winning responses said, and which of them keep their body as samples."""
         self._by_status: dict[int, Classification] | None = None if self.needs_response else {}
         """Rules on statuses alone decide by the status: each verdict worked out once."""
 
@@ -71,7 +72,7 @@ class Classifier:
 
         try:
             if _matches(self.error, status, get):  # a failure whatever else it looks like
-                return Classification(Outcome.ERROR, f"{status} matched error=", by_rule=True)
+                return Classification(Outcome.ERROR, f"error= matched {status}", by_rule=True)
             if _matches(self.success, status, get):
                 return Classification(Outcome.WIN, by_rule=self.success_given)
             if _matches(self.reject, status, get):
@@ -94,18 +95,23 @@ class Classifier:
         body: bytes | None,
         response: ResponseSource,
     ) -> None:
-        """Write a complete response into its record: status, arrival stamp, outcome, and the
-        first KiB of a winner's body (and of the first few losers', as samples for reports)."""
+        """Write a complete response into its record: status, arrival stamp, outcome, the first
+        KiB of a winner's body; for the rest, what the body said (``core.reasons``) and, for a
+        few of each kind, the body's first KiB as a sample for reports."""
         rec.status = status
         rec.server_ns = int(arrival) if arrival and arrival.isdigit() else 0
         verdict = self.classify(status, response)
         rec.outcome, rec.reason, rec.fatal = verdict.outcome, verdict.reason, verdict.fatal
         rec.by_rule = verdict.by_rule
+        start = (body or b"")[:BODY_KEEP]
         if rec.outcome is Outcome.WIN:
-            rec.body = (body or b"")[:BODY_KEEP]
-        elif self._samples.get(rec.resource, 0) < SAMPLE_LOSERS:
-            self._samples[rec.resource] = self._samples.get(rec.resource, 0) + 1
-            rec.body = (body or b"")[:BODY_KEEP]
+            rec.body = start
+            return
+        reasons = self.reasons
+        rec.said = said = reasons.said(status, start)
+        rec.reason = reasons.explain(rec.reason, status, said)
+        if reasons.keep(rec.resource, status, said):
+            rec.body = start
 
 
 def _matches(rule: Rule, status: int, response: Callable[[], httpx.Response]) -> bool:

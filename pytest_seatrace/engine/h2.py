@@ -43,12 +43,14 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+import hpack
 import httpx
 
 from pytest_seatrace.core.config import RaceConfig
 from pytest_seatrace.core.records import Outcome, Record
 from pytest_seatrace.engine.classify import ARRIVAL_HEADER, Classifier
 from pytest_seatrace.engine.keepalive import KeepAlive, idle_ms
+from pytest_seatrace.engine.limits import HEAD_TOO_LARGE, MAX_RESPONSE_HEAD
 from pytest_seatrace.engine.plan import Attempt, Roster, Variation, keep_outcome, release_order
 from pytest_seatrace.engine.rawhttp import Origin, RawConnection, TransportError
 from pytest_seatrace.engine.requests import RequestBuilder, encode_json, origin_of
@@ -351,7 +353,7 @@ class _Link:
             initial_values={
                 _SETTINGS.ENABLE_PUSH: 0,
                 _SETTINGS.INITIAL_WINDOW_SIZE: RECEIVE_WINDOW,
-                _SETTINGS.MAX_HEADER_LIST_SIZE: 65536,
+                _SETTINGS.MAX_HEADER_LIST_SIZE: MAX_RESPONSE_HEAD,
             },
         )
         self.h2.initiate_connection()
@@ -393,6 +395,11 @@ class _Link:
         self.h2.received = []
         try:
             self.h2.receive_data(plain)
+        except h2.exceptions.DenialOfServiceError as exc:  # hpack's header list limit, or abuse
+            if not isinstance(exc.__cause__, hpack.OversizedHeaderListError):
+                self.broken = self.broken or f"HTTP/2 protocol error from {self.origin.url}: {exc}"
+            else:  # hpack's state is lost with the block: the connection goes, as h2 says it must
+                self.broken = self.broken or f"{HEAD_TOO_LARGE} from {self.origin.url}"
         except h2.exceptions.ProtocolError as exc:
             self.broken = self.broken or f"HTTP/2 protocol error from {self.origin.url}: {exc}"
         return self.h2.received
@@ -517,6 +524,8 @@ class SinglePacketFirer:
         so that another shard of the same host releases on time)."""
         self.ungated: list[str] = []
         """Always empty: every request here waits at the gate."""
+        self.in_flight: list[Record] = []
+        """The wave being raced, until its records are in the sink (Ctrl-C keeps those sent)."""
         self.gate_writes: list[GateWrite] = []
         """One entry per resource and wave: what its gate cost (tests and benchmarks read it)."""
         self.count_segments = False
@@ -550,6 +559,7 @@ class SinglePacketFirer:
         groups = await self._build(rnd, waves[0])
         for number, indices in enumerate(waves):
             links = await self._prepare_wave(rnd, groups)
+            self.in_flight = [s.record for streams in groups.values() for s in streams]
             await self._renew(rnd, links)
             if self.starter is not None:
                 await self.starter()
@@ -563,6 +573,7 @@ class SinglePacketFirer:
                 if number + 1 < len(waves):
                     tg.start_soon(keep_outcome, upcoming, failures, self._build, rnd, waves[number + 1])
             sink.extend(s.record for streams in groups.values() for s in streams)
+            self.in_flight = []
             if failures:  # e.g. a request callable that raised: after this wave's figures are kept
                 raise failures[0]
             if upcoming:
@@ -696,6 +707,10 @@ class SinglePacketFirer:
         out: list[_Link] = []
         idle = self._idle.get(origin, [])
         keepalive = self.keepalive
+        wait = keepalive.probe_wait([link.idle_since for link in idle], time.perf_counter_ns())
+        if wait:  # once a race, before the first reuse: does the server keep them at all?
+            await anyio.sleep(wait)
+        probed = int(wait * 1e9)  # a close found now teaches the idle time the probe began at
         while idle and sum(link.capacity for link in out) < count:
             link = idle.pop()
             self._handle(link, link.pull())  # a GOAWAY or a close while it was idle
@@ -704,7 +719,7 @@ class SinglePacketFirer:
                 out.append(link)
                 continue
             if link.broken is not None or link.eof:
-                keepalive.closed_after(age)
+                keepalive.closed_after(age - probed)
             keepalive.replaced += 1
             link.close()
         if not out:

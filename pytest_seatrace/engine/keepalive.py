@@ -11,11 +11,18 @@ limit from a ``Keep-Alive: timeout=N`` header or from the idle ages at which it 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 MARGIN = 0.25
 """Kept connections idle past ``(1 - MARGIN)`` of the learned keep-alive are not reused: a
 close is learned as the idle age at which it was seen, which is later than the server's timer."""
+
+PROBE_S = 0.05
+"""Before kept connections are first reused, the youngest is left idle this long and all are
+looked at again: a server that closes each connection soon after answering (a keep-alive of
+one request, without ``Connection: close``) shows it then, instead of under the next wave. A
+learned keep-alive shorter than this is too short to reuse a connection at all."""
+PROBE_NS = int(PROBE_S * 1e9)
 
 _TIMEOUT = re.compile(rb"(?:^|[,;\s])timeout\s*=\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
 
@@ -24,7 +31,7 @@ class KeepAlive:
     """One race's knowledge of a server's keep-alive (all origins of a race share it: a race
     nearly always talks to one), and how many kept connections were replaced."""
 
-    __slots__ = ("limit_ns", "replaced")
+    __slots__ = ("limit_ns", "probed", "replaced")
 
     def __init__(self) -> None:
         self.limit_ns: int | None = None
@@ -32,6 +39,8 @@ class KeepAlive:
         not known yet."""
         self.replaced = 0
         """Kept connections the server closed, or was about to close, replaced by fresh ones."""
+        self.probed = False
+        """Kept connections were left idle ``PROBE_S`` once before their first reuse."""
 
     def heard(self, headers: Iterable[tuple[bytes, bytes]]) -> None:
         """Learn from a response's ``Keep-Alive: timeout=N`` (seconds), when it has one."""
@@ -46,8 +55,19 @@ class KeepAlive:
         self._learn(idle_ns)
 
     def stale(self, idle_ns: int) -> bool:
-        """Whether a connection idle for ``idle_ns`` is too near the server's keep-alive to reuse."""
-        return self.limit_ns is not None and idle_ns >= self.limit_ns * (1 - MARGIN)
+        """Whether a connection idle for ``idle_ns`` is too near the server's keep-alive to reuse
+        (any connection, when the keep-alive is shorter than ``PROBE_S``)."""
+        limit = self.limit_ns
+        return limit is not None and (limit < PROBE_NS or idle_ns >= limit * (1 - MARGIN))
+
+    def probe_wait(self, idle_since: Sequence[int], now: int) -> float:
+        """Seconds to wait before the first reuse of connections idle since ``idle_since``
+        (``perf_counter_ns``), so that the youngest has been idle ``PROBE_S``; 0 when the
+        keep-alive is known or was probed already. Asking marks the probe done."""
+        if self.probed or self.limit_ns is not None or not idle_since:
+            return 0.0
+        self.probed = True
+        return max(0.0, (PROBE_NS - (now - max(idle_since))) / 1e9)
 
     def _learn(self, idle_ns: int) -> None:
         idle_ns = max(idle_ns, 0)

@@ -98,6 +98,8 @@ class LastByteFirer:
         """The server's keep-alive as learned, and how many kept connections were replaced."""
         self.ungated: list[str] = []
         """Always empty: every request here waits at the gate."""
+        self.in_flight: list[Record] = []
+        """The wave being raced, until its records are in the sink (Ctrl-C keeps those sent)."""
         self.roster = roster or Roster(config)
         """Who races, and what their ``setup=`` returned."""
         self.starter: Callable[[], Awaitable[None]] | None = None
@@ -121,6 +123,7 @@ class LastByteFirer:
         upcoming = await self._build_wave(rnd, waves[0]) if waves else []
         for number, indices in enumerate(waves):
             slots = await self._prepare_wave(upcoming)
+            self.in_flight = [s.record for s in slots]
             if self.starter is not None:  # a shard: every replacement before its start instant
                 await self._renew(slots)
                 await self.starter()
@@ -143,6 +146,7 @@ class LastByteFirer:
             if self.herald is not None and built and not failures:
                 self.herald(len(upcoming))
             sink.extend([s.record for s in slots])
+            self.in_flight = []
             if failures:  # e.g. a request callable that raised: after this wave's figures are kept
                 raise failures[0]
 
@@ -160,7 +164,10 @@ class LastByteFirer:
 
     async def _prepare_wave(self, slots: list[Slot]) -> list[Slot]:
         """Connect (or reuse) and write all but the final bytes of every slot."""
-        self._weed(self._pool)
+        wait = self.keepalive.probe_wait([conn.idle_since for conn in self._pool], time.perf_counter_ns())
+        if wait:  # once a race, before the first reuse: does the server keep them at all?
+            await anyio.sleep(wait)
+        self._weed(self._pool, int(wait * 1e9))
         await self._run_jobs(slots, [job for job in (self._prepare(slot) for slot in slots) if job])
         return slots
 
@@ -305,9 +312,11 @@ class LastByteFirer:
             if slot.conn is None and conn is not None and not slot.record.reason:
                 conn.close()  # cancelled by the connect deadline
 
-    def _weed(self, pool: list[RawConnection]) -> None:
+    def _weed(self, pool: list[RawConnection], probed_ns: int = 0) -> None:
         """Drop the kept connections the server spoke on (closed them, most likely) since, and
-        those idle too near its keep-alive to outlive a prefix: fresh ones replace them."""
+        those idle too near its keep-alive to outlive a prefix: fresh ones replace them. After a
+        probe of ``probed_ns``, a close teaches the idle time it began at (the connection was
+        open then, as far as anyone looked), not the time it was found at."""
         if pool:
             kept = []
             now = time.perf_counter_ns()
@@ -318,7 +327,7 @@ class LastByteFirer:
                     kept.append(conn)
                     continue
                 if found is not None:
-                    keepalive.closed_after(idle)
+                    keepalive.closed_after(idle - probed_ns)
                 keepalive.replaced += 1
                 conn.close()
             pool[:] = kept

@@ -1,8 +1,10 @@
-"""The open-file limit: a race of 1,600 sockets needs more than the usual soft limit of 1,024."""
+"""Limits every start mode shares: open files (a race of 1,600 sockets needs more than the usual
+soft limit of 1,024) and the size of a response's header block."""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable
 
 from pytest_seatrace.core.errors import RaceUsageError
 
@@ -35,3 +37,36 @@ def ensure_open_files(sockets: int) -> int:
             "or raise the limit (ulimit -n)"
         )
     return int(soft)
+
+
+MAX_RESPONSE_HEAD = 64 * 1024
+"""The largest response header block, in every start mode, counted as HTTP/2 counts it (RFC 9113
+§6.5.2, ``SETTINGS_MAX_HEADER_LIST_SIZE``): each field's name and value plus 32 bytes, the
+status as a ``:status`` field. Single-packet advertises it and hpack enforces it; last-byte and
+gate count the fields of each HTTP/1.1 response head the same way."""
+
+MAX_HEAD_READ = 100 * 1024
+"""Bytes of an HTTP/1.1 response head read before it must be complete: httpcore's h11 limit in
+gate mode, kept by last-byte's readers too, so a head that never ends stops at the same size."""
+
+HEAD_TOO_LARGE = f"response header block larger than {MAX_RESPONSE_HEAD // 1024} KiB"
+"""The one message of a response whose header block is over the limit, whatever the start mode."""
+
+FIELD_OVERHEAD = 32
+STATUS_FIELD = FIELD_OVERHEAD + len(":status") + 3
+"""The status line as HTTP/2 counts it: a ``:status`` field of three digits."""
+
+
+def head_size(headers: Iterable[tuple[bytes, bytes]]) -> int:
+    """A response head's size as ``MAX_RESPONSE_HEAD`` counts it."""
+    return STATUS_FIELD + sum(FIELD_OVERHEAD + len(name) + len(value) for name, value in headers)
+
+
+H11_HEAD_TOO_LONG = "Receive buffer too long"
+"""h11's words (through httpcore and httpx) for a response head past ``MAX_HEAD_READ``."""
+
+
+def head_limit_words(text: str) -> str:
+    """An httpx error's text, with h11's words for a head too long said as every mode says it
+    (any code that reports an httpx transport error in gate mode, the warm-up's too)."""
+    return HEAD_TOO_LARGE if text == H11_HEAD_TOO_LONG else text

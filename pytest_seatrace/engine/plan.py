@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import random
 import re
-from collections.abc import Awaitable, Callable, MutableSequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableSequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -82,6 +82,59 @@ def check_method(value: object, where: str) -> str:
     raise RaceUsageError(f"{where}: expected an HTTP method string such as 'POST' or 'DELETE', got {value!r}")
 
 
+CHECKED_FIELDS = ("url", "headers", "content")
+"""Request arguments whose bad values httpx or h11 would refuse only deep in the race (or, for
+a file as ``content=``, half-read): checked when given, and each time a callable returns one."""
+
+
+def request_value_problem(name: str, value: object) -> str | None:
+    """What is wrong with ``value`` as request argument ``name`` (one of ``CHECKED_FIELDS``),
+    said as what is allowed; ``None``: nothing found here (httpx may still refuse it)."""
+    if value is None:
+        return "expected a URL string" if name == "url" else None
+    if name == "url":
+        import httpx  # a race is being made: httpx is loaded for it anyway
+
+        if isinstance(value, (str, httpx.URL)):
+            return None
+        return "expected a URL string (absolute, or relative to the base URL) or an httpx.URL"
+    if name == "content":
+        if isinstance(value, (bytes, str)):
+            return None
+        return (
+            "expected bytes or str (a file or an iterator would be read once, but every client "
+            "sends its own copy: pass its bytes, such as f.read())"
+        )
+    return _headers_problem(value)
+
+
+def _headers_problem(headers: object) -> str | None:
+    """A header name or value that HTTP/1.1 and HTTP/2 both refuse (RFC 9110 §5.1, §5.5)."""
+    if isinstance(headers, Mapping):
+        items: Iterable[object] = headers.items()
+    elif isinstance(headers, (list, tuple)):
+        items = headers  # an iterator is left alone: checking it would use it up
+    else:
+        return None  # httpx says what it accepts when the request is built
+    for item in items:
+        if not isinstance(item, (list, tuple)) or len(item) != 2:
+            return None
+        name, value = item
+        text = name.decode("latin-1") if isinstance(name, bytes) else name
+        if not isinstance(text, str) or not _TOKEN.fullmatch(text):
+            return f"{name!r} is not a header name (letters, digits and !#$%&'*+-.^_`|~ only)"
+        raw = value.decode("latin-1") if isinstance(value, bytes) else value
+        if not isinstance(raw, str):
+            continue  # httpx says it wants str or bytes
+        if "\r" in raw or "\n" in raw:
+            return f"header {text!r}: CR/LF not allowed in a header value ({value!r})"
+        if "\0" in raw:
+            return f"header {text!r}: NUL not allowed in a header value ({value!r})"
+        if raw != raw.strip(" \t"):
+            return f"header {text!r}: no leading or trailing whitespace allowed in a header value ({value!r})"
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class RequestSpec:
     """The request every client sends; any field may be a callable of the attempt, the method
@@ -97,6 +150,14 @@ class RequestSpec:
     json: ArgValue = None
     label: str = field(default="race.request", compare=False)
     """Which call makes this request, in which test: error messages name it."""
+
+    def __post_init__(self) -> None:
+        for name in CHECKED_FIELDS:
+            value = getattr(self, name)
+            if not callable(value) and (value is not None or name == "url"):
+                problem = request_value_problem(name, value)
+                if problem:
+                    raise RaceUsageError(f"{name}={value!r}: {problem}")
 
     @property
     def method_varies(self) -> bool:
@@ -131,11 +192,18 @@ class RequestSpec:
         if not callable(value):
             return value
         try:
-            return value(attempt)
+            got = value(attempt)
         except Exception as exc:
             raise RaceUsageError(
                 f"{name}= callable raised {type(exc).__name__}: {exc} (attempt {attempt.key})"
             ) from exc
+        if name in CHECKED_FIELDS:
+            problem = request_value_problem(name, got)
+            if problem:
+                raise RaceUsageError(
+                    f"{self.label}: {name}= callable returned {got!r} for attempt {attempt.key}: {problem}"
+                )
+        return got
 
     @property
     def variation(self) -> Variation:
@@ -183,6 +251,27 @@ class Roster:
         return Attempt(self.config.resources[index], client, rnd, setup=value)
 
 
+def base_url_problem(text: str) -> str | None:
+    """Why ``text`` cannot be a base URL, said with what is allowed; ``None``: it can. httpx
+    parses it as every race will, so a base URL accepted here never fails a race later."""
+    import httpx
+
+    expected = "expected http[s]://host[:port][/path], an IPv6 host in brackets: http://[::1]:8000"
+    if not text.startswith(("http://", "https://")) or not text.split("://", 1)[1].strip("/"):
+        return f"{text!r} is not an http:// or https:// URL with a host"
+    if any(c.isspace() for c in text):
+        return f"{text!r} contains whitespace; {expected}"
+    try:
+        url = httpx.URL(text)
+    except httpx.InvalidURL as exc:
+        return f"{text!r} is not a valid URL ({exc}); {expected}"
+    if not url.host:
+        return f"{text!r} has no host; {expected}"
+    if url.port is not None and not 0 < url.port < 65536:
+        return f"{text!r}: port {url.port} is not between 1 and 65535"
+    return None
+
+
 @dataclass(frozen=True)
 class TargetOptions:
     """Where and how to connect: base URL, TLS verification, in-process ASGI app."""
@@ -195,6 +284,11 @@ class TargetOptions:
     shard_pool: Any = None
     """The session's ``GatewayPool`` (``engine.shards``) for sharded races; ``None``: a pool of
     this race's own, torn down when it ends."""
+
+    def __post_init__(self) -> None:
+        problem = self.base_url and base_url_problem(self.base_url)
+        if problem:  # race.base_url, set by a test or fixture (the option is checked at start-up)
+            raise RaceUsageError(f"race.base_url = {problem}")
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,14 @@ import h11
 import httptools
 
 from pytest_seatrace.core.records import BODY_KEEP
+from pytest_seatrace.engine.limits import (
+    FIELD_OVERHEAD,
+    HEAD_TOO_LARGE,
+    MAX_HEAD_READ,
+    MAX_RESPONSE_HEAD,
+    STATUS_FIELD,
+    head_size,
+)
 
 RECV_SIZE = 65536
 MAX_TLS_READS = 64
@@ -462,6 +470,8 @@ class ResponseParser:
                     raise TransportError(f"malformed response: {exc}") from None
                 state.odd = True
             state.extra = True  # whatever came after the response: the connection is not reused
+        if state.head_size > MAX_RESPONSE_HEAD or (not state.status and self._kept > MAX_HEAD_READ):
+            raise TransportError(HEAD_TOO_LARGE)
         if state.odd:
             return self._h11_events(self._start_h11(b"".join(self._raw)))
         if not state.done:
@@ -471,7 +481,7 @@ class ResponseParser:
 
     def _start_h11(self, replay: bytes) -> h11.Connection:
         self._state.parser = None  # llhttp is left mid-message: a fresh parser for the next one
-        conn = self._h11 = h11.Connection(our_role=h11.CLIENT)
+        conn = self._h11 = h11.Connection(our_role=h11.CLIENT, max_incomplete_event_size=MAX_HEAD_READ)
         head = [(b"host", self._host)] + ([(b"connection", b"close")] if self._closes else [])
         conn.send(h11.Request(method=self._method, target=b"/", headers=head))
         conn.send(h11.EndOfMessage())
@@ -493,11 +503,15 @@ class ResponseParser:
             try:
                 event = conn.next_event()
             except h11.RemoteProtocolError as exc:
+                if exc.error_status_hint == 431:  # h11's "Receive buffer too long": a head without end
+                    raise TransportError(HEAD_TOO_LARGE) from None
                 raise TransportError(f"malformed response: {exc}") from None
             if event is h11.NEED_DATA:
                 return None
             if isinstance(event, h11.Response):
                 seen.status, seen.headers = event.status_code, list(event.headers)
+                if head_size(seen.headers) > MAX_RESPONSE_HEAD:
+                    raise TransportError(HEAD_TOO_LARGE)
             elif isinstance(event, h11.Data):
                 if self._keep_body or seen.kept < BODY_KEEP:
                     seen.chunks.append(bytes(event.data))
@@ -541,6 +555,7 @@ class _Response:
         "end_ns",
         "extra",
         "framed",
+        "head_size",
         "headers",
         "keep_alive",
         "keep_body",
@@ -557,6 +572,8 @@ class _Response:
     def begin(self, keep_body: bool) -> None:
         self.keep_body = keep_body
         self.status = self.end_ns = self.kept = 0
+        self.head_size = STATUS_FIELD
+        """The head's fields so far, as ``MAX_RESPONSE_HEAD`` counts them."""
         self.headers: list[tuple[bytes, bytes]] = []
         self.chunks: list[bytes] = []
         self.done = self.extra = self.odd = self.framed = self.keep_alive = False
@@ -573,7 +590,9 @@ class _Response:
             self.framed = True
         elif name == b"transfer-encoding":  # chunked when it is the last coding, else close-delimited
             self.framed = value.rstrip(b" \t").lower().endswith(b"chunked")
-        self.headers.append((name, value.rstrip(b" \t")))  # h11 strips trailing whitespace too
+        value = value.rstrip(b" \t")  # h11 strips trailing whitespace too
+        self.head_size += FIELD_OVERHEAD + len(name) + len(value)
+        self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         if self.done or self.parser is None:

@@ -18,12 +18,13 @@ import httpx
 
 from pytest_seatrace.core.errors import RaceUsageError
 from pytest_seatrace.core.operations import settle
-from pytest_seatrace.core.records import Raced, RaceRun, Record, WaveDone
+from pytest_seatrace.core.records import Outcome, Raced, RaceRun, Record, Stop, WaveDone
 from pytest_seatrace.core.redact import strip_url
 from pytest_seatrace.core.violations import Violation, ViolationKind
 from pytest_seatrace.engine.asgi import lifespan
 from pytest_seatrace.engine.classify import Classifier
 from pytest_seatrace.engine.gate import GateFirer
+from pytest_seatrace.engine.hooks import describe, explain, trim, user_error
 from pytest_seatrace.engine.lastbyte import LastByteFirer
 from pytest_seatrace.engine.limits import ensure_open_files
 from pytest_seatrace.engine.locks import origin_lock
@@ -39,9 +40,26 @@ class Firer(Protocol):
     ungated: list[str]
     """Keys of attempts that returned without awaiting ``a.gate()`` (gate mode only)."""
 
+    @property
+    def in_flight(self) -> list[Record]:
+        """The records of the wave being fired, until they are in the sink: Ctrl-C keeps those
+        sent."""
+
     async def fire_waves(self, rnd: int, waves: Sequence[Sequence[int]], sink: list[Record]) -> None: ...
 
     async def aclose(self) -> None: ...
+
+
+_Fire = tuple[
+    Firer,
+    str | None,
+    RequestBuilder | None,
+    httpx.AsyncBaseTransport | None,
+    Callable[[int], Awaitable[list[Record]]],
+    str,
+]
+"""The start mode's firer, the base URL, the request builder, the in-process transport,
+``prepare(round)`` (the set-ups) and the start mode that runs."""
 
 
 def waves(count: int, parallel: int) -> list[range]:
@@ -56,9 +74,12 @@ async def run_race(
 ) -> RaceRun:
     """Race ``plan`` and return its records, unjudged.
 
-    Cancelled (Ctrl-C), it hands the rounds and waves finished so far to ``on_interrupt``,
-    marked ``interrupted``, before the cancellation goes on: figures are never lost.
-    ``on_wave`` hears of every finished wave (a live progress line).
+    Cancelled (Ctrl-C), it hands the rounds and waves finished so far, and the requests of the
+    wave in flight that were sent, to ``on_interrupt``, marked ``interrupted``, before the
+    cancellation goes on: figures are never lost. A hook that fails once a request went out
+    (``reset=``, ``verify=``, a request argument callable, the default ``POST /reset``) ends the
+    race with what it has: the run says where and why (``RaceRun.stopped``) with a violation of
+    kind ``hook``. ``on_wave`` hears of every finished wave (a live progress line).
     """
     config, target = plan.config, plan.target
     if target.app is None and not config.tx:  # shards open their sockets on their own side
@@ -73,6 +94,9 @@ async def run_race(
     modes: list[str] = []
     firers: list[Firer] = []
     busy = 0.0
+    at = _Position(len(waves(len(config.resources), config.parallel)))
+    stopped: Stop | None = None
+    handed: list[bool] = []
 
     def run(interrupted: bool = False) -> RaceRun:
         settle_operations(records)
@@ -89,42 +113,145 @@ async def run_race(
             mode=modes[0] if modes else None,
             shards=tuple(getattr(firers[0], "shards", ())) if firers else (),
             replaced=getattr(firers[0], "replaced", 0) if firers else 0,
+            stopped=stopped,
         )
 
-    try:
-        async with _firer(plan) as (firer, base_url, builder, transport, prepare, mode):
-            modes.append(mode)
-            firers.append(firer)
-            for rnd in range(1, config.rounds + 1):
-                if rnd > 1:
-                    origin = base_url or (builder.first_url if builder else None)
-                    await _reset(plan.reset, _origin(origin) if origin else None, config.timeout, transport)
-                records.extend(await prepare(rnd))
-                start = time.perf_counter()
-                round_waves = waves(len(config.resources), config.parallel)
-                sink = _WaveSink(records, on_wave, rnd, config.rounds, len(round_waves), config.expect)
-                try:
-                    await firer.fire_waves(rnd, round_waves, sink)
-                except _Hung as hung:
-                    not_run = _never_fired(records, config.rounds, len(config.resources))
-                    problems.append(hung.violation(config.timeout, len(not_run)))
-                    break
-                finally:
-                    busy += time.perf_counter() - start
-                    ungated.extend(firer.ungated)
-                    firer.ungated.clear()
-                    if not raced:
-                        raced.append(_raced(plan, builder, base_url, mode, transport is not None, records))
-                if plan.verify is not None:
-                    for index, resource in enumerate(config.resources):
-                        holders = await _verify(plan.verify, resource, problems, rnd)
-                        if holders is not None:
-                            held[(rnd, index)] = holders
-    except (KeyboardInterrupt, anyio.get_cancelled_exc_class()):
-        if records and on_interrupt is not None:
+    def hand_over(firer: Firer | None) -> None:
+        """Ctrl-C: the figures so far, with the sent requests of the wave in flight, to
+        ``on_interrupt`` (once)."""
+        nonlocal stopped
+        if handed or on_interrupt is None:
+            return
+        handed.append(True)
+        records.extend(_flying(firer, records))
+        if stopped is None:  # a hook that stopped it first keeps its reason
+            stopped = at.stop("interrupted", f"interrupted (Ctrl-C) in {at.where()}")
+        if records:
             on_interrupt(run(interrupted=True))
+
+    async def one_round(rnd: int, fire: _Fire) -> bool:
+        """Reset (after round 1), set up, fire every wave, verify; ``False``: the race stops."""
+        nonlocal busy, not_run
+        firer, base_url, builder, transport, prepare, mode = fire
+        at.wave, at.stage = None, f"the reset after round {rnd - 1}"  # still the round before
+        if rnd > 1:
+            origin = base_url or (builder.first_url if builder else None)
+            await _reset(plan.reset, _origin(origin) if origin else None, config.timeout, transport, rnd - 1)
+        at.round, at.stage = rnd, f"the set-ups of round {rnd}"
+        records.extend(await prepare(rnd))
+        start = time.perf_counter()
+        round_waves = waves(len(config.resources), config.parallel)
+        sink = _WaveSink(records, on_wave, rnd, config.rounds, len(round_waves), config.expect, at)
+        at.wave, at.stage = 1, None
+        try:
+            await firer.fire_waves(rnd, round_waves, sink)
+        except _Hung as hung:
+            not_run = _never_fired(records, config.rounds, len(config.resources))
+            problems.append(hung.violation(config.timeout, len(not_run)))
+            return False
+        except Exception as exc:
+            if not at.fired:  # nothing went out yet: a usage error, as before the race
+                raise
+            raise _HookFailed(_wave_failure(at, exc), exc) from exc
+        finally:
+            busy += time.perf_counter() - start
+            ungated.extend(firer.ungated)
+            firer.ungated.clear()
+            if not raced:
+                raced.append(_raced(plan, builder, base_url, mode, transport is not None, records))
+        at.wave, at.stage = None, f"verify= after round {rnd}"
+        if plan.verify is not None:
+            for index, resource in enumerate(config.resources):
+                holders = await _verify(plan.verify, resource, problems, rnd)
+                if holders is not None:
+                    held[(rnd, index)] = holders
+        return True
+
+    try:
+        async with _firer(plan) as fire:
+            firer, base_url, builder = fire[:3]
+            modes.append(fire[5])
+            firers.append(firer)
+            if config.rounds > 1 and plan.reset is None and base_url is None and builder is None:
+                raise RaceUsageError(NO_RESET)  # before round 1, not after it
+            try:
+                for rnd in range(1, config.rounds + 1):
+                    if not await one_round(rnd, fire):
+                        break
+            except _HookFailed as failed:
+                stopped = at.stop("hook", failed.reason, failed.error)
+                problems.append(failed.violation())
+            except (KeyboardInterrupt, anyio.get_cancelled_exc_class()):
+                hand_over(firer)  # now: tearing connections and shards down takes a while
+                raise
+    except (KeyboardInterrupt, anyio.get_cancelled_exc_class()):
+        hand_over(None)
         raise
     return run()
+
+
+NO_RESET = "rounds > 1 needs reset= or a base URL whose POST /reset restores the state"
+
+
+class _Position:
+    """Where a race is: the round, the wave in flight or being built (``None`` between waves),
+    and whether any request went out yet (a wave was fired)."""
+
+    def __init__(self, waves: int) -> None:
+        self.round = 0
+        self.wave: int | None = None
+        self.waves = waves
+        self.stage: str | None = None
+        """Between waves: what the race is doing (``verify= after round 1``)."""
+        self.fired = False
+
+    def where(self) -> str:
+        if self.wave is not None:
+            return f"round {self.round}, wave {self.wave} of {self.waves}"
+        return self.stage or f"round {self.round}"
+
+    def stop(self, by: str, reason: str, error: BaseException | None = None) -> Stop:
+        return Stop(by, max(1, self.round), self.wave, self.waves, reason, error)
+
+
+class _HookFailed(Exception):
+    """A hook failed once requests went out: the race ends with what it has."""
+
+    def __init__(self, reason: str, error: BaseException) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.error = trim(user_error(error))
+
+    def violation(self) -> Violation:
+        return Violation(
+            ViolationKind.HOOK,
+            None,
+            None,
+            "every hook returns",
+            type(self.error).__name__,
+            f"{self.reason}; the race stopped with what it had",
+        )
+
+
+def _wave_failure(at: _Position, exc: Exception) -> str:
+    """A request argument (or its value) failed for a wave after others went out."""
+    return f"{explain(exc)} (before {at.where()} went out)"
+
+
+def _flying(firer: Firer | None, kept: Sequence[Record]) -> list[Record]:
+    """The records of the wave in flight at Ctrl-C, when any of its requests went out: those
+    sent, and those that failed before the gate; a request sent but not answered is unknown."""
+    known = {id(r) for r in kept}
+    wave = [r for r in (firer.in_flight if firer is not None else ()) if id(r) not in known]
+    if not any(r.sent_ns for r in wave):
+        return []
+    out = []
+    for rec in wave:
+        if rec.sent_ns and not rec.end_ns:
+            rec.outcome, rec.reason = Outcome.UNKNOWN, "interrupted (Ctrl-C) before its response"
+        if rec.sent_ns or rec.end_ns:
+            out.append(rec)
+    return out
 
 
 class _Hung(Exception):
@@ -160,15 +287,21 @@ class _WaveSink(list[Record]):
         rounds: int,
         waves: int,
         expect: range,
+        at: _Position | None = None,
     ) -> None:
         super().__init__()
-        self._records, self._on_wave, self._expect = records, on_wave, expect
+        self._records, self._on_wave, self._expect, self._at = records, on_wave, expect, at
         self._rnd, self._rounds, self._waves, self._done = rnd, rounds, waves, 0
 
     def extend(self, wave: Iterable[Record]) -> None:
         batch = list(wave)
         self._records.extend(batch)
         self._done += 1
+        if self._at is not None:
+            self._at.fired = True
+            self._at.wave = self._done + 1 if self._done < self._waves else None
+            if self._at.wave is None:
+                self._at.stage = f"the end of round {self._rnd}"
         if self._on_wave is not None:
             done = WaveDone(self._rnd, self._rounds, self._done, self._waves, self._records, self._expect)
             self._on_wave(done)
@@ -184,18 +317,7 @@ def _never_fired(records: Sequence[Record], rounds: int, resources: int) -> tupl
 
 
 @asynccontextmanager
-async def _firer(
-    plan: RacePlan,
-) -> AsyncIterator[
-    tuple[
-        Firer,
-        str | None,
-        RequestBuilder | None,
-        httpx.AsyncBaseTransport | None,
-        Callable[[int], Awaitable[list[Record]]],
-        str,
-    ]
-]:
+async def _firer(plan: RacePlan) -> AsyncIterator[_Fire]:
     """The start mode's firer, its request builder, and ``prepare(round)``: the per-client
     set-ups of that round (``setup=``), returning the records of clients whose set-up failed.
     ``sync="auto"`` is decided here, once, from the first origin."""
@@ -351,42 +473,49 @@ async def _reset(
     origin: str | None,
     request_timeout: float,
     transport: httpx.AsyncBaseTransport | None,
+    after: int,
 ) -> None:
     """Between rounds: the user's ``reset=`` callable, else ``POST {origin}/reset`` (in process
-    for ``race.app``)."""
+    for ``race.app``). Either failing ends the race after round ``after`` (``_HookFailed``)."""
     if reset is not None:
-        await call_maybe_async(reset)
+        try:
+            await call_maybe_async(reset)
+        except Exception as exc:
+            raise _HookFailed(f"reset= raised after round {after}: {explain(exc)}", exc) from exc
         return
     if origin is None:
-        raise RaceUsageError("rounds > 1 needs reset= or a base URL whose POST /reset restores the state")
+        raise RaceUsageError(NO_RESET)
+    where = f"POST {strip_url(origin)[0]}/reset between rounds"
     async with httpx.AsyncClient(trust_env=False, timeout=request_timeout, transport=transport) as client:
         try:
             response = await client.post(f"{origin}/reset")
+            response.raise_for_status()  # 3xx included: a redirect is not a reset
+        except httpx.HTTPStatusError as exc:
+            status = response.status_code
+            reason = f"{where} answered {status} after round {after}; pass reset= to reset the state"
+            raise _HookFailed(reason, exc) from exc
         except httpx.HTTPError as exc:
-            raise RaceUsageError(f"POST {origin}/reset between rounds failed ({exc}); pass reset=") from None
-    if response.status_code >= 300:
-        raise RaceUsageError(
-            f"POST {origin}/reset between rounds answered {response.status_code}; "
-            "pass reset= to reset the state"
-        )
+            reason = f"{where} failed after round {after} ({describe(exc)}); pass reset="
+            raise _HookFailed(reason, exc) from exc
 
 
 async def _verify(verify: Verify, resource: Hashable, extra: list[Violation], rnd: int) -> int | None:
-    """Holders of ``resource`` in the final state; a failing ``verify`` is a violation, not a crash."""
+    """Holders of ``resource`` in the final state. A value that is not a count is a violation
+    of kind ``verify`` (the race goes on); a ``verify=`` that raises ends the race (a hook)."""
     try:
         value = await call_maybe_async(verify, resource)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"verify() returned {value!r}, expected the number of holders (int)")
-        return value
     except Exception as exc:
+        raise _HookFailed(f"verify({resource!r}) raised after round {rnd}: {explain(exc)}", exc) from exc
+    if isinstance(value, bool) or not isinstance(value, int):
         extra.append(
             Violation(
                 ViolationKind.VERIFY,
                 resource,
                 rnd,
                 "an int",
-                type(exc).__name__,
-                f"verify({resource!r}) raised: {exc}",
+                type(value).__name__,
+                f"verify({resource!r}) returned {value!r}, expected the number of holders (int)",
             )
         )
         return None
+    return value

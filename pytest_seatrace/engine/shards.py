@@ -244,6 +244,9 @@ class ShardedFirer:
         self.pool = pool
         self.ungated: list[str] = []
         """Always empty: request races only."""
+        self._fired: list[tuple[int, Sequence[int], int, list[tuple[int, dict[int, list[int]]]]]] = []
+        """Waves started whose records are not in the sink yet: round, resource indices, start
+        instant, and each shard that raced them with its share (resource index → clients)."""
         seen: dict[str, int] = {}
         self._shards: list[_Shard] = []
         for number, spec in enumerate(config.tx, 1):
@@ -367,15 +370,21 @@ class ShardedFirer:
         ``meanwhile`` here; its result."""
         knobs = _knobs()
         done: list[_T] = []
+        failed: list[Exception] = []
 
         async def then() -> None:
-            done.append(meanwhile())
+            try:
+                done.append(meanwhile())
+            except Exception as exc:  # a request callable: raised as itself, not in a group
+                failed.append(exc)
 
         async with anyio.create_task_group() as tg:
             for shard in self._shards:
                 opening = functools.partial(self._open, shard, knobs)
                 tg.start_soon(functools.partial(anyio.to_thread.run_sync, opening, abandon_on_cancel=True))
             tg.start_soon(then)  # after the threads are asked for (asyncio runs tasks in order)
+        if failed:
+            raise failed[0]
         return done[0]
 
     # -- racing ---------------------------------------------------------------------------------
@@ -488,13 +497,18 @@ class ShardedFirer:
             if shard.live:
                 first = self._packed(shard, tables[0][shard.number - 1])
                 self._send(shard, ("round", rnd, [list(w) for w in waves], self._packed(shard, share), first))
+        failed: list[Exception] = []
+        """A later wave's fields that raised (a request callable): the waves evaluated before it
+        race, then the race stops, as in one process."""
         if len(waves) > 1:
-            tables.append(self._wave_tables(rnd, shares, waves[1]))
+            self._ahead(tables, failed, rnd, shares, waves[1])
         timeout = self.config.timeout + GRACE_S
         pending: Sequence[int] | None = None
         """The wave whose records are due: a last-byte shard sends them once the next wave's
         prefixes are written."""
         for number, indices in enumerate(waves):
+            if number >= len(tables):  # its fields raised: nothing of it goes out
+                break
             racing = [s for s in self._shards if s.live]
             upcoming = tables[number + 1] if number + 1 < len(tables) else None
             after = {
@@ -506,14 +520,61 @@ class ShardedFirer:
             late = f"did not report ready within {timeout:g}s: it missed the start"
             await self._gather(racing, "ready", timeout, late, last=release)
             start = starts[0] if starts else time.time_ns()
+            if starts:
+                raced = [(s.number, shares[s.number - 1]) for s in racing if s.live]
+                self._fired.append((rnd, indices, start, raced))
             await anyio.sleep(max(0, start + RELEASE_NS - time.time_ns()) / 1e9)
             if pending is not None:  # the last wave's records, classified while this one races
                 sink.extend(await self._records(rnd, pending, shares, timeout))
-            if number + 2 < len(waves):
-                tables.append(self._wave_tables(rnd, shares, waves[number + 2]))
+                self._landed(pending)
+            if number + 2 < len(waves) and not failed:
+                self._ahead(tables, failed, rnd, shares, waves[number + 2])
             pending = indices
         if pending is not None:
             sink.extend(await self._records(rnd, pending, shares, timeout))
+            self._landed(pending)
+        if failed:
+            raise failed[0]
+
+    def _landed(self, indices: Sequence[int]) -> None:
+        """A started wave's records are in the sink: no longer in flight."""
+        self._fired = [wave for wave in self._fired if wave[1] is not indices]
+
+    @property
+    def in_flight(self) -> list[Record]:
+        """The clients of the waves started whose records have not come back (read at Ctrl-C):
+        their requests went out at the start instant (on our clock); the runner marks them
+        unknown."""
+        wall, perf = time.time_ns(), time.perf_counter_ns()
+        return [
+            Record(
+                resource=index,
+                client=client,
+                round=rnd,
+                sent_ns=perf - max(0, wall - start),
+                shard=number,
+                operation=self._operation(rnd, index, client),
+            )
+            for rnd, indices, start, raced in self._fired
+            for number, share in raced
+            for index in indices
+            for client in share.get(index, ())
+        ]
+
+    def _ahead(
+        self,
+        tables: list[list[dict[str, list[list[Any]]] | None]],
+        failed: list[Exception],
+        rnd: int,
+        shares: Sequence[dict[int, list[int]]],
+        indices: Sequence[int],
+    ) -> None:
+        """A later wave's fields into ``tables``; a callable that raises goes to ``failed``, to be
+        raised once the waves before it are in (their requests went out)."""
+        try:
+            tables.append(self._wave_tables(rnd, shares, indices))
+        except Exception as exc:
+            failed.append(exc)
 
     def _release(
         self,

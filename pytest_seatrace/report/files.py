@@ -8,11 +8,13 @@ terminal, and the session's exit status says the report is missing.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
 import platform
 import socket
+import stat
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -60,11 +62,47 @@ def probe_reports(json_path: Path | None, html_path: Path | None) -> str | None:
     The probe the final write makes (:func:`~pytest_seatrace.report.safe_write.probe`). A FIFO's
     write end it opens stays open for that write: :func:`release_reports` closes what is left.
     """
+    shared = one_path_for_both(json_path, html_path)
+    if shared:
+        return shared
     for path, flag in _reports(json_path, html_path):
         problem = probe(path, flag)
         if problem:
             return problem
     return None
+
+
+def one_path_for_both(json_path: Path | None, html_path: Path | None) -> str | None:
+    """Why the two reports cannot share their path: the HTML would replace the JSON (on a FIFO
+    or a device such as ``/dev/stdout``, run into it). Paths are compared with symlinks resolved,
+    and two names of one existing regular file (a hard link) by inode; the null device, which
+    keeps nothing, may take both."""
+    if json_path is None or html_path is None:
+        return None
+    json_file, html_file = json_path.expanduser(), html_path.expanduser()
+    real = os.path.realpath(json_file)
+    same = real == os.path.realpath(html_file)
+    if not same:
+        with contextlib.suppress(OSError):
+            same = json_file.is_file() and json_file.samefile(html_file)
+    if not same or _discards(json_file):
+        return None
+    where = str(json_path) if json_path == html_path else f"{json_path} and {html_path}"
+    if real != str(json_path):
+        where += f", that is {real}"
+    return (
+        f"--race-json (race_json) and --race-html (race_html) name one file ({where}): one "
+        "report would overwrite or run into the other; give each report its own path"
+    )
+
+
+def _discards(path: Path) -> bool:
+    """``path`` is the null device (``/dev/null`` or a node of it): both reports may go there."""
+    try:
+        found, null = path.stat(), Path(os.devnull).stat()
+    except OSError:
+        return False
+    return stat.S_ISCHR(found.st_mode) and found.st_rdev == null.st_rdev
 
 
 def release_reports(json_path: Path | None, html_path: Path | None) -> None:

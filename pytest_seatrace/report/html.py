@@ -25,11 +25,11 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast
 
-from pytest_seatrace.core.document import PercentilesDoc, RaceDoc, format_expect, unanswered
+from pytest_seatrace.core.document import PercentilesDoc, RaceDoc, format_expect, status_counts
 from pytest_seatrace.core.document import verdict as _verdict
 from pytest_seatrace.report.summary import HEADERS as SUMMARY_HEADERS
 from pytest_seatrace.report.summary import format_ms as _ms
-from pytest_seatrace.report.summary import row_cells
+from pytest_seatrace.report.summary import row_cells, stopped_text
 
 MAX_DRAWN_PER_RESOURCE = 200
 """Requests drawn per resource timeline; winners are always drawn (up to ``MAX_WINNERS_DRAWN``)."""
@@ -316,17 +316,27 @@ def _status_order(code: str) -> tuple[bool, int, str]:
     return (not code.isdigit(), int(code) if code.isdigit() else 0, code)
 
 
-def _status_rows(race: RaceDoc) -> list[tuple[str, int]]:
-    rows = sorted(race["status_counts"].items(), key=lambda item: _status_order(item[0]))
-    missing = unanswered(race)
-    if missing > 0:
-        rows.append(("no response", missing))
-    return rows
+StatusRow = tuple[str, str, int]
+"""(status or ``no response``, what the bodies said, count)."""
 
 
-def _status_table(rows: Sequence[tuple[str, int]]) -> str:
-    total = sum(n for _, n in rows) or 1
-    return _table(("status", "count", "share"), [(code, n, f"{100 * n / total:.2f}%") for code, n in rows])
+def _status_rows(race: RaceDoc) -> list[StatusRow]:
+    return _ordered_status(status_counts(race))
+
+
+def _ordered_status(counts: Counter[tuple[str, str]]) -> list[StatusRow]:
+    """Statuses in numeric order, then "no response"; a status's most frequent reason first."""
+    rows = sorted(counts.items(), key=lambda item: (*_status_order(item[0][0]), -item[1], item[0][1]))
+    return [(code, reason, n) for (code, reason), n in rows]
+
+
+def _status_table(rows: Sequence[StatusRow]) -> str:
+    """Status, count and share; with a reason column when a body said something."""
+    total = sum(n for _, _, n in rows) or 1
+    if any(reason for _, reason, _ in rows):
+        shown = [(code, reason, n, f"{100 * n / total:.2f}%") for code, reason, n in rows]
+        return _table(("status", "reason", "count", "share"), shown, left=(0, 1))
+    return _table(("status", "count", "share"), [(code, n, f"{100 * n / total:.2f}%") for code, _, n in rows])
 
 
 def _operations(race: RaceDoc) -> str:
@@ -695,8 +705,9 @@ REQUEST_COLUMNS = (
     ("latency ms", "final write to complete response"),
     ("arrival ms", "the service's X-Arrival-Ns stamp, ms since the race's first arrival there"),
     ("early", "answered before its held bytes were sent"),
+    ("reason", "why it is an error or unknown, else what a rejection's body said"),
 )
-LEFT_COLUMNS = ("resource", "outcome", "early")
+LEFT_COLUMNS = ("resource", "outcome", "early", "reason")
 EARLY_MARK = '<i class="sw early"></i>early'
 OUTCOME_FILTERS = (("", "any"), *((o, o) for o in OUTCOMES), ("early", "early answers"))
 
@@ -730,6 +741,7 @@ def _requests(index: int, race: RaceDoc, cap: int) -> tuple[str, int]:
     t0 = min((s for s in sent if s), default=0)
     s0 = min((s for s in server if s), default=0)
     early = _early_column(history)
+    reasons = history.get("reason") or [""] * total  # older documents have no reasons
     out = []
     for n, i in enumerate(rows):
         kind = _kind(history["outcome"][i])
@@ -755,7 +767,7 @@ def _requests(index: int, race: RaceDoc, cap: int) -> tuple[str, int]:
             f'<td class="l">{_e(history["resource"][i])}</td><td>{_e(history["round"][i])}</td>'
             f'<td data-k="{_e(status or 0)}">{_e(status or "-")}</td>'
             f'<td class="l"><i class="sw {kind}"></i>{_e(history["outcome"][i])}</td>{latency}{arrival}'
-            f'<td class="l">{EARLY_MARK if early[i] else ""}</td></tr>'
+            f'<td class="l">{EARLY_MARK if early[i] else ""}</td><td class="wrap">{_e(reasons[i])}</td></tr>'
         )
     if len(rows) == total:
         note = f"All {total:,} requests, in sending order."
@@ -965,6 +977,13 @@ def _facts(race: RaceDoc) -> str:
     return '<p class="meta">' + " · ".join(spans) + "</p>"
 
 
+def _stopped(race: RaceDoc) -> str:
+    """Where and why a race ended before its last wave (a hook failed, Ctrl-C); empty if it ran
+    to the end."""
+    text = stopped_text(race)
+    return f'<p class="note stopped"><b>{_e(text)}</b></p>' if text else ""
+
+
 def _race_section(index: int, race: RaceDoc, table_rows: int) -> tuple[str, int]:
     """One race's section, and how many request-table rows it used."""
     verdict = _verdict(race)
@@ -973,6 +992,7 @@ def _race_section(index: int, race: RaceDoc, table_rows: int) -> tuple[str, int]
         f'<span class="verdict {verdict}">{verdict}</span></h2>',
         _facts(race),
         *(f'<p class="note">note: {_e(text)}</p>' for text in race["notes"]),
+        _stopped(race),
         "<h3>Violations</h3>",
         _violations(race),
     ]
@@ -1048,10 +1068,9 @@ def render_html(document: dict[str, Any]) -> str:
             ("argv", " ".join(str(a) for a in document.get("argv", []))),
         )
     )
-    status: Counter[str] = Counter()
+    status: Counter[tuple[str, str]] = Counter()
     for race in races:
-        for code, n in _status_rows(race):
-            status[code] += n
+        status.update(status_counts(race))
     sections = []
     budget = MAX_TABLE_ROWS_TOTAL
     for i, race in enumerate(races):
@@ -1078,7 +1097,7 @@ def render_html(document: dict[str, Any]) -> str:
             if races
             else "",
             _summary(races) if races else '<p class="note">No race ran.</p>',
-            _status_table(sorted(status.items(), key=lambda item: _status_order(item[0]))) if status else "",
+            _status_table(_ordered_status(status)) if status else "",
             *sections,
             f"<script>{SCRIPT}</script></body></html>",
         ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pytest_seatrace.core.judge import early_hint
 from pytest_seatrace.core.redact import redact_text
 from pytest_seatrace.core.result import RaceResult
-from pytest_seatrace.core.violations import WINNER_KINDS
+from pytest_seatrace.core.violations import WINNER_KINDS, ViolationKind
 
 MAX_ROWS = 20
 MAX_WINNERS = 3
@@ -50,12 +50,16 @@ def violation_message(result: RaceResult) -> str:
         else ""
     )
     rate = f" ({result.violation_rate()})" if result.rounds > 1 else ""
+    only_hook = all(v.kind is ViolationKind.HOOK for v in result.violations)
+    what = "race could not finish" if only_hook else f"race broke its invariant{rate}"
     head = (
-        f"race broke its invariant{rate}: {len(result.violations)} violation(s) over "
+        f"{what}: {len(result.violations)} violation(s) over "
         f"{len(result.resources)} resource(s) × {result.concurrency} clients, {result.requests} requests "
         f"({result.wins} wins, {result.rejections} rejections, {result.errors} errors, "
         f"{result.unknown} unknown)"
     )
+    if result.stopped is not None:
+        head += f"\nstopped: {result.stopped.reason}"
     raced = result.raced
     if raced is not None:
         hold = f", hold={result.config.hold}" if result.mode == "last-byte" else ""

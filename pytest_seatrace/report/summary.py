@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from pytest_seatrace.core.config import DEFAULT_RESOURCE_LABEL
-from pytest_seatrace.core.document import RaceDoc, format_expect, unanswered, verdict
+from pytest_seatrace.core.document import RaceDoc, format_expect, status_counts, verdict
 from pytest_seatrace.core.judge import early_hint
+from pytest_seatrace.core.reasons import shorten
 
 HEADERS = (
     "test",
@@ -318,25 +319,40 @@ def table_lines(races: Sequence[RaceDoc], width: int | None = None) -> list[Line
     return _stacked_lines(races, width)
 
 
-def status_lines(races: Sequence[RaceDoc]) -> list[Line]:
+REASON_FLOOR = 20
+"""Narrowest reason column of the status breakdown; a narrower terminal wraps the table."""
+
+
+def status_lines(races: Sequence[RaceDoc], width: int = 80) -> list[Line]:
+    """The status breakdown over every race: status, count and share, with what the bodies
+    said (``500  database is locked``) when any said something, cut to fit ``width``."""
     from tabulate import tabulate
 
-    counts: Counter[str] = Counter()
+    counts: Counter[tuple[str, str]] = Counter()
     for race in races:
-        counts.update(race["status_counts"])
-        no_status = unanswered(race)
-        if no_status:
-            counts["no response"] += no_status
+        counts.update(status_counts(race))
     total = sum(counts.values()) or 1
-    rows = [[code, n, f"{100 * n / total:.2f}%"] for code, n in sorted(counts.items())]
+    order = sorted(
+        counts.items(), key=lambda item: (not item[0][0].isdigit(), item[0][0], -item[1], item[0][1])
+    )
+    shares = {key: f"{100 * n / total:.2f}%" for key, n in counts.items()}
+    if any(reason for _, reason in counts):
+        others = (
+            max(len("status"), *(len(code) for code, _ in counts))
+            + max(len("count"), *(len(str(n)) for n in counts.values()))
+            + max(len("share"), *(len(share) for share in shares.values()))
+        )
+        room = max(REASON_FLOOR, width - others - 3 * 2)
+        cells = [[code, shorten(reason, room), str(n), shares[code, reason]] for (code, reason), n in order]
+        table, _ = _render(("status", "reason", "count", "share"), cells, (True, False, True, True))
+    else:
+        rows = [[code, n, shares[code, reason]] for (code, reason), n in order]
+        table = tabulate(rows, headers=("status", "count", "share"), tablefmt="simple").splitlines()
     modes = Counter(race["mode"] for race in races)
     mode_text = ", ".join(f"{mode} ({_plural(n, 'race', 'races')})" for mode, n in sorted(modes.items()))
     return [
         Line(""),
-        *[
-            Line(line)
-            for line in tabulate(rows, headers=("status", "count", "share"), tablefmt="simple").splitlines()
-        ],
+        *[Line(line) for line in table],
         Line(""),
         Line(f"start mode: {mode_text}"),
     ]
@@ -423,12 +439,25 @@ def replaced_text(race: RaceDoc) -> str | None:
     )
 
 
+def stopped_text(race: RaceDoc) -> str | None:
+    """Where and why a race ended before its last wave (a hook failed, Ctrl-C), if it did."""
+    stopped = race.get("stopped")
+    if stopped is None:
+        return None
+    if stopped["by"] == "interrupted":
+        return f"{stopped['reason']}: the figures cover the requests sent until then"
+    return f"stopped: {stopped['reason']}"
+
+
 def note_lines(races: Sequence[RaceDoc], width: int) -> list[Line]:
-    """Per-race notes under the table: early answers, replaced connections, how the responses
-    were classified, a service that saw a far narrower race than was sent, and what clean
-    rounds showed."""
+    """Per-race notes under the table: where a race stopped, early answers, replaced connections,
+    how the responses were classified, a service that saw a far narrower race than was sent,
+    and what clean rounds showed."""
     notes: list[tuple[RaceDoc, str, bool]] = []
     for race in races:
+        stopped = stopped_text(race)
+        if stopped:
+            notes.append((race, stopped, True))
         early = early_text(race)
         if early:
             notes.append((race, early, True))
@@ -539,6 +568,9 @@ def resource_lines(races: Sequence[RaceDoc]) -> list[Line]:
             )
         )
         out.extend(shard_lines(race))
+        stopped = stopped_text(race)
+        if stopped:
+            out.append(Line(stopped, red=True))
         early = early_text(race)
         if early:
             out.append(Line(early, yellow=True))
@@ -607,7 +639,7 @@ def summary_lines(
     if mode == "auto" and verbosity < 0:
         return [quiet_line(races)]
     width = terminal_width() if width is None else width
-    lines = table_lines(races, width) + status_lines(races) + operation_lines(races, width)
+    lines = table_lines(races, width) + status_lines(races, width) + operation_lines(races, width)
     lines += workers_lines(workers, serialised, width)
     verbose = mode == "full" or verbosity > 0
     if not verbose:
