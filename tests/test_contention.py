@@ -74,14 +74,15 @@ def test_batches_of_five_arrivals_are_a_worker_limit_named_in_the_note() -> None
 
 
 def test_a_service_serving_other_resources_in_between_is_not_a_limit() -> None:
-    # One at a time on one event loop, while the client reads late: runs of 10 arrivals, each
-    # 0.1 ms apart, then 5 ms for other resources' requests. Runs as long as the count in
-    # flight at their end are no pool's (a pool lets one in as each of its workers frees).
+    # One at a time on one event loop: runs of 10 arrivals 0.1 ms apart, then 5 ms for other
+    # resources' requests, while the client reads each run's answers when it gets to them.
+    # Their stays run from 0.3 ms to 5 ms: no pool's work, which takes about as long each time.
+    reads = [2.0, 4.0, 3.0, 5.0, 1.2]
     records = []
     for i in range(50):
         run, place = divmod(i, 10)
         arrival = 1 + run * 6 + place * 0.1
-        records.append(record(i + 1, arrival, 1 + run * 6 + 2, sent_ms=(i % 7) * 0.03))
+        records.append(record(i + 1, arrival, 1 + run * 6 + reads[run], sent_ms=(i % 7) * 0.03))
     contention = Contention.of(records, clients=50)
     assert contention.groups[0].waited == 40
     assert contention.far_below  # 10 of 50 in flight, yet
@@ -245,7 +246,7 @@ from tests.gunicorn_seats import gunicorn_seats
 
 @pytest.mark.race(resources=1, concurrency=40)
 def test_five_sync_workers(race, tmp_path):
-    with gunicorn_seats(tmp_path, worker_class="sync", workers=5, delay_ms=50) as server:
+    with gunicorn_seats(tmp_path, worker_class="sync", workers=5, delay_ms=50, preload=True) as server:
         race.base_url = server.url
         race.post(lambda a: f"/book/{a.resource}", json=lambda a: {"user": f"u{a.client}"})
 """

@@ -10,8 +10,8 @@ arrival to its answer. The answer is the client's ``end_ns``, which is when the 
 been read, an upper bound of when the service answered: the figure is at most what it says.
 
 - Most requests arriving only after the first answer, each getting in as one of about k in
-  flight was answered, in short runs, with the count steady near k and each held well beyond
-  the client's own timing noise: they waited outside for a free worker or thread
+  flight was answered, with the count steady near k and each held about as long as the others
+  and well beyond the client's own timing noise: they waited outside for a free worker or thread
   (``limit``), the only reading that names a setting to raise.
 - Arrivals together, answered one after another: the service serialises by design (a lock, a
   queue, a conditional update; ``serialised``); arrivals together, answered together:
@@ -20,9 +20,9 @@ been read, an upper bound of when the service answered: the figure is at most wh
   and a service that runs each request to completion on one event loop (the bundled sample
   service does: its stamp is taken inside that loop) look the same from outside, so no note
   names a cause.
-- ``mixed``: held outside, but not like a pool (long runs of arrivals with no answer between
-  them, a count that grows while requests wait, stays within the client's timing noise: what a
-  busy client reading answers late makes of a one-at-a-time service); no note.
+- ``mixed``: held outside, but not like a pool (a count that grows while requests wait, stays
+  from almost nothing to long, or within the client's timing noise: what a busy client reading
+  answers late makes of a one-at-a-time service); no note.
 
 Without stamps only the answers' timing is left: answers coming back in regular batches of
 about k are an estimate (``batches``) with both readings, never one cause.
@@ -51,12 +51,17 @@ a 100-client race seen as a 24-way race or narrower."""
 MIN_CLIENTS = 8
 """Races with fewer clients per resource get no note: a handful of requests says little."""
 MIN_BATCHES = 4
-"""Batches of answers needed before an estimate believes them (a pause or two is chance)."""
+"""Batches needed before a pattern of batches is believed (a pause or two is chance): of
+answers for an estimate; of held arrivals (after the first batch) for a measured limit."""
 STAGGER = 3.0
 """Estimate: a gap between answers this many times the median gap splits two batches."""
 NOISE = 2.0
 """Timing beyond this many times the client's start spread is the service's, not the
 client's: a busy client sends late and reads late by about as much."""
+ALIKE = 0.5
+"""A pool's held requests stay about as long as each other: the middle half of their stays
+within this fraction of the median. Answers read late by a busy client stay as long as the
+client took to read them, from almost nothing to the whole delay."""
 SPACED = 4.0
 """Answers spread this many times wider than the arrivals: answered one after another."""
 SETTINGS_HINT = (
@@ -243,8 +248,10 @@ def measured(rnd: int, resource: int, records: Sequence[Record]) -> GroupContent
     waited = [i for i, a in enumerate(arrivals) if a > first_answer]
     reading: Reading
     limit = None
-    if 2 * len(waited) >= len(arrivals):
-        reading, limit = _held(stamped, arrivals, ends, waited)
+    median = weighted_median(segments)
+    held = _held(stamped, arrivals, ends, waited, median) if 2 * len(waited) >= len(arrivals) else None
+    if held is not None:
+        reading, limit = held
     elif max(ends) - min(ends) > SPACED * max(arrivals[-1] - arrivals[0], 1):
         reading = "serialised"
     else:
@@ -253,7 +260,7 @@ def measured(rnd: int, resource: int, records: Sequence[Record]) -> GroupContent
         round=rnd,
         resource=resource,
         clients=len(records),
-        median=weighted_median(segments),
+        median=median,
         peak=max((count for count, _ in segments), default=1),
         reading=reading,
         waited=len(waited),
@@ -262,24 +269,29 @@ def measured(rnd: int, resource: int, records: Sequence[Record]) -> GroupContent
 
 
 def _held(
-    stamped: Sequence[Record], arrivals: Sequence[int], ends: Sequence[int], waited: Sequence[int]
-) -> tuple[Reading, float | None]:
+    stamped: Sequence[Record],
+    arrivals: Sequence[int],
+    ends: Sequence[int],
+    waited: Sequence[int],
+    busy: float,
+) -> tuple[Reading, float | None] | None:
     """The reading of a group whose requests mostly arrived after the first answer, held
-    outside the service, and the limit when there is one.
+    outside the service, and the limit when there is one; ``None`` when they came in fewer than
+    MIN_BATCHES - 1 runs after it (an answer or two, then the rest together).
 
     The arrivals come in runs with no answer between them; a pool of k that keeps requests
     waiting lets one in as each of its k frees, so at each run's last arrival about k are in
     flight. The counts are upper bounds (answers timed at the client): runs often ending with
     1 in flight prove the service took one at a time while others waited. The client's timing
     noise (its start spread) is taken off every answer: an answer read that little after the
-    next arrival may well have been sent before it. A limit is believed only when the runs are
-    short beside k (workers freeing one by one), the count stays steady near k (a full pool
-    neither grows nor shrinks while requests wait) and the held requests stayed in well beyond
-    that noise. Long runs and a growing count are what a busy client that reads answers late
-    makes of a one-at-a-time service, and what a service serving other resources in between
-    makes of one resource; a pool whose batches stay in lockstep (each let in only once the
-    whole previous one was answered) looks the same, and reads ``mixed``: no note rather than
-    a wrong one.
+    next arrival may well have been sent before it. A limit is believed only when the count
+    stays steady near k (a full pool neither grows nor shrinks while requests wait, and has
+    about k in flight most of the time, ``busy``: the median over its busy time), the held
+    requests stayed about as long as each other (a pool's work takes its time; answers a busy
+    client read late stay as long as it took to read them) and well beyond that noise. What a
+    busy client that reads answers late makes of a one-at-a-time service, or a service serving
+    other resources in between of one resource, fails one of these and reads ``mixed``: no
+    note rather than a wrong one.
     """
     sends = [r.sent_ns for r in stamped]
     noise = max(sends) - min(sends)
@@ -288,15 +300,18 @@ def _held(
     ends = [max(a, e - noise) for a, e in zip(arrivals, ends, strict=True)]
     at_arrival = in_flight(arrivals, ends)
     held = [run for run in runs(arrivals, sorted(ends)) if run[-1] >= waited[0]]
-    # per held arrival (a run of 20 weighs 20 times a run of 1): its run's count and length
+    if len(held) < MIN_BATCHES - 1:  # one answer, then the rest together: not held, together
+        return None
+    # per held arrival (a run of 20 weighs 20 times a run of 1): its run's count
     counts = sorted(at_arrival[run[-1]] for run in held for _ in run)
     if percentile(counts, 25) < 2:
         return "one-at-a-time", None
     limit = float(statistics.median(counts))
-    steady = 2 * percentile(counts, 25) >= limit
-    short = statistics.median(len(run) for run in held for _ in run) <= limit / 2
-    stay = statistics.median(ends[i] - arrivals[i] for i in waited)
-    if steady and short and stay > NOISE * noise:
+    steady = 2 * percentile(counts, 25) >= limit and 2 * busy >= limit
+    stays = sorted(ends[i] - arrivals[i] for i in waited)
+    stay = percentile(stays, 50)
+    alike = percentile(stays, 75) - percentile(stays, 25) <= ALIKE * stay
+    if steady and alike and stay > NOISE * noise:
         return "limit", limit
     return "mixed", None
 
