@@ -988,11 +988,20 @@ class SinglePacketFirer:
             while link.pending:
                 self._handle(link, await link.receive())
                 if link.broken or link.eof:
-                    self._fail_link(link, link.broken or self._closed(link, "before answering"))
+                    self._lost_after_gate(link, link.broken or self._closed(link, "before answering"))
                     return
                 await link.flush()
         except TransportError as exc:
-            self._fail_link(link, str(exc))
+            self._lost_after_gate(link, str(exc))
+
+    def _lost_after_gate(self, link: _Link, reason: str) -> None:
+        """A connection lost after its gate write: on a kept one the server closed (its
+        keep-alive), the streams it never began to answer may have started: unknown."""
+        if link.kept:
+            for stream in link.pending:
+                if not stream.status:
+                    self._maybe_started(link, stream, reason)
+        self._fail_link(link, reason)
 
     # -- events and outcomes -----------------------------------------------------------------
 

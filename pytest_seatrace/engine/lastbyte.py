@@ -55,7 +55,7 @@ connection the server closes too is an error with its reason, never a loop."""
 class Slot:
     """One client of one resource in the current wave."""
 
-    __slots__ = ("conn", "kept", "prefix_ns", "record", "renewed", "request")
+    __slots__ = ("conn", "kept", "late", "prefix_ns", "record", "renewed", "request")
 
     def __init__(self, record: Record, request: WireRequest) -> None:
         self.record = record
@@ -67,6 +67,9 @@ class Slot:
         """Its connection carried an earlier request (kept alive): the server may close it idle."""
         self.renewed = False
         """Its kept connection was closed under its prefix and replaced once this wave."""
+        self.late = False
+        """Its kept connection closed at the gate itself, under an incomplete header block: the
+        request goes whole on a fresh connection right after the others (``_send_late``)."""
 
 
 class LastByteFirer:
@@ -132,6 +135,9 @@ class LastByteFirer:
                 if self.starter is None:
                     await self._renew(mine)
                 self._release(rnd, index, mine)
+                late = [slot for slot in mine if slot.late]
+                if late:
+                    await self._send_late(late)
             if self.released is not None:
                 self.released()
             built: list[list[Slot]] = []
@@ -391,14 +397,19 @@ class LastByteFirer:
             record.sent_ns = clock()
         for (slot, conn), outcome in zip(ready, results, strict=True):
             if isinstance(outcome, OSError):
-                self._fail(slot, conn, f"final byte not sent: {outcome}")
-                slot.conn = None
+                if slot.kept:
+                    self._closed_at_gate(slot, conn, f"final byte not sent: {outcome}")
+                else:
+                    self._fail(slot, conn, f"final byte not sent: {outcome}")
+                    slot.conn = None
             elif outcome < len(conn.final):  # a full socket buffer: finish the rest at once
                 conn.finish_final(outcome)
 
     def _closed_at_gate(self, slot: Slot, conn: RawConnection, found: str) -> None:
-        """A connection closed after its last check, at the gate itself: never a late send."""
-        slot.conn = None
+        """A connection closed after its last check, at the gate itself. A kept one under an
+        incomplete header block goes late (``_send_late``), except in a shard, which never sends
+        after its start instant; under a complete one it is unknown."""
+        slot.conn, slot.record.sent_ns = None, 0
         if not slot.kept:
             self._fail(slot, conn, self._dropped(found))
             return
@@ -406,14 +417,41 @@ class LastByteFirer:
         self.keepalive.closed_after(idle)
         if self.config.hold == "body":
             self._unknown_close(slot, conn, found, idle)
-            return
-        self._fail(
-            slot,
-            conn,
-            f"{found}: the server closed a kept connection ({idle_ms(idle)}, its keep-alive most "
-            "likely) at the gate, after its last check; the header block was incomplete, so the "
-            "server did not act on it",
+        elif self.starter is None and not slot.renewed:
+            conn.close()
+            slot.kept, slot.renewed, slot.late = False, True, True
+            slot.record.sent_ns = 0
+            self.keepalive.replaced += 1
+        else:
+            self._fail(
+                slot,
+                conn,
+                f"{found}: the server closed a kept connection ({idle_ms(idle)}, its keep-alive most "
+                "likely) at the start instant; the header block was incomplete, so the server did not "
+                "act on it, and a shard never sends after its start instant",
+            )
+
+    async def _send_late(self, slots: Sequence[Slot]) -> None:
+        """Requests whose kept connection closed at the gate under an incomplete header block
+        (the server never had them): each goes whole on a fresh connection right after the
+        others, once; its start counts in the resource's spread, as late as it was."""
+        await self._run_jobs(
+            slots, [functools.partial(self._connect_and_prepare, s, s.request.origin) for s in slots]
         )
+        for slot in slots:
+            slot.late = False
+            conn = slot.conn
+            if conn is None:
+                continue
+            try:
+                sent = conn.sock.send(conn.final)
+            except OSError as exc:
+                self._fail(slot, conn, f"final byte not sent: {exc}")
+                slot.conn = None
+                continue
+            slot.record.sent_ns = time.perf_counter_ns()
+            if sent < len(conn.final):
+                conn.finish_final(sent)
 
     async def _read(self, live: Sequence[tuple[Slot, RawConnection]]) -> None:
         keep_body = self.classifier.needs_response
