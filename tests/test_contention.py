@@ -156,6 +156,9 @@ def test_the_note_needs_fewer_than_a_quarter_of_the_clients_in_flight() -> None:
     assert below.reading == "limit"
     assert below.note is not None
     assert "only 9 of 40" in below.note
+    eight = Contention.of(pool(40, 8), clients=40).note
+    assert eight is not None
+    assert "made this an 8-way race" in eight
 
 
 def test_a_limit_within_the_clients_timing_noise_is_not_believed() -> None:
@@ -285,7 +288,7 @@ def test_five_sync_gunicorn_workers_get_the_worker_limit_note(pytester: pytest.P
     text = " ".join(line.strip() for line in _lines(result))
     limit = contention["limit"]
     assert isinstance(limit, (int, float))
-    assert f"A worker or thread limit of about {round(limit)} made this a" in text
+    assert f"A worker or thread limit of about {int(limit + 0.5)} made this" in text
     assert "gunicorn --workers/--threads" in text
     note = contention["note"]
     assert isinstance(note, str)

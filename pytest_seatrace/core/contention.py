@@ -167,7 +167,7 @@ class Contention:
                 f"its busy time, peak {self.peak}; measured from its X-Arrival-Ns stamps with the "
                 f"answers timed at the client, an upper bound): {waited} of {self.requests} reached it "
                 f"only after the first answer, each as one of about {limit} in flight was answered. "
-                f"A worker or thread limit of about {limit} made this a {limit}-way race while the "
+                f"A worker or thread limit of about {limit} made this {_a(limit)} {limit}-way race while the "
                 f"rest waited outside; to race more at once, raise it ({SETTINGS_HINT})"
             )
         if self.source == "responses" and self.reading == "batches":
@@ -338,3 +338,8 @@ def estimated(rnd: int, resource: int, records: Sequence[Record]) -> GroupConten
     if len(sizes) < MIN_BATCHES or k < 2 or not regular:
         return GroupContention(rnd, resource, len(records), None, None, "unclear", batches=len(sizes))
     return GroupContention(rnd, resource, len(records), float(k), max(sizes), "batches", batches=len(sizes))
+
+
+def _a(number: int) -> str:
+    """The article spoken before a number: an 8-way race, an 11-way race, a 5-way race."""
+    return "an" if str(number).startswith("8") or number in (11, 18) else "a"
