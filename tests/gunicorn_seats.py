@@ -48,11 +48,14 @@ def gunicorn_seats(
     threads: int = 8,
     keep_alive: float = 2,
     delay_ms: float = 0,
+    preload: bool = False,
 ) -> Iterator[Server]:
     """The seat app under gunicorn on a fresh database in ``directory``; ``POST /book/{seat}``.
 
     gunicorn's defaults where not given (its keep-alive is 2 s); ``keep_alive`` is passed as
-    ``--keep-alive``, ``threads`` only to gthread workers.
+    ``--keep-alive``, ``threads`` only to gthread workers. ``preload=True`` loads the app
+    before forking (``--preload``), so every worker serves from the start instead of joining
+    as it finishes importing it.
     """
     db = directory / "seats.db"
     init_db(db, seats)
@@ -68,6 +71,8 @@ def gunicorn_seats(
     ]  # fmt: skip
     if worker_class == "gthread":
         command += ["--threads", str(threads)]
+    if preload:
+        command.append("--preload")
     env = {"SEATRACE_DB": str(db), "SEATRACE_DELAY_MS": f"{delay_ms:g}"}
     with serve(command, env=env) as server:
         yield server

@@ -168,6 +168,40 @@ class ShardDoc(TypedDict):
     failure: str | None
 
 
+class ContentionGroupDoc(TypedDict):
+    """One (round, resource) of ``contention``: requests in flight at once inside the service."""
+
+    round: int
+    resource: str
+    clients: int
+    """Answered requests of this round and resource (early answers left out)."""
+    median: float | None
+    peak: int | None
+    reading: str
+    waited: int | None
+    """Measured: requests that reached the service only after the first answer."""
+    batches: int | None
+    """Estimated: batches the answers came back in."""
+    limit: float | None
+    """Measured ``limit``: the median in flight when a run of held requests had got in."""
+
+
+class ContentionDoc(TypedDict):
+    """How many requests the service had in flight together (``core.contention``)."""
+
+    source: str
+    """``stamps`` (measured from X-Arrival-Ns), ``responses`` (estimated from answers alone), ``none``."""
+    clients: int
+    median: float | None
+    peak: int | None
+    reading: str
+    limit: float | None
+    """The worker or thread limit read from the stamps (median of the groups'); else ``None``."""
+    note: str | None
+    """Shown in the summary: only when the service saw a far narrower race than was sent."""
+    by_resource: list[ContentionGroupDoc]
+
+
 HistoryDoc = dict[str, list[Any]]
 """Columns of equal length: ``start_ns``, ``end_ns``, ``client``, ``resource``, ``round``,
 ``status``, ``outcome``, ``server_ns``, ``early``, ``shard``, ``reason`` (as a sample's);
@@ -233,6 +267,8 @@ class RaceDoc(_RaceDocRequired, total=False):
     absent from documents written before it existed."""
     stopped: StoppedDoc
     """Where and why a race ended before its last wave; absent for a race that finished."""
+    contention: ContentionDoc
+    """Requests in flight together inside the service, per resource and round (wave 3)."""
 
 
 def format_expect(expect: ExpectDoc, times: int = 1) -> str:

@@ -13,6 +13,7 @@ from functools import cached_property
 from typing import Any
 
 from pytest_seatrace.core.config import RaceConfig
+from pytest_seatrace.core.contention import Contention
 from pytest_seatrace.core.document import (
     HistoryDoc,
     OperationDoc,
@@ -297,6 +298,12 @@ class RaceResult:
             out.append(doc)
         return tuple(out)
 
+    @cached_property
+    def contention(self) -> Contention:
+        """How many requests the service had in flight together, per round and resource:
+        measured from its ``X-Arrival-Ns`` stamps, else estimated from the answers' timing."""
+        return Contention.of(self.history, self.concurrency)
+
     @property
     def clock_error_ns(self) -> int:
         """The largest clock-mapping error bound of the shards (0 without shards)."""
@@ -477,6 +484,7 @@ class RaceResult:
         doc["connections_replaced"] = self.connections_replaced
         if self.stopped is not None:
             doc["stopped"] = self.stopped.to_dict()
+        doc["contention"] = self.contention.to_dict([names[r] for r in self.resources])
         if history:
             doc["history"] = history_columns(self.history, self.resources)
         return doc

@@ -421,6 +421,12 @@ def early_text(race: RaceDoc) -> str | None:
     )
 
 
+def contention_text(race: RaceDoc) -> str | None:
+    """The service saw a far narrower race than was sent (``core.contention``); else nothing."""
+    contention = race.get("contention")
+    return None if contention is None else contention["note"]
+
+
 def replaced_text(race: RaceDoc) -> str | None:
     """Kept connections the server closed (its keep-alive) and the race replaced, if any."""
     replaced = race.get("connections_replaced", 0)
@@ -445,7 +451,8 @@ def stopped_text(race: RaceDoc) -> str | None:
 
 def note_lines(races: Sequence[RaceDoc], width: int) -> list[Line]:
     """Per-race notes under the table: where a race stopped, early answers, replaced connections,
-    how the responses were classified, and what clean rounds showed."""
+    how the responses were classified, a service that saw a far narrower race than was sent,
+    and what clean rounds showed."""
     notes: list[tuple[RaceDoc, str, bool]] = []
     for race in races:
         stopped = stopped_text(race)
@@ -458,6 +465,9 @@ def note_lines(races: Sequence[RaceDoc], width: int) -> list[Line]:
         if replaced:
             notes.append((race, replaced, False))
         notes += [(race, text, True) for text in race["notes"]]
+        contention = contention_text(race)
+        if contention:
+            notes.append((race, contention, True))
         confidence = confidence_text(race)
         if confidence:
             notes.append((race, confidence, False))
@@ -568,6 +578,9 @@ def resource_lines(races: Sequence[RaceDoc]) -> list[Line]:
         if replaced:
             out.append(Line(replaced))
         out += [Line(text, yellow=True) for text in race["notes"]]
+        contention = contention_text(race)
+        if contention:
+            out.append(Line(contention, yellow=True))
         confidence = confidence_text(race)
         if confidence:
             out.append(Line(confidence, green=True))
