@@ -278,7 +278,7 @@ def test_a_kept_connection_closed_under_dispatched_streams_leaves_them_unknown()
     assert {r.resource for r in result.history if r.outcome is Outcome.UNKNOWN} == {1}
     assert all("keep-alive" in (r.reason or "") for r in result.history if r.outcome is Outcome.UNKNOWN)
     assert len(server.connections) == 1
-    assert fired.firer.replaced == 1
+    assert fired.firer.keepalive.limit_ns is not None  # learned, whether seen before the gate or after
 
 
 # -- real servers: gunicorn's threaded workers, hypercorn and uvicorn with short keep-alives -----

@@ -998,6 +998,7 @@ class SinglePacketFirer:
         """A connection lost after its gate write: on a kept one the server closed (its
         keep-alive), the streams it never began to answer may have started: unknown."""
         if link.kept:
+            self.keepalive.closed_after(self._idle_at_prefix(link))
             for stream in link.pending:
                 if not stream.status:
                     self._maybe_started(link, stream, reason)
