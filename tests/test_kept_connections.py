@@ -229,16 +229,22 @@ class IdleCloseOnNextWave:
         self.connections: list[h2.connection.H2Connection] = []
         self.last_answered: dict[int, int] = {}
         self.bodies: dict[tuple[int, int], bytes] = {}
+        self.gone: set[int] = set()
+        """Connections that sent their GOAWAY: a graceful close (a reset could drop the GOAWAY)."""
 
     def __call__(self, conn: h2.connection.H2Connection, events: list[h2.events.Event], seen: Seen) -> bool:
         if not any(c is conn for c in self.connections):
             self.connections.append(conn)
         number = next(i for i, c in enumerate(self.connections) if c is conn)
         fresh = [e.stream_id for e in events if isinstance(e, h2.events.RequestReceived)]
+        if number in self.gone:
+            return True  # after its GOAWAY: read on until the client closes, so nothing resets it
         if number == 0 and fresh and number in self.last_answered:
-            if self.goaway:
-                conn.close_connection(last_stream_id=self.last_answered[number])
-            return False
+            if not self.goaway:
+                return False
+            conn.close_connection(last_stream_id=self.last_answered[number])
+            self.gone.add(number)
+            return True
         for event in events:
             if isinstance(event, h2.events.DataReceived):
                 key = (number, event.stream_id)

@@ -239,6 +239,8 @@ def h2_server(script: Script, *, window: int | None = None) -> Iterator[tuple[st
                 data = sock.recv(65536)
                 if not data:
                     break
+                if conn.state_machine.state is h2.connection.ConnectionState.CLOSED:
+                    continue  # after a GOAWAY the script kept it open for: drain until the client goes
                 events = conn.receive_data(data)
                 for event in events:
                     note(event, seen)
