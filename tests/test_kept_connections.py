@@ -23,7 +23,7 @@ from examples.recipes.flask_app import holder
 from examples.recipes.servers import Server, serve
 from pytest_seatrace.core.records import Outcome, Record
 from pytest_seatrace.engine.classify import Classifier
-from pytest_seatrace.engine.keepalive import KeepAlive
+from pytest_seatrace.engine.keepalive import PROBE_NS, PROBE_S, KeepAlive
 from pytest_seatrace.engine.lastbyte import LastByteFirer, Slot
 from pytest_seatrace.engine.plan import Attempt, RequestSpec
 from pytest_seatrace.engine.requests import RequestBuilder, make_ssl_context
@@ -203,6 +203,23 @@ def test_keep_alive_header_teaches_the_limit(header: bytes, limit_ns: int | None
     keepalive = KeepAlive()
     keepalive.heard([(b"content-type", b"text/plain"), (b"keep-alive", header)])
     assert keepalive.limit_ns == limit_ns
+
+
+def test_the_probe_waits_once_until_the_longest_idle_connection_is_probe_old() -> None:
+    keepalive = KeepAlive()
+    now = 10 * PROBE_NS
+    assert keepalive.probe_wait([now - PROBE_NS // 5, now - PROBE_NS // 2], now) == pytest.approx(PROBE_S / 2)
+    assert keepalive.probe_wait([now], now) == 0.0  # once a race
+    known = KeepAlive()
+    known.heard([(b"keep-alive", b"timeout=5")])
+    assert known.probe_wait([now], now) == 0.0  # the server said
+    assert KeepAlive().probe_wait([now - 2 * PROBE_NS], now) == 0.0  # idle long enough already
+
+
+def test_a_keep_alive_shorter_than_the_probe_makes_every_connection_stale() -> None:
+    keepalive = KeepAlive()
+    keepalive.closed_after(PROBE_NS // 10)
+    assert keepalive.stale(0)
 
 
 def test_the_shortest_idle_close_is_the_limit_and_older_connections_are_stale() -> None:

@@ -18,10 +18,11 @@ MARGIN = 0.25
 close is learned as the idle age at which it was seen, which is later than the server's timer."""
 
 PROBE_S = 0.05
-"""Before kept connections are first reused, the youngest is left idle this long and all are
-looked at again: a server that closes each connection soon after answering (a keep-alive of
-one request, without ``Connection: close``) shows it then, instead of under the next wave. A
-learned keep-alive shorter than this is too short to reuse a connection at all."""
+"""Before kept connections are first reused, the one idle longest is left idle this long and all
+are looked at again: a server that closes each connection soon after answering (a keep-alive of
+one request, without ``Connection: close``) shows it on that one, instead of under the next
+wave (one server closes its connections after the same idle time). A learned keep-alive shorter
+than this is too short to reuse a connection at all."""
 PROBE_NS = int(PROBE_S * 1e9)
 
 _TIMEOUT = re.compile(rb"(?:^|[,;\s])timeout\s*=\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
@@ -62,12 +63,12 @@ class KeepAlive:
 
     def probe_wait(self, idle_since: Sequence[int], now: int) -> float:
         """Seconds to wait before the first reuse of connections idle since ``idle_since``
-        (``perf_counter_ns``), so that the youngest has been idle ``PROBE_S``; 0 when the
-        keep-alive is known or was probed already. Asking marks the probe done."""
+        (``perf_counter_ns``), so that the one idle longest has been idle ``PROBE_S``; 0 when
+        the keep-alive is known or was probed already. Asking marks the probe done."""
         if self.probed or self.limit_ns is not None or not idle_since:
             return 0.0
         self.probed = True
-        return max(0.0, (PROBE_NS - (now - max(idle_since))) / 1e9)
+        return max(0.0, (PROBE_NS - (now - min(idle_since))) / 1e9)
 
     def _learn(self, idle_ns: int) -> None:
         idle_ns = max(idle_ns, 0)
