@@ -401,3 +401,24 @@ def test_the_session_header_says_its_values_are_defaults(pytester: pytest.Pytest
     result.stdout.fnmatch_lines(
         ["seatrace: concurrency=100, *(defaults: a marker or call argument overrides*"]
     )
+
+
+def test_a_reason_that_differs_only_from_resource_to_resource_is_one_kind() -> None:
+    """The Flask recipe says ``seat 1 is taken`` on seat 1 and ``seat 2 is taken`` on seat 2:
+    one kind of loss, no note; a 403 beside them on one seat is another kind."""
+    records = []
+    for index in (0, 1):
+        records.append(Record(index, 1, 1, sent_ns=10, end_ns=20, status=201, outcome=Outcome.WIN))
+        for client in (2, 3):
+            said = f"seat {index + 1} is taken"
+            records.append(
+                Record(
+                    index, client, 1, sent_ns=10, end_ns=20, status=409, outcome=Outcome.REJECTION, said=said
+                )
+            )
+    cfg = RaceConfig(resources=(1, 2), concurrency=3)
+    assert RaceResult.from_run("t", cfg, RaceRun(records=tuple(records), duration=1.0)).notes == ()
+    records.append(Record(1, 4, 1, sent_ns=10, end_ns=20, status=403, outcome=Outcome.REJECTION, said="CSRF"))
+    cfg = RaceConfig(resources=(1, 2), concurrency=4)
+    (note,) = RaceResult.from_run("t", cfg, RaceRun(records=tuple(records), duration=1.0)).notes
+    assert note.startswith("rejections of 3 kinds")

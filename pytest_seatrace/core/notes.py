@@ -26,17 +26,29 @@ def _kind(status: int, reason: str) -> str:
     return f"{status} {reason}" if reason else str(status)
 
 
+def _mixed_within_a_resource(rejections: Iterable[Record]) -> bool:
+    """Whether one resource's rejections fall into several kinds. A reason that differs only from
+    one resource to the next (``seat 1 is taken``, ``seat 2 is taken``) is one kind of loss."""
+    seen: dict[int, tuple[int, str]] = {}
+    for rec in rejections:
+        kind = (rec.status, rec.said or "")
+        if seen.setdefault(rec.resource, kind) != kind:
+            return True
+    return False
+
+
 def classification_notes(records: Iterable[Record], config: RaceConfig) -> tuple[str, ...]:
     """The notes of a race that gave no ``reject=``: rejections of several kinds (status and
     short reason, the status alone where no reason is known), and rejections that are all
     "not allowed to try" statuses. Empty when the test said what a loss is."""
     if config.reject_given:
         return ()
-    kinds = Counter((r.status, r.said or "") for r in records if r.outcome is Outcome.REJECTION)
-    if not kinds:
+    rejections = [r for r in records if r.outcome is Outcome.REJECTION]
+    if not rejections:
         return ()
+    kinds = Counter((r.status, r.said or "") for r in rejections)
     notes = []
-    if len(kinds) > 1:
+    if _mixed_within_a_resource(rejections):
         named = kinds.most_common(KINDS_SHOWN)
         shown = ", ".join(f"{n}× {_kind(status, reason)}" for (status, reason), n in named)
         if len(kinds) > KINDS_SHOWN:
