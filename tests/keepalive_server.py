@@ -20,8 +20,8 @@ import socket
 import threading
 import time
 
-HEAD_END = b"\r\n\r\n"
-MAX_HEAD = 65536
+from tests.wire import read_request
+
 READ_TIMEOUT_S = 30.0
 """How long a connection may stay silent mid-request, or idle under ``lazy``, before it goes."""
 
@@ -49,41 +49,15 @@ class Seats:
         return 404, {"error": "not found"}
 
 
-def read_request(conn: socket.socket, buffer: bytearray) -> tuple[str, str] | None:
-    """One request's method and path (its body read and dropped); ``None`` at EOF."""
-    conn.settimeout(READ_TIMEOUT_S)
-    while HEAD_END not in buffer:
-        if len(buffer) > MAX_HEAD:
-            return None
-        data = conn.recv(65536)
-        if not data:
-            return None
-        buffer += data
-    head, _, rest = bytes(buffer).partition(HEAD_END)
-    lines = head.decode("latin-1").split("\r\n")
-    method, path, _ = lines[0].split(" ", 2)
-    length = 0
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        if name.strip().lower() == "content-length":
-            length = int(value.strip())
-    while len(rest) < length:
-        data = conn.recv(65536)
-        if not data:
-            return None
-        rest += data
-    buffer[:] = rest[length:]
-    return method, path
-
-
 def serve_connection(conn: socket.socket, seats: Seats, keep_alive_s: float, lazy: bool) -> None:
     buffer = bytearray()
     try:
         while True:
-            request = read_request(conn, buffer)
-            if request is None:
+            line = read_request(conn, buffer, READ_TIMEOUT_S)
+            if line is None:
                 return
-            status, payload = seats.answer(*request)
+            method, path = line.decode("latin-1").split(" ")[:2]
+            status, payload = seats.answer(method, path)
             body = json.dumps(payload).encode()
             conn.sendall(
                 f"HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n"

@@ -13,6 +13,8 @@ from typing import Any
 import anyio
 import uvicorn
 
+from tests.wire import read_request
+
 INNER_INI = (
     "[pytest]\naddopts = -p no:benchmark\n"
     "asyncio_default_fixture_loop_scope = function\n"
@@ -209,24 +211,13 @@ def closing_after_answer_server(delay_s: float = 0.005, *, head_body: bytes = b"
     lock = threading.Lock()
 
     def handle(conn: socket.socket) -> None:
-        head = read_request_head(conn)
-        if b"\r\n\r\n" not in head:
+        line = None
+        with contextlib.suppress(OSError):
+            line = read_request(conn, bytearray(), timeout=5)
+        if line is None:
             conn.close()
             return
-        request_line, _, rest = head.partition(b"\r\n")
-        method, path = request_line.split(b" ")[:2]
-        length = 0
-        for line in rest.split(b"\r\n"):
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
-        body = head.split(b"\r\n\r\n", 1)[1]
-        with contextlib.suppress(OSError):
-            while len(body) < length:
-                chunk = conn.recv(65536)
-                if not chunk:
-                    break
-                body += chunk
+        method, path = line.split(b" ")[:2]
         with lock:
             if path == b"/reset":
                 taken.clear()

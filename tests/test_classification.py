@@ -288,6 +288,8 @@ NOTES_CONFTEST = """
 import json
 import pytest
 
+from tests.support import read_body
+
 
 class Tickets:
     \"\"\"First buyer per path: 201; then 409, but every third buyer gets a 403.\"\"\"
@@ -298,13 +300,7 @@ class Tickets:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        client = json.loads(body)["client"]
+        client = json.loads(await read_body(receive))["client"]
         if scope["path"] not in self.taken:
             self.taken.add(scope["path"])
             status = 201

@@ -16,6 +16,7 @@ from pytest_seatrace import RaceUsageError
 from pytest_seatrace.engine import RaceConfig, RacePlan, TargetOptions, run_race
 from pytest_seatrace.engine.plan import RequestSpec
 from tests.support import INNER_INI, bound_socket, closing_after_answer_server, raw_server, read_request_head
+from tests.wire import read_request
 
 
 def seat(url: str) -> Callable[[Any], str]:
@@ -47,29 +48,13 @@ def keep_alive_server(*, head_body: bytes = b"") -> Iterator[tuple[str, list[byt
     def handle(conn: socket.socket) -> None:
         with lock:
             accepted.append(1)
-        conn.settimeout(10)
-        buffered = b""
+        buffered = bytearray()
         with contextlib.suppress(OSError):
             for _ in range(1000):  # requests on this connection
-                while b"\r\n\r\n" not in buffered:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        return
-                    buffered += chunk
-                head, buffered = buffered.split(b"\r\n\r\n", 1)
-                line = head.split(b"\r\n", 1)[0]
+                line = read_request(conn, buffered, timeout=10)
+                if line is None:
+                    return
                 method, path = line.split(b" ")[:2]
-                length = next(
-                    (
-                        int(h.split(b":")[1])
-                        for h in head.split(b"\r\n")
-                        if h.lower().startswith(b"content-length:")
-                    ),
-                    0,
-                )
-                while len(buffered) < length:
-                    buffered += conn.recv(65536)
-                buffered = buffered[length:]
                 with lock:
                     seen.append(line)
                     won = method != b"HEAD" and path not in taken

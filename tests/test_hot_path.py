@@ -39,6 +39,7 @@ from pytest_seatrace.engine.reader import read_responses
 from pytest_seatrace.engine.requests import RequestBuilder, TrustOnFirstUse, WireBuilder, make_ssl_context
 from pytest_seatrace.service import start_sample_service
 from tests.support import OneWinnerApp, raw_server, serve_app
+from tests.wire import read_request
 
 Outcome = tuple[Any, ...]
 
@@ -367,16 +368,11 @@ def _keep_alive_handler(accepted: list[int]) -> Callable[[socket.socket], None]:
 
     def handle(conn: socket.socket) -> None:
         accepted.append(1)
-        conn.settimeout(10)
-        buffered = b""
+        buffered = bytearray()
         with contextlib.suppress(OSError):
             for _ in range(1000):  # requests on this connection
-                while b"\r\n\r\n" not in buffered:
-                    chunk = conn.recv(4096)
-                    if not chunk:
-                        return
-                    buffered += chunk
-                _, buffered = buffered.split(b"\r\n\r\n", 1)
+                if read_request(conn, buffered, timeout=10) is None:
+                    return
                 conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-arrival-ns: 7\r\n\r\nok")
 
     return handle

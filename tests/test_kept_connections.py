@@ -30,9 +30,9 @@ from pytest_seatrace.engine.requests import RequestBuilder, make_ssl_context
 from pytest_seatrace.marker import resolve
 from pytest_seatrace.options import Settings
 from tests.gunicorn_seats import gunicorn_seats
-from tests.keepalive_server import read_request
 from tests.support import closing_after_answer_server, raw_server
 from tests.test_single_packet import Seen, ended, fire, h2_server, respond
+from tests.wire import read_request
 
 
 @contextlib.contextmanager
