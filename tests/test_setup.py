@@ -82,8 +82,11 @@ def test_when_every_setup_fails_the_race_says_why(race, auth_service):
     def broken(a):
         raise ValueError("login service down")
 
-    with pytest.raises(RaceViolation, match="set-up raised ValueError: login service down"):
+    with pytest.raises(RaceViolation, match="set-up raised ValueError: login service down") as info:
         race.post("/orders", setup=broken, headers=bearer, json=order, concurrency=4)
+    raced = info.value.result.to_dict()["raced"]
+    assert raced is not None
+    assert (raced["method"], raced["url"]) == ("POST", auth_service.url + "/orders")  # not "race.run attempt"
 
 
 def test_setup_runs_once_per_client_unless_each_round(race, auth_service):

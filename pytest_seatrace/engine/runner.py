@@ -409,8 +409,11 @@ def _raced(
     """What this race raced, for reports: secrets stripped from every URL shown; the methods
     seen, in order (``POST, DELETE``), when a ``method=`` callable mixed them."""
     base, stripped = strip_url(base_url) if base_url else (None, ())
-    if builder is not None and builder.first_url is not None:
-        url, from_url = strip_url(builder.first_url)
+    if builder is not None:  # a request race, even one whose every set-up failed (no URL built)
+        first = builder.first_url
+        if first is None and isinstance(builder.spec.url, str):
+            first = str(httpx.URL(base_url).join(builder.spec.url)) if base_url else builder.spec.url
+        url, from_url = strip_url(first) if first else (base or "", ())
         method = str(builder.spec.method)
         if builder.spec.method_varies:
             seen = dict.fromkeys(r.operation.partition(" ")[0] for r in records if r.operation)
