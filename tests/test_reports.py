@@ -323,6 +323,7 @@ def png_size(data: bytes) -> tuple[int, int]:
     return width, height
 
 
+@pytest.mark.chromium
 def test_race_html_renders_in_chromium(pytester: pytest.Pytester, tmp_path: Path) -> None:
     chromium()
     run_races(pytester, "--race-html", "r.html")
@@ -677,6 +678,7 @@ HARNESS_AFTER = """<script>(function () {
 }());</script>"""
 
 
+@pytest.mark.chromium
 def test_render_html_tables_sort_filter_and_labels_hold_in_chromium(tmp_path: Path) -> None:
     """The page's script really sorts and filters (driven from a test script in Chromium), the
     percentile labels do not overlap and no figure wraps, at a narrow window."""

@@ -45,6 +45,7 @@ def front(request: pytest.FixtureRequest, safe_service: ServiceHandle) -> Iterat
 
 
 @pytest.mark.parametrize("sync", ["single-packet", "auto"])
+@pytest.mark.nginx
 def test_safe_service_behind_nginx_one_winner_per_seat(race, safe_service, front, sync):
     safe_service.reset()
     result = race.post(
@@ -65,6 +66,7 @@ def test_safe_service_behind_nginx_one_winner_per_seat(race, safe_service, front
         assert safe_service.holders(seat) == [f"vu-{result.winners[seat][0].client}"]
 
 
+@pytest.mark.nginx
 def test_unsafe_service_behind_nginx_is_caught(race):
     with (
         start_sample_service(strategy="unsafe", seats=SEATS, window_ms=20) as service,
@@ -85,6 +87,7 @@ def test_unsafe_service_behind_nginx_is_caught(race):
     assert sum(len(w) > 1 for w in result.winners.values()) == SEATS
 
 
+@pytest.mark.nginx
 def test_stream_limit_of_nginx_opens_more_connections(safe_service):
     """``http2_max_concurrent_streams 16`` and 40 clients: nginx's SETTINGS make the engine open
     three connections for the seat, their gate writes back to back, every seat still sold once."""
@@ -97,6 +100,7 @@ def test_stream_limit_of_nginx_opens_more_connections(safe_service):
     assert [(g.connections, g.streams, g.sends) for g in fired.firer.gate_writes] == [(3, 40, 3)] * 2
 
 
+@pytest.mark.nginx
 def test_nginx_that_will_not_start_fails_with_its_error_log(safe_service, monkeypatch):
     """A broken key: nginx exits at start-up, and the error names what nginx said."""
     real = proxy._write_tls_files

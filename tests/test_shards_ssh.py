@@ -52,6 +52,7 @@ def gone(pid: int, within: float) -> bool:
     return False
 
 
+@pytest.mark.sshd
 def test_ssh_gateway_runs_this_checkout_in_another_process(sshd_server: SshServer) -> None:
     group = execnet.Group()
     try:
@@ -106,6 +107,7 @@ def authorize_another_key(directory: Path) -> None:
     shutil.copy(directory / "other_key.pub", directory / "user_key.pub")
 
 
+@pytest.mark.sshd
 @pytest.mark.parametrize(
     ("breakage", "said"),
     [
@@ -125,6 +127,7 @@ def test_sshd_that_will_not_serve_fails_with_its_own_log(
         assert text in message
 
 
+@pytest.mark.sshd
 def test_a_login_that_prints_fails_before_any_gateway(
     keys: tuple[tuple[str, str, str], Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -182,6 +185,7 @@ def logins(server: SshServer) -> int:
     return server.log.read_text(encoding="utf-8", errors="replace").count("Starting session: command")
 
 
+@pytest.mark.sshd
 def test_sharded_race_over_ssh_and_popen(
     pytester: pytest.Pytester,
     sshd_server: SshServer,
