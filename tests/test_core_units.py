@@ -371,6 +371,27 @@ def test_redact_text_masks_a_value_cut_off_by_truncation() -> None:
     assert shown.startswith('{"seat": 3, "session": "***')
 
 
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        ("Authorization: Bearer abc.def", "abc.def"),
+        ("authorization=Basic dXNlcjpwYXNz", "dXNlcjpwYXNz"),
+        ('{"detail": "bad header", "Authorization": "Bearer abc.def"}', "abc.def"),
+        ("sig=f00d&seat=3", "f00d"),
+    ],
+)
+def test_redact_text_masks_a_credential_after_its_scheme_and_a_signature(text: str, secret: str) -> None:
+    """An authentication scheme goes with the credential after it (``Bearer abc``), and a
+    ``sig=`` query value is masked in text as ``strip_url`` masks it in a URL."""
+    shown = redact_text(text)
+    assert secret not in shown
+    assert MASK in shown
+
+
+def test_redact_text_leaves_names_that_only_contain_sig_alone() -> None:
+    assert redact_text("design=minimal") == "design=minimal"
+
+
 # -- judge: winner_count -------------------------------------------------------------------
 
 

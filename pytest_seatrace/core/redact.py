@@ -39,10 +39,13 @@ def strip_url(url: str) -> tuple[str, tuple[str, ...]]:
 
 
 _PAIR = re.compile(
-    r"""(?P<name>["']?[\w.-]*(?:token|passw|secret|key|session|auth|signature|credential|cookie)[\w.-]*["']?)"""
-    r"""(?P<sep>\s*[:=]\s*)(?P<value>"[^"]*"|'[^']*'|[^\s&,;}]+)""",
+    r"""(?P<name>["']?[\w.-]*(?:token|passw|secret|key|session|auth|signature|sig\b|credential|cookie)"""
+    r"""[\w.-]*["']?)(?P<sep>\s*[:=]\s*)"""
+    r"""(?P<value>"[^"]*"|'[^']*'|(?:(?:bearer|basic|digest|token|negotiate)\s+)?[^\s&,;}]+)""",
     re.I,
 )
+"""A secret-looking name and its value; an authentication scheme (``Bearer abc``) goes with the
+credential after it, so the credential is masked too (``Authorization: ***``)."""
 
 
 def redact_text(text: str) -> str:
