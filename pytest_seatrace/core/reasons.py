@@ -188,11 +188,8 @@ def _simple(value: Any) -> str | None:
     if isinstance(value, str):
         return value if value.strip() else None
     if isinstance(value, dict):
-        for name in INNER_FIELDS:
-            inner = value.get(name)
-            if isinstance(inner, str) and inner.strip():
-                return inner
-        return None
+        fields = (value.get(name) for name in INNER_FIELDS)
+        return next((field for field in fields if isinstance(field, str) and field.strip()), None)
     if isinstance(value, list):
         return _inner(value)
     return None
@@ -200,17 +197,8 @@ def _simple(value: Any) -> str | None:
 
 def _inner(items: list[Any]) -> str | None:
     """The first item of a list, when it is a string or an object with a message."""
-    if not items:
-        return None
-    first = items[0]
-    if isinstance(first, str):
-        return first if first.strip() else None
-    if isinstance(first, dict):
-        for name in INNER_FIELDS:
-            inner = first.get(name)
-            if isinstance(inner, str) and inner.strip():
-                return inner
-    return None
+    first = items[0] if items else None
+    return _simple(first) if isinstance(first, (str, dict)) else None
 
 
 def _from_html(body: bytes, text: str) -> str | None:
