@@ -26,10 +26,7 @@ spreads it).
 from __future__ import annotations
 
 import math
-import socket
 import ssl
-import struct
-import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -52,10 +49,16 @@ from pytest_seatrace.engine.classify import ARRIVAL_HEADER, Classifier
 from pytest_seatrace.engine.keepalive import KeepAlive, idle_ms
 from pytest_seatrace.engine.limits import HEAD_TOO_LARGE, MAX_RESPONSE_HEAD
 from pytest_seatrace.engine.plan import Attempt, Roster, Variation, keep_outcome, release_order
-from pytest_seatrace.engine.rawhttp import Origin, RawConnection, TransportError
 from pytest_seatrace.engine.requests import RequestBuilder, encode_json, origin_of
+from pytest_seatrace.engine.stream import (
+    ConnectionLost,
+    NetworkStream,
+    Origin,
+    TLSFailure,
+    TransportError,
+    data_segments_out,
+)
 
-RECV_SIZE = 65536
 RECEIVE_WINDOW = 2**24
 """Our stream and connection receive windows: responses never wait for a WINDOW_UPDATE."""
 _ARRIVAL = ARRIVAL_HEADER.encode()
@@ -101,31 +104,14 @@ async def negotiate_h2(
         return False
     with anyio.move_on_after(timeout):
         try:
-            conn = await RawConnection.open(origin, ssl_context)
+            stream = await NetworkStream.open(origin, ssl_context)
         except (TransportError, OSError):
             return False
         try:
-            return conn.tls is not None and conn.tls.selected_alpn_protocol() == "h2"
+            return stream.alpn == "h2"
         finally:
-            conn.close()
+            stream.close()
     return False
-
-
-def data_segments_out(sock: socket.socket) -> int | None:
-    """Linux ``tcpi_data_segs_out`` (segments that carried data, pure ACKs left out), else None.
-
-    Its offset in ``struct tcp_info`` (linux/tcp.h) is 156 since Linux 4.6.
-    """
-    if not sys.platform.startswith("linux") or not hasattr(socket, "TCP_INFO"):
-        return None
-    try:
-        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
-    except OSError:
-        return None
-    if len(info) < 160:
-        return None
-    value: int = struct.unpack_from("=I", info, 156)[0]
-    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,15 +300,13 @@ class _Requests:
 class _Link:
     """One HTTP/2 connection: the engine's socket (TLS over memory BIOs), h2's state, its streams."""
 
-    def __init__(self, raw: RawConnection) -> None:
-        self.raw = raw
-        self.origin = raw.origin
-        self.sock = raw.sock
-        self.tls = raw.tls
+    def __init__(self, stream: NetworkStream) -> None:
+        self.stream = stream
+        self.origin = stream.origin
+        self.sock = stream.sock
         self.h2 = _Client(_CONFIG)
         self.h2.received = []
         self.streams: dict[int, _Stream] = {}
-        self.gate = b""
         self.holding = False
         """The gate bytes are built: nothing else may be written before them (TLS record order)."""
         self.stage = "connecting"
@@ -359,12 +343,6 @@ class _Link:
         self.h2.initiate_connection()
         self.h2.increment_flow_control_window(RECEIVE_WINDOW - 65535)
 
-    def encrypt(self, plain: bytes) -> bytes:
-        if self.tls is None or not plain:
-            return plain
-        self.tls.write(plain)
-        return self.raw._outgoing.read()
-
     async def flush(self) -> None:
         """Write what h2 has queued (never while the gate bytes wait: they must go first)."""
         if self.holding or self.eof:
@@ -372,7 +350,7 @@ class _Link:
         data = self.h2.data_to_send()
         if data:
             try:
-                await self.raw.send_all(self.encrypt(data))
+                await self.stream.send_all(self.stream.encrypt(data))
             except OSError as exc:
                 raise TransportError(self.lost(exc)) from None
 
@@ -409,56 +387,35 @@ class _Link:
         while True:
             if self.eof or self.broken is not None:
                 return []
-            await anyio.wait_readable(self.sock)
+            await self.stream.wait_readable()
             events = self.pull()
             if events:
                 return events
 
     def _read_now(self) -> bytes:
+        """Everything the stream has now, decrypted; a failure ends it with its reason."""
         chunks: list[bytes] = []
         while not self.eof:
             try:
-                data = self.sock.recv(RECV_SIZE)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as exc:
+                data = self.stream.pull()
+            except ConnectionLost as exc:
                 self.eof = True
-                self.broken = self.broken or self.lost(exc)
+                self.broken = self.broken or self.lost(exc.cause)
+                break
+            except TLSFailure as exc:
+                self.eof = True
+                self.broken = self.broken or f"TLS error from {self.origin.url}: {exc.cause}"
+                break
+            if data is None:
                 break
             if not data:
                 self.eof = True
-                if self.tls is not None:
-                    self.raw._incoming.write_eof()
                 break
-            if self.tls is None:
-                chunks.append(data)
-            else:
-                self.raw._incoming.write(data)
-        if self.tls is not None:
-            chunks.extend(self._decrypt(self.tls))
+            chunks.append(data)
         return b"".join(chunks)
 
-    def _decrypt(self, tls: ssl.SSLObject) -> list[bytes]:
-        out: list[bytes] = []
-        while True:
-            try:
-                plain = tls.read(RECV_SIZE)
-            except ssl.SSLWantReadError:
-                return out
-            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
-                self.eof = True
-                return out
-            except ssl.SSLError as exc:
-                self.eof = True
-                self.broken = self.broken or f"TLS error from {self.origin.url}: {exc}"
-                return out
-            if not plain:
-                self.eof = True
-                return out
-            out.append(plain)
-
     def close(self) -> None:
-        self.raw.close()
+        self.stream.close()
 
 
 _Groups = dict[tuple[int, Origin], list["_Stream"]]
@@ -759,13 +716,13 @@ class SinglePacketFirer:
         context = self.ssl_context if origin.scheme == "https" else None
         if origin.scheme == "https" and context is None:
             raise TransportError(f"https origin {origin.url} needs an SSL context")
-        raw = await RawConnection.open(origin, context)
-        link = _Link(raw)
+        stream = await NetworkStream.open(origin, context)
+        link = _Link(stream)
         self._opened.append(link)
         self.connections += 1
         try:
-            if raw.tls is not None:
-                chosen = raw.tls.selected_alpn_protocol()
+            if stream.tls is not None:
+                chosen = stream.alpn
                 if chosen != "h2":
                     why = f"ALPN chose {chosen}" if chosen else "ALPN chose no protocol, so HTTP/1.1"
                     raise self._refuse(origin, why)
@@ -775,7 +732,7 @@ class SinglePacketFirer:
             while not any(isinstance(e, h2.events.RemoteSettingsChanged) for e in await link.receive()):
                 if not (link.eof or link.broken):
                     continue
-                if raw.tls is None:  # h2c prior knowledge: whatever ends it here is a refusal
+                if stream.tls is None:  # h2c prior knowledge: whatever ends it here is a refusal
                     raise self._refuse(origin, self._preface_refusal(link))
                 raise TransportError(link.broken or self._closed(link, "before its SETTINGS"))
             await link.flush()  # the SETTINGS ACK
@@ -873,7 +830,7 @@ class SinglePacketFirer:
                     conn.end_stream(stream.sid)
             except h2.exceptions.StreamClosedError:
                 continue
-        link.gate = link.encrypt(conn.data_to_send())
+        link.stream.hold(conn.data_to_send())
         link.holding = True
         link.stage = "waiting for the gate"
 
@@ -894,7 +851,7 @@ class SinglePacketFirer:
                 continue
             release_order(self.config.seed, rnd, index, ready)
             before = [data_segments_out(link.sock) for link in ready] if self.count_segments else []
-            shots = [(link.sock.send, link.gate) for link in ready]
+            shots = [(link.sock.send, link.stream.held) for link in ready]
             results: list[int | OSError] = []
             stamps: list[int] = []
             clock = time.perf_counter_ns
@@ -919,10 +876,10 @@ class SinglePacketFirer:
                 if isinstance(outcome, OSError):
                     self._fail_link(link, f"final frames not sent to {link.origin.url}: {outcome}")
                     continue
-                if outcome < len(link.gate):
+                if outcome < len(link.stream.held):
                     sends += 1
                     try:
-                        self._finish_gate(link, outcome)
+                        link.stream.finish_held(outcome)
                     except OSError as exc:
                         self._fail_link(link, f"final frames not sent to {link.origin.url}: {exc}")
                         continue
@@ -936,21 +893,12 @@ class SinglePacketFirer:
                     index,
                     len(ready),
                     sum(len(link.streams) for link in ready),
-                    sum(len(link.gate) for link in ready),
+                    sum(len(link.stream.held) for link in ready),
                     sends,
                     stamps[-1] - start,
                     segments,
                 )
             )
-
-    @staticmethod
-    def _finish_gate(link: _Link, sent: int) -> None:
-        """The rest of a gate write after a short send (a full socket buffer), without delay."""
-        link.sock.setblocking(True)
-        try:
-            link.sock.sendall(link.gate[sent:])
-        finally:
-            link.sock.setblocking(False)
 
     # -- after the gate ----------------------------------------------------------------------
 
@@ -980,7 +928,7 @@ class SinglePacketFirer:
         """Kept for the next wave only when every stream ended in a response and ids remain."""
         clean = all(s.status for s in link.streams.values())
         room = link.h2.highest_outbound_stream_id + 2 * (self.config.concurrency + 1) < _STREAM_IDS
-        return clean and room and not link.raw.closed
+        return clean and room and not link.stream.closed
 
     async def _read_link(self, link: _Link) -> None:
         try:

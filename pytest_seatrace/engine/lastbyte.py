@@ -32,18 +32,13 @@ import httpx
 from pytest_seatrace.core.config import RaceConfig
 from pytest_seatrace.core.records import Outcome, Record
 from pytest_seatrace.engine.classify import ARRIVAL_HEADER, Classifier
+from pytest_seatrace.engine.http11 import HTTP11Connection
+from pytest_seatrace.engine.http11_response import RawResponse
 from pytest_seatrace.engine.keepalive import KeepAlive, idle_ms
 from pytest_seatrace.engine.plan import Roster, keep_outcome, release_order
-from pytest_seatrace.engine.rawhttp import (
-    ANSWERED,
-    Origin,
-    RawConnection,
-    RawResponse,
-    TransportError,
-    early_answers,
-)
 from pytest_seatrace.engine.reader import read_responses
 from pytest_seatrace.engine.requests import RequestBuilder, WireBuilder, WireRequest
+from pytest_seatrace.engine.stream import ANSWERED, Origin, TransportError, early_answers
 
 _ARRIVAL = ARRIVAL_HEADER.encode()
 RENEW_PASSES = 3
@@ -60,7 +55,7 @@ class Slot:
     def __init__(self, record: Record, request: WireRequest) -> None:
         self.record = record
         self.request = request
-        self.conn: RawConnection | None = None
+        self.conn: HTTP11Connection | None = None
         self.prefix_ns = 0
         """When its prefix was written: an early answer's latency counts from here."""
         self.kept = False
@@ -93,9 +88,9 @@ class LastByteFirer:
         self.ssl_context = ssl_context
         self.classifier = classifier
         self.wire = WireBuilder(builder)
-        self._pool: list[RawConnection] = []
+        self._pool: list[HTTP11Connection] = []
         """Kept-alive connections, for the next wave."""
-        self._opened: list[RawConnection] = []
+        self._opened: list[HTTP11Connection] = []
         """Every connection ever opened, so a cancelled race still closes them all."""
         self.keepalive = KeepAlive()
         """The server's keep-alive as learned, and how many kept connections were replaced."""
@@ -212,7 +207,7 @@ class LastByteFirer:
         ``hold="body"`` such a request is unknown. Bounded by ``RENEW_PASSES``."""
         for _ in range(RENEW_PASSES):
             live = [(slot, slot.conn) for slot in slots if slot.conn is not None]
-            found = early_answers([conn for _, conn in live])
+            found = early_answers([conn.stream for _, conn in live])
             closed = [
                 (slot, conn, why)
                 for (slot, conn), why in zip(live, found, strict=True)
@@ -229,7 +224,7 @@ class LastByteFirer:
             await self._run_jobs(slots, jobs)
 
     def _closed_under_prefix(
-        self, slot: Slot, conn: RawConnection, found: str
+        self, slot: Slot, conn: HTTP11Connection, found: str
     ) -> Callable[[], Coroutine[Any, Any, None]] | None:
         """A connection found closed after its prefix was written: replaced (a kept one at
         ``hold="headers"``, once), unknown (a kept one at ``hold="body"``), else an error."""
@@ -244,7 +239,7 @@ class LastByteFirer:
         self._unknown_close(slot, conn, found, idle)
         return None
 
-    def _replace(self, slot: Slot, conn: RawConnection) -> Callable[[], Coroutine[Any, Any, None]]:
+    def _replace(self, slot: Slot, conn: HTTP11Connection) -> Callable[[], Coroutine[Any, Any, None]]:
         """Close a kept connection under an incomplete request and open a fresh one for it."""
         conn.close()
         slot.conn, slot.kept, slot.renewed = None, False, True
@@ -252,7 +247,7 @@ class LastByteFirer:
         return functools.partial(self._connect_and_prepare, slot, slot.request.origin)
 
     def _unknown_close(
-        self, slot: Slot, conn: RawConnection, found: str, idle: int, *, gated: bool = False
+        self, slot: Slot, conn: HTTP11Connection, found: str, idle: int, *, gated: bool = False
     ) -> None:
         """A kept connection the server closed once it may have had a complete request: at
         ``hold="body"`` under the prefix, or at any hold point after the release, unanswered."""
@@ -303,7 +298,7 @@ class LastByteFirer:
         slot.conn = conn
         return None
 
-    async def _finish_prefix(self, slot: Slot, conn: RawConnection, rest: bytes) -> None:
+    async def _finish_prefix(self, slot: Slot, conn: HTTP11Connection, rest: bytes) -> None:
         try:
             await conn.send_all(rest)
         except OSError as exc:
@@ -314,7 +309,7 @@ class LastByteFirer:
     async def _connect_and_prepare(self, slot: Slot, origin: Origin) -> None:
         conn = None
         try:
-            conn = await RawConnection.open(origin, self.ssl_context if origin.scheme == "https" else None)
+            conn = await HTTP11Connection.open(origin, self.ssl_context if origin.scheme == "https" else None)
             self._opened.append(conn)
             request = slot.request
             await conn.prepare(request.data, request.held_from(self.config.hold))
@@ -329,7 +324,7 @@ class LastByteFirer:
             if slot.conn is None and conn is not None and not slot.record.reason:
                 conn.close()  # cancelled by the connect deadline
 
-    def _weed(self, pool: list[RawConnection], probed_ns: int = 0) -> None:
+    def _weed(self, pool: list[HTTP11Connection], probed_ns: int = 0) -> None:
         """Drop the kept connections the server spoke on (closed them, most likely) since, and
         those idle too near its keep-alive to outlive a prefix: fresh ones replace them. After a
         probe of ``probed_ns``, a close teaches the idle time it began at (the connection was
@@ -338,7 +333,7 @@ class LastByteFirer:
             kept = []
             now = time.perf_counter_ns()
             keepalive = self.keepalive
-            for conn, found in zip(pool, early_answers(pool), strict=True):
+            for conn, found in zip(pool, early_answers([conn.stream for conn in pool]), strict=True):
                 idle = now - conn.idle_since
                 if found is None and not keepalive.stale(idle):
                     kept.append(conn)
@@ -349,7 +344,7 @@ class LastByteFirer:
                 conn.close()
             pool[:] = kept
 
-    def _reuse(self, origin: Origin, pool: list[RawConnection]) -> RawConnection | None:
+    def _reuse(self, origin: Origin, pool: list[HTTP11Connection]) -> HTTP11Connection | None:
         """A kept connection to ``origin`` (the pool was weeded just before)."""
         while pool:
             conn = pool.pop()
@@ -372,7 +367,7 @@ class LastByteFirer:
             "stays incomplete; sync='gate' sends whole requests)"
         )
 
-    def _fail(self, slot: Slot, conn: RawConnection | None, reason: str) -> None:
+    def _fail(self, slot: Slot, conn: HTTP11Connection | None, reason: str) -> None:
         slot.record.outcome = Outcome.ERROR
         slot.record.reason = reason
         slot.record.end_ns = time.perf_counter_ns()
@@ -385,9 +380,9 @@ class LastByteFirer:
         A connection answered already (the server acted before the hold point) is read like
         any other, marked early; one the server closed is an error that names the hold point.
         """
-        ready: list[tuple[Slot, RawConnection]] = []
+        ready: list[tuple[Slot, HTTP11Connection]] = []
         live = [(slot, slot.conn) for slot in slots if slot.conn is not None]
-        for (slot, conn), found in zip(live, early_answers([conn for _, conn in live]), strict=True):
+        for (slot, conn), found in zip(live, early_answers([conn.stream for _, conn in live]), strict=True):
             if found is None:
                 ready.append((slot, conn))
             elif found is ANSWERED:
@@ -416,7 +411,7 @@ class LastByteFirer:
             elif outcome < len(conn.final):  # a full socket buffer: finish the rest at once
                 conn.finish_final(outcome)
 
-    def _closed_at_gate(self, slot: Slot, conn: RawConnection, found: str) -> None:
+    def _closed_at_gate(self, slot: Slot, conn: HTTP11Connection, found: str) -> None:
         """A connection closed after its last check, at the gate itself. A kept one under an
         incomplete header block goes late (``_send_late``), except in a shard, which never sends
         after its start instant; under a complete one it is unknown."""
@@ -464,13 +459,13 @@ class LastByteFirer:
             if sent < len(conn.final):
                 conn.finish_final(sent)
 
-    async def _read(self, live: Sequence[tuple[Slot, RawConnection]]) -> None:
+    async def _read(self, live: Sequence[tuple[Slot, HTTP11Connection]]) -> None:
         keep_body = self.classifier.needs_response
         for slot, conn in live:
             conn.begin_response(keep_body, method=slot.request.method, closes=slot.request.closes)
         await read_responses(live, self._finish)
 
-    def _finish(self, slot: Slot, conn: RawConnection, outcome: RawResponse | TransportError) -> None:
+    def _finish(self, slot: Slot, conn: HTTP11Connection, outcome: RawResponse | TransportError) -> None:
         """A connection's response (or why there is none) into its record; keep the connection
         for the next wave when the server keeps it alive."""
         rec = slot.record

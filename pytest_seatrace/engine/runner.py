@@ -28,9 +28,9 @@ from pytest_seatrace.engine.lastbyte import LastByteFirer
 from pytest_seatrace.engine.limits import ensure_open_files
 from pytest_seatrace.engine.locks import origin_lock
 from pytest_seatrace.engine.plan import Attempt, RacePlan, Reset, Roster, Verify
-from pytest_seatrace.engine.rawhttp import Origin
 from pytest_seatrace.engine.requests import RequestBuilder, check_url, make_ssl_context
 from pytest_seatrace.engine.setup import call_maybe_async, failed_records, run_setups, with_setup_cookies
+from pytest_seatrace.engine.stream import H1_ALPN, H2_ALPN, Origin
 
 ASGI_BASE_URL = "http://testserver"
 
@@ -422,11 +422,6 @@ def _raced(
         url, from_url, method = base or "", (), "race.run attempt"
     version = "ASGI (in process)" if in_process else "HTTP/2" if mode == "single-packet" else "HTTP/1.1"
     return Raced(method, url, base, version, tuple(dict.fromkeys((*stripped, *from_url))))
-
-
-H2_ALPN = ("h2", "http/1.1")
-H1_ALPN = ("http/1.1",)
-"""ALPN of the engine's own contexts: a server must never pick h2 and then receive HTTP/1.1."""
 
 
 async def _start(plan: RacePlan) -> tuple[str, ssl.SSLContext]:

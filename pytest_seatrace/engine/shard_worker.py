@@ -44,6 +44,7 @@ from pytest_seatrace.engine.lastbyte import LastByteFirer
 from pytest_seatrace.engine.limits import ensure_open_files
 from pytest_seatrace.engine.plan import Attempt, RequestSpec, Roster
 from pytest_seatrace.engine.requests import RequestBuilder, make_ssl_context
+from pytest_seatrace.engine.stream import H1_ALPN, H2_ALPN
 
 SPIN_NS = 200_000
 """The last stretch before the start instant is spun, not slept (a sleep wakes a little late),
@@ -72,8 +73,6 @@ MISSED_NS = 250_000_000
 """A start instant that had passed by this much when it arrived is missed: the wave is not
 released (its requests would not be synchronised with the other shards'). A start that arrives
 a little late (a busy host) is released at once, and the spread shows the lateness."""
-H2_ALPN = ("h2", "http/1.1")
-H1_ALPN = ("http/1.1",)
 
 
 def unpack(data: Any) -> Any:
