@@ -346,7 +346,7 @@ def test_server_answering_before_the_final_byte_is_kept_and_marked_early():
         firer._release(1, 0, [slot])
         assert slot.conn is not None
         await firer._read([(slot, slot.conn)])
-        kept = list(firer._pool)
+        kept = list(firer.pool)
         await builder.aclose()
         await firer.aclose()
         assert kept == []

@@ -104,7 +104,7 @@ def two_waves(url: str, hold: str, server: ClosesKeptOnNextRequest) -> tuple[Rec
             assert first.conn is not None
             await firer._read([(first, first.conn)])
             assert first.record.outcome is Outcome.WIN
-            assert len(firer._pool) == 1
+            assert len(firer.pool) == 1
             second = Slot(Record(resource=0, client=1, round=2), firer.wire.build(Attempt(1, 1, 2)))
             await firer._prepare_wave([second])
             assert second.kept

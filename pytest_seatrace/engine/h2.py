@@ -28,8 +28,8 @@ from __future__ import annotations
 import math
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -48,7 +48,8 @@ from pytest_seatrace.core.records import Outcome, Record
 from pytest_seatrace.engine.classify import ARRIVAL_HEADER, Classifier
 from pytest_seatrace.engine.keepalive import KeepAlive, idle_ms
 from pytest_seatrace.engine.limits import HEAD_TOO_LARGE, MAX_RESPONSE_HEAD
-from pytest_seatrace.engine.plan import Attempt, Roster, Variation, keep_outcome, release_order
+from pytest_seatrace.engine.plan import Attempt, Roster, Variation, release_order
+from pytest_seatrace.engine.pool import KeptPool
 from pytest_seatrace.engine.requests import RequestBuilder, encode_json, origin_of
 from pytest_seatrace.engine.stream import (
     ConnectionLost,
@@ -58,6 +59,7 @@ from pytest_seatrace.engine.stream import (
     TransportError,
     data_segments_out,
 )
+from pytest_seatrace.engine.waves import WaveHooks, WavePipeline
 
 RECEIVE_WINDOW = 2**24
 """Our stream and connection receive windows: responses never wait for a WINDOW_UPDATE."""
@@ -317,10 +319,13 @@ class _Link:
         self.pinged = False
         self.gated = False
         """Its gate write has left (for messages: before or after the gate)."""
-        self.kept = False
-        """It carried an earlier wave's streams: the server may close it idle (its keep-alive)."""
         self.idle_since = 0
-        """When its last wave's last stream was answered (``perf_counter_ns``)."""
+        """When its last wave's last stream was answered (``perf_counter_ns``; 0: never kept)."""
+
+    @property
+    def kept(self) -> bool:
+        """It carried an earlier wave's streams: the server may close it idle (its keep-alive)."""
+        return self.idle_since > 0
 
     @property
     def capacity(self) -> int:
@@ -455,7 +460,15 @@ def _code(error_code: object) -> str:
         return f"error code {error_code}"
 
 
-class SinglePacketFirer:
+@dataclass
+class _Wave:
+    """A wave's streams by resource and origin, and once prepared its connections by resource."""
+
+    groups: _Groups
+    links: dict[int, list[_Link]] = field(default_factory=dict)
+
+
+class SinglePacketFirer(WavePipeline[_Wave]):
     """Fires waves in single-packet mode over HTTP/2 (TLS ALPN ``h2``, or h2c prior knowledge)."""
 
     def __init__(
@@ -465,7 +478,10 @@ class SinglePacketFirer:
         ssl_context: ssl.SSLContext | None,
         classifier: Classifier,
         roster: Roster | None = None,
+        *,
+        hooks: WaveHooks | None = None,
     ) -> None:
+        super().__init__(hooks)
         self.config = config
         self.builder = builder
         self.ssl_context = ssl_context
@@ -473,68 +489,47 @@ class SinglePacketFirer:
         self.roster = roster or Roster(config)
         """Who races, and what their ``setup=`` returned (as in last-byte mode); a shard: its
         share of every resource's clients."""
-        self.starter: Callable[[], Awaitable[None]] | None = None
-        """Awaited once per wave right before the gate writes (a shard waits for the
-        coordinator's start instant there); ``None``: release at once."""
-        self.released: Callable[[], None] | None = None
-        """Called right after each wave's held bytes are out (a shard gives up its CPU there,
-        so that another shard of the same host releases on time)."""
-        self.ungated: list[str] = []
-        """Always empty: every request here waits at the gate."""
-        self.in_flight: list[Record] = []
-        """The wave being raced, until its records are in the sink (Ctrl-C keeps those sent)."""
         self.gate_writes: list[GateWrite] = []
         """One entry per resource and wave: what its gate cost (tests and benchmarks read it)."""
         self.count_segments = False
         """Read each connection's TCP segment counter around the gate (Linux; tests, benchmarks)."""
         self.connections = 0
         """HTTP/2 connections opened so far (kept ones are reused across waves and rounds)."""
-        self._idle: dict[Origin, list[_Link]] = {}
-        self._opened: list[_Link] = []
-        self.keepalive = KeepAlive()
-        """The server's keep-alive as learned, and how many kept connections were replaced."""
+        self.pool: KeptPool[_Link] = KeptPool(self._spoke)
+        """Kept connections by origin, and every connection opened."""
         self._max_streams: dict[Origin, int] = {}
         self._refused: dict[Origin, str] = {}
         self._requests = _Requests(builder)
+
+    @property
+    def keepalive(self) -> KeepAlive:
+        """The server's keep-alive as learned, and how many kept connections were replaced."""
+        return self.pool.keepalive
 
     @property
     def replaced(self) -> int:
         """Kept connections the server closed (or was about to) that fresh ones replaced."""
         return self.keepalive.replaced
 
-    # -- the round ---------------------------------------------------------------------------
+    # -- the wave pipeline's steps ---------------------------------------------------------
 
-    async def fire_waves(self, rnd: int, waves: Sequence[Sequence[int]], sink: list[Record]) -> None:
-        """Race every wave of a round, appending each wave's records to ``sink`` as it ends.
+    async def build(self, rnd: int, indices: Sequence[int]) -> _Wave:
+        return _Wave(await self._build(rnd, indices))
 
-        Waves take turns at the server, as in last-byte mode: wave ``i + 1`` is built while the
-        responses of wave ``i`` come in, and connected and written (all but its final frames)
-        once wave ``i`` is answered in full, on the connections it kept alive.
-        """
-        if not waves:
-            return
-        groups = await self._build(rnd, waves[0])
-        for number, indices in enumerate(waves):
-            links = await self._prepare_wave(rnd, groups)
-            self.in_flight = [s.record for streams in groups.values() for s in streams]
-            await self._renew(rnd, links)
-            if self.starter is not None:
-                await self.starter()
-            self._release(rnd, indices, links)
-            if self.released is not None:
-                self.released()
-            upcoming: list[_Groups] = []
-            failures: list[Exception] = []
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._collect, links)
-                if number + 1 < len(waves):
-                    tg.start_soon(keep_outcome, upcoming, failures, self._build, rnd, waves[number + 1])
-            sink.extend(s.record for streams in groups.values() for s in streams)
-            self.in_flight = []
-            if failures:  # e.g. a request callable that raised: after this wave's figures are kept
-                raise failures[0]
-            if upcoming:
-                groups = upcoming[0]
+    def records(self, wave: _Wave) -> list[Record]:
+        return [s.record for streams in wave.groups.values() for s in streams]
+
+    async def prepare(self, rnd: int, wave: _Wave) -> None:
+        wave.links = await self._prepare_wave(rnd, wave.groups)
+
+    async def ready(self, rnd: int, wave: _Wave) -> None:
+        await self._renew(rnd, wave.links)
+
+    async def release(self, rnd: int, indices: Sequence[int], wave: _Wave) -> None:
+        self._release(rnd, indices, wave.links)
+
+    async def collect(self, wave: _Wave) -> None:
+        await self._collect(wave.links)
 
     async def _build(self, rnd: int, indices: Sequence[int]) -> _Groups:
         """Every request of the wave, grouped by resource and origin (one set of connections each)."""
@@ -650,7 +645,7 @@ class SinglePacketFirer:
                 assigned.append((link, streams[start : start + take]))
                 out.append(link)
             else:
-                self._idle.setdefault(origin, []).append(link)
+                self.pool.give_back(link)
             start += take
         async with anyio.create_task_group() as tg:
             for link, mine in assigned:
@@ -662,23 +657,13 @@ class SinglePacketFirer:
         if origin in self._refused:
             raise _Refused(self._refused[origin])
         out: list[_Link] = []
-        idle = self._idle.get(origin, [])
-        keepalive = self.keepalive
-        wait = keepalive.probe_wait([link.idle_since for link in idle], time.perf_counter_ns())
-        if wait:  # once a race, before the first reuse: does the server keep them at all?
-            await anyio.sleep(wait)
-        probed = int(wait * 1e9)  # a close found now teaches the idle time the probe began at
-        while idle and sum(link.capacity for link in out) < count:
-            link = idle.pop()
-            self._handle(link, link.pull())  # a GOAWAY or a close while it was idle
-            age = time.perf_counter_ns() - link.idle_since
-            if link.broken is None and not link.eof and not keepalive.stale(age):
-                out.append(link)
-                continue
-            if link.broken is not None or link.eof:
-                keepalive.closed_after(age - probed)
-            keepalive.replaced += 1
-            link.close()
+        pool = self.pool
+        pool.weed(await pool.probe(origin), origin)  # a GOAWAY or a close while they were idle
+        while sum(link.capacity for link in out) < count:
+            kept = pool.take(origin)
+            if kept is None:
+                break
+            out.append(kept)
         if not out:
             out.append(await self._open(origin, stage))
         limit = self._max_streams.get(origin, count) or 1
@@ -692,7 +677,7 @@ class SinglePacketFirer:
             out.extend(fresh)
             if failures:
                 for link in out:
-                    self._idle.setdefault(origin, []).append(link)
+                    pool.give_back(link)
                 raise failures[0]
         if sum(link.capacity for link in out) < count:
             raise TransportError(
@@ -717,8 +702,7 @@ class SinglePacketFirer:
         if origin.scheme == "https" and context is None:
             raise TransportError(f"https origin {origin.url} needs an SSL context")
         stream = await NetworkStream.open(origin, context)
-        link = _Link(stream)
-        self._opened.append(link)
+        link = self.pool.opened(_Link(stream))
         self.connections += 1
         try:
             if stream.tls is not None:
@@ -921,8 +905,7 @@ class SinglePacketFirer:
                     link.close()
                 else:
                     link.streams.clear()
-                    link.kept, link.idle_since = True, time.perf_counter_ns()
-                    self._idle.setdefault(link.origin, []).append(link)
+                    self.pool.keep(link, time.perf_counter_ns())
 
     def _reusable(self, link: _Link) -> bool:
         """Kept for the next wave only when every stream ended in a response and ids remain."""
@@ -1067,11 +1050,16 @@ class SinglePacketFirer:
         rec.end_ns = time.perf_counter_ns()
         stream.done = True
 
+    def _spoke(self, links: Sequence[_Link]) -> list[bool]:
+        """Which kept connections the server spoke on while idle (a GOAWAY, a close)."""
+        spoke = []
+        for link in links:
+            self._handle(link, link.pull())
+            spoke.append(link.broken is not None or link.eof)
+        return spoke
+
     async def aclose(self) -> None:
-        for link in self._opened:
-            link.close()
-        self._opened.clear()
-        self._idle.clear()
+        self.pool.close()
 
 
 __all__ = ["GateWrite", "SinglePacketFirer", "data_segments_out", "negotiate_h2", "not_h2_reason"]

@@ -1,14 +1,9 @@
 """Last-byte start: every request written but its final byte, then all final bytes at once.
 
-Per wave: build the requests, open (or reuse) one connection per client, write each request
-but its last byte, then for each resource send the held bytes back to back from one loop in a
-seeded shuffled order, and read every response concurrently.
-
-Waves take turns at the service: the next wave's requests are built while this wave's
-responses come in, but nothing of it is sent (no connection opened, no prefix written) until
-this wave is answered in full. That last response is the settle point: a service still
-accepting and parsing the next wave while it answers this one spreads this wave's arrivals
-and is busy when the next gate opens (measured in ``benchmarks/detection.py``).
+Per wave (``engine.waves``): build the requests, open (or reuse, ``engine.pool``) one HTTP/1.1
+connection per client, write each request but its held bytes, then for each resource send the
+held bytes back to back from one loop in a seeded shuffled order, and read every response with
+one reader (``engine.reader``).
 
 Kept connections the server closed are replaced, never reported as its failures
 (``engine.keepalive``): before a prefix is written (a close seen, or an idle age past the
@@ -22,7 +17,7 @@ from __future__ import annotations
 import functools
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 import anyio
@@ -35,10 +30,12 @@ from pytest_seatrace.engine.classify import ARRIVAL_HEADER, Classifier
 from pytest_seatrace.engine.http11 import HTTP11Connection
 from pytest_seatrace.engine.http11_response import RawResponse
 from pytest_seatrace.engine.keepalive import KeepAlive, idle_ms
-from pytest_seatrace.engine.plan import Roster, keep_outcome, release_order
+from pytest_seatrace.engine.plan import Roster, release_order
+from pytest_seatrace.engine.pool import KeptPool
 from pytest_seatrace.engine.reader import read_responses
 from pytest_seatrace.engine.requests import RequestBuilder, WireBuilder, WireRequest
 from pytest_seatrace.engine.stream import ANSWERED, Origin, TransportError, early_answers
+from pytest_seatrace.engine.waves import WaveHooks, WavePipeline
 
 _ARRIVAL = ARRIVAL_HEADER.encode()
 RENEW_PASSES = 3
@@ -67,13 +64,10 @@ class Slot:
         request goes whole on a fresh connection right after the others (``_send_late``)."""
 
 
-class LastByteFirer:
-    """Fires waves in last-byte mode, keeping connections between waves.
+class LastByteFirer(WavePipeline[list[Slot]]):
+    """Fires waves in last-byte mode, keeping connections between waves."""
 
-    Wave ``i + 1`` is built while the responses of wave ``i`` come in (the client's work hides
-    behind the server's), then connected and written once wave ``i`` is answered in full,
-    reusing its kept-alive connections.
-    """
+    heralds = True
 
     def __init__(
         self,
@@ -82,80 +76,35 @@ class LastByteFirer:
         ssl_context: ssl.SSLContext,
         classifier: Classifier,
         roster: Roster | None = None,
+        *,
+        hooks: WaveHooks | None = None,
     ) -> None:
+        super().__init__(hooks)
         self.config = config
         self.builder = builder
         self.ssl_context = ssl_context
         self.classifier = classifier
         self.wire = WireBuilder(builder)
-        self._pool: list[HTTP11Connection] = []
-        """Kept-alive connections, for the next wave."""
-        self._opened: list[HTTP11Connection] = []
-        """Every connection ever opened, so a cancelled race still closes them all."""
-        self.keepalive = KeepAlive()
-        """The server's keep-alive as learned, and how many kept connections were replaced."""
+        self.pool: KeptPool[HTTP11Connection] = KeptPool(_spoke)
+        """Kept-alive connections, for the next wave, and every connection opened."""
         self._probed_ns = 0
         """How long the probe just left the kept connections idle (the next weed learns from it)."""
-        self.ungated: list[str] = []
-        """Always empty: every request here waits at the gate."""
-        self.in_flight: list[Record] = []
-        """The wave being raced, until its records are in the sink (Ctrl-C keeps those sent)."""
         self.roster = roster or Roster(config)
         """Who races, and what their ``setup=`` returned."""
-        self.starter: Callable[[], Awaitable[None]] | None = None
-        """Awaited once per wave right before the held bytes go out (a shard waits for the
-        coordinator's start instant there); ``None``: release at once."""
-        self.released: Callable[[], None] | None = None
-        """Called right after each wave's held bytes are out (a shard gives up its CPU there,
-        so that another shard of the same host releases on time)."""
-        self.herald: Callable[[int], None] | None = None
-        """Told, as soon as a wave is answered, how many prefixes of the next wave are about to
-        be written on its kept connections (a shard tells the coordinator when it expects to be
-        ready, before it hands over the records)."""
+
+    @property
+    def keepalive(self) -> KeepAlive:
+        """The server's keep-alive as learned, and how many kept connections were replaced."""
+        return self.pool.keepalive
 
     @property
     def replaced(self) -> int:
         """Kept connections the server closed (or was about to) that fresh ones replaced."""
         return self.keepalive.replaced
 
-    async def fire_waves(self, rnd: int, waves: Sequence[Sequence[int]], sink: list[Record]) -> None:
-        """Race every wave of a round, appending each wave's records to ``sink`` as it ends."""
-        upcoming = await self._build_wave(rnd, waves[0]) if waves else []
-        for number, indices in enumerate(waves):
-            slots = await self._prepare_wave(upcoming)
-            self.in_flight = [s.record for s in slots]
-            if self.starter is not None:  # a shard: every replacement before its start instant
-                await self._renew(slots)
-                await self.starter()
-            for index in indices:
-                mine = [s for s in slots if s.record.resource == index]
-                if self.starter is None:
-                    await self._renew(mine)
-                self._release(rnd, index, mine)
-                late = [slot for slot in mine if slot.late]
-                if late:
-                    await self._send_late(late)
-            if self.released is not None:
-                self.released()
-            built: list[list[Slot]] = []
-            failures: list[Exception] = []
-            if number + 1 < len(waves):
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(keep_outcome, built, failures, self._build_wave, rnd, waves[number + 1])
-                    await self._collect_wave(slots)
-            else:
-                await self._collect_wave(slots)
-            upcoming = built[0] if built else []
-            if built:
-                await self._probe()  # before a herald: a shard's promised instant includes it
-            if self.herald is not None and built and not failures:
-                self.herald(len(upcoming))
-            sink.extend([s.record for s in slots])
-            self.in_flight = []
-            if failures:  # e.g. a request callable that raised: after this wave's figures are kept
-                raise failures[0]
+    # -- the wave pipeline's steps ---------------------------------------------------------
 
-    async def _build_wave(self, rnd: int, indices: Sequence[int]) -> list[Slot]:
+    async def build(self, rnd: int, indices: Sequence[int]) -> list[Slot]:
         """The wave's requests, one slot per racing client: client-side work only, nothing sent."""
         slots = []
         for index in indices:
@@ -167,21 +116,47 @@ class LastByteFirer:
             await anyio.lowlevel.checkpoint()  # let the previous wave's responses be read on time
         return slots
 
+    def records(self, wave: list[Slot]) -> list[Record]:
+        return [slot.record for slot in wave]
+
+    async def prepare(self, rnd: int, wave: list[Slot]) -> None:
+        await self._prepare_wave(wave)
+
+    async def ready(self, rnd: int, wave: list[Slot]) -> None:
+        if self.hooks.paced:  # a shard: every replacement before its start instant
+            await self._renew(wave)
+
+    async def release(self, rnd: int, indices: Sequence[int], wave: list[Slot]) -> None:
+        for index in indices:
+            mine = [s for s in wave if s.record.resource == index]
+            if not self.hooks.paced:
+                await self._renew(mine)
+            self._release(rnd, index, mine)
+            late = [slot for slot in mine if slot.late]
+            if late:
+                await self._send_late(late)
+
+    async def collect(self, wave: list[Slot]) -> None:
+        await self._collect_wave(wave)
+
+    async def settle(self) -> None:
+        await self._probe()
+
+    # -- before the release ----------------------------------------------------------------
+
     async def _prepare_wave(self, slots: list[Slot]) -> list[Slot]:
         """Connect (or reuse) and write all but the final bytes of every slot."""
         await self._probe()
-        self._weed(self._pool, self._probed_ns)
+        self.pool.weed(self._probed_ns)
         self._probed_ns = 0
         await self._run_jobs(slots, [job for job in (self._prepare(slot) for slot in slots) if job])
         return slots
 
     async def _probe(self) -> None:
-        """Once a race, before kept connections are first reused: leave them idle ``PROBE_S``,
-        so that a server that closes each one soon after answering shows it now."""
-        wait = self.keepalive.probe_wait([conn.idle_since for conn in self._pool], time.perf_counter_ns())
-        if wait:
-            await anyio.sleep(wait)
-            self._probed_ns = int(wait * 1e9)
+        """Once a race, before kept connections are first reused (``KeptPool.probe``)."""
+        probed = await self.pool.probe()
+        if probed:
+            self._probed_ns = probed
 
     async def _run_jobs(
         self, slots: Sequence[Slot], jobs: Sequence[Callable[[], Coroutine[Any, Any, None]]]
@@ -282,7 +257,7 @@ class LastByteFirer:
         """Reuse a kept connection and write its prefix now; what needs waiting for (opening a
         connection, the rest of a prefix that did not fit) is returned, to run in a task."""
         origin = slot.request.origin
-        conn = self._reuse(origin, self._pool)
+        conn = self.pool.take(origin)
         if conn is None:
             return functools.partial(self._connect_and_prepare, slot, origin)
         slot.kept = True
@@ -309,8 +284,8 @@ class LastByteFirer:
     async def _connect_and_prepare(self, slot: Slot, origin: Origin) -> None:
         conn = None
         try:
-            conn = await HTTP11Connection.open(origin, self.ssl_context if origin.scheme == "https" else None)
-            self._opened.append(conn)
+            context = self.ssl_context if origin.scheme == "https" else None
+            conn = self.pool.opened(await HTTP11Connection.open(origin, context))
             request = slot.request
             await conn.prepare(request.data, request.held_from(self.config.hold))
             slot.prefix_ns = time.perf_counter_ns()
@@ -323,35 +298,6 @@ class LastByteFirer:
         finally:
             if slot.conn is None and conn is not None and not slot.record.reason:
                 conn.close()  # cancelled by the connect deadline
-
-    def _weed(self, pool: list[HTTP11Connection], probed_ns: int = 0) -> None:
-        """Drop the kept connections the server spoke on (closed them, most likely) since, and
-        those idle too near its keep-alive to outlive a prefix: fresh ones replace them. After a
-        probe of ``probed_ns``, a close teaches the idle time it began at (the connection was
-        open then, as far as anyone looked), not the time it was found at."""
-        if pool:
-            kept = []
-            now = time.perf_counter_ns()
-            keepalive = self.keepalive
-            for conn, found in zip(pool, early_answers([conn.stream for conn in pool]), strict=True):
-                idle = now - conn.idle_since
-                if found is None and not keepalive.stale(idle):
-                    kept.append(conn)
-                    continue
-                if found is not None:
-                    keepalive.closed_after(idle - probed_ns)
-                keepalive.replaced += 1
-                conn.close()
-            pool[:] = kept
-
-    def _reuse(self, origin: Origin, pool: list[HTTP11Connection]) -> HTTP11Connection | None:
-        """A kept connection to ``origin`` (the pool was weeded just before)."""
-        while pool:
-            conn = pool.pop()
-            if conn.origin is origin or conn.origin == origin:
-                return conn
-            conn.close()
-        return None
 
     def _dropped(self, reason: str) -> str:
         """A held request on a fresh connection the server gave up on: the timeout that drops it
@@ -423,7 +369,7 @@ class LastByteFirer:
         self.keepalive.closed_after(idle)
         if self.config.hold == "body":
             self._unknown_close(slot, conn, found, idle)
-        elif self.starter is None and not slot.renewed:
+        elif not self.hooks.paced and not slot.renewed:
             conn.close()
             slot.kept, slot.renewed, slot.late = False, True, True
             slot.record.sent_ns = 0
@@ -486,9 +432,8 @@ class LastByteFirer:
             rec, response.status, arrival, response.body, lambda: self._as_httpx(slot, response)
         )
         if response.keep_alive and not rec.early:  # after an early answer the server is mid-request
-            conn.idle_since = response.end_ns
             self.keepalive.heard(response.headers)
-            self._pool.append(conn)
+            self.pool.keep(conn, response.end_ns)
         else:
             conn.close()
 
@@ -502,7 +447,9 @@ class LastByteFirer:
         )
 
     async def aclose(self) -> None:
-        for conn in self._opened:
-            conn.close()
-        self._opened.clear()
-        self._pool.clear()
+        self.pool.close()
+
+
+def _spoke(conns: Sequence[HTTP11Connection]) -> list[bool]:
+    """Which kept connections the server spoke on while idle (closed them, most likely)."""
+    return [found is not None for found in early_answers([conn.stream for conn in conns])]

@@ -45,6 +45,7 @@ from pytest_seatrace.engine.limits import ensure_open_files
 from pytest_seatrace.engine.plan import Attempt, RequestSpec, Roster
 from pytest_seatrace.engine.requests import RequestBuilder, make_ssl_context
 from pytest_seatrace.engine.stream import H1_ALPN, H2_ALPN
+from pytest_seatrace.engine.waves import Firer, WaveHooks
 
 SPIN_NS = 200_000
 """The last stretch before the start instant is spun, not slept (a sleep wakes a little late),
@@ -237,7 +238,9 @@ def _tls(plan: dict[str, Any], folder: str) -> Any:
     return bool(value)
 
 
-def _firer(plan: dict[str, Any], folder: str) -> tuple[Any, _Share, _Fields, _Recorder]:
+def _firer(
+    plan: dict[str, Any], folder: str, fields: _Fields, hooks: WaveHooks
+) -> tuple[Firer, _Share, _Recorder]:
     mode = plan["mode"]
     config = RaceConfig(
         resources=tuple(range(plan["resources"])),
@@ -250,7 +253,6 @@ def _firer(plan: dict[str, Any], folder: str) -> tuple[Any, _Share, _Fields, _Re
         seed=plan["seed"],
     )
     roster = _Share(config)
-    fields = _Fields((name, _Field(name)) for name in plan["varying"])
     method: Any = fields.get("method") or plan["method"]  # a _Field when it varies
     request: dict[str, Any] = {**plan["constants"], **fields}
     request.pop("method", None)
@@ -258,29 +260,31 @@ def _firer(plan: dict[str, Any], folder: str) -> tuple[Any, _Share, _Fields, _Re
     tls = _tls(plan, folder)
     recorder = _Recorder(plan["keep_body"])
     base_url = plan["base_url"]
-    firer: Any
+    firer: Firer
     if mode == "gate":
         ssl_context = make_ssl_context(tls)
         builder = RequestBuilder(spec, base_url, ssl_context)
         from pytest_seatrace.engine.gate import GateFirer  # httpx's transport: only here
 
-        firer = GateFirer(config, recorder, ssl_context, base_url=base_url, builder=builder, roster=roster)
+        firer = GateFirer(
+            config, recorder, ssl_context, base_url=base_url, builder=builder, roster=roster, hooks=hooks
+        )
     elif mode == "single-packet":
         from pytest_seatrace.engine.h2 import SinglePacketFirer
 
         ssl_context = make_ssl_context(tls, H2_ALPN)
         builder = RequestBuilder(spec, base_url, ssl_context)
-        firer = SinglePacketFirer(config, builder, ssl_context, recorder, roster)
+        firer = SinglePacketFirer(config, builder, ssl_context, recorder, roster, hooks=hooks)
     else:
         ssl_context = make_ssl_context(tls, H1_ALPN)
         builder = RequestBuilder(spec, base_url, ssl_context)
-        firer = LastByteFirer(config, builder, ssl_context, recorder, roster)
-    return firer, roster, fields, recorder
+        firer = LastByteFirer(config, builder, ssl_context, recorder, roster, hooks=hooks)
+    return firer, roster, recorder
 
 
 class _Starter:
-    """What a firer awaits before each wave's release: ready, then the start instant (and the
-    next wave's fields, installed before the spin).
+    """The firer's hooks (``WaveHooks``): before each wave's release, ready, then the start
+    instant (and the next wave's fields, installed before the spin); after it, the CPU given up.
 
     A last-byte firer heralds the next wave as soon as this one is answered: the shard then
     reports ready at once, with the instant it expects to have written the next wave's prefixes
@@ -306,6 +310,13 @@ class _Starter:
         self._heralded: tuple[list[int], int, int] | None = None
         """The heralded wave, its number of prefixes, and when the herald went out."""
 
+    paced = True
+
+    def released(self) -> None:
+        """Let another shard of this host release on time."""
+        if hasattr(os, "sched_yield"):
+            os.sched_yield()
+
     def herald(self, writes: int) -> None:
         here = [self.state["round"], self.state["wave"] + 1]
         if self.knobs.get("delay_ready_at") == here:
@@ -316,7 +327,7 @@ class _Starter:
         if self.knobs.get("slow_at") == here:  # a test's shard that writes slower than it said
             time.sleep(float(self.knobs.get("slow_s", 0)))
 
-    async def __call__(self) -> None:
+    async def start(self) -> None:
         self.state["wave"] += 1
         here = [self.state["round"], self.state["wave"]]
         heralded, self._heralded = self._heralded, None
@@ -362,19 +373,15 @@ class _Starter:
 async def _race(channel: Any, plan: dict[str, Any], clock: _Clock, folder: str, first: Any) -> None:
     """Race every round the coordinator sends (``first`` is the message that came before the
     event loop ran) until it says ``end``."""
-    firer, roster, fields, recorder = _firer(plan, folder)
+    fields = _Fields((name, _Field(name)) for name in plan["varying"])
     state = {"round": 0, "wave": 0}
     starter = _Starter(channel, clock, state, plan.get("knobs") or {}, fields, float(plan["timeout"]))
-    firer.starter = starter
-    if isinstance(firer, LastByteFirer):
-        firer.herald = starter.herald
+    firer, roster, recorder = _firer(plan, folder, fields, starter)
     sink = _Sink(channel, recorder, state, plan.get("python_version") == list(sys.version_info[:2]))
     sink.replaced = lambda: getattr(firer, "replaced", 0)
     starter.before_start = sink.flush
     if isinstance(firer, LastByteFirer):
         sink.hold = True  # until the next wave's prefixes are written: see _Sink
-    if hasattr(firer, "released") and hasattr(os, "sched_yield"):
-        firer.released = os.sched_yield  # let another shard of this host release on time
     share = -(-plan["concurrency"] // plan["shards"])
     ensure_open_files(share * plan["parallel"])  # one set of connections: waves take turns
     try:

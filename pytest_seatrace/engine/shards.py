@@ -53,6 +53,7 @@ from pytest_seatrace.engine.classify import Classifier
 from pytest_seatrace.engine.plan import REQUEST_FIELDS, Attempt, RacePlan, RequestSpec, Roster
 from pytest_seatrace.engine.requests import RequestBuilder
 from pytest_seatrace.engine.shard_worker import plugin_version, unpack
+from pytest_seatrace.engine.waves import ReleaseAtOnce, WaveHooks
 
 _T = TypeVar("_T")
 SHARD_TEST_ENV = "SEATRACE_SHARD_TEST"
@@ -244,6 +245,8 @@ class ShardedFirer:
         self.pool = pool
         self.ungated: list[str] = []
         """Always empty: request races only."""
+        self.hooks: WaveHooks = ReleaseAtOnce()
+        """Never paced: the shards' own firers wait for the start instants this one names."""
         self._fired: list[tuple[int, Sequence[int], int, list[tuple[int, dict[int, list[int]]]]]] = []
         """Waves started whose records are not in the sink yet: round, resource indices, start
         instant, and each shard that raced them with its share (resource index → clients)."""
