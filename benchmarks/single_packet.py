@@ -83,10 +83,11 @@ from pytest_seatrace.core.config import HoldPoint
 from pytest_seatrace.core.records import RaceRun, Record
 from pytest_seatrace.engine import lastbyte
 from pytest_seatrace.engine.classify import Classifier
-from pytest_seatrace.engine.h2 import SinglePacketFirer, data_segments_out
 from pytest_seatrace.engine.lastbyte import LastByteFirer
 from pytest_seatrace.engine.limits import ensure_open_files
 from pytest_seatrace.engine.requests import RequestBuilder
+from pytest_seatrace.engine.single_packet import SinglePacketFirer
+from pytest_seatrace.engine.stream import data_segments_out
 from pytest_seatrace.marker import resolve
 from pytest_seatrace.options import Settings
 from pytest_seatrace.results import RaceResult

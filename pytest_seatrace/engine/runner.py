@@ -341,7 +341,7 @@ async def _firer(plan: RacePlan) -> AsyncIterator[_Fire]:
                 "in-process app) cannot travel to another process; use shards=1 without --race-tx"
             )
         elif mode == "single-packet" and builder is not None:
-            from pytest_seatrace.engine.h2 import SinglePacketFirer
+            from pytest_seatrace.engine.single_packet import SinglePacketFirer
 
             firer = SinglePacketFirer(config, builder, ssl_context, classifier, roster)
         elif mode == "last-byte" and builder is not None and transport is None:
@@ -421,7 +421,7 @@ async def _start(plan: RacePlan) -> tuple[str, ssl.SSLContext]:
         mode = "last-byte"
         origin = None if config.hold_given else _first_origin(plan)
         if origin is not None and origin.scheme == "https":
-            from pytest_seatrace.engine.h2 import negotiate_h2
+            from pytest_seatrace.engine.http2 import negotiate_h2
 
             if await negotiate_h2(origin, make_ssl_context(target.tls_verify, H2_ALPN), config.timeout):
                 mode = "single-packet"

@@ -270,7 +270,7 @@ def _firer(
             config, recorder, ssl_context, base_url=base_url, builder=builder, roster=roster, hooks=hooks
         )
     elif mode == "single-packet":
-        from pytest_seatrace.engine.h2 import SinglePacketFirer
+        from pytest_seatrace.engine.single_packet import SinglePacketFirer
 
         ssl_context = make_ssl_context(tls, H2_ALPN)
         builder = RequestBuilder(spec, base_url, ssl_context)

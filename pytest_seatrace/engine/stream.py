@@ -135,7 +135,7 @@ class NetworkStream:
         """The bytes held for the release, encrypted already over TLS (``hold``)."""
         self.closed = False
         self.ended = False
-        """The server ended the stream (``pull`` returned ``b""``)."""
+        """No more bytes will come: ``pull`` returned ``b""`` or failed."""
         self._plain = b""
         """Decrypted bytes read ahead (an early answer found over TLS), handed out first."""
         self.waiter: Callable[[], None] | None = None
@@ -320,6 +320,7 @@ class NetworkStream:
             except BlockingIOError:
                 return None
             except OSError as exc:
+                self.ended = True
                 raise ConnectionLost(exc) from None
             if not data:
                 self.ended = True
@@ -336,6 +337,7 @@ class NetworkStream:
                 self.ended = True
                 return b""
             except ssl.SSLError as exc:
+                self.ended = True
                 raise TLSFailure(exc) from None
             else:
                 if not plain:
@@ -346,6 +348,7 @@ class NetworkStream:
             except BlockingIOError:
                 return None
             except OSError as exc:
+                self.ended = True
                 raise ConnectionLost(exc) from None
             if data:
                 self._incoming.write(data)
