@@ -13,7 +13,8 @@ import pytest
 
 from pytest_seatrace import RaceUsageError, RaceViolation
 from pytest_seatrace.engine.classify import Classifier
-from pytest_seatrace.engine.lastbyte import LastByteFirer, Slot
+from pytest_seatrace.engine.lastbyte import LastByteFirer
+from pytest_seatrace.engine.lastbyte_outcomes import Slot
 from pytest_seatrace.engine.plan import Attempt, RequestSpec
 from pytest_seatrace.engine.requests import RequestBuilder, make_ssl_context
 from pytest_seatrace.marker import resolve

@@ -24,7 +24,8 @@ from examples.recipes.servers import Server, serve
 from pytest_seatrace.core.records import Outcome, Record
 from pytest_seatrace.engine.classify import Classifier
 from pytest_seatrace.engine.keepalive import PROBE_NS, PROBE_S, KeepAlive
-from pytest_seatrace.engine.lastbyte import LastByteFirer, Slot
+from pytest_seatrace.engine.lastbyte import LastByteFirer
+from pytest_seatrace.engine.lastbyte_outcomes import Slot
 from pytest_seatrace.engine.plan import Attempt, RequestSpec
 from pytest_seatrace.engine.requests import RequestBuilder, make_ssl_context
 from pytest_seatrace.marker import resolve

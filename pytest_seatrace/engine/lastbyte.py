@@ -22,18 +22,17 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
-import httpx
 
 from pytest_seatrace.core.config import RaceConfig
 from pytest_seatrace.core.records import Outcome, Record
 from pytest_seatrace.engine.classify import ARRIVAL_HEADER, Classifier
 from pytest_seatrace.engine.http11 import HTTP11Connection
-from pytest_seatrace.engine.http11_response import RawResponse
-from pytest_seatrace.engine.keepalive import KeepAlive, idle_ms
+from pytest_seatrace.engine.keepalive import KeepAlive
+from pytest_seatrace.engine.lastbyte_outcomes import Slot, SlotOutcomes
 from pytest_seatrace.engine.plan import Roster, release_order
 from pytest_seatrace.engine.pool import KeptPool
 from pytest_seatrace.engine.reader import read_responses
-from pytest_seatrace.engine.requests import RequestBuilder, WireBuilder, WireRequest
+from pytest_seatrace.engine.requests import RequestBuilder, WireBuilder
 from pytest_seatrace.engine.stream import ANSWERED, Origin, TransportError, early_answers
 from pytest_seatrace.engine.waves import WaveHooks, WavePipeline
 
@@ -42,26 +41,6 @@ RENEW_PASSES = 3
 """Checks of a resource's connections between its prefixes and its release; each replaces the
 kept ones the server closed under their prefix. Bounded: a slot is renewed once, and a fresh
 connection the server closes too is an error with its reason, never a loop."""
-
-
-class Slot:
-    """One client of one resource in the current wave."""
-
-    __slots__ = ("conn", "kept", "late", "prefix_ns", "record", "renewed", "request")
-
-    def __init__(self, record: Record, request: WireRequest) -> None:
-        self.record = record
-        self.request = request
-        self.conn: HTTP11Connection | None = None
-        self.prefix_ns = 0
-        """When its prefix was written: an early answer's latency counts from here."""
-        self.kept = False
-        """Its connection carried an earlier request (kept alive): the server may close it idle."""
-        self.renewed = False
-        """Its kept connection was closed under its prefix and replaced once this wave."""
-        self.late = False
-        """Its kept connection closed at the gate itself, under an incomplete header block: the
-        request goes whole on a fresh connection right after the others (``_send_late``)."""
 
 
 class LastByteFirer(WavePipeline[list[Slot]]):
@@ -87,6 +66,7 @@ class LastByteFirer(WavePipeline[list[Slot]]):
         self.wire = WireBuilder(builder)
         self.pool: KeptPool[HTTP11Connection] = KeptPool(_spoke)
         """Kept-alive connections, for the next wave, and every connection opened."""
+        self.outcomes = SlotOutcomes(config, classifier, self.pool)
         self._probed_ns = 0
         """How long the probe just left the kept connections idle (the next weed learns from it)."""
         self.roster = roster or Roster(config)
@@ -172,7 +152,7 @@ class LastByteFirer(WavePipeline[list[Slot]]):
         for slot in slots:
             if slot.conn is None and not slot.record.reason:
                 origin = slot.request.origin
-                self._fail(slot, None, f"connect timeout after {cfg.timeout}s to {origin.url}")
+                self.outcomes.fail(slot, None, f"connect timeout after {cfg.timeout}s to {origin.url}")
                 slot.record.timed_out = True
 
     async def _renew(self, slots: Sequence[Slot]) -> None:
@@ -204,14 +184,14 @@ class LastByteFirer(WavePipeline[list[Slot]]):
         """A connection found closed after its prefix was written: replaced (a kept one at
         ``hold="headers"``, once), unknown (a kept one at ``hold="body"``), else an error."""
         if not slot.kept:
-            self._fail(slot, conn, self._dropped(found))
+            self.outcomes.fail(slot, conn, self.outcomes.dropped(found))
             slot.conn = None
             return None
         idle = slot.prefix_ns - conn.idle_since
         self.keepalive.closed_after(idle)
         if self.config.hold == "headers":
             return self._replace(slot, conn)
-        self._unknown_close(slot, conn, found, idle)
+        self.outcomes.unknown_close(slot, conn, found, idle)
         return None
 
     def _replace(self, slot: Slot, conn: HTTP11Connection) -> Callable[[], Coroutine[Any, Any, None]]:
@@ -220,25 +200,6 @@ class LastByteFirer(WavePipeline[list[Slot]]):
         slot.conn, slot.kept, slot.renewed = None, False, True
         self.keepalive.replaced += 1
         return functools.partial(self._connect_and_prepare, slot, slot.request.origin)
-
-    def _unknown_close(
-        self, slot: Slot, conn: HTTP11Connection, found: str, idle: int, *, gated: bool = False
-    ) -> None:
-        """A kept connection the server closed once it may have had a complete request: at
-        ``hold="body"`` under the prefix, or at any hold point after the release, unanswered."""
-        rec = slot.record
-        rec.outcome, rec.end_ns = Outcome.UNKNOWN, time.perf_counter_ns()
-        when = (
-            "after the release, before any byte of an answer: the request may have been complete"
-            if gated
-            else "under the request's prefix; at hold='body' the header block was complete"
-        )
-        rec.reason = (
-            f"{found}: the server closed a kept connection ({idle_ms(idle)}, its keep-alive most "
-            f"likely) {when}, so the server may have acted on it: unknown, not replayed"
-        )
-        conn.close()
-        slot.conn = None
 
     async def _collect_wave(self, slots: Sequence[Slot]) -> None:
         """Read every response, with one deadline: ``timeout`` after the wave's last final write."""
@@ -277,7 +238,7 @@ class LastByteFirer(WavePipeline[list[Slot]]):
         try:
             await conn.send_all(rest)
         except OSError as exc:
-            self._fail(slot, conn, f"connection to {conn.origin.url} failed: {exc}")
+            self.outcomes.fail(slot, conn, f"connection to {conn.origin.url} failed: {exc}")
         else:
             slot.conn = conn
 
@@ -290,35 +251,14 @@ class LastByteFirer(WavePipeline[list[Slot]]):
             await conn.prepare(request.data, request.held_from(self.config.hold))
             slot.prefix_ns = time.perf_counter_ns()
         except TransportError as exc:
-            self._fail(slot, conn, str(exc))
+            self.outcomes.fail(slot, conn, str(exc))
         except OSError as exc:
-            self._fail(slot, conn, f"connection to {origin.url} failed: {exc}")
+            self.outcomes.fail(slot, conn, f"connection to {origin.url} failed: {exc}")
         else:
             slot.conn = conn
         finally:
             if slot.conn is None and conn is not None and not slot.record.reason:
                 conn.close()  # cancelled by the connect deadline
-
-    def _dropped(self, reason: str) -> str:
-        """A held request on a fresh connection the server gave up on: the timeout that drops it
-        at this hold point, and what avoids it (never the other hold point's own trouble)."""
-        if self.config.hold == "headers":
-            return (
-                f"{reason} (hold='headers': a server with a header-read timeout, such as nginx's "
-                "client_header_timeout or Go's ReadHeaderTimeout, drops a request whose header block "
-                "stays incomplete; try hold='body')"
-            )
-        return (
-            f"{reason} (hold='body': a server with a body-read timeout drops a request whose body "
-            "stays incomplete; sync='gate' sends whole requests)"
-        )
-
-    def _fail(self, slot: Slot, conn: HTTP11Connection | None, reason: str) -> None:
-        slot.record.outcome = Outcome.ERROR
-        slot.record.reason = reason
-        slot.record.end_ns = time.perf_counter_ns()
-        if conn is not None:
-            conn.close()
 
     def _release(self, rnd: int, index: int, slots: list[Slot]) -> None:
         """The gate: check every connection, then the held bytes back to back, stamping each.
@@ -335,7 +275,7 @@ class LastByteFirer(WavePipeline[list[Slot]]):
                 rec = slot.record
                 rec.early, rec.sent_ns, rec.end_ns = True, slot.prefix_ns, time.perf_counter_ns()
             else:
-                self._closed_at_gate(slot, conn, found)
+                self.outcomes.closed_at_gate(slot, conn, found, paced=self.hooks.paced)
         release_order(self.config.seed, rnd, index, ready)
         # The hot loop: a bound send and a clock read per client, nothing else.
         shots = [(conn.sock.send, conn.final, slot.record) for slot, conn in ready]
@@ -350,38 +290,14 @@ class LastByteFirer(WavePipeline[list[Slot]]):
         for (slot, conn), outcome in zip(ready, results, strict=True):
             if isinstance(outcome, OSError):
                 if slot.kept:
-                    self._closed_at_gate(slot, conn, f"final byte not sent: {outcome}")
+                    self.outcomes.closed_at_gate(
+                        slot, conn, f"final byte not sent: {outcome}", paced=self.hooks.paced
+                    )
                 else:
-                    self._fail(slot, conn, f"final byte not sent: {outcome}")
+                    self.outcomes.fail(slot, conn, f"final byte not sent: {outcome}")
                     slot.conn = None
             elif outcome < len(conn.final):  # a full socket buffer: finish the rest at once
                 conn.finish_final(outcome)
-
-    def _closed_at_gate(self, slot: Slot, conn: HTTP11Connection, found: str) -> None:
-        """A connection closed after its last check, at the gate itself. A kept one under an
-        incomplete header block goes late (``_send_late``), except in a shard, which never sends
-        after its start instant; under a complete one it is unknown."""
-        slot.conn, slot.record.sent_ns = None, 0
-        if not slot.kept:
-            self._fail(slot, conn, self._dropped(found))
-            return
-        idle = slot.prefix_ns - conn.idle_since
-        self.keepalive.closed_after(idle)
-        if self.config.hold == "body":
-            self._unknown_close(slot, conn, found, idle)
-        elif not self.hooks.paced and not slot.renewed:
-            conn.close()
-            slot.kept, slot.renewed, slot.late = False, True, True
-            slot.record.sent_ns = 0
-            self.keepalive.replaced += 1
-        else:
-            self._fail(
-                slot,
-                conn,
-                f"{found}: the server closed a kept connection ({idle_ms(idle)}, its keep-alive most "
-                "likely) at the start instant; the header block was incomplete, so the server did not "
-                "act on it, and a shard never sends after its start instant",
-            )
 
     async def _send_late(self, slots: Sequence[Slot]) -> None:
         """Requests whose kept connection closed at the gate under an incomplete header block
@@ -398,7 +314,7 @@ class LastByteFirer(WavePipeline[list[Slot]]):
             try:
                 sent = conn.sock.send(conn.final)
             except OSError as exc:
-                self._fail(slot, conn, f"final byte not sent: {exc}")
+                self.outcomes.fail(slot, conn, f"final byte not sent: {exc}")
                 slot.conn = None
                 continue
             slot.record.sent_ns = time.perf_counter_ns()
@@ -409,42 +325,7 @@ class LastByteFirer(WavePipeline[list[Slot]]):
         keep_body = self.classifier.needs_response
         for slot, conn in live:
             conn.begin_response(keep_body, method=slot.request.method, closes=slot.request.closes)
-        await read_responses(live, self._finish)
-
-    def _finish(self, slot: Slot, conn: HTTP11Connection, outcome: RawResponse | TransportError) -> None:
-        """A connection's response (or why there is none) into its record; keep the connection
-        for the next wave when the server keeps it alive."""
-        rec = slot.record
-        if isinstance(outcome, TransportError):
-            slot.conn = None
-            if slot.kept and not conn.reader.begun:  # closed idle as the request arrived
-                idle = slot.prefix_ns - conn.idle_since
-                self.keepalive.closed_after(idle)
-                self._unknown_close(slot, conn, str(outcome), idle, gated=True)
-                return
-            self._fail(slot, conn, str(outcome))
-            return
-        response = outcome
-        if not rec.early:  # an early answer was complete by the gate, when it was found
-            rec.end_ns = response.end_ns
-        arrival = dict(response.headers).get(_ARRIVAL)
-        self.classifier.fill(
-            rec, response.status, arrival, response.body, lambda: self._as_httpx(slot, response)
-        )
-        if response.keep_alive and not rec.early:  # after an early answer the server is mid-request
-            self.keepalive.heard(response.headers)
-            self.pool.keep(conn, response.end_ns)
-        else:
-            conn.close()
-
-    @staticmethod
-    def _as_httpx(slot: Slot, response: RawResponse) -> httpx.Response:
-        return httpx.Response(
-            response.status,
-            headers=response.headers,
-            content=response.body or b"",
-            request=slot.request.httpx_request(),
-        )
+        await read_responses(live, self.outcomes.finish)
 
     async def aclose(self) -> None:
         self.pool.close()
