@@ -27,7 +27,6 @@ from pytest_seatrace.core.config import RaceConfig
 from pytest_seatrace.core.records import Outcome, Record
 from pytest_seatrace.engine.classify import ARRIVAL_HEADER, Classifier
 from pytest_seatrace.engine.http11 import HTTP11Connection
-from pytest_seatrace.engine.keepalive import KeepAlive
 from pytest_seatrace.engine.lastbyte_outcomes import Slot, SlotOutcomes
 from pytest_seatrace.engine.plan import Roster, release_order
 from pytest_seatrace.engine.pool import KeptPool
@@ -64,23 +63,13 @@ class LastByteFirer(WavePipeline[list[Slot]]):
         self.ssl_context = ssl_context
         self.classifier = classifier
         self.wire = WireBuilder(builder)
-        self.pool: KeptPool[HTTP11Connection] = KeptPool(_spoke)
+        self.pool: KeptPool[HTTP11Connection] = KeptPool(_spoke, self.keepalive)
         """Kept-alive connections, for the next wave, and every connection opened."""
         self.outcomes = SlotOutcomes(config, classifier, self.pool)
         self._probed_ns = 0
         """How long the probe just left the kept connections idle (the next weed learns from it)."""
         self.roster = roster or Roster(config)
         """Who races, and what their ``setup=`` returned."""
-
-    @property
-    def keepalive(self) -> KeepAlive:
-        """The server's keep-alive as learned, and how many kept connections were replaced."""
-        return self.pool.keepalive
-
-    @property
-    def replaced(self) -> int:
-        """Kept connections the server closed (or was about to) that fresh ones replaced."""
-        return self.keepalive.replaced
 
     # -- the wave pipeline's steps ---------------------------------------------------------
 

@@ -37,8 +37,8 @@ class KeptPool(Generic[C]):
     """Kept connections by origin, every connection opened (closed at the end), and what was
     learned of the server's keep-alive."""
 
-    def __init__(self, spoke: Callable[[Sequence[C]], Sequence[bool]]) -> None:
-        self.keepalive = KeepAlive()
+    def __init__(self, spoke: Callable[[Sequence[C]], Sequence[bool]], keepalive: KeepAlive) -> None:
+        self.keepalive = keepalive
         """The server's keep-alive as learned, and how many kept connections were replaced."""
         self._spoke = spoke
         """Which of some kept connections the server spoke on while idle (a close, a GOAWAY)."""

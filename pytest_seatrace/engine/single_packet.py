@@ -36,7 +36,6 @@ from pytest_seatrace.engine.classify import Classifier
 from pytest_seatrace.engine.h2_outcomes import StreamOutcomes
 from pytest_seatrace.engine.h2_requests import H2Requests, H2Stream
 from pytest_seatrace.engine.http2 import HTTP2Connection, LinkState, NotHTTP2, not_h2_reason
-from pytest_seatrace.engine.keepalive import KeepAlive
 from pytest_seatrace.engine.plan import Roster, release_order
 from pytest_seatrace.engine.pool import KeptPool
 from pytest_seatrace.engine.requests import RequestBuilder
@@ -188,9 +187,9 @@ class SinglePacketFirer(WavePipeline[_Wave]):
         """One entry per resource and wave: what its gate cost (tests and benchmarks read it)."""
         self.count_segments = False
         """Read each connection's TCP segment counter around the gate (Linux; tests, benchmarks)."""
-        self.pool: KeptPool[HTTP2Connection] = KeptPool(self._spoke)
+        self.pool: KeptPool[HTTP2Connection] = KeptPool(self._spoke, self.keepalive)
         """Kept connections by origin, and every connection opened."""
-        self.outcomes = StreamOutcomes(classifier, self.pool.keepalive)
+        self.outcomes = StreamOutcomes(classifier, self.keepalive)
         self._opener = _Opener(ssl_context, self.pool)
         self._requests = H2Requests(builder)
 
@@ -198,16 +197,6 @@ class SinglePacketFirer(WavePipeline[_Wave]):
     def connections(self) -> int:
         """HTTP/2 connections opened so far (kept ones are reused across waves and rounds)."""
         return self._opener.connections
-
-    @property
-    def keepalive(self) -> KeepAlive:
-        """The server's keep-alive as learned, and how many kept connections were replaced."""
-        return self.pool.keepalive
-
-    @property
-    def replaced(self) -> int:
-        """Kept connections the server closed (or was about to) that fresh ones replaced."""
-        return self.keepalive.replaced
 
     # -- the wave pipeline's steps ---------------------------------------------------------
 

@@ -314,15 +314,10 @@ class NetworkStream:
     def pull(self) -> bytes | None:
         """The bytes the socket has now (decrypted over TLS), without waiting: ``None`` when
         there are none yet, ``b""`` at the end of the stream (``ended`` is then set)."""
-        if self.tls is None:
-            try:
-                data = self.sock.recv(RECV_SIZE)
-            except BlockingIOError:
-                return None
-            except OSError as exc:
-                self.ended = True
-                raise ConnectionLost(exc) from None
-            if not data:
+        tls = self.tls
+        if tls is None:
+            data = self._recv()
+            if data == b"":
                 self.ended = True
             return data
         if self._plain:
@@ -330,7 +325,7 @@ class NetworkStream:
             return plain
         for _ in range(MAX_TLS_READS):  # each pass moves socket bytes into TLS, or returns
             try:
-                plain = self.tls.read(RECV_SIZE)
+                plain = tls.read(RECV_SIZE)
             except ssl.SSLWantReadError:
                 pass
             except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
@@ -340,21 +335,27 @@ class NetworkStream:
                 self.ended = True
                 raise TLSFailure(exc) from None
             else:
-                if not plain:
-                    self.ended = True
+                self.ended = not plain
                 return plain
-            try:
-                data = self.sock.recv(RECV_SIZE)
-            except BlockingIOError:
+            data = self._recv()
+            if data is None:
                 return None
-            except OSError as exc:
-                self.ended = True
-                raise ConnectionLost(exc) from None
             if data:
                 self._incoming.write(data)
-            else:
+            else:  # the end of the ciphertext: the next read says whether TLS ended cleanly
                 self._incoming.write_eof()
         return None  # more to decrypt: the socket stays readable, so the caller comes back
+
+    def _recv(self) -> bytes | None:
+        """The socket's bytes now: ``None`` when there are none yet, ``b""`` at its end."""
+        try:
+            data = self.sock.recv(RECV_SIZE)
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            self.ended = True
+            raise ConnectionLost(exc) from None
+        return data
 
     def buffered(self) -> bool:
         """Bytes already read off the socket wait to be handed out (over TLS): its readiness

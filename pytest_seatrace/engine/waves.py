@@ -19,6 +19,7 @@ from typing import ClassVar, Generic, Protocol, TypeVar
 import anyio
 
 from pytest_seatrace.core.records import Record
+from pytest_seatrace.engine.keepalive import KeepAlive
 from pytest_seatrace.engine.plan import keep_outcome
 
 
@@ -89,10 +90,18 @@ class WavePipeline(ABC, Generic[W]):
 
     def __init__(self, hooks: WaveHooks | None) -> None:
         self.hooks: WaveHooks = hooks or ReleaseAtOnce()
+        self.keepalive = KeepAlive()
+        """The server's keep-alive as learned (its pool's), and how many kept connections were
+        replaced."""
         self.ungated: list[str] = []
         """Always empty: every request here waits for the release."""
         self.in_flight: list[Record] = []
         """The wave being raced, until its records are in the sink (Ctrl-C keeps those sent)."""
+
+    @property
+    def replaced(self) -> int:
+        """Kept connections the server closed (or was about to) that fresh ones replaced."""
+        return self.keepalive.replaced
 
     async def fire_waves(self, rnd: int, waves: Sequence[Sequence[int]], sink: list[Record]) -> None:
         """Race every wave of a round, appending each wave's records to ``sink`` as it ends."""
