@@ -405,21 +405,14 @@ def test_app_in_process(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def auth_service() -> Iterator[ServiceHandle]:
-    with start_sample_service(strategy="safe", seats=4, auth=True) as service:
-        yield service
-
-
-@pytest.fixture(scope="module")
-def shared_auth_client(auth_service: ServiceHandle) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=auth_service.url, trust_env=False, timeout=REQUEST_TIMEOUT) as http:
+def shared_auth_client(_auth_service_process: ServiceHandle) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=_auth_service_process.url, trust_env=False, timeout=REQUEST_TIMEOUT) as http:
         yield http
 
 
 @pytest.fixture
 def auth_client(auth_service: ServiceHandle, shared_auth_client: httpx.Client) -> httpx.Client:
     """The auth service with every seat free, and a client with no session cookie yet."""
-    auth_service.reset()
     shared_auth_client.cookies.clear()
     return shared_auth_client
 

@@ -30,12 +30,6 @@ def bearer(a: Any) -> dict[str, str]:
     return {"Authorization": f"Bearer {a.setup}"}
 
 
-@pytest.fixture
-def auth_service(sample_service_factory: Any) -> ServiceHandle:
-    service: ServiceHandle = sample_service_factory(auth=True)
-    return service
-
-
 def test_login_then_book_with_a_last_byte_start(race, auth_service):
     race.base_url = auth_service.url
     result = race.post("/orders", setup=login, headers=bearer, json=order, resources=4, concurrency=25)

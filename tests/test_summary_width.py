@@ -32,7 +32,6 @@ from pytest_seatrace.report.summary import (
     terminal_width,
 )
 from pytest_seatrace.results import Outcome, Record
-from tests.support import INNER_INI, SEATS_CONFTEST
 
 LONG = "tests/integration/booking/test_concert_hall_seating.py::test_one_winner_per_seat[balcony-row-7]"
 
@@ -401,14 +400,13 @@ def test_rounds(seats):
 
 
 @pytest.fixture
-def inner(pytester: pytest.Pytester) -> pytest.Pytester:
-    pytester.makeini(INNER_INI)
-    pytester.makeconftest(SEATS_CONFTEST)
-    sub = pytester.mkpydir("tests_pkg")
+def inner(inner: pytest.Pytester) -> pytest.Pytester:
+    """The suite's ``inner`` project with the tests in a nested package."""
+    sub = inner.mkpydir("tests_pkg")
     (sub / "nested").mkdir()
     (sub / "nested" / "__init__.py").write_text("")
     (sub / "nested" / "test_booking_races.py").write_text(TESTS)
-    return pytester
+    return inner
 
 
 def race_table(out: str) -> list[str]:
