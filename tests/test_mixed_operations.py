@@ -186,8 +186,8 @@ def test_a_constant_method_that_is_no_method_is_refused(race, bad):
 
 
 @MODES
-def test_book_against_withdraw_passes_on_safe(race, sample_service_factory, mode):
-    service = sample_service_factory(seats=4)
+def test_book_against_withdraw_passes_on_safe(race, module_service, mode):
+    service = module_service(seats=4)
     race.base_url = service.url
     result = race.request(
         method, url, json=order, resources=4, concurrency=20, success=won, verify=claims(service), **mode
@@ -209,8 +209,8 @@ def test_book_against_withdraw_passes_on_safe(race, sample_service_factory, mode
 
 
 @MODES
-def test_book_against_withdraw_is_caught_on_unsafe(race, sample_service_factory, mode):
-    service = sample_service_factory(seats=4, strategy="unsafe", window_ms=20)
+def test_book_against_withdraw_is_caught_on_unsafe(race, module_service, mode):
+    service = module_service(seats=4, strategy="unsafe", window_ms=20)
     race.base_url = service.url
     with pytest.raises(RaceViolation) as info:
         race.request(
@@ -224,8 +224,8 @@ def test_book_against_withdraw_is_caught_on_unsafe(race, sample_service_factory,
     assert "double" in kinds  # the end state: a seat both booked and off sale (or booked twice)
 
 
-def test_single_packet_mixes_operations_over_h2c(race, sample_service_factory):
-    service = sample_service_factory(server="hypercorn", seats=4)
+def test_single_packet_mixes_operations_over_h2c(race, module_service):
+    service = module_service(server="hypercorn", seats=4)
     race.base_url = service.url
     result = race.request(
         method, url, json=order, resources=4, concurrency=20, success=won, verify=claims(service),
@@ -240,8 +240,8 @@ def test_single_packet_mixes_operations_over_h2c(race, sample_service_factory):
     assert ops[BOOK]["wins"] + ops[WITHDRAW]["wins"] == 4
 
 
-def test_single_packet_mixed_is_caught_on_unsafe(race, sample_service_factory):
-    service = sample_service_factory(server="hypercorn", seats=4, strategy="unsafe", window_ms=5)
+def test_single_packet_mixed_is_caught_on_unsafe(race, module_service):
+    service = module_service(server="hypercorn", seats=4, strategy="unsafe", window_ms=5)
     race.base_url = service.url
     with pytest.raises(RaceViolation) as info:
         race.request(method, url, json=order, resources=4, concurrency=20, success=won, sync="single-packet")
@@ -338,12 +338,12 @@ def test_plain_booking(race):
 
 
 def test_reports_break_a_mixed_race_down_per_operation(
-    pytester: pytest.Pytester, sample_service_factory: Any, monkeypatch: pytest.MonkeyPatch
+    pytester: pytest.Pytester, module_service: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from tests.test_reports import validate
 
     monkeypatch.setenv("COLUMNS", "120")
-    service = sample_service_factory(seats=2)
+    service = module_service(seats=2)
     pytester.makeini(INNER_INI)
     pytester.makepyfile(test_mixed=MIXED_RACE)
     result = pytester.runpytest_subprocess(
@@ -373,9 +373,9 @@ def test_reports_break_a_mixed_race_down_per_operation(
 
 
 def test_one_operation_reports_stay_as_they_were(
-    pytester: pytest.Pytester, sample_service_factory: Any
+    pytester: pytest.Pytester, module_service: Any
 ) -> None:
-    service = sample_service_factory(seats=2)
+    service = module_service(seats=2)
     pytester.makeini(INNER_INI)
     pytester.makepyfile(test_mixed=MIXED_RACE)
     result = pytester.runpytest_subprocess(
@@ -394,8 +394,8 @@ def test_one_operation_reports_stay_as_they_were(
 
 
 @pytest.mark.parametrize("strategy", ["safe", "unsafe"])
-def test_withdraw_takes_a_free_seat_off_sale(sample_service_factory: Any, strategy: str) -> None:
-    service = sample_service_factory(seats=3, strategy=strategy, window_ms=0)
+def test_withdraw_takes_a_free_seat_off_sale(module_service: Any, strategy: str) -> None:
+    service = module_service(seats=3, strategy=strategy, window_ms=0)
     with httpx.Client(base_url=service.url, trust_env=False, timeout=10) as http:
         assert http.delete("/seats/1").json() == {"seat": "1", "withdrawn": True}
         assert http.get("/seats/1").json() == {"id": "1", "holders": [], "orders": [], "withdrawn": True}
@@ -410,8 +410,8 @@ def test_withdraw_takes_a_free_seat_off_sale(sample_service_factory: Any, strate
         assert http.post("/orders", json={"seats": [1], "user": "carol"}).status_code == 201
 
 
-def test_withdraw_needs_a_token_under_auth(sample_service_factory: Any) -> None:
-    service = sample_service_factory(seats=1, auth=True)
+def test_withdraw_needs_a_token_under_auth(module_service: Any) -> None:
+    service = module_service(seats=1, auth=True)
     with httpx.Client(base_url=service.url, trust_env=False, timeout=10) as http:
         assert http.delete("/seats/1").status_code == 401
         token = service.login("admin")
@@ -419,10 +419,10 @@ def test_withdraw_needs_a_token_under_auth(sample_service_factory: Any) -> None:
 
 
 @pytest.mark.parametrize("strategy", ["safe", "unsafe"])
-def test_mixed_operations_shard_like_one_process(race, sample_service_factory, strategy):
+def test_mixed_operations_shard_like_one_process(race, module_service, strategy):
     """Two popen shards: each shard's clients book or withdraw per the method callable the test
     process evaluated; the operations, the per-operation predicate and verify= are the same."""
-    service = sample_service_factory(seats=3, strategy=strategy, window_ms=20)
+    service = module_service(seats=3, strategy=strategy, window_ms=20)
     race.base_url = service.url
     result = race.request(
         method, url, json=order, resources=3, concurrency=10, success=won, verify=claims(service),
