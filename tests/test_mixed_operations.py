@@ -372,9 +372,7 @@ def test_reports_break_a_mixed_race_down_per_operation(
     assert "DELETE /seats/{resource}" in html
 
 
-def test_one_operation_reports_stay_as_they_were(
-    pytester: pytest.Pytester, module_service: Any
-) -> None:
+def test_one_operation_reports_stay_as_they_were(pytester: pytest.Pytester, module_service: Any) -> None:
     service = module_service(seats=2)
     pytester.makeini(INNER_INI)
     pytester.makepyfile(test_mixed=MIXED_RACE)
