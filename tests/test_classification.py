@@ -180,9 +180,9 @@ def seat_taken(response: Any) -> bool:
     ],
     ids=["gate", "last-byte", "single-packet", "shards"],
 )
-def test_an_error_predicate_works_in_every_start_mode(race, sample_service_factory, sync, server, shards):
+def test_an_error_predicate_works_in_every_start_mode(race, module_service, sync, server, shards):
     """A predicate needs the body: every mode builds it (a shard sends it to its coordinator)."""
-    service = sample_service_factory(server=server, seats=2)
+    service = module_service(server=server, seats=2)
     result = race.post(
         service.url + "/orders",
         json=lambda a: {"seats": [a.resource], "user": a.key},

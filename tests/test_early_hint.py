@@ -50,10 +50,10 @@ def test_a_server_answering_at_headers_is_not_raced_and_says_use_last_byte():
     assert LAST_BYTE in note
 
 
-def test_the_advice_holds_on_hypercorn(race, sample_service_factory):
+def test_the_advice_holds_on_hypercorn(race, module_service):
     """hypercorn runs a bodyless ``GET`` at HEADERS; last-byte's default hold keeps the header
     block open until the gate, so no answer comes early."""
-    service = sample_service_factory(server="hypercorn", tls=True)
+    service = module_service(server="hypercorn", tls=True)
     held = race.get(
         service.url + "/seats/1",
         tls_verify=service.ca_path,

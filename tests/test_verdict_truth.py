@@ -145,16 +145,16 @@ def test_post_to_a_missing_route_names_the_404(race, sample_service, hold):
         )
 
 
-def test_everyone_must_be_refused_passes_with_the_tests_own_reject(race, sample_service_factory):
-    service = sample_service_factory(auth=True)
+def test_everyone_must_be_refused_passes_with_the_tests_own_reject(race, module_service):
+    service = module_service(auth=True)
     order = {"seats": ["1"], "user": "u"}
     result = race.post(service.url + "/orders", json=order, concurrency=10, expect=0, reject=401)
     assert result.passed
     assert result.status_counts == {401: 10}
 
 
-def test_everyone_refused_without_reject_still_gets_the_wrong_url_hint(race, sample_service_factory):
-    service = sample_service_factory(auth=True)
+def test_everyone_refused_without_reject_still_gets_the_wrong_url_hint(race, module_service):
+    service = module_service(auth=True)
     order = {"seats": ["1"], "user": "u"}
     with pytest.raises(RaceViolation, match="every response was 401"):
         race.post(service.url + "/orders", json=order, concurrency=10, expect=0)
