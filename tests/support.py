@@ -63,6 +63,27 @@ Receive = Callable[[], Any]
 Send = Callable[[dict[str, Any]], Any]
 
 
+# -- set-ups against the sample service's --auth: log in per client, then book as that user --
+
+
+def order(a: Any) -> dict[str, Any]:
+    """One seat per resource, booked as the client's own user (the one ``login`` made)."""
+    return {"seats": [a.resource], "user": f"u{a.client}-{a.resource}"}
+
+
+async def login(a: Any) -> str:
+    """``setup=``: log the client in and return its token (``a.setup`` of the raced request)."""
+    response = await a.http.post("/login", json={"user": f"u{a.client}-{a.resource}"})
+    response.raise_for_status()
+    token: str = response.json()["token"]
+    return token
+
+
+def bearer(a: Any) -> dict[str, str]:
+    """``headers=``: the token the client's ``setup=`` returned."""
+    return {"Authorization": f"Bearer {a.setup}"}
+
+
 def bound_socket() -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

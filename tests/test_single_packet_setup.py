@@ -11,23 +11,9 @@ from typing import Any
 import pytest
 
 from pytest_seatrace import RaceViolation, ServiceHandle
+from tests.support import bearer, login, order
 
 TRANSPORTS = pytest.mark.parametrize("tls", [False, True], ids=["h2c", "tls"])
-
-
-def order(a: Any) -> dict[str, Any]:
-    return {"seats": [a.resource], "user": f"u{a.client}-{a.resource}"}
-
-
-async def login(a: Any) -> str:
-    response = await a.http.post("/login", json={"user": f"u{a.client}-{a.resource}"})
-    response.raise_for_status()
-    token: str = response.json()["token"]
-    return token
-
-
-def bearer(a: Any) -> dict[str, str]:
-    return {"Authorization": f"Bearer {a.setup}"}
 
 
 def h2_service(factory: Any, tls: bool, **kwargs: Any) -> ServiceHandle:
