@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import anyio
+import h11
+import httpx
 import uvicorn
 
 from tests.wire import read_request
@@ -82,6 +84,17 @@ async def login(a: Any) -> str:
 def bearer(a: Any) -> dict[str, str]:
     """``headers=``: the token the client's ``setup=`` returned."""
     return {"Authorization": f"Bearer {a.setup}"}
+
+
+def httpx_wire_bytes(request: httpx.Request) -> bytes:
+    """How httpcore writes ``request``: h11, through a fresh client state machine."""
+    conn = h11.Connection(our_role=h11.CLIENT)
+    head = h11.Request(method=request.method, target=request.url.raw_path, headers=request.headers.raw)
+    body = request.read()
+    data = conn.send(head) or b""
+    if body:
+        data += conn.send(h11.Data(data=body)) or b""
+    return data + (conn.send(h11.EndOfMessage()) or b"")
 
 
 def bound_socket() -> socket.socket:

@@ -20,7 +20,7 @@ from pytest_seatrace import RaceUsageError, RaceViolation, ServiceHandle
 from pytest_seatrace.core.operations import AMBIGUOUS, OperationNamer, settle
 from pytest_seatrace.engine.plan import Attempt, RequestSpec
 from pytest_seatrace.engine.requests import RequestBuilder, WireBuilder, make_ssl_context
-from tests.support import INNER_INI, serve_app
+from tests.support import INNER_INI, httpx_wire_bytes, serve_app
 
 MODES = pytest.mark.parametrize(
     "mode",
@@ -113,16 +113,6 @@ def test_a_single_operation_race_with_clients_in_its_path_is_not_mixed(race: Any
 # -- wire bytes: one h11 head per distinct method, still httpx's bytes ---------------------
 
 
-def _httpx_bytes(request: httpx.Request) -> bytes:
-    conn = h11.Connection(our_role=h11.CLIENT)
-    head = h11.Request(method=request.method, target=request.url.raw_path, headers=request.headers.raw)
-    body = request.read()
-    data = conn.send(head) or b""
-    if body:
-        data += conn.send(h11.Data(data=body)) or b""
-    return data + (conn.send(h11.EndOfMessage()) or b"")
-
-
 METHODS = ("PUT", "PATCH", "DELETE")
 
 
@@ -131,7 +121,7 @@ METHODS = ("PUT", "PATCH", "DELETE")
     [({}, 3), ({"json": lambda a: {"user": "zoë" * (a.client % 2)}}, 6), ({"json": {"fixed": 1}}, 3)],
     ids=["bodyless", "json", "constant"],
 )
-def test_mixed_wire_bytes_are_httpx_bytes(
+def test_mixed_wire_bytes_arehttpx_wire_bytes(
     kwargs: dict[str, Any], heads: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Byte for byte what httpx sends, per attempt, with h11 run once per distinct head (method ×
@@ -155,11 +145,11 @@ def test_mixed_wire_bytes_are_httpx_bytes(
     for attempt, request in zip(attempts, built, strict=True):
         meth = METHODS[attempt.client % 3]
         args = {k: (v(attempt) if callable(v) else v) for k, v in kwargs.items()}
-        expected = _httpx_bytes(client.build_request(meth, target, **args))
+        expected = httpx_wire_bytes(client.build_request(meth, target, **args))
         assert request.data == expected
         assert request.method == meth.encode()
         assert request.operation == f"{meth} /seat"
-        assert _httpx_bytes(request.httpx_request()) == expected
+        assert httpx_wire_bytes(request.httpx_request()) == expected
     client.close()
 
 

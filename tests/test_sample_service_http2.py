@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import select
 import signal
 import socket
 import ssl
@@ -32,7 +31,7 @@ import pytest
 
 from pytest_seatrace.service import ServiceHandle, start_sample_service
 from sample_service import SEAT_TAKEN, SESSION_COOKIE
-from tests.test_sample_service import _env, _module_command, race
+from tests.test_sample_service import _env, _module_command, _read_line, race
 
 REQUEST_TIMEOUT = 10.0
 MAX_STREAMS = h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS
@@ -316,13 +315,6 @@ def test_uvicorn_tls_answers_an_h2_client_with_http11() -> None:
 
 
 # -- the command line --
-
-
-def _read_line(stream: Any, timeout: float) -> str:
-    ready, _, _ = select.select([stream], [], [], timeout)
-    assert ready, f"no line within {timeout}s"
-    line: str = stream.readline()
-    return line
 
 
 def test_cli_hypercorn_prints_its_banner_serves_h2c_and_stops_on_sigterm(tmp_path: Path) -> None:
