@@ -221,6 +221,20 @@ def raw_server(handle: Callable[[socket.socket], None], clients: int = 1000) -> 
         sock.close()
 
 
+@contextlib.contextmanager
+def hung_server() -> Iterator[str]:
+    """Accepts every connection, reads what comes, never answers."""
+
+    def handle(conn: socket.socket) -> None:
+        conn.settimeout(10)
+        with contextlib.suppress(OSError):
+            while conn.recv(65536):
+                pass
+
+    with raw_server(handle) as url:
+        yield url
+
+
 def read_request_head(conn: socket.socket, timeout: float = 5.0) -> bytes:
     """Read until the end of the request head (or timeout); what a server sees before answering."""
     conn.settimeout(timeout)

@@ -40,7 +40,7 @@ from pytest_seatrace.marker import resolve
 from pytest_seatrace.options import Settings
 from pytest_seatrace.results import RaceResult
 from pytest_seatrace.service import ServiceHandle
-from tests.support import raw_server
+from tests.support import hung_server, raw_server
 
 RACE_LIMIT_S = 60.0
 TRANSPORTS = pytest.mark.parametrize("tls", [False, True], ids=["h2c", "tls"])
@@ -414,13 +414,7 @@ def test_server_closing_before_the_gate_is_a_clear_error():
 
 
 def test_server_that_never_sends_settings_times_out_with_the_stage():
-    def handle(sock: socket.socket) -> None:
-        sock.settimeout(10)
-        with contextlib.suppress(OSError):
-            while sock.recv(65536):
-                pass
-
-    with raw_server(handle) as url:
+    with hung_server() as url:
         result = fire(RequestSpec("POST", url + "/book", json=order), concurrency=3, timeout=0.5).result
     assert result.errors == 3
     assert all(rec.timed_out for rec in result.history)

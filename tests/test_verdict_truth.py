@@ -3,8 +3,6 @@ races, hung services, forgotten gates, unreachable expectations."""
 
 from __future__ import annotations
 
-import contextlib
-import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,7 +10,7 @@ import anyio
 import pytest
 
 from pytest_seatrace import RaceUsageError, RaceViolation
-from tests.support import INNER_INI, Receive, Scope, Send, raw_server, respond, serve_app
+from tests.support import INNER_INI, Receive, Scope, Send, hung_server, respond, serve_app
 
 
 class HeaderCoupons:
@@ -158,20 +156,6 @@ def test_everyone_refused_without_reject_still_gets_the_wrong_url_hint(race, mod
     order = {"seats": ["1"], "user": "u"}
     with pytest.raises(RaceViolation, match="every response was 401"):
         race.post(service.url + "/orders", json=order, concurrency=10, expect=0)
-
-
-@contextlib.contextmanager
-def hung_server() -> Iterator[str]:
-    """Accepts every connection, reads what comes, never answers."""
-
-    def handle(conn: socket.socket) -> None:
-        conn.settimeout(10)
-        with contextlib.suppress(OSError):
-            while conn.recv(65536):
-                pass
-
-    with raw_server(handle) as url:
-        yield url
 
 
 @pytest.mark.parametrize("sync", ["last-byte", "gate"])
