@@ -327,19 +327,23 @@ def test_plain_booking(race):
 """
 
 
+def run_mixed_race(pytester: pytest.Pytester, service: ServiceHandle, keyword: str) -> pytest.RunResult:
+    """Run the MIXED_RACE test selected by ``keyword`` against ``service``, with JSON and HTML reports."""
+    pytester.makeini(INNER_INI)
+    pytester.makepyfile(test_mixed=MIXED_RACE)
+    return pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--race-base-url", service.url,
+        "--race-json", "r.json", "--race-html", "r.html", "-k", keyword,
+    )  # fmt: skip
+
+
 def test_reports_break_a_mixed_race_down_per_operation(
     pytester: pytest.Pytester, module_service: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from tests.test_reports import validate
 
     monkeypatch.setenv("COLUMNS", "120")
-    service = module_service(seats=2)
-    pytester.makeini(INNER_INI)
-    pytester.makepyfile(test_mixed=MIXED_RACE)
-    result = pytester.runpytest_subprocess(
-        "-p", "no:cacheprovider", "--race-base-url", service.url,
-        "--race-json", "r.json", "--race-html", "r.html", "-k", "withdraw",
-    )  # fmt: skip
+    result = run_mixed_race(pytester, module_service(seats=2), "withdraw")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(
         [
@@ -363,13 +367,7 @@ def test_reports_break_a_mixed_race_down_per_operation(
 
 
 def test_one_operation_reports_stay_as_they_were(pytester: pytest.Pytester, module_service: Any) -> None:
-    service = module_service(seats=2)
-    pytester.makeini(INNER_INI)
-    pytester.makepyfile(test_mixed=MIXED_RACE)
-    result = pytester.runpytest_subprocess(
-        "-p", "no:cacheprovider", "--race-base-url", service.url,
-        "--race-json", "r.json", "--race-html", "r.html", "-k", "plain",
-    )  # fmt: skip
+    result = run_mixed_race(pytester, module_service(seats=2), "plain")
     result.assert_outcomes(passed=1)
     assert "operations of" not in result.stdout.str()
     race = json.loads(Path(pytester.path, "r.json").read_text(encoding="utf-8"))["races"][0]
