@@ -97,6 +97,20 @@ def httpx_wire_bytes(request: httpx.Request) -> bytes:
     return data + (conn.send(h11.EndOfMessage()) or b"")
 
 
+def count_h11_connections(monkeypatch: Any) -> list[int]:
+    """Count the h11 state machines made from now on (one list item each): the wire builder
+    must run h11 once per distinct request head, never per request."""
+    made: list[int] = []
+    real = h11.Connection
+
+    def counting(*args: Any, **kwargs: Any) -> h11.Connection:
+        made.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(h11, "Connection", counting)
+    return made
+
+
 def bound_socket() -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -38,7 +38,7 @@ from pytest_seatrace.engine.rawhttp import (
 from pytest_seatrace.engine.reader import read_responses
 from pytest_seatrace.engine.requests import RequestBuilder, TrustOnFirstUse, WireBuilder, make_ssl_context
 from pytest_seatrace.service import start_sample_service
-from tests.support import OneWinnerApp, httpx_wire_bytes, raw_server, serve_app
+from tests.support import OneWinnerApp, count_h11_connections, httpx_wire_bytes, raw_server, serve_app
 from tests.wire import read_request
 
 Outcome = tuple[Any, ...]
@@ -238,7 +238,7 @@ def _builder(**kwargs: Any) -> WireBuilder:
     ],
     ids=["constant", "closes", "json", "form"],
 )
-def test_wire_bytes_arehttpx_wire_bytes(kwargs: dict[str, Any]) -> None:
+def test_wire_bytes_are_httpx_bytes(kwargs: dict[str, Any]) -> None:
     wire = _builder(**kwargs)
     client = httpx.Client(trust_env=False)
     for number in (1, 2, 3, 12):
@@ -257,14 +257,7 @@ def test_wire_bytes_arehttpx_wire_bytes(kwargs: dict[str, Any]) -> None:
 def test_json_requests_run_h11_once_per_body_length(monkeypatch: pytest.MonkeyPatch) -> None:
     """No h11 state machine per request: one per distinct head (here: two body lengths)."""
     wire = _builder(json=lambda a: {"user": "u" * (a.client % 2)})
-    made: list[object] = []
-    real = h11.Connection
-
-    def counting(*args: Any, **kwargs: Any) -> h11.Connection:
-        made.append(1)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(h11, "Connection", counting)
+    made = count_h11_connections(monkeypatch)
     lengths = {len(wire.build(Attempt(1, client, 1)).data) for client in range(1, 101)}
     assert len(lengths) == 2
     assert len(made) <= 2

@@ -12,7 +12,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import h11
 import httpx
 import pytest
 
@@ -20,7 +19,7 @@ from pytest_seatrace import RaceUsageError, RaceViolation, ServiceHandle
 from pytest_seatrace.core.operations import AMBIGUOUS, OperationNamer, settle
 from pytest_seatrace.engine.plan import Attempt, RequestSpec
 from pytest_seatrace.engine.requests import RequestBuilder, WireBuilder, make_ssl_context
-from tests.support import INNER_INI, httpx_wire_bytes, serve_app
+from tests.support import INNER_INI, count_h11_connections, httpx_wire_bytes, serve_app
 
 MODES = pytest.mark.parametrize(
     "mode",
@@ -121,7 +120,7 @@ METHODS = ("PUT", "PATCH", "DELETE")
     [({}, 3), ({"json": lambda a: {"user": "zoë" * (a.client % 2)}}, 6), ({"json": {"fixed": 1}}, 3)],
     ids=["bodyless", "json", "constant"],
 )
-def test_mixed_wire_bytes_arehttpx_wire_bytes(
+def test_mixed_wire_bytes_are_httpx_bytes(
     kwargs: dict[str, Any], heads: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Byte for byte what httpx sends, per attempt, with h11 run once per distinct head (method ×
@@ -130,16 +129,9 @@ def test_mixed_wire_bytes_arehttpx_wire_bytes(
     spec = RequestSpec(lambda a: METHODS[a.client % 3].lower(), target, **kwargs)
     wire = WireBuilder(RequestBuilder(spec, None, make_ssl_context(True)))
     attempts = [Attempt(1, number, 1) for number in range(1, 13)]
-    made: list[int] = []
-    real = h11.Connection
-
-    def counting(*args: Any, **kw: Any) -> h11.Connection:
-        made.append(1)
-        return real(*args, **kw)
-
-    monkeypatch.setattr(h11, "Connection", counting)
+    made = count_h11_connections(monkeypatch)
     built = [wire.build(attempt) for attempt in attempts]
-    monkeypatch.setattr(h11, "Connection", real)
+    monkeypatch.undo()  # httpx's own bytes below go through h11 uncounted
     assert len(made) == heads
     client = httpx.Client(trust_env=False)
     for attempt, request in zip(attempts, built, strict=True):
