@@ -166,7 +166,7 @@ def _timed(client: int, latency_ms: int, outcome: Outcome = Outcome.REJECTION) -
 def test_threshold_violations_measure_latency_over_all_answered_requests() -> None:
     records = [_timed(0, 1, Outcome.WIN), _timed(1, 2), _timed(2, 3), _timed(3, 4)]
     result = _result(records, "med < 3ms", "max < 3ms", "min >= 1ms")
-    (broken,) = threshold_violations(result)
+    (broken,) = threshold_violations(result.config.thresholds, result.figures)
     assert broken.kind is ViolationKind.THRESHOLD
     assert (broken.allowed, broken.found) == ("max < 3ms", "4.000ms")
     assert broken.detail == "max = 4.000ms"
@@ -181,13 +181,13 @@ def test_threshold_violations_measure_rps_errors_and_spread() -> None:
         Record(0, 3, 0, sent_ns=12 * MS, end_ns=13 * MS, status=409, outcome=Outcome.REJECTION),
     ]
     result = _result(records, "rps >= 3", "errors == 0", "spread < 3ms", "spread <= 3ms", duration=2.0)
-    found = {v.allowed: v.found for v in threshold_violations(result)}
+    found = {v.allowed: v.found for v in threshold_violations(result.config.thresholds, result.figures)}
     assert found == {"rps >= 3": "2.0", "errors == 0": "1", "spread < 3ms": "3.000ms"}
 
 
 def test_threshold_violations_with_no_answered_request_fail_a_latency_bound() -> None:
     result = _result([unknown(0)], "p95 < 2s")
-    (broken,) = threshold_violations(result)
+    (broken,) = threshold_violations(result.config.thresholds, result.figures)
     assert broken.allowed == "p95 < 2s"
 
 
