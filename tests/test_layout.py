@@ -294,3 +294,14 @@ def test_violation_kind_compares_as_a_string() -> None:
     assert kind == "too-many"
     assert f"{ViolationKind.DOUBLE}" == "double"
     assert str(ViolationKind.LOST) == "lost"
+
+
+def test_the_engine_reports_facts_and_only_the_judge_makes_violations() -> None:
+    """A hung wave, a failed hook, a ``verify=`` with no count travel as ``core.records``
+    problems; ``core.judge`` words them."""
+    makers = sorted(
+        module_name(path)
+        for path in PACKAGE.rglob("*.py")
+        if "pytest_seatrace.core.violations" in imports_of(path) and "Violation(" in path.read_text("utf-8")
+    )
+    assert makers == ["pytest_seatrace.core.judge"]
