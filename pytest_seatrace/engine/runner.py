@@ -87,8 +87,9 @@ async def run_race(
     wave in flight that were sent, to ``on_interrupt``, marked ``interrupted``, before the
     cancellation goes on: figures are never lost. A hook that fails once a request went out
     (``reset=``, ``verify=``, a request argument callable, the default ``POST /reset``) ends the
-    race with what it has: the run says where and why (``RaceRun.stopped``) with a violation of
-    kind ``hook``. ``on_wave`` hears of every finished wave (a live progress line).
+    race with what it has: the run says where and why (``RaceRun.stopped``) with a failed-hook
+    problem (``core.judge`` words it as a violation of kind ``hook``). ``on_wave`` hears of
+    every finished wave (a live progress line).
     """
     config, target = plan.config, plan.target
     if target.app is None and not config.tx:  # shards open their sockets on their own side
