@@ -35,7 +35,7 @@ import httpx
 
 from pytest_seatrace.core.config import RaceConfig
 from pytest_seatrace.core.records import Outcome, Record
-from pytest_seatrace.engine.classify import ARRIVAL_HEADER, Classifier
+from pytest_seatrace.engine.classify import ARRIVAL_HEADER, ResponseRecorder
 from pytest_seatrace.engine.keepalive import PROBE_S
 from pytest_seatrace.engine.limits import HEAD_TOO_LARGE, MAX_RESPONSE_HEAD, head_limit_words, head_size
 from pytest_seatrace.engine.plan import Attempt, AttemptFn, Roster, release_order
@@ -181,7 +181,7 @@ class GateFirer:
     def __init__(
         self,
         config: RaceConfig,
-        classifier: Classifier,
+        classifier: ResponseRecorder,
         ssl_context: ssl.SSLContext,
         *,
         base_url: str | None,

@@ -39,7 +39,7 @@ import anyio.to_thread
 from pytest_seatrace.core.config import RaceConfig
 from pytest_seatrace.core.errors import RaceUsageError
 from pytest_seatrace.core.records import BODY_KEEP, Record
-from pytest_seatrace.engine.classify import Classifier, ResponseSource
+from pytest_seatrace.engine.classify import ResponseSource, record_response
 from pytest_seatrace.engine.lastbyte import LastByteFirer
 from pytest_seatrace.engine.limits import ensure_open_files
 from pytest_seatrace.engine.plan import Attempt, RequestSpec, Roster
@@ -122,10 +122,11 @@ class _Fields(dict[str, _Field]):
             field.values.clear()
 
 
-class _Recorder(Classifier):
-    """Stands in for the classifier: keeps what the coordinator needs to classify a response."""
+class _Recorder:
+    """Records each response and keeps what the coordinator needs to classify it (a
+    ``ResponseRecorder``; no rules here: the coordinator has them)."""
 
-    def __init__(self, keep_body: bool) -> None:  # no rules here: the coordinator has them
+    def __init__(self, keep_body: bool) -> None:
         self.keep_body = keep_body
         self.answers: dict[int, tuple[bytes, list[tuple[bytes, bytes]] | None]] = {}
 
@@ -141,8 +142,7 @@ class _Recorder(Classifier):
         body: bytes | None,
         response: ResponseSource,
     ) -> None:
-        rec.status = status
-        rec.server_ns = int(arrival) if arrival and arrival.isdigit() else 0
+        record_response(rec, status, arrival)
         headers = None
         if self.keep_body:
             built = response() if callable(response) else response

@@ -738,7 +738,7 @@ class ShardedFirer:
             )
             if answered:
                 response = functools.partial(self._response, rnd, index, client, status, headers, body)
-                self.classifier.fill(rec, status, str(server) if server else None, body, response)
+                self.classifier.decide(rec, body, response)  # the shard recorded status and stamp
             out.append(rec)
         return out
 
