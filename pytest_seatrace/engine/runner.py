@@ -363,9 +363,9 @@ async def _firer(plan: RacePlan) -> AsyncIterator[_Fire]:
         else:
             if target.base_url and transport is None:
                 check_url(httpx.URL(target.base_url), target.base_url)
-            from pytest_seatrace.engine.gate import GateFirer  # httpx's transport: only here
+            from pytest_seatrace.engine.httpx_start import HttpxFirer  # httpx's transport: only here
 
-            firer = GateFirer(
+            firer = HttpxFirer(
                 config,
                 classifier,
                 ssl_context,

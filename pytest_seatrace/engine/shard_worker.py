@@ -263,9 +263,9 @@ def _firer(plan: dict[str, Any], folder: str) -> tuple[Any, _Share, _Fields, _Re
     if mode == "gate":
         ssl_context = make_ssl_context(tls)
         builder = RequestBuilder(spec, base_url, ssl_context)
-        from pytest_seatrace.engine.gate import GateFirer  # httpx's transport: only here
+        from pytest_seatrace.engine.httpx_start import HttpxFirer  # httpx's transport: only here
 
-        firer = GateFirer(config, recorder, ssl_context, base_url=base_url, builder=builder, roster=roster)
+        firer = HttpxFirer(config, recorder, ssl_context, base_url=base_url, builder=builder, roster=roster)
     elif mode == "single-packet":
         from pytest_seatrace.engine.h2 import SinglePacketFirer
 
