@@ -40,10 +40,11 @@ from pytest_seatrace.core.config import RaceConfig
 from pytest_seatrace.core.errors import RaceUsageError
 from pytest_seatrace.core.records import BODY_KEEP, Record
 from pytest_seatrace.engine.classify import Classifier, ResponseSource
+from pytest_seatrace.engine.firers import make_firer, ssl_context_for
 from pytest_seatrace.engine.lastbyte import LastByteFirer
 from pytest_seatrace.engine.limits import ensure_open_files
 from pytest_seatrace.engine.plan import Attempt, RequestSpec, Roster
-from pytest_seatrace.engine.requests import RequestBuilder, make_ssl_context
+from pytest_seatrace.engine.requests import RequestBuilder
 
 SPIN_NS = 200_000
 """The last stretch before the start instant is spun, not slept (a sleep wakes a little late),
@@ -72,8 +73,6 @@ MISSED_NS = 250_000_000
 """A start instant that had passed by this much when it arrived is missed: the wave is not
 released (its requests would not be synchronised with the other shards'). A start that arrives
 a little late (a busy host) is released at once, and the spread shows the lateness."""
-H2_ALPN = ("h2", "http/1.1")
-H1_ALPN = ("http/1.1",)
 
 
 def unpack(data: Any) -> Any:
@@ -256,26 +255,12 @@ def _firer(plan: dict[str, Any], folder: str) -> tuple[Any, _Share, _Fields, _Re
     request: dict[str, Any] = {**plan["constants"], **fields}
     request.pop("method", None)
     spec = RequestSpec(method, **request)
-    tls = _tls(plan, folder)
     recorder = _Recorder(plan["keep_body"])
-    base_url = plan["base_url"]
-    firer: Any
-    if mode == "gate":
-        ssl_context = make_ssl_context(tls)
-        builder = RequestBuilder(spec, base_url, ssl_context)
-        from pytest_seatrace.engine.httpx_start import HttpxFirer  # httpx's transport: only here
-
-        firer = HttpxFirer(config, recorder, ssl_context, base_url=base_url, builder=builder, roster=roster)
-    elif mode == "single-packet":
-        from pytest_seatrace.engine.h2 import SinglePacketFirer
-
-        ssl_context = make_ssl_context(tls, H2_ALPN)
-        builder = RequestBuilder(spec, base_url, ssl_context)
-        firer = SinglePacketFirer(config, builder, ssl_context, recorder, roster)
-    else:
-        ssl_context = make_ssl_context(tls, H1_ALPN)
-        builder = RequestBuilder(spec, base_url, ssl_context)
-        firer = LastByteFirer(config, builder, ssl_context, recorder, roster)
+    ssl_context = ssl_context_for(mode, _tls(plan, folder))
+    builder = RequestBuilder(spec, plan["base_url"], ssl_context)
+    firer = make_firer(
+        mode, config, recorder, ssl_context, builder=builder, roster=roster, base_url=plan["base_url"]
+    )
     return firer, roster, fields, recorder
 
 
