@@ -181,7 +181,7 @@ class ShardLink:
         """``message`` came where a ``due`` was expected: the shard is failed with what it said."""
         handler = dispatch(self, "shard", message)
         self.fail(
-            handler(message) if handler is not None else f"sent {message.NAME!r} where {due.NAME!r} was due"
+            handler(message) if handler is not None else f"sent {message.called!r} where {due.NAME!r} was due"
         )
 
     # Handlers of what a shard says when it leaves a race: the reason it is failed with.
