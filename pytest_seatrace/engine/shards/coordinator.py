@@ -149,16 +149,6 @@ class ShardedFirer:
             self._interrupted = True
             raise
 
-    def _shares(self, waves: Sequence[Sequence[int]]) -> list[Share]:
-        """Each shard's clients of every resource: client ``c`` goes to shard ``(c - 1) % N``."""
-        count = len(self._links)
-        shares: list[Share] = [{} for _ in self._links]
-        for indices in waves:
-            for index in indices:
-                for client in self.roster.clients(index):
-                    shares[(client - 1) % count].setdefault(index, []).append(client)
-        return shares
-
     def _wave_tables(self, rnd: int, shares: Sequence[Share], indices: Sequence[int]) -> WaveTables:
         return [
             self.requests.tables(rnd, share, indices) if link.live else None
@@ -171,7 +161,7 @@ class ShardedFirer:
         classifying the last wave) runs while the shards' requests are being answered, never
         while they wait to release."""
         self.requests.new_round()
-        shares = self._shares(waves)
+        shares = shares_of(self.roster, waves, len(self._links))
         head = functools.partial(self._wave_tables, rnd, shares, waves[0] if waves else ())
         if not self._started:  # the first wave's fields are evaluated while the shards start
             self._started = True
@@ -301,27 +291,8 @@ class ShardedFirer:
         records: list[Record] = []
         for link, share in zip(self._links, shares, strict=True):
             got = merged.get(link.number)
-            records.extend(got if got is not None else self._lost(link, rnd, indices, share))
+            records.extend(got if got is not None else lost(link, rnd, indices, share))
         return records
-
-    @staticmethod
-    def _lost(link: ShardLink, rnd: int, indices: Sequence[int], share: Share) -> list[Record]:
-        """The clients of a shard that dropped out: errors naming it (violations of kind ``error``
-        unless ``allow_errors=True``, like any transport failure)."""
-        now = time.perf_counter_ns()
-        return [
-            Record(
-                resource=index,
-                client=client,
-                round=rnd,
-                end_ns=now,
-                outcome=Outcome.ERROR,
-                reason=link.failure,
-                shard=link.number,
-            )
-            for index in indices
-            for client in share.get(index, [])
-        ]
 
     def _merge(self, link: ShardLink, rows: Sequence[Sequence[Any]]) -> list[Record]:
         """A shard's records on our clock, classified here."""
@@ -361,3 +332,33 @@ class ShardedFirer:
         if self._interrupted:  # Ctrl-C: no gateway outlives the race
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(self.pool.close)
+
+
+def shares_of(roster: Roster, waves: Sequence[Sequence[int]], count: int) -> list[Share]:
+    """Each of ``count`` shards' clients of every resource: client ``c`` goes to shard
+    ``(c - 1) % count``, so every seat is contended from every shard."""
+    shares: list[Share] = [{} for _ in range(count)]
+    for indices in waves:
+        for index in indices:
+            for client in roster.clients(index):
+                shares[(client - 1) % count].setdefault(index, []).append(client)
+    return shares
+
+
+def lost(link: ShardLink, rnd: int, indices: Sequence[int], share: Share) -> list[Record]:
+    """The clients of a shard that dropped out: errors naming it (violations of kind ``error``
+    unless ``allow_errors=True``, like any transport failure)."""
+    now = time.perf_counter_ns()
+    return [
+        Record(
+            resource=index,
+            client=client,
+            round=rnd,
+            end_ns=now,
+            outcome=Outcome.ERROR,
+            reason=link.failure,
+            shard=link.number,
+        )
+        for index in indices
+        for client in share.get(index, [])
+    ]
