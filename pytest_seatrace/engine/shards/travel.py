@@ -13,7 +13,7 @@ import marshal
 import os
 import ssl
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -43,29 +43,17 @@ class RaceSettings:
 
     @classmethod
     def of(cls, config: RaceConfig) -> RaceSettings:
-        return cls(
-            resources=len(config.resources),
-            concurrency=config.concurrency,
-            timeout=config.timeout,
-            sync=config.sync,
-            hold=config.hold,
-            hold_given=config.hold_given,
-            parallel=config.parallel,
-            seed=config.seed,
-        )
+        """There: from the coordinator's config."""
+        return cls(len(config.resources), **{name: getattr(config, name) for name in _SAME})
 
     def config(self) -> RaceConfig:
-        """The config the shard's firer races by (resource ids are the coordinator's indices)."""
-        return RaceConfig(
-            resources=tuple(range(self.resources)),
-            concurrency=self.concurrency,
-            timeout=self.timeout,
-            sync=self.sync,
-            hold=self.hold,
-            hold_given=self.hold_given,
-            parallel=self.parallel,
-            seed=self.seed,
-        )
+        """Back: the config the shard's firer races by (resource ids are the coordinator's
+        indices)."""
+        return RaceConfig(tuple(range(self.resources)), **{name: getattr(self, name) for name in _SAME})
+
+
+_SAME = tuple(f.name for f in fields(RaceSettings) if f.name != "resources")
+"""The settings that travel as they are (the resources travel as their count)."""
 
 
 def plugin_version() -> str:
