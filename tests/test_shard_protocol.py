@@ -15,25 +15,9 @@ from pytest_seatrace.core.config import RaceConfig, make_rule
 from pytest_seatrace.core.records import Outcome
 from pytest_seatrace.core.result import RaceResult
 from pytest_seatrace.engine import RacePlan, RequestSpec, TargetOptions, run_race
+from pytest_seatrace.engine.shards import messages as m
 from pytest_seatrace.engine.shards import remote
 from pytest_seatrace.engine.shards.clock import ClockMap
-from pytest_seatrace.engine.shards.messages import (
-    ClockReading,
-    ClockRequest,
-    End,
-    Failed,
-    Hello,
-    ImportFailed,
-    Message,
-    Missed,
-    Plan,
-    Ready,
-    Records,
-    Round,
-    Start,
-    Unrecognised,
-    decode,
-)
 from pytest_seatrace.engine.shards.travel import RaceSettings, plugin_version
 from tests.shard_fakes import Script, ScriptedChannel, ScriptedPool, clock_answers, hello
 
@@ -64,10 +48,10 @@ def race(
 def answering(on_round: list[Any], on_start: list[Any]) -> Script:
     """A shard on our clock that answers ``Round`` and ``Start`` with these."""
 
-    def script(message: Message) -> list[Any]:
-        if isinstance(message, Round):
+    def script(message: m.Message) -> list[Any]:
+        if isinstance(message, m.Round):
             return on_round
-        if isinstance(message, Start):
+        if isinstance(message, m.Start):
             return on_start
         return clock_answers(message)
 
@@ -84,12 +68,12 @@ def test_a_scripted_shard_races_a_wave_and_the_coordinator_classifies_its_record
         [0, 1, 1, sent, sent + 1_000_000, 201, int(Outcome.ERROR), None, 0, False, False, True, b"{}", None],
         [0, 2, 1, sent, sent + 2_000_000, 409, int(Outcome.ERROR), None, 0, False, False, True, b"{}", None],
     ]
-    channel = ScriptedChannel([hello()], answering([Ready(1, 1, 0)], [Records(1, 1, rows, 0, 0)]))
+    channel = ScriptedChannel([hello()], answering([m.Ready(1, 1, 0)], [m.Records(1, 1, rows, 0, 0)]))
     result, config = race([channel])
     assert (result.requests, result.wins, result.rejections, result.errors) == (2, 1, 1, 0)
-    assert [m.NAME for m in channel.sent] == ["plan", *["clock"] * 12, "round", "start", "end"]
+    assert [said.NAME for said in channel.sent] == ["plan", *["clock"] * 12, "round", "start", "end"]
     plan = channel.sent[0]
-    assert isinstance(plan, Plan)
+    assert isinstance(plan, m.Plan)
     assert plan.race == RaceSettings.of(config)
     assert (plan.method, plan.varying, plan.constants) == ("POST", ["json"], {"url": URL})
     # The records are on our clock (one host here: the mapping moves them by less than 1 ms).
@@ -101,7 +85,7 @@ def test_a_scripted_shard_races_a_wave_and_the_coordinator_classifies_its_record
 
 
 def test_a_missed_start_is_an_error_naming_the_shard_and_the_wave() -> None:
-    channel = ScriptedChannel([hello()], answering([Ready(1, 1, 0)], [Missed(1, 1, 300_000_000)]))
+    channel = ScriptedChannel([hello()], answering([m.Ready(1, 1, 0)], [m.Missed(1, 1, 300_000_000)]))
     result, _ = race([channel])
     assert reasons(result) == {"shard 1 (popen): missed the start of round 1 wave 1 by 300.0 ms"}
     assert result.errors == 2
@@ -109,7 +93,7 @@ def test_a_missed_start_is_an_error_naming_the_shard_and_the_wave() -> None:
 
 
 def test_a_shard_that_fails_says_why() -> None:
-    channel = ScriptedChannel([hello()], answering([Failed("OSError: too many open files")], []))
+    channel = ScriptedChannel([hello()], answering([m.Failed("OSError: too many open files")], []))
     result, _ = race([channel])
     assert reasons(result) == {"shard 1 (popen): failed: OSError: too many open files"}
 
@@ -124,14 +108,14 @@ def test_a_message_out_of_turn_ends_that_shard_and_names_both(said: Any, called:
 def test_a_shard_silent_past_the_timeout_missed_the_start_and_the_other_shard_races_on() -> None:
     sent = time.perf_counter_ns()
     row = [0, 1, 1, sent, sent + 1, 201, 0, None, 0, False, False, True, b"{}", None]
-    healthy = ScriptedChannel([hello()], answering([Ready(1, 1, 0)], [Records(1, 1, [row], 0, 0)]))
+    healthy = ScriptedChannel([hello()], answering([m.Ready(1, 1, 0)], [m.Records(1, 1, [row], 0, 0)]))
     silent = ScriptedChannel([hello()], answering([], []))
     result, _ = race([healthy, silent])
     by_shard = {r.shard: r for r in result.history}
     assert by_shard[1].outcome is Outcome.WIN
     assert by_shard[2].reason == "shard 2 (popen): did not report ready within 2s: it missed the start"
     assert silent.closed
-    assert [m.NAME for m in silent.sent][-1] == "round"  # no start, no end: it was given up on
+    assert [said.NAME for said in silent.sent][-1] == "round"  # no start, no end: it was given up on
 
 
 def test_another_version_there_is_named_with_both_versions_before_any_plan() -> None:
@@ -159,8 +143,8 @@ def test_a_python_without_pytest_seatrace_is_told_what_to_install(monkeypatch: p
     monkeypatch.setitem(sys.modules, "pytest_seatrace.engine.shards.worker", None)  # an import that fails
     remote.start(Channel())
     (data,) = said
-    failed = decode(data)
-    assert isinstance(failed, ImportFailed)
+    failed = m.decode(data)
+    assert isinstance(failed, m.ImportFailed)
     assert failed.python == sys.executable
     assert failed.error.startswith("ModuleNotFoundError: import of pytest_seatrace.engine.shards.worker")
     assert data == failed.encode()
@@ -184,30 +168,30 @@ def test_a_gateway_that_cannot_start_is_an_error_naming_its_spec() -> None:
 
 def test_every_message_travels_as_builtins_and_comes_back_by_its_name() -> None:
     settings = RaceSettings.of(RaceConfig(resources=(1, 2), sync="last-byte", hold="body", hold_given=True))
-    messages: list[Message] = [
-        Plan(
+    messages: list[m.Message] = [
+        m.Plan(
             1, 2, settings, True, "http://h", ("ca", "PEM"), None, {"url": "/x"}, ["method", "json"], [3, 11]
         ),
-        ClockRequest(),
-        Round(1, [[0], [1]], {0: [1]}, {"json": [[0, 1, {}]]}),
-        Start(123, None),
-        End(),
-        Hello("h", 1, "p", [3, 11], "v", 2, 3),
-        ImportFailed("p", "ImportError: x"),
-        ClockReading(5),
-        Ready(1, 2, 0),
-        Records(1, 2, b"rows", 0, 3),
-        Missed(1, 2, 300),
-        Failed("text"),
+        m.ClockRequest(),
+        m.Round(1, [[0], [1]], {0: [1]}, {"json": [[0, 1, {}]]}),
+        m.Start(123, None),
+        m.End(),
+        m.Hello("h", 1, "p", [3, 11], "v", 2, 3),
+        m.ImportFailed("p", "ImportError: x"),
+        m.ClockReading(5),
+        m.Ready(1, 2, 0),
+        m.Records(1, 2, b"rows", 0, 3),
+        m.Missed(1, 2, 300),
+        m.Failed("text"),
     ]
     for message in messages:
         name, values = message.encode()
         assert type(name) is str
         assert type(values) is dict
-        assert decode((name, values)) == message
-    assert len({m.NAME for m in messages}) == len(messages)
-    assert decode(("ready", {"round": 1})) == Unrecognised("ready")  # another version's fields
-    assert decode(42) == Unrecognised("42")
+        assert m.decode((name, values)) == message
+    assert len({message.NAME for message in messages}) == len(messages)
+    assert m.decode(("ready", {"round": 1})) == m.Unrecognised("ready")  # another version's fields
+    assert m.decode(42) == m.Unrecognised("42")
 
 
 def test_the_race_settings_go_there_and_back_without_rules() -> None:
