@@ -18,8 +18,8 @@ from typing import Any
 import httpcore  # noqa: F401
 import pytest
 
-import pytest_seatrace.engine.gate
 import pytest_seatrace.engine.h2
+import pytest_seatrace.engine.httpx_start
 import pytest_seatrace.engine.runner
 import pytest_seatrace.engine.shards
 import pytest_seatrace.race  # noqa: F401

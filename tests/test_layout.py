@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "pytest_seatrace"
 
 
 def modules_of(layer: str) -> list[str]:
-    return sorted(module_name(path) for path in (PACKAGE / layer).glob("*.py"))
+    return sorted(module_name(path) for path in (PACKAGE / layer).rglob("*.py"))
 
 
 def imports_of(path: Path, *, typing: bool = True) -> set[str]:
@@ -191,7 +191,9 @@ def test_core_imports_no_io_and_no_other_layer(path: Path) -> None:
     assert bad == [], f"{path.name} imports {bad}"
 
 
-@pytest.mark.parametrize("path", sorted((PACKAGE / "engine").glob("*.py")), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", sorted((PACKAGE / "engine").rglob("*.py")), ids=lambda p: str(p.relative_to(PACKAGE))
+)
 def test_engine_imports_only_core_and_itself(path: Path) -> None:
     ours = {name for name in imports_of(path) if name.split(".")[0] == "pytest_seatrace"}
     bad = sorted(n for n in ours if not n.startswith(("pytest_seatrace.core", "pytest_seatrace.engine")))
@@ -199,7 +201,9 @@ def test_engine_imports_only_core_and_itself(path: Path) -> None:
     assert "pytest" not in {name.split(".")[0] for name in runtime_imports(path)}
 
 
-@pytest.mark.parametrize("path", sorted((PACKAGE / "report").glob("*.py")), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", sorted((PACKAGE / "report").rglob("*.py")), ids=lambda p: str(p.relative_to(PACKAGE))
+)
 def test_report_reads_documents_not_the_engine_or_the_plugin(path: Path) -> None:
     ours = {name for name in imports_of(path) if name.split(".")[0] == "pytest_seatrace"}
     allowed = ("pytest_seatrace.core", "pytest_seatrace.report", "pytest_seatrace.version")

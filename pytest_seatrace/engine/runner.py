@@ -33,8 +33,8 @@ from pytest_seatrace.core.records import (
 from pytest_seatrace.core.redact import strip_url
 from pytest_seatrace.engine.asgi import lifespan
 from pytest_seatrace.engine.classify import Classifier
+from pytest_seatrace.engine.firers import make_firer, ssl_context_for
 from pytest_seatrace.engine.hooks import describe, explain, trim, user_error
-from pytest_seatrace.engine.lastbyte import LastByteFirer
 from pytest_seatrace.engine.limits import ensure_open_files
 from pytest_seatrace.engine.locks import origin_lock
 from pytest_seatrace.engine.plan import Attempt, RacePlan, Reset, Roster, Verify
@@ -343,26 +343,17 @@ async def _firer(plan: RacePlan) -> AsyncIterator[_Fire]:
                 "race.run/arun attempts and race.app cannot be sharded: an attempt function (or an "
                 "in-process app) cannot travel to another process; use shards=1 without --race-tx"
             )
-        elif mode == "single-packet" and builder is not None:
-            from pytest_seatrace.engine.h2 import SinglePacketFirer
-
-            firer = SinglePacketFirer(config, builder, ssl_context, classifier, roster)
-        elif mode == "last-byte" and builder is not None and transport is None:
-            firer = LastByteFirer(config, builder, ssl_context, classifier, roster)
         else:
-            if target.base_url and transport is None:
-                check_url(httpx.URL(target.base_url), target.base_url)
-            from pytest_seatrace.engine.gate import GateFirer  # httpx's transport: only here
-
-            firer = GateFirer(
+            firer = make_firer(
+                mode,
                 config,
                 classifier,
                 ssl_context,
-                base_url=base_url,
                 builder=builder,
+                roster=roster,
+                base_url=base_url,
                 attempt_fn=plan.attempt,
                 transport=transport,
-                roster=roster,
             )
         stack.push_async_callback(firer.aclose)
 
@@ -413,17 +404,12 @@ def _raced(
     return Raced(method, url, base, version, tuple(dict.fromkeys((*stripped, *from_url))))
 
 
-H2_ALPN = ("h2", "http/1.1")
-H1_ALPN = ("http/1.1",)
-"""ALPN of the engine's own contexts: a server must never pick h2 and then receive HTTP/1.1."""
-
-
 async def _start(plan: RacePlan) -> tuple[str, ssl.SSLContext]:
     """The start that runs, and the SSL context for it. ``auto``: single-packet where TLS ALPN
     picks ``h2`` at the first origin, else last-byte; an explicit hold point means last-byte."""
     config, target = plan.config, plan.target
     if plan.attempt is not None or target.app is not None or config.sync == "gate":
-        return "gate", make_ssl_context(target.tls_verify)  # httpx sets its own ALPN
+        return "gate", ssl_context_for("gate", target.tls_verify)
     mode: str = config.sync
     if mode == "auto":
         mode = "last-byte"
@@ -431,9 +417,11 @@ async def _start(plan: RacePlan) -> tuple[str, ssl.SSLContext]:
         if origin is not None and origin.scheme == "https":
             from pytest_seatrace.engine.h2 import negotiate_h2
 
-            if await negotiate_h2(origin, make_ssl_context(target.tls_verify, H2_ALPN), config.timeout):
+            if await negotiate_h2(
+                origin, ssl_context_for("single-packet", target.tls_verify), config.timeout
+            ):
                 mode = "single-packet"
-    return mode, make_ssl_context(target.tls_verify, H2_ALPN if mode == "single-packet" else H1_ALPN)
+    return mode, ssl_context_for(mode, target.tls_verify)
 
 
 def _first_origin(plan: RacePlan) -> Origin | None:

@@ -1,4 +1,5 @@
-"""Gate start with httpx: one ``AsyncClient`` per client, all released by one event.
+"""The ``sync="gate"`` start, over httpx: one ``AsyncClient`` per client, each sending its whole
+request once a ``ResourceGate`` opens (the gate, as in every start mode, is the release instant).
 
 A ``ResourceGate`` opens when every client of the wave has arrived or given up.
 
@@ -175,8 +176,9 @@ class ResourceGate:
         await self._open.wait()
 
 
-class GateFirer:
-    """Fires waves in gate mode; ``spec`` requests through ``builder``, or ``attempt_fn``."""
+class HttpxFirer:
+    """Fires waves in the ``gate`` start mode (whole requests over httpx); ``spec`` requests
+    through ``builder``, or ``attempt_fn``."""
 
     def __init__(
         self,
