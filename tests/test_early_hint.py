@@ -20,7 +20,7 @@ from pytest_seatrace.core.records import Outcome, RaceRun, Record
 from pytest_seatrace.core.result import RaceResult
 from pytest_seatrace.engine.plan import RequestSpec
 from pytest_seatrace.report.message import violation_message
-from pytest_seatrace.report.summary import early_text
+from pytest_seatrace.report.wording import early_text
 from tests.test_single_packet import fire, h2_server, respond
 
 LAST_BYTE = 'use sync="last-byte"'

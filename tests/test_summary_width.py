@@ -19,18 +19,17 @@ from pytest_seatrace.core.document import RaceDoc
 from pytest_seatrace.core.records import RaceRun
 from pytest_seatrace.core.result import RaceResult
 from pytest_seatrace.report.message import violation_message
-from pytest_seatrace.report.summary import (
+from pytest_seatrace.report.race_table import (
     HEADERS,
     NARROWING,
     elide_middle,
-    failure_rate_bound,
     layouts,
-    quiet_line,
     row_cells,
-    summary_lines,
     table_lines,
     terminal_width,
 )
+from pytest_seatrace.report.summary import quiet_line, summary_lines
+from pytest_seatrace.report.wording import failure_rate_bound
 from pytest_seatrace.results import Outcome, Record
 from tests.support import INNER_INI, SEATS_CONFTEST
 

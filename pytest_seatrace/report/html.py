@@ -27,9 +27,10 @@ from typing import Any, cast
 
 from pytest_seatrace.core.document import PercentilesDoc, RaceDoc, format_expect, status_counts
 from pytest_seatrace.core.document import verdict as _verdict
-from pytest_seatrace.report.summary import HEADERS as SUMMARY_HEADERS
-from pytest_seatrace.report.summary import format_ms as _ms
-from pytest_seatrace.report.summary import row_cells, stopped_text
+from pytest_seatrace.report.race_table import HEADERS as SUMMARY_HEADERS
+from pytest_seatrace.report.race_table import row_cells
+from pytest_seatrace.report.wording import format_ms as _ms
+from pytest_seatrace.report.wording import stopped_text
 
 MAX_DRAWN_PER_RESOURCE = 200
 """Requests drawn per resource timeline; winners are always drawn (up to ``MAX_WINNERS_DRAWN``)."""
