@@ -365,13 +365,13 @@ def test_prose_lines_fit_too() -> None:
 
 
 def test_violation_table_has_a_round_column_only_with_rounds() -> None:
-    once = violation_message(make_result("test_v.py::test_once", winners=2))
+    once = violation_message(make_result("test_v.py::test_once", winners=2).to_dict())
     header = next(line for line in once.splitlines() if line.lstrip().startswith("resource"))
     assert header.split() == ["resource", "violation", "allowed", "found", "winners", "/", "detail"]
     assert "resource  violation" in header  # two spaces: no empty column between them
     rows = once.splitlines()[3:]
     assert rows[0].split()[:2] == ["1", "too-many"]
-    many = violation_message(make_result("test_v.py::test_rounds", winners=2, rounds=3))
+    many = violation_message(make_result("test_v.py::test_rounds", winners=2, rounds=3).to_dict())
     header = next(line for line in many.splitlines() if line.lstrip().startswith("resource"))
     assert header.split()[:3] == ["resource", "round", "violation"]
     assert many.splitlines()[3].split()[:3] == ["1", "1", "too-many"]
