@@ -73,7 +73,9 @@ def test_engine_imports_only_core_and_itself(path: Path) -> None:
     assert "pytest" not in {name.split(".")[0] for name in runtime_imports(path)}
 
 
-@pytest.mark.parametrize("path", sorted((PACKAGE / "report").glob("*.py")), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", sorted((PACKAGE / "report").rglob("*.py")), ids=lambda p: str(p.relative_to(PACKAGE / "report"))
+)
 def test_report_reads_documents_not_the_engine_or_the_plugin(path: Path) -> None:
     ours = {name for name in runtime_imports(path) if name.split(".")[0] == "pytest_seatrace"}
     allowed = ("pytest_seatrace.core", "pytest_seatrace.report", "pytest_seatrace.version")

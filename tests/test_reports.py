@@ -30,15 +30,11 @@ from pytest_seatrace.core.document import RaceDoc
 from pytest_seatrace.core.records import RaceRun
 from pytest_seatrace.core.result import RaceResult
 from pytest_seatrace.report.files import json_document
-from pytest_seatrace.report.html import (
-    MAX_DRAWN_PER_RESOURCE,
-    MAX_TABLE_ROWS,
-    MAX_TABLE_ROWS_TOTAL,
-    MIN_TABLE_ROWS,
-    SCRIPT,
-    _place_labels,
-    render_html,
-)
+from pytest_seatrace.report.html import render_html
+from pytest_seatrace.report.html.charts import place_labels
+from pytest_seatrace.report.html.page import SCRIPT
+from pytest_seatrace.report.html.request_table import MAX_TABLE_ROWS, MAX_TABLE_ROWS_TOTAL, MIN_TABLE_ROWS
+from pytest_seatrace.report.html.timeline import MAX_DRAWN_PER_RESOURCE
 from pytest_seatrace.results import Outcome, Record
 
 INNER_INI = "[pytest]\nasyncio_default_fixture_loop_scope = function\n"
@@ -615,12 +611,12 @@ def test_render_html_gives_each_outcome_one_colour_everywhere() -> None:
 
 
 def test_percentile_labels_get_rows_of_their_own_when_close() -> None:
-    placed = _place_labels([(300.0, "p50 24.2"), (500.0, "p95 38.1"), (510.0, "p99 38.4")], 628)
+    placed = place_labels([(300.0, "p50 24.2"), (500.0, "p95 38.1"), (510.0, "p99 38.4")], 628)
     rows = {text: row for _, row, _, text in placed}
     assert rows["p50 24.2"] == rows["p95 38.1"] == 0
     assert rows["p99 38.4"] == 1
     # at the right edge a label goes left of its line
-    edge = _place_labels([(620.0, "p99 99.9")], 628)
+    edge = place_labels([(620.0, "p99 99.9")], 628)
     assert edge[0][2] == "end"
     assert edge[0][0] < 620
 

@@ -45,15 +45,16 @@ def statuses_text(counts: Mapping[str, int]) -> str:
     return ", ".join(f"{code} ×{n}" for code, n in counts.items()) or "-"
 
 
+def status_key(code: str) -> tuple[bool, int, str]:
+    """Statuses in numeric order, then ``no response``: the order every report lists them."""
+    return (not code.isdigit(), int(code) if code.isdigit() else 0, code)
+
+
 def ordered_statuses(counts: Counter[tuple[str, str]]) -> list[tuple[str, str, int]]:
-    """(status, what the bodies said, count) in status order, then ``no response``; a status's
-    most frequent reason first."""
-
-    def key(item: tuple[tuple[str, str], int]) -> tuple[bool, int, str, int, str]:
-        (code, reason), n = item
-        return (not code.isdigit(), int(code) if code.isdigit() else 0, code, -n, reason)
-
-    return [(code, reason, n) for (code, reason), n in sorted(counts.items(), key=key)]
+    """(status, what the bodies said, count) in status order; a status's most frequent reason
+    first."""
+    rows = sorted(counts.items(), key=lambda item: (*status_key(item[0][0]), -item[1], item[0][1]))
+    return [(code, reason, n) for (code, reason), n in rows]
 
 
 # -- sentences about one race ----------------------------------------------------------------------
