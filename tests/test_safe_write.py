@@ -455,14 +455,19 @@ def test_a_reader_that_closes_early_is_reported(tmp_path: Path, writer: SafeWrit
 # --- character devices (private nodes, never the real /dev) -------------------------------------
 
 
+def assert_still_the_device(node: Path, major: int, minor: int) -> None:
+    """``node`` is still the device it was made as, alone in its directory (nothing written beside)."""
+    st = node.lstat()
+    assert stat.S_ISCHR(st.st_mode)
+    assert st.st_rdev == os.makedev(major, minor)
+    assert listing(node.parent) == [node.name]
+
+
 def test_a_null_device_is_written_in_place_and_stays_a_device(tmp_path: Path, writer: SafeWriter) -> None:
     node = make_char_device(tmp_path / "null", 1, 3)
     assert writer.probe(node, OPTION) is None
     writer.write_text(node, TEXT)
-    st = node.lstat()
-    assert stat.S_ISCHR(st.st_mode)
-    assert st.st_rdev == os.makedev(1, 3)
-    assert listing(tmp_path) == ["null"]
+    assert_still_the_device(node, 1, 3)
 
 
 def test_a_full_device_reports_no_space_and_is_never_replaced(tmp_path: Path, writer: SafeWriter) -> None:
@@ -472,10 +477,7 @@ def test_a_full_device_reports_no_space_and_is_never_replaced(tmp_path: Path, wr
     with pytest.raises(OSError, match=r"No space left on device") as info:
         writer.write_text(node, TEXT)
     assert info.value.errno == errno.ENOSPC
-    st = node.lstat()
-    assert stat.S_ISCHR(st.st_mode)
-    assert st.st_rdev == os.makedev(1, 7)
-    assert listing(tmp_path) == ["full"]
+    assert_still_the_device(node, 1, 7)
 
 
 def test_a_symlink_to_a_device_leaves_both_in_place(tmp_path: Path, writer: SafeWriter) -> None:

@@ -75,20 +75,19 @@ class _Special:
     st: os.stat_result
 
 
+_KINDS = (
+    (stat.S_ISREG, "regular file"),
+    (stat.S_ISDIR, "directory"),
+    (stat.S_ISFIFO, "FIFO"),
+    (stat.S_ISCHR, "character device"),
+    (stat.S_ISBLK, "block device"),
+    (stat.S_ISSOCK, "socket"),
+)
+
+
 def _kind(mode: int) -> str:
-    if stat.S_ISREG(mode):
-        return "regular file"
-    if stat.S_ISDIR(mode):
-        return "directory"
-    if stat.S_ISFIFO(mode):
-        return "FIFO"
-    if stat.S_ISCHR(mode):
-        return "character device"
-    if stat.S_ISBLK(mode):
-        return "block device"
-    if stat.S_ISSOCK(mode):
-        return "socket"
-    return "special file"
+    """What ``mode`` says is at a path, in words for messages."""
+    return next((name for is_kind, name in _KINDS if is_kind(mode)), "special file")
 
 
 def _error(code: int | None, message: str, path: Path) -> OSError:

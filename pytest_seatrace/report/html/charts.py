@@ -9,16 +9,7 @@ from typing import Any
 
 from pytest_seatrace.core.document import RaceDoc
 from pytest_seatrace.report.html.markup import OUTCOMES, esc, outcome_class, percentiles
-from pytest_seatrace.report.html.svg import (
-    CHAR_W,
-    nice_step,
-    num,
-    svg_line,
-    svg_open,
-    svg_text,
-    tick_label,
-    tick_values,
-)
+from pytest_seatrace.report.html.svg import CHAR_W, ms_ticks, num, svg_line, svg_open, svg_text, tick_values
 from pytest_seatrace.report.wording import format_ms, status_key
 
 HISTOGRAM_BINS = 40
@@ -138,13 +129,8 @@ def histogram_svg(race: RaceDoc) -> str:
                 f"<title>{lo_ms:.2f}–{hi_ms:.2f} ms: {n} {outcome}</title></rect>"
             )
             stacked += n
-    step = nice_step((high - low) / 1e6)
-    for tick in tick_values(low / 1e6, high / 1e6):
-        x = left + plot_w * (tick * 1e6 - low) / span
-        out.append(
-            svg_line("axis", x, x, base_y, base_y + 4)
-            + svg_text(x, base_y + 16, tick_label(tick, step), "middle")
-        )
+    for x, text in ms_ticks(low, high, left, plot_w):
+        out.append(svg_line("axis", x, x, base_y, base_y + 4) + svg_text(x, base_y + 16, text, "middle"))
     out.append(svg_line("axis", left, width - right, base_y, base_y))
     out.append(svg_text(left + plot_w / 2, height - 4, "latency (ms)", "middle"))
     lat = race["latency"]["all"]

@@ -54,3 +54,14 @@ def tick_values(low: float, high: float, ticks: int = 5) -> list[float]:
 def tick_label(value: float, step: float) -> str:
     digits = 0 if step >= 1 else min(6, -math.floor(math.log10(step)))
     return f"{value:.{digits}f}"
+
+
+def ms_ticks(low_ns: float, high_ns: float, left: float, width: float) -> list[tuple[float, str]]:
+    """The ticks of a milliseconds axis over ``low_ns``..``high_ns``, drawn ``width`` wide from
+    ``left``: (x, label) each."""
+    span = high_ns - low_ns
+    step = nice_step(span / 1e6)
+    return [
+        (left + width * (tick * 1e6 - low_ns) / span, tick_label(tick, step))
+        for tick in tick_values(low_ns / 1e6, high_ns / 1e6)
+    ]

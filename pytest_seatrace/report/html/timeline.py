@@ -12,15 +12,7 @@ from typing import Any
 
 from pytest_seatrace.core.document import RaceDoc
 from pytest_seatrace.report.html.markup import early_column, esc, even_spread, outcome_class
-from pytest_seatrace.report.html.svg import (
-    nice_step,
-    num,
-    svg_line,
-    svg_open,
-    svg_text,
-    tick_label,
-    tick_values,
-)
+from pytest_seatrace.report.html.svg import ms_ticks, num, svg_line, svg_open, svg_text
 from pytest_seatrace.report.wording import format_ms
 
 MAX_DRAWN_PER_RESOURCE = 200
@@ -169,13 +161,8 @@ class Timeline:
             f"<figure><figcaption>{caption}</figcaption>",
             svg_open("timeline", self.WIDTH, height, f"timeline of resource {resource}"),
         ]
-        step = nice_step(span / 1e6)
-        for tick in tick_values(lo / 1e6, hi / 1e6):
-            x = left + plot_w * (tick * 1e6 - lo) / span
-            out.append(
-                svg_line("grid", x, x, top, base_y)
-                + svg_text(x, base_y + 14, tick_label(tick, step), "middle")
-            )
+        for x, text in ms_ticks(lo, hi, left, plot_w):
+            out.append(svg_line("grid", x, x, top, base_y) + svg_text(x, base_y + 14, text, "middle"))
         out.append(svg_line("axis", left, self.WIDTH - self.RIGHT, base_y, base_y))
         out.append(svg_text(self.WIDTH - self.RIGHT, height - 3, "ms since the race started", "end"))
         for kind, elements in groups.items():  # winners last, on top
