@@ -253,6 +253,19 @@ def test_race_html_is_one_self_contained_file(pytester: pytest.Pytester) -> None
     assert [(i, name.replace("<wbr>", "")) for i, name in sections] == [("0", UNSAFE), ("1", SAFE)]
 
 
+def test_the_page_inlines_its_stylesheet_and_script_from_package_data() -> None:
+    """page.css and page.js ship as package data (read as installed, not from the source tree)
+    and each stands whole, once, inside its tag."""
+    assets = resources.files("pytest_seatrace.report.html")
+    css = assets.joinpath("page.css").read_text(encoding="utf-8")
+    script = assets.joinpath("page.js").read_text(encoding="utf-8")
+    assert ".verdict.FAIL" in css
+    assert '"use strict"' in script
+    text = render_html(json_document([synthetic_race("t.py::test_x", 2, 5, unsafe=False)], seed=1))
+    assert text.count(f"<style>\n{css}</style>") == 1
+    assert text.count(f"<script>\n{script}</script>") == 1
+
+
 class SvgCensus(html.parser.HTMLParser):
     """Counts svg elements and the shapes inside them in an HTML document."""
 
