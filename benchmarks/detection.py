@@ -1,26 +1,6 @@
-"""How often the seed race catches the unsafe strategy's double booking, per window and start.
+"""How often the seed race catches the unsafe service's double booking, per window and start.
 
-The ``unsafe`` sample service checks a seat, waits ``--window-ms``, then books it without
-re-checking: two orders whose checks fall in the same window both win. For each window a
-fresh service is started and the seed race (100 clients x 16 seats) is repeated, alternating
-the starts (last-byte held at the headers, last-byte held at the body, gate), with
-``POST /reset`` between runs. A run *catches* the bug when any seat has more than one
-acknowledged winner; the per-seat catch rate is the share of seats that did. The client and
-the service share this machine's cores.
-
-At the narrow windows (``--racer-windows``, default 0.1 ms and 10 µs) a minimal tight-loop
-racer (``_racer.py``: plain asyncio, fresh connections per seat, the engine's own bytes held at
-the same point, the held bytes sent from one loop, one seat at a time) races too, at both hold
-points, interleaved with the engine's runs.
-
-Targets: the unsafe strategy is caught in at least 99 of 100 runs with ``--window-ms 1``
-(the default start, last-byte held at the headers, at 1 ms, run ``--gate-runs`` times; the
-acceptance gate of this script); and at every racer window and hold point, the engine's
-per-seat catch rate (last-byte) is at least the racer's.
-
-Exit status: 0 target met, 1 below target, 2 incomplete (time budget, race time limit,
-service failure, or the target cell was not part of the run). ``--smoke``: toy sizes in
-seconds, no target, 0 when it ran.
+docs/benchmarks.md#detection says what it measures and its targets, and records the figures.
 """
 
 from __future__ import annotations
@@ -34,32 +14,27 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from _common import (
+from benchmarks.cli import (
     EXIT_BELOW_TARGET,
     EXIT_INCOMPLETE,
     EXIT_OK,
     SMOKE_VERDICT,
-    STARTS,
     Budget,
     BudgetExceededError,
-    add_limits,
-    add_smoke,
+    add_seed_race,
     apply_smoke,
     float_list,
-    positive_float,
+    parser,
     positive_int,
     print_header,
     print_table,
-    run_one_race,
-    seed_config,
-    server_errors,
     stderr,
-    winners_per_resource,
 )
-from _racer import race_seats
-
-from pytest_seatrace.core.config import HoldPoint
-from pytest_seatrace.service import ServiceError, start_sample_service
+from benchmarks.figures import server_errors, winners_per_resource
+from benchmarks.racer import race_seats
+from benchmarks.seed import STARTS, run_one_race, seed_config
+from benchmarks.services import ServiceError, service
+from pytest_seatrace.engine.instrument import HoldPoint
 
 RACERS: dict[str, HoldPoint] = {"racer/headers": "headers", "racer/body": "body"}
 """The tight-loop racer's modes, and the engine start each is held against."""
@@ -72,40 +47,40 @@ QUICK_GATE_RUNS = 10
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument(
+    made = parser(
+        "detection",
+        "how often the seed race catches the unsafe service's double booking, per window and start",
+        limit_s=120.0,
+        budget_s=1800.0,
+    )
+    made.add_argument(
         "--windows",
         type=float_list,
         default=[1.0, 0.1, 0.01],
         help="unsafe check-to-act windows in ms, comma-separated (default: 1,0.1,0.01)",
     )
-    parser.add_argument(
+    made.add_argument(
         "--racer-windows",
         type=float_list,
         default=[0.1, 0.01],
         help="windows (ms, among --windows) at which the tight-loop racer races too (default: 0.1,0.01)",
     )
-    parser.add_argument(
+    made.add_argument(
         "--runs", type=positive_int, default=None, help="runs per window and mode (default: 20)"
     )
-    parser.add_argument(
+    made.add_argument(
         "--gate-runs",
         type=positive_int,
         default=None,
         help="runs of the acceptance-gate cell, last-byte at 1 ms (default: 100; must catch >= 99%%)",
     )
-    parser.add_argument(
+    made.add_argument(
         "--quick",
         action="store_true",
         help=f"smoke run: {QUICK_RUNS} runs per cell, {QUICK_GATE_RUNS} in the gate cell (unless given)",
     )
-    parser.add_argument("--clients", type=positive_int, default=100, help="clients per seat (default: 100)")
-    parser.add_argument("--resources", type=positive_int, default=16, help="seats raced (default: 16)")
-    parser.add_argument("--timeout", type=positive_float, default=10.0, help="seconds per request")
-    parser.add_argument("--seed", type=int, default=1, help="first race seed; each race adds 1 (default: 1)")
-    add_limits(parser, limit="race", limit_s=120.0, budget_s=1800.0)
-    add_smoke(parser)
-    return parser
+    add_seed_race(made)
+    return made
 
 
 @dataclass
@@ -165,7 +140,7 @@ def run_window(
 ) -> tuple[int, float]:
     """All runs of one window against a fresh unsafe service; returns the next seed and the time taken."""
     started = budget.elapsed()
-    with start_sample_service(strategy="unsafe", seats=args.resources, window_ms=window_ms) as svc:
+    with service("unsafe", seats=args.resources, window_ms=window_ms) as svc:
         for index in range(max(cell.planned for cell in cells.values())):
             for mode, cell in cells.items():  # alternate the modes so both see the same noise
                 if index >= cell.planned:

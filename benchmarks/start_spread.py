@@ -1,26 +1,7 @@
-"""Start spread of the seed race (100 clients x 16 seats): last-byte at both hold points, and
-gate, side by side.
+"""Start spread of the seed race: last-byte at both hold points and gate, against a bare send
+loop and a tight-loop racer raced in the same run.
 
-Target, for each hold point: per resource, the client-side spread (from the return of the
-first held ``send()`` to the return of the last) has a median under max(1 ms, 1.5 x a bare
-100-send loop sending the same number of bytes, measured in the same run). A bare loop is 100
-idle, connected, non-blocking TCP sockets to the same service, each holding a partial request
-line, and one ``send`` to each of as many bytes as the hold point holds back (1 for
-``hold="body"``; the header block's last byte plus the JSON body for ``hold="headers"``); its
-time is from the return of the first send to the return of the last. Bare loops are measured
-in blocks before the first race and after every race, so they see the same machine the races
-see. The client and the service share this machine's cores.
-
-Target, for each hold point, at the service: the per-seat arrival spread (first to last
-``X-Arrival-Ns`` stamp of a seat) has a median no wider (within 5 %, the noise of interleaved
-runs) than a minimal tight-loop racer's
-(``_racer.py``: plain asyncio, fresh connections per seat, the engine's own bytes held at the
-same point, the held bytes sent from one loop), raced in the same run, interleaved with the
-engine's races (rows ``racer/headers``, ``racer/body``).
-
-Exit status: 0 target met, 1 below target (or a race broke the invariant / had errors
-against the safe service), 2 incomplete (time budget, race time limit, service failure).
-``--smoke``: toy sizes in seconds, no target, 0 when it ran.
+docs/benchmarks.md#start_spread says what it measures and its targets, and records the figures.
 """
 
 from __future__ import annotations
@@ -36,46 +17,31 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from _common import (
+from benchmarks.cli import (
     EXIT_BELOW_TARGET,
     EXIT_INCOMPLETE,
     EXIT_OK,
-    NS_PER_MS,
     SMOKE_VERDICT,
-    STARTS,
     Budget,
     BudgetExceededError,
-    Summary,
-    add_limits,
-    add_smoke,
+    add_seed_race,
     apply_smoke,
-    client_spreads,
-    ms,
-    positive_float,
+    incomplete,
+    parser,
     positive_int,
     print_header,
     print_table,
-    run_one_race,
-    seed_config,
-    seed_held_bytes,
-    server_errors,
-    server_spreads,
     stderr,
 )
-from _racer import SeatRace, race_seats
-
-from pytest_seatrace.core.config import REJECT_DEFAULT, HoldPoint, make_rule
-from pytest_seatrace.engine import RequestSpec
-from pytest_seatrace.results import RaceResult
-from pytest_seatrace.service import ServiceError, ServiceHandle, start_sample_service
+from benchmarks.figures import NS_PER_MS, Summary, client_spreads, ms, server_errors, server_spreads
+from benchmarks.judge import INTERLEAVED_NOISE, no_wider
+from benchmarks.racer import SeatRace, race_seats
+from benchmarks.seed import STARTS, run_one_race, seed_config, seed_held_bytes
+from benchmarks.services import ServiceError, ServiceHandle, service
+from pytest_seatrace.engine.instrument import REJECT_DEFAULT, HoldPoint, RaceResult, RequestSpec, make_rule
 
 HOLDS: tuple[HoldPoint, ...] = ("headers", "body")
 RACERS = {f"racer/{hold}": hold for hold in HOLDS}
-RACER_NOISE = 1.05
-"""How much wider than the racer's a server-side median may be and still count as no wider: on
-the sample service that spread is the service's own serial work (~0.25 ms a request), the same
-for any start that gets every request to it at once, so two equal medians differ by run-to-run
-noise (measured 0.1-2 % apart; the old engine's was 1.8-2 x)."""
 """The tight-loop racer's rows, one per hold point."""
 MODES = (*STARTS, *RACERS)
 FLOOR_NS = 1 * NS_PER_MS
@@ -89,26 +55,21 @@ MAX_BARE_LOOPS = 1000
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--reps", type=positive_int, default=5, help="counted races per mode (default: 5)")
-    parser.add_argument(
-        "--warmup", type=int, default=1, help="uncounted races per mode before the counted ones (default: 1)"
+    made = parser(
+        "start_spread",
+        "how tightly a seat's clients start: last-byte and gate against a bare loop and a tight-loop racer",
+        limit_s=120.0,
+        budget_s=900.0,
     )
-    parser.add_argument("--clients", type=positive_int, default=100, help="clients per seat (default: 100)")
-    parser.add_argument("--resources", type=positive_int, default=16, help="seats raced (default: 16)")
-    parser.add_argument(
+    made.add_argument("--reps", type=positive_int, default=5, help="counted races per mode (5)")
+    add_seed_race(made, warmup=True)
+    made.add_argument(
         "--bare-loops",
         type=positive_int,
         default=20,
-        help="bare send loops per block; one block before the races and one after each (default: 20)",
+        help="bare send loops per block; one block before the races and one after each (20)",
     )
-    parser.add_argument(
-        "--timeout", type=positive_float, default=10.0, help="seconds per request (default: 10)"
-    )
-    parser.add_argument("--seed", type=int, default=1, help="first race seed; each race adds 1 (default: 1)")
-    add_limits(parser, limit="race", limit_s=120.0, budget_s=900.0)
-    add_smoke(parser)
-    return parser
+    return made
 
 
 # -- the bare send loop --------------------------------------------------------------------
@@ -414,12 +375,12 @@ def measure(svc: ServiceHandle, args: argparse.Namespace, budget: Budget) -> int
     for hold in HOLDS:
         engine = Summary.of(stats[f"last-byte/{hold}"].server).median
         racer = Summary.of(stats[f"racer/{hold}"].server).median
-        ok = engine <= RACER_NOISE * racer
+        ok = no_wider(engine, racer, INTERLEAVED_NOISE) is True
         met = met and ok
         print(
             f"target: last-byte/{hold} server-side median spread per seat {ms(engine)} ms"
             f" no wider than the tight-loop racer's {ms(racer)} ms at the same hold point"
-            f" (<= {RACER_NOISE:g} x, the noise of interleaved runs): {'MET' if ok else 'NOT MET'}"
+            f" (<= {INTERLEAVED_NOISE:g} x, the noise of interleaved runs): {'MET' if ok else 'NOT MET'}"
         )
     if answered:
         problems.append(
@@ -574,14 +535,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         + (" (--smoke)" if args.smoke else "")
     )
     try:
-        with start_sample_service(strategy="safe", seats=args.resources) as svc:
+        with service("safe", seats=args.resources) as svc:
             status = measure(svc, args, budget)
-        with start_sample_service(strategy="safe", seats=args.resources, auth=True) as svc:
+        with service("safe", seats=args.resources, auth=True) as svc:
             login_status = measure_login(svc, args, budget)
         return max(status, login_status)
     except (BudgetExceededError, TimeoutError, ServiceError, OSError) as exc:
-        stderr(f"incomplete: {type(exc).__name__}: {exc}")
-        return EXIT_INCOMPLETE
+        return incomplete(exc)
 
 
 if __name__ == "__main__":

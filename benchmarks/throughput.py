@@ -1,44 +1,6 @@
-"""Keep-alive POST throughput: this plugin's engine against ``hey``, same service, same run.
+"""Keep-alive POST throughput and client CPU: this plugin's engine against ``hey``, same service, same run.
 
-Targets (engine overhead), against the same subprocess service in the same run: the
-last-byte engine's client CPU per request at most ``--cpu-ratio`` (0.75) x hey's, and its
-keep-alive ``POST /orders`` throughput at least ``--target-ratio`` (0.8) x hey's. One safe sample
-service (``start_sample_service``) serves every run. Seat 1 is booked before anything is
-timed, so every timed request of every tool takes the same path through the service (parse
-the order, try to book seat 1, answer 409): this is the throughput of the whole
-request/response path, not of booking. Every tool sends the same body bytes, ``BODY``.
-
-- ``hey``: ``hey -c C -n R*C -m POST -T application/json -d BODY -o csv``; keep-alive is
-  hey's default (each of its C workers keeps one connection). Its CSV is parsed with
-  ``seed_scenario.parse_hey_csv``; wall time is hey's own, from its start to its last
-  response (process start-up not counted).
-- ``seatrace-last-byte``: ``run_race`` in last-byte mode, R resources x C clients, every
-  request ``POST /orders`` with ``BODY`` (the resource ids only label the waves). The engine
-  races one resource per wave, so the R*C requests go in R waves of C, each with its own
-  start gate (all but the final byte written, then the final bytes back to back) by design;
-  connections are kept alive between waves (one set: the next wave is built while the
-  current one's responses come in, and written once they are all in). Wall time and client
-  CPU are ``anyio.run`` around
-  ``run_race`` (the race's result is handed out of the loop by reference: a task's result is
-  ``repr``'d by Python 3.11's signal handling when ``anyio.run`` ends, ~10 µs per request of
-  nothing the engine does). The Python garbage collector's collections during the run are
-  recorded, and the event loop used.
-- ``seatrace-gate``: the same in gate mode (one ``httpx.AsyncClient`` per client, one gate
-  per wave), for information only.
-
-Each repeat runs every tool once, in an order that rotates per repeat (after ``--warmup``
-uncounted runs of each), and the table shows the median over the repeats, with the client's
-and the service's CPU time per run (a service near one core busy set the pace itself).
-
-Client CPU per request is user + system CPU over answered requests. Exit 0 when both targets
-hold (medians over the repeats); 1 when one is missed, or when the last-byte engine had 5xx
-or requests without a response;
-2 when hey is unavailable or the measurement could not be completed (time budget, time
-limit of a run, service failure, hey errors). ``hey`` is installed with ``apt-get install
--y hey`` when missing and we are root (``--no-install`` never installs). ``--smoke``: toy
-sizes in seconds, never installs (hey's rows skipped with a note when it is absent), no
-target, 0 when it ran.
-Traffic goes only to the loopback service this script starts.
+docs/benchmarks.md#throughput says what it measures and its targets, and records the figures.
 """
 
 from __future__ import annotations
@@ -49,45 +11,36 @@ import gc
 import math
 import resource
 import sys
-import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import anyio
 import httpx
-from _common import (
+
+from benchmarks.cli import (
     EXIT_BELOW_TARGET,
     EXIT_INCOMPLETE,
     EXIT_OK,
     SMOKE_VERDICT,
     Budget,
     BudgetExceededError,
-    add_limits,
-    add_smoke,
     apply_smoke,
-    count_5xx,
-    fmt_or_dash,
-    load1,
-    load_note,
-    loop_name,
-    machine_note,
-    nan_median,
+    incomplete,
+    parser,
     positive_float,
     positive_int,
     print_header,
     print_table,
-    process_cpu_s,
-    rusage_cpu_s,
-    seed_config,
     stderr,
 )
-from seed_scenario import RunFailedError, ToolUnavailableError, _run_bounded, ensure_hey, parse_hey_csv
-
-from pytest_seatrace.core.result import RaceResult
-from pytest_seatrace.engine import RacePlan, RequestSpec, SyncMode, TargetOptions, run_race
-from pytest_seatrace.service import ServiceError, ServiceHandle, start_sample_service
+from benchmarks.figures import count_5xx, fmt_or_dash, nan_median
+from benchmarks.machine import load1, load_note, machine_note, process_cpu_s, rusage_cpu_s
+from benchmarks.peers import parse_hey_csv
+from benchmarks.programs import RunFailedError, ToolUnavailableError, ensure_hey, run_bounded
+from benchmarks.seed import run_one_race, seed_config
+from benchmarks.services import ServiceError, ServiceHandle, service
+from pytest_seatrace.engine.instrument import RequestSpec, SyncMode
 
 BODY = '{"seats":[1],"user":"throughput"}'
 """Every timed request's body, byte for byte the same for every tool."""
@@ -99,39 +52,45 @@ TOOL_NAMES = (HEY, LAST_BYTE, GATE)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--repeat", type=positive_int, default=3, help="runs per tool, median shown (3)")
-    parser.add_argument(
+    made = parser(
+        "throughput",
+        "keep-alive POST throughput and client CPU per request: the engine against hey",
+        limit="run",
+        limit_s=120.0,
+        budget_s=900.0,
+        what="tool run",
+        install=True,
+    )
+    made.add_argument("--repeat", type=positive_int, default=3, help="runs per tool, median shown (3)")
+    made.add_argument(
         "--resources", type=positive_int, default=100, help="engine waves (resources) per run (100)"
     )
-    parser.add_argument(
+    made.add_argument(
         "--concurrency",
         type=positive_int,
         default=50,
         help="clients per wave for the engine, hey's -c (50); requests = resources x concurrency",
     )
-    parser.add_argument("--timeout", type=positive_float, default=10.0, help="seconds per request (10)")
-    parser.add_argument("--seed", type=int, default=1, help="engine race seed, +1 per race (1)")
-    parser.add_argument(
+    made.add_argument("--timeout", type=positive_float, default=10.0, help="seconds per request (10)")
+    made.add_argument("--seed", type=int, default=1, help="engine race seed, +1 per race (1)")
+    made.add_argument(
         "--warmup", type=int, default=1, help="uncounted full-size runs per tool before the first (1)"
     )
-    parser.add_argument("--no-gate", action="store_true", help="skip the gate-mode engine (information only)")
-    parser.add_argument(
+    made.add_argument("--no-gate", action="store_true", help="skip the gate-mode engine (information only)")
+    made.add_argument(
         "--target-ratio",
         type=positive_float,
         default=0.8,
         help="last-byte req/s must be at least this x hey's (0.8)",
     )
-    parser.add_argument(
+    made.add_argument(
         "--cpu-ratio",
         type=positive_float,
         default=0.75,
         help="last-byte client CPU per request must be at most this x hey's (0.75)",
     )
-    parser.add_argument("--no-install", action="store_true", help="never install hey")
-    add_limits(parser, limit="run", limit_s=120.0, budget_s=900.0, what="tool run", install=True)
-    add_smoke(parser)
-    return parser
+    made.add_argument("--no-install", action="store_true", help="never install hey")
+    return made
 
 
 # -- what one run measured -----------------------------------------------------------------
@@ -206,7 +165,7 @@ class HeyTool:
         command = [self.binary, "-c", str(load.concurrency), "-n", str(load.requests), "-t", seconds]
         command += ["-m", "POST", "-T", "application/json", "-d", BODY, "-o", "csv", load.url + "/orders"]
         before = rusage_cpu_s(resource.RUSAGE_CHILDREN)  # the service is not reaped yet: hey alone
-        done = _run_bounded(command, load.limit_s)
+        done = run_bounded(command, load.limit_s)
         cpu = rusage_cpu_s(resource.RUSAGE_CHILDREN) - before
         if done.returncode != 0:
             raise RunFailedError(f"hey exited {done.returncode}: {done.stderr.strip()[-300:]}")
@@ -238,27 +197,17 @@ class EngineTool:
         spec = RequestSpec(
             "POST", "/orders", content=BODY.encode(), headers={"content-type": "application/json"}
         )
-        plan = RacePlan(name=self.name, config=config, target=TargetOptions(base_url=load.url), request=spec)
-
-        results: list[RaceResult] = []
         loops: list[str] = []
-
-        async def main() -> None:  # returns nothing: see the module's note on repr
-            loops.append(loop_name())
-            with anyio.fail_after(load.limit_s):
-                results.append(RaceResult.from_run(self.name, config, await run_race(plan)))
-
         gc_before = [gen["collections"] for gen in gc.get_stats()]
         cpu = rusage_cpu_s(resource.RUSAGE_SELF)
-        started = time.perf_counter()
-        try:
-            anyio.run(main)
+        try:  # wall and CPU: anyio.run around run_race, the result handed out by reference
+            result, wall = run_one_race(
+                load.url, config, name=self.name, limit_s=load.limit_s, request=spec, loops=loops
+            )
         except TimeoutError:
             raise RunFailedError(f"race not finished after {load.limit_s:g}s") from None
-        wall = time.perf_counter() - started
         cpu = rusage_cpu_s(resource.RUSAGE_SELF) - cpu
         collections = tuple(g["collections"] - b for g, b in zip(gc.get_stats(), gc_before, strict=True))
-        result = results[0]
         statuses = Counter(rec.status for rec in result.history if rec.status)
         return Run(
             self.name, wall, len(result.history), statuses, cpu, gc_collections=collections, loop=loops[0]
@@ -476,11 +425,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     tools, have_hey = build_tools(args, notes)
     try:
-        with start_sample_service(strategy="safe", seats=1) as svc:
+        with service("safe", seats=1) as svc:
             stats, rows = measure(svc, tools, args, budget)
     except (BudgetExceededError, RunFailedError, ServiceError, OSError, httpx.HTTPError) as exc:
-        stderr(f"incomplete: {type(exc).__name__}: {exc}")
-        return EXIT_INCOMPLETE
+        return incomplete(exc)
 
     print_table(rows, RUN_HEADERS, "Every run (position: order within the repeat)")
     print_table(
