@@ -1,6 +1,6 @@
 """How often the seed race catches the unsafe service's double booking, per window and start.
 
-docs/benchmarks.md#detection says what it measures and its targets, and records the figures.
+docs/benchmarks.md, section "detection", says what it measures and its targets, and records the figures.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Scale: 500 clients per seat at 20, 50 and 100 seats (10k, 25k, 50k requests), last-byte.
 
-docs/benchmarks.md#scale says what it measures and its targets, and records the figures.
+docs/benchmarks.md, section "scale", says what it measures and its targets, and records the figures.
 """
 
 from __future__ import annotations

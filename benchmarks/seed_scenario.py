@@ -1,6 +1,6 @@
 """The seed scenario (100 clients x 16 seats, ``POST /orders``) by this plugin's engine and its peers.
 
-docs/benchmarks.md#seed_scenario says what it measures and its targets, and records the figures.
+docs/benchmarks.md, section "seed_scenario", says what it measures and its targets, and records the figures.
 """
 
 from __future__ import annotations

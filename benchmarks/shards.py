@@ -1,6 +1,6 @@
 """Sharded races: 16 x 500 and 1 x 5,000 clients with 1 and 2 shards (execnet popen), same run.
 
-docs/benchmarks.md#shards says what it measures and its targets, and records the figures.
+docs/benchmarks.md, section "shards", says what it measures and its targets, and records the figures.
 """
 
 from __future__ import annotations

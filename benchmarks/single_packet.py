@@ -1,7 +1,7 @@
 """Single-packet (HTTP/2) against last-byte (HTTP/1.1, both hold points) on the hypercorn sample
 service, and every start through nginx: the gate write, the spread it gives, the catch rate.
 
-docs/benchmarks.md#single_packet says what it measures and its targets, and records the figures.
+docs/benchmarks.md, section "single_packet", says what it measures and its targets, and records the figures.
 """
 
 from __future__ import annotations

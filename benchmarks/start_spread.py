@@ -1,7 +1,7 @@
 """Start spread of the seed race: last-byte at both hold points and gate, against a bare send
 loop and a tight-loop racer raced in the same run.
 
-docs/benchmarks.md#start_spread says what it measures and its targets, and records the figures.
+docs/benchmarks.md, section "start_spread", says what it measures and its targets, and records the figures.
 """
 
 from __future__ import annotations

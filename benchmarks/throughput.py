@@ -1,6 +1,6 @@
 """Keep-alive POST throughput and client CPU: this plugin's engine against ``hey``, same service, same run.
 
-docs/benchmarks.md#throughput says what it measures and its targets, and records the figures.
+docs/benchmarks.md, section "throughput", says what it measures and its targets, and records the figures.
 """
 
 from __future__ import annotations

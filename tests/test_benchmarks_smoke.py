@@ -95,8 +95,9 @@ def test_benchmarks_reach_the_project_through_one_door_each(path: Path) -> None:
     """The engine only through ``pytest_seatrace.engine.instrument``; services only in
     ``services.py``, so a move inside the engine or of the nginx launcher is fixed in one place."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
-    imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    nodes = list(ast.walk(tree))
+    imported = {node.module for node in nodes if isinstance(node, ast.ImportFrom) and node.module}
+    imported |= {alias.name for node in nodes if isinstance(node, ast.Import) for alias in node.names}
     ours = {name for name in imported if name.split(".")[0] in ("pytest_seatrace", "sample_service")}
     wrong = sorted(name for name in ours if name not in ALLOWED or ALLOWED[name] not in (None, path.name))
     assert not wrong, f"{path.name} imports {wrong}"
