@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from tabulate import tabulate
 
+from benchmarks import BENCHMARKS
 from benchmarks.machine import load_note, machine_note
 from pytest_seatrace.options import positive_float as positive_float
 from pytest_seatrace.options import positive_int as positive_int
@@ -30,22 +31,15 @@ _Number = TypeVar("_Number", int, float)
 
 
 def parser(
-    name: str,
-    purpose: str,
-    *,
-    limit: str = "race",
-    limit_s: float,
-    budget_s: float,
-    what: str = "race",
-    install: bool = False,
-    defaults_help: bool = False,
+    name: str, *, limit_s: float, budget_s: float, tools: bool = False, defaults_help: bool = False
 ) -> argparse.ArgumentParser:
-    """A benchmark's parser with the options every benchmark takes: a bound on one run
-    (``--race-limit-s`` or ``--run-limit-s``), on each install step (``install``), on the
-    whole benchmark (``--budget-s``), and ``--smoke``."""
+    """Benchmark ``name``'s parser with the options every benchmark takes: a bound on one race
+    (``--race-limit-s``), or with ``tools`` on one tool run (``--run-limit-s``) and on each
+    install step, a bound on the whole benchmark (``--budget-s``), and ``--smoke``."""
+    limit, what = ("run", "tool run") if tools else ("race", "race")
     formatter = argparse.ArgumentDefaultsHelpFormatter if defaults_help else argparse.HelpFormatter
     made = argparse.ArgumentParser(
-        prog=f"python -m benchmarks {name}", description=purpose, formatter_class=formatter
+        prog=f"python -m benchmarks {name}", description=BENCHMARKS[name], formatter_class=formatter
     )
     made.add_argument(
         f"--{limit}-limit-s",
@@ -53,7 +47,7 @@ def parser(
         default=limit_s,
         help=f"cancel one {what} after this ({limit_s:g})",
     )
-    if install:
+    if tools:
         made.add_argument(
             "--install-limit-s", type=positive_float, default=600.0, help="bound on each install step (600)"
         )
@@ -75,12 +69,26 @@ def add_seed_race(made: argparse.ArgumentParser, *, warmup: bool = False) -> Non
     """The seed race's sizes: ``--clients`` per seat, ``--resources`` seats, ``--timeout``, ``--seed``."""
     if warmup:
         made.add_argument(
-            "--warmup", type=int, default=1, help="uncounted races per mode before the counted ones (1)"
+            "--warmup",
+            type=non_negative_int,
+            default=1,
+            help="uncounted races per mode before the counted ones (1)",
         )
     made.add_argument("--clients", type=positive_int, default=100, help="clients per seat (100)")
     made.add_argument("--resources", type=positive_int, default=16, help="seats raced (16)")
     made.add_argument("--timeout", type=positive_float, default=10.0, help="seconds per request (10)")
     made.add_argument("--seed", type=int, default=1, help="first race seed; each race adds 1 (1)")
+
+
+def non_negative_int(text: str) -> int:
+    """An argument type: an integer >= 0 (a count of uncounted warm-up runs, say)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, not {text!r}")
+    return value
 
 
 def apply_smoke(args: argparse.Namespace, **sizes: Any) -> None:
@@ -146,9 +154,9 @@ class BudgetExceededError(RuntimeError):
 # -- output --------------------------------------------------------------------------------
 
 
-def print_header(title: str) -> None:
+def print_header(title: str, *, smoke: bool) -> None:
     """The title, the cores client and server share, and the load average."""
-    print(title)
+    print(title + (" (--smoke)" if smoke else ""))
     print(machine_note())
     note = load_note()
     if note:
@@ -160,6 +168,15 @@ def print_table(rows: Sequence[Sequence[Any]], headers: Sequence[str], title: st
     if title:
         print(title)
     print(tabulate(rows, headers=list(headers), tablefmt="github", floatfmt=".3f", disable_numparse=True))
+    print()
+
+
+def print_notes(notes: Sequence[str], load_before: str) -> None:
+    """What was skipped or failed, and the load average before the run and now."""
+    for note in notes:
+        print(f"note: {note}")
+    print(f"load before: {load_before}")
+    print(f"load after:  {load_note()}")
     print()
 
 

@@ -14,25 +14,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from benchmarks.cli import (
-    EXIT_BELOW_TARGET,
-    EXIT_INCOMPLETE,
-    EXIT_OK,
-    SMOKE_VERDICT,
-    Budget,
-    BudgetExceededError,
-    add_seed_race,
-    apply_smoke,
-    float_list,
-    parser,
-    positive_int,
-    print_header,
-    print_table,
-    stderr,
-)
+from benchmarks import cli
 from benchmarks.figures import server_errors, winners_per_resource
 from benchmarks.racer import race_seats
-from benchmarks.seed import STARTS, run_one_race, seed_config
+from benchmarks.seed import STARTS, run_one_race, start_config
 from benchmarks.services import ServiceError, service
 from pytest_seatrace.engine.instrument import HoldPoint
 
@@ -47,30 +32,25 @@ QUICK_GATE_RUNS = 10
 
 
 def _parser() -> argparse.ArgumentParser:
-    made = parser(
-        "detection",
-        "how often the seed race catches the unsafe service's double booking, per window and start",
-        limit_s=120.0,
-        budget_s=1800.0,
-    )
+    made = cli.parser("detection", limit_s=120.0, budget_s=1800.0)
     made.add_argument(
         "--windows",
-        type=float_list,
+        type=cli.float_list,
         default=[1.0, 0.1, 0.01],
         help="unsafe check-to-act windows in ms, comma-separated (default: 1,0.1,0.01)",
     )
     made.add_argument(
         "--racer-windows",
-        type=float_list,
+        type=cli.float_list,
         default=[0.1, 0.01],
         help="windows (ms, among --windows) at which the tight-loop racer races too (default: 0.1,0.01)",
     )
     made.add_argument(
-        "--runs", type=positive_int, default=None, help="runs per window and mode (default: 20)"
+        "--runs", type=cli.positive_int, default=None, help="runs per window and mode (default: 20)"
     )
     made.add_argument(
         "--gate-runs",
-        type=positive_int,
+        type=cli.positive_int,
         default=None,
         help="runs of the acceptance-gate cell, last-byte at 1 ms (default: 100; must catch >= 99%%)",
     )
@@ -79,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help=f"smoke run: {QUICK_RUNS} runs per cell, {QUICK_GATE_RUNS} in the gate cell (unless given)",
     )
-    add_seed_race(made)
+    cli.add_seed_race(made)
     return made
 
 
@@ -136,7 +116,7 @@ def _plan(args: argparse.Namespace) -> tuple[int, int]:
 
 
 def run_window(
-    window_ms: float, cells: dict[str, Cell], args: argparse.Namespace, budget: Budget, seed: int
+    window_ms: float, cells: dict[str, Cell], args: argparse.Namespace, budget: cli.Budget, seed: int
 ) -> tuple[int, float]:
     """All runs of one window against a fresh unsafe service; returns the next seed and the time taken."""
     started = budget.elapsed()
@@ -146,21 +126,15 @@ def run_window(
                 if index >= cell.planned:
                     continue
                 if budget.expired():
-                    raise BudgetExceededError(
+                    raise cli.BudgetExceededError(
                         f"budget of {budget.seconds:g}s used up at {window_ms} ms, {mode} run {index + 1}"
                     )
                 if mode in RACERS:
                     _racer_run(svc.url, svc.port, RACERS[mode], cell, args)
                     svc.reset()
                     continue
-                start = STARTS[mode]
-                config = seed_config(
-                    resources=args.resources,
-                    clients=args.clients,
-                    sync=start.sync,
-                    hold=start.hold,
-                    seed=seed,
-                    timeout=args.timeout,
+                config = start_config(
+                    mode, resources=args.resources, clients=args.clients, seed=seed, timeout=args.timeout
                 )
                 seed += 1
                 result, wall = run_one_race(
@@ -193,14 +167,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "clients": 5,
         "resources": 2,
     }
-    apply_smoke(args, **smoke, race_limit_s=30.0, budget_s=60.0)
+    cli.apply_smoke(args, **smoke, race_limit_s=30.0, budget_s=60.0)
     runs, gate_runs = _plan(args)
-    budget = Budget(args.budget_s)
-    print_header(
+    budget = cli.Budget(args.budget_s)
+    cli.print_header(
         f"detection: unsafe sample service, seed race {args.clients} clients x {args.resources} seats, "
         f"{runs} runs per window and mode, {gate_runs} for {TARGET_MODE} at {TARGET_WINDOW_MS:g} ms"
-        + (" (--quick)" if args.quick else "")
-        + (" (--smoke)" if args.smoke else "")
+        + (" (--quick)" if args.quick else ""),
+        smoke=args.smoke,
     )
     table: list[list[Any]] = []
     target: Cell | None = None
@@ -219,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             target = cells[TARGET_MODE]
         try:
             seed, took = run_window(window, cells, args, budget, seed)
-        except (BudgetExceededError, TimeoutError, ServiceError, OSError) as exc:
+        except (cli.BudgetExceededError, TimeoutError, ServiceError, OSError) as exc:
             incomplete = f"{type(exc).__name__}: {exc}"
             took = math.nan
         for mode, cell in cells.items():
@@ -238,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         if incomplete:
             break
-    print_table(
+    cli.print_table(
         table,
         (
             "window ms",
@@ -255,14 +229,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(f"total wall time {budget.elapsed():.1f}s")
     if incomplete:
-        stderr(f"incomplete: {incomplete}")
-        return EXIT_INCOMPLETE
+        cli.stderr(f"incomplete: {incomplete}")
+        return cli.EXIT_INCOMPLETE
     if args.smoke:
-        print(SMOKE_VERDICT)
-        return EXIT_OK
+        print(cli.SMOKE_VERDICT)
+        return cli.EXIT_OK
     if target is None:
-        stderr(f"the target cell ({TARGET_MODE} at {TARGET_WINDOW_MS:g} ms) was not in --windows")
-        return EXIT_INCOMPLETE
+        cli.stderr(f"the target cell ({TARGET_MODE} at {TARGET_WINDOW_MS:g} ms) was not in --windows")
+        return cli.EXIT_INCOMPLETE
     needed = math.ceil(TARGET_SHARE * target.planned)
     met = target.caught >= needed
     print(
@@ -279,7 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"target: last-byte/{hold} at {window:g} ms catches per seat {engine.seat_rate()}"
                 f" >= the tight-loop racer's {baseline.seat_rate()}: {'MET' if ok else 'NOT MET'}"
             )
-    return EXIT_OK if met else EXIT_BELOW_TARGET
+    return cli.EXIT_OK if met else cli.EXIT_BELOW_TARGET
 
 
 if __name__ == "__main__":

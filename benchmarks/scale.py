@@ -18,21 +18,7 @@ from typing import Any
 import anyio
 import httpx
 
-from benchmarks.cli import (
-    EXIT_BELOW_TARGET,
-    EXIT_INCOMPLETE,
-    EXIT_OK,
-    SMOKE_VERDICT,
-    Budget,
-    apply_smoke,
-    int_list,
-    parser,
-    positive_float,
-    positive_int,
-    print_header,
-    print_table,
-    stderr,
-)
+from benchmarks import cli
 from benchmarks.figures import NS_PER_MS, server_errors, winners_per_resource
 from benchmarks.seed import run_one_race, seed_config
 from benchmarks.services import ServiceError, service
@@ -46,21 +32,17 @@ CHILD_STARTUP_S = 60.0
 
 
 def _parser() -> argparse.ArgumentParser:
-    made = parser(
-        "scale",
-        "10k, 25k and 50k requests, one fresh process per size: peak memory and time per request",
-        limit_s=600.0,
-        budget_s=1800.0,
-        defaults_help=True,
+    made = cli.parser("scale", limit_s=600.0, budget_s=1800.0, defaults_help=True)
+    made.add_argument("--clients", type=cli.positive_int, default=500, help="clients per seat")
+    made.add_argument(
+        "--sizes", type=cli.int_list, default=[20, 50, 100], help="seat counts, comma-separated"
     )
-    made.add_argument("--clients", type=positive_int, default=500, help="clients per seat")
-    made.add_argument("--sizes", type=int_list, default=[20, 50, 100], help="seat counts, comma-separated")
-    made.add_argument("--seats", type=positive_int, default=100, help="seats of the service")
-    made.add_argument("--timeout", type=positive_float, default=30.0, help="seconds per request")
+    made.add_argument("--seats", type=cli.positive_int, default=100, help="seats of the service")
+    made.add_argument("--timeout", type=cli.positive_float, default=30.0, help="seconds per request")
     made.add_argument("--seed", type=int, default=1, help="race seed")
     made.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     made.add_argument("--url", help=argparse.SUPPRESS)
-    made.add_argument("--resources", type=positive_int, default=1, help=argparse.SUPPRESS)
+    made.add_argument("--resources", type=cli.positive_int, default=1, help=argparse.SUPPRESS)
     return made
 
 
@@ -113,7 +95,7 @@ def child(args: argparse.Namespace) -> int:
         "peak_rss_mb": peak_rss_mb(),
     }
     print(MARKER + json.dumps(figures))
-    return EXIT_OK
+    return cli.EXIT_OK
 
 
 def run_child(url: str, size: int, args: argparse.Namespace, limit_s: float) -> dict[str, Any]:
@@ -141,7 +123,7 @@ def run_child(url: str, size: int, args: argparse.Namespace, limit_s: float) -> 
 # -- the parent ----------------------------------------------------------------------------
 
 
-def measure(args: argparse.Namespace, budget: Budget) -> tuple[list[dict[str, Any]], str]:
+def measure(args: argparse.Namespace, budget: cli.Budget) -> tuple[list[dict[str, Any]], str]:
     runs: list[dict[str, Any]] = []
     with service("safe", seats=args.seats) as svc:
         for size in args.sizes:
@@ -197,20 +179,20 @@ def _per_request(run: dict[str, Any]) -> float:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if not args.child:
-        apply_smoke(args, clients=5, sizes=[1, 2], seats=2, race_limit_s=30.0, budget_s=90.0)
+        cli.apply_smoke(args, clients=5, sizes=[1, 2], seats=2, race_limit_s=30.0, budget_s=90.0)
     if args.child:
         if not args.url:
-            stderr("--child needs --url")
-            return EXIT_INCOMPLETE
+            cli.stderr("--child needs --url")
+            return cli.EXIT_INCOMPLETE
         return child(args)
     if max(args.sizes) > args.seats:
-        stderr(f"--sizes up to {max(args.sizes)} need --seats >= that (got {args.seats})")
-        return EXIT_INCOMPLETE
-    budget = Budget(args.budget_s)
-    print_header(
+        cli.stderr(f"--sizes up to {max(args.sizes)} need --seats >= that (got {args.seats})")
+        return cli.EXIT_INCOMPLETE
+    budget = cli.Budget(args.budget_s)
+    cli.print_header(
         f"scale: {args.clients} clients per seat at {', '.join(map(str, args.sizes))} seats, last-byte, "
-        f"safe sample service ({args.seats} seats), one fresh process per size"
-        + (" (--smoke)" if args.smoke else "")
+        f"safe sample service ({args.seats} seats), one fresh process per size",
+        smoke=args.smoke,
     )
     try:
         runs, incomplete = measure(args, budget)
@@ -236,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ]
         for run in runs
     ]
-    print_table(
+    cli.print_table(
         rows,
         (
             "seats",
@@ -264,11 +246,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         ))  # fmt: skip
     print(f"total wall time {budget.elapsed():.1f}s")
     if incomplete:
-        stderr(f"incomplete: {incomplete}")
-        return EXIT_INCOMPLETE
+        cli.stderr(f"incomplete: {incomplete}")
+        return cli.EXIT_INCOMPLETE
     if args.smoke:
-        print(SMOKE_VERDICT)
-        return EXIT_OK
+        print(cli.SMOKE_VERDICT)
+        return cli.EXIT_OK
     misses = verdict(runs)
     for miss in misses:
         print(f"target NOT MET: {miss}")
@@ -277,7 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"targets MET: peak RSS <= {MAX_RSS_MB:.0f} MB at the largest size, time per request within "
             f"{MAX_RATIO} x of the smallest size, no 5xx, no errors, exactly one winner per seat"
         )
-    return EXIT_BELOW_TARGET if misses else EXIT_OK
+    return cli.EXIT_BELOW_TARGET if misses else cli.EXIT_OK
 
 
 if __name__ == "__main__":

@@ -65,6 +65,14 @@ def seed_config(
     )
 
 
+def start_config(label: str, *, resources: int, clients: int, seed: int, timeout: float) -> RaceConfig:
+    """The seed scenario started as ``STARTS[label]`` says."""
+    start = STARTS[label]
+    return seed_config(
+        resources=resources, clients=clients, sync=start.sync, hold=start.hold, seed=seed, timeout=timeout
+    )
+
+
 def seed_order(seat: int, client: int) -> dict[str, Any]:
     """The seed's ``POST /orders`` body: ``seat`` booked by user ``vu-<client>``."""
     return {"seats": [seat], "user": f"vu-{client}"}

@@ -18,23 +18,7 @@ from typing import Any
 
 import httpx
 
-from benchmarks.cli import (
-    EXIT_INCOMPLETE,
-    EXIT_OK,
-    SMOKE_VERDICT,
-    Budget,
-    BudgetExceededError,
-    add_seed_race,
-    apply_smoke,
-    incomplete,
-    parser,
-    positive_float,
-    positive_int,
-    print_header,
-    print_table,
-    stderr,
-    subset,
-)
+from benchmarks import cli
 from benchmarks.figures import NS_PER_MS, client_spreads, fmt_or_dash, ms, nan_median, server_spreads
 from benchmarks.judge import INTERLEAVED_NOISE, Check, exit_status, no_wider, run_to_run_band
 from benchmarks.machine import load1, load_note, machine_note
@@ -62,22 +46,17 @@ TOOL_NAMES = (LAST_BYTE, "seatrace-gate", LOCUST_BARRIER, "locust-free", "hey", 
 
 
 def _parser() -> argparse.ArgumentParser:
-    made = parser(
-        "seed_scenario",
-        "the seed race by the engine and its peers (Locust, hey, naive httpx)",
-        limit="run",
-        limit_s=120.0,
-        budget_s=1800.0,
-        what="tool run",
-        install=True,
-    )
-    made.add_argument("--repeat", type=positive_int, default=5, help="runs per tool, median shown (5)")
-    add_seed_race(made)
+    made = cli.parser("seed_scenario", limit_s=120.0, budget_s=1800.0, tools=True)
+    made.add_argument("--repeat", type=cli.positive_int, default=5, help="runs per tool, median shown (5)")
+    cli.add_seed_race(made)
     made.add_argument(
-        "--tools", type=subset(TOOL_NAMES), default=list(TOOL_NAMES), help=f"subset of {','.join(TOOL_NAMES)}"
+        "--tools",
+        type=cli.subset(TOOL_NAMES),
+        default=list(TOOL_NAMES),
+        help=f"subset of {','.join(TOOL_NAMES)}",
     )
     made.add_argument(
-        "--window-ms", type=positive_float, default=1.0, help="unsafe strategy's check-to-act window (1)"
+        "--window-ms", type=cli.positive_float, default=1.0, help="unsafe strategy's check-to-act window (1)"
     )
     made.add_argument("--no-unsafe", action="store_true", help="skip the runs against the unsafe strategy")
     made.add_argument("--no-install", action="store_true", help="never install hey or Locust")
@@ -157,7 +136,7 @@ def build_tools(args: argparse.Namespace, notes: list[str]) -> list[Tool]:
                 tools.append(HttpxTool())
         except ToolUnavailableError as exc:
             notes.append(f"{name} skipped: {exc}")
-            stderr(f"{name} skipped: {exc}")
+            cli.stderr(f"{name} skipped: {exc}")
     return tools
 
 
@@ -193,7 +172,7 @@ def _same_or_list(values: Sequence[int]) -> str:
 
 
 def run_safe(
-    svc: ServiceHandle, tools: Sequence[Tool], args: argparse.Namespace, budget: Budget
+    svc: ServiceHandle, tools: Sequence[Tool], args: argparse.Namespace, budget: cli.Budget
 ) -> tuple[dict[str, ToolStats], list[list[Any]]]:
     sc = Scenario(svc.url, tuple(range(1, args.resources + 1)), args.clients, args.timeout, args.run_limit_s)
     stats = {tool.name: ToolStats() for tool in tools}
@@ -208,7 +187,7 @@ def run_safe(
         shift = rep % len(tools)
         for tool in [*tools[shift:], *tools[:shift]]:  # rotate: no tool always first
             if budget.expired():
-                raise BudgetExceededError(f"time budget of {budget.seconds:g}s used up")
+                raise cli.BudgetExceededError(f"time budget of {budget.seconds:g}s used up")
             gc_before = [gen["collections"] for gen in gc.get_stats()]
             cpu_before = client_cpu_s()
             try:
@@ -219,7 +198,7 @@ def run_safe(
                 )
             except (RunFailedError, OSError, httpx.HTTPError) as exc:
                 stats[tool.name].failures.append(f"run {rep + 1}: {type(exc).__name__}: {exc}")
-                stderr(f"{tool.name} run {rep + 1} failed: {exc}")
+                cli.stderr(f"{tool.name} run {rep + 1} failed: {exc}")
                 rows.append([tool.name, rep + 1, "failed", *["-"] * 9])
                 continue
             finally:
@@ -445,19 +424,19 @@ NOTES = (
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     smoke = {"repeat": 1, "clients": 5, "resources": 2, "no_install": True}
-    apply_smoke(args, **smoke, run_limit_s=30.0, install_limit_s=30.0, budget_s=90.0)
-    budget = Budget(args.budget_s)
+    cli.apply_smoke(args, **smoke, run_limit_s=30.0, install_limit_s=30.0, budget_s=90.0)
+    budget = cli.Budget(args.budget_s)
     notes: list[str] = []
     load_before = load_note()
-    print_header(
+    cli.print_header(
         f"seed scenario: {args.clients} clients x {args.resources} seats (POST /orders), "
-        f"safe sample service, median of {args.repeat}; unsafe window {args.window_ms:g} ms"
-        + (" (--smoke)" if args.smoke else "")
+        f"safe sample service, median of {args.repeat}; unsafe window {args.window_ms:g} ms",
+        smoke=args.smoke,
     )
     tools = build_tools(args, notes)
     if not tools:
-        stderr("no tool could run")
-        return EXIT_INCOMPLETE
+        cli.stderr("no tool could run")
+        return cli.EXIT_INCOMPLETE
     try:
         with service("safe", seats=args.resources) as svc:
             stats, rows = run_safe(svc, tools, args, budget)
@@ -465,13 +444,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.no_unsafe:
             with service("unsafe", seats=args.resources, window_ms=args.window_ms) as svc:
                 run_unsafe(svc, tools, stats, args)
-    except (BudgetExceededError, TimeoutError, RunFailedError, ServiceError, OSError) as exc:
-        return incomplete(exc)
+    except (cli.BudgetExceededError, TimeoutError, RunFailedError, ServiceError, OSError) as exc:
+        return cli.incomplete(exc)
 
-    print_table(rows, RUN_HEADERS, "Every run (errors = transport errors and timeouts)")
+    cli.print_table(rows, RUN_HEADERS, "Every run (errors = transport errors and timeouts)")
     headers = list(SUMMARY_HEADERS)
     headers[-1] = f"unsafe ({args.window_ms:g} ms) caught"
-    print_table(
+    cli.print_table(
         summary_rows(stats, args.resources),
         headers,
         f"Seed scenario, median of {args.repeat}\n{machine_note()}",
@@ -482,7 +461,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"- {line}")
     if first is not None:
         warm = stats[LAST_BYTE].runs
-        print_table(
+        cli.print_table(
             [
                 first,
                 [
@@ -498,14 +477,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             "(times from its spawn)",
         )
     notes += [f"{name} {failure}" for name, st in stats.items() for failure in st.failures]
-    for note in notes:
-        print(f"note: {note}")
-    print(f"load before: {load_before}")
-    print(f"load after:  {load_note()}")
-    print()
+    cli.print_notes(notes, load_before)
     if args.smoke:
-        print(SMOKE_VERDICT)
-        return EXIT_OK
+        print(cli.SMOKE_VERDICT)
+        return cli.EXIT_OK
     checks = targets(stats, args.resources)
     for check in checks:
         print(check.line())

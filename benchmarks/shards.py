@@ -13,21 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from benchmarks.cli import (
-    EXIT_BELOW_TARGET,
-    EXIT_INCOMPLETE,
-    EXIT_OK,
-    SMOKE_VERDICT,
-    Budget,
-    apply_smoke,
-    int_list,
-    parser,
-    positive_float,
-    positive_int,
-    print_header,
-    print_table,
-    stderr,
-)
+from benchmarks import cli
 from benchmarks.figures import NS_PER_MS, fmt_or_dash, ms, nan_median, winners_per_resource
 from benchmarks.machine import (
     cores,
@@ -76,18 +62,12 @@ def nice_value(text: str) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    made = parser(
-        "shards",
-        "one race over 1 and 2 execnet shards: wall, spreads, clock error",
-        limit_s=300.0,
-        budget_s=1200.0,
-        defaults_help=True,
-    )
+    made = cli.parser("shards", limit_s=300.0, budget_s=1200.0, defaults_help=True)
     made.add_argument(
         "--scenarios", type=scenario_list, default=[(16, 500), (1, 5000)], help="SEATSxCLIENTS,..."
     )
-    made.add_argument("--shards", type=int_list, default=[1, 2], help="shard counts, comma-separated")
-    made.add_argument("--timeout", type=positive_float, default=30.0, help="seconds per request")
+    made.add_argument("--shards", type=cli.int_list, default=[1, 2], help="shard counts, comma-separated")
+    made.add_argument("--timeout", type=cli.positive_float, default=30.0, help="seconds per request")
     made.add_argument("--seed", type=int, default=1, help="race seed")
     made.add_argument(
         "--shard-nice",
@@ -97,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     made.add_argument(
         "--repeat",
-        type=positive_int,
+        type=cli.positive_int,
         default=5,
         help="interleaved races per cell, medians judged (5: on 2 cores one race's wall swings "
         "2-3 %% from run to run, and one process and two shards are near level)",
@@ -173,10 +153,11 @@ Figures = dict[tuple[tuple[int, int], int], list[Timed]]
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    apply_smoke(args, scenarios=[(2, 10), (1, 20)], shards=[1, 2], timeout=10.0, repeat=1)
-    budget = Budget(args.budget_s)
-    print_header(
-        f"Sharded races (execnet {shard_spec(args)} gateways), last-byte, hold=headers, safe sample service"
+    cli.apply_smoke(args, scenarios=[(2, 10), (1, 20)], shards=[1, 2], timeout=10.0, repeat=1)
+    budget = cli.Budget(args.budget_s)
+    cli.print_header(
+        f"Sharded races (execnet {shard_spec(args)} gateways), last-byte, hold=headers, safe sample service",
+        smoke=args.smoke,
     )
     print(
         f"this machine has {cores()} cores: the gain from shards is capped at two processes here, and "
@@ -201,8 +182,8 @@ def main(argv: list[str] | None = None) -> int:
                 (r, sc, sh) for r in range(1, args.repeat + 1) for sc in args.scenarios for sh in args.shards
             ):  # interleaved: every cell sees the same machine
                 if budget.expired():
-                    stderr("time budget spent before every race ran")
-                    return EXIT_INCOMPLETE
+                    cli.stderr("time budget spent before every race ran")
+                    return cli.EXIT_INCOMPLETE
                 svc.reset()
                 config = sharded_config(scenario[0], scenario[1], shards, args)
                 run = race_once(svc.url, config, pool, args.race_limit_s, (svc.pid, pids[shards]))
@@ -227,17 +208,17 @@ def main(argv: list[str] | None = None) -> int:
                     ]
                 )
     except (ServiceError, TimeoutError) as exc:
-        stderr(f"incomplete: {exc}")
-        return EXIT_INCOMPLETE
+        cli.stderr(f"incomplete: {exc}")
+        return cli.EXIT_INCOMPLETE
     finally:
         pool.close()
-    print_table(
+    cli.print_table(
         rows,
         HEADERS,
         "every race: median per-seat spreads; wall = one race, gateways already started; client CPU "
         "= this process + its shards",
     )
-    print_table(
+    cli.print_table(
         [medians_row(scenario, shards, runs) for (scenario, shards), runs in figures.items()],
         MEDIAN_HEADERS,
         f"medians over {args.repeat} interleaved repeats; service busy = its CPU / wall (it runs one "
@@ -246,8 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"load after: {load_note()}; {steal_note(times)} during the run")
     if args.smoke:
-        print(SMOKE_VERDICT)
-        return EXIT_OK
+        print(cli.SMOKE_VERDICT)
+        return cli.EXIT_OK
     return _targets(figures, args)
 
 
@@ -305,12 +286,12 @@ def _targets(figures: Figures, args: argparse.Namespace) -> int:
         print("BELOW TARGET:")
         for failure in failures:
             print(f"  {failure}")
-        return EXIT_BELOW_TARGET
+        return cli.EXIT_BELOW_TARGET
     print(
         f"targets met: 2-shard spread within {SPREAD_FACTOR} x one process + {SPREAD_SLACK_MS:g} ms; "
         "16 x 500 no slower with 2 shards"
     )
-    return EXIT_OK
+    return cli.EXIT_OK
 
 
 if __name__ == "__main__":

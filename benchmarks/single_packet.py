@@ -23,25 +23,7 @@ from typing import Protocol
 
 import anyio
 
-from benchmarks.cli import (
-    EXIT_BELOW_TARGET,
-    EXIT_INCOMPLETE,
-    EXIT_OK,
-    SMOKE_VERDICT,
-    Budget,
-    BudgetExceededError,
-    add_seed_race,
-    apply_smoke,
-    float_list,
-    incomplete,
-    parser,
-    positive_float,
-    positive_int,
-    print_header,
-    print_table,
-    stderr,
-    subset,
-)
+from benchmarks import cli
 from benchmarks.figures import (
     Summary,
     client_spreads,
@@ -78,23 +60,18 @@ NS_PER_US = 1000
 
 
 def _parser() -> argparse.ArgumentParser:
-    made = parser(
-        "single_packet",
-        "HTTP/2 single-packet against last-byte: gate write, spreads and catch rate, and through nginx",
-        limit_s=120.0,
-        budget_s=1800.0,
-    )
-    made.add_argument("--runs", type=positive_int, default=5, help="counted runs of every start (5)")
-    add_seed_race(made, warmup=True)
+    made = cli.parser("single_packet", limit_s=120.0, budget_s=1800.0)
+    made.add_argument("--runs", type=cli.positive_int, default=5, help="counted runs of every start (5)")
+    cli.add_seed_race(made, warmup=True)
     made.add_argument(
         "--windows",
-        type=float_list,
+        type=cli.float_list,
         default=[0.01, 0.1],
         help="unsafe check-to-act windows in ms, comma-separated (default: 0.01,0.1)",
     )
     made.add_argument(
         "--transports",
-        type=subset(TRANSPORTS),
+        type=cli.subset(TRANSPORTS),
         default=list(TRANSPORTS),
         help="h2c, tls or both (default: both)",
     )
@@ -106,19 +83,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     made.add_argument(
         "--placements",
-        type=subset(PLACEMENTS),
+        type=cli.subset(PLACEMENTS),
         default=list(PLACEMENTS),
         help="proxy rows: pinned (app on its own core), unpinned, or both (default: both)",
     )
     made.add_argument(
         "--buffering",
-        type=lambda text: [v == "on" for v in subset(("off", "on"))(text)],
+        type=lambda text: [v == "on" for v in cli.subset(("off", "on"))(text)],
         default=[False, True],
         help="proxy rows: nginx proxy_request_buffering off, on, or both (default: both)",
     )
     made.add_argument(
         "--proxy-window-ms",
-        type=positive_float,
+        type=cli.positive_float,
         default=TARGET_WINDOW_MS,
         help="proxy rows: the unsafe check-to-act window in ms (default: 0.01)",
     )
@@ -226,7 +203,7 @@ def _check_safe(label: str, result: RaceResult, resources: int, clients: int) ->
 
 
 def measure(
-    services: dict[tuple[str, float | None], ServiceHandle], args: argparse.Namespace, budget: Budget
+    services: dict[tuple[str, float | None], ServiceHandle], args: argparse.Namespace, budget: cli.Budget
 ) -> dict[tuple[str, str], Cell]:
     cells = {(t, s): Cell() for t in args.transports for s in STARTS}
     seed = args.seed
@@ -240,7 +217,7 @@ def measure(
                 cell = cells[(transport, start)]
                 for window in (None, *args.windows):
                     if budget.expired():
-                        raise BudgetExceededError(
+                        raise cli.BudgetExceededError(
                             f"time budget of {args.budget_s:g}s ran out in run {run + 1}"
                         )
                     service = services[(transport, window)]
@@ -299,7 +276,7 @@ def _report(cells: dict[tuple[str, str], Cell], args: argparse.Namespace) -> Non
                 ms(server.p95),
             ]
         )
-    print_table(
+    cli.print_table(
         rows,
         (
             "start",
@@ -333,7 +310,7 @@ def _report(cells: dict[tuple[str, str], Cell], args: argparse.Namespace) -> Non
                     "-" if share != share else f"{share:.1%}",
                 ]
             )
-    print_table(
+    cli.print_table(
         catch_rows,
         ("window ms", "start", "transport", "seats caught", "catch rate"),
         "Unsafe service (check, await sleep(window), book): seats with more than one winner",
@@ -351,15 +328,15 @@ def _verdict(cells: dict[tuple[str, str], Cell], args: argparse.Namespace) -> in
     if args.smoke:
         for problem in problems:
             print(f"note: {problem}")
-        print(SMOKE_VERDICT)
-        return EXIT_OK
+        print(cli.SMOKE_VERDICT)
+        return cli.EXIT_OK
     met = True
     for transport in args.transports:
         cell = cells[(transport, "single-packet")]
         seats = cell.caught.get(TARGET_WINDOW_MS)
         if seats is None:
             print(f"target: the {TARGET_WINDOW_MS:g} ms window was not part of the run (--windows)")
-            return EXIT_INCOMPLETE
+            return cli.EXIT_INCOMPLETE
         share = sum(seats) / len(seats)
         gate = Summary.of(cell.gate_ns).median
         catch_ok, gate_ok = share >= TARGET_SHARE, gate < TARGET_GATE_NS
@@ -371,7 +348,7 @@ def _verdict(cells: dict[tuple[str, str], Cell], args: argparse.Namespace) -> in
         )
     for problem in problems:
         print(f"problem: {problem}")
-    return EXIT_OK if met and not problems else EXIT_BELOW_TARGET
+    return cli.EXIT_OK if met and not problems else cli.EXIT_BELOW_TARGET
 
 
 # -- through a reverse proxy: nginx (HTTP/2 TLS) in front of the uvicorn sample service ---------
@@ -442,7 +419,7 @@ def measure_proxy(
     fronts: dict[tuple[bool, float | None], tuple[ServiceHandle, ProxyHandle]],
     chosen: Sequence[Placement],
     args: argparse.Namespace,
-    budget: Budget,
+    budget: cli.Budget,
 ) -> dict[ProxyKey, Cell]:
     """Every start through nginx, buffering on and off, in every placement; the safe service for
     spreads, the unsafe one (``--proxy-window-ms``) for the catch rate."""
@@ -459,7 +436,7 @@ def measure_proxy(
                     args.buffering, rotated, (None, args.proxy_window_ms)
                 ):
                     if budget.expired():
-                        raise BudgetExceededError(
+                        raise cli.BudgetExceededError(
                             f"time budget of {args.budget_s:g}s ran out in proxy run {run + 1}"
                         )
                     app, front = fronts[(buffering, window)]
@@ -518,7 +495,7 @@ def _report_proxy(
                 f"{sum(seats) / len(seats):.1%}" if seats else "-",
             ]
         )
-    print_table(
+    cli.print_table(
         rows,
         (
             "start",
@@ -563,7 +540,7 @@ def proxy_fronts(
         yield fronts
 
 
-def _proxy_rows(args: argparse.Namespace, budget: Budget) -> dict[ProxyKey, Cell]:
+def _proxy_rows(args: argparse.Namespace, budget: cli.Budget) -> dict[ProxyKey, Cell]:
     """The nginx rows, printed; empty (with the reason said) when they cannot run here."""
     if not args.proxy:
         print("nginx rows: skipped (--no-proxy)")
@@ -585,7 +562,7 @@ def _proxy_rows(args: argparse.Namespace, budget: Budget) -> dict[ProxyKey, Cell
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    apply_smoke(
+    cli.apply_smoke(
         args,
         runs=1,
         warmup=0,
@@ -595,15 +572,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         race_limit_s=30.0,
         budget_s=90.0,
     )
-    if args.warmup < 0:
-        stderr("--warmup must be >= 0")
-        return EXIT_INCOMPLETE
-    budget = Budget(args.budget_s)
-    print_header(
+    budget = cli.Budget(args.budget_s)
+    cli.print_header(
         f"single-packet vs last-byte: {args.clients} clients x {args.resources} seats on the hypercorn "
         f"sample service ({', '.join(args.transports)}), {args.runs} run(s) of every start, "
-        f"{args.warmup} warm-up run(s) uncounted, windows {', '.join(f'{w:g}' for w in args.windows)} ms"
-        + (" (--smoke)" if args.smoke else "")
+        f"{args.warmup} warm-up run(s) uncounted, windows {', '.join(f'{w:g}' for w in args.windows)} ms",
+        smoke=args.smoke,
     )
     try:
         with ExitStack() as stack:
@@ -619,8 +593,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             cells = measure(services, args, budget)
         _report(cells, args)
         proxy_cells = _proxy_rows(args, budget)
-    except (BudgetExceededError, TimeoutError, ServiceError, ProxyStartError, OSError) as exc:
-        return incomplete(exc)
+    except (cli.BudgetExceededError, TimeoutError, ServiceError, ProxyStartError, OSError) as exc:
+        return cli.incomplete(exc)
     cells.update({(f"nginx {k[0]} buffering {k[1]}", k[2]): cell for k, cell in proxy_cells.items()})
     print(f"total wall time {budget.elapsed():.1f}s")
     return _verdict(cells, args)

@@ -17,26 +17,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from benchmarks.cli import (
-    EXIT_BELOW_TARGET,
-    EXIT_INCOMPLETE,
-    EXIT_OK,
-    SMOKE_VERDICT,
-    Budget,
-    BudgetExceededError,
-    add_seed_race,
-    apply_smoke,
-    incomplete,
-    parser,
-    positive_int,
-    print_header,
-    print_table,
-    stderr,
-)
+from benchmarks import cli
 from benchmarks.figures import NS_PER_MS, Summary, client_spreads, ms, server_errors, server_spreads
 from benchmarks.judge import INTERLEAVED_NOISE, no_wider
 from benchmarks.racer import SeatRace, race_seats
-from benchmarks.seed import STARTS, run_one_race, seed_config, seed_held_bytes
+from benchmarks.seed import STARTS, run_one_race, seed_config, seed_held_bytes, start_config
 from benchmarks.services import ServiceError, ServiceHandle, service
 from pytest_seatrace.engine.instrument import REJECT_DEFAULT, HoldPoint, RaceResult, RequestSpec, make_rule
 
@@ -55,17 +40,12 @@ MAX_BARE_LOOPS = 1000
 
 
 def _parser() -> argparse.ArgumentParser:
-    made = parser(
-        "start_spread",
-        "how tightly a seat's clients start: last-byte and gate against a bare loop and a tight-loop racer",
-        limit_s=120.0,
-        budget_s=900.0,
-    )
-    made.add_argument("--reps", type=positive_int, default=5, help="counted races per mode (5)")
-    add_seed_race(made, warmup=True)
+    made = cli.parser("start_spread", limit_s=120.0, budget_s=900.0)
+    made.add_argument("--reps", type=cli.positive_int, default=5, help="counted races per mode (5)")
+    cli.add_seed_race(made, warmup=True)
     made.add_argument(
         "--bare-loops",
-        type=positive_int,
+        type=cli.positive_int,
         default=20,
         help="bare send loops per block; one block before the races and one after each (20)",
     )
@@ -230,7 +210,7 @@ def _problems(result: RaceResult, resources: int) -> list[str]:
     return found
 
 
-def measure(svc: ServiceHandle, args: argparse.Namespace, budget: Budget) -> int:
+def measure(svc: ServiceHandle, args: argparse.Namespace, budget: cli.Budget) -> int:
     stats = {mode: ModeStats() for mode in MODES}
     rows: list[list[Any]] = []
     bare: dict[HoldPoint, list[int]] = {hold: [] for hold in HOLDS}
@@ -249,7 +229,9 @@ def measure(svc: ServiceHandle, args: argparse.Namespace, budget: Budget) -> int
     def one(mode: str, rep: str) -> tuple[RaceResult | list[SeatRace], float]:
         nonlocal seed
         if budget.expired():
-            raise BudgetExceededError(f"time budget of {budget.seconds:g}s used up before race {mode} {rep}")
+            raise cli.BudgetExceededError(
+                f"time budget of {budget.seconds:g}s used up before race {mode} {rep}"
+            )
         if mode in RACERS:
             started = time.perf_counter()
             seats = race_seats(svc.url, svc.port, args.resources, args.clients, RACERS[mode], args.timeout)
@@ -257,14 +239,8 @@ def measure(svc: ServiceHandle, args: argparse.Namespace, budget: Budget) -> int
             svc.reset()
             rows.append(_racer_row(mode, rep, seats, took))
             return seats, took
-        start = STARTS[mode]
-        config = seed_config(
-            resources=args.resources,
-            clients=args.clients,
-            sync=start.sync,
-            hold=start.hold,
-            seed=seed,
-            timeout=args.timeout,
+        config = start_config(
+            mode, resources=args.resources, clients=args.clients, seed=seed, timeout=args.timeout
         )
         seed += 1
         result, wall = run_one_race(svc.url, config, name=f"{mode}#{rep}", limit_s=args.race_limit_s)
@@ -292,7 +268,7 @@ def measure(svc: ServiceHandle, args: argparse.Namespace, budget: Budget) -> int
                 mode_stats.server += _racer_server(result)
             block()
 
-    print_table(
+    cli.print_table(
         rows,
         RACE_HEADERS,
         "Races (spread per resource: median/max from RaceResult.spread, p95 from history; "
@@ -338,7 +314,7 @@ def measure(svc: ServiceHandle, args: argparse.Namespace, budget: Budget) -> int
                 "-",
             ]
         )
-    print_table(
+    cli.print_table(
         summary_rows,
         (
             "mode",
@@ -359,8 +335,8 @@ def measure(svc: ServiceHandle, args: argparse.Namespace, budget: Budget) -> int
     if args.smoke:
         for problem in problems:
             print(f"note: {problem}")
-        print(SMOKE_VERDICT)
-        return EXIT_OK
+        print(cli.SMOKE_VERDICT)
+        return cli.EXIT_OK
     met = True
     for hold in HOLDS:
         bare_median = Summary.of(bare[hold]).median
@@ -389,7 +365,7 @@ def measure(svc: ServiceHandle, args: argparse.Namespace, budget: Budget) -> int
     for problem in problems:
         print(f"problem: {problem}")
     print(f"total wall time {budget.elapsed():.1f}s")
-    return EXIT_OK if met and not problems else EXIT_BELOW_TARGET
+    return cli.EXIT_OK if met and not problems else cli.EXIT_BELOW_TARGET
 
 
 # -- log in first, then race -----------------------------------------------------------------
@@ -421,7 +397,7 @@ BOOK_WITH_TOKEN = RequestSpec(
 LOGIN_TARGET_FACTOR = 1.5
 
 
-def measure_login(svc: ServiceHandle, args: argparse.Namespace, budget: Budget) -> int:
+def measure_login(svc: ServiceHandle, args: argparse.Namespace, budget: cli.Budget) -> int:
     """The login-then-book seed race (``--auth`` service): ``setup=`` with a last-byte start
     against ``race.run`` with ``a.gate()`` (gate), beside a plain last-byte race of the same size
     without a login (every answer a 401) whose spread is the reference of the target."""
@@ -434,7 +410,9 @@ def measure_login(svc: ServiceHandle, args: argparse.Namespace, budget: Budget) 
     for rep in range(args.reps + args.warmup):
         for kind in (*kinds, "plain last-byte (no login check)"):
             if budget.expired():
-                raise BudgetExceededError(f"time budget of {budget.seconds:g}s used up in the login races")
+                raise cli.BudgetExceededError(
+                    f"time budget of {budget.seconds:g}s used up in the login races"
+                )
             config = seed_config(
                 resources=args.resources,
                 clients=args.clients,
@@ -490,7 +468,7 @@ def measure_login(svc: ServiceHandle, args: argparse.Namespace, budget: Budget) 
     rows.append(
         ["plain last-byte (reference)", args.reps, "-", "-", ms(plain.median), ms(plain.p95), ms(plain.max)]
     )
-    print_table(
+    cli.print_table(
         rows,
         (
             "start",
@@ -512,27 +490,24 @@ def measure_login(svc: ServiceHandle, args: argparse.Namespace, budget: Budget) 
         f"a plain last-byte race's {ms(plain.median)} ms = {ms(bound)} ms: "
         + ("(smoke: not checked)" if args.smoke else "MET" if met else "NOT MET")
     )
-    return EXIT_OK if met else EXIT_BELOW_TARGET
+    return cli.EXIT_OK if met else cli.EXIT_BELOW_TARGET
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    apply_smoke(
+    cli.apply_smoke(
         args, reps=1, warmup=0, clients=5, resources=2, bare_loops=2, race_limit_s=30.0, budget_s=60.0
     )
-    if args.warmup < 0:
-        stderr("--warmup must be >= 0")
-        return EXIT_INCOMPLETE
     if args.bare_loops > MAX_BARE_LOOPS:
-        stderr(
+        cli.stderr(
             f"--bare-loops at most {MAX_BARE_LOOPS}: each loop lengthens the sockets' partial request line"
         )
-        return EXIT_INCOMPLETE
-    budget = Budget(args.budget_s)
-    print_header(
+        return cli.EXIT_INCOMPLETE
+    budget = cli.Budget(args.budget_s)
+    cli.print_header(
         f"start spread: {args.clients} clients x {args.resources} seats, safe sample service, "
-        f"{args.reps} races per mode ({', '.join(MODES)}), {args.warmup} warm-up race(s) per mode uncounted"
-        + (" (--smoke)" if args.smoke else "")
+        f"{args.reps} races per mode ({', '.join(MODES)}), {args.warmup} warm-up race(s) per mode uncounted",
+        smoke=args.smoke,
     )
     try:
         with service("safe", seats=args.resources) as svc:
@@ -540,8 +515,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with service("safe", seats=args.resources, auth=True) as svc:
             login_status = measure_login(svc, args, budget)
         return max(status, login_status)
-    except (BudgetExceededError, TimeoutError, ServiceError, OSError) as exc:
-        return incomplete(exc)
+    except (cli.BudgetExceededError, TimeoutError, ServiceError, OSError) as exc:
+        return cli.incomplete(exc)
 
 
 if __name__ == "__main__":

@@ -18,22 +18,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from benchmarks.cli import (
-    EXIT_BELOW_TARGET,
-    EXIT_INCOMPLETE,
-    EXIT_OK,
-    SMOKE_VERDICT,
-    Budget,
-    BudgetExceededError,
-    apply_smoke,
-    incomplete,
-    parser,
-    positive_float,
-    positive_int,
-    print_header,
-    print_table,
-    stderr,
-)
+from benchmarks import cli
 from benchmarks.figures import count_5xx, fmt_or_dash, nan_median
 from benchmarks.machine import load1, load_note, machine_note, process_cpu_s, rusage_cpu_s
 from benchmarks.peers import parse_hey_csv
@@ -52,40 +37,35 @@ TOOL_NAMES = (HEY, LAST_BYTE, GATE)
 
 
 def _parser() -> argparse.ArgumentParser:
-    made = parser(
-        "throughput",
-        "keep-alive POST throughput and client CPU per request: the engine against hey",
-        limit="run",
-        limit_s=120.0,
-        budget_s=900.0,
-        what="tool run",
-        install=True,
-    )
-    made.add_argument("--repeat", type=positive_int, default=3, help="runs per tool, median shown (3)")
+    made = cli.parser("throughput", limit_s=120.0, budget_s=900.0, tools=True)
+    made.add_argument("--repeat", type=cli.positive_int, default=3, help="runs per tool, median shown (3)")
     made.add_argument(
-        "--resources", type=positive_int, default=100, help="engine waves (resources) per run (100)"
+        "--resources", type=cli.positive_int, default=100, help="engine waves (resources) per run (100)"
     )
     made.add_argument(
         "--concurrency",
-        type=positive_int,
+        type=cli.positive_int,
         default=50,
         help="clients per wave for the engine, hey's -c (50); requests = resources x concurrency",
     )
-    made.add_argument("--timeout", type=positive_float, default=10.0, help="seconds per request (10)")
+    made.add_argument("--timeout", type=cli.positive_float, default=10.0, help="seconds per request (10)")
     made.add_argument("--seed", type=int, default=1, help="engine race seed, +1 per race (1)")
     made.add_argument(
-        "--warmup", type=int, default=1, help="uncounted full-size runs per tool before the first (1)"
+        "--warmup",
+        type=cli.non_negative_int,
+        default=1,
+        help="uncounted full-size runs per tool before the first (1)",
     )
     made.add_argument("--no-gate", action="store_true", help="skip the gate-mode engine (information only)")
     made.add_argument(
         "--target-ratio",
-        type=positive_float,
+        type=cli.positive_float,
         default=0.8,
         help="last-byte req/s must be at least this x hey's (0.8)",
     )
     made.add_argument(
         "--cpu-ratio",
-        type=positive_float,
+        type=cli.positive_float,
         default=0.75,
         help="last-byte client CPU per request must be at most this x hey's (0.75)",
     )
@@ -242,7 +222,7 @@ def build_tools(args: argparse.Namespace, notes: list[str]) -> tuple[list[Tool],
     except ToolUnavailableError as exc:
         have_hey = False
         notes.append(f"hey skipped: {exc}")
-        stderr(f"hey skipped: {exc}")
+        cli.stderr(f"hey skipped: {exc}")
     tools.append(EngineTool(LAST_BYTE, "last-byte", args.seed))
     if not args.no_gate:
         tools.append(EngineTool(GATE, "gate", args.seed + 10_000))
@@ -250,7 +230,7 @@ def build_tools(args: argparse.Namespace, notes: list[str]) -> tuple[list[Tool],
 
 
 def measure(
-    svc: ServiceHandle, tools: Sequence[Tool], args: argparse.Namespace, budget: Budget
+    svc: ServiceHandle, tools: Sequence[Tool], args: argparse.Namespace, budget: cli.Budget
 ) -> tuple[dict[str, ToolStats], list[list[Any]]]:
     load = Load(svc.url, args.resources, args.concurrency, args.timeout, args.run_limit_s)
     status, _ = svc.request("POST", "/orders", {"seats": [SEAT], "user": "setup"})
@@ -259,11 +239,11 @@ def measure(
     for _ in range(args.warmup):  # SQLite pages, uvicorn, imports, hey's page cache
         for tool in tools:
             if budget.expired():
-                raise BudgetExceededError(f"time budget of {budget.seconds:g}s used up in the warm-up")
+                raise cli.BudgetExceededError(f"time budget of {budget.seconds:g}s used up in the warm-up")
             try:
                 tool.run(load)
             except (RunFailedError, OSError, httpx.HTTPError) as exc:
-                stderr(f"{tool.name} warm-up failed: {exc}")
+                cli.stderr(f"{tool.name} warm-up failed: {exc}")
     stats = {tool.name: ToolStats() for tool in tools}
     rows: list[list[Any]] = []
     for rep in range(args.repeat):
@@ -272,13 +252,13 @@ def measure(
         done: list[tuple[str, int, Run | None]] = []
         for position, tool in enumerate(order, start=1):
             if budget.expired():
-                raise BudgetExceededError(f"time budget of {budget.seconds:g}s used up")
+                raise cli.BudgetExceededError(f"time budget of {budget.seconds:g}s used up")
             service_before = process_cpu_s(svc.pid)
             try:
                 run = tool.run(load)
             except (RunFailedError, OSError, httpx.HTTPError) as exc:
                 stats[tool.name].failures.append(f"run {rep + 1}: {type(exc).__name__}: {exc}")
-                stderr(f"{tool.name} run {rep + 1} failed: {exc}")
+                cli.stderr(f"{tool.name} run {rep + 1} failed: {exc}")
                 done.append((tool.name, position, None))
                 continue
             run.service_cpu_s = process_cpu_s(svc.pid) - service_before
@@ -374,11 +354,11 @@ def verdict(
     lb = stats.get(LAST_BYTE)
     hey = stats.get(HEY)
     if lb is None or not lb.runs:
-        return EXIT_INCOMPLETE, ["target: NOT EVALUATED (the last-byte engine did not complete a run)"]
+        return cli.EXIT_INCOMPLETE, ["target: NOT EVALUATED (the last-byte engine did not complete a run)"]
     bad_lb = sum(r.unanswered + r.fivexx for r in lb.runs)
     if not have_hey or hey is None or not hey.runs:
         why = "hey unavailable" if not have_hey else "no hey run completed"
-        return EXIT_INCOMPLETE, [f"target: NOT EVALUATED ({why})"]
+        return cli.EXIT_INCOMPLETE, [f"target: NOT EVALUATED ({why})"]
     bad_hey = sum(r.unanswered + r.fivexx for r in hey.runs)
     lb_rps, hey_rps = lb.median_rps(), hey.median_rps()
     met = lb_rps >= ratio * hey_rps
@@ -397,41 +377,39 @@ def verdict(
         f"target: last-byte 5xx + unanswered requests {bad_lb} == 0: {'MET' if not bad_lb else 'NOT MET'}"
     )
     if not met or not cheap or bad_lb:
-        return EXIT_BELOW_TARGET, lines
+        return cli.EXIT_BELOW_TARGET, lines
     if bad_hey or lb.failures or hey.failures:
         lines.append(
             f"incomplete: hey 5xx/unanswered {bad_hey}, failed runs {len(lb.failures) + len(hey.failures)}"
         )
-        return EXIT_INCOMPLETE, lines
-    return EXIT_OK, lines
+        return cli.EXIT_INCOMPLETE, lines
+    return cli.EXIT_OK, lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
+    made = _parser()
+    args = made.parse_args(argv)
     smoke = {"repeat": 1, "warmup": 0, "resources": 3, "concurrency": 5, "no_install": True}
-    apply_smoke(args, **smoke, run_limit_s=30.0, budget_s=60.0)
-    if args.warmup < 0:
-        parser.error("--warmup must be >= 0")
-    budget = Budget(args.budget_s)
+    cli.apply_smoke(args, **smoke, run_limit_s=30.0, budget_s=60.0)
+    budget = cli.Budget(args.budget_s)
     notes: list[str] = []
     load_before = load_note()
     requests = args.resources * args.concurrency
-    print_header(
+    cli.print_header(
         f"keep-alive POST /orders throughput: {requests} requests per run ({args.resources} waves x "
         f"{args.concurrency} clients; hey -c {args.concurrency} -n {requests}), all for seat {SEAT} "
-        f"(already booked: 409), safe sample service, median of {args.repeat}"
-        + (" (--smoke)" if args.smoke else "")
+        f"(already booked: 409), safe sample service, median of {args.repeat}",
+        smoke=args.smoke,
     )
     tools, have_hey = build_tools(args, notes)
     try:
         with service("safe", seats=1) as svc:
             stats, rows = measure(svc, tools, args, budget)
-    except (BudgetExceededError, RunFailedError, ServiceError, OSError, httpx.HTTPError) as exc:
-        return incomplete(exc)
+    except (cli.BudgetExceededError, RunFailedError, ServiceError, OSError, httpx.HTTPError) as exc:
+        return cli.incomplete(exc)
 
-    print_table(rows, RUN_HEADERS, "Every run (position: order within the repeat)")
-    print_table(
+    cli.print_table(rows, RUN_HEADERS, "Every run (position: order within the repeat)")
+    cli.print_table(
         summary_rows(stats),
         SUMMARY_HEADERS,
         f"Keep-alive POST throughput, median of {args.repeat}\n{machine_note()}",
@@ -456,14 +434,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             collected = " / ".join("-".join(str(n) for n in r.gc_collections) for r in engine)
             print(f"- {name}: event loop {', '.join(loops)}; GC collections per run (gen 0-1-2): {collected}")
     notes += [f"{name} {failure}" for name, st in stats.items() for failure in st.failures]
-    for note in notes:
-        print(f"note: {note}")
-    print(f"load before: {load_before}")
-    print(f"load after:  {load_note()}")
-    print()
+    cli.print_notes(notes, load_before)
     if args.smoke:
-        print(SMOKE_VERDICT)
-        return EXIT_OK
+        print(cli.SMOKE_VERDICT)
+        return cli.EXIT_OK
     code, lines = verdict(stats, have_hey, args.target_ratio, args.cpu_ratio)
     for line in lines:
         print(line)

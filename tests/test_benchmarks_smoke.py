@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.__main__ import BENCHMARKS
+from benchmarks import BENCHMARKS
 
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE_LIMIT_S = 180
