@@ -33,8 +33,9 @@ HEADERS = {
 ROWS = {
     "start_spread": ("| racer/headers ", "| racer/body "),
     "detection": ("| racer/headers ", "| racer/body "),
+    "single_packet": ("| single-packet ", "| last-byte/headers ", "| last-byte/body "),
 }
-"""Rows a smoke run must print too: the baselines a target is held against."""
+"""Rows a smoke run must print too: the baselines a target is held against, every start."""
 
 ALLOWED = {
     "pytest_seatrace.engine.instrument": None,
@@ -66,6 +67,11 @@ def test_benchmark_smoke_runs(name: str) -> None:
     assert "client and server share this machine's" in done.stdout
     for row in ROWS.get(name, ()):
         assert any(row in line for line in lines), f"no {row!r} row:\n{done.stdout[-3000:]}"
+    if name == "single_packet":  # the instrumentation surface observed every start's gate write
+        cells = [line.split("|") for line in lines if line.startswith(ROWS[name])]
+        gate_writes = [row[5].strip() for row in cells if row[2].strip() in ("h2c", "tls")]
+        assert gate_writes, done.stdout[-3000:]
+        assert all(float(cell) > 0 for cell in gate_writes), gate_writes
 
 
 def test_every_benchmark_is_listed_and_smoked() -> None:
