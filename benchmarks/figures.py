@@ -1,13 +1,12 @@
-"""Figures over a race's records and over samples: spreads per seat, summaries, table cells."""
+"""Figures over a race's records: spreads per seat, wins per seat, 5xx; and table cells."""
 
 from __future__ import annotations
 
 import math
 import statistics
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 
-from pytest_seatrace.engine.instrument import Outcome, RaceResult, Record, percentile
+from pytest_seatrace.engine.instrument import Outcome, RaceResult, Record
 
 NS_PER_MS = 1_000_000
 
@@ -28,23 +27,6 @@ def ms(ns: float | None) -> str:
     if ns is None or math.isnan(ns):
         return "-"
     return f"{ns / NS_PER_MS:.3f}"
-
-
-@dataclass(frozen=True)
-class Summary:
-    """median / p95 / max of nanosecond samples."""
-
-    count: int
-    median: float
-    p95: float
-    max: float
-
-    @classmethod
-    def of(cls, samples: Iterable[int]) -> Summary:
-        data = sorted(samples)
-        if not data:
-            return cls(0, math.nan, math.nan, math.nan)
-        return cls(len(data), float(statistics.median(data)), percentile(data, 95), float(data[-1]))
 
 
 def spreads_by_resource(history: Iterable[Record], stamp: Callable[[Record], int]) -> list[int]:

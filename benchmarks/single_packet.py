@@ -25,7 +25,6 @@ import anyio
 
 from benchmarks import cli
 from benchmarks.figures import (
-    Summary,
     client_spreads,
     ms,
     server_errors,
@@ -44,7 +43,7 @@ from benchmarks.services import (
     nginx_binary,
     service,
 )
-from pytest_seatrace.engine.instrument import GateWrite, RaceResult, fire_observed
+from pytest_seatrace.engine.instrument import GateWrite, Percentiles, RaceResult, fire_observed
 
 _STARTS = {
     start.label: start
@@ -255,9 +254,9 @@ def _us(ns: float) -> str:
 def _report(cells: dict[tuple[str, str], Cell], args: argparse.Namespace) -> None:
     rows = []
     for (transport, start), cell in cells.items():
-        gate = Summary.of(cell.gate_ns)
-        client = Summary.of(cell.client)
-        server = Summary.of(cell.server)
+        gate = Percentiles.of(cell.gate_ns)
+        client = Percentiles.of(cell.client)
+        server = Percentiles.of(cell.server)
         segments = f"{statistics.median(cell.segments):g}" if cell.segments else "n/a"
         rows.append(
             [
@@ -265,14 +264,14 @@ def _report(cells: dict[tuple[str, str], Cell], args: argparse.Namespace) -> Non
                 transport,
                 str(len(cell.walls)),
                 f"{statistics.median(cell.walls):.2f}" if cell.walls else "-",
-                _us(gate.median),
+                _us(gate.med),
                 _us(gate.max),
                 f"{statistics.median(cell.bytes):g}" if cell.bytes else "-",
                 f"{statistics.median(cell.sends):g}" if cell.sends else "-",
                 segments,
-                ms(client.median),
+                ms(client.med),
                 ms(client.p95),
-                ms(server.median),
+                ms(server.med),
                 ms(server.p95),
             ]
         )
@@ -338,7 +337,7 @@ def _verdict(cells: dict[tuple[str, str], Cell], args: argparse.Namespace) -> in
             print(f"target: the {TARGET_WINDOW_MS:g} ms window was not part of the run (--windows)")
             return cli.EXIT_INCOMPLETE
         share = sum(seats) / len(seats)
-        gate = Summary.of(cell.gate_ns).median
+        gate = Percentiles.of(cell.gate_ns).med
         catch_ok, gate_ok = share >= TARGET_SHARE, gate < TARGET_GATE_NS
         met = met and catch_ok and gate_ok
         print(
@@ -478,7 +477,7 @@ def _report_proxy(
 ) -> None:
     rows = []
     for (placement, buffering, start), cell in cells.items():
-        client, server = Summary.of(cell.client), Summary.of(cell.server)
+        client, server = Percentiles.of(cell.client), Percentiles.of(cell.server)
         seats = cell.caught.get(args.proxy_window_ms, [])
         rows.append(
             [
@@ -486,11 +485,11 @@ def _report_proxy(
                 placement,
                 "on" if buffering else "off",
                 str(len(cell.walls)),
-                ms(client.median),
+                ms(client.med),
                 ms(client.p95),
-                ms(server.median),
+                ms(server.med),
                 ms(server.p95),
-                _us(Summary.of(cell.gate_ns).median),
+                _us(Percentiles.of(cell.gate_ns).med),
                 f"{sum(seats)}/{len(seats)}",
                 f"{sum(seats) / len(seats):.1%}" if seats else "-",
             ]

@@ -18,12 +18,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from benchmarks import cli
-from benchmarks.figures import NS_PER_MS, Summary, client_spreads, ms, server_errors, server_spreads
+from benchmarks.figures import NS_PER_MS, client_spreads, ms, server_errors, server_spreads
 from benchmarks.judge import INTERLEAVED_NOISE, no_wider
 from benchmarks.racer import SeatRace, race_seats
 from benchmarks.seed import STARTS, run_one_race, seed_config, seed_held_bytes, start_config
 from benchmarks.services import ServiceError, ServiceHandle, service
-from pytest_seatrace.engine.instrument import REJECT_DEFAULT, HoldPoint, RaceResult, RequestSpec, make_rule
+from pytest_seatrace.engine.instrument import (
+    REJECT_DEFAULT,
+    HoldPoint,
+    Percentiles,
+    RaceResult,
+    RequestSpec,
+    make_rule,
+)
 
 HOLDS: tuple[HoldPoint, ...] = ("headers", "body")
 RACERS = {f"racer/{hold}": hold for hold in HOLDS}
@@ -113,8 +120,8 @@ class ModeStats:
 
 
 def _race_row(mode: str, rep: str, result: RaceResult, wall: float) -> list[Any]:
-    client = Summary.of(client_spreads(result))
-    server = Summary.of(server_spreads(result))
+    client = Percentiles.of(client_spreads(result))
+    server = Percentiles.of(server_spreads(result))
     return [
         mode,
         rep,
@@ -135,8 +142,8 @@ def _race_row(mode: str, rep: str, result: RaceResult, wall: float) -> list[Any]
 
 
 def _racer_row(mode: str, rep: str, seats: list[SeatRace], wall: float) -> list[Any]:
-    client = Summary.of(_racer_client(seats))
-    server = Summary.of(_racer_server(seats))
+    client = Percentiles.of(_racer_client(seats))
+    server = Percentiles.of(_racer_server(seats))
     statuses = sum((seat.statuses for seat in seats), Counter[int]())
     return [
         mode,
@@ -148,10 +155,10 @@ def _racer_row(mode: str, rep: str, seats: list[SeatRace], wall: float) -> list[
         statuses.get(409, 0),
         sum(n for status, n in statuses.items() if status >= 500),
         sum(seat.errors for seat in seats),
-        ms(client.median),
+        ms(client.med),
         ms(client.p95),
         ms(client.max),
-        ms(server.median),
+        ms(server.med),
         ms(server.p95),
         ms(server.max),
     ]
@@ -278,8 +285,8 @@ def measure(svc: ServiceHandle, args: argparse.Namespace, budget: cli.Budget) ->
     summary_rows: list[list[Any]] = []
     for mode in MODES:
         mode_stats = stats[mode]
-        client = Summary.of(mode_stats.client)
-        server = Summary.of(mode_stats.server)
+        client = Percentiles.of(mode_stats.client)
+        server = Percentiles.of(mode_stats.server)
         race_medians = [r.spread.median_ns for r in mode_stats.results if isinstance(r, RaceResult)]
         per_race = statistics.median(race_medians) if race_medians else None
         summary_rows.append(
@@ -288,24 +295,24 @@ def measure(svc: ServiceHandle, args: argparse.Namespace, budget: cli.Budget) ->
                 len(mode_stats.results),
                 f"{statistics.median(mode_stats.walls):.2f}",
                 client.count,
-                ms(client.median),
+                ms(client.med),
                 ms(per_race),
                 ms(client.p95),
                 ms(client.max),
-                ms(server.median),
+                ms(server.med),
                 ms(server.p95),
                 ms(server.max),
             ]
         )
     for hold in HOLDS:
-        bare_summary = Summary.of(bare[hold])
+        bare_summary = Percentiles.of(bare[hold])
         summary_rows.append(
             [
                 f"bare {args.clients}-send loop, {len(payloads[hold])} B ({hold})",
                 f"{len(bare[hold])} loops",
                 "-",
                 bare_summary.count,
-                ms(bare_summary.median),
+                ms(bare_summary.med),
                 "-",
                 ms(bare_summary.p95),
                 ms(bare_summary.max),
@@ -339,9 +346,9 @@ def measure(svc: ServiceHandle, args: argparse.Namespace, budget: cli.Budget) ->
         return cli.EXIT_OK
     met = True
     for hold in HOLDS:
-        bare_median = Summary.of(bare[hold]).median
+        bare_median = Percentiles.of(bare[hold]).med
         bound = max(FLOOR_NS, BARE_FACTOR * bare_median)
-        measured = Summary.of(stats[f"last-byte/{hold}"].client).median
+        measured = Percentiles.of(stats[f"last-byte/{hold}"].client).med
         met = met and measured < bound
         print(
             f"target: last-byte/{hold} client-side median spread {ms(measured)} ms"
@@ -349,8 +356,8 @@ def measure(svc: ServiceHandle, args: argparse.Namespace, budget: cli.Budget) ->
             f"median {ms(bare_median)} ms) = {ms(bound)} ms: {'MET' if measured < bound else 'NOT MET'}"
         )
     for hold in HOLDS:
-        engine = Summary.of(stats[f"last-byte/{hold}"].server).median
-        racer = Summary.of(stats[f"racer/{hold}"].server).median
+        engine = Percentiles.of(stats[f"last-byte/{hold}"].server).med
+        racer = Percentiles.of(stats[f"racer/{hold}"].server).med
         ok = no_wider(engine, racer, INTERLEAVED_NOISE) is True
         met = met and ok
         print(
@@ -452,21 +459,21 @@ def measure_login(svc: ServiceHandle, args: argparse.Namespace, budget: cli.Budg
             cpus[kind].append(cpu)
     rows = []
     for kind in kinds:
-        summary = Summary.of(spreads[kind])
+        summary = Percentiles.of(spreads[kind])
         rows.append(
             [
                 kind,
                 len(walls[kind]),
                 f"{statistics.median(walls[kind]):.2f}" if walls[kind] else "-",
                 f"{statistics.median(cpus[kind]):.2f}" if cpus[kind] else "-",
-                ms(summary.median),
+                ms(summary.med),
                 ms(summary.p95),
                 ms(summary.max),
             ]
         )
-    plain = Summary.of(reference)
+    plain = Percentiles.of(reference)
     rows.append(
-        ["plain last-byte (reference)", args.reps, "-", "-", ms(plain.median), ms(plain.p95), ms(plain.max)]
+        ["plain last-byte (reference)", args.reps, "-", "-", ms(plain.med), ms(plain.p95), ms(plain.max)]
     )
     cli.print_table(
         rows,
@@ -482,12 +489,12 @@ def measure_login(svc: ServiceHandle, args: argparse.Namespace, budget: cli.Budg
         f"Log in, then book ({args.clients} clients x {args.resources} seats, --auth sample service; "
         "spreads in ms; wall and CPU include the logins)",
     )
-    measured = Summary.of(spreads["setup= + last-byte"]).median
-    bound = LOGIN_TARGET_FACTOR * plain.median
+    measured = Percentiles.of(spreads["setup= + last-byte"]).med
+    bound = LOGIN_TARGET_FACTOR * plain.med
     met = measured <= bound or args.smoke
     print(
         f"target: setup= + last-byte client median spread {ms(measured)} ms <= {LOGIN_TARGET_FACTOR} x "
-        f"a plain last-byte race's {ms(plain.median)} ms = {ms(bound)} ms: "
+        f"a plain last-byte race's {ms(plain.med)} ms = {ms(bound)} ms: "
         + ("(smoke: not checked)" if args.smoke else "MET" if met else "NOT MET")
     )
     return cli.EXIT_OK if met else cli.EXIT_BELOW_TARGET

@@ -32,7 +32,7 @@ import httpx
 from pytest_seatrace.core.config import REJECT_DEFAULT, HoldPoint, RaceConfig, SyncMode, make_rule
 from pytest_seatrace.core.records import Outcome, RaceRun, Record
 from pytest_seatrace.core.result import RaceResult
-from pytest_seatrace.core.stats import percentile
+from pytest_seatrace.core.stats import Percentiles, percentile
 from pytest_seatrace.engine import lastbyte
 from pytest_seatrace.engine.classify import Classifier
 from pytest_seatrace.engine.h2 import SinglePacketFirer, data_segments_out
@@ -51,6 +51,7 @@ __all__ = [
     "HoldPoint",
     "Observed",
     "Outcome",
+    "Percentiles",
     "RaceConfig",
     "RacePlan",
     "RaceResult",
