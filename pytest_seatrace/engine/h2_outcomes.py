@@ -15,7 +15,7 @@ import h2.events
 import httpx
 
 from pytest_seatrace.core.records import Outcome
-from pytest_seatrace.engine.classify import ARRIVAL_HEADER, Classifier
+from pytest_seatrace.engine.classify import ARRIVAL_HEADER, ResponseRecorder
 from pytest_seatrace.engine.h2_requests import H2Stream
 from pytest_seatrace.engine.http2 import HTTP2Connection, error_name
 from pytest_seatrace.engine.keepalive import KeepAlive, idle_ms
@@ -32,7 +32,7 @@ class StreamOutcomes:
     """Fills each stream's record from its connection's events; ``keepalive`` learns from the
     kept connections the server closed."""
 
-    def __init__(self, classifier: Classifier, keepalive: KeepAlive) -> None:
+    def __init__(self, classifier: ResponseRecorder, keepalive: KeepAlive) -> None:
         self.classifier = classifier
         self.keepalive = keepalive
 

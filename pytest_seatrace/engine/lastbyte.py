@@ -25,7 +25,7 @@ import anyio.lowlevel
 
 from pytest_seatrace.core.config import RaceConfig
 from pytest_seatrace.core.records import Outcome, Record
-from pytest_seatrace.engine.classify import ARRIVAL_HEADER, Classifier
+from pytest_seatrace.engine.classify import ARRIVAL_HEADER, ResponseRecorder
 from pytest_seatrace.engine.http11 import HTTP11Connection
 from pytest_seatrace.engine.lastbyte_outcomes import Slot, SlotOutcomes
 from pytest_seatrace.engine.plan import Roster, release_order
@@ -52,7 +52,7 @@ class LastByteFirer(WavePipeline[list[Slot]]):
         config: RaceConfig,
         builder: RequestBuilder,
         ssl_context: ssl.SSLContext,
-        classifier: Classifier,
+        classifier: ResponseRecorder,
         roster: Roster | None = None,
         *,
         hooks: WaveHooks | None = None,

@@ -13,7 +13,7 @@ import httpx
 
 from pytest_seatrace.core.config import RaceConfig
 from pytest_seatrace.core.records import Outcome, Record
-from pytest_seatrace.engine.classify import ARRIVAL_HEADER, Classifier
+from pytest_seatrace.engine.classify import ARRIVAL_HEADER, ResponseRecorder
 from pytest_seatrace.engine.http11 import HTTP11Connection
 from pytest_seatrace.engine.http11_response import RawResponse
 from pytest_seatrace.engine.keepalive import idle_ms
@@ -48,7 +48,9 @@ class SlotOutcomes:
     """Fills each slot's record; the pool keeps the connections answered with keep-alive and
     its ``keepalive`` learns from the kept ones the server closed."""
 
-    def __init__(self, config: RaceConfig, classifier: Classifier, pool: KeptPool[HTTP11Connection]) -> None:
+    def __init__(
+        self, config: RaceConfig, classifier: ResponseRecorder, pool: KeptPool[HTTP11Connection]
+    ) -> None:
         self.config = config
         self.classifier = classifier
         self.pool = pool

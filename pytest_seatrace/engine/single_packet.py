@@ -32,7 +32,7 @@ import h2.exceptions
 
 from pytest_seatrace.core.config import RaceConfig
 from pytest_seatrace.core.records import Outcome, Record
-from pytest_seatrace.engine.classify import Classifier
+from pytest_seatrace.engine.classify import ResponseRecorder
 from pytest_seatrace.engine.h2_outcomes import StreamOutcomes
 from pytest_seatrace.engine.h2_requests import H2Requests, H2Stream
 from pytest_seatrace.engine.http2 import HTTP2Connection, LinkState, NotHTTP2, not_h2_reason
@@ -171,7 +171,7 @@ class SinglePacketFirer(WavePipeline[_Wave]):
         config: RaceConfig,
         builder: RequestBuilder,
         ssl_context: ssl.SSLContext | None,
-        classifier: Classifier,
+        classifier: ResponseRecorder,
         roster: Roster | None = None,
         *,
         hooks: WaveHooks | None = None,
