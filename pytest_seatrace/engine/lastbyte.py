@@ -15,7 +15,6 @@ close under a written prefix may follow a side effect: that request is *unknown*
 from __future__ import annotations
 
 import functools
-import ssl
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
@@ -23,17 +22,16 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
-from pytest_seatrace.core.config import RaceConfig
 from pytest_seatrace.core.records import Outcome, Record
-from pytest_seatrace.engine.classify import ARRIVAL_HEADER, ResponseRecorder
+from pytest_seatrace.engine.classify import ARRIVAL_HEADER
 from pytest_seatrace.engine.http11 import HTTP11Connection
 from pytest_seatrace.engine.lastbyte_outcomes import Slot, SlotOutcomes
-from pytest_seatrace.engine.plan import Roster, release_order
+from pytest_seatrace.engine.plan import release_order
 from pytest_seatrace.engine.pool import KeptPool
 from pytest_seatrace.engine.reader import read_responses
-from pytest_seatrace.engine.requests import RequestBuilder, WireBuilder
+from pytest_seatrace.engine.requests import WireBuilder
 from pytest_seatrace.engine.stream import ANSWERED, Origin, TransportError, early_answers
-from pytest_seatrace.engine.waves import WaveHooks, WavePipeline
+from pytest_seatrace.engine.waves import WavePipeline
 
 _ARRIVAL = ARRIVAL_HEADER.encode()
 RENEW_PASSES = 3
@@ -47,29 +45,13 @@ class LastByteFirer(WavePipeline[list[Slot]]):
 
     heralds = True
 
-    def __init__(
-        self,
-        config: RaceConfig,
-        builder: RequestBuilder,
-        ssl_context: ssl.SSLContext,
-        classifier: ResponseRecorder,
-        roster: Roster | None = None,
-        *,
-        hooks: WaveHooks | None = None,
-    ) -> None:
-        super().__init__(hooks)
-        self.config = config
-        self.builder = builder
-        self.ssl_context = ssl_context
-        self.classifier = classifier
-        self.wire = WireBuilder(builder)
+    def equip(self) -> None:
+        self.wire = WireBuilder(self.builder)
         self.pool: KeptPool[HTTP11Connection] = KeptPool(_spoke, self.keepalive)
         """Kept-alive connections, for the next wave, and every connection opened."""
-        self.outcomes = SlotOutcomes(config, classifier, self.pool)
+        self.outcomes = SlotOutcomes(self.config, self.classifier, self.pool)
         self._probed_ns = 0
         """How long the probe just left the kept connections idle (the next weed learns from it)."""
-        self.roster = roster or Roster(config)
-        """Who races, and what their ``setup=`` returned."""
 
     # -- the wave pipeline's steps ---------------------------------------------------------
 

@@ -30,17 +30,14 @@ import anyio
 import anyio.lowlevel
 import h2.exceptions
 
-from pytest_seatrace.core.config import RaceConfig
 from pytest_seatrace.core.records import Outcome, Record
-from pytest_seatrace.engine.classify import ResponseRecorder
 from pytest_seatrace.engine.h2_outcomes import StreamOutcomes
 from pytest_seatrace.engine.h2_requests import H2Requests, H2Stream
 from pytest_seatrace.engine.http2 import HTTP2Connection, LinkState, NotHTTP2, not_h2_reason
-from pytest_seatrace.engine.plan import Roster, release_order
+from pytest_seatrace.engine.plan import release_order
 from pytest_seatrace.engine.pool import KeptPool
-from pytest_seatrace.engine.requests import RequestBuilder
 from pytest_seatrace.engine.stream import NetworkStream, Origin, TransportError, data_segments_out
-from pytest_seatrace.engine.waves import WaveHooks, WavePipeline
+from pytest_seatrace.engine.waves import WavePipeline
 
 RENEW_PASSES = 2
 """Rounds of re-writing the streams a server said it never processed, before the gate; a stream
@@ -166,32 +163,16 @@ class _Opener:
 class SinglePacketFirer(WavePipeline[_Wave]):
     """Fires waves in single-packet mode over HTTP/2 (TLS ALPN ``h2``, or h2c prior knowledge)."""
 
-    def __init__(
-        self,
-        config: RaceConfig,
-        builder: RequestBuilder,
-        ssl_context: ssl.SSLContext | None,
-        classifier: ResponseRecorder,
-        roster: Roster | None = None,
-        *,
-        hooks: WaveHooks | None = None,
-    ) -> None:
-        super().__init__(hooks)
-        self.config = config
-        self.builder = builder
-        self.classifier = classifier
-        self.roster = roster or Roster(config)
-        """Who races, and what their ``setup=`` returned (as in last-byte mode); a shard: its
-        share of every resource's clients."""
+    def equip(self) -> None:
         self.gate_writes: list[GateWrite] = []
         """One entry per resource and wave: what its gate cost (tests and benchmarks read it)."""
         self.count_segments = False
         """Read each connection's TCP segment counter around the gate (Linux; tests, benchmarks)."""
         self.pool: KeptPool[HTTP2Connection] = KeptPool(self._spoke, self.keepalive)
         """Kept connections by origin, and every connection opened."""
-        self.outcomes = StreamOutcomes(classifier, self.keepalive)
-        self._opener = _Opener(ssl_context, self.pool)
-        self._requests = H2Requests(builder)
+        self.outcomes = StreamOutcomes(self.classifier, self.keepalive)
+        self._opener = _Opener(self.ssl_context, self.pool)
+        self._requests = H2Requests(self.builder)
 
     @property
     def connections(self) -> int:

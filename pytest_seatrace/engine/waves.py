@@ -12,15 +12,19 @@ A start (``engine.lastbyte``, ``engine.single_packet``) says how each step is do
 
 from __future__ import annotations
 
+import ssl
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import ClassVar, Generic, Protocol, TypeVar
 
 import anyio
 
+from pytest_seatrace.core.config import RaceConfig
 from pytest_seatrace.core.records import Record
+from pytest_seatrace.engine.classify import ResponseRecorder
 from pytest_seatrace.engine.keepalive import KeepAlive
-from pytest_seatrace.engine.plan import keep_outcome
+from pytest_seatrace.engine.plan import Roster, keep_outcome
+from pytest_seatrace.engine.requests import RequestBuilder
 
 
 class WaveHooks(Protocol):
@@ -88,7 +92,24 @@ class WavePipeline(ABC, Generic[W]):
     heralds: ClassVar[bool] = False
     """Whether ``hooks.herald`` hears of the next wave (see ``WaveHooks.herald``)."""
 
-    def __init__(self, hooks: WaveHooks | None) -> None:
+    def __init__(
+        self,
+        config: RaceConfig,
+        builder: RequestBuilder,
+        ssl_context: ssl.SSLContext | None,
+        classifier: ResponseRecorder,
+        roster: Roster | None = None,
+        *,
+        hooks: WaveHooks | None = None,
+    ) -> None:
+        self.config = config
+        self.builder = builder
+        self.ssl_context = ssl_context
+        """For ``https`` origins (the start's ALPN set on it)."""
+        self.classifier = classifier
+        self.roster = roster or Roster(config)
+        """Who races, and what their ``setup=`` returned; a shard: its share of every resource's
+        clients."""
         self.hooks: WaveHooks = hooks or ReleaseAtOnce()
         self.keepalive = KeepAlive()
         """The server's keep-alive as learned (its pool's), and how many kept connections were
@@ -97,6 +118,11 @@ class WavePipeline(ABC, Generic[W]):
         """Always empty: every request here waits for the release."""
         self.in_flight: list[Record] = []
         """The wave being raced, until its records are in the sink (Ctrl-C keeps those sent)."""
+        self.equip()
+
+    @abstractmethod
+    def equip(self) -> None:
+        """The start's own parts (its pool, its outcomes), once the common fields are set."""
 
     @property
     def replaced(self) -> int:
