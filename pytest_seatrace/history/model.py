@@ -86,7 +86,8 @@ class Model:
 
     def describe(self, op: Operation) -> str:
         """One line for an explanation: ``book(None) -> fail None``."""
-        shown = "" if op.input is None else repr(op.input)
+        shown = ", ".join(map(repr, op.input)) if isinstance(op.input, tuple) else repr(op.input)
+        shown = "" if op.input is None else shown
         if op.type == "info":
             return f"{op.f}({shown}) -> ? (info)"
         return f"{op.f}({shown}) -> {op.type} {op.output!r}"

@@ -205,7 +205,7 @@ class Search:
                 todo = self._candidates()
                 continue
             if self.stuck is None and len(path) == len(self.longest):
-                self.stuck = tuple(frontier.next_ops())
+                self.stuck = tuple(i for i in frontier.next_ops() if ops[i].completed)
             if not path:
                 self.outcome = Outcome(False, self.longest, self.stuck or ())
                 return self.outcome
