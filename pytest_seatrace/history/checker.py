@@ -50,6 +50,7 @@ def check(operations: Iterable[Operation], model: Stepper, *, timeout: float | N
     deadline = math.inf if timeout is None else started + timeout
     describe: Callable[[Operation], str] = getattr(model, "describe", repr)
     parts = partition(operations, getattr(model, "partition", lambda op: op.key))
+    _check_names(parts.values(), getattr(model, "names", ()), type(model).__name__)
     pure: Callable[[Operation], bool] = getattr(model, "observes_only", lambda op: False)
     running = {key: Search(ops, model, pure) for key, ops in parts.items()}
     steps = 256
@@ -84,6 +85,15 @@ def partition(
     for op in operations:
         parts.setdefault(key(op), []).append(op)
     return parts
+
+
+def _check_names(parts: Iterable[list[Operation]], names: Sequence[str], model: str) -> None:
+    """An operation the model has no function for is a usage error, even where the search would not
+    need to place it (an ``info``)."""
+    for ops in parts if names else ():
+        for op in ops:
+            if op.f not in names:
+                raise ValueError(f"{model} has no function {op.f!r} (it has {', '.join(names)})")
 
 
 def _grouped(ops: Sequence[Operation], describe: Callable[[Operation], str]) -> list[tuple[Operation, int]]:

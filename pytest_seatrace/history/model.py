@@ -48,6 +48,8 @@ class Model:
     default_inputs: Mapping[str, Any] = {}
 
     def __init__(self, **bindings: Binding) -> None:
+        self.names: tuple[str, ...] = tuple(bindings)
+        """Every function of the model (those it may be bound to); empty: not declared."""
         self.functions: tuple[Function, ...] = tuple(
             _function(name, binding, name in self.reads)
             for name, binding in bindings.items()
