@@ -168,10 +168,13 @@ class Search:
         self.outcome: Outcome | None = Outcome(True, (), ()) if self.frontier.done() else None
 
     def _candidates(self) -> list[Any]:
-        todo: list[Any] = self.frontier.candidates()
-        for handle in todo:
+        """What to try next, last first: a read the state allows alone, else all but the reads."""
+        todo: list[Any] = []
+        for handle in self.frontier.candidates():
             i = self.frontier.op_of(handle)
-            if self.pure[i] and self.model.step(self.state, self.ops[i])[0]:
+            if not self.pure[i]:
+                todo.append(handle)
+            elif self.model.step(self.state, self.ops[i])[0]:
                 return [handle]
         todo.reverse()
         return todo
