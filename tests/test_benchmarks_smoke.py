@@ -24,6 +24,7 @@ HEADERS = {
     "scale": "| seats ",
     "single_packet": "| start ",
     "shards": "| scenario ",
+    "history": "| case ",
 }
 
 ROWS = {

@@ -1,0 +1,173 @@
+"""The linearizability checker against its targets (issue 25): Porcupine's histories with known
+verdicts, race-shaped histories (one wave of clients on one seat), and peak memory.
+
+    python benchmarks/history.py            # about 15 s on an idle box
+    python benchmarks/history.py --smoke    # toy sizes, no targets
+
+Self-contained (no service, no network): it reads tests/data/porcupine/ and builds the races in
+memory. Nothing is cached between checks; each timing is a fresh ``check``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import statistics
+import sys
+import time
+import tracemalloc
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tabulate import tabulate
+
+from pytest_seatrace.history import Operation, Verdict, check, read_edn, read_jepsen_log
+from pytest_seatrace.models import CasRegister, KeyValue, Model, Seats
+
+DATA = Path(__file__).resolve().parent.parent / "tests" / "data" / "porcupine"
+EXIT_OK, EXIT_BELOW_TARGET, EXIT_INCOMPLETE = 0, 1, 2
+TIMEOUT_S = 60.0
+"""Per history: a check that runs out is unknown, which counts as a wrong verdict."""
+
+
+@dataclass
+class Row:
+    case: str
+    measured: str
+    target: str
+    met: bool | None  # None: no target (reported only)
+
+
+def porcupine(names: Sequence[str]) -> tuple[int, int, float, float, str]:
+    """(right, total, seconds in all, slowest seconds, slowest name) over Porcupine's files."""
+    verdicts = dict(
+        line.split() for line in (DATA / "verdicts.txt").read_text().splitlines() if line[:1] != "#"
+    )
+    right, total, slowest, slowest_name = 0, 0.0, 0.0, ""
+    for name in names:
+        text = (DATA / name).read_text()
+        etcd = name.startswith("jepsen/")
+        ops = read_jepsen_log(text) if etcd else read_edn(text)
+        model: Model = CasRegister() if etcd else KeyValue()
+        started = time.perf_counter()
+        verdict = check(ops, model, timeout=TIMEOUT_S)
+        took = time.perf_counter() - started
+        right += verdict.valid is (verdicts[name] == "linearizable")
+        total += took
+        if took > slowest:
+            slowest, slowest_name = took, name
+    return right, len(names), total, slowest, slowest_name
+
+
+def race(clients: int, winners: int) -> list[Operation]:
+    """One wave on one seat: every client calls within 2 ms of the release, before any returns."""
+    return [
+        Operation(
+            n,
+            "book",
+            None,
+            "ok" if n < winners else "fail",
+            None,
+            0.002 * (n % 97) / 97,
+            0.003 + 0.05 * ((n * 7919) % clients) / clients,
+            key=(0, "seat-1"),
+            op="POST /orders",
+        )
+        for n in range(clients)
+    ]
+
+
+def timed(make: Callable[[], list[Operation]], reps: int) -> tuple[float, Verdict]:
+    """Median seconds of ``reps`` fresh checks (the history built outside the clock)."""
+    times, verdict = [], None
+    for _ in range(reps):
+        ops = make()
+        started = time.perf_counter()
+        verdict = check(ops, Seats(), timeout=TIMEOUT_S)
+        times.append(time.perf_counter() - started)
+    assert verdict is not None
+    return statistics.median(times), verdict
+
+
+def peak_memory(ops: int) -> float:
+    """Peak MiB traced while checking a one-wave race of ``ops`` bookings with a double booking
+    (the search goes deepest there)."""
+    history = race(ops, 2)
+    tracemalloc.start()
+    check(history, Seats(), timeout=TIMEOUT_S)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak / 2**20
+
+
+def rows(smoke: bool) -> list[Row]:
+    etcd = sorted(p.relative_to(DATA).as_posix() for p in (DATA / "jepsen").glob("*.log"))
+    kv = [f"kv/c{n}-{v}.txt" for n in ("01", "10", "50") for v in ("ok", "bad")]
+    if smoke:
+        etcd, kv = etcd[:3], kv[:2]
+    out = []
+    whole = 0.0
+    for label, names in (("Porcupine etcd (CAS register)", etcd), ("Porcupine key-value", kv)):
+        right, total, took, slowest, slowest_name = porcupine(names)
+        whole += took
+        out.append(Row(f"{label}: verdicts", f"{right}/{total}", f"{total}/{total}", right == total))
+        out.append(Row(f"{label}: total", f"{took:.2f} s", "reported", None))
+        out.append(Row(f"{label}: slowest ({slowest_name})", f"{slowest:.2f} s", "≤ 10 s", slowest <= 10))
+    out.append(Row("Porcupine, whole set", f"{whole:.2f} s", "≤ 30 s (Go not built here)", whole <= 30))
+    sizes = [(100, 1, 0.005, 9), (100, 2, 0.050, 9)] + (
+        [] if smoke else [(1000, 1, 1.0, 3), (1000, 2, 1.0, 3)]
+    )
+    for clients, winners, limit, reps in sizes:
+        seconds, verdict = timed(functools.partial(race, clients, winners), reps)
+        expected = winners == 1
+        right = verdict.valid is expected
+        what = "correct" if expected else "double booking"
+        out.append(
+            Row(
+                f"one wave, {clients} clients, {what}",
+                f"{seconds * 1000:.1f} ms, {'right' if right else 'WRONG'} verdict",
+                f"≤ {limit * 1000:g} ms",
+                right and seconds <= limit,
+            )
+        )
+    out += [
+        Row(f"peak memory, {ops} operations", f"{peak_memory(ops):.2f} MiB", "reported", None)
+        for ops in ((100,) if smoke else (100, 1000, 10000))
+    ]
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="toy sizes, no targets (exit 0 when it ran)")
+    args = parser.parse_args(argv)
+    table = rows(args.smoke)
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(
+        tabulate(
+            [
+                (r.case, r.measured, r.target, "-" if r.met is None else "MET" if r.met else "NOT MET")
+                for r in table
+            ],
+            headers=("case", "measured", "target", "verdict"),
+            tablefmt="github",
+        )
+    )
+    print(f"load average {load} on {os.cpu_count()} cores; Python {sys.version.split()[0]}")
+    if args.smoke:
+        wrong = [r.case for r in table if "verdict" in r.measured and "WRONG" in r.measured]
+        wrong += [r.case for r in table if r.case.endswith("verdicts") and not r.met]
+        print("smoke run: targets not evaluated")
+        return EXIT_BELOW_TARGET if wrong else EXIT_OK
+    missed = [r.case for r in table if r.met is False]
+    if missed:
+        print("NOT MET: " + "; ".join(missed))
+        return EXIT_BELOW_TARGET
+    print("every target MET")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
