@@ -162,7 +162,8 @@ class Search:
         self.state = model.initial
         self.seen: set[tuple[Hashable, Hashable]] = set()
         self.path: list[tuple[int, Any, list[Any]]] = []  # (operation, state before, its siblings left)
-        self.longest: tuple[int, ...] = ()
+        self.deepest = 0
+        self.longest: tuple[int, ...] = ()  # the path when the search first backed out of the deepest
         self.stuck: tuple[int, ...] | None = None
         self.todo: list[Any] = [] if self.frontier.done() else self._candidates()
         self.outcome: Outcome | None = Outcome(True, (), ()) if self.frontier.done() else None
@@ -200,14 +201,15 @@ class Search:
                 seen.add(key)
                 path.append((i, state, todo))
                 self.state = state = after
-                if len(path) > len(self.longest):
-                    self.longest, self.stuck = tuple(p[0] for p in path), None
+                if len(path) > self.deepest:
+                    self.deepest, self.stuck = len(path), None
                 if frontier.done():
                     self.outcome = Outcome(True, tuple(p[0] for p in path), ())
                     return self.outcome
                 todo = self._candidates()
                 continue
-            if self.stuck is None and len(path) == len(self.longest):
+            if self.stuck is None and len(path) == self.deepest:  # copied once per depth, not per step
+                self.longest = tuple(p[0] for p in path)
                 self.stuck = tuple(i for i in frontier.next_ops() if ops[i].completed)
             if not path:
                 self.outcome = Outcome(False, self.longest, self.stuck or ())
