@@ -51,20 +51,19 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m pytest_seatrace.history", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     vocabulary = "; ".join(f"{name}: {words}" for name, (_, words) in MODELS.items())
-    run = commands.add_parser("check", help="is a history linearizable under a model?")
-    run.add_argument("--model", required=True, metavar="NAME[:N]", help=f"one of: {vocabulary}")
-    run.add_argument(
+    parser.add_argument("command", choices=("check",), help="check: is a history linearizable under a model?")
+    parser.add_argument("--model", required=True, metavar="NAME[:N]", help=f"one of: {vocabulary}")
+    parser.add_argument(
         "--timeout", type=float, default=None, metavar="S", help="give up (exit 2) after S seconds"
     )
-    run.add_argument(
+    parser.add_argument(
         "--format",
         choices=("auto", "edn", "jepsen-log"),
         default="auto",
         help="auto: EDN when a line starts with {",
     )
-    run.add_argument(
+    parser.add_argument(
         "file", metavar="FILE", help="a Jepsen history, one map per line; - reads standard input"
     )
     return parser
