@@ -44,7 +44,7 @@ def test_a_double_booking_exits_1_with_the_explanation() -> None:
     done = run("check", "--model", "seats", "-", stdin=race(2))
     assert done.returncode == 1
     assert "not linearizable: partition 'seat-1'" in done.stdout
-    assert "cannot follow it:\n  process 1: book() -> ok None" in done.stdout
+    assert "cannot follow it:\n  process 1: book() -> ok" in done.stdout
 
 
 def test_a_capacity_after_the_model_name() -> None:

@@ -182,3 +182,12 @@ def test_a_user_model_subclasses_model_with_effect_and_observes() -> None:
     assert account.step(10, op("balance", output=10)) == (True, 10)
     assert account.observes_only(op("balance"))
     assert not account.observes_only(op("debit", 1))
+
+
+def test_describe_shows_an_operation_as_a_call_and_its_outcome() -> None:
+    seats = Seats(2)
+    assert seats.describe(op("book", "ann")) == "book('ann') -> ok"
+    assert seats.describe(op("book", kind="fail")) == "book() -> fail"
+    assert seats.describe(op("read", output=frozenset({"bob", "ann"}))) == "read() -> ok {'ann', 'bob'}"
+    assert seats.describe(op("cancel", "ann", "info")) == "cancel('ann') -> ? (info)"
+    assert CasRegister().describe(op("cas", (1, 2), "fail")) == "cas(1, 2) -> fail"

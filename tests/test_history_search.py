@@ -153,8 +153,8 @@ def test_a_failure_names_the_longest_prefix_and_what_cannot_follow() -> None:
     assert [op.type for op in verdict.prefix] == ["ok", "fail"]
     assert [op.process for op in verdict.cannot_follow] == [3]
     text = verdict.explanation()
-    assert "1. process 1: book() -> ok None" in text
-    assert "cannot follow it:\n  process 3: book() -> ok None" in text
+    assert "1. process 1: book() -> ok" in text
+    assert "cannot follow it:\n  process 3: book() -> ok" in text
 
 
 def test_a_longest_prefix_is_itself_accepted_by_the_model() -> None:

@@ -87,12 +87,12 @@ class Model:
         return op.key
 
     def describe(self, op: Operation) -> str:
-        """One line for an explanation: ``book(None) -> fail None``."""
-        shown = ", ".join(map(repr, op.input)) if isinstance(op.input, tuple) else repr(op.input)
-        shown = "" if op.input is None else shown
+        """One line for an explanation: ``book('ann') -> fail``, ``read() -> ok {'bob'}``."""
+        args = ", ".join(map(_shown, op.input)) if isinstance(op.input, tuple) else _shown(op.input)
+        call = f"{op.f}({'' if op.input is None else args})"
         if op.type == "info":
-            return f"{op.f}({shown}) -> ? (info)"
-        return f"{op.f}({shown}) -> {op.type} {op.output!r}"
+            return f"{call} -> ? (info)"
+        return f"{call} -> {op.type}" + ("" if op.output is None else f" {_shown(op.output)}")
 
     def function_for(self, operation: str) -> Function | None:
         """The function a raced request of this operation name is, or None: a usage error."""
@@ -116,6 +116,13 @@ class Model:
         elif function.extract is not None:
             value = function.extract(request)
         return function.name, freeze(value), freeze(output)
+
+
+def _shown(value: Any) -> str:
+    """A value as a reader expects it: a set as ``{'a', 'b'}``, not ``frozenset({...})``."""
+    if isinstance(value, frozenset):
+        return "{" + ", ".join(sorted(map(_shown, value))) + "}"
+    return repr(value)
 
 
 def _function(name: str, binding: object, reads: bool) -> Function:
