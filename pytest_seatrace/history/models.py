@@ -95,11 +95,9 @@ class Register(Model):
     main = "write"
     reads = frozenset({"read"})
 
-    def __init__(
-        self, initial: Hashable = None, *, write: Binding = None, read: Binding = None, **more: Binding
-    ):
+    def __init__(self, initial: Hashable = None, *, write: Binding = None, read: Binding = None):
         self.initial = initial
-        super().__init__(write=write, read=read, **more)
+        super().__init__(write=write, read=read)
 
     def effect(self, state: Hashable, op: Operation) -> Any:
         return op.input if op.f == "write" else super().effect(state, op)
@@ -118,7 +116,8 @@ class CasRegister(Register):
     def __init__(
         self, initial: Hashable = None, *, write: Binding = None, read: Binding = None, cas: Binding = None
     ):
-        super().__init__(initial, write=write, read=read, cas=cas)
+        self.initial = initial
+        Model.__init__(self, write=write, read=read, cas=cas)  # Register's binds no cas
 
     def effect(self, state: Hashable, op: Operation) -> Any:
         if op.f == "cas":
