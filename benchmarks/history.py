@@ -79,6 +79,24 @@ def race(clients: int, winners: int) -> list[Operation]:
     ]
 
 
+def staggered(clients: int, winners: int) -> list[Operation]:
+    """Not one wave: calls spread over 5 ms, the first responses back 1 ms after their call, so
+    the general search (which operations may go next changes as they return) decides it."""
+    return [
+        Operation(
+            n,
+            "book",
+            None,
+            "ok" if n < winners else "fail",
+            None,
+            0.005 * n / clients,
+            0.005 * n / clients + 0.001 + 0.02 * ((n * 7919) % clients) / clients,
+            key=(0, "seat-1"),
+        )
+        for n in range(clients)
+    ]
+
+
 def timed(make: Callable[[], list[Operation]], reps: int) -> tuple[float, Verdict]:
     """Median seconds of ``reps`` fresh checks (the history built outside the clock)."""
     times, verdict = [], None
@@ -119,19 +137,21 @@ def rows(smoke: bool) -> list[Row]:
     sizes = [(100, 1, 0.005, 9), (100, 2, 0.050, 9)] + (
         [] if smoke else [(1000, 1, 1.0, 3), (1000, 2, 1.0, 3)]
     )
-    for clients, winners, limit, reps in sizes:
-        seconds, verdict = timed(functools.partial(race, clients, winners), reps)
-        expected = winners == 1
-        right = verdict.valid is expected
-        what = "correct" if expected else "double booking"
-        out.append(
-            Row(
-                f"one wave, {clients} clients, {what}",
-                f"{seconds * 1000:.1f} ms, {'right' if right else 'WRONG'} verdict",
-                f"≤ {limit * 1000:g} ms",
-                right and seconds <= limit,
+    for shape, make in (("one wave", race), ("staggered, not one wave", staggered)):
+        for clients, winners, limit, reps in sizes:
+            seconds, verdict = timed(functools.partial(make, clients, winners), reps)
+            expected = winners == 1
+            right = verdict.valid is expected
+            what = "correct" if expected else "double booking"
+            held = make is race  # the issue's targets are for one wave; the other shape is reported
+            out.append(
+                Row(
+                    f"{shape}, {clients} clients, {what}",
+                    f"{seconds * 1000:.1f} ms, {'right' if right else 'WRONG'} verdict",
+                    f"≤ {limit * 1000:g} ms" if held else "reported",
+                    (right and seconds <= limit) if held else (None if right else False),
+                )
             )
-        )
     out += [
         Row(f"peak memory, {ops} operations", f"{peak_memory(ops):.2f} MiB", "reported", None)
         for ops in ((100,) if smoke else (100, 1000, 10000))
