@@ -191,3 +191,12 @@ def test_describe_shows_an_operation_as_a_call_and_its_outcome() -> None:
     assert seats.describe(op("read", output=frozenset({"bob", "ann"}))) == "read() -> ok {'ann', 'bob'}"
     assert seats.describe(op("cancel", "ann", "info")) == "cancel('ann') -> ? (info)"
     assert CasRegister().describe(op("cas", (1, 2), "fail")) == "cas(1, 2) -> fail"
+
+
+def test_an_operation_refuses_unhashable_values_and_a_return_before_its_call() -> None:
+    with pytest.raises(TypeError, match="must be hashable"):
+        Operation(1, "read", None, "ok", [1, 2], 0.0, 1.0)
+    with pytest.raises(ValueError, match=r"returns at 1\.0 before its call 2\.0"):
+        Operation(1, "read", None, "ok", None, 2.0, 1.0)
+    with pytest.raises(ValueError, match="type 'done'"):
+        Operation(1, "read", None, "done", None, 0.0, 1.0)  # type: ignore[arg-type]

@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 from pytest_seatrace.history.operation import Operation
 from pytest_seatrace.history.search import Search, Stepper
 
+STEPS_PER_TURN = 512
+"""Search steps a partition takes before the next one's turn (and the clock is read again)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
@@ -53,12 +56,11 @@ def check(operations: Iterable[Operation], model: Stepper, *, timeout: float | N
     _check_names(parts.values(), getattr(model, "names", ()), type(model).__name__)
     pure: Callable[[Operation], bool] = getattr(model, "observes_only", lambda op: False)
     running = {key: Search(ops, model, pure) for key, ops in parts.items()}
-    steps = 256
     while running:
         for key, search in list(running.items()):
             if time.monotonic() > deadline:
                 return Verdict(None, len(parts), time.monotonic() - started, describe=describe)
-            outcome = search.run(steps)
+            outcome = search.run(STEPS_PER_TURN)
             if outcome is None:
                 continue
             del running[key]
@@ -73,7 +75,6 @@ def check(operations: Iterable[Operation], model: Stepper, *, timeout: float | N
                     tuple(ops[i] for i in outcome.stuck),
                     describe,
                 )
-        steps = min(steps * 2, 4096)
     return Verdict(True, len(parts), time.monotonic() - started, describe=describe)
 
 

@@ -36,6 +36,13 @@ class Operation:
     def __post_init__(self) -> None:
         if self.type not in OP_TYPES:
             raise ValueError(f"type {self.type!r}: expected one of ok, fail, info")
+        try:
+            hash((self.key, self.input, self.output))
+        except TypeError:
+            raise TypeError(
+                f"process {self.process} {self.f}: key, input and output must be hashable (see freeze): "
+                f"{self.key!r}, {self.input!r}, {self.output!r}"
+            ) from None
         if math.isnan(self.call) or math.isnan(self.ret) or self.ret < self.call:
             raise ValueError(
                 f"process {self.process} {self.f}: returns at {self.ret} before its call {self.call}"

@@ -20,9 +20,23 @@ from pytest_seatrace.history.operation import Operation
 
 
 class Stepper(Protocol):
+    """What the search needs of a model (``Model`` has more)."""
+
     initial: Any
 
     def step(self, state: Any, op: Operation) -> tuple[bool, Any]: ...
+
+
+class Frontier(Protocol):
+    """Which unplaced operations may go next; a handle names one of them to ``place``."""
+
+    def done(self) -> bool: ...
+    def candidates(self) -> list[Any]: ...
+    def place(self, handle: Any) -> None: ...
+    def unplace(self) -> None: ...
+    def memo_key(self) -> Hashable: ...
+    def op_of(self, handle: Any) -> int: ...
+    def next_ops(self) -> list[int]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +172,7 @@ class Search:
         self.ops = ops
         self.model = model
         self.pure = [op.completed and pure(op) for op in ops]
-        self.frontier: Any = WaveFrontier(ops) if one_wave(ops) else GeneralFrontier(ops)
+        self.frontier: Frontier = WaveFrontier(ops) if one_wave(ops) else GeneralFrontier(ops)
         self.state = model.initial
         self.seen: set[tuple[Hashable, Hashable]] = set()
         self.path: list[tuple[int, Any, list[Any]]] = []  # (operation, state before, its siblings left)
