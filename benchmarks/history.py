@@ -2,6 +2,7 @@
 verdicts, race-shaped histories (one wave of clients on one seat), and peak memory.
 
     python benchmarks/history.py            # about 15 s on an idle box
+    python benchmarks/history.py --porcupine /path/to/porcupine   # and Porcupine's own times (Go)
     python benchmarks/history.py --smoke    # toy sizes, no targets
 
 Self-contained (no service, no network): it reads tests/data/porcupine/ and builds the races in
@@ -13,7 +14,10 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import re
+import shutil
 import statistics
+import subprocess
 import sys
 import time
 import tracemalloc
@@ -59,6 +63,29 @@ def porcupine(names: Sequence[str]) -> tuple[int, int, float, float, str]:
         if took > slowest:
             slowest, slowest_name = took, name
     return right, len(names), total, slowest, slowest_name
+
+
+GO_TESTS = r"^(TestEtcdJepsen[0-9]+|TestKv(1Client|10Clients|50Clients)(Ok|Bad))$"
+"""Porcupine's tests over the same files: the etcd set, and the key-value set partitioned by key."""
+
+
+def porcupine_go(checkout: Path) -> dict[str, float] | None:
+    """Seconds per test of Porcupine's own run (``go test -v``, offline), or None without Go."""
+    go = shutil.which("go")
+    if go is None or not (checkout / "porcupine_test.go").is_file():
+        return None
+    env = {**os.environ, "GOFLAGS": "-mod=mod", "GOPROXY": "off"}
+    done = subprocess.run(
+        [go, "test", "-count=1", "-v", "-run", GO_TESTS, "."],
+        cwd=checkout,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        check=False,
+    )
+    times = {m[0]: float(m[1]) for m in re.findall(r"^--- PASS: (\w+) \(([\d.]+)s\)", done.stdout, re.M)}
+    return times if done.returncode == 0 and len(times) == 108 else None
 
 
 def race(clients: int, winners: int) -> list[Operation]:
@@ -120,7 +147,7 @@ def peak_memory(ops: int) -> float:
     return peak / 2**20
 
 
-def rows(smoke: bool) -> list[Row]:
+def rows(smoke: bool, go: dict[str, float] | None) -> list[Row]:
     etcd = sorted(p.relative_to(DATA).as_posix() for p in (DATA / "jepsen").glob("*.log"))
     kv = [f"kv/c{n}-{v}.txt" for n in ("01", "10", "50") for v in ("ok", "bad")]
     if smoke:
@@ -133,7 +160,21 @@ def rows(smoke: bool) -> list[Row]:
         out.append(Row(f"{label}: verdicts", f"{right}/{total}", f"{total}/{total}", right == total))
         out.append(Row(f"{label}: total", f"{took:.2f} s", "reported", None))
         out.append(Row(f"{label}: slowest ({slowest_name})", f"{slowest:.2f} s", "≤ 10 s", slowest <= 10))
-    out.append(Row("Porcupine, whole set", f"{whole:.2f} s", "≤ 30 s (Go not built here)", whole <= 30))
+        if go is not None:
+            theirs = sum(
+                t for test, t in go.items() if test.startswith("TestEtcd" if "etcd" in label else "TestKv")
+            )
+            ratio = took / max(theirs, 0.01)
+            out.append(
+                Row(
+                    f"{label}: Porcupine (Go), same run",
+                    f"{theirs:.2f} s; ours {ratio:.1f}×",
+                    "≤ 20×",
+                    ratio <= 20,
+                )
+            )
+    measured = "" if go is not None else " (Porcupine not run: give --porcupine DIR with Go installed)"
+    out.append(Row("Porcupine, whole set", f"{whole:.2f} s", "≤ 30 s" + measured, whole <= 30))
     sizes = [(100, 1, 0.005, 9), (100, 2, 0.050, 9)] + (
         [] if smoke else [(1000, 1, 1.0, 3), (1000, 2, 1.0, 3)]
     )
@@ -162,8 +203,15 @@ def rows(smoke: bool) -> list[Row]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="toy sizes, no targets (exit 0 when it ran)")
+    parser.add_argument(
+        "--porcupine", type=Path, metavar="DIR", help="a Porcupine checkout: time its own tests (needs Go)"
+    )
     args = parser.parse_args(argv)
-    table = rows(args.smoke)
+    go = porcupine_go(args.porcupine) if args.porcupine and not args.smoke else None
+    if args.porcupine and not args.smoke and go is None:
+        print(f"--porcupine {args.porcupine}: no Go, not a Porcupine checkout, or its tests failed")
+        return EXIT_INCOMPLETE
+    table = rows(args.smoke, go)
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(
         tabulate(
