@@ -218,3 +218,15 @@ def test_partitions_are_checked_apart_and_any_failing_one_fails() -> None:
     ops.append(Operation(9, "book", None, "ok", None, 0.0, 1.0, key=1))
     verdict = check(ops, Seats(2))
     assert (verdict.valid, verdict.partition) == (False, 1)
+
+
+def test_a_partition_that_fails_fast_is_not_kept_waiting_behind_a_slow_one() -> None:
+    # partition "slow": 14 concurrent writes and a read nothing explains, beyond any small budget alone;
+    # partition "fast", checked after it: a read of a value never written
+    slow = [Operation(n, "write", n, "ok", None, 0.0, 10.0 + n, key="slow") for n in range(14)]
+    slow.append(Operation(99, "read", None, "ok", 99, 1.0, 30.0, key="slow"))
+    fast = [Operation(200, "read", None, "ok", 7, 0.0, 1.0, key="fast")]
+    assert check(slow, Register(), timeout=0.2).valid is None
+    verdict = check(slow + fast, Register(), timeout=5)
+    assert (verdict.valid, verdict.partition) == (False, "fast")
+    assert verdict.elapsed < 1
