@@ -4,6 +4,7 @@ used (and run as ``python -m pytest_seatrace.history``) without the plugin."""
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -42,3 +43,12 @@ def test_the_package_loads_no_pytest_and_no_http_library() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.strip() == "[]"
+
+
+def test_the_wheel_packages_the_history_and_not_its_test_data() -> None:
+    pyproject = (PACKAGE.parent / "pyproject.toml").read_text()
+    packages = re.search(r"^packages = \[(.*)\]$", pyproject, re.MULTILINE)
+    assert packages is not None
+    assert '"pytest_seatrace.history"' in packages.group(1)
+    assert "tests" not in packages.group(1)
+    assert "porcupine" not in pyproject
