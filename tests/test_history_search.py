@@ -230,3 +230,16 @@ def test_a_partition_that_fails_fast_is_not_kept_waiting_behind_a_slow_one() -> 
     verdict = check(slow + fast, Register(), timeout=5)
     assert (verdict.valid, verdict.partition) == (False, "fast")
     assert verdict.elapsed < 1
+
+
+def test_an_explanation_folds_identical_operations_into_one_line() -> None:
+    ops = [Operation(n, "book", None, "ok" if n < 2 else "fail", None, 0.0, 1.0 + n, 0) for n in range(500)]
+    text = check(ops, Seats()).explanation()
+    assert text.splitlines() == [
+        "not linearizable: partition 0",
+        "longest linearizable prefix:",
+        "  1. process 0: book() -> ok",
+        "  2-499. process 2 (and 497 identical): book() -> fail",
+        "cannot follow it:",
+        "  process 1: book() -> ok",
+    ]

@@ -37,7 +37,12 @@ class Verdict:
         if self.valid:
             return f"linearizable ({self.partitions} partition(s), {self.elapsed:.3f}s)"
         lines = [f"not linearizable: partition {self.partition!r}", "longest linearizable prefix:"]
-        lines += [f"  {n}. process {op.process}: {self.describe(op)}" for n, op in enumerate(self.prefix, 1)]
+        at = 1
+        for run in _runs(self.prefix, self.describe):
+            where = f"{at}" if len(run) == 1 else f"{at}-{at + len(run) - 1}"
+            also = f" (and {len(run) - 1} identical)" if len(run) > 1 else ""
+            lines.append(f"  {where}. process {run[0].process}{also}: {self.describe(run[0])}")
+            at += len(run)
         lines.append("cannot follow it:")
         for op, more in _grouped(self.cannot_follow, self.describe):
             also = f" (and {more} identical)" if more else ""
@@ -95,6 +100,17 @@ def _check_names(parts: Iterable[list[Operation]], names: Sequence[str], model: 
         for op in ops:
             if op.f not in names:
                 raise ValueError(f"{model} has no function {op.f!r} (it has {', '.join(names)})")
+
+
+def _runs(ops: Sequence[Operation], describe: Callable[[Operation], str]) -> list[list[Operation]]:
+    """Consecutive operations described alike, so a prefix of 998 rejections reads as one line."""
+    runs: list[list[Operation]] = []
+    for op in ops:
+        if runs and describe(runs[-1][0]) == describe(op):
+            runs[-1].append(op)
+        else:
+            runs.append([op])
+    return runs
 
 
 def _grouped(ops: Sequence[Operation], describe: Callable[[Operation], str]) -> list[tuple[Operation, int]]:
