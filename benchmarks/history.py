@@ -88,40 +88,31 @@ def porcupine_go(checkout: Path) -> dict[str, float] | None:
     return times if done.returncode == 0 and len(times) == 108 else None
 
 
-def race(clients: int, winners: int) -> list[Operation]:
-    """One wave on one seat: every client calls within 2 ms of the release, before any returns."""
+def bookings(winners: int, instants: list[tuple[float, float]]) -> list[Operation]:
+    """One seat booked by a client per (call, return); the first ``winners`` are told they won."""
     return [
         Operation(
-            n,
-            "book",
-            None,
-            "ok" if n < winners else "fail",
-            None,
-            0.002 * (n % 97) / 97,
-            0.003 + 0.05 * ((n * 7919) % clients) / clients,
-            key=(0, "seat-1"),
-            op="POST /orders",
+            n, "book", None, "ok" if n < winners else "fail", None, call, ret, (0, "seat-1"), "POST /orders"
         )
-        for n in range(clients)
+        for n, (call, ret) in enumerate(instants)
     ]
+
+
+def race(clients: int, winners: int) -> list[Operation]:
+    """One wave: every client calls within 2 ms of the release, before any returns."""
+    spread = [
+        (0.002 * (n % 97) / 97, 0.003 + 0.05 * ((n * 7919) % clients) / clients) for n in range(clients)
+    ]
+    return bookings(winners, spread)
 
 
 def staggered(clients: int, winners: int) -> list[Operation]:
     """Not one wave: calls spread over 5 ms, the first responses back 1 ms after their call, so
     the general search (which operations may go next changes as they return) decides it."""
-    return [
-        Operation(
-            n,
-            "book",
-            None,
-            "ok" if n < winners else "fail",
-            None,
-            0.005 * n / clients,
-            0.005 * n / clients + 0.001 + 0.02 * ((n * 7919) % clients) / clients,
-            key=(0, "seat-1"),
-        )
-        for n in range(clients)
-    ]
+    calls = [0.005 * n / clients for n in range(clients)]
+    return bookings(
+        winners, [(c, c + 0.001 + 0.02 * ((n * 7919) % clients) / clients) for n, c in enumerate(calls)]
+    )
 
 
 def timed(make: Callable[[], list[Operation]], reps: int) -> tuple[float, Verdict]:
