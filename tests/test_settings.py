@@ -159,3 +159,9 @@ def test_guide_marker_table_shows_the_tables_defaults() -> None:
             assert f"else `{written}`" in default_cell, f"{setting.name}: {default_cell}"
         elif setting.default not in (None, ()):
             assert default_cell.strip().startswith(f"`{setting.default}`"), f"{setting.name}: {default_cell}"
+
+
+def test_docs_name_the_arguments_without_an_option() -> None:
+    text = (ROOT / "docs" / "options.md").read_text(encoding="utf-8")
+    sentence = text.split("Options that only have a call or marker form:", 1)[1].split("(see", 1)[0]
+    assert re.findall(r"`([a-z_]+)`", sentence) == [s.name for s in table.ARGUMENTS if not s.is_option]
