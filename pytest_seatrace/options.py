@@ -136,27 +136,23 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "concurrency": positive_int,
     "timeout": positive_float,
     "rounds": positive_int,
-    "sync": choice(table.SYNC_MODES),
-    "hold": choice(table.HOLD_POINTS),
     "parallel": parallel_value,
     "shards": positive_int,
     "base_url": base_url,
     "seed": non_negative_int,
     "tx": tx_specs,
-    "xdist": choice(table.XDIST_MODES),
     "json": output_path,
     "html": output_path,
-    "summary": choice(table.SUMMARY_CHOICES),
     "p95_ms": positive_float,
 }
-"""The parser of each option's text (the table's options, ``tests/test_settings.py`` holds)."""
+"""The parser of each option's text; an option with choices gets ``choice`` of them."""
 
 OPTIONS: tuple[Option, ...] = tuple(
     Option(
         s.flag,
         s.ini,
         s.name,
-        PARSERS[s.name],
+        choice(s.choices) if s.choices else PARSERS[s.name],
         s.help,
         s.metavar or "",
         s.choices,
