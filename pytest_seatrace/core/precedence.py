@@ -144,7 +144,7 @@ def check_arguments(given: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = dict(given)
     for setting in ARGUMENTS:
         if setting.name in given:
-            out[setting.name] = setting.check(setting.name, given[setting.name])  # type: ignore[misc]
+            out[setting.name] = setting.checked(given[setting.name])
     if "expect" in out and "concurrency" in out:
         check_reachable(out["expect"], out["concurrency"])
     if "sync" in out:  # both on one marker or call: refused at collection, not at the race
@@ -193,32 +193,30 @@ def resolve(
     """
     args = {**marker, **call}
 
-    def pick(name: str, session: Any, default: Any) -> Any:
+    def pick(name: str) -> Any:
         """A setting with an option twin: the call, the marker, the session, the default."""
-        return first_given(args.get(name), session, default)
+        return first_given(args.get(name), getattr(settings, name), BY_NAME[name].default)
 
     def argument(name: str) -> Any:
         """A marker/call argument only: given, else its built-in default, normalised alike."""
         if name in args:
             return args[name]
         setting = BY_NAME[name]
-        return None if setting.default is None else setting.check(name, setting.default)  # type: ignore[misc]
+        return None if setting.default is None else setting.checked(setting.default)
 
-    resources: tuple[Hashable, ...] = tuple(
-        args.get("resources") or range(1, pick("resources", settings.resources, DEFAULT_RESOURCES) + 1)
-    )
+    resources: tuple[Hashable, ...] = args.get("resources") or tuple(range(1, pick("resources") + 1))
     sync, hold = args.get("sync"), args.get("hold")
     if flexible:
         _refuse_starts_of_requests(sync, hold)
         sync = "gate"
     else:
-        sync = pick("sync", settings.sync, DEFAULT_SYNC)
+        sync = pick("sync")
     check_hold(sync, hold, None if flexible else settings.hold)  # run/arun/app: request races' option
-    concurrency = pick("concurrency", settings.concurrency, DEFAULT_CONCURRENCY)
+    concurrency = pick("concurrency")
     tx = shard_specs(args.get("shards"), settings, flexible=flexible, concurrency=concurrency)
     expect = argument("expect")
     check_reachable(expect, concurrency)
-    parallel = pick("parallel", settings.parallel, DEFAULT_PARALLEL)
+    parallel = pick("parallel")
     thresholds: tuple[Threshold, ...] = tuple(argument("thresholds"))
     if settings.p95_ms is not None:
         bound = settings.p95_ms
@@ -234,12 +232,12 @@ def resolve(
         reject_given=reject is not None,
         error=make_rule(error, ERROR_DEFAULT),
         error_given=error is not None,
-        timeout=pick("timeout", settings.timeout, DEFAULT_TIMEOUT),
+        timeout=pick("timeout"),
         thresholds=thresholds,
         allow_errors=argument("allow_errors"),
-        rounds=pick("rounds", settings.rounds, DEFAULT_ROUNDS),
+        rounds=pick("rounds"),
         sync=cast("SyncMode", sync),
-        hold=pick("hold", settings.hold, DEFAULT_HOLD),
+        hold=pick("hold"),
         hold_given=first_given(hold, settings.hold) is not None,
         parallel=len(resources) if parallel == "all" else min(int(parallel), len(resources)),
         seed=settings.seed,

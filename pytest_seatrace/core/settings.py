@@ -9,7 +9,7 @@ checks the docs against it); ``core/precedence.py`` applies the order in which t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from pytest_seatrace.core import arguments
 from pytest_seatrace.core.arguments import Check
@@ -82,6 +82,12 @@ class Setting:
     @property
     def is_option(self) -> bool:
         return self.metavar is not None
+
+    def checked(self, value: object) -> Any:
+        """``value`` as this marker or call argument, checked and normalised."""
+        if self.check is None:
+            raise TypeError(f"{self.name} is an option, not a marker or call argument")
+        return self.check(self.name, value)
 
     @property
     def argument_default(self) -> object:
