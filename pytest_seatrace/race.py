@@ -64,9 +64,9 @@ class _Call:
         __tracebackhide__ = True
         stop = result.stopped
         if stop is not None and stop.by == "hook":
-            raise RaceViolation(violation_message(result), result) from stop.error
+            raise RaceViolation(violation_message(result.to_dict()), result) from stop.error
         if self.check and result.violations:
-            raise RaceViolation(violation_message(result), result)
+            raise RaceViolation(violation_message(result.to_dict()), result)
         return result
 
 

@@ -97,6 +97,11 @@ class RaceSessionRole:
         """The seed chosen by someone else for this run (a worker's controller), if any."""
         return None
 
+    def check_reports(self) -> str | None:
+        """Why a report file could not be written at the end (checked at start-up); ``None``
+        where this role writes none."""
+        return None
+
     @property
     def lock_dir(self) -> str | None:
         """Where races against one origin take turns across processes; ``None``: no turns."""
@@ -134,6 +139,16 @@ class Controller(RaceSessionRole):
         """The lock directory handed to workers (``--race-xdist serial``)."""
         self.unserialised: list[str] = []
         """Workers that could not reach the lock directory: their races were not serialised."""
+        from pytest_seatrace.report.files import ReportFiles
+
+        self.reports = ReportFiles(self.settings.json, self.settings.html)
+        """The report files, with the writer that holds what their start-up probe opened."""
+
+    def check_reports(self) -> str | None:
+        """The probe the final write makes, naming the option; what it keeps open for the write
+        is closed when the session ends, written or not."""
+        self.config.add_cleanup(self.reports.release)
+        return self.reports.probe()
 
     def keep(self, doc: RaceDoc) -> None:
         self.races.append(doc)
@@ -183,12 +198,7 @@ class Controller(RaceSessionRole):
                 self.crashed_workers.append(f"{worker}: history unreadable ({exc})")
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        from pytest_seatrace.report.files import write_reports
-
-        settings = self.settings
-        self.written, self.write_errors = write_reports(
-            self.full_races(), seed=settings.seed, json_path=settings.json, html_path=settings.html
-        )
+        self.written, self.write_errors = self.reports.write(self.full_races(), seed=self.settings.seed)
         if self.write_errors and session.exitstatus == pytest.ExitCode.OK:
             # A lost report fails the run, as pytest-cov's --cov-fail-under does; the terminal
             # summary (run after this hook) names the file.

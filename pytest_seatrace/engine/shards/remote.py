@@ -1,8 +1,9 @@
 """What a shard's gateway runs first: sent as source with ``gateway.remote_exec(this module)``.
 
 It imports nothing of ours at module level, so that a python without pytest-seatrace answers
-with what to install instead of a traceback; the shard itself is ``shard_worker.serve``,
-imported from the pytest-seatrace installed on the far side.
+with what to install instead of a traceback; the shard itself is ``worker.serve``, imported from
+the pytest-seatrace installed on the far side. Its one message is written out by hand as
+``messages.ImportFailed`` encodes it (a test holds the two equal).
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from typing import Any
 
 def start(channel: Any) -> None:
     try:
-        from pytest_seatrace.engine.shard_worker import serve
+        from pytest_seatrace.engine.shards.worker import serve
     except ImportError as exc:
-        channel.send(("import-error", sys.executable, f"{type(exc).__name__}: {exc}"))
+        channel.send(("import-error", {"python": sys.executable, "error": f"{type(exc).__name__}: {exc}"}))
         return
     serve(channel)
 

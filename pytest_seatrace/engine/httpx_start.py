@@ -1,4 +1,5 @@
-"""Gate start with httpx: one ``AsyncClient`` per client, all released by one event.
+"""The ``sync="gate"`` start, over httpx: one ``AsyncClient`` per client, each sending its whole
+request once a ``ResourceGate`` opens (the gate, as in every start mode, is the release instant).
 
 A ``ResourceGate`` opens when every client of the wave has arrived or given up.
 
@@ -35,7 +36,7 @@ import httpx
 
 from pytest_seatrace.core.config import RaceConfig
 from pytest_seatrace.core.records import Outcome, Record
-from pytest_seatrace.engine.classify import ARRIVAL_HEADER, Classifier
+from pytest_seatrace.engine.classify import ARRIVAL_HEADER, ResponseRecorder
 from pytest_seatrace.engine.keepalive import PROBE_S
 from pytest_seatrace.engine.limits import HEAD_TOO_LARGE, MAX_RESPONSE_HEAD, head_limit_words, head_size
 from pytest_seatrace.engine.plan import Attempt, AttemptFn, Roster, release_order
@@ -175,13 +176,14 @@ class ResourceGate:
         await self._open.wait()
 
 
-class GateFirer:
-    """Fires waves in gate mode; ``spec`` requests through ``builder``, or ``attempt_fn``."""
+class HttpxFirer:
+    """Fires waves in the ``gate`` start mode (whole requests over httpx); ``spec`` requests
+    through ``builder``, or ``attempt_fn``."""
 
     def __init__(
         self,
         config: RaceConfig,
-        classifier: Classifier,
+        classifier: ResponseRecorder,
         ssl_context: ssl.SSLContext,
         *,
         base_url: str | None,

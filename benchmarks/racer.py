@@ -3,7 +3,7 @@
 What a careful engineer writes by hand in plain asyncio, one seat at a time: open a fresh
 connection per client, write every request but its held bytes, wait until every prefix is
 written, then send the held bytes of all clients from one loop and read every response.
-The bytes are the engine's own (``from_httpx`` of the same ``httpx.Request``) split at the
+The bytes are the engine's own (``wire_request`` of the same ``httpx.Request``) split at the
 same hold point, so the only difference left is how the two start and pace the waves.
 Responses are parsed with httptools (llhttp), like the engine's; no request is retried.
 """
@@ -18,10 +18,9 @@ from dataclasses import dataclass, field
 
 import httptools
 import httpx
-from _common import seed_order
 
-from pytest_seatrace.core.config import HoldPoint
-from pytest_seatrace.engine.requests import WireRequest, from_httpx
+from benchmarks.seed import seed_order
+from pytest_seatrace.engine.instrument import HoldPoint, WireRequest, wire_request
 
 ARRIVAL = b"x-arrival-ns"
 
@@ -133,7 +132,7 @@ def seat_requests(base_url: str, seat: int, clients: int) -> list[WireRequest]:
     """The engine's wire bytes of the seed's ``POST /orders`` for ``seat``, one per client."""
     with httpx.Client(base_url=base_url) as client:
         return [
-            from_httpx(client.build_request("POST", "/orders", json=seed_order(seat, c)))
+            wire_request(client.build_request("POST", "/orders", json=seed_order(seat, c)))
             for c in range(1, clients + 1)
         ]
 
