@@ -128,6 +128,11 @@ def test_the_parsers_accept_the_tables_defaults() -> None:
             assert opt.parse(shown(default)) == default, opt.flag
 
 
+def backticked(part: str) -> list[str]:
+    """The names written in backticks in ``part``, sorted."""
+    return sorted(re.findall(r"`([a-z_]+)`", part))
+
+
 def shown(value: object) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
@@ -161,3 +166,13 @@ def test_docs_name_the_arguments_without_an_option() -> None:
     text = (ROOT / "docs" / "options.md").read_text(encoding="utf-8")
     sentence = text.split("Options that only have a call or marker form:", 1)[1].split("(see", 1)[0]
     assert re.findall(r"`([a-z_]+)`", sentence) == [s.name for s in table.ARGUMENTS if not s.is_option]
+
+
+def test_guide_says_which_arguments_have_an_option_twin() -> None:
+    text = (ROOT / "docs" / "guide.md").read_text(encoding="utf-8")
+    paragraph = text.split("Only ", 1)[1].split("come from the call", 1)[0]
+    twins, _, alone = paragraph.partition("have a\ncommand-line and ini twin")
+    assert backticked(twins) == sorted(s.name for s in table.ARGUMENTS if s.is_option)
+    assert backticked(alone.split("form);", 1)[1]) == sorted(
+        s.name for s in table.ARGUMENTS if not s.is_option
+    )
