@@ -15,5 +15,6 @@ BENCHMARKS = {
     "scale": "10k, 25k and 50k requests: peak memory and time per request",
     "shards": "one race over 1 and 2 execnet shards: wall, spreads, clock error",
     "single_packet": "HTTP/2 single-packet against last-byte: gate write, spreads, catch rate, via nginx",
+    "history": "the linearizability checker: Porcupine's known verdicts, one-wave races, memory",
 }
 """Every benchmark module and its one-line purpose (docs/benchmarks.md has one section each)."""

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from tabulate import tabulate
 
 from benchmarks import BENCHMARKS
-from benchmarks.machine import load_note, machine_note
+from benchmarks.machine import cores, load_note, machine_note
 from pytest_seatrace.options import positive_float as positive_float
 from pytest_seatrace.options import positive_int as positive_int
 
@@ -154,10 +154,11 @@ class BudgetExceededError(RuntimeError):
 # -- output --------------------------------------------------------------------------------
 
 
-def print_header(title: str, *, smoke: bool) -> None:
-    """The title, the cores client and server share, and the load average."""
+def print_header(title: str, *, smoke: bool, shared: bool = True) -> None:
+    """The title, the cores client and server share (``shared``: a benchmark that runs both), and
+    the load average."""
     print(title + (" (--smoke)" if smoke else ""))
-    print(machine_note())
+    print(machine_note() if shared else f"no server: this process alone, on this machine's {cores()} cores")
     note = load_note()
     if note:
         print(note)

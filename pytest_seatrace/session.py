@@ -25,7 +25,7 @@ import pytest
 
 from pytest_seatrace.core.document import RaceDoc
 from pytest_seatrace.core.result import RaceResult, history_columns
-from pytest_seatrace.options import Settings
+from pytest_seatrace.options import settings_from_config
 
 RACES = pytest.StashKey[list[RaceDoc]]()
 """Race documents of one test item, in the order its races ran."""
@@ -73,7 +73,7 @@ class RaceSessionRole:
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
-        self.settings = Settings.from_config(config, inherited_seed=self.inherited_seed())
+        self.settings = settings_from_config(config, inherited_seed=self.inherited_seed())
         """CLI and ini resolved once for the session."""
         self.local: list[RaceResult] = []
         """Races of this process whose histories go into the reports."""

@@ -129,7 +129,10 @@ CORE_ORDER = (
     "contention",
     "figures",  # what the records add up to
     "thresholds",  # measured on the figures
+    "arguments",  # one marker or call argument checked
+    "settings",  # every setting once: defaults, arguments, options
     "config",
+    "precedence",  # call > marker > CLI > ini > default, and the rules between settings
     "violations",
     "notes",
     "judge",  # records, figures and config in, violations out

@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Hashable, Sequence
 from typing import Protocol
 
-from pytest_seatrace.core.config import RaceConfig
+from pytest_seatrace.core.config import RaceConfig, expect_doc
 from pytest_seatrace.core.document import HistoryDoc, RacedDoc, RaceDoc, RoundDoc, SampleDoc, StatusReasonDoc
 from pytest_seatrace.core.figures import NOT_SENT, Figures, RoundSummary
 from pytest_seatrace.core.records import Raced, Record, Stop
@@ -72,7 +72,7 @@ def race_document(race: Judged, *, history: bool = False) -> RaceDoc:
         "checked": race.checked,
         "resources": [names[r] for r in config.resources],
         "concurrency": config.concurrency,
-        "expect": {"min": config.expect.start, "max": config.expect.stop - 1},
+        "expect": expect_doc(config.expect),
         "rounds": config.rounds,
         "requests": figures.requests,
         "wins": figures.wins,

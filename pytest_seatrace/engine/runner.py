@@ -324,11 +324,6 @@ async def _firer(plan: RacePlan) -> AsyncIterator[_Fire]:
                 pool = GatewayPool()
                 stack.callback(pool.close)
             firer = ShardedFirer(plan, config, builder, classifier, roster, pool)
-        elif config.tx:
-            raise RaceUsageError(
-                "race.run/arun attempts and race.app cannot be sharded: an attempt function (or an "
-                "in-process app) cannot travel to another process; use shards=1 without --race-tx"
-            )
         else:
             firer = make_firer(
                 mode,
