@@ -60,6 +60,30 @@ def seats(race):
 """A conftest for inner pytester runs: the ``seats`` fixture, a race on an in-process ASGI seat
 service (no socket)."""
 
+
+def interrupted_race_test(marker: str) -> str:
+    """An inner test file whose race sends itself SIGINT (what Ctrl-C does) at its second reset;
+    ``marker`` is the ``@pytest.mark.race`` arguments."""
+    return f"""
+import os
+import signal
+import pytest
+
+@pytest.mark.race({marker})
+def test_interrupted(race, sample_service):
+    calls = []
+
+    def reset():
+        calls.append(1)
+        sample_service.reset()
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    race.post(sample_service.url + "/orders",
+              json=lambda a: {{"seats": [a.resource], "user": a.key}}, reset=reset)
+"""
+
+
 Scope = dict[str, Any]
 Receive = Callable[[], Any]
 Send = Callable[[dict[str, Any]], Any]
