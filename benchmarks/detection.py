@@ -33,17 +33,15 @@ QUICK_GATE_RUNS = 10
 
 def _parser() -> argparse.ArgumentParser:
     made = cli.parser("detection", limit_s=120.0, budget_s=1800.0)
-    made.add_argument(
-        "--windows",
-        type=cli.float_list,
-        default=[1.0, 0.1, 0.01],
-        help="unsafe check-to-act windows in ms, comma-separated (default: 1,0.1,0.01)",
-    )
-    made.add_argument(
-        "--racer-windows",
-        type=cli.float_list,
-        default=[0.1, 0.01],
-        help="windows (ms, among --windows) at which the tight-loop racer races too (default: 0.1,0.01)",
+    cli.add_options(
+        made,
+        ("--windows", cli.float_list, [1.0, 0.1, 0.01], "unsafe check-to-act windows in ms, comma-separated"),
+        (
+            "--racer-windows",
+            cli.float_list,
+            [0.1, 0.01],
+            "windows (ms, among --windows) where the racer races too",
+        ),
     )
     made.add_argument(
         "--runs", type=cli.positive_int, default=None, help="runs per window and mode (default: 20)"
@@ -169,12 +167,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     cli.apply_smoke(args, **smoke, race_limit_s=30.0, budget_s=60.0)
     runs, gate_runs = _plan(args)
-    budget = cli.Budget(args.budget_s)
-    cli.print_header(
+    budget = cli.begin(
+        args,
         f"detection: unsafe sample service, seed race {args.clients} clients x {args.resources} seats, "
         f"{runs} runs per window and mode, {gate_runs} for {TARGET_MODE} at {TARGET_WINDOW_MS:g} ms"
         + (" (--quick)" if args.quick else ""),
-        smoke=args.smoke,
     )
     table: list[list[Any]] = []
     target: Cell | None = None

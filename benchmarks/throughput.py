@@ -38,36 +38,30 @@ TOOL_NAMES = (HEY, LAST_BYTE, GATE)
 
 def _parser() -> argparse.ArgumentParser:
     made = cli.parser("throughput", limit_s=120.0, budget_s=900.0, tools=True)
-    made.add_argument("--repeat", type=cli.positive_int, default=3, help="runs per tool, median shown (3)")
-    made.add_argument(
-        "--resources", type=cli.positive_int, default=100, help="engine waves (resources) per run (100)"
-    )
-    made.add_argument(
-        "--concurrency",
-        type=cli.positive_int,
-        default=50,
-        help="clients per wave for the engine, hey's -c (50); requests = resources x concurrency",
-    )
-    made.add_argument("--timeout", type=cli.positive_float, default=10.0, help="seconds per request (10)")
-    made.add_argument("--seed", type=int, default=1, help="engine race seed, +1 per race (1)")
-    made.add_argument(
-        "--warmup",
-        type=cli.non_negative_int,
-        default=1,
-        help="uncounted full-size runs per tool before the first (1)",
+    cli.add_options(
+        made,
+        ("--repeat", cli.positive_int, 3, "runs per tool, median shown"),
+        ("--resources", cli.positive_int, 100, "engine waves (resources) per run"),
+        (
+            "--concurrency",
+            cli.positive_int,
+            50,
+            "clients per wave for the engine, hey's -c; requests = resources x it",
+        ),
+        ("--timeout", cli.positive_float, 10.0, "seconds per request"),
+        ("--seed", int, 1, "engine race seed, +1 per race"),
+        ("--warmup", cli.non_negative_int, 1, "uncounted full-size runs per tool before the first"),
     )
     made.add_argument("--no-gate", action="store_true", help="skip the gate-mode engine (information only)")
-    made.add_argument(
-        "--target-ratio",
-        type=cli.positive_float,
-        default=0.8,
-        help="last-byte req/s must be at least this x hey's (0.8)",
-    )
-    made.add_argument(
-        "--cpu-ratio",
-        type=cli.positive_float,
-        default=0.75,
-        help="last-byte client CPU per request must be at most this x hey's (0.75)",
+    cli.add_options(
+        made,
+        ("--target-ratio", cli.positive_float, 0.8, "last-byte req/s must be at least this x hey's"),
+        (
+            "--cpu-ratio",
+            cli.positive_float,
+            0.75,
+            "last-byte client CPU per request must be at most this x hey's",
+        ),
     )
     made.add_argument("--no-install", action="store_true", help="never install hey")
     return made
