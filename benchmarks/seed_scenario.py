@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import httpx
 
@@ -29,14 +29,15 @@ from benchmarks.peers import (
     LocustTool,
     Run,
     Scenario,
-    Tool,
     ensure_locust,
 )
+from benchmarks.peers import Tool as AnyTool
 from benchmarks.programs import RunFailedError, ToolUnavailableError, ensure_hey, run_bounded
 from benchmarks.seed import run_one_race, seed_config
 from benchmarks.services import ServiceError, ServiceHandle, service
 from pytest_seatrace.engine.instrument import Record, SyncMode
 
+Tool: TypeAlias = AnyTool[Scenario, Run]
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_WALL_S = 1.0
 TARGET_P95_MS = 100.0

@@ -14,15 +14,16 @@ import sys
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, TypeAlias
 
 import httpx
 
 from benchmarks import cli
 from benchmarks.figures import count_5xx, fmt_or_dash, nan_median
 from benchmarks.machine import load1, load_note, machine_note, process_cpu_s, rusage_cpu_s
-from benchmarks.peers import parse_hey_csv
-from benchmarks.programs import RunFailedError, ToolUnavailableError, ensure_hey, run_bounded
+from benchmarks.peers import Tool as AnyTool
+from benchmarks.peers import parse_hey_csv, run_hey
+from benchmarks.programs import RunFailedError, ToolUnavailableError, ensure_hey
 from benchmarks.seed import run_one_race, seed_config
 from benchmarks.services import ServiceError, ServiceHandle, service
 from pytest_seatrace.engine.instrument import RequestSpec, SyncMode
@@ -122,11 +123,7 @@ class Load:
         return self.resources * self.concurrency
 
 
-class Tool(Protocol):
-    @property
-    def name(self) -> str: ...
-
-    def run(self, load: Load) -> Run: ...
+Tool: TypeAlias = AnyTool[Load, Run]
 
 
 @dataclass
@@ -135,15 +132,18 @@ class HeyTool:
     name: str = HEY
 
     def run(self, load: Load) -> Run:
-        seconds = str(max(1, math.ceil(load.timeout)))
-        command = [self.binary, "-c", str(load.concurrency), "-n", str(load.requests), "-t", seconds]
-        command += ["-m", "POST", "-T", "application/json", "-d", BODY, "-o", "csv", load.url + "/orders"]
         before = rusage_cpu_s(resource.RUSAGE_CHILDREN)  # the service is not reaped yet: hey alone
-        done = run_bounded(command, load.limit_s)
+        csv_text = run_hey(
+            self.binary,
+            load.url,
+            load.concurrency,
+            load.requests,
+            BODY,
+            timeout=load.timeout,
+            limit_s=load.limit_s,
+        )
         cpu = rusage_cpu_s(resource.RUSAGE_CHILDREN) - before
-        if done.returncode != 0:
-            raise RunFailedError(f"hey exited {done.returncode}: {done.stderr.strip()[-300:]}")
-        samples = parse_hey_csv(done.stdout, SEAT)  # answered requests only
+        samples = parse_hey_csv(csv_text, SEAT)  # answered requests only
         if not samples:
             raise RunFailedError("hey reported no responses")
         # hey's offsets count from its own start: first request sent to last response read.

@@ -186,6 +186,36 @@ async def read_body(receive: Receive) -> bytes:
             return body
 
 
+class FirstWins:
+    """An ASGI seat service for inner runs: the first request per path wins (201, ``{}``);
+    ``later(body)`` gives every later request's status and JSON answer."""
+
+    def __init__(self, later: Callable[[bytes], tuple[int, Any]]) -> None:
+        self.taken: set[str] = set()
+        self.later = later
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        body = await read_body(receive)
+        if scope["path"] in self.taken:
+            status, said = self.later(body)
+        else:
+            self.taken.add(scope["path"])
+            status, said = 201, {}
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": json.dumps(said).encode()})
+
+
+def app_conftest(fixture: str, app: str, setup: str = "") -> str:
+    """An inner conftest whose fixture ``fixture`` is the ``race`` fixture racing the ASGI app
+    ``app`` (an expression that may use ``FirstWins`` and what ``setup`` defines)."""
+    return (
+        f"import pytest\n\nfrom tests.support import FirstWins\n{setup}\n\n"
+        f"@pytest.fixture\ndef {fixture}(race):\n    race.app = {app}\n    return race\n"
+    )
+
+
 async def respond(send: Send, status: int, payload: Any) -> None:
     body = json.dumps(payload).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]

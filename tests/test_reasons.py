@@ -36,7 +36,7 @@ from pytest_seatrace.report.files import json_document
 from pytest_seatrace.report.html import render_html
 from pytest_seatrace.report.message import violation_message
 from pytest_seatrace.report.summary import status_lines, summary_lines
-from tests.support import INNER_INI, Receive, Scope, Send, read_body, serve_app
+from tests.support import INNER_INI, Receive, Scope, Send, app_conftest, read_body, serve_app
 from tests.test_reports import validate
 from tests.test_single_packet import Seen, ended, fire, h2_server, respond
 
@@ -387,35 +387,15 @@ def test_no_winner_says_what_everyone_got(race: Any) -> None:
     assert result.rejections == 3
 
 
-LOCKED_CONFTEST = """
-import json
-import pytest
-
-
-class Locked:
-    \"\"\"The first request per path wins; every later one is a 500 that says why.\"\"\"
-
-    def __init__(self):
-        self.seen = set()
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return
-        while (await receive()).get("more_body"):
-            pass
-        status = 500 if scope["path"] in self.seen else 201
-        self.seen.add(scope["path"])
-        said = {"error": "database is locked", "trace": "x" * 900} if status == 500 else {}
-        body = json.dumps(said).encode()
-        await send({"type": "http.response.start", "status": status, "headers": []})
-        await send({"type": "http.response.body", "body": body})
-
-
-@pytest.fixture
-def locked(race):
-    race.app = Locked()
-    return race
-"""
+LOCKED_CONFTEST = app_conftest(
+    "locked",
+    "FirstWins(database_locked)",
+    setup="""
+def database_locked(body):
+    \"\"\"After the first request per path: a 500 that says why.\"\"\"
+    return 500, {"error": "database is locked", "trace": "x" * 900}
+""",
+)
 
 
 def test_the_session_shows_the_reason_in_message_summary_and_json(

@@ -89,13 +89,6 @@ def open_reader(fifo: Path) -> int:
 
 
 @pytest.fixture
-def fifo(tmp_path: Path) -> Path:
-    made = tmp_path / "r.fifo"
-    os.mkfifo(made)
-    return made
-
-
-@pytest.fixture
 def reader(fifo: Path) -> Iterator[int]:
     """The FIFO's read end, open (non-blocking) for the whole test."""
     fd = open_reader(fifo)
@@ -332,7 +325,7 @@ def test_a_fifo_with_a_reader_is_written_in_place(
     assert os.read(reader, 1 << 16) == TEXT.encode()
     assert os.read(reader, 1 << 16) == b""  # the writer closed: end of file
     assert stat.S_ISFIFO(fifo.lstat().st_mode)
-    assert listing(tmp_path) == ["r.fifo"]
+    assert listing(tmp_path) == [fifo.name]
 
 
 def test_the_start_up_probe_does_not_hand_the_reader_end_of_file(
