@@ -71,11 +71,13 @@ Option = tuple[str, Callable[[str], Any], Any, str]
 
 def add_options(made: argparse.ArgumentParser, *rows: Option) -> None:
     """Add each row's option; its help ends with the default, written from the value itself
-    (a parser made with ``defaults_help`` appends it already)."""
+    (a parser made with ``defaults_help`` appends it already; a default of None, decided later,
+    is for the help text to state)."""
     shows_defaults = made.formatter_class is argparse.ArgumentDefaultsHelpFormatter
     for flag, kind, default, text in rows:
+        stated = shows_defaults or default is None
         made.add_argument(
-            flag, type=kind, default=default, help=text if shows_defaults else f"{text} ({_shown(default)})"
+            flag, type=kind, default=default, help=text if stated else f"{text} ({_shown(default)})"
         )
 
 
@@ -85,11 +87,15 @@ def _shown(default: Any) -> str:
     return f"{default:g}" if isinstance(default, float) else str(default)
 
 
-def add_seed_race(made: argparse.ArgumentParser, *, warmup: bool = False) -> None:
-    """The seed race's sizes: ``--clients`` per seat, ``--resources`` seats, ``--timeout``, ``--seed``."""
-    if warmup:
+def add_seed_race(made: argparse.ArgumentParser, *, counted: tuple[str, str] | None = None) -> None:
+    """The seed race's sizes: ``--clients`` per seat, ``--resources`` seats, ``--timeout``, ``--seed``;
+    with ``counted`` (a flag and its help), races repeated per mode: 5 counted after ``--warmup``."""
+    if counted is not None:
+        flag, text = counted
         add_options(
-            made, ("--warmup", non_negative_int, 1, "uncounted races per mode before the counted ones")
+            made,
+            (flag, positive_int, 5, text),
+            ("--warmup", non_negative_int, 1, "uncounted races per mode before the counted ones"),
         )
     add_options(
         made,
@@ -204,6 +210,18 @@ def print_notes(notes: Sequence[str], load_before: str) -> None:
     print(f"load before: {load_before}")
     print(f"load after:  {load_note()}")
     print()
+
+
+def unjudged(args: argparse.Namespace, incomplete: str) -> int | None:
+    """The exit status of a run whose targets are not judged (``incomplete`` says why a run
+    could not finish, or this is a smoke run), saying so; None when they are to be judged."""
+    if incomplete:
+        stderr(f"incomplete: {incomplete}")
+        return EXIT_INCOMPLETE
+    if args.smoke:
+        print(SMOKE_VERDICT)
+        return EXIT_OK
+    return None
 
 
 def stderr(message: str) -> None:

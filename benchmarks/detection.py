@@ -16,6 +16,7 @@ from typing import Any
 
 from benchmarks import cli
 from benchmarks.figures import server_errors, winners_per_resource
+from benchmarks.judge import CAUGHT_SHARE, Check, exit_status
 from benchmarks.racer import race_seats
 from benchmarks.seed import STARTS, run_one_race, start_config
 from benchmarks.services import ServiceError, service
@@ -26,7 +27,6 @@ RACERS: dict[str, HoldPoint] = {"racer/headers": "headers", "racer/body": "body"
 MODES = tuple(STARTS)
 TARGET_MODE = "last-byte/headers"
 TARGET_WINDOW_MS = 1.0
-TARGET_SHARE = 0.99
 QUICK_RUNS = 3
 QUICK_GATE_RUNS = 10
 
@@ -40,17 +40,15 @@ def _parser() -> argparse.ArgumentParser:
             "--racer-windows",
             cli.float_list,
             [0.1, 0.01],
-            "windows (ms, among --windows) where the racer races too",
+            "windows (ms, among --windows) at which the tight-loop racer races too",
         ),
-    )
-    made.add_argument(
-        "--runs", type=cli.positive_int, default=None, help="runs per window and mode (default: 20)"
-    )
-    made.add_argument(
-        "--gate-runs",
-        type=cli.positive_int,
-        default=None,
-        help="runs of the acceptance-gate cell, last-byte at 1 ms (default: 100; must catch >= 99%%)",
+        ("--runs", cli.positive_int, None, "runs per window and mode (default: 20)"),
+        (
+            "--gate-runs",
+            cli.positive_int,
+            None,
+            "runs of the acceptance-gate cell, last-byte at 1 ms (default: 100; must catch >= 99%%)",
+        ),
     )
     made.add_argument(
         "--quick",
@@ -225,32 +223,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"Runs that caught a double booking (any seat with > 1 winner; {args.resources} seats per run)",
     )
     print(f"total wall time {budget.elapsed():.1f}s")
-    if incomplete:
-        cli.stderr(f"incomplete: {incomplete}")
-        return cli.EXIT_INCOMPLETE
-    if args.smoke:
-        print(cli.SMOKE_VERDICT)
-        return cli.EXIT_OK
+    unjudged = cli.unjudged(args, incomplete)
+    if unjudged is not None:
+        return unjudged
     if target is None:
         cli.stderr(f"the target cell ({TARGET_MODE} at {TARGET_WINDOW_MS:g} ms) was not in --windows")
         return cli.EXIT_INCOMPLETE
-    needed = math.ceil(TARGET_SHARE * target.planned)
-    met = target.caught >= needed
-    print(
-        f"target: {TARGET_MODE} catches the {TARGET_WINDOW_MS:g} ms window"
-        f" in >= {needed} of {target.planned} runs:"
-        f" {target.caught} of {target.runs}: {'MET' if met else 'NOT MET'}"
-    )
+    needed = math.ceil(CAUGHT_SHARE * target.planned)
+    checks = [
+        Check(
+            f"{TARGET_MODE} catches the {TARGET_WINDOW_MS:g} ms window in >= {needed} of {target.planned}"
+            f" runs: {target.caught} of {target.runs}",
+            target.caught >= needed,
+        )
+    ]
     for window, cells in versus.items():
         for racer, hold in RACERS.items():
             engine, baseline = cells[f"last-byte/{hold}"], cells[racer]
-            ok = engine.seat_share() >= baseline.seat_share()
-            met = met and ok
-            print(
-                f"target: last-byte/{hold} at {window:g} ms catches per seat {engine.seat_rate()}"
-                f" >= the tight-loop racer's {baseline.seat_rate()}: {'MET' if ok else 'NOT MET'}"
+            checks.append(
+                Check(
+                    f"last-byte/{hold} at {window:g} ms catches per seat {engine.seat_rate()}"
+                    f" >= the tight-loop racer's {baseline.seat_rate()}",
+                    engine.seat_share() >= baseline.seat_share(),
+                )
             )
-    return cli.EXIT_OK if met else cli.EXIT_BELOW_TARGET
+    for check in checks:
+        print(check.line())
+    return exit_status(checks)
 
 
 if __name__ == "__main__":

@@ -245,12 +245,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{run['requests']}: {_per_request(run) / base:.2f}x" for run in runs
         ))  # fmt: skip
     print(f"total wall time {budget.elapsed():.1f}s")
-    if incomplete:
-        cli.stderr(f"incomplete: {incomplete}")
-        return cli.EXIT_INCOMPLETE
-    if args.smoke:
-        print(cli.SMOKE_VERDICT)
-        return cli.EXIT_OK
+    unjudged = cli.unjudged(args, incomplete)
+    if unjudged is not None:
+        return unjudged
     misses = verdict(runs)
     for miss in misses:
         print(f"target NOT MET: {miss}")

@@ -48,8 +48,7 @@ MAX_BARE_LOOPS = 1000
 
 def _parser() -> argparse.ArgumentParser:
     made = cli.parser("start_spread", limit_s=120.0, budget_s=900.0)
-    cli.add_options(made, ("--reps", cli.positive_int, 5, "counted races per mode"))
-    cli.add_seed_race(made, warmup=True)
+    cli.add_seed_race(made, counted=("--reps", "counted races per mode"))
     cli.add_options(
         made,
         (

@@ -47,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
             "--concurrency",
             cli.positive_int,
             50,
-            "clients per wave for the engine, hey's -c; requests = resources x it",
+            "clients per wave for the engine, hey's -c; requests = resources x concurrency",
         ),
         ("--timeout", cli.positive_float, 10.0, "seconds per request"),
         ("--seed", int, 1, "engine race seed, +1 per race"),

@@ -299,23 +299,22 @@ def buyer(body):
 
 
 def test_the_notes_show_under_the_table_and_in_the_verbose_block(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+    inner: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("COLUMNS", "250")
-    pytester.makeini(INNER_INI)
-    pytester.makeconftest(NOTES_CONFTEST)
-    pytester.makepyfile(
+    inner.makeconftest(NOTES_CONFTEST)
+    inner.makepyfile(
         """
         def test_mixed(tickets):
             tickets.post("/t", json=lambda a: {"client": a.client}, concurrency=9)
         """
     )
-    result = pytester.runpytest("-p", "no:cacheprovider", "--race-html", "r.html")
+    result = inner.runpytest("-p", "no:cacheprovider", "--race-html", "r.html")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*test_mixed: rejections of 2 kinds (*× 409, *× 403): if only some*"])
-    html = (pytester.path / "r.html").read_text(encoding="utf-8")
+    html = (inner.path / "r.html").read_text(encoding="utf-8")
     assert '<p class="note">note: rejections of 2 kinds (' in html
-    verbose = pytester.runpytest("-p", "no:cacheprovider", "-v")
+    verbose = inner.runpytest("-p", "no:cacheprovider", "-v")
     verbose.stdout.fnmatch_lines(["Total: 9 requests*", "rejections of 2 kinds*"])
 
 
