@@ -180,12 +180,6 @@ class BudgetExceededError(RuntimeError):
 # -- output --------------------------------------------------------------------------------
 
 
-def begin(args: argparse.Namespace, title: str) -> Budget:
-    """Print the header and start the clock on ``--budget-s``: the budget of the run it heads."""
-    print_header(title, smoke=args.smoke)
-    return Budget(args.budget_s)
-
-
 def print_header(title: str, *, smoke: bool) -> None:
     """The title, the cores client and server share, and the load average."""
     print(title + (" (--smoke)" if smoke else ""))
@@ -210,6 +204,12 @@ def print_notes(notes: Sequence[str], load_before: str) -> None:
     print(f"load before: {load_before}")
     print(f"load after:  {load_note()}")
     print()
+
+
+def begin(args: argparse.Namespace, title: str) -> Budget:
+    """Print the header and start the clock on ``--budget-s``: the budget of the run it heads."""
+    print_header(title, smoke=args.smoke)
+    return Budget(args.budget_s)
 
 
 def unjudged(args: argparse.Namespace, incomplete: str) -> int | None:
