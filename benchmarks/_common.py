@@ -24,11 +24,11 @@ from typing import Any
 import anyio
 from tabulate import tabulate
 
+from pytest_seatrace import Outcome, RaceResult, Record, percentile
 from pytest_seatrace.core.config import HoldPoint
 from pytest_seatrace.engine import RaceConfig, RacePlan, RequestSpec, SyncMode, TargetOptions, run_race
 from pytest_seatrace.options import positive_float as positive_float
 from pytest_seatrace.options import positive_int as positive_int
-from pytest_seatrace.results import Outcome, RaceResult, Record, percentile
 
 EXIT_OK = 0
 EXIT_BELOW_TARGET = 1

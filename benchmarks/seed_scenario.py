@@ -90,8 +90,8 @@ from _common import (
     stderr,
 )
 
+from pytest_seatrace import Record, percentile
 from pytest_seatrace.engine import SyncMode
-from pytest_seatrace.results import Record, percentile
 from pytest_seatrace.service import ServiceError, ServiceHandle, start_sample_service
 
 HERE = Path(__file__).resolve().parent

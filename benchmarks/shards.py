@@ -60,9 +60,9 @@ from _common import (
     winners_per_resource,
 )
 
+from pytest_seatrace import RaceResult
 from pytest_seatrace.engine import RaceConfig, RacePlan, TargetOptions, run_race
 from pytest_seatrace.engine.shards import GatewayPool
-from pytest_seatrace.results import RaceResult
 from pytest_seatrace.service import ServiceError, start_sample_service
 
 SPREAD_FACTOR = 1.5

@@ -24,7 +24,7 @@ one winner per seat on the safe service), 2 incomplete (budget, race limit, serv
 ``--smoke``: toy sizes in seconds, no target, 0 when it ran.
 
 **Through a reverse proxy** (``--proxy``, on by default; skipped with a note when nginx is not
-installed): Debian's nginx started as its own process (``sample_service.proxy``) as an HTTP/2 TLS
+installed): Debian's nginx started as its own process (``tests/nginx.py``) as an HTTP/2 TLS
 front with a keep-alive HTTP/1.1 upstream pool, in front of the uvicorn sample service — what most
 staging looks like. Every start races through it with ``proxy_request_buffering`` off and on, in
 each placement: **pinned** (the app on the second core, the client and nginx on the first) and
@@ -79,6 +79,7 @@ from _common import (
     STARTS as HTTP1_STARTS,
 )
 
+from pytest_seatrace import RaceResult
 from pytest_seatrace.core.config import HoldPoint
 from pytest_seatrace.core.records import RaceRun, Record
 from pytest_seatrace.engine import lastbyte
@@ -89,9 +90,10 @@ from pytest_seatrace.engine.limits import ensure_open_files
 from pytest_seatrace.engine.requests import RequestBuilder
 from pytest_seatrace.marker import resolve
 from pytest_seatrace.options import Settings
-from pytest_seatrace.results import RaceResult
 from pytest_seatrace.service import ServiceError, ServiceHandle, start_sample_service
-from sample_service.proxy import ProxyHandle, ProxyStartError, find_nginx, nginx_version, start_nginx_proxy
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests/nginx.py (python benchmarks/x.py)
+from tests.nginx import ProxyHandle, ProxyStartError, find_nginx, nginx_version, start_nginx_proxy
 
 _STARTS = {
     start.label: start

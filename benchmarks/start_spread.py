@@ -64,9 +64,9 @@ from _common import (
 )
 from _racer import SeatRace, race_seats
 
+from pytest_seatrace import RaceResult
 from pytest_seatrace.core.config import REJECT_DEFAULT, HoldPoint, make_rule
 from pytest_seatrace.engine import RequestSpec
-from pytest_seatrace.results import RaceResult
 from pytest_seatrace.service import ServiceError, ServiceHandle, start_sample_service
 
 HOLDS: tuple[HoldPoint, ...] = ("headers", "body")

@@ -11,14 +11,13 @@ import anyio.to_thread
 import httpx
 import pytest
 
-from pytest_seatrace import RaceUsageError, RaceViolation
+from pytest_seatrace import Outcome, RaceUsageError, RaceViolation, Record
 from pytest_seatrace.engine.classify import Classifier
 from pytest_seatrace.engine.lastbyte import LastByteFirer, Slot
 from pytest_seatrace.engine.plan import Attempt, RequestSpec
 from pytest_seatrace.engine.requests import RequestBuilder, make_ssl_context
 from pytest_seatrace.marker import resolve
 from pytest_seatrace.options import Settings
-from pytest_seatrace.results import Outcome, Record
 from tests.support import OneWinnerApp, raw_server, read_request_head, serve_app
 
 

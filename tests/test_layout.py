@@ -143,17 +143,16 @@ def test_plugin_imports_heavy_libraries_lazily() -> None:
 @pytest.mark.parametrize(
     ("path", "name"),
     [
-        ("pytest_seatrace.fixtures", "Race"),
         ("pytest_seatrace.service", "ServiceHandle"),
-        ("pytest_seatrace.errors", "RaceViolation"),
-        ("pytest_seatrace.results", "RaceResult"),
-        ("pytest_seatrace.results", "Record"),
         ("pytest_seatrace", "Race"),
         ("pytest_seatrace", "ServiceHandle"),
         ("pytest_seatrace", "ViolationKind"),
+        ("pytest_seatrace", "RaceViolation"),
+        ("pytest_seatrace", "RaceResult"),
+        ("pytest_seatrace", "Record"),
     ],
 )
-def test_old_and_public_import_paths_work_without_warnings(path: str, name: str) -> None:
+def test_public_import_paths_work_without_warnings(path: str, name: str) -> None:
     code = (
         f"import warnings; warnings.simplefilter('error'); from {path} import {name}; print({name}.__name__)"
     )

@@ -29,6 +29,7 @@ import h2.events
 import h2.settings
 import pytest
 
+from pytest_seatrace import RaceResult
 from pytest_seatrace.core.records import Outcome, RaceRun, Record
 from pytest_seatrace.engine.classify import Classifier
 from pytest_seatrace.engine.h2 import SinglePacketFirer, data_segments_out, negotiate_h2
@@ -38,7 +39,6 @@ from pytest_seatrace.engine.rawhttp import Origin
 from pytest_seatrace.engine.requests import RequestBuilder, make_ssl_context
 from pytest_seatrace.marker import resolve
 from pytest_seatrace.options import Settings
-from pytest_seatrace.results import RaceResult
 from pytest_seatrace.service import ServiceHandle
 from tests.support import raw_server
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from pytest_seatrace import Outcome, Record
 from pytest_seatrace.core.config import RaceConfig
 from pytest_seatrace.core.document import RaceDoc
 from pytest_seatrace.core.records import RaceRun
@@ -31,7 +32,6 @@ from pytest_seatrace.report.summary import (
     table_lines,
     terminal_width,
 )
-from pytest_seatrace.results import Outcome, Record
 from tests.support import INNER_INI, SEATS_CONFTEST
 
 LONG = "tests/integration/booking/test_concert_hall_seating.py::test_one_winner_per_seat[balcony-row-7]"

@@ -54,6 +54,8 @@ STATUS_REASONS_SHOWN = 50
 class Win:
     """An acknowledged winner: who won, when, and the start of what the service said."""
 
+    __module__ = "pytest_seatrace"  # the public name: tracebacks and pickles say it
+
     client: int
     round: int
     status: int
@@ -72,6 +74,8 @@ class Win:
 
 @dataclass(frozen=True, slots=True)
 class RoundSummary:
+    __module__ = "pytest_seatrace"  # the public name: tracebacks and pickles say it
+
     round: int
     requests: int
     wins: int
@@ -84,6 +88,8 @@ class RoundSummary:
 @dataclass(frozen=True)
 class RaceResult:
     """Everything one race call measured, derived from its records and config."""
+
+    __module__ = "pytest_seatrace"  # the public name: tracebacks and pickles say it
 
     name: str
     config: RaceConfig = field(repr=False)
