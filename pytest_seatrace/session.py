@@ -19,13 +19,15 @@ import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from pytest_seatrace.core.document import RaceDoc
-from pytest_seatrace.core.result import RaceResult, history_columns
 from pytest_seatrace.options import Settings
+
+if TYPE_CHECKING:  # the result and its judge load with the first race, not with the plugin
+    from pytest_seatrace.core.result import RaceResult
 
 RACES = pytest.StashKey[list[RaceDoc]]()
 """Race documents of one test item, in the order its races ran."""
@@ -183,12 +185,13 @@ class Controller(RaceSessionRole):
                 self.crashed_workers.append(f"{worker}: history unreadable ({exc})")
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        from pytest_seatrace.report.files import write_reports
-
         settings = self.settings
-        self.written, self.write_errors = write_reports(
-            self.full_races(), seed=settings.seed, json_path=settings.json, html_path=settings.html
-        )
+        if settings.json or settings.html:  # the report modules load only when asked for
+            from pytest_seatrace.report.files import write_reports
+
+            self.written, self.write_errors = write_reports(
+                self.full_races(), seed=settings.seed, json_path=settings.json, html_path=settings.html
+            )
         if self.write_errors and session.exitstatus == pytest.ExitCode.OK:
             # A lost report fails the run, as pytest-cov's --cov-fail-under does; the terminal
             # summary (run after this hook) names the file.
@@ -198,16 +201,18 @@ class Controller(RaceSessionRole):
                 shutil.rmtree(directory, ignore_errors=True)
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
-        from pytest_seatrace.report.summary import summary_lines
-
         settings = self.settings
-        lines = summary_lines(
-            self.races,
-            verbosity=self.config.get_verbosity(),
-            mode=settings.summary,
-            workers=self.worker_count(),
-            serialised=self.serialised,
-        )
+        lines = []
+        if self.races:  # no race, no summary: its modules load only after a race
+            from pytest_seatrace.report.summary import summary_lines
+
+            lines = summary_lines(
+                self.races,
+                verbosity=self.config.get_verbosity(),
+                mode=settings.summary,
+                workers=self.worker_count(),
+                serialised=self.serialised,
+            )
         if lines:
             terminalreporter.ensure_newline()  # else the first table line would follow a blank one
             terminalreporter.section("race summary")
@@ -232,6 +237,8 @@ class Controller(RaceSessionRole):
         """Every race document with its history attached where it is known."""
         if not self.wants_history:
             return list(self.races)
+        from pytest_seatrace.core.result import history_columns
+
         local = {r.name: r for r in self.local}
         out = []
         for race in self.races:
@@ -293,6 +300,8 @@ class Worker(RaceSessionRole):
         directory = self.workerinput.get("seatrace_dir")
         if not directory or not self.wants_history:
             return
+        from pytest_seatrace.core.result import history_columns
+
         path = Path(directory) / f"{self.worker_id}.json"
         data = [{"name": r.name, "history": history_columns(r.history, r.resources)} for r in self.local]
         try:
