@@ -23,13 +23,13 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_seatrace.core.document import RaceDoc
 from pytest_seatrace.options import Settings
 
-if TYPE_CHECKING:  # the result and its judge load with the first race, not with the plugin
+if TYPE_CHECKING:  # the documents, the result and its judge load with the first race
+    from pytest_seatrace.core.document import RaceDoc
     from pytest_seatrace.core.result import RaceResult
 
-RACES = pytest.StashKey[list[RaceDoc]]()
+RACES = pytest.StashKey["list[RaceDoc]"]()
 """Race documents of one test item, in the order its races ran."""
 REPORTED = pytest.StashKey[int]()
 """How many of an item's races have already ridden on a report to the controller."""
@@ -237,6 +237,7 @@ class Controller(RaceSessionRole):
         """Every race document with its history attached where it is known."""
         if not self.wants_history:
             return list(self.races)
+        from pytest_seatrace.core.document import RaceDoc
         from pytest_seatrace.core.result import history_columns
 
         local = {r.name: r for r in self.local}

@@ -142,11 +142,12 @@ def test_plugin_imports_heavy_libraries_lazily() -> None:
 
 
 NOT_LOADED_WITHOUT_A_RACE = (
-    # ours: the result and its judge and figures, the engine, the reports, the version lookup
+    # ours: the result, its judge, figures and documents, the engine, the reports, the version lookup
     # (importlib.metadata scanning every installed distribution), the fixture's object, the
     # sample-service runner
     "pytest_seatrace.core.result",
     "pytest_seatrace.core.judge",
+    "pytest_seatrace.core.document",
     "pytest_seatrace.core.stats",
     "pytest_seatrace.core.records",
     "pytest_seatrace.engine",
