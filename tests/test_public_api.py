@@ -37,6 +37,13 @@ def test_the_results_component_types_are_exported_from_the_root() -> None:
     assert set(pytest_seatrace.__all__) <= set(dir(pytest_seatrace))
 
 
+def test_a_star_import_gives_every_public_name() -> None:
+    namespace: dict[str, Any] = {}
+    exec("from pytest_seatrace import *", namespace)  # noqa: S102 - a fixed statement
+    assert set(pytest_seatrace.__all__) <= namespace.keys()
+    assert namespace["RaceViolation"] is RaceViolation
+
+
 def test_an_unknown_name_is_an_attribute_error() -> None:
     with pytest.raises(AttributeError, match="has no attribute 'Nothing'"):
         _ = pytest_seatrace.Nothing  # type: ignore[attr-defined]
