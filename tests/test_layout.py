@@ -122,25 +122,6 @@ def test_module_imports_without(module: str, forbidden: tuple[str, ...]) -> None
     assert out.stdout.strip() == ""
 
 
-def test_plugin_imports_heavy_libraries_lazily() -> None:
-    """Loading the plugin (every pytest run) must not pay for the engine's libraries."""
-    heavy = (
-        "tabulate",
-        "uvicorn",
-        "starlette",
-        "httpx",
-        "httpcore",
-        "h11",
-        "h2",
-        "anyio",
-        "filelock",
-        "execnet",
-    )
-    code = f"import sys, pytest_seatrace.plugin\nprint(','.join(m for m in {heavy!r} if m in sys.modules))\n"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
-    assert out.stdout.strip() == ""
-
-
 NOT_LOADED_WITHOUT_A_RACE = (
     # ours: the result, its judge, figures and documents, the engine, the reports, the version lookup
     # (importlib.metadata scanning every installed distribution), the fixture's object, the
