@@ -1,26 +1,6 @@
-"""How often the seed race catches the unsafe strategy's double booking, per window and start.
+"""How often the seed race catches the unsafe service's double booking, per window and start.
 
-The ``unsafe`` sample service checks a seat, waits ``--window-ms``, then books it without
-re-checking: two orders whose checks fall in the same window both win. For each window a
-fresh service is started and the seed race (100 clients x 16 seats) is repeated, alternating
-the starts (last-byte held at the headers, last-byte held at the body, gate), with
-``POST /reset`` between runs. A run *catches* the bug when any seat has more than one
-acknowledged winner; the per-seat catch rate is the share of seats that did. The client and
-the service share this machine's cores.
-
-At the narrow windows (``--racer-windows``, default 0.1 ms and 10 µs) a minimal tight-loop
-racer (``_racer.py``: plain asyncio, fresh connections per seat, the engine's own bytes held at
-the same point, the held bytes sent from one loop, one seat at a time) races too, at both hold
-points, interleaved with the engine's runs.
-
-Targets: the unsafe strategy is caught in at least 99 of 100 runs with ``--window-ms 1``
-(the default start, last-byte held at the headers, at 1 ms, run ``--gate-runs`` times; the
-acceptance gate of this script); and at every racer window and hold point, the engine's
-per-seat catch rate (last-byte) is at least the racer's.
-
-Exit status: 0 target met, 1 below target, 2 incomplete (time budget, race time limit,
-service failure, or the target cell was not part of the run). ``--smoke``: toy sizes in
-seconds, no target, 0 when it ran.
+docs/benchmarks.md, section "detection", says what it measures and its targets, and records the figures.
 """
 
 from __future__ import annotations
@@ -34,32 +14,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from _common import (
-    EXIT_BELOW_TARGET,
-    EXIT_INCOMPLETE,
-    EXIT_OK,
-    SMOKE_VERDICT,
-    STARTS,
-    Budget,
-    BudgetExceededError,
-    add_limits,
-    add_smoke,
-    apply_smoke,
-    float_list,
-    positive_float,
-    positive_int,
-    print_header,
-    print_table,
-    run_one_race,
-    seed_config,
-    server_errors,
-    stderr,
-    winners_per_resource,
-)
-from _racer import race_seats
-
-from pytest_seatrace.core.config import HoldPoint
-from pytest_seatrace.service import ServiceError, start_sample_service
+from benchmarks import cli
+from benchmarks.figures import server_errors, winners_per_resource
+from benchmarks.racer import race_seats
+from benchmarks.seed import STARTS, run_one_race, start_config
+from benchmarks.services import ServiceError, service
+from pytest_seatrace.engine.instrument import HoldPoint
 
 RACERS: dict[str, HoldPoint] = {"racer/headers": "headers", "racer/body": "body"}
 """The tight-loop racer's modes, and the engine start each is held against."""
@@ -72,40 +32,35 @@ QUICK_GATE_RUNS = 10
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument(
+    made = cli.parser("detection", limit_s=120.0, budget_s=1800.0)
+    made.add_argument(
         "--windows",
-        type=float_list,
+        type=cli.float_list,
         default=[1.0, 0.1, 0.01],
         help="unsafe check-to-act windows in ms, comma-separated (default: 1,0.1,0.01)",
     )
-    parser.add_argument(
+    made.add_argument(
         "--racer-windows",
-        type=float_list,
+        type=cli.float_list,
         default=[0.1, 0.01],
         help="windows (ms, among --windows) at which the tight-loop racer races too (default: 0.1,0.01)",
     )
-    parser.add_argument(
-        "--runs", type=positive_int, default=None, help="runs per window and mode (default: 20)"
+    made.add_argument(
+        "--runs", type=cli.positive_int, default=None, help="runs per window and mode (default: 20)"
     )
-    parser.add_argument(
+    made.add_argument(
         "--gate-runs",
-        type=positive_int,
+        type=cli.positive_int,
         default=None,
         help="runs of the acceptance-gate cell, last-byte at 1 ms (default: 100; must catch >= 99%%)",
     )
-    parser.add_argument(
+    made.add_argument(
         "--quick",
         action="store_true",
         help=f"smoke run: {QUICK_RUNS} runs per cell, {QUICK_GATE_RUNS} in the gate cell (unless given)",
     )
-    parser.add_argument("--clients", type=positive_int, default=100, help="clients per seat (default: 100)")
-    parser.add_argument("--resources", type=positive_int, default=16, help="seats raced (default: 16)")
-    parser.add_argument("--timeout", type=positive_float, default=10.0, help="seconds per request")
-    parser.add_argument("--seed", type=int, default=1, help="first race seed; each race adds 1 (default: 1)")
-    add_limits(parser, limit="race", limit_s=120.0, budget_s=1800.0)
-    add_smoke(parser)
-    return parser
+    cli.add_seed_race(made)
+    return made
 
 
 @dataclass
@@ -161,31 +116,25 @@ def _plan(args: argparse.Namespace) -> tuple[int, int]:
 
 
 def run_window(
-    window_ms: float, cells: dict[str, Cell], args: argparse.Namespace, budget: Budget, seed: int
+    window_ms: float, cells: dict[str, Cell], args: argparse.Namespace, budget: cli.Budget, seed: int
 ) -> tuple[int, float]:
     """All runs of one window against a fresh unsafe service; returns the next seed and the time taken."""
     started = budget.elapsed()
-    with start_sample_service(strategy="unsafe", seats=args.resources, window_ms=window_ms) as svc:
+    with service("unsafe", seats=args.resources, window_ms=window_ms) as svc:
         for index in range(max(cell.planned for cell in cells.values())):
             for mode, cell in cells.items():  # alternate the modes so both see the same noise
                 if index >= cell.planned:
                     continue
                 if budget.expired():
-                    raise BudgetExceededError(
+                    raise cli.BudgetExceededError(
                         f"budget of {budget.seconds:g}s used up at {window_ms} ms, {mode} run {index + 1}"
                     )
                 if mode in RACERS:
                     _racer_run(svc.url, svc.port, RACERS[mode], cell, args)
                     svc.reset()
                     continue
-                start = STARTS[mode]
-                config = seed_config(
-                    resources=args.resources,
-                    clients=args.clients,
-                    sync=start.sync,
-                    hold=start.hold,
-                    seed=seed,
-                    timeout=args.timeout,
+                config = start_config(
+                    mode, resources=args.resources, clients=args.clients, seed=seed, timeout=args.timeout
                 )
                 seed += 1
                 result, wall = run_one_race(
@@ -218,14 +167,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "clients": 5,
         "resources": 2,
     }
-    apply_smoke(args, **smoke, race_limit_s=30.0, budget_s=60.0)
+    cli.apply_smoke(args, **smoke, race_limit_s=30.0, budget_s=60.0)
     runs, gate_runs = _plan(args)
-    budget = Budget(args.budget_s)
-    print_header(
+    budget = cli.Budget(args.budget_s)
+    cli.print_header(
         f"detection: unsafe sample service, seed race {args.clients} clients x {args.resources} seats, "
         f"{runs} runs per window and mode, {gate_runs} for {TARGET_MODE} at {TARGET_WINDOW_MS:g} ms"
-        + (" (--quick)" if args.quick else "")
-        + (" (--smoke)" if args.smoke else "")
+        + (" (--quick)" if args.quick else ""),
+        smoke=args.smoke,
     )
     table: list[list[Any]] = []
     target: Cell | None = None
@@ -244,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             target = cells[TARGET_MODE]
         try:
             seed, took = run_window(window, cells, args, budget, seed)
-        except (BudgetExceededError, TimeoutError, ServiceError, OSError) as exc:
+        except (cli.BudgetExceededError, TimeoutError, ServiceError, OSError) as exc:
             incomplete = f"{type(exc).__name__}: {exc}"
             took = math.nan
         for mode, cell in cells.items():
@@ -263,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         if incomplete:
             break
-    print_table(
+    cli.print_table(
         table,
         (
             "window ms",
@@ -280,14 +229,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(f"total wall time {budget.elapsed():.1f}s")
     if incomplete:
-        stderr(f"incomplete: {incomplete}")
-        return EXIT_INCOMPLETE
+        cli.stderr(f"incomplete: {incomplete}")
+        return cli.EXIT_INCOMPLETE
     if args.smoke:
-        print(SMOKE_VERDICT)
-        return EXIT_OK
+        print(cli.SMOKE_VERDICT)
+        return cli.EXIT_OK
     if target is None:
-        stderr(f"the target cell ({TARGET_MODE} at {TARGET_WINDOW_MS:g} ms) was not in --windows")
-        return EXIT_INCOMPLETE
+        cli.stderr(f"the target cell ({TARGET_MODE} at {TARGET_WINDOW_MS:g} ms) was not in --windows")
+        return cli.EXIT_INCOMPLETE
     needed = math.ceil(TARGET_SHARE * target.planned)
     met = target.caught >= needed
     print(
@@ -304,7 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"target: last-byte/{hold} at {window:g} ms catches per seat {engine.seat_rate()}"
                 f" >= the tight-loop racer's {baseline.seat_rate()}: {'MET' if ok else 'NOT MET'}"
             )
-    return EXIT_OK if met else EXIT_BELOW_TARGET
+    return cli.EXIT_OK if met else cli.EXIT_BELOW_TARGET
 
 
 if __name__ == "__main__":

@@ -1,14 +1,6 @@
 """Scale: 500 clients per seat at 20, 50 and 100 seats (10k, 25k, 50k requests), last-byte.
 
-Target: 50,000 requests (500 x 100) complete with peak memory under 200 MB, and the time
-per request at 50k is at most 1.3 x that at 10k. Each size runs in a fresh subprocess of
-this script (``--child``), so its peak RSS (``ru_maxrss`` of that process) belongs to that
-size alone; the safe sample service (100 seats) runs in its own process, started once by
-the parent and reset before every size.
-
-Exit status: 0 targets met, 1 below target (RSS, time per request, any error, 5xx, double
-booking or seat without its one winner), 2 incomplete (time budget, child failure).
-``--smoke``: toy sizes in seconds, no target, 0 when it ran.
+docs/benchmarks.md, section "scale", says what it measures and its targets, and records the figures.
 """
 
 from __future__ import annotations
@@ -25,30 +17,13 @@ from typing import Any
 
 import anyio
 import httpx
-from _common import (
-    EXIT_BELOW_TARGET,
-    EXIT_INCOMPLETE,
-    EXIT_OK,
-    NS_PER_MS,
-    SMOKE_VERDICT,
-    Budget,
-    add_limits,
-    add_smoke,
-    apply_smoke,
-    int_list,
-    positive_float,
-    positive_int,
-    print_header,
-    print_table,
-    run_one_race,
-    seed_config,
-    server_errors,
-    stderr,
-    winners_per_resource,
-)
 
-from pytest_seatrace.service import ServiceError, start_sample_service
+from benchmarks import cli
+from benchmarks.figures import NS_PER_MS, server_errors, winners_per_resource
+from benchmarks.seed import run_one_race, seed_config
+from benchmarks.services import ServiceError, service
 
+ROOT = Path(__file__).resolve().parent.parent
 MARKER = "SCALE-RESULT "
 MAX_RSS_MB = 200.0
 MAX_RATIO = 1.3
@@ -57,26 +32,18 @@ CHILD_STARTUP_S = 60.0
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0] if __doc__ else None,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    made = cli.parser("scale", limit_s=600.0, budget_s=1800.0, defaults_help=True)
+    made.add_argument("--clients", type=cli.positive_int, default=500, help="clients per seat")
+    made.add_argument(
+        "--sizes", type=cli.int_list, default=[20, 50, 100], help="seat counts, comma-separated"
     )
-    parser.add_argument("--clients", type=positive_int, default=500, help="clients per seat")
-    parser.add_argument(
-        "--sizes",
-        type=int_list,
-        default=[20, 50, 100],
-        help="seat counts, comma-separated",
-    )
-    parser.add_argument("--seats", type=positive_int, default=100, help="seats of the service")
-    parser.add_argument("--timeout", type=positive_float, default=30.0, help="seconds per request")
-    parser.add_argument("--seed", type=int, default=1, help="race seed")
-    add_limits(parser, limit="race", limit_s=600.0, budget_s=1800.0)
-    add_smoke(parser)
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--url", help=argparse.SUPPRESS)
-    parser.add_argument("--resources", type=positive_int, default=1, help=argparse.SUPPRESS)
-    return parser
+    made.add_argument("--seats", type=cli.positive_int, default=100, help="seats of the service")
+    made.add_argument("--timeout", type=cli.positive_float, default=30.0, help="seconds per request")
+    made.add_argument("--seed", type=int, default=1, help="race seed")
+    made.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    made.add_argument("--url", help=argparse.SUPPRESS)
+    made.add_argument("--resources", type=cli.positive_int, default=1, help=argparse.SUPPRESS)
+    return made
 
 
 def peak_rss_mb() -> float:
@@ -128,12 +95,12 @@ def child(args: argparse.Namespace) -> int:
         "peak_rss_mb": peak_rss_mb(),
     }
     print(MARKER + json.dumps(figures))
-    return EXIT_OK
+    return cli.EXIT_OK
 
 
 def run_child(url: str, size: int, args: argparse.Namespace, limit_s: float) -> dict[str, Any]:
     command = [
-        sys.executable, str(Path(__file__).resolve()), "--child",
+        sys.executable, "-m", "benchmarks", "scale", "--child",
         "--url", url,
         "--resources", str(size),
         "--clients", str(args.clients),
@@ -142,7 +109,7 @@ def run_child(url: str, size: int, args: argparse.Namespace, limit_s: float) -> 
         "--race-limit-s", str(args.race_limit_s),
     ]  # fmt: skip
     started = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, timeout=limit_s, check=False)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=limit_s, check=False, cwd=ROOT)
     for line in done.stdout.splitlines():
         if line.startswith(MARKER):
             figures: dict[str, Any] = json.loads(line[len(MARKER) :])
@@ -156,9 +123,9 @@ def run_child(url: str, size: int, args: argparse.Namespace, limit_s: float) -> 
 # -- the parent ----------------------------------------------------------------------------
 
 
-def measure(args: argparse.Namespace, budget: Budget) -> tuple[list[dict[str, Any]], str]:
+def measure(args: argparse.Namespace, budget: cli.Budget) -> tuple[list[dict[str, Any]], str]:
     runs: list[dict[str, Any]] = []
-    with start_sample_service(strategy="safe", seats=args.seats) as svc:
+    with service("safe", seats=args.seats) as svc:
         for size in args.sizes:
             if budget.expired():
                 return runs, f"budget of {budget.seconds:g}s used up before {size} seats"
@@ -212,20 +179,20 @@ def _per_request(run: dict[str, Any]) -> float:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if not args.child:
-        apply_smoke(args, clients=5, sizes=[1, 2], seats=2, race_limit_s=30.0, budget_s=90.0)
+        cli.apply_smoke(args, clients=5, sizes=[1, 2], seats=2, race_limit_s=30.0, budget_s=90.0)
     if args.child:
         if not args.url:
-            stderr("--child needs --url")
-            return EXIT_INCOMPLETE
+            cli.stderr("--child needs --url")
+            return cli.EXIT_INCOMPLETE
         return child(args)
     if max(args.sizes) > args.seats:
-        stderr(f"--sizes up to {max(args.sizes)} need --seats >= that (got {args.seats})")
-        return EXIT_INCOMPLETE
-    budget = Budget(args.budget_s)
-    print_header(
+        cli.stderr(f"--sizes up to {max(args.sizes)} need --seats >= that (got {args.seats})")
+        return cli.EXIT_INCOMPLETE
+    budget = cli.Budget(args.budget_s)
+    cli.print_header(
         f"scale: {args.clients} clients per seat at {', '.join(map(str, args.sizes))} seats, last-byte, "
-        f"safe sample service ({args.seats} seats), one fresh process per size"
-        + (" (--smoke)" if args.smoke else "")
+        f"safe sample service ({args.seats} seats), one fresh process per size",
+        smoke=args.smoke,
     )
     try:
         runs, incomplete = measure(args, budget)
@@ -251,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ]
         for run in runs
     ]
-    print_table(
+    cli.print_table(
         rows,
         (
             "seats",
@@ -279,11 +246,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         ))  # fmt: skip
     print(f"total wall time {budget.elapsed():.1f}s")
     if incomplete:
-        stderr(f"incomplete: {incomplete}")
-        return EXIT_INCOMPLETE
+        cli.stderr(f"incomplete: {incomplete}")
+        return cli.EXIT_INCOMPLETE
     if args.smoke:
-        print(SMOKE_VERDICT)
-        return EXIT_OK
+        print(cli.SMOKE_VERDICT)
+        return cli.EXIT_OK
     misses = verdict(runs)
     for miss in misses:
         print(f"target NOT MET: {miss}")
@@ -292,7 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"targets MET: peak RSS <= {MAX_RSS_MB:.0f} MB at the largest size, time per request within "
             f"{MAX_RATIO} x of the smallest size, no 5xx, no errors, exactly one winner per seat"
         )
-    return EXIT_BELOW_TARGET if misses else EXIT_OK
+    return cli.EXIT_BELOW_TARGET if misses else cli.EXIT_OK
 
 
 if __name__ == "__main__":

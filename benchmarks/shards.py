@@ -1,20 +1,6 @@
 """Sharded races: 16 x 500 and 1 x 5,000 clients with 1 and 2 shards (execnet popen), same run.
 
-Per race: wall time, req/s, per-seat start spread on the client (first to last final write,
-on the coordinator's clock after the shards' stamps were mapped onto it) and at the server
-(``X-Arrival-Ns``), the clock mapping's error bound, and the CPU the client (this process and
-its shards) and the service spent: on a box whose cores the service shares, what the shards
-spend beyond one process is taken from the service. The gateways are started once, before
-timing (as a session does), and reused by every race; the safe sample service runs in its own
-process and is reset before each race.
-
-Targets: with 2 shards the median per-seat client spread stays within 1.5 x the one-process
-spread + 1 ms, and 16 x 500 finishes no slower than in one process; every race has exactly one
-winner per seat and no error. ``--shard-nice N`` starts the shards as ``popen//nice=N``
-(execnet's spec key), to see what a lower priority trades: it leaves the service more of the
-cores, and the shards wake up late for their starts. Exit status:
-0 targets met, 1 below target, 2 incomplete (time budget, a race that could not run).
-``--smoke``: toy sizes in seconds, no target, 0 when it ran.
+docs/benchmarks.md, section "shards", says what it measures and its targets, and records the figures.
 """
 
 from __future__ import annotations
@@ -23,47 +9,24 @@ import argparse
 import math
 import resource
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import anyio
-from _common import (
-    EXIT_BELOW_TARGET,
-    EXIT_INCOMPLETE,
-    EXIT_OK,
-    NS_PER_MS,
-    SMOKE_VERDICT,
-    Budget,
-    add_limits,
-    add_smoke,
-    apply_smoke,
+from benchmarks import cli
+from benchmarks.figures import NS_PER_MS, fmt_or_dash, ms, nan_median, winners_per_resource
+from benchmarks.machine import (
     cores,
     cpu_times,
-    fmt_or_dash,
-    int_list,
     load_note,
-    ms,
-    nan_median,
-    order_spec,
-    positive_float,
-    positive_int,
-    print_header,
-    print_table,
     process_cpu_s,
     runqueue_wait_s,
     rusage_cpu_s,
-    seed_config,
-    stderr,
     steal_note,
-    winners_per_resource,
 )
-
-from pytest_seatrace import RaceResult
-from pytest_seatrace.engine import RaceConfig, RacePlan, TargetOptions, run_race
-from pytest_seatrace.engine.shards import GatewayPool
-from pytest_seatrace.service import ServiceError, start_sample_service
+from benchmarks.seed import run_one_race, seed_config
+from benchmarks.services import ServiceError, service
+from pytest_seatrace.engine.instrument import GatewayPool, RaceConfig, RaceResult
 
 SPREAD_FACTOR = 1.5
 SPREAD_SLACK_MS = 1.0
@@ -99,32 +62,27 @@ def nice_value(text: str) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0] if __doc__ else None,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument(
+    made = cli.parser("shards", limit_s=300.0, budget_s=1200.0, defaults_help=True)
+    made.add_argument(
         "--scenarios", type=scenario_list, default=[(16, 500), (1, 5000)], help="SEATSxCLIENTS,..."
     )
-    parser.add_argument("--shards", type=int_list, default=[1, 2], help="shard counts, comma-separated")
-    parser.add_argument("--timeout", type=positive_float, default=30.0, help="seconds per request")
-    parser.add_argument("--seed", type=int, default=1, help="race seed")
-    parser.add_argument(
+    made.add_argument("--shards", type=cli.int_list, default=[1, 2], help="shard counts, comma-separated")
+    made.add_argument("--timeout", type=cli.positive_float, default=30.0, help="seconds per request")
+    made.add_argument("--seed", type=int, default=1, help="race seed")
+    made.add_argument(
         "--shard-nice",
         type=nice_value,
         default=0,
         help="start each shard as popen//nice=N (0-19; 0: as the test process)",
     )
-    parser.add_argument(
+    made.add_argument(
         "--repeat",
-        type=positive_int,
+        type=cli.positive_int,
         default=5,
         help="interleaved races per cell, medians judged (5: on 2 cores one race's wall swings "
         "2-3 %% from run to run, and one process and two shards are near level)",
     )
-    add_limits(parser, limit="race", limit_s=300.0, budget_s=1200.0)
-    add_smoke(parser)
-    return parser
+    return made
 
 
 @dataclass
@@ -145,27 +103,12 @@ def race_once(
 ) -> Timed:
     """Race once. ``pids``: the service's, and the shards' as the last race of this shard count
     saw them (the pool reuses its gateways; a shard that started anew makes the client CPU NaN)."""
-    plan = RacePlan(
-        name=f"shards-{config.shards}",
-        config=config,
-        target=TargetOptions(base_url=url, shard_pool=pool),
-        request=order_spec(),
-    )
-    results: list[RaceResult] = []
-
-    async def main() -> None:
-        with anyio.fail_after(limit_s):
-            results.append(RaceResult.from_run(plan.name, config, await run_race(plan)))
-
     service_pid, shard_pids = pids
     service_before, own_before = process_cpu_s(service_pid), rusage_cpu_s(resource.RUSAGE_SELF)
     waited_before = runqueue_wait_s(service_pid)
     shards_before = [process_cpu_s(pid) for pid in shard_pids]
-    started = time.perf_counter()
-    anyio.run(main)
-    wall = time.perf_counter() - started
+    result, wall = run_one_race(url, config, name=f"shards-{config.shards}", limit_s=limit_s, shard_pool=pool)
     shards_cpu = sum(process_cpu_s(pid) for pid in shard_pids) - sum(shards_before)
-    result = results[0]
     if sorted(shard_pids) != shard_pids_of(result):
         shards_cpu = math.nan
     return Timed(
@@ -210,10 +153,11 @@ Figures = dict[tuple[tuple[int, int], int], list[Timed]]
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    apply_smoke(args, scenarios=[(2, 10), (1, 20)], shards=[1, 2], timeout=10.0, repeat=1)
-    budget = Budget(args.budget_s)
-    print_header(
-        f"Sharded races (execnet {shard_spec(args)} gateways), last-byte, hold=headers, safe sample service"
+    cli.apply_smoke(args, scenarios=[(2, 10), (1, 20)], shards=[1, 2], timeout=10.0, repeat=1)
+    budget = cli.Budget(args.budget_s)
+    cli.print_header(
+        f"Sharded races (execnet {shard_spec(args)} gateways), last-byte, hold=headers, safe sample service",
+        smoke=args.smoke,
     )
     print(
         f"this machine has {cores()} cores: the gain from shards is capped at two processes here, and "
@@ -228,21 +172,21 @@ def main(argv: list[str] | None = None) -> int:
     pool = GatewayPool()
     pids: dict[int, list[int]] = {}
     try:
-        with start_sample_service(strategy="safe", seats=seats) as service:
+        with service("safe", seats=seats) as svc:
             for shards in args.shards:  # gateways and imports warmed before timing, as a session does
                 config = sharded_config(1, max(2, shards), shards, args)
-                warm = race_once(service.url, config, pool, args.race_limit_s, (service.pid, []))
+                warm = race_once(svc.url, config, pool, args.race_limit_s, (svc.pid, []))
                 pids[shards] = shard_pids_of(warm.result)
-                service.reset()
+                svc.reset()
             for repeat, scenario, shards in (
                 (r, sc, sh) for r in range(1, args.repeat + 1) for sc in args.scenarios for sh in args.shards
             ):  # interleaved: every cell sees the same machine
                 if budget.expired():
-                    stderr("time budget spent before every race ran")
-                    return EXIT_INCOMPLETE
-                service.reset()
+                    cli.stderr("time budget spent before every race ran")
+                    return cli.EXIT_INCOMPLETE
+                svc.reset()
                 config = sharded_config(scenario[0], scenario[1], shards, args)
-                run = race_once(service.url, config, pool, args.race_limit_s, (service.pid, pids[shards]))
+                run = race_once(svc.url, config, pool, args.race_limit_s, (svc.pid, pids[shards]))
                 pids[shards] = shard_pids_of(run.result)
                 figures.setdefault((scenario, shards), []).append(run)
                 result = run.result
@@ -264,17 +208,17 @@ def main(argv: list[str] | None = None) -> int:
                     ]
                 )
     except (ServiceError, TimeoutError) as exc:
-        stderr(f"incomplete: {exc}")
-        return EXIT_INCOMPLETE
+        cli.stderr(f"incomplete: {exc}")
+        return cli.EXIT_INCOMPLETE
     finally:
         pool.close()
-    print_table(
+    cli.print_table(
         rows,
         HEADERS,
         "every race: median per-seat spreads; wall = one race, gateways already started; client CPU "
         "= this process + its shards",
     )
-    print_table(
+    cli.print_table(
         [medians_row(scenario, shards, runs) for (scenario, shards), runs in figures.items()],
         MEDIAN_HEADERS,
         f"medians over {args.repeat} interleaved repeats; service busy = its CPU / wall (it runs one "
@@ -283,8 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"load after: {load_note()}; {steal_note(times)} during the run")
     if args.smoke:
-        print(SMOKE_VERDICT)
-        return EXIT_OK
+        print(cli.SMOKE_VERDICT)
+        return cli.EXIT_OK
     return _targets(figures, args)
 
 
@@ -342,12 +286,12 @@ def _targets(figures: Figures, args: argparse.Namespace) -> int:
         print("BELOW TARGET:")
         for failure in failures:
             print(f"  {failure}")
-        return EXIT_BELOW_TARGET
+        return cli.EXIT_BELOW_TARGET
     print(
         f"targets met: 2-shard spread within {SPREAD_FACTOR} x one process + {SPREAD_SLACK_MS:g} ms; "
         "16 x 500 no slower with 2 shards"
     )
-    return EXIT_OK
+    return cli.EXIT_OK
 
 
 if __name__ == "__main__":

@@ -1,26 +1,7 @@
-"""Start spread of the seed race (100 clients x 16 seats): last-byte at both hold points, and
-gate, side by side.
+"""Start spread of the seed race: last-byte at both hold points and gate, against a bare send
+loop and a tight-loop racer raced in the same run.
 
-Target, for each hold point: per resource, the client-side spread (from the return of the
-first held ``send()`` to the return of the last) has a median under max(1 ms, 1.5 x a bare
-100-send loop sending the same number of bytes, measured in the same run). A bare loop is 100
-idle, connected, non-blocking TCP sockets to the same service, each holding a partial request
-line, and one ``send`` to each of as many bytes as the hold point holds back (1 for
-``hold="body"``; the header block's last byte plus the JSON body for ``hold="headers"``); its
-time is from the return of the first send to the return of the last. Bare loops are measured
-in blocks before the first race and after every race, so they see the same machine the races
-see. The client and the service share this machine's cores.
-
-Target, for each hold point, at the service: the per-seat arrival spread (first to last
-``X-Arrival-Ns`` stamp of a seat) has a median no wider (within 5 %, the noise of interleaved
-runs) than a minimal tight-loop racer's
-(``_racer.py``: plain asyncio, fresh connections per seat, the engine's own bytes held at the
-same point, the held bytes sent from one loop), raced in the same run, interleaved with the
-engine's races (rows ``racer/headers``, ``racer/body``).
-
-Exit status: 0 target met, 1 below target (or a race broke the invariant / had errors
-against the safe service), 2 incomplete (time budget, race time limit, service failure).
-``--smoke``: toy sizes in seconds, no target, 0 when it ran.
+docs/benchmarks.md, section "start_spread", says what it measures and its targets, and records the figures.
 """
 
 from __future__ import annotations
@@ -36,46 +17,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from _common import (
-    EXIT_BELOW_TARGET,
-    EXIT_INCOMPLETE,
-    EXIT_OK,
-    NS_PER_MS,
-    SMOKE_VERDICT,
-    STARTS,
-    Budget,
-    BudgetExceededError,
-    Summary,
-    add_limits,
-    add_smoke,
-    apply_smoke,
-    client_spreads,
-    ms,
-    positive_float,
-    positive_int,
-    print_header,
-    print_table,
-    run_one_race,
-    seed_config,
-    seed_held_bytes,
-    server_errors,
-    server_spreads,
-    stderr,
+from benchmarks import cli
+from benchmarks.figures import NS_PER_MS, client_spreads, ms, server_errors, server_spreads
+from benchmarks.judge import INTERLEAVED_NOISE, no_wider
+from benchmarks.racer import SeatRace, race_seats
+from benchmarks.seed import STARTS, run_one_race, seed_config, seed_held_bytes, start_config
+from benchmarks.services import ServiceError, ServiceHandle, service
+from pytest_seatrace.engine.instrument import (
+    REJECT_DEFAULT,
+    HoldPoint,
+    Percentiles,
+    RaceResult,
+    RequestSpec,
+    make_rule,
 )
-from _racer import SeatRace, race_seats
-
-from pytest_seatrace import RaceResult
-from pytest_seatrace.core.config import REJECT_DEFAULT, HoldPoint, make_rule
-from pytest_seatrace.engine import RequestSpec
-from pytest_seatrace.service import ServiceError, ServiceHandle, start_sample_service
 
 HOLDS: tuple[HoldPoint, ...] = ("headers", "body")
 RACERS = {f"racer/{hold}": hold for hold in HOLDS}
-RACER_NOISE = 1.05
-"""How much wider than the racer's a server-side median may be and still count as no wider: on
-the sample service that spread is the service's own serial work (~0.25 ms a request), the same
-for any start that gets every request to it at once, so two equal medians differ by run-to-run
-noise (measured 0.1-2 % apart; the old engine's was 1.8-2 x)."""
 """The tight-loop racer's rows, one per hold point."""
 MODES = (*STARTS, *RACERS)
 FLOOR_NS = 1 * NS_PER_MS
@@ -89,26 +47,16 @@ MAX_BARE_LOOPS = 1000
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--reps", type=positive_int, default=5, help="counted races per mode (default: 5)")
-    parser.add_argument(
-        "--warmup", type=int, default=1, help="uncounted races per mode before the counted ones (default: 1)"
-    )
-    parser.add_argument("--clients", type=positive_int, default=100, help="clients per seat (default: 100)")
-    parser.add_argument("--resources", type=positive_int, default=16, help="seats raced (default: 16)")
-    parser.add_argument(
+    made = cli.parser("start_spread", limit_s=120.0, budget_s=900.0)
+    made.add_argument("--reps", type=cli.positive_int, default=5, help="counted races per mode (5)")
+    cli.add_seed_race(made, warmup=True)
+    made.add_argument(
         "--bare-loops",
-        type=positive_int,
+        type=cli.positive_int,
         default=20,
-        help="bare send loops per block; one block before the races and one after each (default: 20)",
+        help="bare send loops per block; one block before the races and one after each (20)",
     )
-    parser.add_argument(
-        "--timeout", type=positive_float, default=10.0, help="seconds per request (default: 10)"
-    )
-    parser.add_argument("--seed", type=int, default=1, help="first race seed; each race adds 1 (default: 1)")
-    add_limits(parser, limit="race", limit_s=120.0, budget_s=900.0)
-    add_smoke(parser)
-    return parser
+    return made
 
 
 # -- the bare send loop --------------------------------------------------------------------
@@ -172,8 +120,8 @@ class ModeStats:
 
 
 def _race_row(mode: str, rep: str, result: RaceResult, wall: float) -> list[Any]:
-    client = Summary.of(client_spreads(result))
-    server = Summary.of(server_spreads(result))
+    client = Percentiles.of(client_spreads(result))
+    server = Percentiles.of(server_spreads(result))
     return [
         mode,
         rep,
@@ -194,8 +142,8 @@ def _race_row(mode: str, rep: str, result: RaceResult, wall: float) -> list[Any]
 
 
 def _racer_row(mode: str, rep: str, seats: list[SeatRace], wall: float) -> list[Any]:
-    client = Summary.of(_racer_client(seats))
-    server = Summary.of(_racer_server(seats))
+    client = Percentiles.of(_racer_client(seats))
+    server = Percentiles.of(_racer_server(seats))
     statuses = sum((seat.statuses for seat in seats), Counter[int]())
     return [
         mode,
@@ -207,10 +155,10 @@ def _racer_row(mode: str, rep: str, seats: list[SeatRace], wall: float) -> list[
         statuses.get(409, 0),
         sum(n for status, n in statuses.items() if status >= 500),
         sum(seat.errors for seat in seats),
-        ms(client.median),
+        ms(client.med),
         ms(client.p95),
         ms(client.max),
-        ms(server.median),
+        ms(server.med),
         ms(server.p95),
         ms(server.max),
     ]
@@ -269,7 +217,7 @@ def _problems(result: RaceResult, resources: int) -> list[str]:
     return found
 
 
-def measure(svc: ServiceHandle, args: argparse.Namespace, budget: Budget) -> int:
+def measure(svc: ServiceHandle, args: argparse.Namespace, budget: cli.Budget) -> int:
     stats = {mode: ModeStats() for mode in MODES}
     rows: list[list[Any]] = []
     bare: dict[HoldPoint, list[int]] = {hold: [] for hold in HOLDS}
@@ -288,7 +236,9 @@ def measure(svc: ServiceHandle, args: argparse.Namespace, budget: Budget) -> int
     def one(mode: str, rep: str) -> tuple[RaceResult | list[SeatRace], float]:
         nonlocal seed
         if budget.expired():
-            raise BudgetExceededError(f"time budget of {budget.seconds:g}s used up before race {mode} {rep}")
+            raise cli.BudgetExceededError(
+                f"time budget of {budget.seconds:g}s used up before race {mode} {rep}"
+            )
         if mode in RACERS:
             started = time.perf_counter()
             seats = race_seats(svc.url, svc.port, args.resources, args.clients, RACERS[mode], args.timeout)
@@ -296,14 +246,8 @@ def measure(svc: ServiceHandle, args: argparse.Namespace, budget: Budget) -> int
             svc.reset()
             rows.append(_racer_row(mode, rep, seats, took))
             return seats, took
-        start = STARTS[mode]
-        config = seed_config(
-            resources=args.resources,
-            clients=args.clients,
-            sync=start.sync,
-            hold=start.hold,
-            seed=seed,
-            timeout=args.timeout,
+        config = start_config(
+            mode, resources=args.resources, clients=args.clients, seed=seed, timeout=args.timeout
         )
         seed += 1
         result, wall = run_one_race(svc.url, config, name=f"{mode}#{rep}", limit_s=args.race_limit_s)
@@ -331,7 +275,7 @@ def measure(svc: ServiceHandle, args: argparse.Namespace, budget: Budget) -> int
                 mode_stats.server += _racer_server(result)
             block()
 
-    print_table(
+    cli.print_table(
         rows,
         RACE_HEADERS,
         "Races (spread per resource: median/max from RaceResult.spread, p95 from history; "
@@ -341,8 +285,8 @@ def measure(svc: ServiceHandle, args: argparse.Namespace, budget: Budget) -> int
     summary_rows: list[list[Any]] = []
     for mode in MODES:
         mode_stats = stats[mode]
-        client = Summary.of(mode_stats.client)
-        server = Summary.of(mode_stats.server)
+        client = Percentiles.of(mode_stats.client)
+        server = Percentiles.of(mode_stats.server)
         race_medians = [r.spread.median_ns for r in mode_stats.results if isinstance(r, RaceResult)]
         per_race = statistics.median(race_medians) if race_medians else None
         summary_rows.append(
@@ -351,24 +295,24 @@ def measure(svc: ServiceHandle, args: argparse.Namespace, budget: Budget) -> int
                 len(mode_stats.results),
                 f"{statistics.median(mode_stats.walls):.2f}",
                 client.count,
-                ms(client.median),
+                ms(client.med),
                 ms(per_race),
                 ms(client.p95),
                 ms(client.max),
-                ms(server.median),
+                ms(server.med),
                 ms(server.p95),
                 ms(server.max),
             ]
         )
     for hold in HOLDS:
-        bare_summary = Summary.of(bare[hold])
+        bare_summary = Percentiles.of(bare[hold])
         summary_rows.append(
             [
                 f"bare {args.clients}-send loop, {len(payloads[hold])} B ({hold})",
                 f"{len(bare[hold])} loops",
                 "-",
                 bare_summary.count,
-                ms(bare_summary.median),
+                ms(bare_summary.med),
                 "-",
                 ms(bare_summary.p95),
                 ms(bare_summary.max),
@@ -377,7 +321,7 @@ def measure(svc: ServiceHandle, args: argparse.Namespace, budget: Budget) -> int
                 "-",
             ]
         )
-    print_table(
+    cli.print_table(
         summary_rows,
         (
             "mode",
@@ -398,13 +342,13 @@ def measure(svc: ServiceHandle, args: argparse.Namespace, budget: Budget) -> int
     if args.smoke:
         for problem in problems:
             print(f"note: {problem}")
-        print(SMOKE_VERDICT)
-        return EXIT_OK
+        print(cli.SMOKE_VERDICT)
+        return cli.EXIT_OK
     met = True
     for hold in HOLDS:
-        bare_median = Summary.of(bare[hold]).median
+        bare_median = Percentiles.of(bare[hold]).med
         bound = max(FLOOR_NS, BARE_FACTOR * bare_median)
-        measured = Summary.of(stats[f"last-byte/{hold}"].client).median
+        measured = Percentiles.of(stats[f"last-byte/{hold}"].client).med
         met = met and measured < bound
         print(
             f"target: last-byte/{hold} client-side median spread {ms(measured)} ms"
@@ -412,14 +356,14 @@ def measure(svc: ServiceHandle, args: argparse.Namespace, budget: Budget) -> int
             f"median {ms(bare_median)} ms) = {ms(bound)} ms: {'MET' if measured < bound else 'NOT MET'}"
         )
     for hold in HOLDS:
-        engine = Summary.of(stats[f"last-byte/{hold}"].server).median
-        racer = Summary.of(stats[f"racer/{hold}"].server).median
-        ok = engine <= RACER_NOISE * racer
+        engine = Percentiles.of(stats[f"last-byte/{hold}"].server).med
+        racer = Percentiles.of(stats[f"racer/{hold}"].server).med
+        ok = no_wider(engine, racer, INTERLEAVED_NOISE) is True
         met = met and ok
         print(
             f"target: last-byte/{hold} server-side median spread per seat {ms(engine)} ms"
             f" no wider than the tight-loop racer's {ms(racer)} ms at the same hold point"
-            f" (<= {RACER_NOISE:g} x, the noise of interleaved runs): {'MET' if ok else 'NOT MET'}"
+            f" (<= {INTERLEAVED_NOISE:g} x, the noise of interleaved runs): {'MET' if ok else 'NOT MET'}"
         )
     if answered:
         problems.append(
@@ -428,7 +372,7 @@ def measure(svc: ServiceHandle, args: argparse.Namespace, budget: Budget) -> int
     for problem in problems:
         print(f"problem: {problem}")
     print(f"total wall time {budget.elapsed():.1f}s")
-    return EXIT_OK if met and not problems else EXIT_BELOW_TARGET
+    return cli.EXIT_OK if met and not problems else cli.EXIT_BELOW_TARGET
 
 
 # -- log in first, then race -----------------------------------------------------------------
@@ -460,7 +404,7 @@ BOOK_WITH_TOKEN = RequestSpec(
 LOGIN_TARGET_FACTOR = 1.5
 
 
-def measure_login(svc: ServiceHandle, args: argparse.Namespace, budget: Budget) -> int:
+def measure_login(svc: ServiceHandle, args: argparse.Namespace, budget: cli.Budget) -> int:
     """The login-then-book seed race (``--auth`` service): ``setup=`` with a last-byte start
     against ``race.run`` with ``a.gate()`` (gate), beside a plain last-byte race of the same size
     without a login (every answer a 401) whose spread is the reference of the target."""
@@ -473,7 +417,9 @@ def measure_login(svc: ServiceHandle, args: argparse.Namespace, budget: Budget) 
     for rep in range(args.reps + args.warmup):
         for kind in (*kinds, "plain last-byte (no login check)"):
             if budget.expired():
-                raise BudgetExceededError(f"time budget of {budget.seconds:g}s used up in the login races")
+                raise cli.BudgetExceededError(
+                    f"time budget of {budget.seconds:g}s used up in the login races"
+                )
             config = seed_config(
                 resources=args.resources,
                 clients=args.clients,
@@ -513,23 +459,23 @@ def measure_login(svc: ServiceHandle, args: argparse.Namespace, budget: Budget) 
             cpus[kind].append(cpu)
     rows = []
     for kind in kinds:
-        summary = Summary.of(spreads[kind])
+        summary = Percentiles.of(spreads[kind])
         rows.append(
             [
                 kind,
                 len(walls[kind]),
                 f"{statistics.median(walls[kind]):.2f}" if walls[kind] else "-",
                 f"{statistics.median(cpus[kind]):.2f}" if cpus[kind] else "-",
-                ms(summary.median),
+                ms(summary.med),
                 ms(summary.p95),
                 ms(summary.max),
             ]
         )
-    plain = Summary.of(reference)
+    plain = Percentiles.of(reference)
     rows.append(
-        ["plain last-byte (reference)", args.reps, "-", "-", ms(plain.median), ms(plain.p95), ms(plain.max)]
+        ["plain last-byte (reference)", args.reps, "-", "-", ms(plain.med), ms(plain.p95), ms(plain.max)]
     )
-    print_table(
+    cli.print_table(
         rows,
         (
             "start",
@@ -543,45 +489,41 @@ def measure_login(svc: ServiceHandle, args: argparse.Namespace, budget: Budget) 
         f"Log in, then book ({args.clients} clients x {args.resources} seats, --auth sample service; "
         "spreads in ms; wall and CPU include the logins)",
     )
-    measured = Summary.of(spreads["setup= + last-byte"]).median
-    bound = LOGIN_TARGET_FACTOR * plain.median
+    measured = Percentiles.of(spreads["setup= + last-byte"]).med
+    bound = LOGIN_TARGET_FACTOR * plain.med
     met = measured <= bound or args.smoke
     print(
         f"target: setup= + last-byte client median spread {ms(measured)} ms <= {LOGIN_TARGET_FACTOR} x "
-        f"a plain last-byte race's {ms(plain.median)} ms = {ms(bound)} ms: "
+        f"a plain last-byte race's {ms(plain.med)} ms = {ms(bound)} ms: "
         + ("(smoke: not checked)" if args.smoke else "MET" if met else "NOT MET")
     )
-    return EXIT_OK if met else EXIT_BELOW_TARGET
+    return cli.EXIT_OK if met else cli.EXIT_BELOW_TARGET
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    apply_smoke(
+    cli.apply_smoke(
         args, reps=1, warmup=0, clients=5, resources=2, bare_loops=2, race_limit_s=30.0, budget_s=60.0
     )
-    if args.warmup < 0:
-        stderr("--warmup must be >= 0")
-        return EXIT_INCOMPLETE
     if args.bare_loops > MAX_BARE_LOOPS:
-        stderr(
+        cli.stderr(
             f"--bare-loops at most {MAX_BARE_LOOPS}: each loop lengthens the sockets' partial request line"
         )
-        return EXIT_INCOMPLETE
-    budget = Budget(args.budget_s)
-    print_header(
+        return cli.EXIT_INCOMPLETE
+    budget = cli.Budget(args.budget_s)
+    cli.print_header(
         f"start spread: {args.clients} clients x {args.resources} seats, safe sample service, "
-        f"{args.reps} races per mode ({', '.join(MODES)}), {args.warmup} warm-up race(s) per mode uncounted"
-        + (" (--smoke)" if args.smoke else "")
+        f"{args.reps} races per mode ({', '.join(MODES)}), {args.warmup} warm-up race(s) per mode uncounted",
+        smoke=args.smoke,
     )
     try:
-        with start_sample_service(strategy="safe", seats=args.resources) as svc:
+        with service("safe", seats=args.resources) as svc:
             status = measure(svc, args, budget)
-        with start_sample_service(strategy="safe", seats=args.resources, auth=True) as svc:
+        with service("safe", seats=args.resources, auth=True) as svc:
             login_status = measure_login(svc, args, budget)
         return max(status, login_status)
-    except (BudgetExceededError, TimeoutError, ServiceError, OSError) as exc:
-        stderr(f"incomplete: {type(exc).__name__}: {exc}")
-        return EXIT_INCOMPLETE
+    except (cli.BudgetExceededError, TimeoutError, ServiceError, OSError) as exc:
+        return cli.incomplete(exc)
 
 
 if __name__ == "__main__":

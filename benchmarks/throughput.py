@@ -1,44 +1,6 @@
-"""Keep-alive POST throughput: this plugin's engine against ``hey``, same service, same run.
+"""Keep-alive POST throughput and client CPU: this plugin's engine against ``hey``, same service, same run.
 
-Targets (engine overhead), against the same subprocess service in the same run: the
-last-byte engine's client CPU per request at most ``--cpu-ratio`` (0.75) x hey's, and its
-keep-alive ``POST /orders`` throughput at least ``--target-ratio`` (0.8) x hey's. One safe sample
-service (``start_sample_service``) serves every run. Seat 1 is booked before anything is
-timed, so every timed request of every tool takes the same path through the service (parse
-the order, try to book seat 1, answer 409): this is the throughput of the whole
-request/response path, not of booking. Every tool sends the same body bytes, ``BODY``.
-
-- ``hey``: ``hey -c C -n R*C -m POST -T application/json -d BODY -o csv``; keep-alive is
-  hey's default (each of its C workers keeps one connection). Its CSV is parsed with
-  ``seed_scenario.parse_hey_csv``; wall time is hey's own, from its start to its last
-  response (process start-up not counted).
-- ``seatrace-last-byte``: ``run_race`` in last-byte mode, R resources x C clients, every
-  request ``POST /orders`` with ``BODY`` (the resource ids only label the waves). The engine
-  races one resource per wave, so the R*C requests go in R waves of C, each with its own
-  start gate (all but the final byte written, then the final bytes back to back) by design;
-  connections are kept alive between waves (one set: the next wave is built while the
-  current one's responses come in, and written once they are all in). Wall time and client
-  CPU are ``anyio.run`` around
-  ``run_race`` (the race's result is handed out of the loop by reference: a task's result is
-  ``repr``'d by Python 3.11's signal handling when ``anyio.run`` ends, ~10 µs per request of
-  nothing the engine does). The Python garbage collector's collections during the run are
-  recorded, and the event loop used.
-- ``seatrace-gate``: the same in gate mode (one ``httpx.AsyncClient`` per client, one gate
-  per wave), for information only.
-
-Each repeat runs every tool once, in an order that rotates per repeat (after ``--warmup``
-uncounted runs of each), and the table shows the median over the repeats, with the client's
-and the service's CPU time per run (a service near one core busy set the pace itself).
-
-Client CPU per request is user + system CPU over answered requests. Exit 0 when both targets
-hold (medians over the repeats); 1 when one is missed, or when the last-byte engine had 5xx
-or requests without a response;
-2 when hey is unavailable or the measurement could not be completed (time budget, time
-limit of a run, service failure, hey errors). ``hey`` is installed with ``apt-get install
--y hey`` when missing and we are root (``--no-install`` never installs). ``--smoke``: toy
-sizes in seconds, never installs (hey's rows skipped with a note when it is absent), no
-target, 0 when it ran.
-Traffic goes only to the loopback service this script starts.
+docs/benchmarks.md, section "throughput", says what it measures and its targets, and records the figures.
 """
 
 from __future__ import annotations
@@ -49,45 +11,21 @@ import gc
 import math
 import resource
 import sys
-import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import anyio
 import httpx
-from _common import (
-    EXIT_BELOW_TARGET,
-    EXIT_INCOMPLETE,
-    EXIT_OK,
-    SMOKE_VERDICT,
-    Budget,
-    BudgetExceededError,
-    add_limits,
-    add_smoke,
-    apply_smoke,
-    count_5xx,
-    fmt_or_dash,
-    load1,
-    load_note,
-    loop_name,
-    machine_note,
-    nan_median,
-    positive_float,
-    positive_int,
-    print_header,
-    print_table,
-    process_cpu_s,
-    rusage_cpu_s,
-    seed_config,
-    stderr,
-)
-from seed_scenario import RunFailedError, ToolUnavailableError, _run_bounded, ensure_hey, parse_hey_csv
 
-from pytest_seatrace.core.result import RaceResult
-from pytest_seatrace.engine import RacePlan, RequestSpec, SyncMode, TargetOptions, run_race
-from pytest_seatrace.service import ServiceError, ServiceHandle, start_sample_service
+from benchmarks import cli
+from benchmarks.figures import count_5xx, fmt_or_dash, nan_median
+from benchmarks.machine import load1, load_note, machine_note, process_cpu_s, rusage_cpu_s
+from benchmarks.peers import parse_hey_csv
+from benchmarks.programs import RunFailedError, ToolUnavailableError, ensure_hey, run_bounded
+from benchmarks.seed import run_one_race, seed_config
+from benchmarks.services import ServiceError, ServiceHandle, service
+from pytest_seatrace.engine.instrument import RequestSpec, SyncMode
 
 BODY = '{"seats":[1],"user":"throughput"}'
 """Every timed request's body, byte for byte the same for every tool."""
@@ -99,39 +37,40 @@ TOOL_NAMES = (HEY, LAST_BYTE, GATE)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--repeat", type=positive_int, default=3, help="runs per tool, median shown (3)")
-    parser.add_argument(
-        "--resources", type=positive_int, default=100, help="engine waves (resources) per run (100)"
+    made = cli.parser("throughput", limit_s=120.0, budget_s=900.0, tools=True)
+    made.add_argument("--repeat", type=cli.positive_int, default=3, help="runs per tool, median shown (3)")
+    made.add_argument(
+        "--resources", type=cli.positive_int, default=100, help="engine waves (resources) per run (100)"
     )
-    parser.add_argument(
+    made.add_argument(
         "--concurrency",
-        type=positive_int,
+        type=cli.positive_int,
         default=50,
         help="clients per wave for the engine, hey's -c (50); requests = resources x concurrency",
     )
-    parser.add_argument("--timeout", type=positive_float, default=10.0, help="seconds per request (10)")
-    parser.add_argument("--seed", type=int, default=1, help="engine race seed, +1 per race (1)")
-    parser.add_argument(
-        "--warmup", type=int, default=1, help="uncounted full-size runs per tool before the first (1)"
+    made.add_argument("--timeout", type=cli.positive_float, default=10.0, help="seconds per request (10)")
+    made.add_argument("--seed", type=int, default=1, help="engine race seed, +1 per race (1)")
+    made.add_argument(
+        "--warmup",
+        type=cli.non_negative_int,
+        default=1,
+        help="uncounted full-size runs per tool before the first (1)",
     )
-    parser.add_argument("--no-gate", action="store_true", help="skip the gate-mode engine (information only)")
-    parser.add_argument(
+    made.add_argument("--no-gate", action="store_true", help="skip the gate-mode engine (information only)")
+    made.add_argument(
         "--target-ratio",
-        type=positive_float,
+        type=cli.positive_float,
         default=0.8,
         help="last-byte req/s must be at least this x hey's (0.8)",
     )
-    parser.add_argument(
+    made.add_argument(
         "--cpu-ratio",
-        type=positive_float,
+        type=cli.positive_float,
         default=0.75,
         help="last-byte client CPU per request must be at most this x hey's (0.75)",
     )
-    parser.add_argument("--no-install", action="store_true", help="never install hey")
-    add_limits(parser, limit="run", limit_s=120.0, budget_s=900.0, what="tool run", install=True)
-    add_smoke(parser)
-    return parser
+    made.add_argument("--no-install", action="store_true", help="never install hey")
+    return made
 
 
 # -- what one run measured -----------------------------------------------------------------
@@ -206,7 +145,7 @@ class HeyTool:
         command = [self.binary, "-c", str(load.concurrency), "-n", str(load.requests), "-t", seconds]
         command += ["-m", "POST", "-T", "application/json", "-d", BODY, "-o", "csv", load.url + "/orders"]
         before = rusage_cpu_s(resource.RUSAGE_CHILDREN)  # the service is not reaped yet: hey alone
-        done = _run_bounded(command, load.limit_s)
+        done = run_bounded(command, load.limit_s)
         cpu = rusage_cpu_s(resource.RUSAGE_CHILDREN) - before
         if done.returncode != 0:
             raise RunFailedError(f"hey exited {done.returncode}: {done.stderr.strip()[-300:]}")
@@ -238,27 +177,17 @@ class EngineTool:
         spec = RequestSpec(
             "POST", "/orders", content=BODY.encode(), headers={"content-type": "application/json"}
         )
-        plan = RacePlan(name=self.name, config=config, target=TargetOptions(base_url=load.url), request=spec)
-
-        results: list[RaceResult] = []
         loops: list[str] = []
-
-        async def main() -> None:  # returns nothing: see the module's note on repr
-            loops.append(loop_name())
-            with anyio.fail_after(load.limit_s):
-                results.append(RaceResult.from_run(self.name, config, await run_race(plan)))
-
         gc_before = [gen["collections"] for gen in gc.get_stats()]
         cpu = rusage_cpu_s(resource.RUSAGE_SELF)
-        started = time.perf_counter()
-        try:
-            anyio.run(main)
+        try:  # wall and CPU: anyio.run around run_race, the result handed out by reference
+            result, wall = run_one_race(
+                load.url, config, name=self.name, limit_s=load.limit_s, request=spec, loops=loops
+            )
         except TimeoutError:
             raise RunFailedError(f"race not finished after {load.limit_s:g}s") from None
-        wall = time.perf_counter() - started
         cpu = rusage_cpu_s(resource.RUSAGE_SELF) - cpu
         collections = tuple(g["collections"] - b for g, b in zip(gc.get_stats(), gc_before, strict=True))
-        result = results[0]
         statuses = Counter(rec.status for rec in result.history if rec.status)
         return Run(
             self.name, wall, len(result.history), statuses, cpu, gc_collections=collections, loop=loops[0]
@@ -293,7 +222,7 @@ def build_tools(args: argparse.Namespace, notes: list[str]) -> tuple[list[Tool],
     except ToolUnavailableError as exc:
         have_hey = False
         notes.append(f"hey skipped: {exc}")
-        stderr(f"hey skipped: {exc}")
+        cli.stderr(f"hey skipped: {exc}")
     tools.append(EngineTool(LAST_BYTE, "last-byte", args.seed))
     if not args.no_gate:
         tools.append(EngineTool(GATE, "gate", args.seed + 10_000))
@@ -301,7 +230,7 @@ def build_tools(args: argparse.Namespace, notes: list[str]) -> tuple[list[Tool],
 
 
 def measure(
-    svc: ServiceHandle, tools: Sequence[Tool], args: argparse.Namespace, budget: Budget
+    svc: ServiceHandle, tools: Sequence[Tool], args: argparse.Namespace, budget: cli.Budget
 ) -> tuple[dict[str, ToolStats], list[list[Any]]]:
     load = Load(svc.url, args.resources, args.concurrency, args.timeout, args.run_limit_s)
     status, _ = svc.request("POST", "/orders", {"seats": [SEAT], "user": "setup"})
@@ -310,11 +239,11 @@ def measure(
     for _ in range(args.warmup):  # SQLite pages, uvicorn, imports, hey's page cache
         for tool in tools:
             if budget.expired():
-                raise BudgetExceededError(f"time budget of {budget.seconds:g}s used up in the warm-up")
+                raise cli.BudgetExceededError(f"time budget of {budget.seconds:g}s used up in the warm-up")
             try:
                 tool.run(load)
             except (RunFailedError, OSError, httpx.HTTPError) as exc:
-                stderr(f"{tool.name} warm-up failed: {exc}")
+                cli.stderr(f"{tool.name} warm-up failed: {exc}")
     stats = {tool.name: ToolStats() for tool in tools}
     rows: list[list[Any]] = []
     for rep in range(args.repeat):
@@ -323,13 +252,13 @@ def measure(
         done: list[tuple[str, int, Run | None]] = []
         for position, tool in enumerate(order, start=1):
             if budget.expired():
-                raise BudgetExceededError(f"time budget of {budget.seconds:g}s used up")
+                raise cli.BudgetExceededError(f"time budget of {budget.seconds:g}s used up")
             service_before = process_cpu_s(svc.pid)
             try:
                 run = tool.run(load)
             except (RunFailedError, OSError, httpx.HTTPError) as exc:
                 stats[tool.name].failures.append(f"run {rep + 1}: {type(exc).__name__}: {exc}")
-                stderr(f"{tool.name} run {rep + 1} failed: {exc}")
+                cli.stderr(f"{tool.name} run {rep + 1} failed: {exc}")
                 done.append((tool.name, position, None))
                 continue
             run.service_cpu_s = process_cpu_s(svc.pid) - service_before
@@ -425,11 +354,11 @@ def verdict(
     lb = stats.get(LAST_BYTE)
     hey = stats.get(HEY)
     if lb is None or not lb.runs:
-        return EXIT_INCOMPLETE, ["target: NOT EVALUATED (the last-byte engine did not complete a run)"]
+        return cli.EXIT_INCOMPLETE, ["target: NOT EVALUATED (the last-byte engine did not complete a run)"]
     bad_lb = sum(r.unanswered + r.fivexx for r in lb.runs)
     if not have_hey or hey is None or not hey.runs:
         why = "hey unavailable" if not have_hey else "no hey run completed"
-        return EXIT_INCOMPLETE, [f"target: NOT EVALUATED ({why})"]
+        return cli.EXIT_INCOMPLETE, [f"target: NOT EVALUATED ({why})"]
     bad_hey = sum(r.unanswered + r.fivexx for r in hey.runs)
     lb_rps, hey_rps = lb.median_rps(), hey.median_rps()
     met = lb_rps >= ratio * hey_rps
@@ -448,42 +377,39 @@ def verdict(
         f"target: last-byte 5xx + unanswered requests {bad_lb} == 0: {'MET' if not bad_lb else 'NOT MET'}"
     )
     if not met or not cheap or bad_lb:
-        return EXIT_BELOW_TARGET, lines
+        return cli.EXIT_BELOW_TARGET, lines
     if bad_hey or lb.failures or hey.failures:
         lines.append(
             f"incomplete: hey 5xx/unanswered {bad_hey}, failed runs {len(lb.failures) + len(hey.failures)}"
         )
-        return EXIT_INCOMPLETE, lines
-    return EXIT_OK, lines
+        return cli.EXIT_INCOMPLETE, lines
+    return cli.EXIT_OK, lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
+    made = _parser()
+    args = made.parse_args(argv)
     smoke = {"repeat": 1, "warmup": 0, "resources": 3, "concurrency": 5, "no_install": True}
-    apply_smoke(args, **smoke, run_limit_s=30.0, budget_s=60.0)
-    if args.warmup < 0:
-        parser.error("--warmup must be >= 0")
-    budget = Budget(args.budget_s)
+    cli.apply_smoke(args, **smoke, run_limit_s=30.0, budget_s=60.0)
+    budget = cli.Budget(args.budget_s)
     notes: list[str] = []
     load_before = load_note()
     requests = args.resources * args.concurrency
-    print_header(
+    cli.print_header(
         f"keep-alive POST /orders throughput: {requests} requests per run ({args.resources} waves x "
         f"{args.concurrency} clients; hey -c {args.concurrency} -n {requests}), all for seat {SEAT} "
-        f"(already booked: 409), safe sample service, median of {args.repeat}"
-        + (" (--smoke)" if args.smoke else "")
+        f"(already booked: 409), safe sample service, median of {args.repeat}",
+        smoke=args.smoke,
     )
     tools, have_hey = build_tools(args, notes)
     try:
-        with start_sample_service(strategy="safe", seats=1) as svc:
+        with service("safe", seats=1) as svc:
             stats, rows = measure(svc, tools, args, budget)
-    except (BudgetExceededError, RunFailedError, ServiceError, OSError, httpx.HTTPError) as exc:
-        stderr(f"incomplete: {type(exc).__name__}: {exc}")
-        return EXIT_INCOMPLETE
+    except (cli.BudgetExceededError, RunFailedError, ServiceError, OSError, httpx.HTTPError) as exc:
+        return cli.incomplete(exc)
 
-    print_table(rows, RUN_HEADERS, "Every run (position: order within the repeat)")
-    print_table(
+    cli.print_table(rows, RUN_HEADERS, "Every run (position: order within the repeat)")
+    cli.print_table(
         summary_rows(stats),
         SUMMARY_HEADERS,
         f"Keep-alive POST throughput, median of {args.repeat}\n{machine_note()}",
@@ -508,14 +434,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             collected = " / ".join("-".join(str(n) for n in r.gc_collections) for r in engine)
             print(f"- {name}: event loop {', '.join(loops)}; GC collections per run (gen 0-1-2): {collected}")
     notes += [f"{name} {failure}" for name, st in stats.items() for failure in st.failures]
-    for note in notes:
-        print(f"note: {note}")
-    print(f"load before: {load_before}")
-    print(f"load after:  {load_note()}")
-    print()
+    cli.print_notes(notes, load_before)
     if args.smoke:
-        print(SMOKE_VERDICT)
-        return EXIT_OK
+        print(cli.SMOKE_VERDICT)
+        return cli.EXIT_OK
     code, lines = verdict(stats, have_hey, args.target_ratio, args.cpu_ratio)
     for line in lines:
         print(line)

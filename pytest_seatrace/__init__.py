@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pytest_seatrace.core.errors import RaceUsageError, RaceViolation
+    from pytest_seatrace.core.figures import RoundSummary, Win
     from pytest_seatrace.core.records import Outcome, Record
-    from pytest_seatrace.core.result import RaceResult, RoundSummary, Win
+    from pytest_seatrace.core.result import RaceResult
     from pytest_seatrace.core.stats import Latency, Percentiles, Spread, percentile
     from pytest_seatrace.core.violations import Violation, ViolationKind
     from pytest_seatrace.engine.plan import Attempt
@@ -32,12 +33,12 @@ _HOMES = {
     "RaceUsageError": "pytest_seatrace.core.errors",
     "RaceViolation": "pytest_seatrace.core.errors",
     "Record": "pytest_seatrace.core.records",
-    "RoundSummary": "pytest_seatrace.core.result",
+    "RoundSummary": "pytest_seatrace.core.figures",
     "ServiceHandle": "pytest_seatrace.service",
     "Spread": "pytest_seatrace.core.stats",
     "Violation": "pytest_seatrace.core.violations",
     "ViolationKind": "pytest_seatrace.core.violations",
-    "Win": "pytest_seatrace.core.result",
+    "Win": "pytest_seatrace.core.figures",
     "__version__": "pytest_seatrace.version",
     "percentile": "pytest_seatrace.core.stats",
 }

@@ -1,40 +1,25 @@
-"""The ``--race-*`` options and their ``race_*`` ini twins: one table, one parser per option.
+"""The ``--race-*`` options and their ``race_*`` ini twins: the settings table's options, each
+with the parser of its text.
 
 Every value, from the command line or the ini file, goes through the same parser, so a bad
-ini value is reported with the ini name and the valid values, like a bad flag.
+ini value is reported with the ini name and the valid values, like a bad flag. Which layer
+wins, and the rules between options, are ``core/precedence.py``'s.
 """
 
 from __future__ import annotations
 
 import argparse
-import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pytest_seatrace.core.config import (
-    DEFAULT_CONCURRENCY,
-    DEFAULT_HOLD,
-    DEFAULT_RESOURCES,
-    DEFAULT_SYNC,
-    DEFAULT_TIMEOUT,
-    DEFAULT_XDIST,
-    HOLD_POINTS,
-    SYNC_MODES,
-    XDIST_MODES,
-)
+from pytest_seatrace.core import settings as table
+from pytest_seatrace.core.precedence import OptionError
+from pytest_seatrace.core.precedence import Settings as Settings
 
 if TYPE_CHECKING:
     import pytest
-
-SUMMARY_CHOICES = ("auto", "full", "off")
-
-HOLDLESS = {
-    "single-packet": "holds each stream's final DATA frame",
-    "gate": "sends each whole request when the gate opens",
-}
-"""Start modes without a hold point, and what they hold back instead."""
 
 
 def int_at_least(minimum: int) -> Callable[[str], int]:
@@ -133,8 +118,11 @@ def tx_specs(text: str) -> tuple[str, ...]:
 
 @dataclass(frozen=True, slots=True)
 class Option:
+    """A setting of the table as pytest registers it: flag, ini twin, the parser of its text."""
+
     flag: str
     ini: str
+    name: str
     parse: Callable[[str], Any]
     help: str
     metavar: str
@@ -143,235 +131,81 @@ class Option:
     """Repeatable on the command line (``action="append"``); a line list in the ini file."""
 
 
-OPTIONS: tuple[Option, ...] = (
+PARSERS: dict[str, Callable[[str], Any]] = {
+    "resources": positive_int,
+    "concurrency": positive_int,
+    "timeout": positive_float,
+    "rounds": positive_int,
+    "parallel": parallel_value,
+    "shards": positive_int,
+    "base_url": base_url,
+    "seed": non_negative_int,
+    "tx": tx_specs,
+    "json": output_path,
+    "html": output_path,
+    "p95_ms": positive_float,
+}
+"""The parser of each option's text; an option with choices gets ``choice`` of them."""
+
+OPTIONS: tuple[Option, ...] = tuple(
     Option(
-        "--race-concurrency",
-        "race_concurrency",
-        positive_int,
-        f"clients racing per resource (default {DEFAULT_CONCURRENCY})",
-        "N",
-    ),
-    Option(
-        "--race-resources",
-        "race_resources",
-        positive_int,
-        f"resources per race when the marker gives none (default {DEFAULT_RESOURCES})",
-        "N",
-    ),
-    Option(
-        "--race-timeout",
-        "race_timeout",
-        positive_float,
-        f"seconds per request; later is an unknown outcome (default {DEFAULT_TIMEOUT:g})",
-        "S",
-    ),
-    Option(
-        "--race-base-url",
-        "race_base_url",
-        base_url,
-        "base URL that relative race URLs resolve against",
-        "URL",
-    ),
-    Option(
-        "--race-sync",
-        "race_sync",
-        choice(SYNC_MODES),
-        f"start mode for race.request calls (default {DEFAULT_SYNC})",
-        "MODE",
-        SYNC_MODES,
-    ),
-    Option(
-        "--race-hold",
-        "race_hold",
-        choice(HOLD_POINTS),
-        f"where a last-byte request is held until the start: before the last byte of its headers "
-        f"or of its body (default {DEFAULT_HOLD})",
-        "POINT",
-        HOLD_POINTS,
-    ),
-    Option(
-        "--race-parallel",
-        "race_parallel",
-        parallel_value,
-        "resources raced at once: N or all (default 1)",
-        "N|all",
-    ),
-    Option(
-        "--race-rounds",
-        "race_rounds",
-        positive_int,
-        "repeat every race N times, resetting between (default 1)",
-        "N",
-    ),
-    Option(
-        "--race-seed",
-        "race_seed",
-        non_negative_int,
-        "seed of the final-write order (default: random, shown in the header)",
-        "N",
-    ),
-    Option(
-        "--race-shards",
-        "race_shards",
-        positive_int,
-        "processes (execnet gateways) that share one race's clients; 1: the test process (default 1)",
-        "N",
-    ),
-    Option(
-        "--race-tx",
-        "race_tx",
-        tx_specs,
-        "where shards run: an execnet gateway spec as in pytest-xdist's --tx (popen, 4*popen, "
-        "ssh=user@host//python=PATH); repeatable",
-        "SPEC",
-        multiple=True,
-    ),
-    Option(
-        "--race-xdist",
-        "race_xdist",
-        choice(XDIST_MODES),
-        f"under pytest-xdist, races against one origin take turns (serial) or may overlap "
-        f"(default {DEFAULT_XDIST})",
-        "MODE",
-        XDIST_MODES,
-    ),
-    Option(
-        "--race-json",
-        "race_json",
-        output_path,
-        "write every race, with its request history, as JSON to PATH",
-        "PATH",
-    ),
-    Option("--race-html", "race_html", output_path, "write a self-contained HTML report to PATH", "PATH"),
-    Option(
-        "--race-summary",
-        "race_summary",
-        choice(SUMMARY_CHOICES),
-        "race summary after the run (default auto: by -q/-v)",
-        "MODE",
-        SUMMARY_CHOICES,
-    ),
-    Option(
-        "--race-p95-ms",
-        "race_p95_ms",
-        positive_float,
-        "fail any race whose p95 latency is not below MS",
-        "MS",
-    ),
+        s.flag,
+        s.ini,
+        s.name,
+        choice(s.choices) if s.choices else PARSERS[s.name],
+        s.help,
+        s.metavar or "",
+        s.choices,
+        s.multiple,
+    )
+    for s in table.OPTIONS
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Settings:
-    """CLI and ini resolved once per session (CLI beats ini beats the built-in default)."""
-
-    concurrency: int = DEFAULT_CONCURRENCY
-    resources: int = DEFAULT_RESOURCES
-    timeout: float = DEFAULT_TIMEOUT
-    base_url: str | None = None
-    sync: str | None = None
-    hold: str | None = None
-    """``None`` unless given: an explicit hold point is a choice, the default is not."""
-    parallel: int | str = 1
-    rounds: int = 1
-    seed: int = 0
-    json: Path | None = None
-    html: Path | None = None
-    summary: str = "auto"
-    xdist: str = DEFAULT_XDIST
-    p95_ms: float | None = None
-    shards: int | None = None
-    """``None`` unless given (``--race-tx`` then decides the count)."""
-    tx: tuple[str, ...] = ()
-    """``--race-tx`` expanded: one gateway spec per shard."""
-
-    @classmethod
-    def from_config(cls, config: pytest.Config, *, inherited_seed: int | None = None) -> Settings:
-        """Every option from the command line, else the ini file; ``inherited_seed`` (an xdist
-        worker's controller's) replaces the random seed of a run that names none."""
-        import pytest
-
-        values: dict[str, Any] = {}
-        for opt in OPTIONS:
-            value = config.getoption(opt.ini, None)
-            if opt.multiple:
-                value = _many(opt, value, config)
-            elif value is None:
-                try:
-                    raw = config.getini(opt.ini)
-                except (TypeError, ValueError) as exc:  # e.g. an unquoted number in [tool.pytest]
-                    raise pytest.UsageError(
-                        f'{opt.ini} (ini): {exc}; ini values are strings, quote them: {opt.ini} = "..."'
-                    ) from None
-                if raw not in (None, "", []):
-                    text = str(raw).strip()
-                    try:
-                        value = opt.parse(text)
-                    except argparse.ArgumentTypeError as exc:
-                        valid = f"; valid: {', '.join(opt.choices)}" if opt.choices else ""
-                        raise pytest.UsageError(f"{opt.ini} = {text!r} (ini): {exc}{valid}") from None
-            if value is not None:
-                values[opt.ini.removeprefix("race_")] = value
-        if "tx" in values:
-            values["tx"] = tuple(spec for specs in values["tx"] for spec in specs)
-            shards = values.get("shards")
-            if shards is not None and shards != len(values["tx"]):
-                raise pytest.UsageError(
-                    f"--race-shards {shards} (race_shards) disagrees with --race-tx (race_tx), which "
-                    f"gives {len(values['tx'])} gateway(s): {', '.join(values['tx'])}; drop one or make "
-                    "them agree"
-                )
-        _check_sync_and_hold(values)
-        if "seed" not in values:  # one seed covers the whole run, xdist workers included
-            seed = inherited_seed
-            values["seed"] = seed if seed is not None else random.Random().randrange(2**32)  # noqa: S311
-        return cls(**values)
-
-    @property
-    def shard_count(self) -> int:
-        return len(self.tx) if self.tx else self.shards or 1
-
-    def header(self) -> str:
-        parts = [
-            f"concurrency={self.concurrency}",
-            f"timeout={self.timeout:g}s",
-            f"sync={self.sync or DEFAULT_SYNC}",
-            f"parallel={self.parallel}",
-            f"seed={self.seed}",
-            f"hold={self.hold or DEFAULT_HOLD}",
-            f"xdist={self.xdist}",
-        ]
-        if self.base_url:
-            parts.append(f"base_url={self.base_url}")
-        if self.tx or (self.shards or 1) > 1:
-            parts.append(f"shards={self.shard_count} ({', '.join(self.tx) or 'popen'})")
-        # Printed before any race: each race's own values are in the summary and the reports.
-        return f"seatrace: {', '.join(parts)} (defaults: a marker or call argument overrides them per race)"
-
-
-def _check_sync_and_hold(values: dict[str, Any]) -> None:
-    """``--race-hold`` with a session start mode that has no hold point would be ignored by
-    every race: refused at start-up (a marker's or call's own ``sync=`` is checked per race)."""
+def settings_from_config(config: pytest.Config, *, inherited_seed: int | None = None) -> Settings:
+    """The session's ``Settings``: each option's command-line value and its ini value, parsed;
+    ``core/precedence.py`` picks between them and checks the rules between options. The ini
+    value of an option the command line gives is not read (nor refused when bad)."""
     import pytest
 
-    sync, hold = values.get("sync"), values.get("hold")
-    if hold is not None and sync in HOLDLESS:
+    cli: dict[str, Any] = {}
+    ini: dict[str, Any] = {}
+    for opt in OPTIONS:
+        given = config.getoption(opt.ini, None)
+        cli[opt.name] = None if opt.multiple and not given else given  # no --race-tx: []
+        if cli[opt.name] is None:
+            ini[opt.name] = _ini_lines(opt, config) if opt.multiple else _ini_value(opt, config)
+    try:
+        return Settings.from_layers(cli, ini, inherited_seed=inherited_seed)
+    except OptionError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def _ini_value(opt: Option, config: pytest.Config) -> Any:
+    import pytest
+
+    try:
+        raw = config.getini(opt.ini)
+    except (TypeError, ValueError) as exc:  # e.g. an unquoted number in [tool.pytest]
         raise pytest.UsageError(
-            f"--race-hold {hold} (race_hold) with --race-sync {sync} (race_sync): a hold point is "
-            f"for last-byte starts, and {sync} {HOLDLESS[sync]}; drop --race-hold or use "
-            "--race-sync last-byte"
-        )
+            f'{opt.ini} (ini): {exc}; ini values are strings, quote them: {opt.ini} = "..."'
+        ) from None
+    if raw in (None, "", []):
+        return None
+    text = str(raw).strip()
+    try:
+        return opt.parse(text)
+    except argparse.ArgumentTypeError as exc:
+        valid = f"; valid: {', '.join(opt.choices)}" if opt.choices else ""
+        raise pytest.UsageError(f"{opt.ini} = {text!r} (ini): {exc}{valid}") from None
 
 
-def _many(opt: Option, given: list[Any] | None, config: pytest.Config) -> list[Any] | None:
-    """A repeatable option: its command-line values (already parsed), else its ini lines."""
+def _ini_lines(opt: Option, config: pytest.Config) -> list[Any] | None:
+    """A repeatable option's ini lines, each parsed."""
     import pytest
 
-    if given:
-        return given
-    lines = config.getini(opt.ini) or []
     values = []
-    for line in lines:
+    for line in config.getini(opt.ini) or []:
         text = str(line).strip()
         if not text:
             continue

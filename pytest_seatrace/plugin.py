@@ -55,14 +55,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARKER_DOC)
     role = choose_role(config)
-    config.stash[SETTINGS] = settings = role.settings
-    if not role.is_worker and (settings.json or settings.html):
-        from pytest_seatrace.report.files import probe_reports, release_reports
-
-        config.add_cleanup(lambda: release_reports(settings.json, settings.html))
-        problem = probe_reports(settings.json, settings.html)  # the probe the final write makes
-        if problem:
-            raise pytest.UsageError(problem)
+    config.stash[SETTINGS] = role.settings
+    problem = role.check_reports()  # the probe the final write makes
+    if problem:
+        raise pytest.UsageError(problem)
     config.stash[ROLE] = role
     config.pluginmanager.register(role, "seatrace-session")
 

@@ -35,6 +35,7 @@ from itertools import islice
 from typing import TYPE_CHECKING
 
 from pytest_seatrace.core.records import Outcome
+from pytest_seatrace.report.wording import plural
 
 if TYPE_CHECKING:
     import pytest
@@ -136,8 +137,10 @@ class LiveLine:
         over = f", {len(self._over):,} over expect" if self._over else ""
         full = (
             f": round {wave.round}/{wave.rounds}, wave {wave.wave}/{wave.waves}, "
-            f"{_count_of(len(wave.records), 'request')}, {_count_of(self._wins, 'win')}, "
-            f"{_count_of(self._errors, 'error')}{timeouts}{over} so far ({(now - self._started) / 1e9:.0f} s)"
+            f"{plural(len(wave.records), 'request', grouped=True)}, "
+            f"{plural(self._wins, 'win', grouped=True)}, "
+            f"{plural(self._errors, 'error', grouped=True)}{timeouts}{over} so far "
+            f"({(now - self._started) / 1e9:.0f} s)"
         )
         short = (
             f": {wave.round}/{wave.rounds} {wave.wave}/{wave.waves} {len(wave.records):,} req "
@@ -163,10 +166,6 @@ class LiveLine:
         if self._shown:
             self._emit(lambda: CLEAR_ROW + self._home())
             self._shown = False
-
-
-def _count_of(n: int, word: str) -> str:
-    return f"{n:,} {word}" + ("" if n == 1 else "s")
 
 
 def _show_after() -> float:

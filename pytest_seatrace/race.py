@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -16,24 +15,21 @@ from typing import TYPE_CHECKING, Any
 import anyio.from_thread
 import anyio.lowlevel
 
+from pytest_seatrace.core.arguments import MarkerError
 from pytest_seatrace.core.errors import RaceUsageError, RaceViolation
+from pytest_seatrace.core.precedence import check_arguments, resolve
 from pytest_seatrace.core.records import RaceRun, WaveDone
 from pytest_seatrace.core.result import RaceResult
+from pytest_seatrace.core.settings import ARGUMENTS, DEFAULT_SETUP_CONCURRENCY
 from pytest_seatrace.engine import AttemptFn, RacePlan, RequestSpec, TargetOptions, run_race
 from pytest_seatrace.engine.plan import REQUEST_FIELDS, check_method
-from pytest_seatrace.marker import MarkerError, check_values, resolve
-from pytest_seatrace.marker import race as marker_schema
 from pytest_seatrace.report.message import violation_message
 
 if TYPE_CHECKING:
-    from pytest_seatrace.options import Settings
+    from pytest_seatrace.core.precedence import Settings
 
-OVERRIDES = frozenset(inspect.signature(marker_schema).parameters)
+OVERRIDES = frozenset(setting.name for setting in ARGUMENTS)
 """Marker arguments a race call may override: the marker's own schema."""
-
-
-DEFAULT_SETUP_CONCURRENCY = 50
-"""Set-ups (``setup=``) run at once at most: 1,600 logins must not flood the service."""
 
 INTERRUPT_GRACE = 5.0
 """Seconds a cancelled race gets to close its sockets and hand over its partial figures."""
@@ -68,9 +64,9 @@ class _Call:
         __tracebackhide__ = True
         stop = result.stopped
         if stop is not None and stop.by == "hook":
-            raise RaceViolation(violation_message(result), result) from stop.error
+            raise RaceViolation(violation_message(result.to_dict()), result) from stop.error
         if self.check and result.violations:
-            raise RaceViolation(violation_message(result), result)
+            raise RaceViolation(violation_message(result.to_dict()), result)
         return result
 
 
@@ -243,7 +239,7 @@ class Race:
             if fn is not None and not callable(fn):
                 raise RaceUsageError(f"{api}({name}={fn!r}): expected a callable")
         try:
-            overrides = check_values(kwargs)
+            overrides = check_arguments(kwargs)
             config = resolve(
                 self._marker,
                 overrides,

@@ -48,7 +48,7 @@ class Server:
 
     def log_tail(self, lines: int = 30) -> str:
         """The last lines of the server's stdout and stderr, e.g. for a failure report."""
-        return _tail(self.log_path, lines)
+        return read_log_tail(self.log_path, lines)
 
 
 def uvicorn_command(app: str, fd: int) -> list[str]:
@@ -107,7 +107,7 @@ def serve(
     root = Path(cwd if cwd is not None else Path.cwd()).resolve()
     with tempfile.TemporaryDirectory(prefix="seatrace-recipe-") as directory:
         log_path = Path(directory) / "server.log"
-        with log_path.open("wb") as log, _listening_socket() as sock:
+        with log_path.open("wb") as log, listening_socket() as sock:
             fd = sock.fileno()
             if uvicorn is not None:
                 argv = uvicorn_command(uvicorn, fd)
@@ -136,11 +136,12 @@ def serve(
             _stop(process)
 
 
-def _listening_socket() -> socket.socket:
+def listening_socket(backlog: int = BACKLOG) -> socket.socket:
+    """A loopback TCP socket on a free port, listening: its fd goes to the server we start."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         sock.bind(("127.0.0.1", 0))
-        sock.listen(BACKLOG)
+        sock.listen(backlog)
     except BaseException:
         sock.close()
         raise
@@ -165,11 +166,14 @@ def _wait_until_serving(
     while True:
         code = process.poll()
         if code is not None:
-            raise ServerStartError(f"server exited with status {code} before serving\n{_tail(log_path)}")
+            raise ServerStartError(
+                f"server exited with status {code} before serving\n{read_log_tail(log_path)}"
+            )
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise ServerStartError(
-                f"server not serving on port {port} after {timeout}s ({last_error})\n{_tail(log_path)}"
+                f"server not serving on port {port} after {timeout}s ({last_error})\n"
+                f"{read_log_tail(log_path)}"
             )
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=min(1.0, remaining))
         try:
@@ -207,7 +211,8 @@ def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None
         os.killpg(process.pid, sig)  # the group we created: its id is the child's pid
 
 
-def _tail(path: Path, lines: int = 30) -> str:
+def read_log_tail(path: Path, lines: int = 30) -> str:
+    """The last ``lines`` of a server's log, for an error that says why it did not serve."""
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError as exc:

@@ -21,7 +21,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -33,6 +32,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from pytest_seatrace.servers import listening_socket, read_log_tail
 
 __all__ = ["ServiceError", "ServiceHandle", "ServiceStartError", "start_sample_service"]
 
@@ -136,7 +137,7 @@ class ServiceHandle:
 
     def log_tail(self, lines: int = _LOG_TAIL_LINES) -> str:
         """The last lines of the service's stdout and stderr, e.g. for a failure report."""
-        return _tail(self.log_path, lines)
+        return read_log_tail(self.log_path, lines)
 
 
 @contextlib.contextmanager
@@ -177,7 +178,7 @@ def start_sample_service(
             tls_files = _write_tls_files(db_path.parent)
         fd, log_name = tempfile.mkstemp(prefix="sample_service-", suffix=".log", dir=db_path.parent)
         log_path = Path(log_name)
-        with os.fdopen(fd, "wb") as log, _listening_socket() as sock:
+        with os.fdopen(fd, "wb") as log, listening_socket(_BACKLOG) as sock:
             port = sock.getsockname()[1]
             command = [
                 sys.executable, "-m", "sample_service",
@@ -289,17 +290,6 @@ def _client_context(ca_path: Path) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(ca_path))
 
 
-def _listening_socket() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(_BACKLOG)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
 def _child_env() -> dict[str, str]:
     """Our environment, with a source checkout's root first on PYTHONPATH.
 
@@ -338,13 +328,13 @@ def _wait_until_serving(
         code = process.poll()
         if code is not None:
             raise ServiceStartError(
-                f"sample service exited with status {code} before serving\n{_tail(log_path)}"
+                f"sample service exited with status {code} before serving\n{read_log_tail(log_path)}"
             )
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise ServiceStartError(
                 f"sample service not serving on port {port} after {timeout}s ({last_error})\n"
-                f"{_tail(log_path)}"
+                f"{read_log_tail(log_path)}"
             )
         try:
             status, body = _request(port, "GET", "/health", timeout=min(0.5, remaining), context=context)
@@ -398,11 +388,3 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
-
-
-def _tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError as exc:
-        return f"(no log: {exc})"
-    return "\n".join(text.splitlines()[-lines:])

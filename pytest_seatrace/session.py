@@ -23,11 +23,12 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from pytest_seatrace.options import Settings
+from pytest_seatrace.options import settings_from_config
 
-if TYPE_CHECKING:  # the documents, the result and its judge load with the first race
+if TYPE_CHECKING:  # the documents, the result and the reports load with the first race or report
     from pytest_seatrace.core.document import RaceDoc
     from pytest_seatrace.core.result import RaceResult
+    from pytest_seatrace.report.files import ReportFiles
 
 RACES = pytest.StashKey["list[RaceDoc]"]()
 """Race documents of one test item, in the order its races ran."""
@@ -75,7 +76,7 @@ class RaceSessionRole:
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
-        self.settings = Settings.from_config(config, inherited_seed=self.inherited_seed())
+        self.settings = settings_from_config(config, inherited_seed=self.inherited_seed())
         """CLI and ini resolved once for the session."""
         self.local: list[RaceResult] = []
         """Races of this process whose histories go into the reports."""
@@ -97,6 +98,11 @@ class RaceSessionRole:
 
     def inherited_seed(self) -> int | None:
         """The seed chosen by someone else for this run (a worker's controller), if any."""
+        return None
+
+    def check_reports(self) -> str | None:
+        """Why a report file could not be written at the end (checked at start-up); ``None``
+        where this role writes none."""
         return None
 
     @property
@@ -136,6 +142,20 @@ class Controller(RaceSessionRole):
         """The lock directory handed to workers (``--race-xdist serial``)."""
         self.unserialised: list[str] = []
         """Workers that could not reach the lock directory: their races were not serialised."""
+        self.reports: ReportFiles | None = None
+        """The report files, with the writer that holds what their start-up probe opened."""
+        if self.wants_history:  # the report modules load only when a report is asked for
+            from pytest_seatrace.report.files import ReportFiles
+
+            self.reports = ReportFiles(self.settings.json, self.settings.html)
+
+    def check_reports(self) -> str | None:
+        """The probe the final write makes, naming the option; what it keeps open for the write
+        is closed when the session ends, written or not."""
+        if self.reports is None:
+            return None
+        self.config.add_cleanup(self.reports.release)
+        return self.reports.probe()
 
     def keep(self, doc: RaceDoc) -> None:
         self.races.append(doc)
@@ -185,13 +205,8 @@ class Controller(RaceSessionRole):
                 self.crashed_workers.append(f"{worker}: history unreadable ({exc})")
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        settings = self.settings
-        if settings.json or settings.html:  # the report modules load only when asked for
-            from pytest_seatrace.report.files import write_reports
-
-            self.written, self.write_errors = write_reports(
-                self.full_races(), seed=settings.seed, json_path=settings.json, html_path=settings.html
-            )
+        if self.reports is not None:
+            self.written, self.write_errors = self.reports.write(self.full_races(), seed=self.settings.seed)
         if self.write_errors and session.exitstatus == pytest.ExitCode.OK:
             # A lost report fails the run, as pytest-cov's --cov-fail-under does; the terminal
             # summary (run after this hook) names the file.

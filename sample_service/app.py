@@ -11,11 +11,12 @@ header or the ``session`` cookie, so demos and tests can race a login-then-book 
 
 from __future__ import annotations
 
+import functools
 import json
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal, TypeVar, get_args
 
 import anyio
@@ -149,6 +150,29 @@ class _Sessions:
         return self._users.get(token)
 
 
+Handler = Callable[["_Service", Request, bytes, int], Awaitable[Response]]
+
+
+def _whole_request(handler: Handler) -> Callable[[_Service, Request], Awaitable[Response]]:
+    """Call ``handler(self, request, body, arrival)`` once the whole request is in.
+
+    hypercorn calls the app at HEADERS, so the body is awaited before anything is decided; the
+    arrival stamp (``X-Arrival-Ns``) is the instant it was complete. A client that left before
+    its body came gets a 400 nobody reads.
+    """
+
+    @functools.wraps(handler)
+    async def read_first(self: _Service, request: Request) -> Response:
+        try:
+            body = await request.body()
+        except ClientDisconnect:
+            return Response(status_code=400)  # nobody is left to read it
+        arrival = request.state.arrival_ns = time.perf_counter_ns()
+        return await handler(self, request, body, arrival)
+
+    return read_first
+
+
 class _Service:
     """The handlers, sharing one store whose calls never overlap.
 
@@ -237,18 +261,14 @@ class _Service:
             raise _unauthorized("invalid or unknown token", invalid=True)
         return user
 
-    async def create_order(self, request: Request) -> Response:
+    @_whole_request
+    async def create_order(self, request: Request, body: bytes, arrival: int) -> Response:
         """Book, all or nothing; under auth as the token's user.
 
         An order naming another ``"user"`` than its token's is a 403 rather than booked
         under the token's name: a race whose clients send mismatched tokens is a bug in
         the test, which should show instead of passing with different holders.
         """
-        try:
-            body = await request.body()
-        except ClientDisconnect:
-            return Response(status_code=400)  # nobody is left to read it
-        arrival = request.state.arrival_ns = time.perf_counter_ns()
         try:
             token_user = self._token_user(request) if self.auth else None
             seats, user = parse_order(body, self.store.seat_ids, default_user=token_user)
@@ -261,13 +281,9 @@ class _Service:
             return _error(409, SEAT_TAKEN, arrival)
         return _answer({"order_id": order_id, "seats": seats}, 201, arrival)
 
-    async def login(self, request: Request) -> Response:
+    @_whole_request
+    async def login(self, request: Request, body: bytes, arrival: int) -> Response:
         """``{"user"}`` -> a fresh token, in the body and as an HttpOnly ``session`` cookie."""
-        try:
-            body = await request.body()
-        except ClientDisconnect:
-            return Response(status_code=400)
-        arrival = request.state.arrival_ns = time.perf_counter_ns()
         try:
             user = _user(_json_object(body))
         except OrderRejectedError as exc:
@@ -291,17 +307,13 @@ class _Service:
             return _error(404, f"unknown seat {seat_id!r}", arrival)
         return _answer(_seat_json(seat, with_orders=True), 200, arrival)
 
-    async def withdraw_seat(self, request: Request) -> Response:
+    @_whole_request
+    async def withdraw_seat(self, request: Request, body: bytes, arrival: int) -> Response:
         """Take a free seat off sale: 200; a booked or withdrawn seat: 409; unknown: 404.
 
         A second operation on a seat, so one race can mix it with bookings (exactly one of
         all of them may succeed). The unsafe strategy checks, waits, then acts, as it books.
         """
-        try:
-            await request.body()  # hypercorn calls the app at HEADERS: wait for the whole request
-        except ClientDisconnect:
-            return Response(status_code=400)
-        arrival = request.state.arrival_ns = time.perf_counter_ns()
         seat_id: str = request.path_params["seat_id"]
         try:
             if self.auth:
@@ -321,12 +333,8 @@ class _Service:
             return _error(409, SEAT_TAKEN, arrival)
         return _answer({"seat": seat_id, "withdrawn": True}, 200, arrival)
 
-    async def reset(self, request: Request) -> Response:
-        try:
-            await request.body()
-        except ClientDisconnect:
-            return Response(status_code=400)
-        arrival = request.state.arrival_ns = time.perf_counter_ns()
+    @_whole_request
+    async def reset(self, request: Request, body: bytes, arrival: int) -> Response:
         await self._db(self.store.reset)
         return _answer({"ok": True}, 200, arrival)
 

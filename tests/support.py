@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import anyio
+import h11
+import httpx
 import uvicorn
 
 from tests.wire import read_request
@@ -61,6 +63,52 @@ service (no socket)."""
 Scope = dict[str, Any]
 Receive = Callable[[], Any]
 Send = Callable[[dict[str, Any]], Any]
+
+
+# -- set-ups against the sample service's --auth: log in per client, then book as that user --
+
+
+def order(a: Any) -> dict[str, Any]:
+    """One seat per resource, booked as the client's own user (the one ``login`` made)."""
+    return {"seats": [a.resource], "user": f"u{a.client}-{a.resource}"}
+
+
+async def login(a: Any) -> str:
+    """``setup=``: log the client in and return its token (``a.setup`` of the raced request)."""
+    response = await a.http.post("/login", json={"user": f"u{a.client}-{a.resource}"})
+    response.raise_for_status()
+    token: str = response.json()["token"]
+    return token
+
+
+def bearer(a: Any) -> dict[str, str]:
+    """``headers=``: the token the client's ``setup=`` returned."""
+    return {"Authorization": f"Bearer {a.setup}"}
+
+
+def httpx_wire_bytes(request: httpx.Request) -> bytes:
+    """How httpcore writes ``request``: h11, through a fresh client state machine."""
+    conn = h11.Connection(our_role=h11.CLIENT)
+    head = h11.Request(method=request.method, target=request.url.raw_path, headers=request.headers.raw)
+    body = request.read()
+    data = conn.send(head) or b""
+    if body:
+        data += conn.send(h11.Data(data=body)) or b""
+    return data + (conn.send(h11.EndOfMessage()) or b"")
+
+
+def count_h11_connections(monkeypatch: Any) -> list[int]:
+    """Count the h11 state machines made from now on (one list item each): the wire builder
+    must run h11 once per distinct request head, never per request."""
+    made: list[int] = []
+    real = h11.Connection
+
+    def counting(*args: Any, **kwargs: Any) -> h11.Connection:
+        made.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(h11, "Connection", counting)
+    return made
 
 
 def bound_socket() -> socket.socket:
@@ -185,6 +233,20 @@ def raw_server(handle: Callable[[socket.socket], None], clients: int = 1000) -> 
         for conn in conns:
             conn.close()
         sock.close()
+
+
+@contextlib.contextmanager
+def hung_server() -> Iterator[str]:
+    """Accepts every connection, reads what comes, never answers."""
+
+    def handle(conn: socket.socket) -> None:
+        conn.settimeout(10)
+        with contextlib.suppress(OSError):
+            while conn.recv(65536):
+                pass
+
+    with raw_server(handle) as url:
+        yield url
 
 
 def read_request_head(conn: socket.socket, timeout: float = 5.0) -> bytes:

@@ -18,8 +18,8 @@ def order(a: Attempt) -> dict[str, object]:
 RACE = {"resources": 2, "concurrency": 20}
 
 
-def test_auto_picks_single_packet_over_tls_h2(race, sample_service_factory):
-    service = sample_service_factory(server="hypercorn", tls=True)
+def test_auto_picks_single_packet_over_tls_h2(race, module_service):
+    service = module_service(server="hypercorn", tls=True)
     result = race.post(service.url + "/orders", json=order, tls_verify=service.ca_path, **RACE)
     assert result.mode == "single-packet"
     assert result.raced is not None
@@ -33,9 +33,9 @@ def test_auto_picks_single_packet_over_tls_h2(race, sample_service_factory):
     [("uvicorn", True), ("uvicorn", False), ("hypercorn", False)],
     ids=["uvicorn-tls", "uvicorn-http", "hypercorn-h2c"],
 )
-def test_auto_picks_last_byte_without_alpn_h2(race, sample_service_factory, server, tls):
+def test_auto_picks_last_byte_without_alpn_h2(race, module_service, server, tls):
     """uvicorn speaks HTTP/1.1 only; over plain http ``auto`` never tries h2c prior knowledge."""
-    service = sample_service_factory(server=server, tls=tls)
+    service = module_service(server=server, tls=tls)
     result = race.post(service.url + "/orders", json=order, tls_verify=service.ca_path or True, **RACE)
     assert result.mode == "last-byte"
     assert result.raced is not None
@@ -44,8 +44,8 @@ def test_auto_picks_last_byte_without_alpn_h2(race, sample_service_factory, serv
 
 
 @pytest.mark.parametrize("hold", ["headers", "body"])
-def test_an_explicit_hold_makes_auto_pick_last_byte(race, sample_service_factory, hold):
-    service = sample_service_factory(server="hypercorn", tls=True)
+def test_an_explicit_hold_makes_auto_pick_last_byte(race, module_service, hold):
+    service = module_service(server="hypercorn", tls=True)
     result = race.post(service.url + "/orders", json=order, tls_verify=service.ca_path, hold=hold, **RACE)
     assert result.mode == "last-byte"
     assert result.config.hold == hold
@@ -70,8 +70,8 @@ def test_a_hold_from_the_ini_makes_auto_pick_last_byte(pytester: pytest.Pytester
     pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=1)
 
 
-def test_explicit_single_packet_against_http11_is_an_error_saying_so(race, sample_service_factory):
-    service = sample_service_factory(server="uvicorn", tls=True)
+def test_explicit_single_packet_against_http11_is_an_error_saying_so(race, module_service):
+    service = module_service(server="uvicorn", tls=True)
     with pytest.raises(RaceViolation) as info:
         race.post(
             service.url + "/orders",

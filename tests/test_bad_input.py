@@ -14,7 +14,7 @@ from pytest_seatrace import Race, RaceUsageError
 from pytest_seatrace.engine.limits import MAX_RESPONSE_HEAD, STATUS_FIELD
 from pytest_seatrace.marker import MarkerError
 from pytest_seatrace.marker import race as marker_schema
-from tests.support import INNER_INI, SEATS_CONFTEST, raw_server, read_request_head
+from tests.support import INNER_INI, raw_server, read_request_head
 from tests.test_plugin import literal
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
@@ -23,13 +23,6 @@ NOWHERE = "http://127.0.0.1:9/x"
 """A URL nothing answers: a bad argument must be refused before any connection is tried."""
 
 REQUEST_MODES = pytest.mark.parametrize("sync", ["last-byte", "gate", "single-packet"])
-
-
-@pytest.fixture
-def inner(pytester: pytest.Pytester) -> pytest.Pytester:
-    pytester.makeini(INNER_INI)
-    pytester.makeconftest(SEATS_CONFTEST)
-    return pytester
 
 
 SEATS_TEST = """

@@ -180,9 +180,9 @@ def seat_taken(response: Any) -> bool:
     ],
     ids=["gate", "last-byte", "single-packet", "shards"],
 )
-def test_an_error_predicate_works_in_every_start_mode(race, sample_service_factory, sync, server, shards):
+def test_an_error_predicate_works_in_every_start_mode(race, module_service, sync, server, shards):
     """A predicate needs the body: every mode builds it (a shard sends it to its coordinator)."""
-    service = sample_service_factory(server=server, seats=2)
+    service = module_service(server=server, seats=2)
     result = race.post(
         service.url + "/orders",
         json=lambda a: {"seats": [a.resource], "user": a.key},
@@ -418,3 +418,28 @@ def test_a_reason_that_differs_only_from_resource_to_resource_is_one_kind() -> N
     cfg = RaceConfig(resources=(1, 2), concurrency=4)
     (note,) = RaceResult.from_run("t", cfg, RaceRun(records=tuple(records), duration=1.0)).notes
     assert note.startswith("rejections of 3 kinds")
+
+
+def test_recording_a_response_writes_the_wire_facts_and_decides_nothing() -> None:
+    """Two steps: what came off the wire (a shard stops there), then the outcome by the rules."""
+    from pytest_seatrace.engine.classify import Classifier, record_response
+
+    config = RaceConfig(resources=(1,), concurrency=2)
+    recorded = Record(resource=0, client=0, round=1)
+    record_response(recorded, 409, b"123")
+    assert (recorded.status, recorded.server_ns) == (409, 123)
+    assert (recorded.outcome, recorded.reason, recorded.said) == (Outcome.ERROR, None, None)  # undecided
+
+    def no_response() -> Any:
+        raise AssertionError("status rules need no response")
+
+    Classifier(config).decide(recorded, b'{"detail": "seat taken"}', no_response)
+    filled = Record(resource=0, client=1, round=1)
+    Classifier(config).fill(filled, 409, b"123", b'{"detail": "seat taken"}', no_response)
+    for rec in (recorded, filled):
+        assert (rec.status, rec.server_ns, rec.outcome, rec.said) == (
+            409,
+            123,
+            Outcome.REJECTION,
+            "seat taken",
+        )

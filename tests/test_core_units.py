@@ -15,19 +15,23 @@ from typing import Any
 import pytest
 
 from pytest_seatrace.core.config import HoldPoint, RaceConfig, SyncMode
+from pytest_seatrace.core.figures import Figures
 from pytest_seatrace.core.judge import (
     SINGLE_PACKET_EARLY_HINT,
     Group,
+    double_bookings,
     errors,
     invariant_violations,
+    judge,
     no_winner_possible,
     not_raced,
+    problem_violation,
     raising_predicates,
     reconcile,
     threshold_violations,
     winner_count,
 )
-from pytest_seatrace.core.records import Outcome, RaceRun, Record
+from pytest_seatrace.core.records import HookFailed, NotACount, Outcome, RaceRun, Record, WaveHung
 from pytest_seatrace.core.redact import MASK, is_secret, redact_text, strip_url
 from pytest_seatrace.core.result import RaceResult
 from pytest_seatrace.core.stats import Percentiles, Spread, percentile
@@ -166,7 +170,7 @@ def _timed(client: int, latency_ms: int, outcome: Outcome = Outcome.REJECTION) -
 def test_threshold_violations_measure_latency_over_all_answered_requests() -> None:
     records = [_timed(0, 1, Outcome.WIN), _timed(1, 2), _timed(2, 3), _timed(3, 4)]
     result = _result(records, "med < 3ms", "max < 3ms", "min >= 1ms")
-    (broken,) = threshold_violations(result)
+    (broken,) = threshold_violations(result.config.thresholds, result.figures)
     assert broken.kind is ViolationKind.THRESHOLD
     assert (broken.allowed, broken.found) == ("max < 3ms", "4.000ms")
     assert broken.detail == "max = 4.000ms"
@@ -181,13 +185,13 @@ def test_threshold_violations_measure_rps_errors_and_spread() -> None:
         Record(0, 3, 0, sent_ns=12 * MS, end_ns=13 * MS, status=409, outcome=Outcome.REJECTION),
     ]
     result = _result(records, "rps >= 3", "errors == 0", "spread < 3ms", "spread <= 3ms", duration=2.0)
-    found = {v.allowed: v.found for v in threshold_violations(result)}
+    found = {v.allowed: v.found for v in threshold_violations(result.config.thresholds, result.figures)}
     assert found == {"rps >= 3": "2.0", "errors == 0": "1", "spread < 3ms": "3.000ms"}
 
 
 def test_threshold_violations_with_no_answered_request_fail_a_latency_bound() -> None:
     result = _result([unknown(0)], "p95 < 2s")
-    (broken,) = threshold_violations(result)
+    (broken,) = threshold_violations(result.config.thresholds, result.figures)
     assert broken.allowed == "p95 < 2s"
 
 
@@ -634,3 +638,88 @@ def test_invariant_violations_judge_each_round_and_resource_with_its_holders() -
         (ViolationKind.DOUBLE, "B", 0),
         (ViolationKind.LOST, "A", 1),
     ]
+
+
+# -- judge: what went wrong while racing, and the whole verdict ----------------------------
+
+
+def test_a_hung_wave_is_worded_with_the_timeout_and_what_was_not_run() -> None:
+    v = problem_violation(WaveHung(round=2, not_run=5), timeout=0.5)
+    assert (v.kind, v.resource, v.round, v.allowed, v.found) == (
+        ViolationKind.HUNG,
+        None,
+        2,
+        "answers within timeout",
+        "none",
+    )
+    assert v.detail == (
+        "every request of a wave of round 2 timed out (timeout=0.5s): the service seems hung, so the "
+        "race stopped; 5 (round, resource) pairs were not run (RaceResult.not_run); raise timeout= "
+        "if the service is just slow"
+    )
+
+
+def test_a_failed_hook_is_worded_with_its_reason_and_exception() -> None:
+    v = problem_violation(HookFailed("reset= raised after round 1: ConnectionError", "ConnectionError"), 10.0)
+    assert (v.kind, v.resource, v.round) == (ViolationKind.HOOK, None, None)
+    assert (v.allowed, v.found) == ("every hook returns", "ConnectionError")
+    assert v.detail == "reset= raised after round 1: ConnectionError; the race stopped with what it had"
+
+
+def test_a_verify_that_returned_no_count_is_worded_with_the_value() -> None:
+    v = problem_violation(NotACount("A", 3, repr("two"), "str"), 10.0)
+    assert (v.kind, v.resource, v.round, v.allowed, v.found) == (
+        ViolationKind.VERIFY,
+        "A",
+        3,
+        "an int",
+        "str",
+    )
+    assert v.detail == "verify('A') returned 'two', expected the number of holders (int)"
+
+
+def test_judge_gives_the_rules_then_the_problems_then_the_thresholds() -> None:
+    config = RaceConfig(resources=("A",), concurrency=2, thresholds=(parse_threshold("errors == 0"),))
+    records = [win(0), win(1), failed(2, "500 boom", status=500)]
+    figures = Figures(tuple(records), config.resources, config.concurrency)
+    kinds = [v.kind for v in judge(records, config, figures, None, (WaveHung(0, 1),))]
+    assert kinds == [ViolationKind.TOO_MANY, ViolationKind.ERROR, ViolationKind.HUNG, ViolationKind.THRESHOLD]
+    assert judge([win(0)], config, Figures((win(0),), ("A",), 1)) == ()
+
+
+def test_double_bookings_take_the_largest_excess_per_resource_and_round() -> None:
+    def excess(resource: str, rnd: int, n: int) -> Violation:
+        return Violation(ViolationKind.TOO_MANY, resource, rnd, "1", str(n + 1), excess=n)
+
+    found = [excess("A", 1, 2), excess("A", 1, 3), excess("B", 1, 1), excess("A", 2, 1)]
+    assert double_bookings(found) == 3 + 1 + 1
+    assert double_bookings([Violation(ViolationKind.ERROR, "A", 1, "0", "1")]) == 0
+
+
+# -- figures: from records alone -----------------------------------------------------------
+
+
+def test_figures_count_time_and_sample_from_records_alone() -> None:
+    records = (
+        Record(0, 0, 1, sent_ns=MS, end_ns=3 * MS, status=201, outcome=Outcome.WIN, body=b"ok"),
+        Record(1, 1, 1, sent_ns=MS, end_ns=2 * MS, status=409, outcome=Outcome.REJECTION, said="taken"),
+        Record(1, 2, 2, status=0, outcome=Outcome.ERROR, reason="connection refused"),
+    )
+    figures = Figures(records, ("A", "B"), concurrency=2, rounds=2, duration=0.5)
+    assert (figures.requests, figures.wins, figures.rejections, figures.errors, figures.unknown) == (
+        3,
+        1,
+        1,
+        1,
+        0,
+    )
+    assert figures.rps == 6.0
+    assert figures.latency.all.max == 2 * MS
+    assert figures.status_reasons == {(201, ""): 1, (409, "taken"): 1}
+    assert [w.client for w in figures.winners["A"]] == [0]
+    assert figures.samples == {"A": [records[0]], "B": [records[2]]}
+    assert [dict(c) for c in figures.round_outcomes] == [
+        {Outcome.WIN: 1, Outcome.REJECTION: 1},
+        {Outcome.ERROR: 1},
+    ]
+    assert [row["requests"] for row in figures.by_resource()] == [1, 2]

@@ -185,3 +185,15 @@ def test_marker_defaults_name_real_options() -> None:
     for row in marker_rows():
         named = re.findall(r"--race-[a-z0-9-]+|race_[a-z0-9_]+", row[2])
         assert set(named) <= known, f"{row[0]}: {named}"
+
+
+def test_ci_runs_exactly_the_readme_test_command() -> None:
+    """CI's test step is the README's second fresh-machine command, so what CI proves is what a user runs."""
+    readme = (ROOT / "README.md").read_text().splitlines()
+    fence = next(i for i, line in enumerate(readme) if line.startswith("```bash"))
+    install_and_test = readme[fence + 2].split("#")[0].strip()
+    install, _, test_command = install_and_test.partition(" && ")
+    ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    assert install in ci
+    assert ci[-1] == test_command
+    assert "--durations=15" in test_command.split()

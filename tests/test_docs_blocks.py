@@ -216,7 +216,7 @@ def help_options(text: str) -> dict[str, tuple[str, ...] | None]:
 
 @cache
 def program_help(*program: str) -> str:
-    """``python PROGRAM --help``: ``("-m", "sample_service")`` or ``("benchmarks/scale.py",)``."""
+    """``python PROGRAM --help``: ``("-m", "sample_service")`` or ``("-m", "benchmarks", "scale")``."""
     done = subprocess.run(
         [sys.executable, *program, "--help"],
         capture_output=True,
@@ -292,9 +292,14 @@ def check(argv: list[str], pytest_options: dict[str, tuple[str, ...] | None]) ->
         if not (ROOT / script).is_file():
             return [f"no such script {script}"]
         return check_options(args, help_options(program_help(script))) if args else []
-    if any(word.startswith("-") for word in argv[3:]):
-        return check_options(argv[3:], help_options(program_help("-m", argv[2])))
-    return [] if find_spec(argv[2]) else [f"no module {argv[2]}"]
+    words = argv[2:]  # the module, its subcommand if any (python -m benchmarks NAME), the rest
+    program = words[:2] if len(words) > 1 and words[1].isidentifier() else words[:1]
+    rest = words[len(program) :]
+    if not find_spec(program[0]):
+        return [f"no module {program[0]}"]
+    if len(program) > 1 or any(word.startswith("-") for word in rest):
+        return check_options(rest, help_options(program_help("-m", *program)))
+    return []
 
 
 def test_every_command_line_matches_its_help(pytester: pytest.Pytester) -> None:
@@ -326,7 +331,7 @@ def test_every_command_line_matches_its_help(pytester: pytest.Pytester) -> None:
         ('pip install -e ".[nope]"', "no extra 'nope'"),
         ("pytest examples/nope.py", "no such path"),
         ("python benchmarks/nope.py", "no such script"),
-        ("python benchmarks/scale.py --nope", "--nope: not in --help"),
+        ("python -m benchmarks scale --nope", "--nope: not in --help"),
         ("python -m sample_service --strategy risky", "not one of ('safe', 'unsafe')"),
         ("python -m no_such_module_here", "no module"),
     ],

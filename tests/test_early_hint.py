@@ -20,7 +20,7 @@ from pytest_seatrace.core.records import Outcome, RaceRun, Record
 from pytest_seatrace.core.result import RaceResult
 from pytest_seatrace.engine.plan import RequestSpec
 from pytest_seatrace.report.message import violation_message
-from pytest_seatrace.report.summary import early_text
+from pytest_seatrace.report.wording import early_text
 from tests.test_single_packet import fire, h2_server, respond
 
 LAST_BYTE = 'use sync="last-byte"'
@@ -50,10 +50,10 @@ def test_a_server_answering_at_headers_is_not_raced_and_says_use_last_byte():
     assert LAST_BYTE in note
 
 
-def test_the_advice_holds_on_hypercorn(race, sample_service_factory):
+def test_the_advice_holds_on_hypercorn(race, module_service):
     """hypercorn runs a bodyless ``GET`` at HEADERS; last-byte's default hold keeps the header
     block open until the gate, so no answer comes early."""
-    service = sample_service_factory(server="hypercorn", tls=True)
+    service = module_service(server="hypercorn", tls=True)
     held = race.get(
         service.url + "/seats/1",
         tls_verify=service.ca_path,
@@ -83,7 +83,7 @@ def made_up(mode: str, *, early: int, winners: int) -> RaceResult:
 def test_some_early_answers_in_a_broken_single_packet_race_are_noted_with_the_hint():
     result = made_up("single-packet", early=3, winners=2)
     assert [v.kind for v in result.violations] == ["too-many"]
-    message = violation_message(result)
+    message = violation_message(result.to_dict())
     assert "early answers: 3 of 10" in message
     assert SINGLE_PACKET_EARLY_HINT in message
     note = early_text(result.to_dict())
@@ -93,11 +93,11 @@ def test_some_early_answers_in_a_broken_single_packet_race_are_noted_with_the_hi
 
 def test_no_single_packet_hint_for_other_starts_or_without_early_answers():
     gate = made_up("gate", early=3, winners=2)
-    assert "early answers: 3 of 10" in violation_message(gate)
-    assert LAST_BYTE not in violation_message(gate)
+    assert "early answers: 3 of 10" in violation_message(gate.to_dict())
+    assert LAST_BYTE not in violation_message(gate.to_dict())
     note = early_text(gate.to_dict())
     assert note is not None
     assert LAST_BYTE not in note
     clean = made_up("single-packet", early=0, winners=2)
-    assert "early answers" not in violation_message(clean)
+    assert "early answers" not in violation_message(clean.to_dict())
     assert early_text(clean.to_dict()) is None

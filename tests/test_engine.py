@@ -45,8 +45,8 @@ def test_safe_service_one_winner_per_seat(race, sample_service, mode):
 
 @MODES
 @pytest.mark.race(resources=4, concurrency=40)
-def test_unsafe_service_is_caught(race, sample_service_factory, mode):
-    service = sample_service_factory(strategy="unsafe", window_ms=50)
+def test_unsafe_service_is_caught(race, module_service, mode):
+    service = module_service(strategy="unsafe", window_ms=50)
     with pytest.raises(RaceViolation) as info:
         race.post(service.url + "/orders", json=order, sync=mode)
     result = info.value.result
@@ -236,8 +236,8 @@ def test_asgi_app_in_process(race):
     assert app.count == 20
 
 
-def test_verify_settles_and_reconciles(race, sample_service_factory):
-    service = sample_service_factory(strategy="unsafe", window_ms=50)
+def test_verify_settles_and_reconciles(race, module_service):
+    service = module_service(strategy="unsafe", window_ms=50)
     result = race.post(
         service.url + "/orders",
         json=order,

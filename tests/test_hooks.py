@@ -300,8 +300,8 @@ def test_ctrl_c_in_the_first_wave_keeps_the_interrupted_race(
 
 
 @pytest.mark.race(resources=3, concurrency=4, parallel=1)
-def test_request_callable_raising_in_a_later_wave_of_single_packet(race, sample_service_factory):
-    service = sample_service_factory(server="hypercorn", tls=True)
+def test_request_callable_raising_in_a_later_wave_of_single_packet(race, module_service):
+    service = module_service(server="hypercorn", tls=True)
 
     def body(a):
         if a.resource == 3:

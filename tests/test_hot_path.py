@@ -38,7 +38,7 @@ from pytest_seatrace.engine.rawhttp import (
 from pytest_seatrace.engine.reader import read_responses
 from pytest_seatrace.engine.requests import RequestBuilder, TrustOnFirstUse, WireBuilder, make_ssl_context
 from pytest_seatrace.service import start_sample_service
-from tests.support import OneWinnerApp, raw_server, serve_app
+from tests.support import OneWinnerApp, count_h11_connections, httpx_wire_bytes, raw_server, serve_app
 from tests.wire import read_request
 
 Outcome = tuple[Any, ...]
@@ -223,17 +223,6 @@ def test_early_answers_are_found_with_one_poll() -> None:
 # -- requests serialised once --------------------------------------------------------------
 
 
-def _httpx_bytes(request: httpx.Request) -> bytes:
-    """How httpcore writes ``request``: h11, through a fresh client state machine."""
-    conn = h11.Connection(our_role=h11.CLIENT)
-    head = h11.Request(method=request.method, target=request.url.raw_path, headers=request.headers.raw)
-    body = request.read()
-    data = conn.send(head) or b""
-    if body:
-        data += conn.send(h11.Data(data=body)) or b""
-    return data + (conn.send(h11.EndOfMessage()) or b"")
-
-
 def _builder(**kwargs: Any) -> WireBuilder:
     spec = RequestSpec("POST", "http://127.0.0.1:9/orders?x=1", **kwargs)
     return WireBuilder(RequestBuilder(spec, None, make_ssl_context(True)))
@@ -256,7 +245,7 @@ def test_wire_bytes_are_httpx_bytes(kwargs: dict[str, Any]) -> None:
         attempt = Attempt(1, number, 1)
         built = wire.build(attempt)
         args = {k: (v(attempt) if callable(v) else v) for k, v in kwargs.items()}
-        expected = _httpx_bytes(client.build_request("POST", "http://127.0.0.1:9/orders?x=1", **args))
+        expected = httpx_wire_bytes(client.build_request("POST", "http://127.0.0.1:9/orders?x=1", **args))
         assert built.data == expected
         assert built.head_len == expected.index(b"\r\n\r\n") + 4
         assert built.held_from("headers") == built.head_len - 1
@@ -268,14 +257,7 @@ def test_wire_bytes_are_httpx_bytes(kwargs: dict[str, Any]) -> None:
 def test_json_requests_run_h11_once_per_body_length(monkeypatch: pytest.MonkeyPatch) -> None:
     """No h11 state machine per request: one per distinct head (here: two body lengths)."""
     wire = _builder(json=lambda a: {"user": "u" * (a.client % 2)})
-    made: list[object] = []
-    real = h11.Connection
-
-    def counting(*args: Any, **kwargs: Any) -> h11.Connection:
-        made.append(1)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(h11, "Connection", counting)
+    made = count_h11_connections(monkeypatch)
     lengths = {len(wire.build(Attempt(1, client, 1)).data) for client in range(1, 101)}
     assert len(lengths) == 2
     assert len(made) <= 2

@@ -12,7 +12,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import h11
 import httpx
 import pytest
 
@@ -20,7 +19,7 @@ from pytest_seatrace import RaceUsageError, RaceViolation, ServiceHandle
 from pytest_seatrace.core.operations import AMBIGUOUS, OperationNamer, settle
 from pytest_seatrace.engine.plan import Attempt, RequestSpec
 from pytest_seatrace.engine.requests import RequestBuilder, WireBuilder, make_ssl_context
-from tests.support import INNER_INI, serve_app
+from tests.support import INNER_INI, count_h11_connections, httpx_wire_bytes, serve_app
 
 MODES = pytest.mark.parametrize(
     "mode",
@@ -113,16 +112,6 @@ def test_a_single_operation_race_with_clients_in_its_path_is_not_mixed(race: Any
 # -- wire bytes: one h11 head per distinct method, still httpx's bytes ---------------------
 
 
-def _httpx_bytes(request: httpx.Request) -> bytes:
-    conn = h11.Connection(our_role=h11.CLIENT)
-    head = h11.Request(method=request.method, target=request.url.raw_path, headers=request.headers.raw)
-    body = request.read()
-    data = conn.send(head) or b""
-    if body:
-        data += conn.send(h11.Data(data=body)) or b""
-    return data + (conn.send(h11.EndOfMessage()) or b"")
-
-
 METHODS = ("PUT", "PATCH", "DELETE")
 
 
@@ -140,26 +129,19 @@ def test_mixed_wire_bytes_are_httpx_bytes(
     spec = RequestSpec(lambda a: METHODS[a.client % 3].lower(), target, **kwargs)
     wire = WireBuilder(RequestBuilder(spec, None, make_ssl_context(True)))
     attempts = [Attempt(1, number, 1) for number in range(1, 13)]
-    made: list[int] = []
-    real = h11.Connection
-
-    def counting(*args: Any, **kw: Any) -> h11.Connection:
-        made.append(1)
-        return real(*args, **kw)
-
-    monkeypatch.setattr(h11, "Connection", counting)
+    made = count_h11_connections(monkeypatch)
     built = [wire.build(attempt) for attempt in attempts]
-    monkeypatch.setattr(h11, "Connection", real)
+    monkeypatch.undo()  # httpx's own bytes below go through h11 uncounted
     assert len(made) == heads
     client = httpx.Client(trust_env=False)
     for attempt, request in zip(attempts, built, strict=True):
         meth = METHODS[attempt.client % 3]
         args = {k: (v(attempt) if callable(v) else v) for k, v in kwargs.items()}
-        expected = _httpx_bytes(client.build_request(meth, target, **args))
+        expected = httpx_wire_bytes(client.build_request(meth, target, **args))
         assert request.data == expected
         assert request.method == meth.encode()
         assert request.operation == f"{meth} /seat"
-        assert _httpx_bytes(request.httpx_request()) == expected
+        assert httpx_wire_bytes(request.httpx_request()) == expected
     client.close()
 
 
@@ -186,8 +168,8 @@ def test_a_constant_method_that_is_no_method_is_refused(race, bad):
 
 
 @MODES
-def test_book_against_withdraw_passes_on_safe(race, sample_service_factory, mode):
-    service = sample_service_factory(seats=4)
+def test_book_against_withdraw_passes_on_safe(race, module_service, mode):
+    service = module_service(seats=4)
     race.base_url = service.url
     result = race.request(
         method, url, json=order, resources=4, concurrency=20, success=won, verify=claims(service), **mode
@@ -209,8 +191,8 @@ def test_book_against_withdraw_passes_on_safe(race, sample_service_factory, mode
 
 
 @MODES
-def test_book_against_withdraw_is_caught_on_unsafe(race, sample_service_factory, mode):
-    service = sample_service_factory(seats=4, strategy="unsafe", window_ms=20)
+def test_book_against_withdraw_is_caught_on_unsafe(race, module_service, mode):
+    service = module_service(seats=4, strategy="unsafe", window_ms=20)
     race.base_url = service.url
     with pytest.raises(RaceViolation) as info:
         race.request(
@@ -224,8 +206,8 @@ def test_book_against_withdraw_is_caught_on_unsafe(race, sample_service_factory,
     assert "double" in kinds  # the end state: a seat both booked and off sale (or booked twice)
 
 
-def test_single_packet_mixes_operations_over_h2c(race, sample_service_factory):
-    service = sample_service_factory(server="hypercorn", seats=4)
+def test_single_packet_mixes_operations_over_h2c(race, module_service):
+    service = module_service(server="hypercorn", seats=4)
     race.base_url = service.url
     result = race.request(
         method, url, json=order, resources=4, concurrency=20, success=won, verify=claims(service),
@@ -240,8 +222,8 @@ def test_single_packet_mixes_operations_over_h2c(race, sample_service_factory):
     assert ops[BOOK]["wins"] + ops[WITHDRAW]["wins"] == 4
 
 
-def test_single_packet_mixed_is_caught_on_unsafe(race, sample_service_factory):
-    service = sample_service_factory(server="hypercorn", seats=4, strategy="unsafe", window_ms=5)
+def test_single_packet_mixed_is_caught_on_unsafe(race, module_service):
+    service = module_service(server="hypercorn", seats=4, strategy="unsafe", window_ms=5)
     race.base_url = service.url
     with pytest.raises(RaceViolation) as info:
         race.request(method, url, json=order, resources=4, concurrency=20, success=won, sync="single-packet")
@@ -337,19 +319,23 @@ def test_plain_booking(race):
 """
 
 
+def run_mixed_race(pytester: pytest.Pytester, service: ServiceHandle, keyword: str) -> pytest.RunResult:
+    """Run the MIXED_RACE test selected by ``keyword`` against ``service``, with JSON and HTML reports."""
+    pytester.makeini(INNER_INI)
+    pytester.makepyfile(test_mixed=MIXED_RACE)
+    return pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--race-base-url", service.url,
+        "--race-json", "r.json", "--race-html", "r.html", "-k", keyword,
+    )  # fmt: skip
+
+
 def test_reports_break_a_mixed_race_down_per_operation(
-    pytester: pytest.Pytester, sample_service_factory: Any, monkeypatch: pytest.MonkeyPatch
+    pytester: pytest.Pytester, module_service: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from tests.test_reports import validate
 
     monkeypatch.setenv("COLUMNS", "120")
-    service = sample_service_factory(seats=2)
-    pytester.makeini(INNER_INI)
-    pytester.makepyfile(test_mixed=MIXED_RACE)
-    result = pytester.runpytest_subprocess(
-        "-p", "no:cacheprovider", "--race-base-url", service.url,
-        "--race-json", "r.json", "--race-html", "r.html", "-k", "withdraw",
-    )  # fmt: skip
+    result = run_mixed_race(pytester, module_service(seats=2), "withdraw")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(
         [
@@ -372,16 +358,8 @@ def test_reports_break_a_mixed_race_down_per_operation(
     assert "DELETE /seats/{resource}" in html
 
 
-def test_one_operation_reports_stay_as_they_were(
-    pytester: pytest.Pytester, sample_service_factory: Any
-) -> None:
-    service = sample_service_factory(seats=2)
-    pytester.makeini(INNER_INI)
-    pytester.makepyfile(test_mixed=MIXED_RACE)
-    result = pytester.runpytest_subprocess(
-        "-p", "no:cacheprovider", "--race-base-url", service.url,
-        "--race-json", "r.json", "--race-html", "r.html", "-k", "plain",
-    )  # fmt: skip
+def test_one_operation_reports_stay_as_they_were(pytester: pytest.Pytester, module_service: Any) -> None:
+    result = run_mixed_race(pytester, module_service(seats=2), "plain")
     result.assert_outcomes(passed=1)
     assert "operations of" not in result.stdout.str()
     race = json.loads(Path(pytester.path, "r.json").read_text(encoding="utf-8"))["races"][0]
@@ -394,8 +372,8 @@ def test_one_operation_reports_stay_as_they_were(
 
 
 @pytest.mark.parametrize("strategy", ["safe", "unsafe"])
-def test_withdraw_takes_a_free_seat_off_sale(sample_service_factory: Any, strategy: str) -> None:
-    service = sample_service_factory(seats=3, strategy=strategy, window_ms=0)
+def test_withdraw_takes_a_free_seat_off_sale(module_service: Any, strategy: str) -> None:
+    service = module_service(seats=3, strategy=strategy, window_ms=0)
     with httpx.Client(base_url=service.url, trust_env=False, timeout=10) as http:
         assert http.delete("/seats/1").json() == {"seat": "1", "withdrawn": True}
         assert http.get("/seats/1").json() == {"id": "1", "holders": [], "orders": [], "withdrawn": True}
@@ -410,8 +388,8 @@ def test_withdraw_takes_a_free_seat_off_sale(sample_service_factory: Any, strate
         assert http.post("/orders", json={"seats": [1], "user": "carol"}).status_code == 201
 
 
-def test_withdraw_needs_a_token_under_auth(sample_service_factory: Any) -> None:
-    service = sample_service_factory(seats=1, auth=True)
+def test_withdraw_needs_a_token_under_auth(module_service: Any) -> None:
+    service = module_service(seats=1, auth=True)
     with httpx.Client(base_url=service.url, trust_env=False, timeout=10) as http:
         assert http.delete("/seats/1").status_code == 401
         token = service.login("admin")
@@ -419,10 +397,10 @@ def test_withdraw_needs_a_token_under_auth(sample_service_factory: Any) -> None:
 
 
 @pytest.mark.parametrize("strategy", ["safe", "unsafe"])
-def test_mixed_operations_shard_like_one_process(race, sample_service_factory, strategy):
+def test_mixed_operations_shard_like_one_process(race, module_service, strategy):
     """Two popen shards: each shard's clients book or withdraw per the method callable the test
     process evaluated; the operations, the per-operation predicate and verify= are the same."""
-    service = sample_service_factory(seats=3, strategy=strategy, window_ms=20)
+    service = module_service(seats=3, strategy=strategy, window_ms=20)
     race.base_url = service.url
     result = race.request(
         method, url, json=order, resources=3, concurrency=10, success=won, verify=claims(service),

@@ -14,13 +14,6 @@ def literal(pattern: str) -> str:
     return pattern.replace("[", "[[]")
 
 
-@pytest.fixture
-def inner(pytester: pytest.Pytester) -> pytest.Pytester:
-    pytester.makeini(INNER_INI)
-    pytester.makeconftest(SEATS_CONFTEST)
-    return pytester
-
-
 def test_help_lists_group_options_and_ini(inner: pytest.Pytester) -> None:
     result = inner.runpytest("--help")
     result.stdout.fnmatch_lines(["*pytest-seatrace: concurrency invariants*"])

@@ -296,7 +296,7 @@ def assert_every_report_says_why(result: RaceResult) -> None:
         "500 database is locked"
     }
 
-    message = violation_message(result)
+    message = violation_message(result.to_dict())
     assert f"{LOCKED_PER_RESOURCE}× 500 database is locked" in message
     assert "HTTP 500" not in message
 
@@ -366,7 +366,7 @@ def test_single_packet_races_say_why_too() -> None:
     assert failed
     assert all(s["body"].startswith('{"error": "database is locked"') for s in failed)
     assert all(s["reason"] == "500 database is locked" for s in failed)
-    assert f"{LOCKED_PER_RESOURCE}× 500 database is locked" in violation_message(result)
+    assert f"{LOCKED_PER_RESOURCE}× 500 database is locked" in violation_message(result.to_dict())
 
 
 def test_no_winner_says_what_everyone_got(race: Any) -> None:
@@ -380,7 +380,7 @@ def test_no_winner_says_what_everyone_got(race: Any) -> None:
     with serve_app(AlwaysLocked("html")) as url:
         result = race.post(url + "/seat", concurrency=6, allow_errors=True, check=False)
     assert result.wins == 0
-    message = violation_message(result)
+    message = violation_message(result.to_dict())
     assert "no winner: " in message
     assert "3× 500 database is locked" in message
     assert "3× 409 seat taken" in message  # a rejection is named with its status

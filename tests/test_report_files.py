@@ -19,8 +19,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import INNER_INI, SEATS_CONFTEST
-
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
 DEADLINE = 30.0  # seconds a reader waits for the whole report
@@ -34,13 +32,6 @@ def test_seats(seats):
     seats.post(lambda a: f"/seat/{a.resource}")
 """
 REQUESTS = 800
-
-
-@pytest.fixture
-def inner(pytester: pytest.Pytester) -> pytest.Pytester:
-    pytester.makeini(INNER_INI)
-    pytester.makeconftest(SEATS_CONFTEST)
-    return pytester
 
 
 def run(inner: pytest.Pytester, *args: str, tests: str = RACE) -> pytest.RunResult:

@@ -31,15 +31,11 @@ from pytest_seatrace.core.document import RaceDoc
 from pytest_seatrace.core.records import RaceRun
 from pytest_seatrace.core.result import RaceResult
 from pytest_seatrace.report.files import json_document
-from pytest_seatrace.report.html import (
-    MAX_DRAWN_PER_RESOURCE,
-    MAX_TABLE_ROWS,
-    MAX_TABLE_ROWS_TOTAL,
-    MIN_TABLE_ROWS,
-    SCRIPT,
-    _place_labels,
-    render_html,
-)
+from pytest_seatrace.report.html import render_html
+from pytest_seatrace.report.html.charts import place_labels
+from pytest_seatrace.report.html.page import SCRIPT
+from pytest_seatrace.report.html.request_table import MAX_TABLE_ROWS, MAX_TABLE_ROWS_TOTAL, MIN_TABLE_ROWS
+from pytest_seatrace.report.html.timeline import MAX_DRAWN_PER_RESOURCE
 
 INNER_INI = "[pytest]\nasyncio_default_fixture_loop_scope = function\n"
 RUN_TIMEOUT = 180
@@ -256,6 +252,19 @@ def test_race_html_is_one_self_contained_file(pytester: pytest.Pytester) -> None
     assert text.index(f'title="{UNSAFE}"') < text.index(f'title="{SAFE}"')
     sections = re.findall(r'<section id="race-(\d)"><h2>(.*?) <span', text)
     assert [(i, name.replace("<wbr>", "")) for i, name in sections] == [("0", UNSAFE), ("1", SAFE)]
+
+
+def test_the_page_inlines_its_stylesheet_and_script_from_package_data() -> None:
+    """page.css and page.js ship as package data (read as installed, not from the source tree)
+    and each stands whole, once, inside its tag."""
+    assets = resources.files("pytest_seatrace.report.html")
+    css = assets.joinpath("page.css").read_text(encoding="utf-8")
+    script = assets.joinpath("page.js").read_text(encoding="utf-8")
+    assert ".verdict.FAIL" in css
+    assert '"use strict"' in script
+    text = render_html(json_document([synthetic_race("t.py::test_x", 2, 5, unsafe=False)], seed=1))
+    assert text.count(f"<style>\n{css}</style>") == 1
+    assert text.count(f"<script>\n{script}</script>") == 1
 
 
 class SvgCensus(html.parser.HTMLParser):
@@ -616,12 +625,12 @@ def test_render_html_gives_each_outcome_one_colour_everywhere() -> None:
 
 
 def test_percentile_labels_get_rows_of_their_own_when_close() -> None:
-    placed = _place_labels([(300.0, "p50 24.2"), (500.0, "p95 38.1"), (510.0, "p99 38.4")], 628)
+    placed = place_labels([(300.0, "p50 24.2"), (500.0, "p95 38.1"), (510.0, "p99 38.4")], 628)
     rows = {text: row for _, row, _, text in placed}
     assert rows["p50 24.2"] == rows["p95 38.1"] == 0
     assert rows["p99 38.4"] == 1
     # at the right edge a label goes left of its line
-    edge = _place_labels([(620.0, "p99 99.9")], 628)
+    edge = place_labels([(620.0, "p99 99.9")], 628)
     assert edge[0][2] == "end"
     assert edge[0][0] < 620
 

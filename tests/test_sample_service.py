@@ -125,10 +125,14 @@ def shared_service() -> Iterator[ServiceHandle]:
         yield service
 
 
+def module_client(service: ServiceHandle) -> httpx.Client:
+    """A client made once per module: each new httpx.Client builds an SSL context (tens of ms)."""
+    return httpx.Client(base_url=service.url, trust_env=False, timeout=REQUEST_TIMEOUT)
+
+
 @pytest.fixture(scope="module")
 def shared_client(shared_service: ServiceHandle) -> Iterator[httpx.Client]:
-    # Made once: each new httpx.Client builds an SSL context (tens of ms).
-    with httpx.Client(base_url=shared_service.url, trust_env=False, timeout=REQUEST_TIMEOUT) as http:
+    with module_client(shared_service) as http:
         yield http
 
 
@@ -405,21 +409,14 @@ def test_app_in_process(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def auth_service() -> Iterator[ServiceHandle]:
-    with start_sample_service(strategy="safe", seats=4, auth=True) as service:
-        yield service
-
-
-@pytest.fixture(scope="module")
-def shared_auth_client(auth_service: ServiceHandle) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=auth_service.url, trust_env=False, timeout=REQUEST_TIMEOUT) as http:
+def shared_auth_client(_auth_service_process: ServiceHandle) -> Iterator[httpx.Client]:
+    with module_client(_auth_service_process) as http:
         yield http
 
 
 @pytest.fixture
 def auth_client(auth_service: ServiceHandle, shared_auth_client: httpx.Client) -> httpx.Client:
     """The auth service with every seat free, and a client with no session cookie yet."""
-    auth_service.reset()
     shared_auth_client.cookies.clear()
     return shared_auth_client
 
@@ -676,17 +673,23 @@ def _read_line(stream: Any, timeout: float) -> str:
     return line
 
 
-def test_cli_port_0_prints_one_line_and_serves(tmp_path: Path) -> None:
-    db = tmp_path / "seats.db"
+def _start_cli(*args: str) -> tuple[subprocess.Popen[str], str]:
+    """``python -m sample_service ARGS`` started, and its first line of output (the banner)."""
     process = subprocess.Popen(
-        _module_command("--port", "0", "--db", str(db), "--seats", "4"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=_env(),
+        _module_command(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env()
     )
     try:
-        line = _read_line(process.stdout, timeout=30)
+        return process, _read_line(process.stdout, timeout=30)
+    except BaseException:
+        process.kill()
+        process.communicate(timeout=30)
+        raise
+
+
+def test_cli_port_0_prints_one_line_and_serves(tmp_path: Path) -> None:
+    db = tmp_path / "seats.db"
+    process, line = _start_cli("--port", "0", "--db", str(db), "--seats", "4")
+    try:
         match = re.fullmatch(
             r"sample_service listening on http://127\.0\.0\.1:(\d+) \(strategy=safe, seats=4, db=(.+)\)\n",
             line,

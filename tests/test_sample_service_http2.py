@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import json
 import re
-import select
 import signal
 import socket
 import ssl
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -32,7 +30,7 @@ import pytest
 
 from pytest_seatrace.service import ServiceHandle, start_sample_service
 from sample_service import SEAT_TAKEN, SESSION_COOKIE
-from tests.test_sample_service import _env, _module_command, race
+from tests.test_sample_service import _start_cli, race
 
 REQUEST_TIMEOUT = 10.0
 MAX_STREAMS = h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS
@@ -318,24 +316,12 @@ def test_uvicorn_tls_answers_an_h2_client_with_http11() -> None:
 # -- the command line --
 
 
-def _read_line(stream: Any, timeout: float) -> str:
-    ready, _, _ = select.select([stream], [], [], timeout)
-    assert ready, f"no line within {timeout}s"
-    line: str = stream.readline()
-    return line
-
-
 def test_cli_hypercorn_prints_its_banner_serves_h2c_and_stops_on_sigterm(tmp_path: Path) -> None:
     db = tmp_path / "seats.db"
-    process = subprocess.Popen(
-        _module_command("--server", "hypercorn", "--port", "0", "--db", str(db), "--seats", "3", "--auth"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=_env(),
+    process, line = _start_cli(
+        "--server", "hypercorn", "--port", "0", "--db", str(db), "--seats", "3", "--auth"
     )
     try:
-        line = _read_line(process.stdout, timeout=30)
         match = re.fullmatch(
             r"sample_service listening on http://127\.0\.0\.1:(\d+)"
             r" \(strategy=safe, seats=3, server=hypercorn, auth=on, db=(.+)\)\n",

@@ -12,28 +12,7 @@ from typing import Any
 import pytest
 
 from pytest_seatrace import RaceUsageError, RaceViolation, ServiceHandle
-from tests.support import INNER_INI
-
-
-def order(a: Any) -> dict[str, Any]:
-    return {"seats": [a.resource], "user": f"u{a.client}-{a.resource}"}
-
-
-async def login(a: Any) -> str:
-    response = await a.http.post("/login", json={"user": f"u{a.client}-{a.resource}"})
-    response.raise_for_status()
-    token: str = response.json()["token"]
-    return token
-
-
-def bearer(a: Any) -> dict[str, str]:
-    return {"Authorization": f"Bearer {a.setup}"}
-
-
-@pytest.fixture
-def auth_service(sample_service_factory: Any) -> ServiceHandle:
-    service: ServiceHandle = sample_service_factory(auth=True)
-    return service
+from tests.support import INNER_INI, bearer, login, order
 
 
 def test_login_then_book_with_a_last_byte_start(race, auth_service):

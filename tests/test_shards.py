@@ -2,6 +2,9 @@
 
 Gateways are the session's (started once, reused), so most tests here cost a race, not a
 start; the fault tests use gateways of their own (a pool per race), torn down when it ends.
+Faults and another host's clock are a test's stand-in on a shard's channel (``tests.shard_fakes``:
+a tap on a real channel), never a hook in the product; the coordinator's own rules are tested
+against scripted channels with no process at all (``tests/test_shard_protocol.py``).
 """
 
 from __future__ import annotations
@@ -22,8 +25,9 @@ from pytest_seatrace import Attempt, RaceUsageError
 from pytest_seatrace.core.config import RaceConfig
 from pytest_seatrace.core.records import Outcome
 from pytest_seatrace.core.result import RaceResult
-from pytest_seatrace.engine import RacePlan, RequestSpec, run_race
-from pytest_seatrace.engine.shards import SHARD_TEST_ENV
+from pytest_seatrace.engine import RacePlan, RequestSpec, TargetOptions, run_race
+from pytest_seatrace.engine.shards import Gateways
+from tests.shard_fakes import ClockAhead, KilledAtStart, ReadyWithheld, StartDelayed, TappedPool
 from tests.support import INNER_INI
 
 
@@ -121,11 +125,11 @@ def test_a_predicate_sees_the_whole_response_and_its_request(race, sample_servic
     assert len(seen) == 8
 
 
-def test_an_injected_clock_offset_is_mapped_away(race, sample_service, monkeypatch):
+def test_an_injected_clock_offset_is_mapped_away(sample_service):
     """Shard 2's wall clock runs 5 s ahead (another host's clock): its offset is estimated, the
     start instant corrected and its stamps mapped, so spread, latency and verdict stay right."""
-    monkeypatch.setenv(SHARD_TEST_ENV, json.dumps({"2": {"offset_ns": 5_000_000_000}}))
-    result = race.post(sample_service.url + "/orders", json=order, resources=3, concurrency=6, shards=2)
+    pool = TappedPool({("popen", 1): lambda channel: ClockAhead(channel, 5_000_000_000)})
+    result, _ = sharded(sample_service.url, ("popen", "popen"), resources=3, concurrency=6, pool=pool)
     assert result.passed
     assert result.wins == 3
     one, two = result.shards
@@ -169,8 +173,15 @@ def test_attempt_functions_cannot_be_sharded(race, sample_service):
 
 
 def sharded(
-    url: str, tx: tuple[str, ...], *, resources: int = 3, concurrency: int = 4, timeout: float = 5.0
+    url: str,
+    tx: tuple[str, ...],
+    *,
+    resources: int = 3,
+    concurrency: int = 4,
+    timeout: float = 5.0,
+    pool: Gateways | None = None,
 ) -> tuple[RaceResult, float]:
+    """One last-byte race over ``tx``; with ``pool``, on its gateways (closed when it ends)."""
     config = RaceConfig(
         resources=tuple(range(1, resources + 1)),
         concurrency=concurrency,
@@ -179,9 +190,18 @@ def sharded(
         shards=len(tx),
         tx=tx,
     )
-    plan = RacePlan(name="sharded", config=config, request=RequestSpec("POST", url + "/orders", json=order))
+    plan = RacePlan(
+        name="sharded",
+        config=config,
+        target=TargetOptions(shard_pool=pool),
+        request=RequestSpec("POST", url + "/orders", json=order),
+    )
     start = time.monotonic()
-    run = anyio.run(run_race, plan)
+    try:
+        run = anyio.run(run_race, plan)
+    finally:
+        if pool is not None:
+            pool.close()
     return RaceResult.from_run("sharded", config, run), time.monotonic() - start
 
 
@@ -219,9 +239,9 @@ def test_a_python_without_pytest_seatrace_says_what_to_install_where(sample_serv
     assert result.shards[1]["failure"] == reason
 
 
-def test_a_shard_killed_mid_race_is_an_error_and_the_others_records_stay(sample_service, monkeypatch):
-    monkeypatch.setenv(SHARD_TEST_ENV, json.dumps({"2": {"kill_at": [1, 2]}}))
-    result, took = sharded(sample_service.url, ("popen", "popen"), timeout=5.0)
+def test_a_shard_killed_mid_race_is_an_error_and_the_others_records_stay(sample_service):
+    pool = TappedPool({("popen", 1): lambda channel: KilledAtStart(channel, (1, 2))})
+    result, took = sharded(sample_service.url, ("popen", "popen"), timeout=5.0, pool=pool)
     pid = result.shards[1]["pid"]
     kept_shard(result, 1, 6)
     wave_one = [r for r in result.history if r.shard == 2 and r.resource == 0]
@@ -235,23 +255,21 @@ def test_a_shard_killed_mid_race_is_an_error_and_the_others_records_stay(sample_
         os.kill(pid, 0)
 
 
-def test_a_shard_that_misses_the_start_is_an_error_and_nothing_waits_past_the_timeout(
-    sample_service, monkeypatch
-):
-    monkeypatch.setenv(SHARD_TEST_ENV, json.dumps({"2": {"delay_ready_at": [1, 1], "delay_ready_s": 30}}))
-    result, took = sharded(sample_service.url, ("popen", "popen"), timeout=1.0)
+def test_a_shard_that_misses_the_start_is_an_error_and_nothing_waits_past_the_timeout(sample_service):
+    pool = TappedPool({("popen", 1): lambda channel: ReadyWithheld(channel, (1, 1))})
+    result, took = sharded(sample_service.url, ("popen", "popen"), timeout=1.0, pool=pool)
     (reason,) = shard_errors(result, 2)
     assert reason == "shard 2 (popen): did not report ready within 2s: it missed the start"
     kept_shard(result, 1, 6)
     assert result.wins == 3  # shard 1 alone raced and won every seat
-    assert took < 1.0 + 1.0 + 5.0  # one ready deadline, not one per wave, never the shard's 30 s
+    assert took < 1.0 + 1.0 + 5.0  # one ready deadline, not one per wave
 
 
-def test_a_shard_slower_than_its_herald_releases_late_and_says_so(sample_service, monkeypatch):
-    """Wave 2 starts when shard 2 said its prefixes would be written; it stalls 60 ms after
-    saying so, so it finds the start past and releases at once: late, reported, nothing lost."""
-    monkeypatch.setenv(SHARD_TEST_ENV, json.dumps({"2": {"slow_at": [1, 2], "slow_s": 0.06}}))
-    result, _ = sharded(sample_service.url, ("popen", "popen"), resources=3, concurrency=4)
+def test_a_shard_that_gets_its_start_late_releases_at_once_and_says_so(sample_service):
+    """Wave 2's start instant reaches shard 2 60 ms late (a busy host): it finds the start past
+    and releases at once: late, reported, nothing lost."""
+    pool = TappedPool({("popen", 1): lambda channel: StartDelayed(channel, (1, 2), 0.06)})
+    result, _ = sharded(sample_service.url, ("popen", "popen"), resources=3, concurrency=4, pool=pool)
     assert (result.requests, result.wins, result.errors, result.unknown) == (12, 3, 0, 0)
     every_request_accounted(result, 2)
     late = {s["shard"]: s["start_late_ns"] for s in result.shards}

@@ -40,7 +40,7 @@ from pytest_seatrace.engine.requests import RequestBuilder, make_ssl_context
 from pytest_seatrace.marker import resolve
 from pytest_seatrace.options import Settings
 from pytest_seatrace.service import ServiceHandle
-from tests.support import raw_server
+from tests.support import hung_server, raw_server
 
 RACE_LIMIT_S = 60.0
 TRANSPORTS = pytest.mark.parametrize("tls", [False, True], ids=["h2c", "tls"])
@@ -103,8 +103,8 @@ def fire(
 
 
 @TRANSPORTS
-def test_safe_service_sixteen_winners_of_1600(sample_service_factory, tls):
-    service = sample_service_factory(server="hypercorn", tls=tls)
+def test_safe_service_sixteen_winners_of_1600(module_service, tls):
+    service = module_service(server="hypercorn", tls=tls)
     fired = fire(RequestSpec("POST", service.url + "/orders", json=order), h2_context(service), waves=16)
     result = fired.result
     assert (result.requests, result.wins, result.rejections, result.errors) == (1600, 16, 1584, 0)
@@ -122,8 +122,8 @@ def test_safe_service_sixteen_winners_of_1600(sample_service_factory, tls):
 
 
 @TRANSPORTS
-def test_unsafe_service_is_caught(sample_service_factory, tls):
-    service = sample_service_factory(server="hypercorn", tls=tls, strategy="unsafe", window_ms=1)
+def test_unsafe_service_is_caught(module_service, tls):
+    service = module_service(server="hypercorn", tls=tls, strategy="unsafe", window_ms=1)
     fired = fire(RequestSpec("POST", service.url + "/orders", json=order), h2_context(service), waves=4)
     result = fired.result
     assert result.errors == 0
@@ -133,10 +133,10 @@ def test_unsafe_service_is_caught(sample_service_factory, tls):
 
 
 @TRANSPORTS
-def test_gate_is_one_send_and_one_tcp_segment_per_connection(sample_service_factory, tls):
+def test_gate_is_one_send_and_one_tcp_segment_per_connection(module_service, tls):
     """The gate of 100 streams: one ``send()`` (counted by the engine at its own write calls) and,
     where Linux says so, one TCP segment with data (``tcpi_data_segs_out`` before and after)."""
-    service = sample_service_factory(server="hypercorn", tls=tls)
+    service = module_service(server="hypercorn", tls=tls)
     spec = RequestSpec("POST", service.url + "/orders", json=order)
     fired = fire(spec, h2_context(service), waves=2, count_segments=True)
     assert fired.result.wins == 2
@@ -152,10 +152,10 @@ def test_gate_is_one_send_and_one_tcp_segment_per_connection(sample_service_fact
     assert [gate.segments for gate in fired.firer.gate_writes] == [1, 1]
 
 
-def test_stream_limit_below_the_clients_opens_more_connections(sample_service_factory):
+def test_stream_limit_below_the_clients_opens_more_connections(module_service):
     """32 streams per connection, 100 clients: the server's SETTINGS decide on 4 connections,
     25 streams each, their gate writes back to back."""
-    service = sample_service_factory(server="hypercorn", tls=True, h2_max_streams=32)
+    service = module_service(server="hypercorn", tls=True, h2_max_streams=32)
     spec = RequestSpec("POST", service.url + "/orders", json=order)
     fired = fire(spec, h2_context(service), waves=3)
     assert (fired.result.wins, fired.result.rejections, fired.result.errors) == (3, 297, 0)
@@ -163,9 +163,9 @@ def test_stream_limit_below_the_clients_opens_more_connections(sample_service_fa
     assert fired.firer.connections == 4  # one set of 4, kept by every wave in turn
 
 
-def test_http11_only_server_is_a_clear_error(sample_service_factory):
+def test_http11_only_server_is_a_clear_error(module_service):
     """uvicorn over TLS offers no h2 by ALPN: an explicit single-packet never falls back."""
-    service = sample_service_factory(server="uvicorn", tls=True)
+    service = module_service(server="uvicorn", tls=True)
     fired = fire(RequestSpec("POST", service.url + "/orders", json=order), h2_context(service), waves=2)
     result = fired.result
     assert result.errors == 200
@@ -175,8 +175,8 @@ def test_http11_only_server_is_a_clear_error(sample_service_factory):
     assert fired.firer.connections == 1  # asked once, not once per wave
 
 
-def test_h2c_to_an_http11_server_is_a_clear_error(sample_service_factory):
-    service = sample_service_factory(server="uvicorn")
+def test_h2c_to_an_http11_server_is_a_clear_error(module_service):
+    service = module_service(server="uvicorn")
     result = fire(RequestSpec("POST", service.url + "/orders", json=order), concurrency=5).result
     assert result.error_reasons == {
         f"the server at {service.url} does not speak HTTP/2 (it answered the HTTP/2 preface with "
@@ -184,10 +184,10 @@ def test_h2c_to_an_http11_server_is_a_clear_error(sample_service_factory):
     }
 
 
-def test_negotiate_h2(sample_service_factory):
-    hyper = sample_service_factory(server="hypercorn", tls=True)
-    uvi = sample_service_factory(server="uvicorn", tls=True)
-    plain = sample_service_factory(server="hypercorn")
+def test_negotiate_h2(module_service):
+    hyper = module_service(server="hypercorn", tls=True)
+    uvi = module_service(server="uvicorn", tls=True)
+    plain = module_service(server="hypercorn")
 
     async def main() -> list[bool]:
         answers = []
@@ -414,13 +414,7 @@ def test_server_closing_before_the_gate_is_a_clear_error():
 
 
 def test_server_that_never_sends_settings_times_out_with_the_stage():
-    def handle(sock: socket.socket) -> None:
-        sock.settimeout(10)
-        with contextlib.suppress(OSError):
-            while sock.recv(65536):
-                pass
-
-    with raw_server(handle) as url:
+    with hung_server() as url:
         result = fire(RequestSpec("POST", url + "/book", json=order), concurrency=3, timeout=0.5).result
     assert result.errors == 3
     assert all(rec.timed_out for rec in result.history)
@@ -429,9 +423,9 @@ def test_server_that_never_sends_settings_times_out_with_the_stage():
     }
 
 
-def test_parallel_resources_share_a_wave(sample_service_factory):
+def test_parallel_resources_share_a_wave(module_service):
     """Two seats per wave: one connection each, both gates in the same release."""
-    service = sample_service_factory(server="hypercorn", tls=True)
+    service = module_service(server="hypercorn", tls=True)
     spec = RequestSpec("POST", service.url + "/orders", json=order)
     config = resolve(
         {}, {"resources": range(1, 5), "concurrency": 50, "parallel": 2}, Settings(), flexible=False

@@ -11,23 +11,9 @@ from typing import Any
 import pytest
 
 from pytest_seatrace import RaceViolation, ServiceHandle
+from tests.support import bearer, login, order
 
 TRANSPORTS = pytest.mark.parametrize("tls", [False, True], ids=["h2c", "tls"])
-
-
-def order(a: Any) -> dict[str, Any]:
-    return {"seats": [a.resource], "user": f"u{a.client}-{a.resource}"}
-
-
-async def login(a: Any) -> str:
-    response = await a.http.post("/login", json={"user": f"u{a.client}-{a.resource}"})
-    response.raise_for_status()
-    token: str = response.json()["token"]
-    return token
-
-
-def bearer(a: Any) -> dict[str, str]:
-    return {"Authorization": f"Bearer {a.setup}"}
 
 
 def h2_service(factory: Any, tls: bool, **kwargs: Any) -> ServiceHandle:
@@ -40,8 +26,8 @@ def trust(service: ServiceHandle) -> Any:
 
 
 @TRANSPORTS
-def test_login_then_book_single_packet_passes_on_safe(race, sample_service_factory, tls):
-    service = h2_service(sample_service_factory, tls, seats=4)
+def test_login_then_book_single_packet_passes_on_safe(race, module_service, tls):
+    service = h2_service(module_service, tls, seats=4)
     race.base_url = service.url
     result = race.post(
         "/orders", setup=login, headers=bearer, json=order, resources=4, concurrency=25,
@@ -57,8 +43,8 @@ def test_login_then_book_single_packet_passes_on_safe(race, sample_service_facto
 
 
 @TRANSPORTS
-def test_login_then_book_single_packet_is_caught_on_unsafe(race, sample_service_factory, tls):
-    service = h2_service(sample_service_factory, tls, seats=4, strategy="unsafe", window_ms=2)
+def test_login_then_book_single_packet_is_caught_on_unsafe(race, module_service, tls):
+    service = h2_service(module_service, tls, seats=4, strategy="unsafe", window_ms=2)
     race.base_url = service.url
     with pytest.raises(RaceViolation) as info:
         race.post(
@@ -72,8 +58,8 @@ def test_login_then_book_single_packet_is_caught_on_unsafe(race, sample_service_
     assert "too-many" in {v.kind for v in result.violations}
 
 
-def test_failed_setups_do_not_race_and_say_why(race, sample_service_factory):
-    service = h2_service(sample_service_factory, False, seats=2)
+def test_failed_setups_do_not_race_and_say_why(race, module_service):
+    service = h2_service(module_service, False, seats=2)
     race.base_url = service.url
     sent: list[tuple[Any, int]] = []
 
@@ -99,18 +85,18 @@ def test_failed_setups_do_not_race_and_say_why(race, sample_service_factory):
     assert [v.kind for v in result.violations] == ["error", "error"]
 
 
-def test_setup_cookies_go_with_the_single_packet_request(race, sample_service_factory):
+def test_setup_cookies_go_with_the_single_packet_request(race, module_service):
     """No header: the login's session cookie is the raced request's only credential."""
-    service = h2_service(sample_service_factory, False, seats=2)
+    service = h2_service(module_service, False, seats=2)
     race.base_url = service.url
     result = race.post("/orders", setup=login, json=order, resources=2, concurrency=10, sync="single-packet")
     assert result.status_counts == {201: 2, 409: 18}
 
 
-def test_auto_with_a_setup_dependent_url_picks_single_packet_over_tls(race, sample_service_factory):
+def test_auto_with_a_setup_dependent_url_picks_single_packet_over_tls(race, module_service):
     """``auto`` decides before any set-up ran: a URL that needs ``attempt.setup`` is probed at
     the base URL's origin instead of failing."""
-    service = h2_service(sample_service_factory, True, seats=1)
+    service = h2_service(module_service, True, seats=1)
     race.base_url = service.url
 
     async def setup(a: Any) -> dict[str, str]:

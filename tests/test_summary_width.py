@@ -20,19 +20,17 @@ from pytest_seatrace.core.document import RaceDoc
 from pytest_seatrace.core.records import RaceRun
 from pytest_seatrace.core.result import RaceResult
 from pytest_seatrace.report.message import violation_message
-from pytest_seatrace.report.summary import (
+from pytest_seatrace.report.race_table import (
     HEADERS,
     NARROWING,
     elide_middle,
-    failure_rate_bound,
     layouts,
-    quiet_line,
     row_cells,
-    summary_lines,
     table_lines,
     terminal_width,
 )
-from tests.support import INNER_INI, SEATS_CONFTEST
+from pytest_seatrace.report.summary import quiet_line, summary_lines
+from pytest_seatrace.report.wording import failure_rate_bound
 
 LONG = "tests/integration/booking/test_concert_hall_seating.py::test_one_winner_per_seat[balcony-row-7]"
 
@@ -366,13 +364,13 @@ def test_prose_lines_fit_too() -> None:
 
 
 def test_violation_table_has_a_round_column_only_with_rounds() -> None:
-    once = violation_message(make_result("test_v.py::test_once", winners=2))
+    once = violation_message(make_result("test_v.py::test_once", winners=2).to_dict())
     header = next(line for line in once.splitlines() if line.lstrip().startswith("resource"))
     assert header.split() == ["resource", "violation", "allowed", "found", "winners", "/", "detail"]
     assert "resource  violation" in header  # two spaces: no empty column between them
     rows = once.splitlines()[3:]
     assert rows[0].split()[:2] == ["1", "too-many"]
-    many = violation_message(make_result("test_v.py::test_rounds", winners=2, rounds=3))
+    many = violation_message(make_result("test_v.py::test_rounds", winners=2, rounds=3).to_dict())
     header = next(line for line in many.splitlines() if line.lstrip().startswith("resource"))
     assert header.split()[:3] == ["resource", "round", "violation"]
     assert many.splitlines()[3].split()[:3] == ["1", "1", "too-many"]
@@ -401,14 +399,13 @@ def test_rounds(seats):
 
 
 @pytest.fixture
-def inner(pytester: pytest.Pytester) -> pytest.Pytester:
-    pytester.makeini(INNER_INI)
-    pytester.makeconftest(SEATS_CONFTEST)
-    sub = pytester.mkpydir("tests_pkg")
+def inner(inner: pytest.Pytester) -> pytest.Pytester:
+    """The suite's ``inner`` project with the tests in a nested package."""
+    sub = inner.mkpydir("tests_pkg")
     (sub / "nested").mkdir()
     (sub / "nested" / "__init__.py").write_text("")
     (sub / "nested" / "test_booking_races.py").write_text(TESTS)
-    return pytester
+    return inner
 
 
 def race_table(out: str) -> list[str]:

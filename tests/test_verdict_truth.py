@@ -3,8 +3,6 @@ races, hung services, forgotten gates, unreachable expectations."""
 
 from __future__ import annotations
 
-import contextlib
-import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,7 +10,7 @@ import anyio
 import pytest
 
 from pytest_seatrace import RaceUsageError, RaceViolation
-from tests.support import INNER_INI, Receive, Scope, Send, raw_server, respond, serve_app
+from tests.support import INNER_INI, Receive, Scope, Send, hung_server, respond, serve_app
 
 
 class HeaderCoupons:
@@ -145,33 +143,19 @@ def test_post_to_a_missing_route_names_the_404(race, sample_service, hold):
         )
 
 
-def test_everyone_must_be_refused_passes_with_the_tests_own_reject(race, sample_service_factory):
-    service = sample_service_factory(auth=True)
+def test_everyone_must_be_refused_passes_with_the_tests_own_reject(race, module_service):
+    service = module_service(auth=True)
     order = {"seats": ["1"], "user": "u"}
     result = race.post(service.url + "/orders", json=order, concurrency=10, expect=0, reject=401)
     assert result.passed
     assert result.status_counts == {401: 10}
 
 
-def test_everyone_refused_without_reject_still_gets_the_wrong_url_hint(race, sample_service_factory):
-    service = sample_service_factory(auth=True)
+def test_everyone_refused_without_reject_still_gets_the_wrong_url_hint(race, module_service):
+    service = module_service(auth=True)
     order = {"seats": ["1"], "user": "u"}
     with pytest.raises(RaceViolation, match="every response was 401"):
         race.post(service.url + "/orders", json=order, concurrency=10, expect=0)
-
-
-@contextlib.contextmanager
-def hung_server() -> Iterator[str]:
-    """Accepts every connection, reads what comes, never answers."""
-
-    def handle(conn: socket.socket) -> None:
-        conn.settimeout(10)
-        with contextlib.suppress(OSError):
-            while conn.recv(65536):
-                pass
-
-    with raw_server(handle) as url:
-        yield url
 
 
 @pytest.mark.parametrize("sync", ["last-byte", "gate"])

@@ -1,40 +1,37 @@
-"""The settings of one race, as data the engine and the judges both read, and their defaults.
+"""The settings of one race, as data the engine and the judges both read.
 
-Each built-in default is written here once; the options, the marker and the report header
-read it from here.
+Built-in defaults come from the settings table (``core/settings.py``); ``core/precedence.py``
+makes a ``RaceConfig`` from a call's arguments, its marker and the session's options.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Union
+from typing import TYPE_CHECKING, Any, Union
+
+from pytest_seatrace.core.document import ExpectDoc, format_expect
+from pytest_seatrace.core.settings import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_EXPECT,
+    DEFAULT_HOLD,
+    DEFAULT_PARALLEL,
+    DEFAULT_ROUNDS,
+    DEFAULT_SHARDS,
+    DEFAULT_SYNC,
+    DEFAULT_TIMEOUT,
+    DEFAULT_WARMUP,
+)
+from pytest_seatrace.core.settings import DEFAULT_RESOURCE_LABEL as DEFAULT_RESOURCE_LABEL
+from pytest_seatrace.core.settings import HOLD_POINTS as HOLD_POINTS
+from pytest_seatrace.core.settings import SYNC_MODES as SYNC_MODES
+from pytest_seatrace.core.settings import HoldPoint as HoldPoint
+from pytest_seatrace.core.settings import SyncMode as SyncMode
 
 if TYPE_CHECKING:
     import httpx
 
     from pytest_seatrace.core.thresholds import Threshold
-
-SyncMode = Literal["auto", "gate", "last-byte", "single-packet"]
-SYNC_MODES: tuple[SyncMode, ...] = ("auto", "gate", "last-byte", "single-packet")
-
-DEFAULT_CONCURRENCY = 100
-DEFAULT_RESOURCES = 1
-DEFAULT_TIMEOUT = 10.0
-DEFAULT_SYNC: SyncMode = "auto"
-"""The start of ``race.post``-style calls, decided once per race from the first origin:
-single-packet where TLS ALPN picks ``h2``, else last-byte. ``run``/``arun`` and ``race.app``
-always use the gate."""
-
-HoldPoint = Literal["headers", "body"]
-HOLD_POINTS: tuple[HoldPoint, ...] = ("headers", "body")
-DEFAULT_HOLD: HoldPoint = "headers"
-"""Where a last-byte request waits for the gate: after all but the last byte of its header
-block (no HTTP/1.1 server can act on it yet), or after all but the last byte of its body."""
-
-XDIST_MODES = ("serial", "overlap")
-DEFAULT_XDIST = "serial"
-"""Under pytest-xdist, races against one origin take turns (``overlap``: they may run at once)."""
 
 Predicate = Callable[["httpx.Response"], object]
 RuleSpec = Union[int, Iterable[int], Predicate, None]  # noqa: UP007 - evaluated at runtime on 3.10
@@ -59,9 +56,6 @@ REJECT_DEFAULT = Rule(statuses=frozenset(range(400, 500)), text="4xx")
 ERROR_DEFAULT = Rule(statuses=frozenset(), text="none")
 """No response is an error by status or content unless the test says so with ``error=``."""
 
-DEFAULT_RESOURCE_LABEL = "Seat"
-"""The noun ``-v`` puts before the numbered resources of ``resources=N`` (``Seat 7``)."""
-
 
 def make_rule(spec: RuleSpec, default: Rule) -> Rule:
     """Normalise a marker value (int, iterable of ints, predicate, None) into a ``Rule``."""
@@ -75,10 +69,14 @@ def make_rule(spec: RuleSpec, default: Rule) -> Rule:
     return Rule(statuses=codes, text=",".join(str(c) for c in sorted(codes)))
 
 
+def expect_doc(expect: range) -> ExpectDoc:
+    """``expect`` as the reports keep it: the fewest and the most winners allowed."""
+    return {"min": expect.start, "max": expect.stop - 1}
+
+
 def describe_range(expect: range) -> str:
     """``expect`` as people write it: ``1``, or ``0..1`` for a range."""
-    low, high = expect.start, expect.stop - 1
-    return str(low) if low == high else f"{low}..{high}"
+    return format_expect(expect_doc(expect))
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +85,7 @@ class RaceConfig:
 
     resources: tuple[Hashable, ...]
     concurrency: int = DEFAULT_CONCURRENCY
-    expect: range = range(1, 2)
+    expect: range = range(DEFAULT_EXPECT, DEFAULT_EXPECT + 1)
     success: Rule = SUCCESS_DEFAULT
     reject: Rule = REJECT_DEFAULT
     success_given: bool = False
@@ -98,21 +96,21 @@ class RaceConfig:
     timeout: float = DEFAULT_TIMEOUT
     thresholds: tuple[Threshold, ...] = ()
     allow_errors: bool = False
-    rounds: int = 1
+    rounds: int = DEFAULT_ROUNDS
     sync: SyncMode = DEFAULT_SYNC
     hold: HoldPoint = DEFAULT_HOLD
     hold_given: bool = False
     """An explicit hold point (marker, call, CLI or ini): ``auto`` then chooses last-byte."""
-    parallel: int = 1
+    parallel: int = DEFAULT_PARALLEL
     seed: int = 0
-    shards: int = 1
+    shards: int = DEFAULT_SHARDS
     """Processes sharing the race's clients (execnet gateways); 1: the test process alone."""
     tx: tuple[str, ...] = ()
     """One execnet gateway spec per shard (``popen``, ``ssh=host//python=...``); empty: no shards."""
     resource_label: str | None = None
     """The noun ``-v`` puts before every resource id (``Ticket 8123``); ``None``: ``Seat`` for
     the numbered resources of ``resources=N``, the bare id otherwise."""
-    warmup: bool | str = True
+    warmup: bool | str = DEFAULT_WARMUP
     """Gate mode, before the gate: ``True`` opens each client's connection (no request),
     ``False`` nothing, a path also sends ``HEAD`` of it once per client."""
 
@@ -121,7 +119,7 @@ class RaceConfig:
         return {
             "resources": [str(r) for r in self.resources],
             "concurrency": self.concurrency,
-            "expect": {"min": self.expect.start, "max": self.expect.stop - 1},
+            "expect": expect_doc(self.expect),
             "success": self.success.text,
             "reject": self.reject.text,
             "error": self.error.text,

@@ -1,8 +1,8 @@
 """The race document: one race as builtins, the one shape the summary, HTML, JSON and JUnit read.
 
-Built once per race by ``RaceResult.to_dict()``; under pytest-xdist it travels from a worker to
-the controller as it is (execnet takes builtins only). A figure added to a race is added here,
-in ``to_dict()`` and in the JSON schema.
+Built once per race by ``RaceResult.to_dict()`` (``core.race_document``); under pytest-xdist it
+travels from a worker to the controller as it is (execnet takes builtins only). A figure added
+to a race is added here, in ``core.race_document`` and in the JSON schema.
 """
 
 from __future__ import annotations

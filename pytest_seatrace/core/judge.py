@@ -1,9 +1,10 @@
-"""The rules that decide pass or fail, from records alone: one function per rule.
+"""The rules that decide pass or fail, from records, figures and config: one function per rule.
 
 Per (round, resource): the winner count against ``expect`` (with timed-out requests as either
 outcome), the final state read by ``verify=`` against the acknowledged wins, raising
-predicates, errors, and the sanity rule that a wrong URL never passes. Thresholds are judged
-over the whole result.
+predicates, errors, and the sanity rule that a wrong URL never passes. What went wrong while
+racing (the engine's ``Problem`` facts) is worded here too, and thresholds are judged on the
+race's figures. ``judge`` runs them all, in that order.
 """
 
 from __future__ import annotations
@@ -11,15 +12,13 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from pytest_seatrace.core.config import RaceConfig, describe_range
+from pytest_seatrace.core.figures import Figures
 from pytest_seatrace.core.reasons import answer_label
-from pytest_seatrace.core.records import Outcome, Record
+from pytest_seatrace.core.records import HookFailed, Outcome, Problem, Record, WaveHung
+from pytest_seatrace.core.thresholds import Threshold
 from pytest_seatrace.core.violations import Violation, ViolationKind
-
-if TYPE_CHECKING:
-    from pytest_seatrace.core.result import RaceResult
 
 NEVER_WIN_STATUSES = frozenset(
     {400, 401, 403, 404, 405, 406, 407, 410, 411, 413, 414, 415, 421, 422, 426, 431, 501, 505}
@@ -253,13 +252,72 @@ def _winner_detail(recs: Sequence[Record]) -> str:
     return f"winners: {shown}{more}"
 
 
-def threshold_violations(result: RaceResult) -> list[Violation]:
+def threshold_violations(thresholds: Sequence[Threshold], figures: Figures) -> list[Violation]:
     out = []
-    for th in result.config.thresholds:
-        value = th.measure(result)
+    for th in thresholds:
+        value = th.measure(figures)
         if not th.holds(value):
             shown = th.format_value(value)
             out.append(
                 Violation(ViolationKind.THRESHOLD, None, None, th.text, shown, f"{th.metric} = {shown}")
             )
     return out
+
+
+def problem_violation(problem: Problem, timeout: float) -> Violation:
+    """What went wrong while racing, as a violation: a hung wave, a failed hook, a ``verify=``
+    that returned no count."""
+    if isinstance(problem, WaveHung):
+        return Violation(
+            ViolationKind.HUNG,
+            None,
+            problem.round,
+            "answers within timeout",
+            "none",
+            f"every request of a wave of round {problem.round} timed out (timeout={timeout:g}s): "
+            f"the service seems hung, so the race stopped; {problem.not_run} (round, resource) pairs "
+            "were not run (RaceResult.not_run); raise timeout= if the service is just slow",
+        )
+    if isinstance(problem, HookFailed):
+        return Violation(
+            ViolationKind.HOOK,
+            None,
+            None,
+            "every hook returns",
+            problem.error_type,
+            f"{problem.reason}; the race stopped with what it had",
+        )
+    return Violation(
+        ViolationKind.VERIFY,
+        problem.resource,
+        problem.round,
+        "an int",
+        problem.type_name,
+        f"verify({problem.resource!r}) returned {problem.value}, expected the number of holders (int)",
+    )
+
+
+def judge(
+    records: Sequence[Record],
+    config: RaceConfig,
+    figures: Figures,
+    held: Mapping[tuple[int, int], int] | None = None,
+    problems: Sequence[Problem] = (),
+) -> tuple[Violation, ...]:
+    """Every violation of a race: the rules per (round, resource), what went wrong while
+    racing, then the thresholds; empty exactly when it passed."""
+    return (
+        *invariant_violations(records, config, held),
+        *(problem_violation(p, config.timeout) for p in problems),
+        *threshold_violations(config.thresholds, figures),
+    )
+
+
+def double_bookings(violations: Sequence[Violation]) -> int:
+    """Wins (or final-state holders) beyond what ``expect`` allows, per resource and round."""
+    excess: dict[tuple[Hashable, int | None], int] = {}
+    for v in violations:
+        if v.excess:
+            key = (v.resource, v.round)
+            excess[key] = max(excess.get(key, 0), v.excess)
+    return sum(excess.values())

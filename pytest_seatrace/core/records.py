@@ -7,14 +7,10 @@ by concatenation; every figure of a result is derived from them.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from pytest_seatrace.core.document import StoppedDoc
-
-if TYPE_CHECKING:
-    from pytest_seatrace.core.violations import Violation
 
 BODY_KEEP = 1024
 """Bytes of a winning response body kept for reports (the first KiB)."""
@@ -165,21 +161,57 @@ class Stop:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class WaveHung:
+    """Every request of a wave of ``round`` timed out: the service seems hung, so the race
+    stopped there, leaving ``not_run`` (round, resource) pairs unfired."""
+
+    round: int
+    not_run: int
+
+
+@dataclass(frozen=True, slots=True)
+class HookFailed:
+    """A hook of the test failed once requests went out (``reset=``, ``verify=``, a request
+    argument, the default ``POST /reset``): the race stopped with what it had."""
+
+    reason: str
+    error_type: str
+    """The class name of what it raised."""
+
+
+@dataclass(frozen=True, slots=True)
+class NotACount:
+    """``verify=`` returned something other than the number of holders; the race went on."""
+
+    resource: Hashable
+    round: int
+    value: str
+    """``repr`` of what it returned."""
+    type_name: str
+
+
+Problem = WaveHung | HookFailed | NotACount
+"""Something that went wrong while racing, as the engine saw it; ``core.judge`` words it as a
+violation."""
+
+
 @dataclass(frozen=True)
 class RaceRun:
     """What the engine measured for one race call, unjudged.
 
     ``held`` maps (round, resource index) to the holders ``verify=`` read from the final state
-    (``None`` without ``verify=``); ``problems`` are violations found while running (a
-    ``verify=`` that raised); ``clock`` is one (``time.time_ns()``, ``time.perf_counter_ns()``)
-    pair mapping the records' stamps to wall time.
+    (``None`` without ``verify=``); ``problems`` are what went wrong while running (a hung wave,
+    a failed hook, a ``verify=`` that returned no count), as facts for the judge; ``clock`` is
+    one (``time.time_ns()``, ``time.perf_counter_ns()``) pair mapping the records' stamps to
+    wall time.
     """
 
     records: tuple[Record, ...]
     duration: float
     clock: tuple[int, int] = (0, 0)
     held: Mapping[tuple[int, int], int] | None = None
-    problems: tuple[Violation, ...] = ()
+    problems: tuple[Problem, ...] = ()
     interrupted: bool = False
     not_run: tuple[tuple[int, int], ...] = ()
     """(round, resource index) pairs never fired: the race stopped on a hung service."""

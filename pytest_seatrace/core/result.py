@@ -1,88 +1,31 @@
-"""What a race found: its records and config in, every figure and the verdict derived.
+"""What a race found: its records and config in; the figures, the verdict and the document out.
 
-Like pytest-benchmark's ``Stats``, the result keeps the data and computes each figure once, on
-first use; nothing is stored twice. ``violations`` is empty exactly when the race passed.
+``RaceResult`` assembles the parts, each computed once on first use: ``core.figures`` adds up
+the records, ``core.judge`` decides, ``core.race_document`` writes it down. It keeps the
+names users and reports read (``result.wins``, ``result.latency``, ``result.violations``);
+``violations`` is empty exactly when the race passed.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
 from pytest_seatrace.core.config import RaceConfig
 from pytest_seatrace.core.contention import Contention
-from pytest_seatrace.core.document import (
-    HistoryDoc,
-    OperationDoc,
-    RacedDoc,
-    RaceDoc,
-    ResourceDoc,
-    SampleDoc,
-    ShardDoc,
-    StatusReasonDoc,
-    WinDoc,
-)
-from pytest_seatrace.core.judge import invariant_violations, threshold_violations
+from pytest_seatrace.core.document import OperationDoc, RaceDoc, ResourceDoc, ShardDoc
+from pytest_seatrace.core.figures import Figures, RoundSummary, Win
+from pytest_seatrace.core.judge import double_bookings, judge
 from pytest_seatrace.core.notes import classification_notes
-from pytest_seatrace.core.records import (
-    BODY_KEEP,
-    SAMPLE_KINDS,
-    SAMPLE_LOSERS,
-    Outcome,
-    Raced,
-    RaceRun,
-    Record,
-    ShardInfo,
-    Stop,
-)
-from pytest_seatrace.core.redact import redact_text
-from pytest_seatrace.core.stats import Latency, Percentiles, Spread
+from pytest_seatrace.core.race_document import STATUS_REASONS_SHOWN, history_columns, race_document
+from pytest_seatrace.core.records import Outcome, Problem, Raced, RaceRun, Record, ShardInfo, Stop
+from pytest_seatrace.core.stats import Latency, Spread
 from pytest_seatrace.core.violations import Violation
 
-NOT_SENT = "(not sent)"
-"""The operation of a client that sent nothing (its set-up failed)."""
-SAMPLE_WINNERS = 2
-"""Winning responses per resource shown as samples (every winner is in ``winners``)."""
-STATUS_REASONS_SHOWN = 50
-"""Rows of a race document's ``status_reasons``; the rarer reasons of a status fold into one."""
-
-
-@dataclass(frozen=True, slots=True)
-class Win:
-    """An acknowledged winner: who won, when, and the start of what the service said."""
-
-    __module__ = "pytest_seatrace"  # the public name: tracebacks and pickles say it
-
-    client: int
-    round: int
-    status: int
-    latency_ns: int
-    body: bytes
-
-    def to_dict(self) -> WinDoc:
-        return {
-            "client": self.client,
-            "round": self.round,
-            "status": self.status,
-            "latency_ns": self.latency_ns,
-            "body": redact_text(self.body.decode("utf-8", "replace")),
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class RoundSummary:
-    __module__ = "pytest_seatrace"  # the public name: tracebacks and pickles say it
-
-    round: int
-    requests: int
-    wins: int
-    rejections: int
-    errors: int
-    unknown: int
-    violations: int
+__all__ = ["STATUS_REASONS_SHOWN", "RaceResult", "RoundSummary", "Win", "history_columns"]
 
 
 @dataclass(frozen=True)
@@ -102,8 +45,9 @@ class RaceResult:
     the history's monotonic stamps to wall time."""
     held: Mapping[tuple[int, int], int] | None = field(default=None, repr=False)
     """Holders per (round, resource index) read by ``verify=``; ``None`` without it."""
-    problems: tuple[Violation, ...] = field(default=(), repr=False)
-    """Violations found while running (a ``verify=`` that raised)."""
+    problems: tuple[Problem, ...] = field(default=(), repr=False)
+    """What went wrong while running (a hung wave, a failed hook, a ``verify=`` that returned
+    no count), as the engine reported it; ``violations`` words each."""
     interrupted: bool = False
     """Cut short (Ctrl-C): the figures cover the waves that finished."""
     checked: bool = True
@@ -143,6 +87,14 @@ class RaceResult:
             stopped=run.stopped,
         )
 
+    @cached_property
+    def figures(self) -> Figures:
+        """What the records add up to (``core.figures``): every count and timing below."""
+        config = self.config
+        return Figures(
+            self.history, config.resources, config.concurrency, config.rounds, self.duration, self.shard_infos
+        )
+
     # -- the config, as the result names it --------------------------------------------------
 
     @property
@@ -169,46 +121,95 @@ class RaceResult:
     def settings(self) -> dict[str, Any]:
         return self.config.describe()
 
-    # -- counts ----------------------------------------------------------------------------
-
-    @cached_property
-    def _outcomes(self) -> Counter[Outcome]:
-        return Counter(r.outcome for r in self.history)
+    # -- figures ---------------------------------------------------------------------------
 
     @property
     def requests(self) -> int:
-        return len(self.history)
+        return self.figures.requests
 
     @property
     def wins(self) -> int:
-        return self._outcomes[Outcome.WIN]
+        return self.figures.wins
 
     @property
     def rejections(self) -> int:
-        return self._outcomes[Outcome.REJECTION]
+        return self.figures.rejections
 
     @property
     def errors(self) -> int:
-        return self._outcomes[Outcome.ERROR]
+        return self.figures.errors
 
     @property
     def unknown(self) -> int:
-        return self._outcomes[Outcome.UNKNOWN]
+        return self.figures.unknown
+
+    @property
+    def early(self) -> int:
+        return self.figures.early
+
+    @property
+    def error_reasons(self) -> Counter[str]:
+        return self.figures.error_reasons
+
+    @property
+    def status_counts(self) -> Counter[int]:
+        return self.figures.status_counts
+
+    @property
+    def status_reasons(self) -> Counter[tuple[int, str]]:
+        return self.figures.status_reasons
+
+    @property
+    def winners(self) -> dict[Hashable, list[Win]]:
+        return self.figures.winners
+
+    @property
+    def samples(self) -> dict[Hashable, list[Record]]:
+        return self.figures.samples
+
+    @property
+    def latency(self) -> Latency:
+        return self.figures.latency
+
+    @property
+    def rps(self) -> float:
+        return self.figures.rps
+
+    @property
+    def spread(self) -> Spread:
+        return self.figures.spread
+
+    @property
+    def shards(self) -> tuple[ShardDoc, ...]:
+        return self.figures.shards
+
+    @property
+    def contention(self) -> Contention:
+        return self.figures.contention
+
+    @property
+    def clock_error_ns(self) -> int:
+        return self.figures.clock_error_ns
+
+    @property
+    def operations(self) -> tuple[str, ...]:
+        return self.figures.operations
+
+    @property
+    def mixed(self) -> bool:
+        """More than one operation under one start: reports break statuses down per operation."""
+        return len(self.operations) > 1
+
+    def by_resource(self) -> list[ResourceDoc]:
+        return self.figures.by_resource()
+
+    def by_operation(self) -> list[OperationDoc]:
+        return self.figures.by_operation()
 
     @property
     def not_run(self) -> list[tuple[int, Hashable]]:
         """(round, resource) pairs never raced: the race stopped on a hung service."""
         return [(rnd, self.resources[index]) for rnd, index in self.never_fired]
-
-    @property
-    def early(self) -> int:
-        """Requests answered before their held bytes went out (not synchronised)."""
-        return sum(1 for r in self.history if r.early)
-
-    @cached_property
-    def error_reasons(self) -> Counter[str]:
-        """Errors per reason, with what the service said (``500 database is locked``)."""
-        return Counter(r.reason or "error" for r in self.history if r.outcome is Outcome.ERROR)
 
     @cached_property
     def notes(self) -> tuple[str, ...]:
@@ -216,111 +217,11 @@ class RaceResult:
         try"), suggesting ``reject=``; never part of the verdict."""
         return classification_notes(self.history, self.config)
 
-    @cached_property
-    def status_counts(self) -> Counter[int]:
-        return Counter(r.status for r in self.history if r.status)
-
-    @cached_property
-    def winners(self) -> dict[Hashable, list[Win]]:
-        out: dict[Hashable, list[Win]] = {}
-        for rec in self.history:
-            if rec.outcome is Outcome.WIN:
-                out.setdefault(self.resources[rec.resource], []).append(
-                    Win(rec.client, rec.round, rec.status, rec.latency_ns, (rec.body or b"")[:BODY_KEEP])
-                )
-        return out
-
-    @cached_property
-    def status_reasons(self) -> Counter[tuple[int, str]]:
-        """Answered requests per (status, what the service said): the status breakdown with
-        reasons (``(500, "database is locked")``); the reason is empty for wins and bodies that
-        said nothing."""
-        return Counter((r.status, r.said or "") for r in self.history if r.status)
-
-    @cached_property
-    def samples(self) -> dict[Hashable, list[Record]]:
-        """A few responses per resource for reports: up to ``SAMPLE_WINNERS`` winners, then the
-        others one per kind (status and reason, in the order first seen) in turn, at least
-        ``SAMPLE_LOSERS`` when there are that many and one of each kind up to ``SAMPLE_KINDS``.
-        Only responses whose body the engine kept, and failures that got no response."""
-        wins: dict[int, list[Record]] = {}
-        kinds: dict[int, dict[tuple[int, Outcome, str | None], list[Record]]] = {}
-        for rec in self.history:
-            if rec.outcome is Outcome.WIN:
-                bucket, cap = wins.setdefault(rec.resource, []), SAMPLE_WINNERS
-            elif rec.body is not None or (not rec.status and rec.reason):
-                kind = (rec.status, rec.outcome, rec.said if rec.status else rec.reason)
-                bucket, cap = kinds.setdefault(rec.resource, {}).setdefault(kind, []), SAMPLE_LOSERS
-            else:
-                continue
-            if len(bucket) < cap:
-                bucket.append(rec)
-        out: dict[Hashable, list[Record]] = {}
-        for i, res in enumerate(self.resources):
-            others = _in_turn(list(kinds.get(i, {}).values()))
-            if wins.get(i) or others:
-                out[res] = wins.get(i, []) + others
-        return out
-
-    # -- timing ----------------------------------------------------------------------------
-
-    @cached_property
-    def latency(self) -> Latency:
-        recs = self.history
-        return Latency(
-            all=Percentiles.of(r.latency_ns for r in recs if r.outcome is not Outcome.UNKNOWN and r.sent_ns),
-            winners=Percentiles.of(r.latency_ns for r in recs if r.outcome is Outcome.WIN),
-            losers=Percentiles.of(r.latency_ns for r in recs if r.outcome is Outcome.REJECTION),
-        )
-
-    @property
-    def rps(self) -> float:
-        return self.requests / self.duration if self.duration > 0 else 0.0
-
-    @cached_property
-    def spread(self) -> Spread:
-        return Spread.of(self.history, self.resources)
-
-    @cached_property
-    def shards(self) -> tuple[ShardDoc, ...]:
-        """Per shard of a sharded race: gateway spec, host, clock offset and error, its clients'
-        own start spread; empty for a race in the test process."""
-        out = []
-        for info in self.shard_infos:
-            own = [r for r in self.history if r.shard == info.number]
-            spread = Spread.of(own, self.resources).median_ns
-            doc: ShardDoc = {
-                "shard": info.number,
-                "spec": info.spec,
-                "host": info.host,
-                "pid": info.pid,
-                "clock_offset_ns": info.offset_ns,
-                "clock_error_ns": info.error_ns,
-                "start_late_ns": info.late_ns,
-                "spread_median_ns": None if spread != spread else spread,  # NaN: nothing sent
-                "requests": len(own),
-                "failure": info.failure,
-            }
-            out.append(doc)
-        return tuple(out)
-
-    @cached_property
-    def contention(self) -> Contention:
-        """How many requests the service had in flight together, per round and resource:
-        measured from its ``X-Arrival-Ns`` stamps, else estimated from the answers' timing."""
-        return Contention.of(self.history, self.concurrency)
-
-    @property
-    def clock_error_ns(self) -> int:
-        """The largest clock-mapping error bound of the shards (0 without shards)."""
-        return max((info.error_ns for info in self.shard_infos), default=0)
-
     # -- verdict ---------------------------------------------------------------------------
 
     @cached_property
     def violations(self) -> tuple[Violation, ...]:
-        found = [*invariant_violations(self.history, self.config, self.held), *self.problems]
-        return (*found, *threshold_violations(self))
+        return judge(self.history, self.config, self.figures, self.held, self.problems)
 
     @property
     def passed(self) -> bool:
@@ -329,18 +230,10 @@ class RaceResult:
     @property
     def double_bookings(self) -> int:
         """Wins (or final-state holders) beyond what ``expect`` allows, per resource and round."""
-        excess: dict[tuple[Hashable, int | None], int] = {}
-        for v in self.violations:
-            if v.excess:
-                key = (v.resource, v.round)
-                excess[key] = max(excess.get(key, 0), v.excess)
-        return sum(excess.values())
+        return double_bookings(self.violations)
 
     @cached_property
     def per_round(self) -> tuple[RoundSummary, ...]:
-        counts = [Counter[Outcome]() for _ in range(self.rounds)]
-        for rec in self.history:
-            counts[rec.round - 1][rec.outcome] += 1
         bad = Counter(v.round for v in self.violations if v.round is not None)
         return tuple(
             RoundSummary(
@@ -352,7 +245,7 @@ class RaceResult:
                 unknown=c[Outcome.UNKNOWN],
                 violations=bad[i + 1],
             )
-            for i, c in enumerate(counts)
+            for i, c in enumerate(self.figures.round_outcomes)
         )
 
     def violation_rate(self) -> str:
@@ -364,208 +257,6 @@ class RaceResult:
         what = ", ".join(kinds) if kinds else "violations"
         return f"{what} in {bad} of {self.rounds} rounds"
 
-    def by_resource(self) -> list[ResourceDoc]:
-        """Per resource counts over all rounds, in resource order (the seed's execution pattern)."""
-        counts = [Counter[int]() for _ in self.resources]
-        for rec in self.history:
-            counts[rec.resource][rec.outcome] += 1
-        return [
-            {
-                "resource": str(res),
-                "requests": sum(c.values()),
-                "wins": c[Outcome.WIN],
-                "rejections": c[Outcome.REJECTION],
-                "errors": c[Outcome.ERROR],
-                "unknown": c[Outcome.UNKNOWN],
-            }
-            for res, c in zip(self.resources, counts, strict=True)
-        ]
-
-    # -- operations (a race that mixes them) -------------------------------------------
-
-    @cached_property
-    def operations(self) -> tuple[str, ...]:
-        """The operations raced (``POST /seats/{resource}/book``), in the order first seen."""
-        return tuple(dict.fromkeys(r.operation for r in self.history if r.operation))
-
-    @property
-    def mixed(self) -> bool:
-        """More than one operation under one start: reports break statuses down per operation."""
-        return len(self.operations) > 1
-
-    def by_operation(self) -> list[OperationDoc]:
-        """Per operation counts and statuses, in the order first seen (``(not sent)`` last:
-        clients whose set-up failed)."""
-        outcomes: dict[str, Counter[Outcome]] = {}
-        statuses: dict[str, Counter[int]] = {}
-        for rec in self.history:
-            name = rec.operation or NOT_SENT
-            outcomes.setdefault(name, Counter())[rec.outcome] += 1
-            if rec.status:
-                statuses.setdefault(name, Counter())[rec.status] += 1
-        names = [*self.operations, *([NOT_SENT] if NOT_SENT in outcomes else [])]
-        return [
-            {
-                "operation": name,
-                "requests": sum(outcomes[name].values()),
-                "wins": outcomes[name][Outcome.WIN],
-                "rejections": outcomes[name][Outcome.REJECTION],
-                "errors": outcomes[name][Outcome.ERROR],
-                "unknown": outcomes[name][Outcome.UNKNOWN],
-                "status_counts": {str(k): v for k, v in sorted(statuses.get(name, Counter()).items())},
-            }
-            for name in names
-        ]
-
-    # -- the race document -----------------------------------------------------------------
-
-    def _raced_doc(self) -> RacedDoc | None:
-        raced = self.raced
-        if raced is None:
-            return None
-        return {
-            "method": raced.method,
-            "url": raced.url,
-            "base_url": raced.base_url,
-            "http_version": raced.http_version,
-            "stripped": list(raced.stripped),
-            "sync": self.config.sync,
-            "hold": self.config.hold if self.config.sync == "last-byte" else None,
-        }
-
     def to_dict(self, *, history: bool = False) -> RaceDoc:
-        """The race document (builtins only: JSON- and execnet-safe); computed once per race."""
-        names = {r: str(r) for r in self.resources}
-        doc: RaceDoc = {
-            "name": self.name,
-            "mode": self.mode,
-            "passed": self.passed,
-            "interrupted": self.interrupted,
-            "checked": self.checked,
-            "resources": [names[r] for r in self.resources],
-            "concurrency": self.concurrency,
-            "expect": {"min": self.expect.start, "max": self.expect.stop - 1},
-            "rounds": self.rounds,
-            "requests": self.requests,
-            "wins": self.wins,
-            "rejections": self.rejections,
-            "errors": self.errors,
-            "unknown": self.unknown,
-            "early": self.early,
-            "double_bookings": self.double_bookings,
-            "error_reasons": dict(self.error_reasons),
-            "notes": list(self.notes),
-            "status_counts": {str(k): v for k, v in sorted(self.status_counts.items())},
-            "status_reasons": status_reason_rows(self.status_reasons),
-            "latency": self.latency.to_dict(),
-            "rps": self.rps,
-            "duration_s": self.duration,
-            "spread": self.spread.to_dict(names),
-            "winners": {names[r]: [w.to_dict() for w in ws] for r, ws in self.winners.items()},
-            "violations": [v.to_dict() for v in self.violations],
-            "violation_rate": self.violation_rate(),
-            "not_run": [{"round": rnd, "resource": str(res)} for rnd, res in self.not_run],
-            "raced": self._raced_doc(),
-            "samples": {names[res]: [_sample_doc(rec) for rec in recs] for res, recs in self.samples.items()},
-            "per_round": [
-                {
-                    "round": r.round,
-                    "requests": r.requests,
-                    "wins": r.wins,
-                    "rejections": r.rejections,
-                    "errors": r.errors,
-                    "unknown": r.unknown,
-                    "violations": r.violations,
-                }
-                for r in self.per_round
-            ],
-            "by_resource": self.by_resource(),
-            "settings": self.settings,
-            "clock": {"time_ns": self.clock[0], "perf_counter_ns": self.clock[1]},
-        }
-        if self.mixed:
-            doc["by_operation"] = self.by_operation()
-        if self.shard_infos:
-            doc["shards"] = list(self.shards)
-        doc["connections_replaced"] = self.connections_replaced
-        if self.stopped is not None:
-            doc["stopped"] = self.stopped.to_dict()
-        doc["contention"] = self.contention.to_dict([names[r] for r in self.resources])
-        if history:
-            doc["history"] = history_columns(self.history, self.resources)
-        return doc
-
-
-SAMPLE_BODY = 200
-"""Bytes of a sample's body shown in reports."""
-
-
-def _in_turn(kinds: list[list[Record]]) -> list[Record]:
-    """The first sample of each kind, then the second of each, … (see ``RaceResult.samples``)."""
-    cap = min(SAMPLE_KINDS, max(SAMPLE_LOSERS, len(kinds)))
-    out: list[Record] = []
-    for turn in range(SAMPLE_LOSERS):
-        out += [kind[turn] for kind in kinds if turn < len(kind)]
-    return out[:cap]
-
-
-def shown_reason(rec: Record) -> str:
-    """The reason reports show beside a request: why it is an error or unknown (``500 database
-    is locked``), else what a rejection's body said (``seat taken``); empty for a win."""
-    return rec.reason or rec.said or ""
-
-
-def status_reason_rows(counts: Counter[tuple[int, str]]) -> list[StatusReasonDoc]:
-    """``status_reasons`` as document rows by status, the most frequent reason first; at most
-    ``STATUS_REASONS_SHOWN`` rows: the most frequent kinds, the rarer reasons of a status folded
-    into one ``(N other reasons)`` row."""
-    ranked = [key for key, _ in counts.most_common()]
-    last = {status: i for i, (status, _) in enumerate(ranked)}  # a status's rarest kind
-    kept = min(len(ranked), STATUS_REASONS_SHOWN)
-    while kept and kept + sum(1 for i in last.values() if i >= kept) > STATUS_REASONS_SHOWN:
-        kept -= 1  # one more kind folded: room for its status's fold row
-    rest: dict[int, list[tuple[int, str]]] = {}
-    for key in ranked[kept:]:
-        rest.setdefault(key[0], []).append(key)
-    rows = [(key, counts[key]) for key in ranked[:kept]]
-    for status, keys in rest.items():
-        if len(keys) == 1:  # one row either way: show it
-            rows.append((keys[0], counts[keys[0]]))
-        else:
-            rows.append(((status, f"({len(keys)} other reasons)"), sum(counts[key] for key in keys)))
-    rows.sort(key=lambda item: (item[0][0], item[0][1].startswith("("), -item[1], item[0][1]))
-    return [{"status": status, "reason": reason, "count": n} for (status, reason), n in rows]
-
-
-def _sample_doc(rec: Record) -> SampleDoc:
-    return {
-        "client": rec.client,
-        "round": rec.round,
-        "status": rec.status,
-        "outcome": rec.outcome.label,
-        "latency_ns": rec.latency_ns,
-        "early": rec.early,
-        "body": redact_text((rec.body or b"")[:SAMPLE_BODY].decode("utf-8", "replace")),
-        "reason": shown_reason(rec),
-    }
-
-
-def history_columns(records: Sequence[Record], resources: Sequence[Hashable]) -> HistoryDoc:
-    """The request history as columns: small in JSON even at 50,000 requests; with an
-    ``operation`` column for a race that mixed operations."""
-    columns: HistoryDoc = {
-        "start_ns": [r.sent_ns for r in records],
-        "end_ns": [r.end_ns for r in records],
-        "client": [r.client for r in records],
-        "resource": [str(resources[r.resource]) for r in records],
-        "round": [r.round for r in records],
-        "status": [r.status for r in records],
-        "outcome": [r.outcome.label for r in records],
-        "server_ns": [r.server_ns for r in records],
-        "early": [r.early for r in records],
-        "shard": [r.shard for r in records],
-        "reason": [shown_reason(r) for r in records],
-    }
-    if len({r.operation for r in records} - {""}) > 1:
-        columns["operation"] = [r.operation or NOT_SENT for r in records]
-    return columns
+        """The race document (builtins only: JSON- and execnet-safe; ``core.race_document``)."""
+        return race_document(self, history=history)

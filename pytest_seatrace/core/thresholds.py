@@ -1,4 +1,4 @@
-"""Threshold strings such as ``"p95 < 2000ms"``: parsed once at collection, checked per race."""
+"""Threshold strings such as ``"p95 < 2000ms"``: parsed once at collection, measured on a race's figures."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from pytest_seatrace.core.result import RaceResult
+    from pytest_seatrace.core.figures import Figures
 
 LATENCY_METRICS = ("min", "avg", "med", "p90", "p95", "p99", "max")
 METRICS = (*LATENCY_METRICS, "rps", "errors", "spread")
@@ -44,14 +44,14 @@ class Threshold:
     bound: float
     """In nanoseconds for time metrics, else plain."""
 
-    def measure(self, result: RaceResult) -> float:
+    def measure(self, figures: Figures) -> float:
         if self.metric in LATENCY_METRICS:
-            return float(getattr(result.latency.all, self.metric))
+            return float(getattr(figures.latency.all, self.metric))
         if self.metric == "rps":
-            return result.rps
+            return figures.rps
         if self.metric == "errors":
-            return float(result.errors)
-        return result.spread.max_ns
+            return float(figures.errors)
+        return figures.spread.max_ns
 
     def holds(self, value: float) -> bool:
         return not math.isnan(value) and OPERATORS[self.op](value, self.bound)

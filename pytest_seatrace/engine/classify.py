@@ -1,13 +1,18 @@
-"""From a complete response to a record: classification in the design's order, for every mode.
+"""From a complete response to a record, in two steps: what came off the wire, then its outcome.
 
-Order: error, success, reject, 5xx, the rest. Timeouts (unknown) and transport failures (error) are
-decided by the firing code before a response exists; this module sees only complete responses.
+A firer hands each complete response to a ``ResponseRecorder``. ``record_response`` writes down
+the wire facts (status, the service's arrival stamp); ``Classifier`` then decides the outcome
+with the race's rules, in the design's order: error, success, reject, 5xx, the rest. A shard
+only records (its records are classified on the coordinator, which has the rules). Timeouts
+(unknown) and transport failures (error) are decided by the firing code before a response
+exists; this module sees only complete responses.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import httpx
 
@@ -31,9 +36,32 @@ class Classification:
     """Decided by a ``success=``/``reject=``/``error=`` the test gave, not by a built-in default."""
 
 
+class ResponseRecorder(Protocol):
+    """Where a firer writes down each complete response."""
+
+    @property
+    def needs_response(self) -> bool:
+        """Whether the whole response (headers, all of the body) must be kept for a predicate."""
+
+    def fill(
+        self,
+        rec: Record,
+        status: int,
+        arrival: bytes | str | None,
+        body: bytes | None,
+        response: ResponseSource,
+    ) -> None: ...
+
+
+def record_response(rec: Record, status: int, arrival: bytes | str | None) -> None:
+    """The wire facts of a complete response: its status and the service's arrival stamp."""
+    rec.status = status
+    rec.server_ns = int(arrival) if arrival and arrival.isdigit() else 0
+
+
 class Classifier:
-    """Applies a race's ``error``, ``success`` and ``reject`` rules; predicates get an
-    ``httpx.Response``."""
+    """Records each response, then applies a race's ``error``, ``success`` and ``reject`` rules;
+    predicates get an ``httpx.Response``."""
 
     def __init__(self, config: RaceConfig) -> None:
         self.success = config.success
@@ -95,11 +123,15 @@ class Classifier:
         body: bytes | None,
         response: ResponseSource,
     ) -> None:
-        """Write a complete response into its record: status, arrival stamp, outcome, the first
-        KiB of a winner's body; for the rest, what the body said (``core.reasons``) and, for a
-        few of each kind, the body's first KiB as a sample for reports."""
-        rec.status = status
-        rec.server_ns = int(arrival) if arrival and arrival.isdigit() else 0
+        """Write a complete response into its record (``record_response``), then its outcome."""
+        record_response(rec, status, arrival)
+        self.decide(rec, body, response)
+
+    def decide(self, rec: Record, body: bytes | None, response: ResponseSource) -> None:
+        """The outcome of a recorded response, and the first KiB of a winner's body; for the
+        rest, what the body said (``core.reasons``) and, for a few of each kind, the body's
+        first KiB as a sample for reports."""
+        status = rec.status
         verdict = self.classify(status, response)
         rec.outcome, rec.reason, rec.fatal = verdict.outcome, verdict.reason, verdict.fatal
         rec.by_rule = verdict.by_rule

@@ -48,7 +48,7 @@ import httpx
 
 from pytest_seatrace.core.config import RaceConfig
 from pytest_seatrace.core.records import Outcome, Record
-from pytest_seatrace.engine.classify import ARRIVAL_HEADER, Classifier
+from pytest_seatrace.engine.classify import ARRIVAL_HEADER, ResponseRecorder
 from pytest_seatrace.engine.keepalive import KeepAlive, idle_ms
 from pytest_seatrace.engine.limits import HEAD_TOO_LARGE, MAX_RESPONSE_HEAD
 from pytest_seatrace.engine.plan import Attempt, Roster, Variation, keep_outcome, release_order
@@ -506,7 +506,7 @@ class SinglePacketFirer:
         config: RaceConfig,
         builder: RequestBuilder,
         ssl_context: ssl.SSLContext | None,
-        classifier: Classifier,
+        classifier: ResponseRecorder,
         roster: Roster | None = None,
     ) -> None:
         self.config = config

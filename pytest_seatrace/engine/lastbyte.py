@@ -31,7 +31,7 @@ import httpx
 
 from pytest_seatrace.core.config import RaceConfig
 from pytest_seatrace.core.records import Outcome, Record
-from pytest_seatrace.engine.classify import ARRIVAL_HEADER, Classifier
+from pytest_seatrace.engine.classify import ARRIVAL_HEADER, ResponseRecorder
 from pytest_seatrace.engine.keepalive import KeepAlive, idle_ms
 from pytest_seatrace.engine.plan import Roster, keep_outcome, release_order
 from pytest_seatrace.engine.rawhttp import (
@@ -85,7 +85,7 @@ class LastByteFirer:
         config: RaceConfig,
         builder: RequestBuilder,
         ssl_context: ssl.SSLContext,
-        classifier: Classifier,
+        classifier: ResponseRecorder,
         roster: Roster | None = None,
     ) -> None:
         self.config = config

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pytest_seatrace.core.config import RaceConfig
 from pytest_seatrace.core.errors import RaceUsageError
+from pytest_seatrace.core.settings import DEFAULT_SETUP_CONCURRENCY
 
 if TYPE_CHECKING:
     import httpx
@@ -305,14 +306,12 @@ class RacePlan:
     verify: Verify | None = None
     reset: Reset | None = None
     setup: SetupFn | None = None
-    setup_concurrency: int = 50
+    setup_concurrency: int = DEFAULT_SETUP_CONCURRENCY
     setup_each_round: bool = False
 
     def __post_init__(self) -> None:
         if (self.request is None) == (self.attempt is None):
             raise RaceUsageError("a race needs exactly one of a request or an attempt function")
-        if not self.config.resources:
-            raise RaceUsageError("resources: no resources to race")
 
 
 async def keep_outcome(

@@ -19,7 +19,6 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-import anyio
 import h11
 import httpx
 
@@ -28,11 +27,6 @@ from pytest_seatrace.core.errors import RaceUsageError
 from pytest_seatrace.core.operations import OperationNamer
 from pytest_seatrace.engine.plan import BODY_FIELDS, Attempt, RequestSpec, Variation
 from pytest_seatrace.engine.rawhttp import Origin
-
-try:
-    from httpx._client import BaseClient as _Merging
-except ImportError:  # pragma: no cover - an httpx without it: a whole client, transport and all
-    _Merging = httpx.AsyncClient  # type: ignore[misc]
 
 BASE_URL_HINT = "set --race-base-url (ini race_base_url) or race.base_url, or pass an absolute URL"
 
@@ -144,22 +138,29 @@ def check_url(url: httpx.URL, given: object) -> Origin:
     return Origin(url.scheme, url.host, port)
 
 
+class _NeverSends(httpx.BaseTransport):
+    """The transport of the client that only builds requests: given one, ``httpx.Client`` makes
+    none of its own (a default transport imports httpcore and trio: ~200 ms of the first race)."""
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        raise RuntimeError("the request builder's client builds requests; it never sends one")
+
+
 class RequestBuilder:
     """Resolves a ``RequestSpec`` per attempt into an ``httpx.Request``.
 
     A constant request is built once. When only the body varies (the common
     ``json=lambda a: ...``), the URL and headers are merged once and each attempt builds just
     an ``httpx.Request`` from them: what ``AsyncClient.build_request`` would do, at a third of
-    the cost. Requests are merged by httpx's ``BaseClient``, the half of ``AsyncClient`` that
-    builds requests (``build_request`` is its method), so no transport is made: an
-    ``AsyncClient`` imports httpcore and trio for one (~200 ms of the first race).
+    the cost. Requests are merged by a public ``httpx.Client`` over a transport that never
+    sends (``build_request`` is the same method in ``Client`` and ``AsyncClient``).
     """
 
     def __init__(
         self, spec: RequestSpec, base_url: str | None, ssl_context: ssl.SSLContext | None = None
     ) -> None:
         self.spec = spec
-        self._client = _Merging(base_url=base_url or "", trust_env=False)
+        self._client = httpx.Client(base_url=base_url or "", trust_env=False, transport=_NeverSends())
         self._fixed: dict[str, httpx.Request] = {}
         """Method → its request, for a request that varies in nothing but (maybe) its method."""
         self._fixed_one: httpx.Request | None = None
@@ -233,10 +234,7 @@ class RequestBuilder:
         return head.url, raw
 
     async def aclose(self) -> None:
-        close = getattr(self._client, "aclose", None)  # only the fallback, a full client, has one
-        if close is not None:
-            with anyio.CancelScope(shield=True):
-                await close()
+        self._client.close()  # nothing to wait for: its transport holds no connection
 
 
 def origin_of(request: httpx.Request) -> Origin:

@@ -18,13 +18,23 @@ import httpx
 
 from pytest_seatrace.core.errors import RaceUsageError
 from pytest_seatrace.core.operations import settle
-from pytest_seatrace.core.records import Outcome, Raced, RaceRun, Record, Stop, WaveDone
+from pytest_seatrace.core.records import (
+    HookFailed,
+    NotACount,
+    Outcome,
+    Problem,
+    Raced,
+    RaceRun,
+    Record,
+    Stop,
+    WaveDone,
+    WaveHung,
+)
 from pytest_seatrace.core.redact import strip_url
-from pytest_seatrace.core.violations import Violation, ViolationKind
 from pytest_seatrace.engine.asgi import lifespan
 from pytest_seatrace.engine.classify import Classifier
+from pytest_seatrace.engine.firers import make_firer, ssl_context_for
 from pytest_seatrace.engine.hooks import describe, explain, trim, user_error
-from pytest_seatrace.engine.lastbyte import LastByteFirer
 from pytest_seatrace.engine.limits import ensure_open_files
 from pytest_seatrace.engine.locks import origin_lock
 from pytest_seatrace.engine.plan import Attempt, RacePlan, Reset, Roster, Verify
@@ -77,8 +87,9 @@ async def run_race(
     wave in flight that were sent, to ``on_interrupt``, marked ``interrupted``, before the
     cancellation goes on: figures are never lost. A hook that fails once a request went out
     (``reset=``, ``verify=``, a request argument callable, the default ``POST /reset``) ends the
-    race with what it has: the run says where and why (``RaceRun.stopped``) with a violation of
-    kind ``hook``. ``on_wave`` hears of every finished wave (a live progress line).
+    race with what it has: the run says where and why (``RaceRun.stopped``) with a failed-hook
+    problem (``core.judge`` words it as a violation of kind ``hook``). ``on_wave`` hears of
+    every finished wave (a live progress line).
     """
     config, target = plan.config, plan.target
     if target.app is None and not config.tx:  # shards open their sockets on their own side
@@ -86,7 +97,7 @@ async def run_race(
     clock = (time.time_ns(), time.perf_counter_ns())
     records: list[Record] = []
     held: dict[tuple[int, int], int] = {}
-    problems: list[Violation] = []
+    problems: list[Problem] = []
     not_run: tuple[tuple[int, int], ...] = ()
     ungated: list[str] = []
     raced: list[Raced] = []
@@ -146,7 +157,7 @@ async def run_race(
             await firer.fire_waves(rnd, round_waves, sink)
         except _Hung as hung:
             not_run = _never_fired(records, config.rounds, len(config.resources))
-            problems.append(hung.violation(config.timeout, len(not_run)))
+            problems.append(WaveHung(hung.round, len(not_run)))
             return False
         except Exception as exc:
             if not at.fired:  # nothing went out yet: a usage error, as before the race
@@ -179,7 +190,7 @@ async def run_race(
                         break
             except _HookFailed as failed:
                 stopped = at.stop("hook", failed.reason, failed.error)
-                problems.append(failed.violation())
+                problems.append(HookFailed(failed.reason, type(failed.error).__name__))
             except (KeyboardInterrupt, anyio.get_cancelled_exc_class()):
                 hand_over(firer)  # now: tearing connections and shards down takes a while
                 raise
@@ -221,16 +232,6 @@ class _HookFailed(Exception):
         self.reason = reason
         self.error = trim(user_error(error))
 
-    def violation(self) -> Violation:
-        return Violation(
-            ViolationKind.HOOK,
-            None,
-            None,
-            "every hook returns",
-            type(self.error).__name__,
-            f"{self.reason}; the race stopped with what it had",
-        )
-
 
 def _wave_failure(at: _Position, exc: Exception) -> str:
     """A request argument (or its value) failed for a wave after others went out."""
@@ -260,18 +261,6 @@ class _Hung(Exception):
     def __init__(self, rnd: int, resources: list[int]) -> None:
         super().__init__(rnd, resources)
         self.round, self.resources = rnd, resources
-
-    def violation(self, timeout: float, not_run: int) -> Violation:
-        return Violation(
-            ViolationKind.HUNG,
-            None,
-            self.round,
-            "answers within timeout",
-            "none",
-            f"every request of a wave of round {self.round} timed out (timeout={timeout:g}s): "
-            f"the service seems hung, so the race stopped; {not_run} (round, resource) pairs were "
-            "not run (RaceResult.not_run); raise timeout= if the service is just slow",
-        )
 
 
 class _WaveSink(list[Record]):
@@ -349,31 +338,17 @@ async def _firer(plan: RacePlan) -> AsyncIterator[_Fire]:
                 pool = GatewayPool()
                 stack.callback(pool.close)
             firer = ShardedFirer(plan, config, builder, classifier, roster, pool)
-        elif config.tx:
-            raise RaceUsageError(
-                "race.run/arun attempts and race.app cannot be sharded: an attempt function (or an "
-                "in-process app) cannot travel to another process; use shards=1 without --race-tx"
-            )
-        elif mode == "single-packet" and builder is not None:
-            from pytest_seatrace.engine.h2 import SinglePacketFirer
-
-            firer = SinglePacketFirer(config, builder, ssl_context, classifier, roster)
-        elif mode == "last-byte" and builder is not None and transport is None:
-            firer = LastByteFirer(config, builder, ssl_context, classifier, roster)
         else:
-            if target.base_url and transport is None:
-                check_url(httpx.URL(target.base_url), target.base_url)
-            from pytest_seatrace.engine.gate import GateFirer  # httpx's transport: only here
-
-            firer = GateFirer(
+            firer = make_firer(
+                mode,
                 config,
                 classifier,
                 ssl_context,
-                base_url=base_url,
                 builder=builder,
+                roster=roster,
+                base_url=base_url,
                 attempt_fn=plan.attempt,
                 transport=transport,
-                roster=roster,
             )
         stack.push_async_callback(firer.aclose)
 
@@ -424,17 +399,12 @@ def _raced(
     return Raced(method, url, base, version, tuple(dict.fromkeys((*stripped, *from_url))))
 
 
-H2_ALPN = ("h2", "http/1.1")
-H1_ALPN = ("http/1.1",)
-"""ALPN of the engine's own contexts: a server must never pick h2 and then receive HTTP/1.1."""
-
-
 async def _start(plan: RacePlan) -> tuple[str, ssl.SSLContext]:
     """The start that runs, and the SSL context for it. ``auto``: single-packet where TLS ALPN
     picks ``h2`` at the first origin, else last-byte; an explicit hold point means last-byte."""
     config, target = plan.config, plan.target
     if plan.attempt is not None or target.app is not None or config.sync == "gate":
-        return "gate", make_ssl_context(target.tls_verify)  # httpx sets its own ALPN
+        return "gate", ssl_context_for("gate", target.tls_verify)
     mode: str = config.sync
     if mode == "auto":
         mode = "last-byte"
@@ -442,9 +412,11 @@ async def _start(plan: RacePlan) -> tuple[str, ssl.SSLContext]:
         if origin is not None and origin.scheme == "https":
             from pytest_seatrace.engine.h2 import negotiate_h2
 
-            if await negotiate_h2(origin, make_ssl_context(target.tls_verify, H2_ALPN), config.timeout):
+            if await negotiate_h2(
+                origin, ssl_context_for("single-packet", target.tls_verify), config.timeout
+            ):
                 mode = "single-packet"
-    return mode, make_ssl_context(target.tls_verify, H2_ALPN if mode == "single-packet" else H1_ALPN)
+    return mode, ssl_context_for(mode, target.tls_verify)
 
 
 def _first_origin(plan: RacePlan) -> Origin | None:
@@ -503,23 +475,15 @@ async def _reset(
             raise _HookFailed(reason, exc) from exc
 
 
-async def _verify(verify: Verify, resource: Hashable, extra: list[Violation], rnd: int) -> int | None:
-    """Holders of ``resource`` in the final state. A value that is not a count is a violation
-    of kind ``verify`` (the race goes on); a ``verify=`` that raises ends the race (a hook)."""
+async def _verify(verify: Verify, resource: Hashable, extra: list[Problem], rnd: int) -> int | None:
+    """Holders of ``resource`` in the final state. A value that is not a count is a problem
+    (a violation of kind ``verify``; the race goes on); a ``verify=`` that raises ends the race
+    (a hook)."""
     try:
         value = await call_maybe_async(verify, resource)
     except Exception as exc:
         raise _HookFailed(f"verify({resource!r}) raised after round {rnd}: {explain(exc)}", exc) from exc
     if isinstance(value, bool) or not isinstance(value, int):
-        extra.append(
-            Violation(
-                ViolationKind.VERIFY,
-                resource,
-                rnd,
-                "an int",
-                type(value).__name__,
-                f"verify({resource!r}) returned {value!r}, expected the number of holders (int)",
-            )
-        )
+        extra.append(NotACount(resource, rnd, repr(value), type(value).__name__))
         return None
     return value

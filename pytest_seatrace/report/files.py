@@ -1,9 +1,10 @@
 """The machine-readable (JSON) and visual (HTML) reports, written once by the controller.
 
-Files are written by :mod:`pytest_seatrace.report.safe_write`, by what ``os.stat`` finds at the
-path: a regular file (or none) by write-and-rename beside the symlink-resolved target, a FIFO or
-a device in place. A failure to write is returned, never raised: the figures still reach the
-terminal, and the session's exit status says the report is missing.
+Files are written by :class:`ReportFiles` through its
+:class:`~pytest_seatrace.report.safe_write.SafeWriter`, by what ``os.stat`` finds at the path: a
+regular file (or none) by write-and-rename beside the symlink-resolved target, a FIFO or a device
+in place. A failure to write is returned, never raised: the figures still reach the terminal, and
+the session's exit status says the report is missing.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ import socket
 import stat
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pytest_seatrace.core.document import RaceDoc
-from pytest_seatrace.report.safe_write import probe, release, write_text
+from pytest_seatrace.report.safe_write import SafeWriter
 from pytest_seatrace.version import __version__
 
 SCHEMA_VERSION = 1
@@ -50,26 +52,6 @@ def json_document(races: Sequence[RaceDoc], *, seed: int) -> dict[str, Any]:
         "seed": seed,
         "races": list(races),
     }
-
-
-def _reports(json_path: Path | None, html_path: Path | None) -> list[tuple[Path, str]]:
-    return [(path, flag) for path, flag in ((json_path, "--race-json"), (html_path, "--race-html")) if path]
-
-
-def probe_reports(json_path: Path | None, html_path: Path | None) -> str | None:
-    """Why a report could not be written at the end, naming its option; checked at start-up.
-
-    The probe the final write makes (:func:`~pytest_seatrace.report.safe_write.probe`). A FIFO's
-    write end it opens stays open for that write: :func:`release_reports` closes what is left.
-    """
-    shared = one_path_for_both(json_path, html_path)
-    if shared:
-        return shared
-    for path, flag in _reports(json_path, html_path):
-        problem = probe(path, flag)
-        if problem:
-            return problem
-    return None
 
 
 def one_path_for_both(json_path: Path | None, html_path: Path | None) -> str | None:
@@ -105,38 +87,64 @@ def _discards(path: Path) -> bool:
     return stat.S_ISCHR(found.st_mode) and found.st_rdev == null.st_rdev
 
 
-def release_reports(json_path: Path | None, html_path: Path | None) -> None:
-    """Close whatever a start-up probe kept open for reports that were not written."""
-    for path, _ in _reports(json_path, html_path):
-        release(path)
+@dataclass
+class ReportFiles:
+    """The session's ``--race-json`` and ``--race-html`` files: probed at start-up, written at
+    the end. Owned by the session's controller role; its writer keeps a FIFO's write end from the
+    probe to the write, and :meth:`release` closes whatever was not written."""
+
+    json_path: Path | None
+    html_path: Path | None
+    writer: SafeWriter = field(default_factory=SafeWriter)
+
+    def _asked(self) -> list[tuple[Path, str]]:
+        pairs = ((self.json_path, "--race-json"), (self.html_path, "--race-html"))
+        return [(path, flag) for path, flag in pairs if path]
+
+    def probe(self) -> str | None:
+        """Why a report could not be written at the end, naming its option; checked at start-up.
+
+        The probe the final write makes (:meth:`~pytest_seatrace.report.safe_write.SafeWriter.probe`).
+        A FIFO's write end it opens stays open for that write: :meth:`release` closes what is left.
+        """
+        shared = one_path_for_both(self.json_path, self.html_path)
+        if shared:
+            return shared
+        for path, flag in self._asked():
+            problem = self.writer.probe(path, flag)
+            if problem:
+                return problem
+        return None
+
+    def release(self) -> None:
+        """Close whatever a start-up probe kept open for reports that were not written."""
+        for path, _ in self._asked():
+            self.writer.release(path)
+
+    def write(self, races: Sequence[RaceDoc], *, seed: int) -> tuple[list[str], list[str]]:
+        """Write the JSON and HTML reports asked for; return (written paths, error messages)."""
+        written: list[str] = []
+        errors: list[str] = []
+        try:
+            document = json_document(races, seed=seed)
+            if self.json_path is not None:
+                try:
+                    self.writer.write_text(self.json_path, json.dumps(document, indent=1))
+                    written.append(str(self.json_path))
+                except OSError as exc:
+                    errors.append(f"could not write --race-json {self.json_path}: {_reason(exc)}")
+            if self.html_path is not None:
+                from pytest_seatrace.report.html import render_html
+
+                try:
+                    self.writer.write_text(self.html_path, render_html(document))
+                    written.append(str(self.html_path))
+                except OSError as exc:
+                    errors.append(f"could not write --race-html {self.html_path}: {_reason(exc)}")
+        finally:
+            self.release()
+        return written, errors
 
 
 def _reason(exc: OSError) -> str:
     return exc.strerror or str(exc)
-
-
-def write_reports(
-    races: Sequence[RaceDoc], *, seed: int, json_path: Path | None, html_path: Path | None
-) -> tuple[list[str], list[str]]:
-    """Write the JSON and HTML reports asked for; return (written paths, error messages)."""
-    written: list[str] = []
-    errors: list[str] = []
-    try:
-        document = json_document(races, seed=seed)
-        if json_path is not None:
-            try:
-                write_text(json_path, json.dumps(document, indent=1))
-                written.append(str(json_path))
-            except OSError as exc:
-                errors.append(f"could not write --race-json {json_path}: {_reason(exc)}")
-        if html_path is not None:
-            from pytest_seatrace.report.html import render_html
-
-            try:
-                write_text(html_path, render_html(document))
-                written.append(str(html_path))
-            except OSError as exc:
-                errors.append(f"could not write --race-html {html_path}: {_reason(exc)}")
-    finally:
-        release_reports(json_path, html_path)
-    return written, errors

@@ -20,14 +20,17 @@ What :func:`os.stat` finds at the path decides how it is written:
 
 * a directory is an error.
 
-:func:`probe` makes, at start-up, the probe the final :func:`write_text` will make: a temporary
-file created and removed in the resolved target's directory for a regular path, the non-blocking
-open for anything else. It returns a one-line message naming the option, or ``None``.
+:meth:`SafeWriter.probe` makes, at start-up, the probe the final :meth:`~SafeWriter.write_text`
+will make: a temporary file created and removed in the resolved target's directory for a regular
+path, the non-blocking open for anything else. It returns a one-line message naming the option,
+or ``None``.
 
 A FIFO's start-up probe keeps the write end it opened: closing it would hand end-of-file to a
 reader already waiting (``cat fifo``), which would then be gone by the time the report is written.
-:func:`write_text` takes that descriptor over and closes it after writing; :func:`release` closes
-any descriptor a probe kept for a report that is not going to be written.
+The same :class:`SafeWriter`'s :meth:`~SafeWriter.write_text` takes that descriptor over and closes
+it after writing; its :meth:`~SafeWriter.release` closes any descriptor a probe kept for a report
+that is not going to be written. The writer belongs to the session (its controller role), so no
+descriptor lives in a module global.
 
 Failures are raised as :class:`OSError` with the usual ``errno`` and a ``strerror`` that says
 what went wrong in words (``"FIFO has no reader"``, ``"directory /x does not exist"``); its
@@ -47,16 +50,12 @@ from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["WRITE_TIMEOUT", "describe_target", "probe", "release", "write_text"]
+__all__ = ["WRITE_TIMEOUT", "SafeWriter", "describe_target"]
 
 #: Seconds a FIFO's or device's reader gets, in all, to take the whole report.
 WRITE_TIMEOUT = 5.0
 
 _SPECIAL_FLAGS = os.O_WRONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
-
-# Write ends of FIFOs opened by probe(), by (st_dev, st_ino), until write_text() or release().
-_held: dict[tuple[int, int], int] = {}
-_held_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -76,20 +75,19 @@ class _Special:
     st: os.stat_result
 
 
+_KINDS = (
+    (stat.S_ISREG, "regular file"),
+    (stat.S_ISDIR, "directory"),
+    (stat.S_ISFIFO, "FIFO"),
+    (stat.S_ISCHR, "character device"),
+    (stat.S_ISBLK, "block device"),
+    (stat.S_ISSOCK, "socket"),
+)
+
+
 def _kind(mode: int) -> str:
-    if stat.S_ISREG(mode):
-        return "regular file"
-    if stat.S_ISDIR(mode):
-        return "directory"
-    if stat.S_ISFIFO(mode):
-        return "FIFO"
-    if stat.S_ISCHR(mode):
-        return "character device"
-    if stat.S_ISBLK(mode):
-        return "block device"
-    if stat.S_ISSOCK(mode):
-        return "socket"
-    return "special file"
+    """What ``mode`` says is at a path, in words for messages."""
+    return next((name for is_kind, name in _KINDS if is_kind(mode)), "special file")
 
 
 def _error(code: int | None, message: str, path: Path) -> OSError:
@@ -254,34 +252,6 @@ def _key(st: os.stat_result) -> tuple[int, int]:
     return (st.st_dev, st.st_ino)
 
 
-def _take_held(plan: _Special) -> int | None:
-    with _held_lock:
-        fd = _held.pop(_key(plan.st), None)
-    if fd is None:
-        return None
-    try:
-        if _key(os.fstat(fd)) == _key(plan.st):
-            return fd
-    except OSError:
-        return None  # closed behind our back
-    os.close(fd)
-    return None
-
-
-def _probe_special(plan: _Special, given: Path) -> None:
-    if stat.S_ISFIFO(plan.st.st_mode):
-        with _held_lock:
-            if _key(plan.st) in _held:
-                return
-        fd = _open_special(plan, given)
-        with _held_lock:
-            previous = _held.setdefault(_key(plan.st), fd)
-        if previous != fd:
-            os.close(fd)
-        return
-    os.close(_open_special(plan, given))
-
-
 def _wait_writable(fd: int, seconds: float) -> bool:
     poller = select.poll()
     poller.register(fd, select.POLLOUT)
@@ -289,10 +259,9 @@ def _wait_writable(fd: int, seconds: float) -> bool:
     return bool(poller.poll(max(1, int(seconds * 1000))))
 
 
-def _write_special(plan: _Special, data: bytes, given: Path, timeout: float) -> None:
-    fd = _take_held(plan)
-    if fd is None:
-        fd = _open_special(plan, given)
+def _write_special(plan: _Special, data: bytes, given: Path, timeout: float, held: int | None) -> None:
+    """Write in place through ``held`` (the write end a probe kept) or a fresh non-blocking open."""
+    fd = _open_special(plan, given) if held is None else held
     kind = _kind(plan.st.st_mode)
     try:
         deadline = time.monotonic() + timeout
@@ -327,57 +296,95 @@ def _write_special(plan: _Special, data: bytes, given: Path, timeout: float) -> 
 # --- public API ---------------------------------------------------------------------------------
 
 
-def probe(path: Path, option: str) -> str | None:
-    """Why writing ``path`` at the end would fail, as ``"{option} {path}: {why}"``; else ``None``.
+class SafeWriter:
+    """Probes and writes report files; keeps the FIFO write ends its probes opened until the write.
 
-    The same probe the final write makes: a temporary file created and removed in the resolved
-    target's directory for a regular (or new) path; the non-blocking open for anything else. A
-    FIFO's write end is kept open for :func:`write_text` (see the module's documentation).
+    One per session (the controller role owns it), so what a start-up probe opened is taken over
+    by that session's final write, or closed by :meth:`release`, and never outlives the session.
     """
-    try:
+
+    def __init__(self) -> None:
+        self._held: dict[tuple[int, int], int] = {}
+        """Write ends of FIFOs opened by :meth:`probe`, by (st_dev, st_ino)."""
+        self._lock = threading.Lock()
+
+    def probe(self, path: Path, option: str) -> str | None:
+        """Why writing ``path`` at the end would fail, as ``"{option} {path}: {why}"``; else ``None``.
+
+        The same probe the final write makes: a temporary file created and removed in the resolved
+        target's directory for a regular (or new) path; the non-blocking open for anything else. A
+        FIFO's write end is kept open for :meth:`write_text` (see the module's documentation).
+        """
+        try:
+            plan = _plan(path)
+            if isinstance(plan, _Regular):
+                _probe_regular(plan, path)
+            else:
+                self._probe_special(plan, path)
+        except OSError as exc:
+            return f"{option} {path}: {_reason(exc)}"
+        return None
+
+    def write_text(self, path: Path, text: str, *, timeout: float = WRITE_TIMEOUT) -> None:
+        """Write ``text`` (UTF-8) to ``path`` safely; raise :class:`OSError` saying why not.
+
+        ``timeout`` bounds, in all, how long a FIFO's or device's reader may take to accept the
+        text.
+        """
+        data = text.encode("utf-8")
         plan = _plan(path)
         if isinstance(plan, _Regular):
-            _probe_regular(plan, path)
+            _write_regular(plan, data, path)
         else:
-            _probe_special(plan, path)
-    except OSError as exc:
-        return f"{option} {path}: {_reason(exc)}"
-    return None
+            _write_special(plan, data, path, timeout, self._take_held(plan))
 
+    def release(self, path: Path | None = None) -> None:
+        """Close the FIFO write end a :meth:`probe` kept for ``path`` (for every path if ``None``)."""
+        with self._lock:
+            if path is None:
+                fds = list(self._held.values())
+                self._held.clear()
+            else:
+                try:
+                    st = path.expanduser().stat()
+                except OSError:
+                    return
+                fd = self._held.pop(_key(st), None)
+                fds = [] if fd is None else [fd]
+        for fd in fds:
+            with suppress(OSError):
+                os.close(fd)
 
-def write_text(path: Path, text: str, *, timeout: float = WRITE_TIMEOUT) -> None:
-    """Write ``text`` (UTF-8) to ``path`` safely; raise :class:`OSError` saying why not.
+    def _probe_special(self, plan: _Special, given: Path) -> None:
+        if stat.S_ISFIFO(plan.st.st_mode):
+            with self._lock:
+                if _key(plan.st) in self._held:
+                    return
+            fd = _open_special(plan, given)
+            with self._lock:
+                previous = self._held.setdefault(_key(plan.st), fd)
+            if previous != fd:
+                os.close(fd)
+            return
+        os.close(_open_special(plan, given))
 
-    ``timeout`` bounds, in all, how long a FIFO's or device's reader may take to accept the text.
-    """
-    data = text.encode("utf-8")
-    plan = _plan(path)
-    if isinstance(plan, _Regular):
-        _write_regular(plan, data, path)
-    else:
-        _write_special(plan, data, path, timeout)
-
-
-def release(path: Path | None = None) -> None:
-    """Close the FIFO write end a :func:`probe` kept for ``path`` (for every path if ``None``)."""
-    with _held_lock:
-        if path is None:
-            fds = list(_held.values())
-            _held.clear()
-        else:
-            try:
-                st = path.expanduser().stat()
-            except OSError:
-                return
-            fd = _held.pop(_key(st), None)
-            fds = [] if fd is None else [fd]
-    for fd in fds:
-        with suppress(OSError):
-            os.close(fd)
+    def _take_held(self, plan: _Special) -> int | None:
+        """The write end a probe kept for this FIFO, if it is still that FIFO's."""
+        with self._lock:
+            fd = self._held.pop(_key(plan.st), None)
+        if fd is None:
+            return None
+        try:
+            if _key(os.fstat(fd)) == _key(plan.st):
+                return fd
+        except OSError:
+            return None  # closed behind our back
+        os.close(fd)
+        return None
 
 
 def describe_target(path: Path) -> str:
-    """How :func:`write_text` would treat ``path``, in words (for messages and ``--help`` text)."""
+    """How :meth:`SafeWriter.write_text` would treat ``path``, in words (for messages and ``--help`` text)."""
     try:
         plan = _plan(path)
     except OSError as exc:

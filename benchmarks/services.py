@@ -1,0 +1,48 @@
+"""The one place the benchmarks start what they race: the sample service, and nginx before it.
+
+Every service runs in its own process on a free loopback port and stops when its ``with``
+block ends; traffic goes nowhere else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from pytest_seatrace.service import ServiceError, ServiceHandle, start_sample_service
+from tests.nginx import ProxyHandle, ProxyStartError, find_nginx, nginx_version, start_nginx_proxy
+
+__all__ = [
+    "ProxyHandle",
+    "ProxyStartError",
+    "ServiceError",
+    "ServiceHandle",
+    "nginx",
+    "nginx_binary",
+    "service",
+]
+STARTUP_ERRORS = (ServiceError, ProxyStartError)
+"""What starting a service may raise: the benchmark is then incomplete."""
+
+
+def service(
+    strategy: str = "safe", *, seats: int, **options: Any
+) -> contextlib.AbstractContextManager[ServiceHandle]:
+    """The sample service (``start_sample_service``'s options: ``window_ms``, ``server``,
+    ``tls``, ``auth``...), started for one ``with`` block."""
+    return start_sample_service(strategy=strategy, seats=seats, **options)
+
+
+def nginx(
+    app: ServiceHandle, *, request_buffering: bool, keepalive: int
+) -> contextlib.AbstractContextManager[ProxyHandle]:
+    """nginx as an HTTP/2 TLS front with a keep-alive HTTP/1.1 upstream pool before ``app``."""
+    return start_nginx_proxy(app.port, request_buffering=request_buffering, keepalive=keepalive)
+
+
+def nginx_binary() -> tuple[str, str] | None:
+    """nginx's path and version, or None when it is not installed."""
+    binary = find_nginx()
+    if binary is None:
+        return None
+    return binary, ".".join(str(part) for part in nginx_version(binary))

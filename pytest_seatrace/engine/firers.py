@@ -1,0 +1,76 @@
+"""The firer for a start mode, chosen in one place: the runner and a shard's worker both ask here.
+
+Each start mode has its firer and the SSL context it needs (the ALPN its connections offer);
+the firers' modules are imported only when their mode races (the ``gate`` mode's loads httpcore,
+single-packet's loads h2).
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from pytest_seatrace.core.config import RaceConfig
+from pytest_seatrace.engine.classify import ResponseRecorder
+from pytest_seatrace.engine.plan import AttemptFn, Roster
+from pytest_seatrace.engine.requests import RequestBuilder, check_url, make_ssl_context
+
+if TYPE_CHECKING:
+    from pytest_seatrace.engine.h2 import SinglePacketFirer
+    from pytest_seatrace.engine.httpx_start import HttpxFirer
+    from pytest_seatrace.engine.lastbyte import LastByteFirer
+
+H2_ALPN = ("h2", "http/1.1")
+H1_ALPN = ("http/1.1",)
+"""ALPN of the engine's own contexts: a server must never pick h2 and then receive HTTP/1.1."""
+
+
+def ssl_context_for(mode: str, tls_verify: Any) -> ssl.SSLContext:
+    """The context a start mode's connections use: single-packet offers ``h2``, last-byte
+    ``http/1.1`` only; the ``gate`` mode's httpx sets its own ALPN."""
+    if mode == "gate":
+        return make_ssl_context(tls_verify)
+    return make_ssl_context(tls_verify, H2_ALPN if mode == "single-packet" else H1_ALPN)
+
+
+def make_firer(
+    mode: str,
+    config: RaceConfig,
+    classifier: ResponseRecorder,
+    ssl_context: ssl.SSLContext,
+    *,
+    builder: RequestBuilder | None,
+    roster: Roster,
+    base_url: str | None,
+    attempt_fn: AttemptFn | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> HttpxFirer | LastByteFirer | SinglePacketFirer:
+    """The firer of ``mode`` (``gate``, ``last-byte`` or ``single-packet``, already decided:
+    ``auto`` is the runner's to resolve). ``attempt_fn`` and ``transport`` (``race.app``) race
+    only in the ``gate`` mode."""
+    if mode in ("single-packet", "last-byte"):
+        if builder is None or attempt_fn is not None or transport is not None:
+            raise ValueError(f"the {mode} start races a request over the network: it needs a builder")
+        if mode == "single-packet":
+            from pytest_seatrace.engine.h2 import SinglePacketFirer
+
+            return SinglePacketFirer(config, builder, ssl_context, classifier, roster)
+        from pytest_seatrace.engine.lastbyte import LastByteFirer
+
+        return LastByteFirer(config, builder, ssl_context, classifier, roster)
+    if base_url and transport is None:
+        check_url(httpx.URL(base_url), base_url)
+    from pytest_seatrace.engine.httpx_start import HttpxFirer  # httpx's transport: only here
+
+    return HttpxFirer(
+        config,
+        classifier,
+        ssl_context,
+        base_url=base_url,
+        builder=builder,
+        attempt_fn=attempt_fn,
+        transport=transport,
+        roster=roster,
+    )

@@ -1,0 +1,187 @@
+"""What the benchmarks measure inside the engine, exported from one place.
+
+The benchmarks (``python -m benchmarks``) reach the engine only through this module, so a
+change inside the engine is answered here once, not in every benchmark. It offers:
+
+- the race as the plugin runs it: ``run_race`` over a ``RacePlan`` (``RaceConfig``,
+  ``RequestSpec``, ``TargetOptions``), read back as a ``RaceResult`` whose ``history`` holds
+  every ``Record`` with its start instants (``sent_ns``) and the service's arrival stamp
+  (``server_ns``, from ``X-Arrival-Ns``);
+- ``GatewayPool``: shard gateways kept from one race to the next, as a session keeps them;
+- ``wire_request``: the exact bytes the engine sends for an ``httpx.Request``, and where its
+  held bytes begin at a hold point (``WireRequest.held_from``);
+- ``fire_observed``: one race fired wave by wave with each seat's gate write observed
+  (``GateWrite``: its time, bytes, sends and TCP segments) and, for single-packet, the
+  connections it opened.
+
+Nothing here changes what the engine does; ``fire_observed`` only wraps last-byte's release
+from outside (until the wave pipeline offers a ``released`` hook, the one place that reads a
+firer's internals).
+"""
+
+from __future__ import annotations
+
+import ssl
+import time
+from collections.abc import Callable, MutableSequence, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from pytest_seatrace.core.config import REJECT_DEFAULT, HoldPoint, RaceConfig, SyncMode, make_rule
+from pytest_seatrace.core.records import Outcome, RaceRun, Record
+from pytest_seatrace.core.result import RaceResult
+from pytest_seatrace.core.stats import Percentiles, percentile
+from pytest_seatrace.engine import lastbyte
+from pytest_seatrace.engine.classify import Classifier
+from pytest_seatrace.engine.h2 import SinglePacketFirer, data_segments_out
+from pytest_seatrace.engine.lastbyte import LastByteFirer
+from pytest_seatrace.engine.limits import ensure_open_files
+from pytest_seatrace.engine.plan import AttemptFn, RacePlan, RequestSpec, SetupFn, TargetOptions
+from pytest_seatrace.engine.requests import RequestBuilder, WireRequest, from_httpx
+from pytest_seatrace.engine.runner import run_race
+from pytest_seatrace.engine.shards import GatewayPool
+
+__all__ = [
+    "REJECT_DEFAULT",
+    "AttemptFn",
+    "GateWrite",
+    "GatewayPool",
+    "HoldPoint",
+    "Observed",
+    "Outcome",
+    "Percentiles",
+    "RaceConfig",
+    "RacePlan",
+    "RaceResult",
+    "RaceRun",
+    "Record",
+    "RequestSpec",
+    "SetupFn",
+    "SyncMode",
+    "TargetOptions",
+    "WireRequest",
+    "fire_observed",
+    "make_rule",
+    "percentile",
+    "run_race",
+    "wire_request",
+]
+
+
+def wire_request(request: httpx.Request) -> WireRequest:
+    """The bytes the engine would send for ``request`` (``.data``; ``.held_from(hold)``)."""
+    return from_httpx(request)
+
+
+@dataclass(frozen=True)
+class GateWrite:
+    """One seat's gate: how long its writes took, what they carried."""
+
+    ns: int
+    """From just before the first gate ``send()`` to the return of the last."""
+    bytes: int
+    sends: int
+    segments: int | None
+    """TCP segments with data those sends made (Linux), else None."""
+
+
+@dataclass(frozen=True)
+class Observed:
+    """A race fired by ``fire_observed``: its records, and what its gates cost."""
+
+    run: RaceRun
+    gates: list[GateWrite]
+    connections: int | None
+    """Connections single-packet opened (kept by every wave in turn); None for last-byte."""
+
+
+class _LastByteProbe:
+    """Times last-byte's release loop from outside: its seeded release order is the last step
+    before the loop, so the loop runs from there to the last final write's stamp. Segment
+    counters are read before the order's timestamp and after the release, never inside it."""
+
+    def __init__(self) -> None:
+        self.gates: list[GateWrite] = []
+        self._start = 0
+        self._bytes = 0
+        self._sends = 0
+        self._socks: list[Any] = []
+        self._before: list[int | None] = []
+
+    def order(self, real: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapped(seed: int, rnd: int, index: int, items: MutableSequence[Any]) -> Any:
+            out = real(seed, rnd, index, items)
+            conns = [item[1] for item in items]
+            self._socks = [conn.sock for conn in conns]
+            self._bytes = sum(len(conn.final) for conn in conns)
+            self._sends = len(conns)
+            self._before = [data_segments_out(sock) for sock in self._socks]
+            self._start = time.perf_counter_ns()
+            return out
+
+        return wrapped
+
+    def release(self, real: Callable[..., None]) -> Callable[..., None]:
+        def wrapped(rnd: int, index: int, slots: list[Any]) -> None:
+            self._start = 0
+            real(rnd, index, slots)
+            if not self._start:
+                return
+            after = [data_segments_out(sock) for sock in self._socks]
+            pairs = [
+                (a, b) for a, b in zip(self._before, after, strict=True) if a is not None and b is not None
+            ]
+            segments = sum(b - a for a, b in pairs) if len(pairs) == len(after) else None
+            stamps = [s.record.sent_ns for s in slots if s.record.sent_ns >= self._start]
+            if stamps:
+                self.gates.append(GateWrite(max(stamps) - self._start, self._bytes, self._sends, segments))
+
+        return wrapped
+
+
+async def fire_observed(
+    config: RaceConfig,
+    spec: RequestSpec,
+    url: str,
+    *,
+    waves: Sequence[Sequence[int]],
+    ssl_context: ssl.SSLContext | None,
+    h2_context: ssl.SSLContext | None = None,
+    single_packet: bool = False,
+) -> Observed:
+    """Fire ``waves`` (resource indexes) of one round with last-byte over HTTP/1.1 or
+    single-packet over HTTP/2, firers built directly as the runner builds them, and observe
+    every gate write. ``ssl_context``: the trust for an https ``url``, offering no ALPN;
+    ``h2_context``: the same trust offering ``h2`` first, for single-packet."""
+    plain = ssl.create_default_context() if ssl_context is None else ssl_context
+    builder = RequestBuilder(spec, url, plain)
+    classifier = Classifier(config)
+    sink: list[Record] = []
+    probe = _LastByteProbe()
+    single: SinglePacketFirer | None = None
+    firer: SinglePacketFirer | LastByteFirer
+    if single_packet:
+        single = firer = SinglePacketFirer(config, builder, h2_context, classifier)
+        single.count_segments = True
+    else:
+        ensure_open_files(2 * config.concurrency)
+        firer = LastByteFirer(config, builder, plain, classifier)
+        firer._release = probe.release(firer._release)  # type: ignore[method-assign]
+    module = vars(lastbyte)  # the release loop looks its order function up here at each call
+    real_order = module["release_order"]
+    module["release_order"] = probe.order(real_order)
+    try:
+        began = time.perf_counter()
+        await firer.fire_waves(1, waves, sink)
+        duration = time.perf_counter() - began
+    finally:
+        module["release_order"] = real_order
+        await firer.aclose()
+        await builder.aclose()
+    run = RaceRun(records=tuple(sink), duration=duration)
+    if single is None:
+        return Observed(run, probe.gates, None)
+    gates = [GateWrite(g.ns, g.bytes, g.sends, g.segments) for g in single.gate_writes]
+    return Observed(run, gates, single.connections)

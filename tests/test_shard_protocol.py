@@ -1,0 +1,226 @@
+"""The shard coordinator against scripted channels (no process, no network), as pytest-xdist tests
+``DSession`` with ``MockNode``: what it sends, in which order, and what each answer makes of a
+shard. Real gateways and their faults are in ``tests/test_shards.py``."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import anyio
+import pytest
+
+from pytest_seatrace.core.config import RaceConfig, make_rule
+from pytest_seatrace.core.records import Outcome
+from pytest_seatrace.core.result import RaceResult
+from pytest_seatrace.engine import RacePlan, RequestSpec, TargetOptions, run_race
+from pytest_seatrace.engine.shards import messages as m
+from pytest_seatrace.engine.shards import remote
+from pytest_seatrace.engine.shards.clock import ClockMap
+from pytest_seatrace.engine.shards.travel import RaceSettings, plugin_version
+from tests.shard_fakes import Script, ScriptedChannel, ScriptedPool, clock_answers, hello
+
+URL = "http://127.0.0.1:9/orders"  # never connected to: the scripted shard answers instead
+
+
+def race(
+    channels: list[ScriptedChannel | Exception], *, concurrency: int = 2
+) -> tuple[RaceResult, RaceConfig]:
+    """One last-byte race of one resource over scripted shards ("popen" by name)."""
+    config = RaceConfig(
+        resources=("A",),
+        concurrency=concurrency,
+        timeout=1.0,
+        sync="last-byte",
+        shards=len(channels),
+        tx=("popen",) * len(channels),
+    )
+    plan = RacePlan(
+        name="scripted",
+        config=config,
+        target=TargetOptions(shard_pool=ScriptedPool(channels)),
+        request=RequestSpec("POST", URL, json=lambda a: {"user": a.key}),
+    )
+    return RaceResult.from_run("scripted", config, anyio.run(run_race, plan)), config
+
+
+def answering(on_round: list[Any], on_start: list[Any]) -> Script:
+    """A shard on our clock that answers ``Round`` and ``Start`` with these."""
+
+    def script(message: m.Message) -> list[Any]:
+        if isinstance(message, m.Round):
+            return on_round
+        if isinstance(message, m.Start):
+            return on_start
+        return clock_answers(message)
+
+    return script
+
+
+def reasons(result: RaceResult) -> set[str | None]:
+    return {r.reason for r in result.history}
+
+
+def test_a_scripted_shard_races_a_wave_and_the_coordinator_classifies_its_records() -> None:
+    sent = time.perf_counter_ns()
+    rows = [  # as worker.Recorder.row writes them; the outcome is the coordinator's to decide
+        [0, 1, 1, sent, sent + 1_000_000, 201, int(Outcome.ERROR), None, 0, False, False, True, b"{}", None],
+        [0, 2, 1, sent, sent + 2_000_000, 409, int(Outcome.ERROR), None, 0, False, False, True, b"{}", None],
+    ]
+    channel = ScriptedChannel([hello()], answering([m.Ready(1, 1, 0)], [m.Records(1, 1, rows, 0, 0)]))
+    result, config = race([channel])
+    assert (result.requests, result.wins, result.rejections, result.errors) == (2, 1, 1, 0)
+    assert [said.NAME for said in channel.sent] == ["plan", *["clock"] * 12, "round", "start", "end"]
+    plan = channel.sent[0]
+    assert isinstance(plan, m.Plan)
+    assert plan.race == RaceSettings.of(config)
+    assert (plan.method, plan.varying, plan.constants) == ("POST", ["json"], {"url": URL})
+    # The records are on our clock (one host here: the mapping moves them by less than 1 ms).
+    by_client = {r.client: r for r in result.history}
+    assert abs(by_client[1].sent_ns - sent) < 1_000_000
+    assert by_client[2].end_ns - by_client[2].sent_ns == 2_000_000
+    assert {r.shard for r in result.history} == {1}
+    assert {r.operation for r in result.history} == {"POST /orders"}
+
+
+def test_a_missed_start_is_an_error_naming_the_shard_and_the_wave() -> None:
+    channel = ScriptedChannel([hello()], answering([m.Ready(1, 1, 0)], [m.Missed(1, 1, 300_000_000)]))
+    result, _ = race([channel])
+    assert reasons(result) == {"shard 1 (popen): missed the start of round 1 wave 1 by 300.0 ms"}
+    assert result.errors == 2
+    assert result.shards[0]["failure"] == "shard 1 (popen): missed the start of round 1 wave 1 by 300.0 ms"
+
+
+def test_a_shard_that_fails_says_why() -> None:
+    channel = ScriptedChannel([hello()], answering([m.Failed("OSError: too many open files")], []))
+    result, _ = race([channel])
+    assert reasons(result) == {"shard 1 (popen): failed: OSError: too many open files"}
+
+
+@pytest.mark.parametrize(("said", "called"), [(hello().encode(), "hello"), (("bogus", {}), "bogus")])
+def test_a_message_out_of_turn_ends_that_shard_and_names_both(said: Any, called: str) -> None:
+    channel = ScriptedChannel([hello()], answering([said], []))
+    result, _ = race([channel])
+    assert reasons(result) == {f"shard 1 (popen): sent {called!r} where 'ready' was due"}
+
+
+def test_a_shard_silent_past_the_timeout_missed_the_start_and_the_other_shard_races_on() -> None:
+    sent = time.perf_counter_ns()
+    row = [0, 1, 1, sent, sent + 1, 201, 0, None, 0, False, False, True, b"{}", None]
+    healthy = ScriptedChannel([hello()], answering([m.Ready(1, 1, 0)], [m.Records(1, 1, [row], 0, 0)]))
+    silent = ScriptedChannel([hello()], answering([], []))
+    result, _ = race([healthy, silent])
+    by_shard = {r.shard: r for r in result.history}
+    assert by_shard[1].outcome is Outcome.WIN
+    assert by_shard[2].reason == "shard 2 (popen): did not report ready within 2s: it missed the start"
+    assert silent.closed
+    assert [said.NAME for said in silent.sent][-1] == "round"  # no start, no end: it was given up on
+
+
+def test_another_version_there_is_named_with_both_versions_before_any_plan() -> None:
+    channel = ScriptedChannel([hello(version="0.0.1")], clock_answers)
+    result, _ = race([channel])
+    here = plugin_version()
+    expected = (
+        f"shard 1 (popen): pytest-seatrace 0.0.1 there, {here} here: install the same version into "
+        "/scripted/python"
+    )
+    assert reasons(result) == {expected}
+    assert channel.sent == []
+    assert channel.closed
+
+
+def test_a_python_without_pytest_seatrace_is_told_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``remote.py`` writes its one message by hand: it is the ``ImportFailed`` the coordinator
+    reads, and the coordinator says what to install where."""
+    said: list[Any] = []
+
+    class Channel:
+        def send(self, data: Any) -> None:
+            said.append(data)
+
+    monkeypatch.setitem(sys.modules, "pytest_seatrace.engine.shards.worker", None)  # an import that fails
+    remote.start(Channel())
+    (data,) = said
+    failed = m.decode(data)
+    assert isinstance(failed, m.ImportFailed)
+    assert failed.python == sys.executable
+    assert failed.error.startswith("ModuleNotFoundError: import of pytest_seatrace.engine.shards.worker")
+    assert data == failed.encode()
+    monkeypatch.undo()
+    result, _ = race([ScriptedChannel([failed], clock_answers)])
+    (reason,) = reasons(result)
+    assert reason == (
+        f"shard 1 (popen): pytest_seatrace is not importable by {sys.executable} ({failed.error}): install "
+        f"pytest-seatrace into that python ({sys.executable} -m pip install pytest-seatrace), or point the "
+        "spec's python= at one that has it"
+    )
+
+
+def test_a_gateway_that_cannot_start_is_an_error_naming_its_spec() -> None:
+    result, _ = race([OSError("no such file: /nonexistent/python3")])
+    assert reasons(result) == {
+        "shard 1 (popen): the gateway could not start (OSError: no such file: /nonexistent/python3); "
+        "check the spec's python="
+    }
+
+
+def test_every_message_travels_as_builtins_and_comes_back_by_its_name() -> None:
+    settings = RaceSettings.of(RaceConfig(resources=(1, 2), sync="last-byte", hold="body", hold_given=True))
+    messages: list[m.Message] = [
+        m.Plan(
+            1, 2, settings, True, "http://h", ("ca", "PEM"), None, {"url": "/x"}, ["method", "json"], [3, 11]
+        ),
+        m.ClockRequest(),
+        m.Round(1, [[0], [1]], {0: [1]}, {"json": [[0, 1, {}]]}),
+        m.Start(123, None),
+        m.End(),
+        m.Hello("h", 1, "p", [3, 11], "v", 2, 3),
+        m.ImportFailed("p", "ImportError: x"),
+        m.ClockReading(5),
+        m.Ready(1, 2, 0),
+        m.Records(1, 2, b"rows", 0, 3),
+        m.Missed(1, 2, 300),
+        m.Failed("text"),
+    ]
+    for message in messages:
+        name, values = message.encode()
+        assert type(name) is str
+        assert type(values) is dict
+        assert m.decode((name, values)) == message
+    assert len({message.NAME for message in messages}) == len(messages)
+    assert m.decode(("ready", {"round": 1})) == m.Unrecognised("ready")  # another version's fields
+    assert m.decode(42) == m.Unrecognised("42")
+
+
+def test_the_race_settings_go_there_and_back_without_rules() -> None:
+    config = RaceConfig(
+        resources=("A1", "A2", "A3"),
+        concurrency=7,
+        timeout=2.5,
+        sync="single-packet",
+        hold="body",
+        hold_given=True,
+        parallel=2,
+        seed=99,
+        success=make_rule(lambda r: True, make_rule(None, RaceConfig(resources=(1,)).success)),
+    )
+    settings = RaceSettings.of(config)
+    back = settings.config()
+    assert back.resources == (0, 1, 2)  # the coordinator's indices
+    kept = ("concurrency", "timeout", "sync", "hold", "hold_given", "parallel", "seed")
+    assert {name: getattr(back, name) for name in kept} == {name: getattr(config, name) for name in kept}
+    assert back.success == RaceConfig(resources=(1,)).success  # predicates stay on the coordinator
+    assert RaceSettings.of(back) == settings
+
+
+def test_a_clock_five_seconds_ahead_is_mapped_within_its_error_bound() -> None:
+    ahead = 5_000_000_000
+    wall, perf = time.time_ns() + ahead, time.perf_counter_ns()
+    clock = ClockMap.measure(lambda: time.time_ns() + ahead, wall, perf)
+    assert abs(clock.offset_ns - ahead) <= clock.error_ns + 1_000_000
+    assert clock.error_ns < 50_000_000
+    assert abs(clock.here(perf) - perf) < 1_000_000 + clock.error_ns  # one host: the same instant
+    assert clock.here(0) == 0
+    assert clock.from_there(clock.there(123)) == 123
