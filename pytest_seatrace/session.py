@@ -23,14 +23,14 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from pytest_seatrace.core.document import RaceDoc
 from pytest_seatrace.options import settings_from_config
 
-if TYPE_CHECKING:  # the documents, the result and the reports load with the first race or report
-    from pytest_seatrace.core.document import RaceDoc
+if TYPE_CHECKING:  # the result and the reports load with the first race or report
     from pytest_seatrace.core.result import RaceResult
     from pytest_seatrace.report.files import ReportFiles
 
-RACES = pytest.StashKey["list[RaceDoc]"]()
+RACES = pytest.StashKey[list[RaceDoc]]()
 """Race documents of one test item, in the order its races ran."""
 REPORTED = pytest.StashKey[int]()
 """How many of an item's races have already ridden on a report to the controller."""
@@ -252,7 +252,6 @@ class Controller(RaceSessionRole):
         """Every race document with its history attached where it is known."""
         if not self.wants_history:
             return list(self.races)
-        from pytest_seatrace.core.document import RaceDoc
         from pytest_seatrace.core.result import history_columns
 
         local = {r.name: r for r in self.local}

@@ -256,13 +256,13 @@ def test_module_imports_without(module: str, forbidden: tuple[str, ...]) -> None
 
 
 NOT_LOADED_WITHOUT_A_RACE = (
-    # ours: the result, its judge, figures and documents, the engine, the reports, the version lookup
+    # ours: the result, its judge and figures, the engine, the reports, the version lookup
     # (importlib.metadata scanning every installed distribution), the fixture's object, the
     # sample-service runner
     "pytest_seatrace.core.result",
     "pytest_seatrace.core.judge",
-    "pytest_seatrace.core.document",
     "pytest_seatrace.core.stats",
+    "pytest_seatrace.core.figures",
     "pytest_seatrace.core.records",
     "pytest_seatrace.engine",
     "pytest_seatrace.report",
@@ -270,6 +270,8 @@ NOT_LOADED_WITHOUT_A_RACE = (
     "pytest_seatrace.race",
     "pytest_seatrace.service",
     "pytest_seatrace.progress",
+    "pytest_seatrace.history",
+    "pytest_seatrace.models",
     # theirs, and the standard library's slower modules that only a race or a service needs
     "anyio",
     "httpx",
