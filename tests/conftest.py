@@ -18,10 +18,10 @@ from typing import Any
 import httpcore  # noqa: F401
 import pytest
 
-import pytest_seatrace.engine.h2
 import pytest_seatrace.engine.httpx_start
 import pytest_seatrace.engine.runner
 import pytest_seatrace.engine.shards
+import pytest_seatrace.engine.single_packet
 import pytest_seatrace.race  # noqa: F401
 from pytest_seatrace.service import ServiceHandle, start_sample_service
 from tests.support import INNER_INI, SEATS_CONFTEST

@@ -13,7 +13,8 @@ import pytest
 
 from pytest_seatrace import Outcome, RaceUsageError, RaceViolation, Record
 from pytest_seatrace.engine.classify import Classifier
-from pytest_seatrace.engine.lastbyte import LastByteFirer, Slot
+from pytest_seatrace.engine.lastbyte import LastByteFirer
+from pytest_seatrace.engine.lastbyte_outcomes import Slot
 from pytest_seatrace.engine.plan import Attempt, RequestSpec
 from pytest_seatrace.engine.requests import RequestBuilder, make_ssl_context
 from pytest_seatrace.marker import resolve
@@ -345,7 +346,7 @@ def test_server_answering_before_the_final_byte_is_kept_and_marked_early():
         firer._release(1, 0, [slot])
         assert slot.conn is not None
         await firer._read([(slot, slot.conn)])
-        kept = list(firer._pool)
+        kept = list(firer.pool)
         await builder.aclose()
         await firer.aclose()
         assert kept == []

@@ -1,6 +1,6 @@
 """The engine's hot path: llhttp parses what h11 parsed, the same way; requests serialised once.
 
-Responses go through ``RawConnection.read_response`` with scripted reads (each ``_fill`` hands
+Responses go through ``HTTP11Connection.read_response`` with scripted reads (each ``_fill`` hands
 out the next chunk, then end of file), compared against the loop the engine ran before
 httptools: h11 alone, with the same error messages.
 """
@@ -25,18 +25,19 @@ import trustme
 
 from pytest_seatrace.core.records import BODY_KEEP
 from pytest_seatrace.engine import RaceConfig, RacePlan, TargetOptions, run_race
+from pytest_seatrace.engine.http11 import HTTP11Connection
+from pytest_seatrace.engine.http11_response import RawResponse
 from pytest_seatrace.engine.plan import Attempt, RequestSpec
-from pytest_seatrace.engine.rawhttp import (
+from pytest_seatrace.engine.reader import read_responses
+from pytest_seatrace.engine.requests import RequestBuilder, TrustOnFirstUse, WireBuilder, make_ssl_context
+from pytest_seatrace.engine.stream import (
     ANSWERED,
     CLOSED_EARLY,
+    NetworkStream,
     Origin,
-    RawConnection,
-    RawResponse,
     TransportError,
     early_answers,
 )
-from pytest_seatrace.engine.reader import read_responses
-from pytest_seatrace.engine.requests import RequestBuilder, TrustOnFirstUse, WireBuilder, make_ssl_context
 from pytest_seatrace.service import start_sample_service
 from tests.support import OneWinnerApp, count_h11_connections, httpx_wire_bytes, raw_server, serve_app
 from tests.wire import read_request
@@ -44,11 +45,11 @@ from tests.wire import read_request
 Outcome = tuple[Any, ...]
 
 
-class Scripted(RawConnection):
+class Scripted(HTTP11Connection):
     """A connection whose reads are the given chunks, then end of file."""
 
     def __init__(self, sock: socket.socket, chunks: list[bytes]) -> None:
-        super().__init__(sock, Origin("http", "127.0.0.1", 80))
+        super().__init__(NetworkStream(sock, Origin("http", "127.0.0.1", 80)))
         self.chunks = list(chunks)
 
     async def _fill(self) -> bytes:
@@ -207,12 +208,13 @@ def test_early_answers_are_found_with_one_poll() -> None:
     conns = []
     for ours, _ in pairs:
         ours.setblocking(False)
-        conns.append(RawConnection(ours, Origin("http", "127.0.0.1", 80)))
+        conns.append(HTTP11Connection(NetworkStream(ours, Origin("http", "127.0.0.1", 80))))
     pairs[1][1].sendall(b"HTTP/1.1 400 Bad Request\r\n")
     pairs[2][1].close()
     try:
-        assert early_answers(conns) == [None, ANSWERED, CLOSED_EARLY, None]
-        assert early_answers(conns) == [conn.early_answer() for conn in conns]
+        streams = [conn.stream for conn in conns]
+        assert early_answers(streams) == [None, ANSWERED, CLOSED_EARLY, None]
+        assert early_answers(streams) == [conn.early_answer() for conn in conns]
     finally:
         for conn in conns:
             conn.close()
@@ -400,7 +402,7 @@ def test_under_trio_one_wait_readable_on_a_selector_reads_every_response(
     """No connection waits on its own: the reader waits on the engine's epoll/kqueue descriptor,
     and one wake-up reads every response that came in, split or whole."""
     pairs = [socket.socketpair() for _ in range(5)]
-    conns = [RawConnection(left, Origin("http", "127.0.0.1", 80)) for left, _ in pairs]
+    conns = [HTTP11Connection(NetworkStream(left, Origin("http", "127.0.0.1", 80))) for left, _ in pairs]
     for left, _ in pairs:
         left.setblocking(False)
     waited: list[object] = []
@@ -417,7 +419,7 @@ def test_under_trio_one_wait_readable_on_a_selector_reads_every_response(
         monkeypatch.setattr(anyio, "wait_readable", recording)
         done: list[tuple[int, int]] = []
 
-        def finish(key: int, c: RawConnection, outcome: RawResponse | TransportError) -> None:
+        def finish(key: int, c: HTTP11Connection, outcome: RawResponse | TransportError) -> None:
             assert isinstance(outcome, RawResponse)
             done.append((key, outcome.status))
 
@@ -468,14 +470,14 @@ def test_a_registered_socket_that_speaks_between_responses_is_let_go() -> None:
     """Bytes on an idle kept connection are left where early_answer looks; close unregisters."""
     left, right = socket.socketpair()
     left.setblocking(False)
-    conn = RawConnection(left, Origin("http", "127.0.0.1", 80))
+    conn = HTTP11Connection(NetworkStream(left, Origin("http", "127.0.0.1", 80)))
     right.sendall(CL)
 
     async def scenario() -> tuple[list[int], str | None, bool]:
         loop = asyncio.get_running_loop()
         statuses: list[int] = []
 
-        def finish(key: int, c: RawConnection, outcome: RawResponse | TransportError) -> None:
+        def finish(key: int, c: HTTP11Connection, outcome: RawResponse | TransportError) -> None:
             assert isinstance(outcome, RawResponse)
             statuses.append(outcome.status)
 
@@ -487,15 +489,15 @@ def test_a_registered_socket_that_speaks_between_responses_is_let_go() -> None:
             right.sendall(CL[:10])
             loop.call_soon(right.sendall, CL[10:])  # runs once the reader waits on the loop
             await read_responses([(2, conn)], finish)
-        assert conn.unregister is not None
+        assert conn.stream.unregister is not None
         let_go = anyio.Event()
-        unregister = conn.unregister
+        unregister = conn.stream.unregister
 
         def unregister_and_tell() -> None:
             unregister()
             let_go.set()
 
-        conn.unregister = unregister_and_tell
+        conn.stream.unregister = unregister_and_tell
         right.sendall(b"HTTP/1.1 400 Bad")  # no response awaited now
         with anyio.fail_after(5):
             await let_go.wait()

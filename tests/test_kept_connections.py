@@ -24,7 +24,8 @@ from examples.recipes.servers import Server, serve
 from pytest_seatrace.core.records import Outcome, Record
 from pytest_seatrace.engine.classify import Classifier
 from pytest_seatrace.engine.keepalive import PROBE_NS, PROBE_S, KeepAlive
-from pytest_seatrace.engine.lastbyte import LastByteFirer, Slot
+from pytest_seatrace.engine.lastbyte import LastByteFirer
+from pytest_seatrace.engine.lastbyte_outcomes import Slot
 from pytest_seatrace.engine.plan import Attempt, RequestSpec
 from pytest_seatrace.engine.requests import RequestBuilder, make_ssl_context
 from pytest_seatrace.marker import resolve
@@ -104,7 +105,7 @@ def two_waves(url: str, hold: str, server: ClosesKeptOnNextRequest) -> tuple[Rec
             assert first.conn is not None
             await firer._read([(first, first.conn)])
             assert first.record.outcome is Outcome.WIN
-            assert len(firer._pool) == 1
+            assert len(firer.pool) == 1
             second = Slot(Record(resource=0, client=1, round=2), firer.wire.build(Attempt(1, 1, 2)))
             await firer._prepare_wave([second])
             assert second.kept

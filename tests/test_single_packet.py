@@ -32,11 +32,12 @@ import pytest
 from pytest_seatrace import RaceResult
 from pytest_seatrace.core.records import Outcome, RaceRun, Record
 from pytest_seatrace.engine.classify import Classifier
-from pytest_seatrace.engine.h2 import SinglePacketFirer, data_segments_out, negotiate_h2
+from pytest_seatrace.engine.http2 import negotiate_h2
 from pytest_seatrace.engine.limits import MAX_RESPONSE_HEAD, STATUS_FIELD
 from pytest_seatrace.engine.plan import Attempt, RequestSpec
-from pytest_seatrace.engine.rawhttp import Origin
 from pytest_seatrace.engine.requests import RequestBuilder, make_ssl_context
+from pytest_seatrace.engine.single_packet import SinglePacketFirer
+from pytest_seatrace.engine.stream import Origin, data_segments_out
 from pytest_seatrace.marker import resolve
 from pytest_seatrace.options import Settings
 from pytest_seatrace.service import ServiceHandle

@@ -16,15 +16,13 @@ from pytest_seatrace.core.config import RaceConfig
 from pytest_seatrace.engine.classify import ResponseRecorder
 from pytest_seatrace.engine.plan import AttemptFn, Roster
 from pytest_seatrace.engine.requests import RequestBuilder, check_url, make_ssl_context
+from pytest_seatrace.engine.stream import H1_ALPN, H2_ALPN
+from pytest_seatrace.engine.waves import WaveHooks
 
 if TYPE_CHECKING:
-    from pytest_seatrace.engine.h2 import SinglePacketFirer
     from pytest_seatrace.engine.httpx_start import HttpxFirer
     from pytest_seatrace.engine.lastbyte import LastByteFirer
-
-H2_ALPN = ("h2", "http/1.1")
-H1_ALPN = ("http/1.1",)
-"""ALPN of the engine's own contexts: a server must never pick h2 and then receive HTTP/1.1."""
+    from pytest_seatrace.engine.single_packet import SinglePacketFirer
 
 
 def ssl_context_for(mode: str, tls_verify: Any) -> ssl.SSLContext:
@@ -46,20 +44,22 @@ def make_firer(
     base_url: str | None,
     attempt_fn: AttemptFn | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
+    hooks: WaveHooks | None = None,
 ) -> HttpxFirer | LastByteFirer | SinglePacketFirer:
     """The firer of ``mode`` (``gate``, ``last-byte`` or ``single-packet``, already decided:
     ``auto`` is the runner's to resolve). ``attempt_fn`` and ``transport`` (``race.app``) race
-    only in the ``gate`` mode."""
+    only in the ``gate`` mode. ``hooks``: what the firer tells its owner of each wave (a shard
+    paces its release by them); none, every wave is released as soon as it is ready."""
     if mode in ("single-packet", "last-byte"):
         if builder is None or attempt_fn is not None or transport is not None:
             raise ValueError(f"the {mode} start races a request over the network: it needs a builder")
         if mode == "single-packet":
-            from pytest_seatrace.engine.h2 import SinglePacketFirer
+            from pytest_seatrace.engine.single_packet import SinglePacketFirer
 
-            return SinglePacketFirer(config, builder, ssl_context, classifier, roster)
+            return SinglePacketFirer(config, builder, ssl_context, classifier, roster, hooks=hooks)
         from pytest_seatrace.engine.lastbyte import LastByteFirer
 
-        return LastByteFirer(config, builder, ssl_context, classifier, roster)
+        return LastByteFirer(config, builder, ssl_context, classifier, roster, hooks=hooks)
     if base_url and transport is None:
         check_url(httpx.URL(base_url), base_url)
     from pytest_seatrace.engine.httpx_start import HttpxFirer  # httpx's transport: only here
@@ -73,4 +73,5 @@ def make_firer(
         attempt_fn=attempt_fn,
         transport=transport,
         roster=roster,
+        hooks=hooks,
     )

@@ -27,7 +27,7 @@ import functools
 import math
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import anyio
@@ -41,6 +41,7 @@ from pytest_seatrace.engine.keepalive import PROBE_S
 from pytest_seatrace.engine.limits import HEAD_TOO_LARGE, MAX_RESPONSE_HEAD, head_limit_words, head_size
 from pytest_seatrace.engine.plan import Attempt, AttemptFn, Roster, release_order
 from pytest_seatrace.engine.requests import RequestBuilder
+from pytest_seatrace.engine.waves import ReleaseAtOnce, WaveHooks
 
 KEEPALIVE_S = 5.0
 """httpx's default: a connection idle longer is closed by httpx itself, not by the server."""
@@ -191,6 +192,7 @@ class HttpxFirer:
         attempt_fn: AttemptFn | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         roster: Roster | None = None,
+        hooks: WaveHooks | None = None,
     ) -> None:
         self.config = config
         self.classifier = classifier
@@ -216,9 +218,9 @@ class HttpxFirer:
         """Keys of attempts that returned without awaiting ``a.gate()``: they were not raced."""
         self.in_flight: list[Record] = []
         """The wave being raced, until its records are in the sink (Ctrl-C keeps those sent)."""
-        self.starter: Callable[[], Awaitable[None]] | None = None
-        """Awaited once per wave when every client is at the gate, before it opens (a shard
-        waits for the coordinator's start instant there); ``None``: open at once."""
+        self.hooks: WaveHooks = hooks or ReleaseAtOnce()
+        """``hooks.start`` is awaited once per wave when every client is at the gate, before it
+        opens (a shard waits for the coordinator's start instant there)."""
 
     def _line(self, slot: int) -> _Line:
         while len(self._lines) <= slot:
@@ -276,7 +278,7 @@ class HttpxFirer:
         jobs: list[tuple[int, Record, ResourceGate, httpx.Request | None]] = []
         # One gate per wave: every resource of the wave is released back to back, as in last-byte.
         racing = {index: self.roster.clients(index) for index in indices}
-        gate = ResourceGate(sum(len(clients) for clients in racing.values()), held=self.starter is not None)
+        gate = ResourceGate(sum(len(clients) for clients in racing.values()), held=self.hooks.paced)
         for position, index in enumerate(indices):
             for client in release_order(cfg.seed, rnd, index, racing[index]):
                 rec = Record(resource=index, client=client, round=rnd)
@@ -290,16 +292,16 @@ class HttpxFirer:
                 jobs.append((position * cfg.concurrency + client - 1, rec, gate, request))
         self.in_flight = records
         async with anyio.create_task_group() as tg:
-            if self.starter is not None:
-                tg.start_soon(self._open_at_start, gate, self.starter)
+            if self.hooks.paced:
+                tg.start_soon(self._open_at_start, gate, self.hooks)
             for slot, rec, gate, request in jobs:
                 tg.start_soon(self._run_one, self._line(slot), slot, rec, gate, request)
         return records
 
     @staticmethod
-    async def _open_at_start(gate: ResourceGate, starter: Callable[[], Awaitable[None]]) -> None:
+    async def _open_at_start(gate: ResourceGate, hooks: WaveHooks) -> None:
         await gate.full.wait()
-        await starter()
+        await hooks.start()
         gate.open()
 
     async def _prepare(self, line: _Line, slot: int, url: httpx.URL, phase: list[str]) -> None:

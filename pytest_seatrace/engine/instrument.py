@@ -35,13 +35,14 @@ from pytest_seatrace.core.result import RaceResult
 from pytest_seatrace.core.stats import Percentiles, percentile
 from pytest_seatrace.engine import lastbyte
 from pytest_seatrace.engine.classify import Classifier
-from pytest_seatrace.engine.h2 import SinglePacketFirer, data_segments_out
 from pytest_seatrace.engine.lastbyte import LastByteFirer
 from pytest_seatrace.engine.limits import ensure_open_files
 from pytest_seatrace.engine.plan import AttemptFn, RacePlan, RequestSpec, SetupFn, TargetOptions
 from pytest_seatrace.engine.requests import RequestBuilder, WireRequest, from_httpx
 from pytest_seatrace.engine.runner import run_race
 from pytest_seatrace.engine.shards import GatewayPool
+from pytest_seatrace.engine.single_packet import SinglePacketFirer
+from pytest_seatrace.engine.stream import data_segments_out
 
 __all__ = [
     "REJECT_DEFAULT",

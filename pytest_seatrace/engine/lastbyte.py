@@ -1,14 +1,9 @@
 """Last-byte start: every request written but its final byte, then all final bytes at once.
 
-Per wave: build the requests, open (or reuse) one connection per client, write each request
-but its last byte, then for each resource send the held bytes back to back from one loop in a
-seeded shuffled order, and read every response concurrently.
-
-Waves take turns at the service: the next wave's requests are built while this wave's
-responses come in, but nothing of it is sent (no connection opened, no prefix written) until
-this wave is answered in full. That last response is the settle point: a service still
-accepting and parsing the next wave while it answers this one spreads this wave's arrivals
-and is busy when the next gate opens (measured in ``benchmarks/detection.py``).
+Per wave (``engine.waves``): build the requests, open (or reuse, ``engine.pool``) one HTTP/1.1
+connection per client, write each request but its held bytes, then for each resource send the
+held bytes back to back from one loop in a seeded shuffled order, and read every response with
+one reader (``engine.reader``).
 
 Kept connections the server closed are replaced, never reported as its failures
 (``engine.keepalive``): before a prefix is written (a close seen, or an idle age past the
@@ -20,30 +15,23 @@ close under a written prefix may follow a side effect: that request is *unknown*
 from __future__ import annotations
 
 import functools
-import ssl
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 import anyio
 import anyio.lowlevel
-import httpx
 
-from pytest_seatrace.core.config import RaceConfig
 from pytest_seatrace.core.records import Outcome, Record
-from pytest_seatrace.engine.classify import ARRIVAL_HEADER, ResponseRecorder
-from pytest_seatrace.engine.keepalive import KeepAlive, idle_ms
-from pytest_seatrace.engine.plan import Roster, keep_outcome, release_order
-from pytest_seatrace.engine.rawhttp import (
-    ANSWERED,
-    Origin,
-    RawConnection,
-    RawResponse,
-    TransportError,
-    early_answers,
-)
+from pytest_seatrace.engine.classify import ARRIVAL_HEADER
+from pytest_seatrace.engine.http11 import HTTP11Connection
+from pytest_seatrace.engine.lastbyte_outcomes import Slot, SlotOutcomes
+from pytest_seatrace.engine.plan import release_order
+from pytest_seatrace.engine.pool import KeptPool
 from pytest_seatrace.engine.reader import read_responses
-from pytest_seatrace.engine.requests import RequestBuilder, WireBuilder, WireRequest
+from pytest_seatrace.engine.requests import WireBuilder
+from pytest_seatrace.engine.stream import ANSWERED, Origin, TransportError, early_answers
+from pytest_seatrace.engine.waves import WavePipeline
 
 _ARRIVAL = ARRIVAL_HEADER.encode()
 RENEW_PASSES = 3
@@ -52,115 +40,22 @@ kept ones the server closed under their prefix. Bounded: a slot is renewed once,
 connection the server closes too is an error with its reason, never a loop."""
 
 
-class Slot:
-    """One client of one resource in the current wave."""
+class LastByteFirer(WavePipeline[list[Slot]]):
+    """Fires waves in last-byte mode, keeping connections between waves."""
 
-    __slots__ = ("conn", "kept", "late", "prefix_ns", "record", "renewed", "request")
+    heralds = True
 
-    def __init__(self, record: Record, request: WireRequest) -> None:
-        self.record = record
-        self.request = request
-        self.conn: RawConnection | None = None
-        self.prefix_ns = 0
-        """When its prefix was written: an early answer's latency counts from here."""
-        self.kept = False
-        """Its connection carried an earlier request (kept alive): the server may close it idle."""
-        self.renewed = False
-        """Its kept connection was closed under its prefix and replaced once this wave."""
-        self.late = False
-        """Its kept connection closed at the gate itself, under an incomplete header block: the
-        request goes whole on a fresh connection right after the others (``_send_late``)."""
-
-
-class LastByteFirer:
-    """Fires waves in last-byte mode, keeping connections between waves.
-
-    Wave ``i + 1`` is built while the responses of wave ``i`` come in (the client's work hides
-    behind the server's), then connected and written once wave ``i`` is answered in full,
-    reusing its kept-alive connections.
-    """
-
-    def __init__(
-        self,
-        config: RaceConfig,
-        builder: RequestBuilder,
-        ssl_context: ssl.SSLContext,
-        classifier: ResponseRecorder,
-        roster: Roster | None = None,
-    ) -> None:
-        self.config = config
-        self.builder = builder
-        self.ssl_context = ssl_context
-        self.classifier = classifier
-        self.wire = WireBuilder(builder)
-        self._pool: list[RawConnection] = []
-        """Kept-alive connections, for the next wave."""
-        self._opened: list[RawConnection] = []
-        """Every connection ever opened, so a cancelled race still closes them all."""
-        self.keepalive = KeepAlive()
-        """The server's keep-alive as learned, and how many kept connections were replaced."""
+    def equip(self) -> None:
+        self.wire = WireBuilder(self.builder)
+        self.pool: KeptPool[HTTP11Connection] = KeptPool(_spoke, self.keepalive)
+        """Kept-alive connections, for the next wave, and every connection opened."""
+        self.outcomes = SlotOutcomes(self.config, self.classifier, self.pool)
         self._probed_ns = 0
         """How long the probe just left the kept connections idle (the next weed learns from it)."""
-        self.ungated: list[str] = []
-        """Always empty: every request here waits at the gate."""
-        self.in_flight: list[Record] = []
-        """The wave being raced, until its records are in the sink (Ctrl-C keeps those sent)."""
-        self.roster = roster or Roster(config)
-        """Who races, and what their ``setup=`` returned."""
-        self.starter: Callable[[], Awaitable[None]] | None = None
-        """Awaited once per wave right before the held bytes go out (a shard waits for the
-        coordinator's start instant there); ``None``: release at once."""
-        self.released: Callable[[], None] | None = None
-        """Called right after each wave's held bytes are out (a shard gives up its CPU there,
-        so that another shard of the same host releases on time)."""
-        self.herald: Callable[[int], None] | None = None
-        """Told, as soon as a wave is answered, how many prefixes of the next wave are about to
-        be written on its kept connections (a shard tells the coordinator when it expects to be
-        ready, before it hands over the records)."""
 
-    @property
-    def replaced(self) -> int:
-        """Kept connections the server closed (or was about to) that fresh ones replaced."""
-        return self.keepalive.replaced
+    # -- the wave pipeline's steps ---------------------------------------------------------
 
-    async def fire_waves(self, rnd: int, waves: Sequence[Sequence[int]], sink: list[Record]) -> None:
-        """Race every wave of a round, appending each wave's records to ``sink`` as it ends."""
-        upcoming = await self._build_wave(rnd, waves[0]) if waves else []
-        for number, indices in enumerate(waves):
-            slots = await self._prepare_wave(upcoming)
-            self.in_flight = [s.record for s in slots]
-            if self.starter is not None:  # a shard: every replacement before its start instant
-                await self._renew(slots)
-                await self.starter()
-            for index in indices:
-                mine = [s for s in slots if s.record.resource == index]
-                if self.starter is None:
-                    await self._renew(mine)
-                self._release(rnd, index, mine)
-                late = [slot for slot in mine if slot.late]
-                if late:
-                    await self._send_late(late)
-            if self.released is not None:
-                self.released()
-            built: list[list[Slot]] = []
-            failures: list[Exception] = []
-            if number + 1 < len(waves):
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(keep_outcome, built, failures, self._build_wave, rnd, waves[number + 1])
-                    await self._collect_wave(slots)
-            else:
-                await self._collect_wave(slots)
-            upcoming = built[0] if built else []
-            if built:
-                await self._probe()  # before a herald: a shard's promised instant includes it
-            if self.herald is not None and built and not failures:
-                self.herald(len(upcoming))
-            sink.extend([s.record for s in slots])
-            self.in_flight = []
-            if failures:  # e.g. a request callable that raised: after this wave's figures are kept
-                raise failures[0]
-
-    async def _build_wave(self, rnd: int, indices: Sequence[int]) -> list[Slot]:
+    async def build(self, rnd: int, indices: Sequence[int]) -> list[Slot]:
         """The wave's requests, one slot per racing client: client-side work only, nothing sent."""
         slots = []
         for index in indices:
@@ -172,21 +67,47 @@ class LastByteFirer:
             await anyio.lowlevel.checkpoint()  # let the previous wave's responses be read on time
         return slots
 
+    def records(self, wave: list[Slot]) -> list[Record]:
+        return [slot.record for slot in wave]
+
+    async def prepare(self, rnd: int, wave: list[Slot]) -> None:
+        await self._prepare_wave(wave)
+
+    async def ready(self, rnd: int, wave: list[Slot]) -> None:
+        if self.hooks.paced:  # a shard: every replacement before its start instant
+            await self._renew(wave)
+
+    async def release(self, rnd: int, indices: Sequence[int], wave: list[Slot]) -> None:
+        for index in indices:
+            mine = [s for s in wave if s.record.resource == index]
+            if not self.hooks.paced:
+                await self._renew(mine)
+            self._release(rnd, index, mine)
+            late = [slot for slot in mine if slot.late]
+            if late:
+                await self._send_late(late)
+
+    async def collect(self, wave: list[Slot]) -> None:
+        await self._collect_wave(wave)
+
+    async def settle(self) -> None:
+        await self._probe()
+
+    # -- before the release ----------------------------------------------------------------
+
     async def _prepare_wave(self, slots: list[Slot]) -> list[Slot]:
         """Connect (or reuse) and write all but the final bytes of every slot."""
         await self._probe()
-        self._weed(self._pool, self._probed_ns)
+        self.pool.weed(self._probed_ns)
         self._probed_ns = 0
         await self._run_jobs(slots, [job for job in (self._prepare(slot) for slot in slots) if job])
         return slots
 
     async def _probe(self) -> None:
-        """Once a race, before kept connections are first reused: leave them idle ``PROBE_S``,
-        so that a server that closes each one soon after answering shows it now."""
-        wait = self.keepalive.probe_wait([conn.idle_since for conn in self._pool], time.perf_counter_ns())
-        if wait:
-            await anyio.sleep(wait)
-            self._probed_ns = int(wait * 1e9)
+        """Once a race, before kept connections are first reused (``KeptPool.probe``)."""
+        probed = await self.pool.probe()
+        if probed:
+            self._probed_ns = probed
 
     async def _run_jobs(
         self, slots: Sequence[Slot], jobs: Sequence[Callable[[], Coroutine[Any, Any, None]]]
@@ -202,7 +123,7 @@ class LastByteFirer:
         for slot in slots:
             if slot.conn is None and not slot.record.reason:
                 origin = slot.request.origin
-                self._fail(slot, None, f"connect timeout after {cfg.timeout}s to {origin.url}")
+                self.outcomes.fail(slot, None, f"connect timeout after {cfg.timeout}s to {origin.url}")
                 slot.record.timed_out = True
 
     async def _renew(self, slots: Sequence[Slot]) -> None:
@@ -212,7 +133,7 @@ class LastByteFirer:
         ``hold="body"`` such a request is unknown. Bounded by ``RENEW_PASSES``."""
         for _ in range(RENEW_PASSES):
             live = [(slot, slot.conn) for slot in slots if slot.conn is not None]
-            found = early_answers([conn for _, conn in live])
+            found = early_answers([conn.stream for _, conn in live])
             closed = [
                 (slot, conn, why)
                 for (slot, conn), why in zip(live, found, strict=True)
@@ -229,46 +150,27 @@ class LastByteFirer:
             await self._run_jobs(slots, jobs)
 
     def _closed_under_prefix(
-        self, slot: Slot, conn: RawConnection, found: str
+        self, slot: Slot, conn: HTTP11Connection, found: str
     ) -> Callable[[], Coroutine[Any, Any, None]] | None:
         """A connection found closed after its prefix was written: replaced (a kept one at
         ``hold="headers"``, once), unknown (a kept one at ``hold="body"``), else an error."""
         if not slot.kept:
-            self._fail(slot, conn, self._dropped(found))
+            self.outcomes.fail(slot, conn, self.outcomes.dropped(found))
             slot.conn = None
             return None
         idle = slot.prefix_ns - conn.idle_since
         self.keepalive.closed_after(idle)
         if self.config.hold == "headers":
             return self._replace(slot, conn)
-        self._unknown_close(slot, conn, found, idle)
+        self.outcomes.unknown_close(slot, conn, found, idle)
         return None
 
-    def _replace(self, slot: Slot, conn: RawConnection) -> Callable[[], Coroutine[Any, Any, None]]:
+    def _replace(self, slot: Slot, conn: HTTP11Connection) -> Callable[[], Coroutine[Any, Any, None]]:
         """Close a kept connection under an incomplete request and open a fresh one for it."""
         conn.close()
         slot.conn, slot.kept, slot.renewed = None, False, True
         self.keepalive.replaced += 1
         return functools.partial(self._connect_and_prepare, slot, slot.request.origin)
-
-    def _unknown_close(
-        self, slot: Slot, conn: RawConnection, found: str, idle: int, *, gated: bool = False
-    ) -> None:
-        """A kept connection the server closed once it may have had a complete request: at
-        ``hold="body"`` under the prefix, or at any hold point after the release, unanswered."""
-        rec = slot.record
-        rec.outcome, rec.end_ns = Outcome.UNKNOWN, time.perf_counter_ns()
-        when = (
-            "after the release, before any byte of an answer: the request may have been complete"
-            if gated
-            else "under the request's prefix; at hold='body' the header block was complete"
-        )
-        rec.reason = (
-            f"{found}: the server closed a kept connection ({idle_ms(idle)}, its keep-alive most "
-            f"likely) {when}, so the server may have acted on it: unknown, not replayed"
-        )
-        conn.close()
-        slot.conn = None
 
     async def _collect_wave(self, slots: Sequence[Slot]) -> None:
         """Read every response, with one deadline: ``timeout`` after the wave's last final write."""
@@ -287,7 +189,7 @@ class LastByteFirer:
         """Reuse a kept connection and write its prefix now; what needs waiting for (opening a
         connection, the rest of a prefix that did not fit) is returned, to run in a task."""
         origin = slot.request.origin
-        conn = self._reuse(origin, self._pool)
+        conn = self.pool.take(origin)
         if conn is None:
             return functools.partial(self._connect_and_prepare, slot, origin)
         slot.kept = True
@@ -303,81 +205,31 @@ class LastByteFirer:
         slot.conn = conn
         return None
 
-    async def _finish_prefix(self, slot: Slot, conn: RawConnection, rest: bytes) -> None:
+    async def _finish_prefix(self, slot: Slot, conn: HTTP11Connection, rest: bytes) -> None:
         try:
             await conn.send_all(rest)
         except OSError as exc:
-            self._fail(slot, conn, f"connection to {conn.origin.url} failed: {exc}")
+            self.outcomes.fail(slot, conn, f"connection to {conn.origin.url} failed: {exc}")
         else:
             slot.conn = conn
 
     async def _connect_and_prepare(self, slot: Slot, origin: Origin) -> None:
         conn = None
         try:
-            conn = await RawConnection.open(origin, self.ssl_context if origin.scheme == "https" else None)
-            self._opened.append(conn)
+            context = self.ssl_context if origin.scheme == "https" else None
+            conn = self.pool.opened(await HTTP11Connection.open(origin, context))
             request = slot.request
             await conn.prepare(request.data, request.held_from(self.config.hold))
             slot.prefix_ns = time.perf_counter_ns()
         except TransportError as exc:
-            self._fail(slot, conn, str(exc))
+            self.outcomes.fail(slot, conn, str(exc))
         except OSError as exc:
-            self._fail(slot, conn, f"connection to {origin.url} failed: {exc}")
+            self.outcomes.fail(slot, conn, f"connection to {origin.url} failed: {exc}")
         else:
             slot.conn = conn
         finally:
             if slot.conn is None and conn is not None and not slot.record.reason:
                 conn.close()  # cancelled by the connect deadline
-
-    def _weed(self, pool: list[RawConnection], probed_ns: int = 0) -> None:
-        """Drop the kept connections the server spoke on (closed them, most likely) since, and
-        those idle too near its keep-alive to outlive a prefix: fresh ones replace them. After a
-        probe of ``probed_ns``, a close teaches the idle time it began at (the connection was
-        open then, as far as anyone looked), not the time it was found at."""
-        if pool:
-            kept = []
-            now = time.perf_counter_ns()
-            keepalive = self.keepalive
-            for conn, found in zip(pool, early_answers(pool), strict=True):
-                idle = now - conn.idle_since
-                if found is None and not keepalive.stale(idle):
-                    kept.append(conn)
-                    continue
-                if found is not None:
-                    keepalive.closed_after(idle - probed_ns)
-                keepalive.replaced += 1
-                conn.close()
-            pool[:] = kept
-
-    def _reuse(self, origin: Origin, pool: list[RawConnection]) -> RawConnection | None:
-        """A kept connection to ``origin`` (the pool was weeded just before)."""
-        while pool:
-            conn = pool.pop()
-            if conn.origin is origin or conn.origin == origin:
-                return conn
-            conn.close()
-        return None
-
-    def _dropped(self, reason: str) -> str:
-        """A held request on a fresh connection the server gave up on: the timeout that drops it
-        at this hold point, and what avoids it (never the other hold point's own trouble)."""
-        if self.config.hold == "headers":
-            return (
-                f"{reason} (hold='headers': a server with a header-read timeout, such as nginx's "
-                "client_header_timeout or Go's ReadHeaderTimeout, drops a request whose header block "
-                "stays incomplete; try hold='body')"
-            )
-        return (
-            f"{reason} (hold='body': a server with a body-read timeout drops a request whose body "
-            "stays incomplete; sync='gate' sends whole requests)"
-        )
-
-    def _fail(self, slot: Slot, conn: RawConnection | None, reason: str) -> None:
-        slot.record.outcome = Outcome.ERROR
-        slot.record.reason = reason
-        slot.record.end_ns = time.perf_counter_ns()
-        if conn is not None:
-            conn.close()
 
     def _release(self, rnd: int, index: int, slots: list[Slot]) -> None:
         """The gate: check every connection, then the held bytes back to back, stamping each.
@@ -385,16 +237,16 @@ class LastByteFirer:
         A connection answered already (the server acted before the hold point) is read like
         any other, marked early; one the server closed is an error that names the hold point.
         """
-        ready: list[tuple[Slot, RawConnection]] = []
+        ready: list[tuple[Slot, HTTP11Connection]] = []
         live = [(slot, slot.conn) for slot in slots if slot.conn is not None]
-        for (slot, conn), found in zip(live, early_answers([conn for _, conn in live]), strict=True):
+        for (slot, conn), found in zip(live, early_answers([conn.stream for _, conn in live]), strict=True):
             if found is None:
                 ready.append((slot, conn))
             elif found is ANSWERED:
                 rec = slot.record
                 rec.early, rec.sent_ns, rec.end_ns = True, slot.prefix_ns, time.perf_counter_ns()
             else:
-                self._closed_at_gate(slot, conn, found)
+                self.outcomes.closed_at_gate(slot, conn, found, paced=self.hooks.paced)
         release_order(self.config.seed, rnd, index, ready)
         # The hot loop: a bound send and a clock read per client, nothing else.
         shots = [(conn.sock.send, conn.final, slot.record) for slot, conn in ready]
@@ -409,38 +261,14 @@ class LastByteFirer:
         for (slot, conn), outcome in zip(ready, results, strict=True):
             if isinstance(outcome, OSError):
                 if slot.kept:
-                    self._closed_at_gate(slot, conn, f"final byte not sent: {outcome}")
+                    self.outcomes.closed_at_gate(
+                        slot, conn, f"final byte not sent: {outcome}", paced=self.hooks.paced
+                    )
                 else:
-                    self._fail(slot, conn, f"final byte not sent: {outcome}")
+                    self.outcomes.fail(slot, conn, f"final byte not sent: {outcome}")
                     slot.conn = None
             elif outcome < len(conn.final):  # a full socket buffer: finish the rest at once
                 conn.finish_final(outcome)
-
-    def _closed_at_gate(self, slot: Slot, conn: RawConnection, found: str) -> None:
-        """A connection closed after its last check, at the gate itself. A kept one under an
-        incomplete header block goes late (``_send_late``), except in a shard, which never sends
-        after its start instant; under a complete one it is unknown."""
-        slot.conn, slot.record.sent_ns = None, 0
-        if not slot.kept:
-            self._fail(slot, conn, self._dropped(found))
-            return
-        idle = slot.prefix_ns - conn.idle_since
-        self.keepalive.closed_after(idle)
-        if self.config.hold == "body":
-            self._unknown_close(slot, conn, found, idle)
-        elif self.starter is None and not slot.renewed:
-            conn.close()
-            slot.kept, slot.renewed, slot.late = False, True, True
-            slot.record.sent_ns = 0
-            self.keepalive.replaced += 1
-        else:
-            self._fail(
-                slot,
-                conn,
-                f"{found}: the server closed a kept connection ({idle_ms(idle)}, its keep-alive most "
-                "likely) at the start instant; the header block was incomplete, so the server did not "
-                "act on it, and a shard never sends after its start instant",
-            )
 
     async def _send_late(self, slots: Sequence[Slot]) -> None:
         """Requests whose kept connection closed at the gate under an incomplete header block
@@ -457,57 +285,23 @@ class LastByteFirer:
             try:
                 sent = conn.sock.send(conn.final)
             except OSError as exc:
-                self._fail(slot, conn, f"final byte not sent: {exc}")
+                self.outcomes.fail(slot, conn, f"final byte not sent: {exc}")
                 slot.conn = None
                 continue
             slot.record.sent_ns = time.perf_counter_ns()
             if sent < len(conn.final):
                 conn.finish_final(sent)
 
-    async def _read(self, live: Sequence[tuple[Slot, RawConnection]]) -> None:
+    async def _read(self, live: Sequence[tuple[Slot, HTTP11Connection]]) -> None:
         keep_body = self.classifier.needs_response
         for slot, conn in live:
             conn.begin_response(keep_body, method=slot.request.method, closes=slot.request.closes)
-        await read_responses(live, self._finish)
-
-    def _finish(self, slot: Slot, conn: RawConnection, outcome: RawResponse | TransportError) -> None:
-        """A connection's response (or why there is none) into its record; keep the connection
-        for the next wave when the server keeps it alive."""
-        rec = slot.record
-        if isinstance(outcome, TransportError):
-            slot.conn = None
-            if slot.kept and not conn.reader.begun:  # closed idle as the request arrived
-                idle = slot.prefix_ns - conn.idle_since
-                self.keepalive.closed_after(idle)
-                self._unknown_close(slot, conn, str(outcome), idle, gated=True)
-                return
-            self._fail(slot, conn, str(outcome))
-            return
-        response = outcome
-        if not rec.early:  # an early answer was complete by the gate, when it was found
-            rec.end_ns = response.end_ns
-        arrival = dict(response.headers).get(_ARRIVAL)
-        self.classifier.fill(
-            rec, response.status, arrival, response.body, lambda: self._as_httpx(slot, response)
-        )
-        if response.keep_alive and not rec.early:  # after an early answer the server is mid-request
-            conn.idle_since = response.end_ns
-            self.keepalive.heard(response.headers)
-            self._pool.append(conn)
-        else:
-            conn.close()
-
-    @staticmethod
-    def _as_httpx(slot: Slot, response: RawResponse) -> httpx.Response:
-        return httpx.Response(
-            response.status,
-            headers=response.headers,
-            content=response.body or b"",
-            request=slot.request.httpx_request(),
-        )
+        await read_responses(live, self.outcomes.finish)
 
     async def aclose(self) -> None:
-        for conn in self._opened:
-            conn.close()
-        self._opened.clear()
-        self._pool.clear()
+        self.pool.close()
+
+
+def _spoke(conns: Sequence[HTTP11Connection]) -> list[bool]:
+    """Which kept connections the server spoke on while idle (closed them, most likely)."""
+    return [found is not None for found in early_answers([conn.stream for conn in conns])]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import anyio.to_thread
 
-from pytest_seatrace.engine.rawhttp import Origin
+from pytest_seatrace.engine.stream import Origin
 
 TRY_SECONDS = 0.25
 """How long one try waits for the lock before the loop checks for cancellation again."""

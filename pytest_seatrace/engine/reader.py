@@ -21,23 +21,29 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 import anyio
 import anyio.lowlevel
 
-from pytest_seatrace.engine.rawhttp import RawConnection, RawResponse, TransportError
+from pytest_seatrace.engine.http11 import HTTP11Connection
+from pytest_seatrace.engine.http11_response import RawResponse
+from pytest_seatrace.engine.stream import NetworkStream, TransportError
 
 if TYPE_CHECKING:
     import asyncio
 
 K = TypeVar("K")
 
-Finish = Callable[[K, RawConnection, "RawResponse | TransportError"], None]
+Finish = Callable[[K, HTTP11Connection, "RawResponse | TransportError"], None]
 """Told of each connection's outcome once: its response, or why there is none."""
 
 
-async def read_responses(jobs: Sequence[tuple[K, RawConnection]], finish: Finish[K]) -> None:
-    """Read the response each connection was told to expect (``RawConnection.begin_response``)."""
+async def read_responses(jobs: Sequence[tuple[K, HTTP11Connection]], finish: Finish[K]) -> None:
+    """Read the response each connection was told to expect (``HTTP11Connection.begin_response``)."""
     loop = _asyncio_loop()
     pending = []
     for key, conn in jobs:
-        if loop is not None and conn.unregister is not None and (conn.tls is None or not conn.buffered()):
+        if (
+            loop is not None
+            and conn.stream.unregister is not None
+            and (conn.stream.tls is None or not conn.buffered())
+        ):
             pending.append((key, conn))  # registered: the loop tells, of bytes already in too
             continue
         try:  # answers already in need no registration at all
@@ -65,7 +71,7 @@ async def read_responses(jobs: Sequence[tuple[K, RawConnection]], finish: Finish
             tg.start_soon(_read_one, key, conn, finish)
 
 
-async def _read_one(key: K, conn: RawConnection, finish: Finish[K]) -> None:
+async def _read_one(key: K, conn: HTTP11Connection, finish: Finish[K]) -> None:
     """The generic path: this connection's own wait for readability."""
     while True:  # ends at the response or an error; the caller's deadline bounds it
         try:
@@ -111,12 +117,12 @@ class _LoopReader(Generic[K]):
     response (asyncio's ``add_reader``/``remove_reader`` are a few microseconds of Python each):
     between its responses it stays registered, and only if it turns readable while no response
     is awaited (an early answer before the gate, the server closing an idle connection) is it
-    unregistered, leaving those bytes for ``early_answer`` to find. ``RawConnection.close``
+    unregistered, leaving those bytes for ``early_answer`` to find. ``NetworkStream.close``
     unregisters it before the socket's number is freed.
     """
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, jobs: list[tuple[K, RawConnection]], finish: Finish[K]
+        self, loop: asyncio.AbstractEventLoop, jobs: list[tuple[K, HTTP11Connection]], finish: Finish[K]
     ) -> None:
         self.loop = loop
         self.finish = finish
@@ -127,15 +133,15 @@ class _LoopReader(Generic[K]):
     async def wait(self) -> None:
         try:
             for key, conn in self.jobs:
-                conn.waiter = functools.partial(self._readable, key, conn)
-                if conn.unregister is None:
-                    _register(self.loop, conn)
+                conn.stream.waiter = functools.partial(self._readable, key, conn)
+                if conn.stream.unregister is None:
+                    _register(self.loop, conn.stream)
             await self.done  # cancelled by the caller's deadline: the finally still lets go
         finally:
             for _, conn in self.jobs:
-                conn.waiter = None
+                conn.stream.waiter = None
 
-    def _readable(self, key: K, conn: RawConnection) -> None:
+    def _readable(self, key: K, conn: HTTP11Connection) -> None:
         if self.done.done():
             return
         outcome: RawResponse | TransportError
@@ -149,7 +155,7 @@ class _LoopReader(Generic[K]):
                     self.loop.call_soon(self._readable, key, conn)
                 return
             outcome = response
-        conn.waiter = None
+        conn.stream.waiter = None
         self.left -= 1
         try:
             self.finish(key, conn, outcome)
@@ -171,7 +177,7 @@ class _SelectorReader(Generic[K]):
     on the selector's descriptor: one registration per socket and wave, no task per response."""
 
     def __init__(
-        self, selector: selectors.BaseSelector, jobs: list[tuple[K, RawConnection]], finish: Finish[K]
+        self, selector: selectors.BaseSelector, jobs: list[tuple[K, HTTP11Connection]], finish: Finish[K]
     ) -> None:
         self.selector = selector
         self.finish = finish
@@ -180,7 +186,7 @@ class _SelectorReader(Generic[K]):
     async def wait(self) -> None:
         selector, finish = self.selector, self.finish
         try:
-            quiet: list[tuple[K, RawConnection]] = []
+            quiet: list[tuple[K, HTTP11Connection]] = []
             for key, conn in self.jobs:
                 selector.register(conn.sock, selectors.EVENT_READ, (key, conn))
             while selector.get_map():  # the caller's deadline bounds the wait
@@ -208,19 +214,19 @@ class _SelectorReader(Generic[K]):
             selector.close()
 
 
-def _register(loop: asyncio.AbstractEventLoop, conn: RawConnection) -> None:
-    fd = conn.sock.fileno()
+def _register(loop: asyncio.AbstractEventLoop, stream: NetworkStream) -> None:
+    fd = stream.sock.fileno()
 
     def unregister() -> None:
-        conn.unregister = None
+        stream.unregister = None
         loop.remove_reader(fd)
 
     def readable() -> None:
-        waiter, let_go = conn.waiter, conn.unregister
+        waiter, let_go = stream.waiter, stream.unregister
         if waiter is not None:
             waiter()
         elif let_go is not None:  # nothing awaited: leave the bytes where early_answer looks
             let_go()
 
     loop.add_reader(fd, readable)
-    conn.unregister = unregister
+    stream.unregister = unregister

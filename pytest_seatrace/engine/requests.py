@@ -26,7 +26,7 @@ from pytest_seatrace.core.config import HoldPoint
 from pytest_seatrace.core.errors import RaceUsageError
 from pytest_seatrace.core.operations import OperationNamer
 from pytest_seatrace.engine.plan import BODY_FIELDS, Attempt, RequestSpec, Variation
-from pytest_seatrace.engine.rawhttp import Origin
+from pytest_seatrace.engine.stream import Origin
 
 BASE_URL_HINT = "set --race-base-url (ini race_base_url) or race.base_url, or pass an absolute URL"
 

@@ -10,7 +10,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import replace
-from typing import Protocol
 
 import anyio
 import anyio.to_thread
@@ -38,25 +37,12 @@ from pytest_seatrace.engine.hooks import describe, explain, trim, user_error
 from pytest_seatrace.engine.limits import ensure_open_files
 from pytest_seatrace.engine.locks import origin_lock
 from pytest_seatrace.engine.plan import Attempt, RacePlan, Reset, Roster, Verify
-from pytest_seatrace.engine.rawhttp import Origin
 from pytest_seatrace.engine.requests import RequestBuilder, check_url, make_ssl_context
 from pytest_seatrace.engine.setup import call_maybe_async, failed_records, run_setups, with_setup_cookies
+from pytest_seatrace.engine.stream import Origin
+from pytest_seatrace.engine.waves import Firer
 
 ASGI_BASE_URL = "http://testserver"
-
-
-class Firer(Protocol):
-    ungated: list[str]
-    """Keys of attempts that returned without awaiting ``a.gate()`` (gate mode only)."""
-
-    @property
-    def in_flight(self) -> list[Record]:
-        """The records of the wave being fired, until they are in the sink: Ctrl-C keeps those
-        sent."""
-
-    async def fire_waves(self, rnd: int, waves: Sequence[Sequence[int]], sink: list[Record]) -> None: ...
-
-    async def aclose(self) -> None: ...
 
 
 _Fire = tuple[
@@ -410,7 +396,7 @@ async def _start(plan: RacePlan) -> tuple[str, ssl.SSLContext]:
         mode = "last-byte"
         origin = None if config.hold_given else _first_origin(plan)
         if origin is not None and origin.scheme == "https":
-            from pytest_seatrace.engine.h2 import negotiate_h2
+            from pytest_seatrace.engine.http2 import negotiate_h2
 
             if await negotiate_h2(
                 origin, ssl_context_for("single-packet", target.tls_verify), config.timeout

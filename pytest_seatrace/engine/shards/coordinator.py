@@ -40,6 +40,7 @@ from pytest_seatrace.engine.shards.gateways import Gateways
 from pytest_seatrace.engine.shards.link import ShardLink, gather
 from pytest_seatrace.engine.shards.messages import End, Plan, Ready, Records, Round, Start
 from pytest_seatrace.engine.shards.travel import PYTHON_VERSION, RaceSettings, pack, tls_for_shard, unpack
+from pytest_seatrace.engine.waves import ReleaseAtOnce, WaveHooks
 
 _T = TypeVar("_T")
 START_MARGIN_NS = 500_000
@@ -79,6 +80,8 @@ class ShardedFirer:
         self.pool = pool
         self.ungated: list[str] = []
         """Always empty: request races only."""
+        self.hooks: WaveHooks = ReleaseAtOnce()
+        """Never paced: the shards' own firers wait for the start instants this one names."""
         self._fired: list[tuple[int, Sequence[int], int, list[tuple[int, Share]]]] = []
         """Waves started whose records are not in the sink yet: round, resource indices, start
         instant, and each shard that raced them with its share."""

@@ -10,6 +10,7 @@ waves), and the coordinator's round trip overlaps with that work instead of foll
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -63,7 +64,10 @@ def receive_now(channel: Any, timeout: float) -> Any:
 
 
 class Starter:
-    """The firer's ``starter`` (and a last-byte firer's ``herald``) on a shard."""
+    """The firer's hooks (``engine.waves.WaveHooks``) on a shard: before each wave's release,
+    ready, then the start instant; after it, the CPU given up; a last-byte firer's herald."""
+
+    paced = True
 
     def __init__(
         self,
@@ -89,7 +93,12 @@ class Starter:
         eta = time.time_ns() + HERALD_NS + writes * self.write_ns
         self.channel.send(Ready(here[0], here[1], eta).encode())
 
-    async def __call__(self) -> None:
+    def released(self) -> None:
+        """Let another shard of this host release on time."""
+        if hasattr(os, "sched_yield"):
+            os.sched_yield()
+
+    async def start(self) -> None:
         self.state["wave"] += 1
         here = [self.state["round"], self.state["wave"]]
         heralded, self._heralded = self._heralded, None

@@ -191,6 +191,8 @@ class _Race:
         self.recorder = _Recorder(plan.keep_body)
         ssl_context = ssl_context_for(race.sync, tls_on_shard(plan.tls, folder))
         builder = RequestBuilder(spec, plan.base_url, ssl_context)
+        self.state = {"round": 0, "wave": 0}
+        starter = Starter(channel, self.state, self.fields.install, float(race.timeout))
         self.firer = firer = make_firer(
             race.sync,
             config,
@@ -199,18 +201,13 @@ class _Race:
             builder=builder,
             roster=self.roster,
             base_url=plan.base_url,
+            hooks=starter,
         )
-        self.state = {"round": 0, "wave": 0}
-        starter = Starter(channel, self.state, self.fields.install, float(race.timeout))
-        firer.starter = starter
         self.sink = sink = _Sink(channel, self.recorder, self.state, plan.python_version == PYTHON_VERSION)
         sink.replaced = lambda: getattr(firer, "replaced", 0)
         starter.before_start = sink.flush
         if isinstance(firer, LastByteFirer):
-            firer.herald = starter.herald
             sink.hold = True  # until the next wave's prefixes are written: see _Sink
-        if hasattr(firer, "released") and hasattr(os, "sched_yield"):
-            firer.released = os.sched_yield  # let another shard of this host release on time
         share = -(-race.concurrency // plan.shards)
         ensure_open_files(share * race.parallel)  # one set of connections: waves take turns
 
