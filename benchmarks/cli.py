@@ -65,19 +65,45 @@ def parser(
     return made
 
 
-def add_seed_race(made: argparse.ArgumentParser, *, warmup: bool = False) -> None:
-    """The seed race's sizes: ``--clients`` per seat, ``--resources`` seats, ``--timeout``, ``--seed``."""
-    if warmup:
+Option = tuple[str, Callable[[str], Any], Any, str]
+"""One option as a table row: ``--flag``, its argument type, its default and its help."""
+
+
+def add_options(made: argparse.ArgumentParser, *rows: Option) -> None:
+    """Add each row's option; its help ends with the default, written from the value itself
+    (a parser made with ``defaults_help`` appends it already; a default of None, decided later,
+    is for the help text to state)."""
+    shows_defaults = made.formatter_class is argparse.ArgumentDefaultsHelpFormatter
+    for flag, kind, default, text in rows:
+        stated = shows_defaults or default is None
         made.add_argument(
-            "--warmup",
-            type=non_negative_int,
-            default=1,
-            help="uncounted races per mode before the counted ones (1)",
+            flag, type=kind, default=default, help=text if stated else f"{text} ({_shown(default)})"
         )
-    made.add_argument("--clients", type=positive_int, default=100, help="clients per seat (100)")
-    made.add_argument("--resources", type=positive_int, default=16, help="seats raced (16)")
-    made.add_argument("--timeout", type=positive_float, default=10.0, help="seconds per request (10)")
-    made.add_argument("--seed", type=int, default=1, help="first race seed; each race adds 1 (1)")
+
+
+def _shown(default: Any) -> str:
+    if isinstance(default, list):
+        return ",".join(_shown(value) for value in default)
+    return f"{default:g}" if isinstance(default, float) else str(default)
+
+
+def add_seed_race(made: argparse.ArgumentParser, *, counted: tuple[str, str] | None = None) -> None:
+    """The seed race's sizes: ``--clients`` per seat, ``--resources`` seats, ``--timeout``, ``--seed``;
+    with ``counted`` (a flag and its help), races repeated per mode: 5 counted after ``--warmup``."""
+    if counted is not None:
+        flag, text = counted
+        add_options(
+            made,
+            (flag, positive_int, 5, text),
+            ("--warmup", non_negative_int, 1, "uncounted races per mode before the counted ones"),
+        )
+    add_options(
+        made,
+        ("--clients", positive_int, 100, "clients per seat"),
+        ("--resources", positive_int, 16, "seats raced"),
+        ("--timeout", positive_float, 10.0, "seconds per request"),
+        ("--seed", int, 1, "first race seed; each race adds 1"),
+    )
 
 
 def non_negative_int(text: str) -> int:
@@ -179,6 +205,24 @@ def print_notes(notes: Sequence[str], load_before: str) -> None:
     print(f"load before: {load_before}")
     print(f"load after:  {load_note()}")
     print()
+
+
+def begin(args: argparse.Namespace, title: str) -> Budget:
+    """Print the header and start the clock on ``--budget-s``: the budget of the run it heads."""
+    print_header(title, smoke=args.smoke)
+    return Budget(args.budget_s)
+
+
+def unjudged(args: argparse.Namespace, incomplete: str) -> int | None:
+    """The exit status of a run whose targets are not judged (``incomplete`` says why a run
+    could not finish, or this is a smoke run), saying so; None when they are to be judged."""
+    if incomplete:
+        stderr(f"incomplete: {incomplete}")
+        return EXIT_INCOMPLETE
+    if args.smoke:
+        print(SMOKE_VERDICT)
+        return EXIT_OK
+    return None
 
 
 def stderr(message: str) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 from benchmarks import cli
 from benchmarks.figures import server_errors, winners_per_resource
+from benchmarks.judge import CAUGHT_SHARE, Check, exit_status
 from benchmarks.racer import race_seats
 from benchmarks.seed import STARTS, run_one_race, start_config
 from benchmarks.services import ServiceError, service
@@ -26,33 +27,28 @@ RACERS: dict[str, HoldPoint] = {"racer/headers": "headers", "racer/body": "body"
 MODES = tuple(STARTS)
 TARGET_MODE = "last-byte/headers"
 TARGET_WINDOW_MS = 1.0
-TARGET_SHARE = 0.99
 QUICK_RUNS = 3
 QUICK_GATE_RUNS = 10
 
 
 def _parser() -> argparse.ArgumentParser:
     made = cli.parser("detection", limit_s=120.0, budget_s=1800.0)
-    made.add_argument(
-        "--windows",
-        type=cli.float_list,
-        default=[1.0, 0.1, 0.01],
-        help="unsafe check-to-act windows in ms, comma-separated (default: 1,0.1,0.01)",
-    )
-    made.add_argument(
-        "--racer-windows",
-        type=cli.float_list,
-        default=[0.1, 0.01],
-        help="windows (ms, among --windows) at which the tight-loop racer races too (default: 0.1,0.01)",
-    )
-    made.add_argument(
-        "--runs", type=cli.positive_int, default=None, help="runs per window and mode (default: 20)"
-    )
-    made.add_argument(
-        "--gate-runs",
-        type=cli.positive_int,
-        default=None,
-        help="runs of the acceptance-gate cell, last-byte at 1 ms (default: 100; must catch >= 99%%)",
+    cli.add_options(
+        made,
+        ("--windows", cli.float_list, [1.0, 0.1, 0.01], "unsafe check-to-act windows in ms, comma-separated"),
+        (
+            "--racer-windows",
+            cli.float_list,
+            [0.1, 0.01],
+            "windows (ms, among --windows) at which the tight-loop racer races too",
+        ),
+        ("--runs", cli.positive_int, None, "runs per window and mode (default: 20)"),
+        (
+            "--gate-runs",
+            cli.positive_int,
+            None,
+            "runs of the acceptance-gate cell, last-byte at 1 ms (default: 100; must catch >= 99%%)",
+        ),
     )
     made.add_argument(
         "--quick",
@@ -169,12 +165,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     cli.apply_smoke(args, **smoke, race_limit_s=30.0, budget_s=60.0)
     runs, gate_runs = _plan(args)
-    budget = cli.Budget(args.budget_s)
-    cli.print_header(
+    budget = cli.begin(
+        args,
         f"detection: unsafe sample service, seed race {args.clients} clients x {args.resources} seats, "
         f"{runs} runs per window and mode, {gate_runs} for {TARGET_MODE} at {TARGET_WINDOW_MS:g} ms"
         + (" (--quick)" if args.quick else ""),
-        smoke=args.smoke,
     )
     table: list[list[Any]] = []
     target: Cell | None = None
@@ -228,32 +223,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"Runs that caught a double booking (any seat with > 1 winner; {args.resources} seats per run)",
     )
     print(f"total wall time {budget.elapsed():.1f}s")
-    if incomplete:
-        cli.stderr(f"incomplete: {incomplete}")
-        return cli.EXIT_INCOMPLETE
-    if args.smoke:
-        print(cli.SMOKE_VERDICT)
-        return cli.EXIT_OK
+    unjudged = cli.unjudged(args, incomplete)
+    if unjudged is not None:
+        return unjudged
     if target is None:
         cli.stderr(f"the target cell ({TARGET_MODE} at {TARGET_WINDOW_MS:g} ms) was not in --windows")
         return cli.EXIT_INCOMPLETE
-    needed = math.ceil(TARGET_SHARE * target.planned)
-    met = target.caught >= needed
-    print(
-        f"target: {TARGET_MODE} catches the {TARGET_WINDOW_MS:g} ms window"
-        f" in >= {needed} of {target.planned} runs:"
-        f" {target.caught} of {target.runs}: {'MET' if met else 'NOT MET'}"
-    )
+    needed = math.ceil(CAUGHT_SHARE * target.planned)
+    checks = [
+        Check(
+            f"{TARGET_MODE} catches the {TARGET_WINDOW_MS:g} ms window in >= {needed} of {target.planned}"
+            f" runs: {target.caught} of {target.runs}",
+            target.caught >= needed,
+        )
+    ]
     for window, cells in versus.items():
         for racer, hold in RACERS.items():
             engine, baseline = cells[f"last-byte/{hold}"], cells[racer]
-            ok = engine.seat_share() >= baseline.seat_share()
-            met = met and ok
-            print(
-                f"target: last-byte/{hold} at {window:g} ms catches per seat {engine.seat_rate()}"
-                f" >= the tight-loop racer's {baseline.seat_rate()}: {'MET' if ok else 'NOT MET'}"
+            checks.append(
+                Check(
+                    f"last-byte/{hold} at {window:g} ms catches per seat {engine.seat_rate()}"
+                    f" >= the tight-loop racer's {baseline.seat_rate()}",
+                    engine.seat_share() >= baseline.seat_share(),
+                )
             )
-    return cli.EXIT_OK if met else cli.EXIT_BELOW_TARGET
+    for check in checks:
+        print(check.line())
+    return exit_status(checks)
 
 
 if __name__ == "__main__":

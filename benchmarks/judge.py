@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 from benchmarks.cli import EXIT_BELOW_TARGET, EXIT_INCOMPLETE, EXIT_OK
 
+CAUGHT_SHARE = 0.99
+"""The share of runs in which a start must catch the double booking, where a target asks it."""
 INTERLEAVED_NOISE = 1.05
 """How much wider than the other side's a server-side median may be and still count as no wider:
 on the sample service that spread is the service's own serial work (~0.25 ms a request), the same

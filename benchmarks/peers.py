@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import httpx
 
@@ -134,13 +134,18 @@ class Scenario:
         return len(self.seats) * self.clients
 
 
-class Tool(Protocol):
-    """What every tool offers: a name for the tables and one pass over the scenario."""
+_Work = TypeVar("_Work", contravariant=True)
+_Ran = TypeVar("_Ran", covariant=True)
+
+
+class Tool(Protocol[_Work, _Ran]):
+    """What every tool offers: a name for the tables and one pass over a workload (the seed
+    scenario's ``Scenario``, throughput's ``Load``)."""
 
     @property
     def name(self) -> str: ...
 
-    def run(self, sc: Scenario) -> Run: ...
+    def run(self, work: _Work, /) -> _Ran: ...
 
 
 @dataclass
@@ -151,18 +156,29 @@ class HeyTool:
     def run(self, sc: Scenario) -> Run:
         samples: list[Sample] = []
         wall = 0.0
-        seconds = str(max(1, math.ceil(sc.timeout)))
         for seat in sc.seats:
             body = json.dumps({"seats": [seat], "user": f"hey-{seat}"})
-            command = [self.binary, "-c", str(sc.clients), "-n", str(sc.clients), "-t", seconds]
-            command += ["-m", "POST", "-T", "application/json", "-d", body, "-o", "csv", sc.url + "/orders"]
             started = time.perf_counter()
-            done = run_bounded(command, sc.limit_s)
+            csv_text = run_hey(
+                self.binary, sc.url, sc.clients, sc.clients, body, timeout=sc.timeout, limit_s=sc.limit_s
+            )
             wall += time.perf_counter() - started
-            if done.returncode != 0:
-                raise RunFailedError(f"hey exited {done.returncode}: {done.stderr.strip()[-300:]}")
-            samples += parse_hey_csv(done.stdout, seat)
+            samples += parse_hey_csv(csv_text, seat)
         return run_from_samples(self.name, samples, wall, sc.requests)
+
+
+def run_hey(
+    binary: str, url: str, clients: int, requests: int, body: str, *, timeout: float, limit_s: float
+) -> str:
+    """hey POSTing ``body`` to ``url/orders``, ``clients`` at a time, ``requests`` in all; its
+    ``-o csv`` output (``parse_hey_csv``)."""
+    seconds = str(max(1, math.ceil(timeout)))
+    command = [binary, "-c", str(clients), "-n", str(requests), "-t", seconds]
+    command += ["-m", "POST", "-T", "application/json", "-d", body, "-o", "csv", url + "/orders"]
+    done = run_bounded(command, limit_s)
+    if done.returncode != 0:
+        raise RunFailedError(f"hey exited {done.returncode}: {done.stderr.strip()[-300:]}")
+    return done.stdout
 
 
 def parse_hey_csv(text: str, seat: int) -> list[Sample]:

@@ -33,13 +33,14 @@ CHILD_STARTUP_S = 60.0
 
 def _parser() -> argparse.ArgumentParser:
     made = cli.parser("scale", limit_s=600.0, budget_s=1800.0, defaults_help=True)
-    made.add_argument("--clients", type=cli.positive_int, default=500, help="clients per seat")
-    made.add_argument(
-        "--sizes", type=cli.int_list, default=[20, 50, 100], help="seat counts, comma-separated"
+    cli.add_options(
+        made,
+        ("--clients", cli.positive_int, 500, "clients per seat"),
+        ("--sizes", cli.int_list, [20, 50, 100], "seat counts, comma-separated"),
+        ("--seats", cli.positive_int, 100, "seats of the service"),
+        ("--timeout", cli.positive_float, 30.0, "seconds per request"),
+        ("--seed", int, 1, "race seed"),
     )
-    made.add_argument("--seats", type=cli.positive_int, default=100, help="seats of the service")
-    made.add_argument("--timeout", type=cli.positive_float, default=30.0, help="seconds per request")
-    made.add_argument("--seed", type=int, default=1, help="race seed")
     made.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     made.add_argument("--url", help=argparse.SUPPRESS)
     made.add_argument("--resources", type=cli.positive_int, default=1, help=argparse.SUPPRESS)
@@ -188,11 +189,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if max(args.sizes) > args.seats:
         cli.stderr(f"--sizes up to {max(args.sizes)} need --seats >= that (got {args.seats})")
         return cli.EXIT_INCOMPLETE
-    budget = cli.Budget(args.budget_s)
-    cli.print_header(
+    budget = cli.begin(
+        args,
         f"scale: {args.clients} clients per seat at {', '.join(map(str, args.sizes))} seats, last-byte, "
         f"safe sample service ({args.seats} seats), one fresh process per size",
-        smoke=args.smoke,
     )
     try:
         runs, incomplete = measure(args, budget)
@@ -245,12 +245,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{run['requests']}: {_per_request(run) / base:.2f}x" for run in runs
         ))  # fmt: skip
     print(f"total wall time {budget.elapsed():.1f}s")
-    if incomplete:
-        cli.stderr(f"incomplete: {incomplete}")
-        return cli.EXIT_INCOMPLETE
-    if args.smoke:
-        print(cli.SMOKE_VERDICT)
-        return cli.EXIT_OK
+    unjudged = cli.unjudged(args, incomplete)
+    if unjudged is not None:
+        return unjudged
     misses = verdict(runs)
     for miss in misses:
         print(f"target NOT MET: {miss}")

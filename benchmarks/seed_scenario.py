@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import httpx
 
@@ -29,14 +29,15 @@ from benchmarks.peers import (
     LocustTool,
     Run,
     Scenario,
-    Tool,
     ensure_locust,
 )
+from benchmarks.peers import Tool as AnyTool
 from benchmarks.programs import RunFailedError, ToolUnavailableError, ensure_hey, run_bounded
 from benchmarks.seed import run_one_race, seed_config
 from benchmarks.services import ServiceError, ServiceHandle, service
 from pytest_seatrace.engine.instrument import Record, SyncMode
 
+Tool: TypeAlias = AnyTool[Scenario, Run]
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_WALL_S = 1.0
 TARGET_P95_MS = 100.0
@@ -47,16 +48,12 @@ TOOL_NAMES = (LAST_BYTE, "seatrace-gate", LOCUST_BARRIER, "locust-free", "hey", 
 
 def _parser() -> argparse.ArgumentParser:
     made = cli.parser("seed_scenario", limit_s=120.0, budget_s=1800.0, tools=True)
-    made.add_argument("--repeat", type=cli.positive_int, default=5, help="runs per tool, median shown (5)")
+    cli.add_options(made, ("--repeat", cli.positive_int, 5, "runs per tool, median shown"))
     cli.add_seed_race(made)
-    made.add_argument(
-        "--tools",
-        type=cli.subset(TOOL_NAMES),
-        default=list(TOOL_NAMES),
-        help=f"subset of {','.join(TOOL_NAMES)}",
-    )
-    made.add_argument(
-        "--window-ms", type=cli.positive_float, default=1.0, help="unsafe strategy's check-to-act window (1)"
+    cli.add_options(
+        made,
+        ("--tools", cli.subset(TOOL_NAMES), list(TOOL_NAMES), "a comma-separated subset"),
+        ("--window-ms", cli.positive_float, 1.0, "unsafe strategy's check-to-act window"),
     )
     made.add_argument("--no-unsafe", action="store_true", help="skip the runs against the unsafe strategy")
     made.add_argument("--no-install", action="store_true", help="never install hey or Locust")
@@ -276,9 +273,7 @@ def summary_rows(stats: dict[str, ToolStats], expected_wins: int) -> list[list[A
     return rows
 
 
-SUMMARY_HEADERS = (
-    "tool",
-    "runs",
+_MEASURED = (
     "wall s",
     "req/s",
     "p50 ms",
@@ -287,25 +282,18 @@ SUMMARY_HEADERS = (
     "errors/5xx",
     "successes",
     "server spread med ms",
+)
+"""The columns both tables share, in the order both show them."""
+SUMMARY_HEADERS = (
+    "tool",
+    "runs",
+    *_MEASURED,
     "server spread max ms",
     "client spread med ms",
     "client CPU µs/req",
     "unsafe (window) caught",
 )
-RUN_HEADERS = (
-    "tool",
-    "repeat",
-    "wall s",
-    "req/s",
-    "p50 ms",
-    "p95 ms",
-    "p99 ms",
-    "errors/5xx",
-    "successes",
-    "server spread med ms",
-    "client CPU s",
-    "load 1m",
-)
+RUN_HEADERS = ("tool", "repeat", *_MEASURED, "client CPU s", "load 1m")
 
 
 def targets(stats: dict[str, ToolStats], resources: int) -> list[Check]:

@@ -63,24 +63,20 @@ def nice_value(text: str) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     made = cli.parser("shards", limit_s=300.0, budget_s=1200.0, defaults_help=True)
-    made.add_argument(
-        "--scenarios", type=scenario_list, default=[(16, 500), (1, 5000)], help="SEATSxCLIENTS,..."
-    )
-    made.add_argument("--shards", type=cli.int_list, default=[1, 2], help="shard counts, comma-separated")
-    made.add_argument("--timeout", type=cli.positive_float, default=30.0, help="seconds per request")
-    made.add_argument("--seed", type=int, default=1, help="race seed")
-    made.add_argument(
-        "--shard-nice",
-        type=nice_value,
-        default=0,
-        help="start each shard as popen//nice=N (0-19; 0: as the test process)",
-    )
-    made.add_argument(
-        "--repeat",
-        type=cli.positive_int,
-        default=5,
-        help="interleaved races per cell, medians judged (5: on 2 cores one race's wall swings "
-        "2-3 %% from run to run, and one process and two shards are near level)",
+    cli.add_options(
+        made,
+        ("--scenarios", scenario_list, [(16, 500), (1, 5000)], "SEATSxCLIENTS,..."),
+        ("--shards", cli.int_list, [1, 2], "shard counts, comma-separated"),
+        ("--timeout", cli.positive_float, 30.0, "seconds per request"),
+        ("--seed", int, 1, "race seed"),
+        ("--shard-nice", nice_value, 0, "start each shard as popen//nice=N (0-19; 0: as the test process)"),
+        (
+            "--repeat",
+            cli.positive_int,
+            5,
+            "interleaved races per cell, medians judged (5: on 2 cores one race's wall swings "
+            "2-3 %% from run to run, and one process and two shards are near level)",
+        ),
     )
     return made
 
@@ -154,10 +150,9 @@ Figures = dict[tuple[tuple[int, int], int], list[Timed]]
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     cli.apply_smoke(args, scenarios=[(2, 10), (1, 20)], shards=[1, 2], timeout=10.0, repeat=1)
-    budget = cli.Budget(args.budget_s)
-    cli.print_header(
+    budget = cli.begin(
+        args,
         f"Sharded races (execnet {shard_spec(args)} gateways), last-byte, hold=headers, safe sample service",
-        smoke=args.smoke,
     )
     print(
         f"this machine has {cores()} cores: the gain from shards is capped at two processes here, and "

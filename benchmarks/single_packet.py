@@ -31,6 +31,7 @@ from benchmarks.figures import (
     server_spreads,
     winners_per_resource,
 )
+from benchmarks.judge import CAUGHT_SHARE
 from benchmarks.machine import cores
 from benchmarks.seed import SINGLE_PACKET_START, order_spec, seed_config
 from benchmarks.seed import STARTS as HTTP1_STARTS
@@ -43,7 +44,13 @@ from benchmarks.services import (
     nginx_binary,
     service,
 )
-from pytest_seatrace.engine.instrument import GateWrite, Percentiles, RaceResult, fire_observed
+from pytest_seatrace.engine.instrument import (
+    GateWrite,
+    Percentiles,
+    RaceResult,
+    fire_observed,
+    ssl_context_for,
+)
 
 _STARTS = {
     start.label: start
@@ -53,26 +60,17 @@ STARTS = tuple(_STARTS)
 TRANSPORTS = ("h2c", "tls")
 PLACEMENTS = ("pinned", "unpinned")
 TARGET_WINDOW_MS = 0.01
-TARGET_SHARE = 0.99
 TARGET_GATE_NS = 100_000
 NS_PER_US = 1000
 
 
 def _parser() -> argparse.ArgumentParser:
     made = cli.parser("single_packet", limit_s=120.0, budget_s=1800.0)
-    made.add_argument("--runs", type=cli.positive_int, default=5, help="counted runs of every start (5)")
-    cli.add_seed_race(made, warmup=True)
-    made.add_argument(
-        "--windows",
-        type=cli.float_list,
-        default=[0.01, 0.1],
-        help="unsafe check-to-act windows in ms, comma-separated (default: 0.01,0.1)",
-    )
-    made.add_argument(
-        "--transports",
-        type=cli.subset(TRANSPORTS),
-        default=list(TRANSPORTS),
-        help="h2c, tls or both (default: both)",
+    cli.add_seed_race(made, counted=("--runs", "counted runs of every start"))
+    cli.add_options(
+        made,
+        ("--windows", cli.float_list, [0.01, 0.1], "unsafe check-to-act windows in ms, comma-separated"),
+        ("--transports", cli.subset(TRANSPORTS), list(TRANSPORTS), "h2c, tls or both"),
     )
     made.add_argument(
         "--proxy",
@@ -80,11 +78,14 @@ def _parser() -> argparse.ArgumentParser:
         default=True,
         help="also race through nginx in front of the uvicorn sample service (default: on)",
     )
-    made.add_argument(
-        "--placements",
-        type=cli.subset(PLACEMENTS),
-        default=list(PLACEMENTS),
-        help="proxy rows: pinned (app on its own core), unpinned, or both (default: both)",
+    cli.add_options(
+        made,
+        (
+            "--placements",
+            cli.subset(PLACEMENTS),
+            list(PLACEMENTS),
+            "proxy rows: pinned (app on its own core), unpinned, or both",
+        ),
     )
     made.add_argument(
         "--buffering",
@@ -92,11 +93,14 @@ def _parser() -> argparse.ArgumentParser:
         default=[False, True],
         help="proxy rows: nginx proxy_request_buffering off, on, or both (default: both)",
     )
-    made.add_argument(
-        "--proxy-window-ms",
-        type=cli.positive_float,
-        default=TARGET_WINDOW_MS,
-        help="proxy rows: the unsafe check-to-act window in ms (default: 0.01)",
+    cli.add_options(
+        made,
+        (
+            "--proxy-window-ms",
+            cli.positive_float,
+            TARGET_WINDOW_MS,
+            "proxy rows: the unsafe check-to-act window in ms",
+        ),
     )
     return made
 
@@ -116,6 +120,8 @@ class Endpoint(Protocol):
 
     @property
     def url(self) -> str: ...
+    @property
+    def ca_path(self) -> Path | None: ...
 
     def ssl_context(self) -> ssl.SSLContext | None: ...
 
@@ -154,10 +160,7 @@ def race(start: str, service: Endpoint, args: argparse.Namespace, seed: int) -> 
 
 def _offering_h2(service: Endpoint) -> ssl.SSLContext | None:
     """What the runner passes for single-packet: the same trust, ALPN offering h2 first."""
-    context = service.ssl_context()
-    if context is not None:
-        context.set_alpn_protocols(["h2", "http/1.1"])
-    return context
+    return None if service.ca_path is None else ssl_context_for("single-packet", service.ca_path)
 
 
 # -- the measurement ---------------------------------------------------------------------------
@@ -338,11 +341,11 @@ def _verdict(cells: dict[tuple[str, str], Cell], args: argparse.Namespace) -> in
             return cli.EXIT_INCOMPLETE
         share = sum(seats) / len(seats)
         gate = Percentiles.of(cell.gate_ns).med
-        catch_ok, gate_ok = share >= TARGET_SHARE, gate < TARGET_GATE_NS
+        catch_ok, gate_ok = share >= CAUGHT_SHARE, gate < TARGET_GATE_NS
         met = met and catch_ok and gate_ok
         print(
             f"target ({transport}): single-packet catches the 10 µs window on {share:.1%} of seats "
-            f"(>= {TARGET_SHARE:.0%}): {'MET' if catch_ok else 'NOT MET'}; median gate write "
+            f"(>= {CAUGHT_SHARE:.0%}): {'MET' if catch_ok else 'NOT MET'}; median gate write "
             f"{_us(gate)} µs (< 100 µs): {'MET' if gate_ok else 'NOT MET'}"
         )
     for problem in problems:
@@ -571,12 +574,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         race_limit_s=30.0,
         budget_s=90.0,
     )
-    budget = cli.Budget(args.budget_s)
-    cli.print_header(
+    budget = cli.begin(
+        args,
         f"single-packet vs last-byte: {args.clients} clients x {args.resources} seats on the hypercorn "
         f"sample service ({', '.join(args.transports)}), {args.runs} run(s) of every start, "
         f"{args.warmup} warm-up run(s) uncounted, windows {', '.join(f'{w:g}' for w in args.windows)} ms",
-        smoke=args.smoke,
     )
     try:
         with ExitStack() as stack:

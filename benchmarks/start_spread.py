@@ -48,13 +48,15 @@ MAX_BARE_LOOPS = 1000
 
 def _parser() -> argparse.ArgumentParser:
     made = cli.parser("start_spread", limit_s=120.0, budget_s=900.0)
-    made.add_argument("--reps", type=cli.positive_int, default=5, help="counted races per mode (5)")
-    cli.add_seed_race(made, warmup=True)
-    made.add_argument(
-        "--bare-loops",
-        type=cli.positive_int,
-        default=20,
-        help="bare send loops per block; one block before the races and one after each (20)",
+    cli.add_seed_race(made, counted=("--reps", "counted races per mode"))
+    cli.add_options(
+        made,
+        (
+            "--bare-loops",
+            cli.positive_int,
+            20,
+            "bare send loops per block; one block before the races and one after each",
+        ),
     )
     return made
 
@@ -510,11 +512,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"--bare-loops at most {MAX_BARE_LOOPS}: each loop lengthens the sockets' partial request line"
         )
         return cli.EXIT_INCOMPLETE
-    budget = cli.Budget(args.budget_s)
-    cli.print_header(
+    budget = cli.begin(
+        args,
         f"start spread: {args.clients} clients x {args.resources} seats, safe sample service, "
         f"{args.reps} races per mode ({', '.join(MODES)}), {args.warmup} warm-up race(s) per mode uncounted",
-        smoke=args.smoke,
     )
     try:
         with service("safe", seats=args.resources) as svc:

@@ -14,15 +14,16 @@ import sys
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, TypeAlias
 
 import httpx
 
 from benchmarks import cli
 from benchmarks.figures import count_5xx, fmt_or_dash, nan_median
 from benchmarks.machine import load1, load_note, machine_note, process_cpu_s, rusage_cpu_s
-from benchmarks.peers import parse_hey_csv
-from benchmarks.programs import RunFailedError, ToolUnavailableError, ensure_hey, run_bounded
+from benchmarks.peers import Tool as AnyTool
+from benchmarks.peers import parse_hey_csv, run_hey
+from benchmarks.programs import RunFailedError, ToolUnavailableError, ensure_hey
 from benchmarks.seed import run_one_race, seed_config
 from benchmarks.services import ServiceError, ServiceHandle, service
 from pytest_seatrace.engine.instrument import RequestSpec, SyncMode
@@ -38,36 +39,30 @@ TOOL_NAMES = (HEY, LAST_BYTE, GATE)
 
 def _parser() -> argparse.ArgumentParser:
     made = cli.parser("throughput", limit_s=120.0, budget_s=900.0, tools=True)
-    made.add_argument("--repeat", type=cli.positive_int, default=3, help="runs per tool, median shown (3)")
-    made.add_argument(
-        "--resources", type=cli.positive_int, default=100, help="engine waves (resources) per run (100)"
-    )
-    made.add_argument(
-        "--concurrency",
-        type=cli.positive_int,
-        default=50,
-        help="clients per wave for the engine, hey's -c (50); requests = resources x concurrency",
-    )
-    made.add_argument("--timeout", type=cli.positive_float, default=10.0, help="seconds per request (10)")
-    made.add_argument("--seed", type=int, default=1, help="engine race seed, +1 per race (1)")
-    made.add_argument(
-        "--warmup",
-        type=cli.non_negative_int,
-        default=1,
-        help="uncounted full-size runs per tool before the first (1)",
+    cli.add_options(
+        made,
+        ("--repeat", cli.positive_int, 3, "runs per tool, median shown"),
+        ("--resources", cli.positive_int, 100, "engine waves (resources) per run"),
+        (
+            "--concurrency",
+            cli.positive_int,
+            50,
+            "clients per wave for the engine, hey's -c; requests = resources x concurrency",
+        ),
+        ("--timeout", cli.positive_float, 10.0, "seconds per request"),
+        ("--seed", int, 1, "engine race seed, +1 per race"),
+        ("--warmup", cli.non_negative_int, 1, "uncounted full-size runs per tool before the first"),
     )
     made.add_argument("--no-gate", action="store_true", help="skip the gate-mode engine (information only)")
-    made.add_argument(
-        "--target-ratio",
-        type=cli.positive_float,
-        default=0.8,
-        help="last-byte req/s must be at least this x hey's (0.8)",
-    )
-    made.add_argument(
-        "--cpu-ratio",
-        type=cli.positive_float,
-        default=0.75,
-        help="last-byte client CPU per request must be at most this x hey's (0.75)",
+    cli.add_options(
+        made,
+        ("--target-ratio", cli.positive_float, 0.8, "last-byte req/s must be at least this x hey's"),
+        (
+            "--cpu-ratio",
+            cli.positive_float,
+            0.75,
+            "last-byte client CPU per request must be at most this x hey's",
+        ),
     )
     made.add_argument("--no-install", action="store_true", help="never install hey")
     return made
@@ -128,11 +123,7 @@ class Load:
         return self.resources * self.concurrency
 
 
-class Tool(Protocol):
-    @property
-    def name(self) -> str: ...
-
-    def run(self, load: Load) -> Run: ...
+Tool: TypeAlias = AnyTool[Load, Run]
 
 
 @dataclass
@@ -141,15 +132,18 @@ class HeyTool:
     name: str = HEY
 
     def run(self, load: Load) -> Run:
-        seconds = str(max(1, math.ceil(load.timeout)))
-        command = [self.binary, "-c", str(load.concurrency), "-n", str(load.requests), "-t", seconds]
-        command += ["-m", "POST", "-T", "application/json", "-d", BODY, "-o", "csv", load.url + "/orders"]
         before = rusage_cpu_s(resource.RUSAGE_CHILDREN)  # the service is not reaped yet: hey alone
-        done = run_bounded(command, load.limit_s)
+        csv_text = run_hey(
+            self.binary,
+            load.url,
+            load.concurrency,
+            load.requests,
+            BODY,
+            timeout=load.timeout,
+            limit_s=load.limit_s,
+        )
         cpu = rusage_cpu_s(resource.RUSAGE_CHILDREN) - before
-        if done.returncode != 0:
-            raise RunFailedError(f"hey exited {done.returncode}: {done.stderr.strip()[-300:]}")
-        samples = parse_hey_csv(done.stdout, SEAT)  # answered requests only
+        samples = parse_hey_csv(csv_text, SEAT)  # answered requests only
         if not samples:
             raise RunFailedError("hey reported no responses")
         # hey's offsets count from its own start: first request sent to last response read.

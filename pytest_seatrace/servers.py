@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,7 +130,7 @@ def serve(
             )
         # The child holds its own copies of the socket and the log; ours are closed.
         try:
-            _wait_until_serving(process, port, health_path, log_path, startup_timeout)
+            wait_until_serving(process, port, _get_ok(port, health_path), log_path, startup_timeout)
             yield Server(url=f"http://127.0.0.1:{port}", port=port, pid=process.pid, log_path=log_path)
         finally:
             _stop(process)
@@ -157,38 +157,61 @@ def _child_env(extra: Mapping[str, str] | None, root: Path) -> dict[str, str]:
     return env
 
 
-def _wait_until_serving(
-    process: subprocess.Popen[bytes], port: int, path: str, log_path: Path, timeout: float
+Probe = Callable[[float], str | None]
+"""One readiness poll given the seconds left: None once serving, else why not yet (it may raise
+``OSError`` or ``http.client.HTTPException``, which count as not yet)."""
+
+
+def wait_until_serving(
+    process: subprocess.Popen[bytes],
+    port: int,
+    probe: Probe,
+    log_path: Path,
+    timeout: float,
+    *,
+    what: str = "server",
+    error: type[Exception] = ServerStartError,
+    interval: float = _POLL_INTERVAL,
 ) -> None:
-    """Poll ``GET path`` until 200, the process exits, or the deadline passes; every wait bounded."""
+    """Poll with ``probe`` until it says serving, the process exits, or the deadline passes;
+    ``what`` names the process and ``error`` is raised, with the log's tail, when it never serves."""
     deadline = time.monotonic() + timeout
     last_error = "no answer yet"
     while True:
         code = process.poll()
         if code is not None:
-            raise ServerStartError(
-                f"server exited with status {code} before serving\n{read_log_tail(log_path)}"
-            )
+            raise error(f"{what} exited with status {code} before serving\n{read_log_tail(log_path)}")
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise ServerStartError(
-                f"server not serving on port {port} after {timeout}s ({last_error})\n"
+            raise error(
+                f"{what} not serving on port {port} after {timeout}s ({last_error})\n"
                 f"{read_log_tail(log_path)}"
             )
+        try:
+            reason = probe(remaining)
+        except (OSError, http.client.HTTPException) as exc:
+            last_error = f"{type(exc).__name__}: {exc}"
+        else:
+            if reason is None:
+                return
+            last_error = reason
+        time.sleep(interval)  # a poll interval, not synchronisation: the answer decides
+
+
+def _get_ok(port: int, path: str) -> Probe:
+    """A probe: ``GET path`` answers 200 (each try bounded by a second and the deadline)."""
+
+    def probe(remaining: float) -> str | None:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=min(1.0, remaining))
         try:
             conn.request("GET", path)
             response = conn.getresponse()
             response.read()
-        except (OSError, http.client.HTTPException) as exc:
-            last_error = f"{type(exc).__name__}: {exc}"
-        else:
-            if response.status == 200:
-                return
-            last_error = f"GET {path} answered {response.status}"
         finally:
             conn.close()
-        time.sleep(_POLL_INTERVAL)  # a poll interval, not synchronisation: the answer decides
+        return None if response.status == 200 else f"GET {path} answered {response.status}"
+
+    return probe
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:

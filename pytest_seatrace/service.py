@@ -26,14 +26,13 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
-import time
 import urllib.parse
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_seatrace.servers import listening_socket, read_log_tail
+from pytest_seatrace.servers import Probe, listening_socket, read_log_tail, wait_until_serving
 
 __all__ = ["ServiceError", "ServiceHandle", "ServiceStartError", "start_sample_service"]
 
@@ -210,7 +209,16 @@ def start_sample_service(
         try:
             ca_path = None if tls_files is None else tls_files.ca
             context = None if ca_path is None else _client_context(ca_path)
-            _wait_until_serving(process, port, log_path, startup_timeout, context)
+            wait_until_serving(
+                process,
+                port,
+                _health(port, context),
+                log_path,
+                startup_timeout,
+                what="sample service",
+                error=ServiceStartError,
+                interval=_POLL_INTERVAL,
+            )
             yield ServiceHandle(
                 url=f"{'https' if tls else 'http'}://127.0.0.1:{port}",
                 port=port,
@@ -309,42 +317,19 @@ def _child_env() -> dict[str, str]:
     return env
 
 
-def _wait_until_serving(
-    process: subprocess.Popen[bytes],
-    port: int,
-    log_path: Path,
-    timeout: float,
-    context: ssl.SSLContext | None = None,
-) -> None:
-    """Poll ``GET /health`` until it answers 200, the process exits, or the deadline passes.
+def _health(port: int, context: ssl.SSLContext | None) -> Probe:
+    """A probe: ``GET /health`` answers 200.
 
     The socket already listens, so a poll made before the child serves waits in the
     backlog instead of being refused; each poll's timeout is short and bounded by the
-    deadline, so a hung child cannot stall us past ``timeout``.
+    deadline, so a hung child cannot stall us past the start-up timeout.
     """
-    deadline = time.monotonic() + timeout
-    last_error = "no answer yet"
-    while True:
-        code = process.poll()
-        if code is not None:
-            raise ServiceStartError(
-                f"sample service exited with status {code} before serving\n{read_log_tail(log_path)}"
-            )
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise ServiceStartError(
-                f"sample service not serving on port {port} after {timeout}s ({last_error})\n"
-                f"{read_log_tail(log_path)}"
-            )
-        try:
-            status, body = _request(port, "GET", "/health", timeout=min(0.5, remaining), context=context)
-        except (OSError, http.client.HTTPException) as exc:
-            last_error = f"{type(exc).__name__}: {exc}"
-        else:
-            if status == 200:
-                return
-            last_error = f"GET /health answered {status}: {body}"
-        time.sleep(_POLL_INTERVAL)
+
+    def probe(remaining: float) -> str | None:
+        status, body = _request(port, "GET", "/health", timeout=min(0.5, remaining), context=context)
+        return None if status == 200 else f"GET /health answered {status}: {body}"
+
+    return probe
 
 
 def _request(

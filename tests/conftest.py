@@ -11,8 +11,10 @@ pytester run, they stay the one copy.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 import httpcore  # noqa: F401
@@ -80,3 +82,11 @@ def module_service(_module_services: Callable[..., ServiceHandle]) -> Callable[.
         return handle
 
     return get
+
+
+@pytest.fixture
+def fifo(tmp_path: Path) -> Path:
+    """A named pipe in the test's directory, with no reader or writer yet."""
+    path = tmp_path / "report.fifo"
+    os.mkfifo(path)
+    return path

@@ -60,6 +60,30 @@ def seats(race):
 """A conftest for inner pytester runs: the ``seats`` fixture, a race on an in-process ASGI seat
 service (no socket)."""
 
+
+def interrupted_race_test(marker: str) -> str:
+    """An inner test file whose race sends itself SIGINT (what Ctrl-C does) at its second reset;
+    ``marker`` is the ``@pytest.mark.race`` arguments."""
+    return f"""
+import os
+import signal
+import pytest
+
+@pytest.mark.race({marker})
+def test_interrupted(race, sample_service):
+    calls = []
+
+    def reset():
+        calls.append(1)
+        sample_service.reset()
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    race.post(sample_service.url + "/orders",
+              json=lambda a: {{"seats": [a.resource], "user": a.key}}, reset=reset)
+"""
+
+
 Scope = dict[str, Any]
 Receive = Callable[[], Any]
 Send = Callable[[dict[str, Any]], Any]
@@ -160,6 +184,36 @@ async def read_body(receive: Receive) -> bytes:
         body += bytes(message.get("body", b""))
         if not message.get("more_body"):
             return body
+
+
+class FirstWins:
+    """An ASGI seat service for inner runs: the first request per path wins (201, ``{}``);
+    ``later(body)`` gives every later request's status and JSON answer."""
+
+    def __init__(self, later: Callable[[bytes], tuple[int, Any]]) -> None:
+        self.taken: set[str] = set()
+        self.later = later
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        body = await read_body(receive)
+        if scope["path"] in self.taken:
+            status, said = self.later(body)
+        else:
+            self.taken.add(scope["path"])
+            status, said = 201, {}
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": json.dumps(said).encode()})
+
+
+def app_conftest(fixture: str, app: str, setup: str = "") -> str:
+    """An inner conftest whose fixture ``fixture`` is the ``race`` fixture racing the ASGI app
+    ``app`` (an expression that may use ``FirstWins`` and what ``setup`` defines)."""
+    return (
+        f"import pytest\n\nfrom tests.support import FirstWins\n{setup}\n\n"
+        f"@pytest.fixture\ndef {fixture}(race):\n    race.app = {app}\n    return race\n"
+    )
 
 
 async def respond(send: Send, status: int, payload: Any) -> None:

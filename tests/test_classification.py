@@ -13,7 +13,7 @@ from pytest_seatrace import RaceUsageError, RaceViolation
 from pytest_seatrace.core.config import RaceConfig
 from pytest_seatrace.core.records import Outcome, RaceRun, Record
 from pytest_seatrace.core.result import RaceResult
-from tests.support import INNER_INI, Receive, Scope, Send, read_body, respond, serve_app
+from tests.support import INNER_INI, Receive, Scope, Send, app_conftest, read_body, respond, serve_app
 
 UNEXPECTED = "An unexpected error has occurred"
 
@@ -284,57 +284,37 @@ def test_the_safe_sample_service_race_has_no_note(race, sample_service):
     assert result.to_dict()["notes"] == []
 
 
-NOTES_CONFTEST = """
+NOTES_CONFTEST = app_conftest(
+    "tickets",
+    "FirstWins(buyer)",
+    setup="""
 import json
-import pytest
-
-from tests.support import read_body
 
 
-class Tickets:
-    \"\"\"First buyer per path: 201; then 409, but every third buyer gets a 403.\"\"\"
-
-    def __init__(self):
-        self.taken = set()
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return
-        client = json.loads(await read_body(receive))["client"]
-        if scope["path"] not in self.taken:
-            self.taken.add(scope["path"])
-            status = 201
-        else:
-            status = 403 if client % 3 == 0 else 409
-        await send({"type": "http.response.start", "status": status, "headers": []})
-        await send({"type": "http.response.body", "body": b"{}"})
-
-
-@pytest.fixture
-def tickets(race):
-    race.app = Tickets()
-    return race
-"""
+def buyer(body):
+    \"\"\"After the first buyer per path: 409, but every third buyer gets a 403.\"\"\"
+    return (403 if json.loads(body)["client"] % 3 == 0 else 409), {}
+""",
+)
 
 
 def test_the_notes_show_under_the_table_and_in_the_verbose_block(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+    inner: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("COLUMNS", "250")
-    pytester.makeini(INNER_INI)
-    pytester.makeconftest(NOTES_CONFTEST)
-    pytester.makepyfile(
+    inner.makeconftest(NOTES_CONFTEST)
+    inner.makepyfile(
         """
         def test_mixed(tickets):
             tickets.post("/t", json=lambda a: {"client": a.client}, concurrency=9)
         """
     )
-    result = pytester.runpytest("-p", "no:cacheprovider", "--race-html", "r.html")
+    result = inner.runpytest("-p", "no:cacheprovider", "--race-html", "r.html")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*test_mixed: rejections of 2 kinds (*× 409, *× 403): if only some*"])
-    html = (pytester.path / "r.html").read_text(encoding="utf-8")
+    html = (inner.path / "r.html").read_text(encoding="utf-8")
     assert '<p class="note">note: rejections of 2 kinds (' in html
-    verbose = pytester.runpytest("-p", "no:cacheprovider", "-v")
+    verbose = inner.runpytest("-p", "no:cacheprovider", "-v")
     verbose.stdout.fnmatch_lines(["Total: 9 requests*", "rejections of 2 kinds*"])
 
 

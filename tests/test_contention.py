@@ -53,6 +53,14 @@ def pool(clients: int, size: int, service_ms: float = 50.0, *, stamps: bool = Tr
 # -- the pure computation ----------------------------------------------------------------------
 
 
+def assert_note_says(contention: Contention, *phrases: str) -> None:
+    """The contention note exists and holds every one of ``phrases``."""
+    note = contention.note
+    assert note is not None
+    missing = [phrase for phrase in phrases if phrase not in note]
+    assert missing == [], note
+
+
 def test_in_flight_counts_arrived_and_not_yet_answered_over_the_busy_time() -> None:
     # [0, 10) [2, 5) [4, 12) [11, 13)
     segments = occupancy([0, 2, 4, 11], [10, 5, 12, 13])
@@ -65,12 +73,13 @@ def test_batches_of_five_arrivals_are_a_worker_limit_named_in_the_note() -> None
     assert (contention.source, contention.reading) == ("stamps", "limit")
     assert (contention.median, contention.peak) == (5, 5)
     assert contention.groups[0].waited == 35  # all but the first batch waited for an answer
-    note = contention.note
-    assert note is not None
-    assert "the service had only 5 of 40 requests in flight at once" in note
-    assert "5-way race" in note
-    assert "gunicorn --workers/--threads" in note
-    assert "answers timed at the client, an upper bound" in note
+    assert_note_says(
+        contention,
+        "the service had only 5 of 40 requests in flight at once",
+        "5-way race",
+        "gunicorn --workers/--threads",
+        "answers timed at the client, an upper bound",
+    )
 
 
 def test_a_service_serving_other_resources_in_between_is_not_a_limit() -> None:
@@ -197,12 +206,13 @@ def test_answers_stamped_no_later_than_their_arrival_do_not_break_it() -> None:
 def test_without_stamps_batches_of_answers_are_an_estimate_with_both_readings() -> None:
     contention = Contention.of(pool(40, 5, stamps=False), clients=40)
     assert (contention.source, contention.reading, contention.median) == ("responses", "batches", 5)
-    note = contention.note
-    assert note is not None
-    assert "estimated from response times" in note
-    assert "either a worker or thread limit" in note
-    assert "serialises part of its work by design" in note
-    assert "X-Arrival-Ns" in note
+    assert_note_says(
+        contention,
+        "estimated from response times",
+        "either a worker or thread limit",
+        "serialises part of its work by design",
+        "X-Arrival-Ns",
+    )
 
 
 def test_without_stamps_evenly_spaced_answers_say_nothing() -> None:

@@ -9,11 +9,6 @@ answers gets in its violation message and in the summary.
 
 from __future__ import annotations
 
-from typing import Any
-
-import h2.connection
-import h2.events
-
 from pytest_seatrace.core.config import RaceConfig
 from pytest_seatrace.core.judge import SINGLE_PACKET_EARLY_HINT
 from pytest_seatrace.core.records import Outcome, RaceRun, Record
@@ -21,7 +16,7 @@ from pytest_seatrace.core.result import RaceResult
 from pytest_seatrace.engine.plan import RequestSpec
 from pytest_seatrace.report.message import violation_message
 from pytest_seatrace.report.wording import early_text
-from tests.test_single_packet import fire, h2_server, respond
+from tests.test_single_packet import answering_at_headers, fire, h2_server
 
 LAST_BYTE = 'use sync="last-byte"'
 
@@ -29,14 +24,7 @@ LAST_BYTE = 'use sync="last-byte"'
 def test_a_server_answering_at_headers_is_not_raced_and_says_use_last_byte():
     """A server that answers every stream as its HEADERS arrive (as hypercorn runs a bodyless
     handler): all answers early, a not-raced violation with the hint, the summary note too."""
-
-    def script(conn: h2.connection.H2Connection, events: list[h2.events.Event], seen: Any) -> bool:
-        for event in events:
-            if isinstance(event, h2.events.RequestReceived):
-                respond(conn, event.stream_id, 200, b"{}")
-        return True
-
-    with h2_server(script) as (url, _):
+    with h2_server(answering_at_headers(200, b"{}")) as (url, _):
         result = fire(
             RequestSpec("GET", url + "/seats/1"), concurrency=5, expect=range(0, 6), sync="single-packet"
         ).result

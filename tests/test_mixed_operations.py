@@ -2,7 +2,8 @@
 
 The sample service's second operation on a seat is ``DELETE /seats/{id}`` (take it off sale):
 of all the bookings and withdrawals of a seat exactly one may succeed, so one ``expect=1``
-counts the wins of both, told apart by a per-operation ``success=``.
+counts the wins of both, told apart by a per-operation ``success=``. The callables raced here
+are the user example's (``examples/test_mixed_operations.py``), so what it shows is what is tested.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ from typing import Any
 import httpx
 import pytest
 
+from examples.test_mixed_operations import body as order
+from examples.test_mixed_operations import claims, method, url, won
 from pytest_seatrace import RaceUsageError, RaceViolation, ServiceHandle
 from pytest_seatrace.core.operations import AMBIGUOUS, OperationNamer, settle
 from pytest_seatrace.engine.plan import Attempt, RequestSpec
 from pytest_seatrace.engine.requests import RequestBuilder, WireBuilder, make_ssl_context
-from tests.support import INNER_INI, count_h11_connections, httpx_wire_bytes, serve_app
+from tests.support import INNER_INI, count_h11_connections, httpx_wire_bytes, read_body, serve_app
 
 MODES = pytest.mark.parametrize(
     "mode",
@@ -27,35 +30,6 @@ MODES = pytest.mark.parametrize(
     ids=["gate", "last-byte-headers", "last-byte-body"],
 )
 BOOK, WITHDRAW = "POST /orders", "DELETE /seats/{resource}"
-
-
-def method(a: Any) -> str:
-    """Odd clients book, even ones withdraw the seat."""
-    return "POST" if a.client % 2 else "DELETE"
-
-
-def url(a: Any) -> str:
-    return "/orders" if a.client % 2 else f"/seats/{a.resource}"
-
-
-def order(a: Any) -> dict[str, Any] | None:
-    return {"seats": [a.resource], "user": f"vu-{a.client}"} if a.client % 2 else None
-
-
-def won(response: httpx.Response) -> bool:
-    """A booking wins with 201, a withdrawal with 200: each response knows its own request."""
-    return response.status_code == (201 if response.request.method == "POST" else 200)
-
-
-def claims(service: ServiceHandle) -> Any:
-    """Final state: holders of the seat plus one if it was withdrawn (at most one claim is right)."""
-
-    def read(seat: Any) -> int:
-        status, body = service.request("GET", f"/seats/{seat}")
-        assert status == 200, body
-        return len(body["holders"]) + int(body.get("withdrawn", False))
-
-    return read
 
 
 def by_operation(result: Any) -> dict[str, dict[str, Any]]:
@@ -251,12 +225,7 @@ async def echo(scope: Any, receive: Any, send: Any) -> None:
     """Answers every request with what it received: method, path, and the JSON body."""
     if scope["type"] != "http":
         return
-    body = b""
-    while True:
-        message = await receive()
-        body += message.get("body", b"")
-        if not message.get("more_body"):
-            break
+    body = await read_body(receive)
     answer = json.dumps({"method": scope["method"], "path": scope["path"], "body": body.decode()}).encode()
     await send(
         {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]}

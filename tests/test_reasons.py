@@ -36,7 +36,7 @@ from pytest_seatrace.report.files import json_document
 from pytest_seatrace.report.html import render_html
 from pytest_seatrace.report.message import violation_message
 from pytest_seatrace.report.summary import status_lines, summary_lines
-from tests.support import INNER_INI, Receive, Scope, Send, read_body, serve_app
+from tests.support import Receive, Scope, Send, app_conftest, read_body, serve_app
 from tests.test_reports import validate
 from tests.test_single_packet import Seen, ended, fire, h2_server, respond
 
@@ -387,52 +387,31 @@ def test_no_winner_says_what_everyone_got(race: Any) -> None:
     assert result.rejections == 3
 
 
-LOCKED_CONFTEST = """
-import json
-import pytest
-
-
-class Locked:
-    \"\"\"The first request per path wins; every later one is a 500 that says why.\"\"\"
-
-    def __init__(self):
-        self.seen = set()
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return
-        while (await receive()).get("more_body"):
-            pass
-        status = 500 if scope["path"] in self.seen else 201
-        self.seen.add(scope["path"])
-        said = {"error": "database is locked", "trace": "x" * 900} if status == 500 else {}
-        body = json.dumps(said).encode()
-        await send({"type": "http.response.start", "status": status, "headers": []})
-        await send({"type": "http.response.body", "body": body})
-
-
-@pytest.fixture
-def locked(race):
-    race.app = Locked()
-    return race
-"""
+LOCKED_CONFTEST = app_conftest(
+    "locked",
+    "FirstWins(database_locked)",
+    setup="""
+def database_locked(body):
+    \"\"\"After the first request per path: a 500 that says why.\"\"\"
+    return 500, {"error": "database is locked", "trace": "x" * 900}
+""",
+)
 
 
 def test_the_session_shows_the_reason_in_message_summary_and_json(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+    inner: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """End to end through the plugin: the failure, the summary's breakdown and the JSON file."""
     monkeypatch.setenv("COLUMNS", "120")
-    pytester.makeini(INNER_INI)
-    pytester.makeconftest(LOCKED_CONFTEST)
-    pytester.makepyfile("def test_locked(locked):\n    locked.post('/seat', concurrency=6)\n")
-    result = pytester.runpytest("--race-json", "r.json")
+    inner.makeconftest(LOCKED_CONFTEST)
+    inner.makepyfile("def test_locked(locked):\n    locked.post('/seat', concurrency=6)\n")
+    result = inner.runpytest("--race-json", "r.json")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["E*error*0*5*5× 500 database is locked*"])
     result.stdout.fnmatch_lines(
         ["*status*reason*count*share*", "*201*1*", "*500*database is locked*5*83.33%*"]
     )
-    document = json.loads((pytester.path / "r.json").read_text(encoding="utf-8"))
+    document = json.loads((inner.path / "r.json").read_text(encoding="utf-8"))
     validate(document)
     (race,) = document["races"]
     assert race["error_reasons"] == {"500 database is locked": 5}

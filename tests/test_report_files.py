@@ -89,13 +89,6 @@ class FifoReader:
 
 
 @pytest.fixture
-def fifo(tmp_path: Path) -> Path:
-    path = tmp_path / "report.fifo"
-    os.mkfifo(path)
-    return path
-
-
-@pytest.fixture
 def reader(fifo: Path) -> Iterator[FifoReader]:
     r = FifoReader(fifo)
     yield r

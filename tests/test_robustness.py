@@ -12,7 +12,7 @@ import pytest
 from pytest_seatrace import Attempt
 from pytest_seatrace.engine.limits import SPARE_FDS, ensure_open_files
 from pytest_seatrace.service import start_sample_service
-from tests.support import INNER_INI
+from tests.support import INNER_INI, interrupted_race_test
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
@@ -89,27 +89,8 @@ def test_ctrl_c_during_a_race_keeps_the_partial_summary_and_reports(
     monkeypatch.setenv("COLUMNS", "250")  # the whole table
     pytester.makeini(INNER_INI)
     pytester.makepyfile(
-        """
-        import os
-        import signal
-        import pytest
-
-        @pytest.mark.race(resources=2, concurrency=5, rounds=50)
-        def test_interrupted(race, sample_service):
-            calls = []
-
-            def reset():
-                calls.append(1)
-                sample_service.reset()
-                if len(calls) == 2:
-                    os.kill(os.getpid(), signal.SIGINT)   # what Ctrl-C does
-
-            race.post(sample_service.url + "/orders",
-                      json=lambda a: {"seats": [a.resource], "user": a.key}, reset=reset)
-
-        def test_never_reached():
-            pass
-        """
+        interrupted_race_test("resources=2, concurrency=5, rounds=50")
+        + "\n\ndef test_never_reached():\n    pass\n"
     )
     result = pytester.runpytest_subprocess("--race-json", "r.json", timeout=120)
     assert result.ret == pytest.ExitCode.INTERRUPTED

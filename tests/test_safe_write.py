@@ -88,6 +88,14 @@ def open_reader(fifo: Path) -> int:
     return os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
 
 
+@pytest.fixture
+def reader(fifo: Path) -> Iterator[int]:
+    """The FIFO's read end, open (non-blocking) for the whole test."""
+    fd = open_reader(fifo)
+    yield fd
+    os.close(fd)
+
+
 def make_char_device(path: Path, major: int, minor: int) -> Path:
     try:
         os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(major, minor))
@@ -310,57 +318,40 @@ def test_a_socket_is_reported(tmp_path: Path, writer: SafeWriter) -> None:
 # --- FIFOs --------------------------------------------------------------------------------------
 
 
-def test_a_fifo_with_a_reader_is_written_in_place(tmp_path: Path, writer: SafeWriter) -> None:
-    fifo = tmp_path / "r.fifo"
-    os.mkfifo(fifo)
-    reader = open_reader(fifo)
-    try:
-        writer.write_text(fifo, TEXT)
-        assert os.read(reader, 1 << 16) == TEXT.encode()
-        assert os.read(reader, 1 << 16) == b""  # the writer closed: end of file
-    finally:
-        os.close(reader)
+def test_a_fifo_with_a_reader_is_written_in_place(
+    tmp_path: Path, fifo: Path, reader: int, writer: SafeWriter
+) -> None:
+    writer.write_text(fifo, TEXT)
+    assert os.read(reader, 1 << 16) == TEXT.encode()
+    assert os.read(reader, 1 << 16) == b""  # the writer closed: end of file
     assert stat.S_ISFIFO(fifo.lstat().st_mode)
-    assert listing(tmp_path) == ["r.fifo"]
+    assert listing(tmp_path) == [fifo.name]
 
 
-def test_the_start_up_probe_does_not_hand_the_reader_end_of_file(tmp_path: Path, writer: SafeWriter) -> None:
-    fifo = tmp_path / "r.fifo"
-    os.mkfifo(fifo)
-    reader = open_reader(fifo)
-    try:
-        assert writer.probe(fifo, OPTION) is None
-        # The probe's write end is still open: nothing to read yet, but no end of file either.
-        with pytest.raises(BlockingIOError):
-            os.read(reader, 1 << 16)
-        writer.write_text(fifo, TEXT)
-        assert os.read(reader, 1 << 16) == TEXT.encode()
-        assert os.read(reader, 1 << 16) == b""
-    finally:
-        os.close(reader)
+def test_the_start_up_probe_does_not_hand_the_reader_end_of_file(
+    fifo: Path, reader: int, writer: SafeWriter
+) -> None:
+    assert writer.probe(fifo, OPTION) is None
+    # The probe's write end is still open: nothing to read yet, but no end of file either.
+    with pytest.raises(BlockingIOError):
+        os.read(reader, 1 << 16)
+    writer.write_text(fifo, TEXT)
+    assert os.read(reader, 1 << 16) == TEXT.encode()
+    assert os.read(reader, 1 << 16) == b""
 
 
-def test_release_closes_a_write_end_kept_by_the_probe(tmp_path: Path, writer: SafeWriter) -> None:
-    fifo = tmp_path / "r.fifo"
-    os.mkfifo(fifo)
-    reader = open_reader(fifo)
-    try:
-        assert writer.probe(fifo, OPTION) is None
-        with pytest.raises(BlockingIOError):
-            os.read(reader, 1)
-        writer.release(fifo)
-        assert os.read(reader, 1) == b""
-    finally:
-        os.close(reader)
+def test_release_closes_a_write_end_kept_by_the_probe(fifo: Path, reader: int, writer: SafeWriter) -> None:
+    assert writer.probe(fifo, OPTION) is None
+    with pytest.raises(BlockingIOError):
+        os.read(reader, 1)
+    writer.release(fifo)
+    assert os.read(reader, 1) == b""
 
 
-def test_each_writer_keeps_its_own_write_ends(tmp_path: Path, writer: SafeWriter) -> None:
+def test_each_writer_keeps_its_own_write_ends(fifo: Path, reader: int, writer: SafeWriter) -> None:
     """Two sessions in one process (pytester runs them in-process) each hold what their own
     probe opened: one releasing its ends leaves the other's open, and the other's write still
     reaches the reader."""
-    fifo = tmp_path / "r.fifo"
-    os.mkfifo(fifo)
-    reader = open_reader(fifo)
     other = SafeWriter()
     try:
         assert writer.probe(fifo, OPTION) is None
@@ -373,7 +364,6 @@ def test_each_writer_keeps_its_own_write_ends(tmp_path: Path, writer: SafeWriter
         assert os.read(reader, 1 << 16) == b""
     finally:
         other.release()
-        os.close(reader)
 
 
 def test_a_fifo_without_a_reader_is_reported_never_waited_on(tmp_path: Path, writer: SafeWriter) -> None:

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -125,22 +125,30 @@ def shared_service() -> Iterator[ServiceHandle]:
         yield service
 
 
-def module_client(service: ServiceHandle) -> httpx.Client:
-    """A client made once per module: each new httpx.Client builds an SSL context (tens of ms)."""
-    return httpx.Client(base_url=service.url, trust_env=False, timeout=REQUEST_TIMEOUT)
+ClientOf = Callable[[ServiceHandle], httpx.Client]
 
 
 @pytest.fixture(scope="module")
-def shared_client(shared_service: ServiceHandle) -> Iterator[httpx.Client]:
-    with module_client(shared_service) as http:
-        yield http
+def module_clients() -> Iterator[ClientOf]:
+    """One client per service, made once per module: each new httpx.Client builds an SSL
+    context (tens of ms)."""
+    made: dict[str, httpx.Client] = {}
+
+    def client_of(service: ServiceHandle) -> httpx.Client:
+        if service.url not in made:
+            made[service.url] = httpx.Client(base_url=service.url, trust_env=False, timeout=REQUEST_TIMEOUT)
+        return made[service.url]
+
+    yield client_of
+    for http in made.values():
+        http.close()
 
 
 @pytest.fixture
-def client(shared_service: ServiceHandle, shared_client: httpx.Client) -> httpx.Client:
+def client(shared_service: ServiceHandle, module_clients: ClientOf) -> httpx.Client:
     """The shared service with every seat free."""
     shared_service.reset()
-    return shared_client
+    return module_clients(shared_service)
 
 
 def arrival_ns(response: httpx.Response) -> int:
@@ -408,17 +416,12 @@ def test_app_in_process(tmp_path: Path) -> None:
 # -- --auth: orders need a token from POST /login --
 
 
-@pytest.fixture(scope="module")
-def shared_auth_client(_auth_service_process: ServiceHandle) -> Iterator[httpx.Client]:
-    with module_client(_auth_service_process) as http:
-        yield http
-
-
 @pytest.fixture
-def auth_client(auth_service: ServiceHandle, shared_auth_client: httpx.Client) -> httpx.Client:
+def auth_client(auth_service: ServiceHandle, module_clients: ClientOf) -> httpx.Client:
     """The auth service with every seat free, and a client with no session cookie yet."""
-    shared_auth_client.cookies.clear()
-    return shared_auth_client
+    http = module_clients(auth_service)
+    http.cookies.clear()
+    return http
 
 
 def login(http: httpx.Client, user: str) -> str:

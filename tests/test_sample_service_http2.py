@@ -43,6 +43,17 @@ def trusting(service: ServiceHandle) -> ssl.SSLContext:
     return context
 
 
+def h2_client(service: ServiceHandle) -> httpx.AsyncClient:
+    """An httpx client offering HTTP/2, trusting the service's CA."""
+    return httpx.AsyncClient(
+        base_url=service.url,
+        verify=trusting(service),
+        http2=True,
+        trust_env=False,
+        timeout=REQUEST_TIMEOUT,
+    )
+
+
 def _text(value: str | bytes) -> str:
     return value.decode("latin-1") if isinstance(value, bytes) else value
 
@@ -271,13 +282,7 @@ def test_hypercorn_tls_negotiates_h2_and_keeps_http11() -> None:
             assert probe.server_settings[MAX_STREAMS] == 1000
 
         async def scenario() -> None:
-            async with httpx.AsyncClient(
-                base_url=service.url,
-                verify=trusting(service),
-                http2=True,
-                trust_env=False,
-                timeout=REQUEST_TIMEOUT,
-            ) as http:
+            async with h2_client(service) as http:
                 response = await http.post("/login", json={"user": "alice"})
                 assert response.http_version == "HTTP/2"
                 assert "secure" in response.headers["set-cookie"].lower()  # served over https
@@ -299,13 +304,7 @@ def test_uvicorn_tls_answers_an_h2_client_with_http11() -> None:
     with start_sample_service(tls=True, seats=1) as service:
 
         async def scenario() -> None:
-            async with httpx.AsyncClient(
-                base_url=service.url,
-                verify=trusting(service),
-                http2=True,
-                trust_env=False,
-                timeout=REQUEST_TIMEOUT,
-            ) as http:
+            async with h2_client(service) as http:
                 response = await http.post("/orders", json={"seats": [1], "user": "alice"})
                 assert response.http_version == "HTTP/1.1"
                 assert response.status_code == 201, response.text

@@ -28,7 +28,7 @@ from pytest_seatrace.core.result import RaceResult
 from pytest_seatrace.engine import RacePlan, RequestSpec, TargetOptions, run_race
 from pytest_seatrace.engine.shards import Gateways
 from tests.shard_fakes import ClockAhead, KilledAtStart, ReadyWithheld, StartDelayed, TappedPool
-from tests.support import INNER_INI
+from tests.support import INNER_INI, interrupted_race_test
 
 
 def order(a: Attempt) -> dict[str, object]:
@@ -292,26 +292,7 @@ def test_ctrl_c_tears_every_gateway_down_and_keeps_the_partial_figures(
 ) -> None:
     monkeypatch.setenv("COLUMNS", "250")
     pytester.makeini(INNER_INI)
-    pytester.makepyfile(
-        """
-        import os
-        import signal
-        import pytest
-
-        @pytest.mark.race(resources=2, concurrency=4, rounds=50, shards=2)
-        def test_interrupted(race, sample_service):
-            calls = []
-
-            def reset():
-                calls.append(1)
-                sample_service.reset()
-                if len(calls) == 2:
-                    os.kill(os.getpid(), signal.SIGINT)   # what Ctrl-C does
-
-            race.post(sample_service.url + "/orders",
-                      json=lambda a: {"seats": [a.resource], "user": a.key}, reset=reset)
-        """
-    )
+    pytester.makepyfile(interrupted_race_test("resources=2, concurrency=4, rounds=50, shards=2"))
     result = pytester.runpytest_subprocess("--race-json", "r.json", timeout=120)
     assert result.ret == pytest.ExitCode.INTERRUPTED
     result.stdout.fnmatch_lines(["*= race summary =*", "*::test_interrupted*2 × 4 × 2 shards*INTERRUPTED"])

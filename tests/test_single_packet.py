@@ -32,6 +32,7 @@ import pytest
 from pytest_seatrace import RaceResult
 from pytest_seatrace.core.records import Outcome, RaceRun, Record
 from pytest_seatrace.engine.classify import Classifier
+from pytest_seatrace.engine.firers import ssl_context_for
 from pytest_seatrace.engine.http2 import negotiate_h2
 from pytest_seatrace.engine.limits import MAX_RESPONSE_HEAD, STATUS_FIELD
 from pytest_seatrace.engine.plan import Attempt, RequestSpec
@@ -53,10 +54,7 @@ def order(a: Attempt) -> dict[str, object]:
 
 def h2_context(service: ServiceHandle) -> ssl.SSLContext | None:
     """What the runner passes for single-packet: the service's CA, offering h2 then http/1.1."""
-    context = service.ssl_context()
-    if context is not None:
-        context.set_alpn_protocols(["h2", "http/1.1"])
-    return context
+    return None if service.ca_path is None else ssl_context_for("single-packet", service.ca_path)
 
 
 @dataclass
@@ -273,6 +271,18 @@ def respond(conn: h2.connection.H2Connection, stream_id: int, status: int, body:
     conn.send_data(stream_id, body, end_stream=True)
 
 
+def answering_at_headers(status: int, body: bytes) -> Script:
+    """A server script that answers every stream as its HEADERS arrive, before any gate."""
+
+    def script(conn: h2.connection.H2Connection, events: list[h2.events.Event], seen: Seen) -> bool:
+        for event in events:
+            if isinstance(event, h2.events.RequestReceived):
+                respond(conn, event.stream_id, status, body)
+        return True
+
+    return script
+
+
 def ended(events: list[h2.events.Event]) -> list[int]:
     return [e.stream_id for e in events if isinstance(e, h2.events.StreamEnded)]
 
@@ -332,14 +342,7 @@ def test_reset_and_refused_streams_are_clear_errors():
 def test_early_answer_is_kept_classified_and_marked():
     """A server that answers at HEADERS (before the PING the client sends behind its prefixes):
     every answer is early, classified by its real status, out of the start spread."""
-
-    def script(conn: h2.connection.H2Connection, events: list[h2.events.Event], seen: Seen) -> bool:
-        for event in events:
-            if isinstance(event, h2.events.RequestReceived):
-                respond(conn, event.stream_id, 409, b'{"error":"taken"}')
-        return True
-
-    with h2_server(script) as (url, _):
+    with h2_server(answering_at_headers(409, b'{"error":"taken"}')) as (url, _):
         fired = fire(RequestSpec("POST", url + "/book", json=order), concurrency=5, expect=0, reject=[409])
     result = fired.result
     assert result.early == 5

@@ -10,9 +10,9 @@ exists; this module sees only complete responses.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 import httpx
 
@@ -36,10 +36,18 @@ class Classification:
     """Decided by a ``success=``/``reject=``/``error=`` the test gave, not by a built-in default."""
 
 
-class ResponseRecorder(Protocol):
-    """Where a firer writes down each complete response."""
+def record_response(rec: Record, status: int, arrival: bytes | str | None) -> None:
+    """The wire facts of a complete response: its status and the service's arrival stamp."""
+    rec.status = status
+    rec.server_ns = int(arrival) if arrival and arrival.isdigit() else 0
+
+
+class ResponseRecorder(ABC):
+    """Where a firer writes down each complete response: the wire facts (``record_response``),
+    the same for every recorder, then what this recorder keeps of it (``keep``)."""
 
     @property
+    @abstractmethod
     def needs_response(self) -> bool:
         """Whether the whole response (headers, all of the body) must be kept for a predicate."""
 
@@ -50,16 +58,18 @@ class ResponseRecorder(Protocol):
         arrival: bytes | str | None,
         body: bytes | None,
         response: ResponseSource,
-    ) -> None: ...
+    ) -> None:
+        """Write a complete response into its record, then ``keep`` it."""
+        record_response(rec, status, arrival)
+        self.keep(rec, body, response)
+
+    @abstractmethod
+    def keep(self, rec: Record, body: bytes | None, response: ResponseSource) -> None:
+        """After the wire facts: the outcome (``Classifier``), or the answer a shard sends to
+        the coordinator, which has the rules."""
 
 
-def record_response(rec: Record, status: int, arrival: bytes | str | None) -> None:
-    """The wire facts of a complete response: its status and the service's arrival stamp."""
-    rec.status = status
-    rec.server_ns = int(arrival) if arrival and arrival.isdigit() else 0
-
-
-class Classifier:
+class Classifier(ResponseRecorder):
     """Records each response, then applies a race's ``error``, ``success`` and ``reject`` rules;
     predicates get an ``httpx.Response``."""
 
@@ -115,16 +125,7 @@ class Classifier:
             return Classification(Outcome.REJECTION, by_rule=True)
         return Classification(Outcome.ERROR, f"unexpected {status}")
 
-    def fill(
-        self,
-        rec: Record,
-        status: int,
-        arrival: bytes | str | None,
-        body: bytes | None,
-        response: ResponseSource,
-    ) -> None:
-        """Write a complete response into its record (``record_response``), then its outcome."""
-        record_response(rec, status, arrival)
+    def keep(self, rec: Record, body: bytes | None, response: ResponseSource) -> None:
         self.decide(rec, body, response)
 
     def decide(self, rec: Record, body: bytes | None, response: ResponseSource) -> None:

@@ -17,7 +17,7 @@ from pytest_seatrace.engine.classify import ResponseRecorder
 from pytest_seatrace.engine.plan import AttemptFn, Roster
 from pytest_seatrace.engine.requests import RequestBuilder, check_url, make_ssl_context
 from pytest_seatrace.engine.stream import H1_ALPN, H2_ALPN
-from pytest_seatrace.engine.waves import WaveHooks
+from pytest_seatrace.engine.waves import ReleaseAtOnce, WaveHooks
 
 if TYPE_CHECKING:
     from pytest_seatrace.engine.httpx_start import HttpxFirer
@@ -73,5 +73,5 @@ def make_firer(
         attempt_fn=attempt_fn,
         transport=transport,
         roster=roster,
-        hooks=hooks,
+        hooks=hooks or ReleaseAtOnce(),
     )

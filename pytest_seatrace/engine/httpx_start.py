@@ -28,6 +28,7 @@ import math
 import ssl
 import time
 from collections.abc import Sequence
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 import anyio
@@ -177,50 +178,39 @@ class ResourceGate:
         await self._open.wait()
 
 
+@dataclass(eq=False, repr=False)
 class HttpxFirer:
     """Fires waves in the ``gate`` start mode (whole requests over httpx); ``spec`` requests
     through ``builder``, or ``attempt_fn``."""
 
-    def __init__(
-        self,
-        config: RaceConfig,
-        classifier: ResponseRecorder,
-        ssl_context: ssl.SSLContext,
-        *,
-        base_url: str | None,
-        builder: RequestBuilder | None = None,
-        attempt_fn: AttemptFn | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-        roster: Roster | None = None,
-        hooks: WaveHooks | None = None,
-    ) -> None:
-        self.config = config
-        self.classifier = classifier
-        self.ssl_context = ssl_context
-        self.base_url = base_url
-        self.builder = builder
-        self.attempt_fn = attempt_fn
-        self.transport = transport
-        self._lines: list[_Line] = []
-        self._keeps: dict[tuple[bytes, bytes, int], bool] = {}
-        """Per origin: ``True`` once kept connections stayed open ``PROBE_S`` idle, ``False``
-        once the server closed them sooner (every wave then gets fresh connections)."""
-        self._closes_after: dict[tuple[bytes, bytes, int], float] = {}
-        """Per origin: the shortest idle time after which the server was seen closing a kept
-        connection; kept connections idle half as long are replaced before the gate."""
-        self._timed: dict[int, Record] = {}
-        """Client slot → record whose timed request has not been written yet: its ``sent_ns``
-        is stamped when httpcore has written the last byte (the gate's time until then)."""
-        self._warm: set[int] = set()
-        self.roster = roster or Roster(config)
-        """Who races (request races with ``setup=``: not those whose set-up failed)."""
-        self.ungated: list[str] = []
-        """Keys of attempts that returned without awaiting ``a.gate()``: they were not raced."""
-        self.in_flight: list[Record] = []
-        """The wave being raced, until its records are in the sink (Ctrl-C keeps those sent)."""
-        self.hooks: WaveHooks = hooks or ReleaseAtOnce()
-        """``hooks.start`` is awaited once per wave when every client is at the gate, before it
-        opens (a shard waits for the coordinator's start instant there)."""
+    config: RaceConfig
+    classifier: ResponseRecorder
+    ssl_context: ssl.SSLContext
+    _: KW_ONLY
+    base_url: str | None
+    roster: Roster
+    """Who races (request races with ``setup=``: not those whose set-up failed)."""
+    builder: RequestBuilder | None = None
+    attempt_fn: AttemptFn | None = None
+    transport: httpx.AsyncBaseTransport | None = None
+    ungated: list[str] = field(default_factory=list, init=False)
+    """Keys of attempts that returned without awaiting ``a.gate()``: they were not raced."""
+    in_flight: list[Record] = field(default_factory=list, init=False)
+    """The wave being raced, until its records are in the sink (Ctrl-C keeps those sent)."""
+    hooks: WaveHooks = field(default_factory=ReleaseAtOnce)
+    """``hooks.start`` is awaited once per wave when every client is at the gate, before it
+    opens (a shard waits for the coordinator's start instant there)."""
+    _lines: list[_Line] = field(default_factory=list, init=False)
+    _keeps: dict[tuple[bytes, bytes, int], bool] = field(default_factory=dict, init=False)
+    """Per origin: ``True`` once kept connections stayed open ``PROBE_S`` idle, ``False``
+    once the server closed them sooner (every wave then gets fresh connections)."""
+    _closes_after: dict[tuple[bytes, bytes, int], float] = field(default_factory=dict, init=False)
+    """Per origin: the shortest idle time after which the server was seen closing a kept
+    connection; kept connections idle half as long are replaced before the gate."""
+    _timed: dict[int, Record] = field(default_factory=dict, init=False)
+    """Client slot → record whose timed request has not been written yet: its ``sent_ns``
+    is stamped when httpcore has written the last byte (the gate's time until then)."""
+    _warm: set[int] = field(default_factory=set, init=False)
 
     def _line(self, slot: int) -> _Line:
         while len(self._lines) <= slot:

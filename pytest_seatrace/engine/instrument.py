@@ -8,6 +8,7 @@ change inside the engine is answered here once, not in every benchmark. It offer
   every ``Record`` with its start instants (``sent_ns``) and the service's arrival stamp
   (``server_ns``, from ``X-Arrival-Ns``);
 - ``GatewayPool``: shard gateways kept from one race to the next, as a session keeps them;
+- ``ssl_context_for``: the context the runner gives a start mode (its ALPN offer);
 - ``wire_request``: the exact bytes the engine sends for an ``httpx.Request``, and where its
   held bytes begin at a hold point (``WireRequest.held_from``);
 - ``fire_observed``: one race fired wave by wave with each seat's gate write observed
@@ -35,6 +36,7 @@ from pytest_seatrace.core.result import RaceResult
 from pytest_seatrace.core.stats import Percentiles, percentile
 from pytest_seatrace.engine import lastbyte
 from pytest_seatrace.engine.classify import Classifier
+from pytest_seatrace.engine.firers import ssl_context_for
 from pytest_seatrace.engine.lastbyte import LastByteFirer
 from pytest_seatrace.engine.limits import ensure_open_files
 from pytest_seatrace.engine.plan import AttemptFn, RacePlan, RequestSpec, SetupFn, TargetOptions
@@ -67,6 +69,7 @@ __all__ = [
     "make_rule",
     "percentile",
     "run_race",
+    "ssl_context_for",
     "wire_request",
 ]
 

@@ -24,6 +24,7 @@ import contextlib
 import functools
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import InitVar, dataclass, field
 from typing import Any, TypeVar
 
 import anyio
@@ -61,39 +62,36 @@ WaveTables = list[Tables | None]
 """One wave's tables for each shard (``None`` for a shard that dropped out)."""
 
 
+@dataclass(eq=False, repr=False)
 class ShardedFirer:
     """Fires a race's waves on its shards; the records come back mapped and classified."""
 
-    def __init__(
-        self,
-        plan: RacePlan,
-        config: RaceConfig,
-        builder: RequestBuilder,
-        classifier: Classifier,
-        roster: Roster,
-        pool: Gateways,
-    ) -> None:
-        self.plan = plan
-        self.config = config
-        self.classifier = classifier
-        self.roster = roster
-        self.pool = pool
-        self.ungated: list[str] = []
-        """Always empty: request races only."""
-        self.hooks: WaveHooks = ReleaseAtOnce()
-        """Never paced: the shards' own firers wait for the start instants this one names."""
-        self._fired: list[tuple[int, Sequence[int], int, list[tuple[int, Share]]]] = []
-        """Waves started whose records are not in the sink yet: round, resource indices, start
-        instant, and each shard that raced them with its share."""
+    plan: RacePlan
+    config: RaceConfig
+    builder: InitVar[RequestBuilder]
+    classifier: Classifier
+    roster: Roster
+    pool: Gateways
+    ungated: list[str] = field(default_factory=list, init=False)
+    """Always empty: request races only."""
+    hooks: WaveHooks = field(default_factory=ReleaseAtOnce, init=False)
+    """Never paced: the shards' own firers wait for the start instants this one names."""
+    _fired: list[tuple[int, Sequence[int], int, list[tuple[int, Share]]]] = field(
+        default_factory=list, init=False
+    )
+    """Waves started whose records are not in the sink yet: round, resource indices, start
+    instant, and each shard that raced them with its share."""
+    _started: bool = field(default=False, init=False)
+    _interrupted: bool = field(default=False, init=False)
+
+    def __post_init__(self, builder: RequestBuilder) -> None:
         seen: dict[str, int] = {}
         self._links: list[ShardLink] = []
-        for number, spec in enumerate(config.tx, 1):
+        for number, spec in enumerate(self.config.tx, 1):
             self._links.append(ShardLink(number, spec, seen.get(spec, 0)))
             seen[spec] = seen.get(spec, 0) + 1
-        self._tls = tls_for_shard(plan.target.tls_verify)
-        self.requests = RequestTables(builder, roster)
-        self._started = False
-        self._interrupted = False
+        self._tls = tls_for_shard(self.plan.target.tls_verify)
+        self.requests = RequestTables(builder, self.roster)
 
     @property
     def shards(self) -> tuple[ShardInfo, ...]:

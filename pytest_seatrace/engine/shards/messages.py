@@ -14,11 +14,22 @@ coordinator: ``Hello`` (or, from ``remote.py``, ``ImportFailed``), ``ClockReadin
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from pytest_seatrace.engine.shards.travel import RaceSettings
+
+if sys.version_info >= (3, 11):
+    from typing import dataclass_transform
+elif TYPE_CHECKING:
+    from typing_extensions import dataclass_transform
+else:  # Python 3.10 at run time: the marker only tells type checkers what ``_message`` makes
+
+    def dataclass_transform(**_: Any) -> Callable[[Any], Any]:
+        return lambda decorator: decorator
+
 
 _M = TypeVar("_M", bound="Message")
 _KINDS: dict[str, type[Message]] = {}
@@ -50,11 +61,16 @@ def plain_fields(data: Any) -> dict[str, Any]:
     return {f.name: getattr(data, f.name) for f in fields(data)}
 
 
-def _named(name: str) -> Callable[[type[_M]], type[_M]]:
+@dataclass_transform(frozen_default=True)
+def _message(name: str) -> Callable[[type[_M]], type[_M]]:
+    """A message class: a frozen dataclass with slots, called ``name`` on the wire and in its
+    handlers' names, known to ``decode``."""
+
     def register(kind: type[_M]) -> type[_M]:
-        kind.NAME = name
-        _KINDS[name] = kind
-        return kind
+        made = dataclass(frozen=True, slots=True)(kind)
+        made.NAME = name
+        _KINDS[name] = made
+        return made
 
     return register
 
@@ -93,8 +109,7 @@ def dispatch(receiver: object, role: str, message: Message) -> Callable[[Any], A
 # -- coordinator to shard -----------------------------------------------------------------------
 
 
-@_named("plan")
-@dataclass(frozen=True, slots=True)
+@_message("plan")
 class Plan(Message):
     """The race as a shard needs it: settings, the request's constant fields, which fields vary
     (their values come wave by wave), and this shard's place."""
@@ -116,14 +131,12 @@ class Plan(Message):
     """The coordinator's: equal to the shard's, tables and rows travel as ``marshal`` bytes."""
 
 
-@_named("clock")
-@dataclass(frozen=True, slots=True)
+@_message("clock")
 class ClockRequest(Message):
     """What time is it on your wall clock? (answered with ``ClockReading``)"""
 
 
-@_named("round")
-@dataclass(frozen=True, slots=True)
+@_message("round")
 class Round(Message):
     round: int
     waves: list[list[int]]
@@ -133,8 +146,7 @@ class Round(Message):
     """The first wave's varying fields of this shard's clients."""
 
 
-@_named("start")
-@dataclass(frozen=True, slots=True)
+@_message("start")
 class Start(Message):
     at_ns: int
     """The start instant on the shard's own wall clock."""
@@ -142,8 +154,7 @@ class Start(Message):
     """The next wave's varying fields, or ``None``."""
 
 
-@_named("end")
-@dataclass(frozen=True, slots=True)
+@_message("end")
 class End(Message):
     """The race is over: the shard closes its connections and returns."""
 
@@ -151,8 +162,7 @@ class End(Message):
 # -- shard to coordinator -----------------------------------------------------------------------
 
 
-@_named("hello")
-@dataclass(frozen=True, slots=True)
+@_message("hello")
 class Hello(Message):
     host: str
     pid: int
@@ -165,8 +175,7 @@ class Hello(Message):
     """One (``time_ns``, ``perf_counter_ns``) pair of the shard's host, read together."""
 
 
-@_named("import-error")
-@dataclass(frozen=True, slots=True)
+@_message("import-error")
 class ImportFailed(Message):
     """Sent by ``remote.py``, which imports nothing of ours (it writes this message by hand)."""
 
@@ -174,14 +183,12 @@ class ImportFailed(Message):
     error: str
 
 
-@_named("clock-reading")
-@dataclass(frozen=True, slots=True)
+@_message("clock-reading")
 class ClockReading(Message):
     wall_ns: int
 
 
-@_named("ready")
-@dataclass(frozen=True, slots=True)
+@_message("ready")
 class Ready(Message):
     round: int
     wave: int
@@ -189,8 +196,7 @@ class Ready(Message):
     """When a heralded wave's prefixes will be written (the shard's wall clock), else 0."""
 
 
-@_named("records")
-@dataclass(frozen=True, slots=True)
+@_message("records")
 class Records(Message):
     round: int
     wave: int
@@ -202,16 +208,14 @@ class Records(Message):
     """Kept connections it replaced so far (the server had closed them)."""
 
 
-@_named("missed")
-@dataclass(frozen=True, slots=True)
+@_message("missed")
 class Missed(Message):
     round: int
     wave: int
     late_ns: int
 
 
-@_named("error")
-@dataclass(frozen=True, slots=True)
+@_message("error")
 class Failed(Message):
     text: str
 

@@ -30,7 +30,7 @@ import anyio.to_thread
 from pytest_seatrace.core.config import RaceConfig
 from pytest_seatrace.core.errors import RaceUsageError
 from pytest_seatrace.core.records import BODY_KEEP, Record
-from pytest_seatrace.engine.classify import ResponseSource, record_response
+from pytest_seatrace.engine.classify import ResponseRecorder, ResponseSource
 from pytest_seatrace.engine.firers import make_firer, ssl_context_for
 from pytest_seatrace.engine.lastbyte import LastByteFirer
 from pytest_seatrace.engine.limits import ensure_open_files
@@ -88,9 +88,9 @@ class _Fields(dict[str, _Field]):
             field.values.clear()
 
 
-class _Recorder:
-    """Records each response and keeps what the coordinator needs to classify it (a
-    ``ResponseRecorder``; no rules here: the coordinator has them)."""
+class _Recorder(ResponseRecorder):
+    """Records each response and keeps what the coordinator needs to classify it (no rules
+    here: the coordinator has them)."""
 
     def __init__(self, keep_body: bool) -> None:
         self.keep_body = keep_body
@@ -100,15 +100,7 @@ class _Recorder:
     def needs_response(self) -> bool:
         return self.keep_body
 
-    def fill(
-        self,
-        rec: Record,
-        status: int,
-        arrival: bytes | str | None,
-        body: bytes | None,
-        response: ResponseSource,
-    ) -> None:
-        record_response(rec, status, arrival)
+    def keep(self, rec: Record, body: bytes | None, response: ResponseSource) -> None:
         headers = None
         if self.keep_body:
             built = response() if callable(response) else response
