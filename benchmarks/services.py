@@ -10,7 +10,7 @@ import contextlib
 from typing import Any
 
 from pytest_seatrace.service import ServiceError, ServiceHandle, start_sample_service
-from sample_service.proxy import ProxyHandle, ProxyStartError, find_nginx, nginx_version, start_nginx_proxy
+from tests.nginx import ProxyHandle, ProxyStartError, find_nginx, nginx_version, start_nginx_proxy
 
 __all__ = [
     "ProxyHandle",

@@ -15,17 +15,17 @@ import pytest
 
 from pytest_seatrace.marker import MARKER_DOC, MarkerError, merged_marker_args
 from pytest_seatrace.options import OPTIONS, Settings
-from pytest_seatrace.service import ServiceHandle, start_sample_service
 from pytest_seatrace.session import RaceSessionRole, choose_role
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # each loads on first use: a session that races nothing never pays for them
     from pytest_seatrace.race import Race
+    from pytest_seatrace.service import ServiceHandle
 
 SETTINGS = pytest.StashKey[Settings]()
 ROLE = pytest.StashKey[RaceSessionRole]()
 MARKER_ARGS = pytest.StashKey[dict[str, Any]]()
 MARKER_ERROR = pytest.StashKey[str]()
-SERVICES = pytest.StashKey[list[ServiceHandle]]()
+SERVICES = pytest.StashKey["list[ServiceHandle]"]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -137,6 +137,8 @@ def sample_service_factory(
     (how long the server keeps an idle connection). Each call gets a
     fresh database and port; every service is stopped after the test.
     """
+    from pytest_seatrace.service import start_sample_service
+
     with ExitStack() as stack:
 
         def start(

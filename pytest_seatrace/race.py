@@ -81,6 +81,8 @@ def _refuse_inside_loop(api: str, instead: str) -> None:
 class Race:
     """What the ``race`` fixture gives a test. Every call is one race and one summary row."""
 
+    __module__ = "pytest_seatrace"  # the public name: tracebacks and pickles say it
+
     def __init__(
         self,
         *,

@@ -55,6 +55,8 @@ class ServiceStartError(ServiceError):
 class ServiceHandle:
     """A running sample service: where it listens, how it was started, and small helpers."""
 
+    __module__ = "pytest_seatrace"  # the public name: tracebacks and pickles say it
+
     url: str
     port: int
     db_path: Path

@@ -19,13 +19,16 @@ import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from pytest_seatrace.core.document import RaceDoc
-from pytest_seatrace.core.result import RaceResult, history_columns
 from pytest_seatrace.options import settings_from_config
+
+if TYPE_CHECKING:  # the result and the reports load with the first race or report
+    from pytest_seatrace.core.result import RaceResult
+    from pytest_seatrace.report.files import ReportFiles
 
 RACES = pytest.StashKey[list[RaceDoc]]()
 """Race documents of one test item, in the order its races ran."""
@@ -139,14 +142,18 @@ class Controller(RaceSessionRole):
         """The lock directory handed to workers (``--race-xdist serial``)."""
         self.unserialised: list[str] = []
         """Workers that could not reach the lock directory: their races were not serialised."""
-        from pytest_seatrace.report.files import ReportFiles
-
-        self.reports = ReportFiles(self.settings.json, self.settings.html)
+        self.reports: ReportFiles | None = None
         """The report files, with the writer that holds what their start-up probe opened."""
+        if self.wants_history:  # the report modules load only when a report is asked for
+            from pytest_seatrace.report.files import ReportFiles
+
+            self.reports = ReportFiles(self.settings.json, self.settings.html)
 
     def check_reports(self) -> str | None:
         """The probe the final write makes, naming the option; what it keeps open for the write
         is closed when the session ends, written or not."""
+        if self.reports is None:
+            return None
         self.config.add_cleanup(self.reports.release)
         return self.reports.probe()
 
@@ -198,7 +205,8 @@ class Controller(RaceSessionRole):
                 self.crashed_workers.append(f"{worker}: history unreadable ({exc})")
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        self.written, self.write_errors = self.reports.write(self.full_races(), seed=self.settings.seed)
+        if self.reports is not None:
+            self.written, self.write_errors = self.reports.write(self.full_races(), seed=self.settings.seed)
         if self.write_errors and session.exitstatus == pytest.ExitCode.OK:
             # A lost report fails the run, as pytest-cov's --cov-fail-under does; the terminal
             # summary (run after this hook) names the file.
@@ -208,16 +216,18 @@ class Controller(RaceSessionRole):
                 shutil.rmtree(directory, ignore_errors=True)
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
-        from pytest_seatrace.report.summary import summary_lines
-
         settings = self.settings
-        lines = summary_lines(
-            self.races,
-            verbosity=self.config.get_verbosity(),
-            mode=settings.summary,
-            workers=self.worker_count(),
-            serialised=self.serialised,
-        )
+        lines = []
+        if self.races:  # no race, no summary: its modules load only after a race
+            from pytest_seatrace.report.summary import summary_lines
+
+            lines = summary_lines(
+                self.races,
+                verbosity=self.config.get_verbosity(),
+                mode=settings.summary,
+                workers=self.worker_count(),
+                serialised=self.serialised,
+            )
         if lines:
             terminalreporter.ensure_newline()  # else the first table line would follow a blank one
             terminalreporter.section("race summary")
@@ -242,6 +252,8 @@ class Controller(RaceSessionRole):
         """Every race document with its history attached where it is known."""
         if not self.wants_history:
             return list(self.races)
+        from pytest_seatrace.core.result import history_columns
+
         local = {r.name: r for r in self.local}
         out = []
         for race in self.races:
@@ -303,6 +315,8 @@ class Worker(RaceSessionRole):
         directory = self.workerinput.get("seatrace_dir")
         if not directory or not self.wants_history:
             return
+        from pytest_seatrace.core.result import history_columns
+
         path = Path(directory) / f"{self.worker_id}.json"
         data = [{"name": r.name, "history": history_columns(r.history, r.resources)} for r in self.local]
         try:

@@ -11,7 +11,7 @@ import anyio.to_thread
 import httpx
 import pytest
 
-from pytest_seatrace import RaceUsageError, RaceViolation
+from pytest_seatrace import Outcome, RaceUsageError, RaceViolation, Record
 from pytest_seatrace.engine.classify import Classifier
 from pytest_seatrace.engine.lastbyte import LastByteFirer
 from pytest_seatrace.engine.lastbyte_outcomes import Slot
@@ -19,7 +19,6 @@ from pytest_seatrace.engine.plan import Attempt, RequestSpec
 from pytest_seatrace.engine.requests import RequestBuilder, make_ssl_context
 from pytest_seatrace.marker import resolve
 from pytest_seatrace.options import Settings
-from pytest_seatrace.results import Outcome, Record
 from tests.support import OneWinnerApp, raw_server, read_request_head, serve_app
 
 

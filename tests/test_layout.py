@@ -4,6 +4,7 @@ included), an engine and a core without pytest."""
 from __future__ import annotations
 
 import ast
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -254,39 +255,100 @@ def test_module_imports_without(module: str, forbidden: tuple[str, ...]) -> None
     assert out.stdout.strip() == ""
 
 
-def test_plugin_imports_heavy_libraries_lazily() -> None:
-    """Loading the plugin (every pytest run) must not pay for the engine's libraries."""
-    heavy = (
-        "tabulate",
-        "uvicorn",
-        "starlette",
-        "httpx",
-        "httpcore",
-        "h11",
-        "h2",
-        "anyio",
-        "filelock",
-        "execnet",
+NOT_LOADED_WITHOUT_A_RACE = (
+    # ours: the result, its judge and figures, the engine, the reports, the version lookup
+    # (importlib.metadata scanning every installed distribution), the fixture's object, the
+    # sample-service runner
+    "pytest_seatrace.core.result",
+    "pytest_seatrace.core.judge",
+    "pytest_seatrace.core.stats",
+    "pytest_seatrace.core.figures",
+    "pytest_seatrace.core.records",
+    "pytest_seatrace.engine",
+    "pytest_seatrace.report",
+    "pytest_seatrace.version",
+    "pytest_seatrace.race",
+    "pytest_seatrace.service",
+    "pytest_seatrace.progress",
+    "pytest_seatrace.history",
+    "pytest_seatrace.models",
+    # theirs, and the standard library's slower modules that only a race or a service needs
+    "anyio",
+    "httpx",
+    "httpcore",
+    "h11",
+    "h2",
+    "hpack",
+    "httptools",
+    "tabulate",
+    "uvicorn",
+    "starlette",
+    "filelock",
+    "execnet",
+    "ssl",
+    "http.client",
+    "statistics",
+)
+"""What a pytest session that runs no race must not import: the cost moves to the first race."""
+
+SESSION_WITHOUT_RACES = """
+import sys, pytest
+code = pytest.main([*sys.argv[1:], "-p", "pytest_seatrace.plugin", "-p", "no:cacheprovider"])
+print("LOADED", ",".join(sorted(sys.modules)))
+sys.exit(code)
+"""
+
+
+@pytest.mark.parametrize("args", [["--co", "-q"], ["-q"]], ids=["collect-only", "run"])
+def test_a_session_without_races_loads_only_what_registration_needs(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, args: list[str]
+) -> None:
+    """Only pytest and our plugin (autoload off, so another installed plugin's imports do not
+    count); the session collects, or runs, two plain tests and a marker-free fixture user."""
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    pytester.makepyfile(
+        test_plain="""
+        import pytest
+
+        @pytest.fixture
+        def number():
+            return 2
+
+        def test_one(number):
+            assert number == 2
+
+        def test_two():
+            assert "a".upper() == "A"
+        """
     )
-    code = f"import sys, pytest_seatrace.plugin\nprint(','.join(m for m in {heavy!r} if m in sys.modules))\n"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
-    assert out.stdout.strip() == ""
+    ours = [m for m in NOT_LOADED_WITHOUT_A_RACE if m.startswith("pytest_seatrace.")]
+    assert all(importlib.util.find_spec(m) is not None for m in ours)  # a renamed module renames here
+    result = pytester.run(sys.executable, "-c", SESSION_WITHOUT_RACES, *args, timeout=120)
+    assert result.ret == 0, result.stdout.str() + result.stderr.str()
+    out = result.stdout.str()
+    assert ("2 tests collected" if "--co" in args else "2 passed") in out
+    loaded = next(line for line in result.stdout.lines if line.startswith("LOADED ")).split(" ", 1)[1]
+    modules = set(loaded.split(","))
+    assert "pytest_seatrace.plugin" in modules
+    bad = sorted(
+        m for m in modules if any(m == n or m.startswith(n + ".") for n in NOT_LOADED_WITHOUT_A_RACE)
+    )
+    assert bad == []
 
 
 @pytest.mark.parametrize(
     ("path", "name"),
     [
-        ("pytest_seatrace.fixtures", "Race"),
         ("pytest_seatrace.service", "ServiceHandle"),
-        ("pytest_seatrace.errors", "RaceViolation"),
-        ("pytest_seatrace.results", "RaceResult"),
-        ("pytest_seatrace.results", "Record"),
         ("pytest_seatrace", "Race"),
         ("pytest_seatrace", "ServiceHandle"),
         ("pytest_seatrace", "ViolationKind"),
+        ("pytest_seatrace", "RaceViolation"),
+        ("pytest_seatrace", "RaceResult"),
+        ("pytest_seatrace", "Record"),
     ],
 )
-def test_old_and_public_import_paths_work_without_warnings(path: str, name: str) -> None:
+def test_public_import_paths_work_without_warnings(path: str, name: str) -> None:
     code = (
         f"import warnings; warnings.simplefilter('error'); from {path} import {name}; print({name}.__name__)"
     )

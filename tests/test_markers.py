@@ -138,7 +138,7 @@ def test_every_test_that_starts_nginx_sshd_or_chromium_carries_its_marker_and_no
 
 SAMPLE = """
 import pytest
-from sample_service.proxy import start_nginx_proxy
+from tests.nginx import start_nginx_proxy
 
 @pytest.fixture
 def front():

@@ -276,7 +276,7 @@ def test_violation_message_points_at_the_test_line(inner: pytest.Pytester) -> No
     result.stdout.fnmatch_lines(
         [
             '>       seats.post("/same-seat-for-all")*',
-            "E       pytest_seatrace.errors.RaceViolation: race broke its invariant: 1 violation(s)*",
+            "E       pytest_seatrace.RaceViolation: race broke its invariant: 1 violation(s)*",
             "E*resource*violation*allowed*found*winners / detail",
             "E*2*too-few*1*0*no winner: *",
         ]

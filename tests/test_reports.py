@@ -25,6 +25,7 @@ from typing import Any
 import jsonschema
 import pytest
 
+from pytest_seatrace import Outcome, Record
 from pytest_seatrace.core.config import RaceConfig
 from pytest_seatrace.core.document import RaceDoc
 from pytest_seatrace.core.records import RaceRun
@@ -35,7 +36,6 @@ from pytest_seatrace.report.html.charts import place_labels
 from pytest_seatrace.report.html.page import SCRIPT
 from pytest_seatrace.report.html.request_table import MAX_TABLE_ROWS, MAX_TABLE_ROWS_TOTAL, MIN_TABLE_ROWS
 from pytest_seatrace.report.html.timeline import MAX_DRAWN_PER_RESOURCE
-from pytest_seatrace.results import Outcome, Record
 
 INNER_INI = "[pytest]\nasyncio_default_fixture_loop_scope = function\n"
 RUN_TIMEOUT = 180
@@ -69,7 +69,8 @@ UNSAFE = "test_races.py::test_unsafe"
 
 def schema() -> dict[str, Any]:
     """The schema as installed: package data, not a path into the source tree."""
-    text = resources.files("pytest_seatrace").joinpath("report.schema.json").read_text(encoding="utf-8")
+    schema_file = resources.files("pytest_seatrace.report").joinpath("report.schema.json")
+    text = schema_file.read_text(encoding="utf-8")
     data: dict[str, Any] = json.loads(text)
     return data
 

@@ -18,8 +18,8 @@ import pytest
 from pytest_seatrace import RaceViolation
 from pytest_seatrace.engine.plan import Attempt, RequestSpec
 from pytest_seatrace.service import ServiceHandle, start_sample_service
-from sample_service import proxy
-from sample_service.proxy import ProxyHandle, ProxyStartError, find_nginx, start_nginx_proxy
+from tests import nginx
+from tests.nginx import ProxyHandle, ProxyStartError, find_nginx, start_nginx_proxy
 from tests.test_single_packet import fire
 
 pytestmark = pytest.mark.skipif(find_nginx() is None, reason="nginx is not installed (apt-get install nginx)")
@@ -103,14 +103,14 @@ def test_stream_limit_of_nginx_opens_more_connections(safe_service):
 @pytest.mark.nginx
 def test_nginx_that_will_not_start_fails_with_its_error_log(safe_service, monkeypatch):
     """A broken key: nginx exits at start-up, and the error names what nginx said."""
-    real = proxy._write_tls_files
+    real = nginx._write_tls_files
 
     def broken_key(prefix: Path) -> tuple[Path, Path, Path]:
         ca, cert, key = real(prefix)
         key.write_text("-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n")
         return ca, cert, key
 
-    monkeypatch.setattr(proxy, "_write_tls_files", broken_key)
+    monkeypatch.setattr(nginx, "_write_tls_files", broken_key)
     with (
         pytest.raises(ProxyStartError, match=r"nginx exited with status 1 before serving") as info,
         start_nginx_proxy(safe_service.port, startup_timeout=5.0),
@@ -135,7 +135,7 @@ def config(tmp_path: Path, **overrides: Any) -> str:
         "access_log": False,
         "version": (1, 22, 1),
     }
-    return proxy.render_config(**(args | overrides))
+    return nginx.render_config(**(args | overrides))
 
 
 def test_config_keeps_every_path_in_its_prefix_and_the_upstream_pool_warm(tmp_path):

@@ -29,6 +29,7 @@ import h2.events
 import h2.settings
 import pytest
 
+from pytest_seatrace import RaceResult
 from pytest_seatrace.core.records import Outcome, RaceRun, Record
 from pytest_seatrace.engine.classify import Classifier
 from pytest_seatrace.engine.firers import ssl_context_for
@@ -40,7 +41,6 @@ from pytest_seatrace.engine.single_packet import SinglePacketFirer
 from pytest_seatrace.engine.stream import Origin, data_segments_out
 from pytest_seatrace.marker import resolve
 from pytest_seatrace.options import Settings
-from pytest_seatrace.results import RaceResult
 from pytest_seatrace.service import ServiceHandle
 from tests.support import hung_server, raw_server
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from pytest_seatrace import Outcome, Record
 from pytest_seatrace.core.config import RaceConfig
 from pytest_seatrace.core.document import RaceDoc
 from pytest_seatrace.core.records import RaceRun
@@ -30,7 +31,6 @@ from pytest_seatrace.report.race_table import (
 )
 from pytest_seatrace.report.summary import quiet_line, summary_lines
 from pytest_seatrace.report.wording import failure_rate_bound
-from pytest_seatrace.results import Outcome, Record
 
 LONG = "tests/integration/booking/test_concert_hall_seating.py::test_one_winner_per_seat[balcony-row-7]"
 

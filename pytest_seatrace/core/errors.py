@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pytest_seatrace.core.result import RaceResult
 
 
-PUBLIC_MODULE = "pytest_seatrace.errors"
-"""Where users import these from, and what tracebacks name (as pytest names ``pytest.Mark``)."""
+PUBLIC_MODULE = "pytest_seatrace"
+"""Where users import these from, and what tracebacks and pickles name."""
 
 
 class RaceUsageError(Exception):
@@ -34,3 +34,7 @@ class RaceViolation(AssertionError):
     def __init__(self, message: str, result: RaceResult) -> None:
         super().__init__(message)
         self.result = result
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled with its result: ``Exception`` would call ``RaceViolation(message)``, which fails."""
+        return (type(self), (*self.args, self.result), self.__dict__)

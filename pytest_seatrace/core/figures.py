@@ -29,6 +29,8 @@ SAMPLE_WINNERS = 2
 class Win:
     """An acknowledged winner: who won, when, and the start of what the service said."""
 
+    __module__ = "pytest_seatrace"  # the public name: tracebacks and pickles say it
+
     client: int
     round: int
     status: int
@@ -47,6 +49,8 @@ class Win:
 
 @dataclass(frozen=True, slots=True)
 class RoundSummary:
+    __module__ = "pytest_seatrace"  # the public name: tracebacks and pickles say it
+
     round: int
     requests: int
     wins: int

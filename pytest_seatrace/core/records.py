@@ -24,6 +24,8 @@ SAMPLE_KINDS = 8
 class Outcome(enum.IntEnum):
     """How one response counts towards the invariant."""
 
+    __module__ = "pytest_seatrace"  # the public name: tracebacks and pickles say it
+
     WIN = 0
     REJECTION = 1
     ERROR = 2
@@ -42,6 +44,8 @@ class Record:
     ``end_ns`` when the response was complete (or the outcome was decided), both
     ``time.perf_counter_ns``. ``server_ns`` is the service's ``X-Arrival-Ns`` stamp, or 0.
     """
+
+    __module__ = "pytest_seatrace"  # the public name: tracebacks and pickles say it
 
     resource: int
     client: int

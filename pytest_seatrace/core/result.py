@@ -32,6 +32,8 @@ __all__ = ["STATUS_REASONS_SHOWN", "RaceResult", "RoundSummary", "Win", "history
 class RaceResult:
     """Everything one race call measured, derived from its records and config."""
 
+    __module__ = "pytest_seatrace"  # the public name: tracebacks and pickles say it
+
     name: str
     config: RaceConfig = field(repr=False)
     history: tuple[Record, ...] = field(default=(), repr=False)

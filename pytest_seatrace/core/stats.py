@@ -21,6 +21,9 @@ def percentile(sorted_data: Sequence[int], pct: float) -> float:
     return sorted_data[low] + (sorted_data[high] - sorted_data[low]) * (rank - low)
 
 
+percentile.__module__ = "pytest_seatrace"  # the public name, as the classes below say
+
+
 def _num(value: float) -> float | None:
     return None if math.isnan(value) else value
 
@@ -28,6 +31,8 @@ def _num(value: float) -> float | None:
 @dataclass(frozen=True, slots=True)
 class Percentiles:
     """Latency percentiles in nanoseconds, exact over every sample (linear interpolation)."""
+
+    __module__ = "pytest_seatrace"  # the public name: tracebacks and pickles say it
 
     count: int
     min: float
@@ -69,6 +74,8 @@ class Percentiles:
 
 @dataclass(frozen=True, slots=True)
 class Latency:
+    __module__ = "pytest_seatrace"  # the public name: tracebacks and pickles say it
+
     all: Percentiles
     winners: Percentiles
     losers: Percentiles
@@ -85,6 +92,8 @@ class Spread:
     round of each resource. ``server_*`` are the same measured from the service's arrival stamps,
     when it sends ``X-Arrival-Ns``.
     """
+
+    __module__ = "pytest_seatrace"  # the public name: tracebacks and pickles say it
 
     median_ns: float
     max_ns: float

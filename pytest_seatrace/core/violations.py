@@ -12,6 +12,8 @@ from pytest_seatrace.core.document import ViolationDoc
 class ViolationKind(str, enum.Enum):
     """What a violation broke. A ``str``: ``v.kind == "too-many"`` keeps working."""
 
+    __module__ = "pytest_seatrace"  # the public name: tracebacks and pickles say it
+
     TOO_MANY = "too-many"
     TOO_FEW = "too-few"
     INDETERMINATE = "indeterminate"
@@ -50,6 +52,8 @@ class Violation:
     ``allowed`` and ``found`` are the texts shown to people; ``excess`` is the number of winners
     (or final-state holders) beyond what ``expect`` allows, counted for double bookings.
     """
+
+    __module__ = "pytest_seatrace"  # the public name: tracebacks and pickles say it
 
     kind: ViolationKind
     resource: Hashable | None

@@ -32,6 +32,8 @@ class Attempt:
     every client of the resource.
     """
 
+    __module__ = "pytest_seatrace"  # the public name: tracebacks and pickles say it
+
     resource: Any
     client: int
     round: int

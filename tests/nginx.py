@@ -8,8 +8,8 @@ access logs, temp files, a throwaway CA and certificate from trustme — inside 
 temporary prefix: never the system service, never ``/etc/nginx`` or ``/var/lib/nginx``.
 The handle's ``ca_path`` is the CA to trust (``tls_verify=handle.ca_path``).
 
-Imports neither pytest nor pytest_seatrace, like the rest of ``sample_service``, so tests
-and benchmarks share it.
+Test support, not installed with the package; imports neither pytest nor pytest_seatrace, so
+``benchmarks/single_packet.py`` uses it too.
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def find_nginx() -> str | None:
 
 def nginx_version(binary: str) -> tuple[int, ...]:
     """``nginx -v`` as a tuple, e.g. (1, 22, 1)."""
-    out = subprocess.run(  # noqa: S603 - the nginx binary find_nginx chose, no shell
+    out = subprocess.run(  # the nginx binary find_nginx chose, no shell
         [binary, "-v"], capture_output=True, text=True, timeout=10, check=False
     )
     found = re.search(r"nginx/(\d+(?:\.\d+)*)", out.stderr + out.stdout)
@@ -232,7 +232,7 @@ def render_config(
     temp = prefix / "temp"
     logs = f"access_log {prefix / 'access.log'};" if access_log else "access_log off;"
     return f"""\
-# written by sample_service.proxy: a throwaway front, every path inside {prefix}
+# written by tests/nginx.py: a throwaway front, every path inside {prefix}
 {user}worker_processes {worker_processes};
 {affinity}pid {prefix / "nginx.pid"};
 lock_file {prefix / "nginx.lock"};
@@ -331,7 +331,7 @@ def _spawn(binary: str, prefix: Path, conf: Path) -> subprocess.Popen[bytes]:
     command = [binary, "-p", f"{prefix}/", "-c", str(conf), "-e", str(prefix / "error.log")]
     command += ["-g", "daemon off; master_process on;"]
     with (prefix / "nginx.out").open("wb") as out:
-        return subprocess.Popen(  # noqa: S603 - the nginx binary, our own config, no shell
+        return subprocess.Popen(  # the nginx binary, our own config, no shell
             command,
             stdin=subprocess.DEVNULL,
             stdout=out,
