@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import sys
 import threading
 
 import anyio
@@ -495,3 +496,37 @@ def test_async_verify_and_reset_callables(race, sample_service):
     )
     assert result.passed
     assert seen == ["verify 1", "reset", "verify 1"]
+
+
+def test_last_byte_keeps_what_each_seats_release_cost(module_service):
+    """``gate_writes``, as single-packet keeps them: one per seat and wave, from the drawn
+    release order to the last final write, with its bytes, sends and (on Linux) TCP segments."""
+    service = module_service()
+
+    async def main() -> tuple[list[Record], LastByteFirer]:
+        config = resolve({}, {"resources": 2, "concurrency": 20, "timeout": 10.0}, Settings(), flexible=False)
+        builder = RequestBuilder(
+            RequestSpec("POST", service.url + "/orders", json=order), None, make_ssl_context(True)
+        )
+        firer = LastByteFirer(config, builder, make_ssl_context(True), Classifier(config))
+        firer.count_segments = True
+        sink: list[Record] = []
+        try:
+            await firer.fire_waves(1, [[0], [1]], sink)
+        finally:
+            await firer.aclose()
+            await builder.aclose()
+        return sink, firer
+
+    records, firer = anyio.run(main)
+    assert sum(rec.outcome is Outcome.WIN for rec in records) == 2
+    assert [(g.round, g.resource, g.connections, g.streams, g.sends) for g in firer.gate_writes] == [
+        (1, 0, 20, 20, 20),
+        (1, 1, 20, 20, 20),
+    ]
+    for gate in firer.gate_writes:
+        stamps = [rec.sent_ns for rec in records if rec.resource == gate.resource]
+        assert gate.ns >= max(stamps) - min(stamps) > 0  # it starts before the first final write
+        assert gate.bytes >= 20  # at least the final byte of every request
+        if sys.platform == "linux":
+            assert gate.segments is not None and gate.segments >= gate.connections

@@ -15,18 +15,16 @@ change inside the engine is answered here once, not in every benchmark. It offer
   (``GateWrite``: its time, bytes, sends and TCP segments) and, for single-packet, the
   connections it opened.
 
-Nothing here changes what the engine does; ``fire_observed`` only wraps last-byte's release
-from outside (until the wave pipeline offers a ``released`` hook, the one place that reads a
-firer's internals).
+Nothing here changes what the engine does or reads a firer's internals: both starts keep
+their ``gate_writes`` themselves, and ``fire_observed`` turns on their segment counting.
 """
 
 from __future__ import annotations
 
 import ssl
 import time
-from collections.abc import Callable, MutableSequence, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import httpx
 
@@ -34,7 +32,6 @@ from pytest_seatrace.core.config import REJECT_DEFAULT, HoldPoint, RaceConfig, S
 from pytest_seatrace.core.records import Outcome, RaceRun, Record
 from pytest_seatrace.core.result import RaceResult
 from pytest_seatrace.core.stats import Percentiles, percentile
-from pytest_seatrace.engine import lastbyte
 from pytest_seatrace.engine.classify import Classifier
 from pytest_seatrace.engine.firers import ssl_context_for
 from pytest_seatrace.engine.lastbyte import LastByteFirer
@@ -44,7 +41,6 @@ from pytest_seatrace.engine.requests import RequestBuilder, WireRequest, from_ht
 from pytest_seatrace.engine.runner import run_race
 from pytest_seatrace.engine.shards import GatewayPool
 from pytest_seatrace.engine.single_packet import SinglePacketFirer
-from pytest_seatrace.engine.stream import data_segments_out
 
 __all__ = [
     "REJECT_DEFAULT",
@@ -101,50 +97,6 @@ class Observed:
     """Connections single-packet opened (kept by every wave in turn); None for last-byte."""
 
 
-class _LastByteProbe:
-    """Times last-byte's release loop from outside: its seeded release order is the last step
-    before the loop, so the loop runs from there to the last final write's stamp. Segment
-    counters are read before the order's timestamp and after the release, never inside it."""
-
-    def __init__(self) -> None:
-        self.gates: list[GateWrite] = []
-        self._start = 0
-        self._bytes = 0
-        self._sends = 0
-        self._socks: list[Any] = []
-        self._before: list[int | None] = []
-
-    def order(self, real: Callable[..., Any]) -> Callable[..., Any]:
-        def wrapped(seed: int, rnd: int, index: int, items: MutableSequence[Any]) -> Any:
-            out = real(seed, rnd, index, items)
-            conns = [item[1] for item in items]
-            self._socks = [conn.sock for conn in conns]
-            self._bytes = sum(len(conn.final) for conn in conns)
-            self._sends = len(conns)
-            self._before = [data_segments_out(sock) for sock in self._socks]
-            self._start = time.perf_counter_ns()
-            return out
-
-        return wrapped
-
-    def release(self, real: Callable[..., None]) -> Callable[..., None]:
-        def wrapped(rnd: int, index: int, slots: list[Any]) -> None:
-            self._start = 0
-            real(rnd, index, slots)
-            if not self._start:
-                return
-            after = [data_segments_out(sock) for sock in self._socks]
-            pairs = [
-                (a, b) for a, b in zip(self._before, after, strict=True) if a is not None and b is not None
-            ]
-            segments = sum(b - a for a, b in pairs) if len(pairs) == len(after) else None
-            stamps = [s.record.sent_ns for s in slots if s.record.sent_ns >= self._start]
-            if stamps:
-                self.gates.append(GateWrite(max(stamps) - self._start, self._bytes, self._sends, segments))
-
-        return wrapped
-
-
 async def fire_observed(
     config: RaceConfig,
     spec: RequestSpec,
@@ -163,29 +115,21 @@ async def fire_observed(
     builder = RequestBuilder(spec, url, plain)
     classifier = Classifier(config)
     sink: list[Record] = []
-    probe = _LastByteProbe()
-    single: SinglePacketFirer | None = None
     firer: SinglePacketFirer | LastByteFirer
     if single_packet:
-        single = firer = SinglePacketFirer(config, builder, h2_context, classifier)
-        single.count_segments = True
+        firer = SinglePacketFirer(config, builder, h2_context, classifier)
     else:
         ensure_open_files(2 * config.concurrency)
         firer = LastByteFirer(config, builder, plain, classifier)
-        firer._release = probe.release(firer._release)  # type: ignore[method-assign]
-    module = vars(lastbyte)  # the release loop looks its order function up here at each call
-    real_order = module["release_order"]
-    module["release_order"] = probe.order(real_order)
+    firer.count_segments = True
     try:
         began = time.perf_counter()
         await firer.fire_waves(1, waves, sink)
         duration = time.perf_counter() - began
     finally:
-        module["release_order"] = real_order
         await firer.aclose()
         await builder.aclose()
     run = RaceRun(records=tuple(sink), duration=duration)
-    if single is None:
-        return Observed(run, probe.gates, None)
-    gates = [GateWrite(g.ns, g.bytes, g.sends, g.segments) for g in single.gate_writes]
-    return Observed(run, gates, single.connections)
+    gates = [GateWrite(g.ns, g.bytes, g.sends, g.segments) for g in firer.gate_writes]
+    connections = firer.connections if isinstance(firer, SinglePacketFirer) else None
+    return Observed(run, gates, connections)

@@ -31,7 +31,7 @@ from pytest_seatrace.engine.pool import KeptPool
 from pytest_seatrace.engine.reader import read_responses
 from pytest_seatrace.engine.requests import WireBuilder
 from pytest_seatrace.engine.stream import ANSWERED, Origin, TransportError, early_answers
-from pytest_seatrace.engine.waves import WavePipeline
+from pytest_seatrace.engine.waves import GateWrite, WavePipeline, segments_now, segments_since
 
 _ARRIVAL = ARRIVAL_HEADER.encode()
 RENEW_PASSES = 3
@@ -52,6 +52,10 @@ class LastByteFirer(WavePipeline[list[Slot]]):
         self.outcomes = SlotOutcomes(self.config, self.classifier, self.pool)
         self._probed_ns = 0
         """How long the probe just left the kept connections idle (the next weed learns from it)."""
+        self.gate_writes: list[GateWrite] = []
+        """What each resource's release cost on the wire (tests and benchmarks, never judging)."""
+        self.count_segments = False
+        """Count each release's TCP segments with data (Linux) in its ``GateWrite``."""
 
     # -- the wave pipeline's steps ---------------------------------------------------------
 
@@ -248,16 +252,19 @@ class LastByteFirer(WavePipeline[list[Slot]]):
             else:
                 self.outcomes.closed_at_gate(slot, conn, found, paced=self.hooks.paced)
         release_order(self.config.seed, rnd, index, ready)
+        before = segments_now([conn.sock for _, conn in ready]) if self.count_segments else []
+        clock = time.perf_counter_ns
+        start = clock()
         # The hot loop: a bound send and a clock read per client, nothing else.
         shots = [(conn.sock.send, conn.final, slot.record) for slot, conn in ready]
         results: list[int | OSError] = []
-        clock = time.perf_counter_ns
         for send, final, record in shots:
             try:
                 results.append(send(final))
             except OSError as exc:
                 results.append(exc)
             record.sent_ns = clock()
+        sends = len(shots)
         for (slot, conn), outcome in zip(ready, results, strict=True):
             if isinstance(outcome, OSError):
                 if slot.kept:
@@ -269,6 +276,27 @@ class LastByteFirer(WavePipeline[list[Slot]]):
                     slot.conn = None
             elif outcome < len(conn.final):  # a full socket buffer: finish the rest at once
                 conn.finish_final(outcome)
+                sends += 1
+        if ready:
+            self._note_gate(rnd, index, ready, start, before, sends)
+
+    def _note_gate(
+        self,
+        rnd: int,
+        index: int,
+        ready: list[tuple[Slot, HTTP11Connection]],
+        start: int,
+        before: list[int | None],
+        sends: int,
+    ) -> None:
+        """The release's ``GateWrite``: from the drawn order to the last final write's stamp."""
+        socks = [conn.sock for _, conn in ready]
+        segments = segments_since(before, socks) if self.count_segments else None
+        last = max(slot.record.sent_ns for slot, _ in ready)
+        held = sum(len(conn.final) for _, conn in ready)
+        self.gate_writes.append(
+            GateWrite(rnd, index, len(ready), len(ready), held, sends, last - start, segments)
+        )
 
     async def _send_late(self, slots: Sequence[Slot]) -> None:
         """Requests whose kept connection closed at the gate under an incomplete header block

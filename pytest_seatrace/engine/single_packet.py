@@ -36,29 +36,12 @@ from pytest_seatrace.engine.h2_requests import H2Requests, H2Stream
 from pytest_seatrace.engine.http2 import HTTP2Connection, LinkState, NotHTTP2, not_h2_reason
 from pytest_seatrace.engine.plan import release_order
 from pytest_seatrace.engine.pool import KeptPool
-from pytest_seatrace.engine.stream import NetworkStream, Origin, TransportError, data_segments_out
-from pytest_seatrace.engine.waves import WavePipeline
+from pytest_seatrace.engine.stream import NetworkStream, Origin, TransportError
+from pytest_seatrace.engine.waves import GateWrite, WavePipeline, segments_now, segments_since
 
 RENEW_PASSES = 2
 """Rounds of re-writing the streams a server said it never processed, before the gate; a stream
 is written again once at most."""
-
-
-@dataclass(frozen=True, slots=True)
-class GateWrite:
-    """What one resource's gate cost on the wire: for tests and benchmarks, never for judging."""
-
-    round: int
-    resource: int
-    connections: int
-    streams: int
-    bytes: int
-    sends: int
-    """``send()`` calls made at the gate: one per connection unless a socket buffer was full."""
-    ns: int
-    """From just before the first gate ``send()`` to the return of the last."""
-    segments: int | None = None
-    """TCP segments with data those sends made (``count_segments`` on Linux), else None."""
 
 
 _Groups = dict[tuple[int, Origin], list[H2Stream]]
@@ -337,7 +320,7 @@ class SinglePacketFirer(WavePipeline[_Wave]):
 
     def _gate(self, rnd: int, index: int, ready: list[HTTP2Connection]) -> GateWrite:
         """One resource's gate writes: the hot loop, a bound send and a clock read per connection."""
-        before = [data_segments_out(link.stream.sock) for link in ready] if self.count_segments else []
+        before = segments_now([link.stream.sock for link in ready]) if self.count_segments else []
         shots = [(link.stream.sock.send, link.stream.held) for link in ready]
         results: list[int | OSError] = []
         stamps: list[int] = []
@@ -350,12 +333,9 @@ class SinglePacketFirer(WavePipeline[_Wave]):
                 results.append(exc)
             stamps.append(clock())
         sends = len(shots)
-        segments = None
-        if self.count_segments:
-            after = [data_segments_out(link.stream.sock) for link in ready]
-            counted = [(a, b) for a, b in zip(before, after, strict=True) if a is not None and b is not None]
-            if len(counted) == len(ready):
-                segments = sum(b - a for a, b in counted)
+        segments = (
+            segments_since(before, [link.stream.sock for link in ready]) if self.count_segments else None
+        )
         for link, outcome, stamp in zip(ready, results, stamps, strict=True):
             link.move(LinkState.RELEASED)
             if isinstance(outcome, OSError):

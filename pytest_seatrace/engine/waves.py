@@ -12,9 +12,11 @@ A start (``engine.lastbyte``, ``engine.single_packet``) says how each step is do
 
 from __future__ import annotations
 
+import socket
 import ssl
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import ClassVar, Generic, Protocol, TypeVar
 
 import anyio
@@ -25,6 +27,7 @@ from pytest_seatrace.engine.classify import ResponseRecorder
 from pytest_seatrace.engine.keepalive import KeepAlive
 from pytest_seatrace.engine.plan import Roster, keep_outcome
 from pytest_seatrace.engine.requests import RequestBuilder
+from pytest_seatrace.engine.stream import data_segments_out
 
 
 class WaveHooks(Protocol):
@@ -47,6 +50,37 @@ class WaveHooks(Protocol):
         be written on its kept connections (a shard tells its coordinator when it expects to be
         ready, before it hands over the records). Only starts that write on kept connections
         per client herald (last-byte)."""
+
+
+@dataclass(frozen=True, slots=True)
+class GateWrite:
+    """What one resource's gate cost on the wire: for tests and benchmarks, never for judging."""
+
+    round: int
+    resource: int
+    connections: int
+    streams: int
+    bytes: int
+    sends: int
+    """``send()`` calls made at the gate: one per connection unless a socket buffer was full."""
+    ns: int
+    """From just before the first gate ``send()`` (last-byte: once its release order is drawn)
+    to the return of the last."""
+    segments: int | None = None
+    """TCP segments with data those sends made (``count_segments`` on Linux), else None."""
+
+
+def segments_now(socks: Sequence[socket.socket]) -> list[int | None]:
+    """Each socket's TCP segments with data sent so far (Linux; None elsewhere)."""
+    return [data_segments_out(sock) for sock in socks]
+
+
+def segments_since(before: Sequence[int | None], socks: Sequence[socket.socket]) -> int | None:
+    """Segments with data the sockets sent since ``before``; None unless every one was counted."""
+    counted = [
+        (a, b) for a, b in zip(before, segments_now(socks), strict=True) if a is not None and b is not None
+    ]
+    return sum(b - a for a, b in counted) if len(counted) == len(socks) else None
 
 
 class ReleaseAtOnce:
