@@ -504,7 +504,9 @@ def test_last_byte_keeps_what_each_seats_release_cost(module_service):
     service = module_service()
 
     async def main() -> tuple[list[Record], LastByteFirer]:
-        config = resolve({}, {"resources": 2, "concurrency": 20, "timeout": 10.0}, Settings(), flexible=False)
+        config = resolve(
+            {}, {"resources": range(1, 3), "concurrency": 20, "timeout": 10.0}, Settings(), flexible=False
+        )
         builder = RequestBuilder(
             RequestSpec("POST", service.url + "/orders", json=order), None, make_ssl_context(True)
         )
