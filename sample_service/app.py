@@ -27,7 +27,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from sample_service.db import SeatState, SeatStore, SeatTakenError, is_busy
+from sample_service.db import NotHeldError, SeatState, SeatStore, SeatTakenError, is_busy
 
 Strategy = Literal["safe", "unsafe"]
 STRATEGIES: tuple[Strategy, ...] = get_args(Strategy)
@@ -175,6 +175,8 @@ def _whole_request(handler: Handler) -> Callable[[_Service, Request], Awaitable[
             return _error(exc.status, exc.message, arrival, exc.headers)
         except SeatTakenError:
             return _error(409, SEAT_TAKEN, arrival)
+        except NotHeldError as exc:
+            return _error(409, f"seat {exc.args[0]!r} is not held by that user", arrival)
 
     return read_first
 
@@ -327,6 +329,31 @@ class _Service:
         return _answer({"seat": seat_id, "withdrawn": True}, 200, arrival)
 
     @_whole_request
+    async def cancel_seat(self, request: Request, body: bytes, arrival: int) -> Response:
+        """``{"user"}``: free the seat that user holds: 200; not held by that user: 409; unknown
+        seat: 404; under auth only the token's own booking.
+
+        The operation a model of seats calls ``cancel``: a race can book, cancel and read one
+        seat at once. The unsafe strategy checks, waits, then deletes, so two cancellations of
+        one booking can both succeed.
+        """
+        seat_id: str = request.path_params["seat_id"]
+        token_user = self._token_user(request) if self.auth else None
+        user = _user(_json_object(body))
+        if token_user is not None and user != token_user:
+            raise OrderRejectedError(403, f"the token belongs to {token_user!r}, not {user!r}")
+        if seat_id not in self.store.seat_ids:
+            raise OrderRejectedError(404, f"unknown seat {seat_id!r}")
+        if self.strategy == "safe":
+            await self._db(self.store.cancel, seat_id, user)
+        else:
+            if not await self._db(self.store.holds, seat_id, user):
+                raise NotHeldError(seat_id)
+            await anyio.sleep(self.window_s)
+            await self._db(self.store.cancel_unchecked, seat_id, user)
+        return _answer({"seat": seat_id, "cancelled": user}, 200, arrival)
+
+    @_whole_request
     async def reset(self, request: Request, body: bytes, arrival: int) -> Response:
         await self._db(self.store.reset)
         return _answer({"ok": True}, 200, arrival)
@@ -374,6 +401,7 @@ def create_app(
         Route("/seats", service.list_seats, methods=["GET"]),
         Route("/seats/{seat_id}", service.get_seat, methods=["GET"]),
         Route("/seats/{seat_id}", service.withdraw_seat, methods=["DELETE"]),
+        Route("/seats/{seat_id}/cancel", service.cancel_seat, methods=["POST"]),
         Route("/reset", service.reset, methods=["POST"]),
         Route("/health", service.health, methods=["GET"]),
     ]

@@ -45,6 +45,10 @@ class SeatTakenError(Exception):
     """A seat of the order already has a holder (or was withdrawn); the order booked nothing."""
 
 
+class NotHeldError(Exception):
+    """The user named in a cancellation holds no booking of that seat; nothing was cancelled."""
+
+
 @dataclass(frozen=True, slots=True)
 class SeatState:
     """One seat as stored: every holder (a list, so a double booking shows) and their orders."""
@@ -167,6 +171,27 @@ class SeatStore:
         with self._transaction() as conn:
             conn.execute("UPDATE seats SET holder = ? WHERE id = ?", ("", seat))
             conn.execute("INSERT OR IGNORE INTO withdrawals (seat_id) VALUES (?)", (seat,))
+
+    def cancel(self, seat: str, user: str) -> None:
+        """The safe path: free a seat ``user`` holds, with a conditional update (``holder = user``)
+        in one transaction; ``NotHeldError`` when ``user`` does not hold it (any more)."""
+        with self._transaction() as conn:
+            cursor = conn.execute("UPDATE seats SET holder = NULL WHERE id = ? AND holder = ?", (seat, user))
+            if cursor.rowcount != 1:
+                raise NotHeldError(seat)
+            conn.execute("DELETE FROM bookings WHERE seat_id = ? AND user = ?", (seat, user))
+
+    def holds(self, seat: str, user: str) -> bool:
+        """The unsafe path's check: does ``user`` have a booking row for this seat?"""
+        query = "SELECT 1 FROM bookings WHERE seat_id = ? AND user = ? LIMIT 1"
+        return self._conn.execute(query, (seat, user)).fetchone() is not None
+
+    def cancel_unchecked(self, seat: str, user: str) -> None:
+        """The unsafe path's act: delete ``user``'s bookings of the seat without re-checking, so
+        two cancellations that both passed the check both succeed."""
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM bookings WHERE seat_id = ? AND user = ?", (seat, user))
+            conn.execute("UPDATE seats SET holder = NULL WHERE id = ? AND holder = ?", (seat, user))
 
     def book_unchecked(self, seats: Sequence[str], user: str) -> int:
         """The unsafe path's act: record the order without re-checking (check-then-act bug).

@@ -366,6 +366,66 @@ def test_withdraw_needs_a_token_under_auth(module_service: Any) -> None:
 
 
 @pytest.mark.parametrize("strategy", ["safe", "unsafe"])
+def test_cancel_frees_a_seat_its_holder_booked(module_service: Any, strategy: str) -> None:
+    service = module_service(seats=2, strategy=strategy, window_ms=0)
+    with httpx.Client(base_url=service.url, trust_env=False, timeout=10) as http:
+        assert http.post("/orders", json={"seats": [1], "user": "alice"}).status_code == 201
+        refused = http.post("/seats/1/cancel", json={"user": "bob"})  # not bob's to cancel
+        assert refused.status_code == 409
+        assert refused.json() == {"error": "seat '1' is not held by that user"}
+        assert http.get("/seats/1").json()["holders"] == ["alice"]
+        assert http.post("/seats/1/cancel", json={"user": "alice"}).json() == {
+            "seat": "1",
+            "cancelled": "alice",
+        }
+        assert http.get("/seats/1").json() == {"id": "1", "holders": [], "orders": []}
+        assert http.post("/seats/1/cancel", json={"user": "alice"}).status_code == 409  # cancelled already
+        assert http.post("/orders", json={"seats": [1], "user": "bob"}).status_code == 201  # free again
+        assert http.post("/seats/99/cancel", json={"user": "bob"}).status_code == 404
+        assert http.post("/seats/1/cancel", json={"name": "bob"}).status_code == 422
+        assert http.post("/seats/1/cancel", content=b"{").status_code == 422
+
+
+def test_cancel_under_auth_is_the_tokens_own(module_service: Any) -> None:
+    service = module_service(seats=1, auth=True)
+    token = service.login("alice")
+    alice = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=service.url, trust_env=False, timeout=10) as http:
+        assert http.post("/orders", json={"seats": [1]}, headers=alice).status_code == 201
+        assert http.post("/seats/1/cancel", json={"user": "alice"}).status_code == 401
+        assert http.post("/seats/1/cancel", json={"user": "bob"}, headers=alice).status_code == 403
+        assert http.post("/seats/1/cancel", json={"user": "alice"}, headers=alice).status_code == 200
+
+
+def cancel_once(a: Any) -> dict[str, str]:
+    return {"user": f"holder-{a.resource}"}
+
+
+@pytest.mark.parametrize(("strategy", "window_ms"), [("safe", 0), ("unsafe", 20)])
+def test_one_booking_is_cancelled_once(race, module_service, strategy, window_ms):
+    """Every client cancels the same holder's booking at once: exactly one may succeed. The
+    unsafe strategy's check-then-act lets several through, and the race says so."""
+    service = module_service(seats=2, strategy=strategy, window_ms=window_ms)
+    with httpx.Client(base_url=service.url, trust_env=False, timeout=10) as http:
+        for seat in (1, 2):
+            assert http.post("/orders", json={"seats": [seat], "user": f"holder-{seat}"}).status_code == 201
+    race.base_url = service.url
+    result = race.post(
+        lambda a: f"/seats/{a.resource}/cancel", json=cancel_once, resources=2, concurrency=10, check=False
+    )
+    assert result.errors == 0
+    assert result.status_counts.get(200, 0) == result.wins
+    assert [service.holders(seat) for seat in (1, 2)] == [[], []]
+    if strategy == "safe":
+        assert result.passed, result.violations
+        assert result.wins == 2
+    else:
+        assert not result.passed
+        assert result.wins > 2
+        assert "too-many" in {v.kind for v in result.violations}
+
+
+@pytest.mark.parametrize("strategy", ["safe", "unsafe"])
 def test_mixed_operations_shard_like_one_process(race, module_service, strategy):
     """Two popen shards: each shard's clients book or withdraw per the method callable the test
     process evaluated; the operations, the per-operation predicate and verify= are the same."""
