@@ -7,17 +7,15 @@ The flexible path: arbitrary attempt logic (``race.run``), in-process ASGI apps,
 raw path cannot express. Each client has its own connection (``max_connections=1``), opened
 before the gate, and all clients share one SSL context.
 
-Connections before the gate. httpx cannot open a connection without sending a request, so each
-client's httpcore pool gets a network backend that first hands out a stream opened here (TCP,
-then TLS): the raced request is the first thing on a fresh connection, and no hidden request
-(whose answer a server might frame wrongly, or which might use up a one-request keep-alive) goes
-before it. A connection kept from an earlier wave is trusted only as httpcore trusts one
-(``has_expired()``: idle and not readable, i.e. not closed by the server), and only once this
-origin has shown it keeps idle connections open: the first time, the race waits until the kept
-connections have been idle ``PROBE_S`` and looks again. A server that closed them by then
-closes after answering: every later wave gets fresh connections. A server seen closing a kept
-connection after a longer idle time gets its connections replaced once idle half that long. A
-request sent after the gate is never replayed (no httpcore retries).
+Connections before the gate: each client's httpcore pool gets an ``OpeningBackend``
+(``engine.httpx_backend``) that first hands out a stream opened here, so the raced request is
+the first thing on a fresh connection. A connection kept from an earlier wave is trusted only as
+httpcore trusts one (``has_expired()``: idle and not readable, i.e. not closed by the server),
+and only once this origin has shown it keeps idle connections open: the first time, the race
+waits until the kept connections have been idle ``PROBE_S`` and looks again. A server that
+closed them by then closes after answering: every later wave gets fresh connections. A server
+seen closing a kept connection after a longer idle time gets its connections replaced once idle
+half that long. A request sent after the gate is never replayed (no httpcore retries).
 """
 
 from __future__ import annotations
@@ -38,6 +36,7 @@ import httpx
 from pytest_seatrace.core.config import RaceConfig
 from pytest_seatrace.core.records import Outcome, Record
 from pytest_seatrace.engine.classify import ARRIVAL_HEADER, ResponseRecorder
+from pytest_seatrace.engine.httpx_backend import OpeningBackend
 from pytest_seatrace.engine.keepalive import PROBE_S
 from pytest_seatrace.engine.limits import HEAD_TOO_LARGE, MAX_RESPONSE_HEAD, head_limit_words, head_size
 from pytest_seatrace.engine.plan import Attempt, AttemptFn, Roster, release_order
@@ -50,87 +49,6 @@ LIMITS = httpx.Limits(max_connections=1, max_keepalive_connections=1, keepalive_
 DEFAULT_PORTS = {b"http": 80, b"https": 443}
 
 
-class _Opened(httpcore.AsyncNetworkStream):
-    """A stream whose TLS is already up: httpcore's ``start_tls`` on it is the stream itself."""
-
-    def __init__(self, stream: httpcore.AsyncNetworkStream) -> None:
-        self._stream = stream
-
-    # httpcore's stream and backend interfaces take their timeouts as arguments.
-    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:  # noqa: ASYNC109
-        return await self._stream.read(max_bytes, timeout)
-
-    async def write(self, buffer: bytes, timeout: float | None = None) -> None:  # noqa: ASYNC109
-        await self._stream.write(buffer, timeout)
-
-    async def aclose(self) -> None:
-        await self._stream.aclose()
-
-    async def start_tls(
-        self,
-        ssl_context: ssl.SSLContext,
-        server_hostname: str | None = None,
-        timeout: float | None = None,  # noqa: ASYNC109
-    ) -> httpcore.AsyncNetworkStream:
-        return self._stream
-
-    def get_extra_info(self, info: str) -> Any:
-        return self._stream.get_extra_info(info)
-
-
-class _OpeningBackend(httpcore.AsyncNetworkBackend):
-    """httpcore's anyio backend, except that it first hands out a stream opened before the gate."""
-
-    def __init__(self) -> None:
-        self._inner = httpcore.AnyIOBackend()
-        self.opened: dict[tuple[str, int], httpcore.AsyncNetworkStream] = {}
-
-    async def open(self, origin: httpcore.Origin, ssl_context: ssl.SSLContext, within: float) -> None:
-        """Open (TCP, then TLS as httpcore would) the stream the next request to ``origin`` gets."""
-        host, key = origin.host.decode("ascii"), (origin.host.decode("ascii"), origin.port)
-        stream = self.opened.pop(key, None)
-        if stream is not None:
-            await stream.aclose()
-        stream = await self._inner.connect_tcp(host, origin.port, timeout=within)
-        if origin.scheme == b"https":
-            ssl_context.set_alpn_protocols(["http/1.1"])  # what httpcore sets for an HTTP/1.1 pool
-            try:
-                stream = _Opened(await stream.start_tls(ssl_context, server_hostname=host, timeout=within))
-            except BaseException:
-                await stream.aclose()
-                raise
-        self.opened[key] = stream
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,  # noqa: ASYNC109
-        local_address: str | None = None,
-        socket_options: Any = None,
-    ) -> httpcore.AsyncNetworkStream:
-        stream = self.opened.pop((host, port), None)
-        if stream is not None:
-            return stream
-        return await self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
-
-    async def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,  # noqa: ASYNC109
-        socket_options: Any = None,
-    ) -> httpcore.AsyncNetworkStream:
-        return await self._inner.connect_unix_socket(path, timeout, socket_options)
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
-
-    async def aclose(self) -> None:
-        for stream in self.opened.values():
-            await stream.aclose()
-        self.opened.clear()
-
-
 class _Line:
     """One client's httpx client, the httpcore pool under it (``None`` over an app's transport)
     and the backend that hands the pool its connections opened before the gate."""
@@ -138,7 +56,7 @@ class _Line:
     __slots__ = ("backend", "client", "idle_since", "pool", "reused")
 
     def __init__(
-        self, client: httpx.AsyncClient, pool: httpcore.AsyncConnectionPool | None, backend: _OpeningBackend
+        self, client: httpx.AsyncClient, pool: httpcore.AsyncConnectionPool | None, backend: OpeningBackend
     ) -> None:
         self.client = client
         self.pool = pool
@@ -214,7 +132,7 @@ class HttpxFirer:
 
     def _line(self, slot: int) -> _Line:
         while len(self._lines) <= slot:
-            backend = _OpeningBackend()
+            backend = OpeningBackend()
             pool = transport = None
             if self.transport is None:
                 # httpx's own transport, over a pool that takes our backend (httpx passes none).
