@@ -315,9 +315,15 @@ class NetworkStream:
         """The bytes the socket has now (decrypted over TLS), without waiting: ``None`` when
         there are none yet, ``b""`` at the end of the stream (``ended`` is then set)."""
         tls = self.tls
-        if tls is None:
-            data = self._recv()
-            if data == b"":
+        if tls is None:  # the hot path of every plain read: no call beyond recv
+            try:
+                data = self.sock.recv(RECV_SIZE)
+            except BlockingIOError:
+                return None
+            except OSError as exc:
+                self.ended = True
+                raise ConnectionLost(exc) from None
+            if not data:
                 self.ended = True
             return data
         if self._plain:
@@ -337,11 +343,11 @@ class NetworkStream:
             else:
                 self.ended = not plain
                 return plain
-            data = self._recv()
-            if data is None:
+            cipher = self._recv()
+            if cipher is None:
                 return None
-            if data:
-                self._incoming.write(data)
+            if cipher:
+                self._incoming.write(cipher)
             else:  # the end of the ciphertext: the next read says whether TLS ended cleanly
                 self._incoming.write_eof()
         return None  # more to decrypt: the socket stays readable, so the caller comes back
