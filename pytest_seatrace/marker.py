@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 MARKER_DOC = (
     f"race(*, resources=N|ids, concurrency={DEFAULT_CONCURRENCY}, expect={DEFAULT_EXPECT}|range, "
     "success=2xx|codes|predicate, reject=4xx|codes|predicate, error=None|codes|predicate, "
+    "model=None|Seats()|Stock(k)|..., "
     f"timeout={DEFAULT_TIMEOUT:g}, thresholds=['p95 < 2000ms'], allow_errors=False, "
     f"rounds={DEFAULT_ROUNDS}, sync={'|'.join(repr(m) for m in SYNC_MODES)}, "
     f"hold={'|'.join(repr(h) for h in HOLD_POINTS)}, parallel={DEFAULT_PARALLEL}|'all', "
@@ -53,6 +54,7 @@ def race(
     success: Any = None,
     reject: Any = None,
     error: Any = None,
+    model: Any = None,
     timeout: float | None = None,
     thresholds: Iterable[str] = (),
     allow_errors: bool = False,

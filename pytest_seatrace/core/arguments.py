@@ -149,6 +149,22 @@ def label(name: str, value: Any) -> str:
     return value
 
 
+def model(name: str, value: Any) -> Any:
+    """A model from ``pytest_seatrace.models`` or the user's own subclass of ``Model``."""
+    from pytest_seatrace.history.model import Model
+
+    if not isinstance(value, Model):
+        shown = f"the class {value.__name__}" if isinstance(value, type) else type(value).__name__
+        raise MarkerError(
+            name,
+            value,
+            "",
+            problem=f"expected a model (an instance of pytest_seatrace.models.Model, e.g. Seats()), "
+            f"got {shown}",
+        )
+    return value
+
+
 def warmup(name: str, value: Any) -> bool | str:
     if not isinstance(value, bool) and not (isinstance(value, str) and value.startswith("/")):
         raise MarkerError(name, value, "True, False or a path starting with '/' (like '/health')")

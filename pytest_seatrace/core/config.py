@@ -93,6 +93,11 @@ class RaceConfig:
     error: Rule = ERROR_DEFAULT
     """Responses that are failures whatever their status, checked before ``success``."""
     error_given: bool = False
+    model: Any = None
+    """The model each (round, resource)'s history is checked against (``history.Model``); ``None``:
+    the winners are counted against ``expect`` alone."""
+    expect_given: bool = False
+    """``expect`` came from the marker or the call: with a model it is judged only then."""
     timeout: float = DEFAULT_TIMEOUT
     thresholds: tuple[Threshold, ...] = ()
     allow_errors: bool = False
@@ -135,4 +140,5 @@ class RaceConfig:
             "tx": list(self.tx),
             "resource_label": self.resource_label,
             "warmup": self.warmup,
+            "model": None if self.model is None else type(self.model).__name__,
         }

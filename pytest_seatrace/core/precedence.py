@@ -245,6 +245,8 @@ def resolve(
         tx=tx,
         resource_label=argument("resource_label"),
         warmup=argument("warmup"),
+        model=argument("model"),
+        expect_given="expect" in args,
     )
 
 

@@ -75,6 +75,16 @@ class Record:
     ``race.run`` attempt and for a client whose set-up failed (nothing was sent)."""
     shard: int = 0
     """The shard (execnet gateway, 1-based) that sent it; 0: the test process itself."""
+    call_ns: int = 0
+    """The earliest instant the server could act on it (design §7), stamped before the write that
+    made that possible: the release at ``hold="headers"``, the start of the prefix write at
+    ``hold="body"``, for single-packet and for a request answered early, the start of sending in
+    gate mode. 0: nothing of it was sent (not an operation of the history)."""
+    input: Hashable = None
+    """What the model's input function took from the request (model races only)."""
+    output: Hashable = None
+    """What the model's read function took from the response (model races only; ``None`` when
+    the response was no win, or the function has no read)."""
 
     @property
     def latency_ns(self) -> int:

@@ -116,6 +116,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("success", None, arguments.rule, help=_rule_help),
     Setting("reject", None, arguments.rule, help=_rule_help),
     Setting("error", None, arguments.rule, help=_rule_help),
+    Setting("model", None, arguments.model),
     Setting(
         "timeout",
         DEFAULT_TIMEOUT,

@@ -34,6 +34,12 @@ class ViolationKind(str, enum.Enum):
     """A callable of the test (``reset=``, ``verify=``, a request argument) raised, or the default
     ``POST /reset`` failed: the race stopped with what it had."""
 
+    NOT_LINEARIZABLE = "not-linearizable"
+    """No order of the resource's operations, each at one instant between its call and return,
+    is one the race's ``model=`` accepts."""
+    HISTORY_UNKNOWN = "history-unknown"
+    """The linearizability check ran out of its time budget: unknown, never a pass."""
+
     def __str__(self) -> str:
         return self.value
 
