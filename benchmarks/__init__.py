@@ -16,5 +16,6 @@ BENCHMARKS = {
     "shards": "one race over 1 and 2 execnet shards: wall, spreads, clock error",
     "single_packet": "HTTP/2 single-packet against last-byte: gate write, spreads, catch rate, via nginx",
     "history": "the linearizability checker: Porcupine's known verdicts, one-wave races, memory",
+    "model_cost": "the seed race with model=Seats() against without, interleaved pairs: what a model costs",
 }
 """Every benchmark module and its one-line purpose (docs/benchmarks.md has one section each)."""

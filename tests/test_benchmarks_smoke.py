@@ -29,6 +29,7 @@ HEADERS = {
     "single_packet": "| start ",
     "shards": "| scenario ",
     "history": "| case ",
+    "model_cost": "| pair ",
 }
 
 ROWS = {
