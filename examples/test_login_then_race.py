@@ -23,18 +23,14 @@ Run: ``pytest examples/test_login_then_race.py -v``.
 
 from __future__ import annotations
 
-import json
 import secrets
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
 import pytest
 
+from examples.asgi_json import Receive, Send, read_json, send_json
 from pytest_seatrace import Attempt, Race, ServiceHandle
-
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 class BookingApp:
@@ -48,43 +44,26 @@ class BookingApp:
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_json(receive)
         headers = dict(scope["headers"])
         path = scope["path"]
         if path == "/login":
             token = secrets.token_hex(8)
-            self.tokens[token] = json.loads(body)["user"]
-            await self.answer(send, 200, {"token": token})
+            self.tokens[token] = body["user"]
+            await send_json(send, 200, {"token": token})
             return
         user = self.tokens.get(headers.get(b"authorization", b"").decode().removeprefix("Bearer "))
         if user is None:
-            await self.answer(send, 401, {"error": "log in first"})
+            await send_json(send, 401, {"error": "log in first"})
         elif not path.startswith("/book/"):
-            await self.answer(send, 404, {"error": "not found"})
+            await send_json(send, 404, {"error": "not found"})
         else:
             seat = path.removeprefix("/book/")
             if seat in self.holders:
-                await self.answer(send, 409, {"error": "seat taken"})
+                await send_json(send, 409, {"error": "seat taken"})
             else:
                 self.holders[seat] = user
-                await self.answer(send, 201, {"seat": seat, "user": user})
-
-    @staticmethod
-    async def answer(send: Send, status: int, payload: dict[str, Any]) -> None:
-        body = json.dumps(payload).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [(b"content-type", b"application/json")],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+                await send_json(send, 201, {"seat": seat, "user": user})
 
 
 async def log_in(a: Attempt) -> str:
