@@ -83,6 +83,7 @@ class H2Stream:
         """Back to unsent, to be written again on another connection."""
         rec = self.record
         rec.outcome, rec.reason, rec.end_ns, rec.timed_out, rec.early = Outcome.ERROR, None, 0, False, False
+        rec.call_ns = 0  # the server never processed it: its call is the next write's
         self.sid = self.status = self.prefix_ns = 0
         self.response_headers, self.chunks = [], []
         self.gated = self.done = self.unprocessed = False

@@ -308,7 +308,8 @@ class HttpxFirer:
             scope.deadline = math.inf
             await gate.arrive()
             scope.deadline = anyio.current_time() + cfg.timeout
-            rec.sent_ns = time.perf_counter_ns()
+            # The gate is open: the call (design §7), before the timed request can start.
+            rec.call_ns = rec.sent_ns = time.perf_counter_ns()
             self._timed[slot] = rec
 
         response: Any = None
@@ -325,6 +326,8 @@ class HttpxFirer:
                     await at_gate()
                     response = await client.send(request)
         except (httpx.HTTPError, httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+            if self.attempt_fn is None and isinstance(exc, _UNSENT):
+                rec.call_ns = 0  # no connection, so no byte of the request left: no operation
             if phase:
                 rec.outcome, rec.timed_out = (
                     Outcome.ERROR,
@@ -394,6 +397,10 @@ class HttpxFirer:
                 await line.client.aclose()
                 await line.backend.aclose()
         self._lines.clear()
+
+
+_UNSENT = (httpx.ConnectError, httpx.ConnectTimeout, httpcore.ConnectError, httpcore.ConnectTimeout)
+"""A request ending so was never written: no operation of the history."""
 
 
 def _origin(url: httpx.URL) -> httpcore.Origin:
