@@ -239,11 +239,9 @@ class LastByteFirer(WavePipeline[list[Slot]]):
                 conn.close()  # cancelled by the connect deadline
 
     def _release(self, rnd: int, index: int, slots: list[Slot]) -> None:
-        """The gate: check every connection, then the held bytes back to back, stamping each.
-
-        Each record's call (design §7): at ``hold="headers"`` the release, the stamp taken just
-        before its send (the previous send's, or ``start``); at ``hold="body"`` the start of its
-        prefix write, where the server had a complete header block already.
+        """The gate: check every connection, then the held bytes back to back, stamping each and
+        its call (design §7): at ``hold="headers"`` the stamp before its send (the previous send's,
+        or ``start``), at ``hold="body"`` its prefix write's start (the header block went then).
 
         A connection answered already (the server acted before the hold point) is read like
         any other, marked early; one the server closed is an error that names the hold point.
