@@ -17,6 +17,7 @@ from pytest_seatrace.history import Verdict, check
 from pytest_seatrace.models import Seats
 from pytest_seatrace.report.files import json_document
 from pytest_seatrace.report.message import violation_message
+from pytest_seatrace.report.summary import summary_lines
 from tests.test_reports import validate
 
 MS = 1_000_000
@@ -267,3 +268,21 @@ def test_a_failing_history_of_a_thousand_operations_keeps_its_message_short() ->
     assert len(message) < 4000
     assert any("and " in line and " more rows" in line for line in lines)
     assert sum(1 for line in lines if line.startswith("✗ ")) == 1
+
+
+def test_the_summary_says_a_race_was_judged_by_its_model() -> None:
+    races = [result(wave([3, 12], 20), Seats()).to_dict(), result(wave([3], 20), Seats()).to_dict()]
+    races[1]["name"] = "t.py::test_clean"
+    plain = [line.text for line in summary_lines(races, verbosity=0, mode="auto", width=120)]
+    assert "t.py::test_model: checked against Seats: of 1 history, 1 not linearizable" in plain
+    assert "t.py::test_clean: checked against Seats: 1 history linearizable" in plain
+    verbose = summary_lines(races[:1], verbosity=1, mode="auto", width=120)
+    assert "t.py::test_model (last-byte, model Seats):" in [line.text for line in verbose]
+    kind = [line for line in verbose if "not-linearizable" in line.text]
+    assert len(kind) == 1
+    assert kind[0].red
+    assert "resource A: not-linearizable (allowed linearizable under Seats" in kind[0].text
+    (seat,) = [line for line in verbose if line.text.startswith("A: 20 VUs")]
+    assert seat.red
+    mixed = result(booked_cancelled_read(holders=0), MIXED).to_dict()  # 3 wins, expect=1 not given
+    assert not any(line.red for line in summary_lines([mixed], verbosity=1, mode="auto", width=120))
