@@ -9,6 +9,7 @@ groups them, and the rows are capped.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import groupby
 
 from pytest_seatrace.core.document import CheckedHistoryDoc, CheckedOperationDoc, RaceDoc
 
@@ -25,16 +26,6 @@ STUCK_MARK = "✗"
 def _same(o: CheckedOperationDoc) -> tuple[object, ...]:
     """What makes two operations one row: the same request, the same model call, the same answer."""
     return (o["op"], o["f"], o["input"], o["type"], o["response"])
-
-
-def _runs(ops: Sequence[CheckedOperationDoc]) -> list[list[CheckedOperationDoc]]:
-    runs: list[list[CheckedOperationDoc]] = []
-    for o in ops:
-        if runs and _same(runs[-1][0]) == _same(o):
-            runs[-1].append(o)
-        else:
-            runs.append([o])
-    return runs
 
 
 def _kinds(ops: Sequence[CheckedOperationDoc]) -> list[list[CheckedOperationDoc]]:
@@ -65,7 +56,7 @@ def history_table(history: CheckedHistoryDoc) -> str:
     ops = history["operations"]
     prefix = sorted((o for o in ops if o["order"] is not None), key=lambda o: o["order"] or 0)
     rows: list[list[str]] = []
-    for run in _runs(prefix):
+    for run in (list(same) for _, same in groupby(prefix, key=_same)):
         at = run[0]["order"]
         rows.append(_row(str(at) if len(run) == 1 else f"{at}-{run[-1]['order']}", run))
     if len(rows) > PREFIX_ROWS:
