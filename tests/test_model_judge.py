@@ -150,6 +150,9 @@ def test_a_mixed_history_that_only_the_model_catches() -> None:
     res = result(stale, MIXED)
     assert kinds(res) == [ViolationKind.NOT_LINEARIZABLE]
     assert "read() -> ok 1" in res.violations[0].detail
+    (stuck,) = [line for line in violation_message(res.to_dict()).splitlines() if line.startswith("✗ ")]
+    assert "read() -> ok" in stuck
+    assert stuck.endswith("200 → 1")  # what the model took from the response
     assert result(booked_cancelled_read(holders=0), MIXED).passed
 
 
