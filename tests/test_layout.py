@@ -134,8 +134,10 @@ CORE_ORDER = (
     "config",
     "precedence",  # call > marker > CLI > ini > default, and the rules between settings
     "violations",
+    "linearizability",  # a model's verdicts on the histories, under one time budget
     "notes",
     "judge",  # records, figures and config in, violations out
+    "history_document",  # the checked histories as document entries
     "race_document",
     "result",  # assembles the parts: RaceResult
     "errors",  # the exceptions carry a result
