@@ -175,6 +175,17 @@ def test_a_double_booking_in_the_final_state_is_judged_only_when_expect_is_given
     assert ViolationKind.DOUBLE in kinds(given)
 
 
+def test_the_final_state_is_set_against_wins_only_when_every_win_is_a_booking() -> None:
+    booked = op(1, 1, 2, Outcome.WIN)
+    cancelled = op(2, 3, 4, Outcome.WIN, operation=CANCEL)
+    run = RaceRun(records=(booked, cancelled), duration=0.1, held={(1, 0): 0})
+    mixed = RaceResult.from_run("t", RaceConfig(resources=("A",), model=MIXED), run)
+    assert mixed.passed  # a won cancel holds no seat: 2 wins, 0 holders is no lost booking
+    bookings = RaceRun(records=(booked, op(2, 3, 4, Outcome.WIN)), duration=0.1, held={(1, 0): 0})
+    lost = RaceResult.from_run("t", RaceConfig(resources=("A",), model=Seats(2)), bookings)
+    assert ViolationKind.LOST in kinds(lost)
+
+
 def test_an_info_that_may_have_taken_effect_makes_it_linearizable() -> None:
     refused = booked_cancelled_read(holders=0)
     refused[1] = op(2, 3, 4, Outcome.REJECTION, operation=CANCEL)  # the cancel did not happen

@@ -22,6 +22,7 @@ from pytest_seatrace.core.reasons import answer_label
 from pytest_seatrace.core.records import HookFailed, Outcome, Problem, Record, WaveHung
 from pytest_seatrace.core.thresholds import Threshold
 from pytest_seatrace.core.violations import Violation, ViolationKind
+from pytest_seatrace.history.model import Model
 
 NEVER_WIN_STATUSES = frozenset(
     {400, 401, 403, 404, 405, 406, 407, 410, 411, 413, 414, 415, 421, 422, 426, 431, 501, 505}
@@ -67,13 +68,17 @@ def invariant_violations(
     """Every rule over every (round, resource) group; ``held`` maps (round, resource index) to
     the holders that ``verify=`` read from the final state. With a model, ``expect`` (the winner
     count and a double booking in the final state) is judged only when the test gave it: the
-    default ``expect=1`` would call a book/cancel race too-many."""
+    default ``expect=1`` would call a book/cancel race too-many. The final state is set against
+    the wins (lost, phantom) only where every win is one of the model's main update (a booking):
+    a won cancel or read holds no seat."""
     counted = config.model is None or config.expect_given
+    bookings = config.model is None or _main_only(config.model)
     out: list[Violation] = []
     for group in groups(records, config, held):
         if counted:
             out += winner_count(group, config.expect, config.timeout)
-        out += reconcile(group, config.expect, double=counted)
+        if bookings:
+            out += reconcile(group, config.expect, double=counted)
         out += raising_predicates(group)
         out += errors(group, config.allow_errors)
         out += no_winner_possible(group, config.expect)
@@ -128,6 +133,11 @@ def _unknown_text(records: Sequence[Record], timeout: float) -> str:
     if len(unknown) > timed:
         parts.append(f"{len(unknown) - timed} closed unanswered by the server")
     return " and ".join(parts) or "0 unknown"
+
+
+def _main_only(model: Model) -> bool:
+    """Whether every raced request is the model's main update (``Seats()``, ``Seats(book=...)``)."""
+    return all(f.name == model.main and not f.reads for f in model.functions)
 
 
 def reconcile(group: Group, expect: range, *, double: bool = True) -> list[Violation]:
