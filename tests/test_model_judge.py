@@ -112,7 +112,7 @@ def test_a_double_booking_is_not_linearizable_naming_the_resource_and_its_table(
     assert res.linearizable is False
     message = violation_message(res.to_dict())
     assert "not-linearizable" in message
-    table = message[message.index("history of A") :]
+    table = message[message.index("history of resource A") :]
     lines = table.splitlines()
     assert any("book() -> ok" in line and "201" in line for line in lines)
     assert any("book() -> fail" in line and "409 seat taken" in line and "98" in line for line in lines)

@@ -66,7 +66,7 @@ def history_table(history: CheckedHistoryDoc) -> str:
     rows += [_row(STUCK_MARK, kind) for kind in stuck[:STUCK_ROWS]]
     if len(stuck) > STUCK_ROWS:
         rows.append([STUCK_MARK, f"and {len(stuck) - STUCK_ROWS} more kinds", "", "", ""])
-    where = f"{history['resource']} (round {history['round']})"
+    where = f"resource {history['resource']} (round {history['round']})"
     head = f"history of {where} under {history['model']}: not linearizable"
     note = f"rows marked {STUCK_MARK} cannot follow the prefix above: the model accepts none of them next"
     return f"{head}\n{tabulate(rows, headers=HEADERS, tablefmt='simple', disable_numparse=True)}\n{note}"
