@@ -193,10 +193,7 @@ class HttpxFirer:
                 records.append(rec)
                 request = None
                 if self.builder is not None:  # built up front: a bad URL stops the race, once
-                    attempt = self.roster.attempt(index, client, rnd)
-                    request = _own_copy(self.builder.build(attempt))
-                    target = request.url.raw_path.decode("ascii")
-                    rec.operation = self.builder.operation(request.method, target, attempt)
+                    request = _own_copy(self.builder.build_for(rec, self.roster.attempt(index, client, rnd)))
                 jobs.append((position * cfg.concurrency + client - 1, rec, gate, request))
         self.in_flight = records
         async with anyio.create_task_group() as tg:
