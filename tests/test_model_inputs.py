@@ -333,6 +333,9 @@ def test_race_run_to_an_operation_no_function_covers_is_a_fatal_record(race, mod
         ("GET /health", True, Outcome.ERROR)
     }
     assert all(r.reason.startswith("model Seats has no function for 'GET /health'") for r in result.history)
+    assert {r.call_ns for r in result.history} == {
+        0
+    }  # no operation of the history: the model cannot judge it
 
 
 # -- shards ----------------------------------------------------------------------------------

@@ -184,12 +184,15 @@ class Classifier(ResponseRecorder):
 
     def _attempt(self, rec: Record, request: httpx.Request) -> str | None:
         """Name a ``race.run`` attempt's operation from its request, and take its input from it
-        (``json``: the body parsed when it is JSON); why the model cannot take it, or ``None``."""
+        (``json``: the body parsed when it is JSON); why the model cannot take it, or ``None``.
+        An operation the model does not cover is no operation of the history (``call_ns`` 0): the
+        record is fatal, naming what the model covers."""
         assert self.bindings is not None  # noqa: S101 - called only with a model
         who = Attempt(self.resources[rec.resource], rec.client, rec.round)
         target = request.url.raw_path.decode("ascii")
         rec.operation = self._attempts.name(request.method, target, who)
-        if self.bindings.covering(rec.operation) is None:
+        if self.bindings.covering(rec.operation) is None:  # known only now: no operation of the history
+            rec.call_ns = 0
             return self.bindings.uncovered(rec.operation)
         if not self.bindings.takes_inputs:
             return None
