@@ -320,22 +320,36 @@ def test_race_run_names_each_attempts_operation_and_takes_its_input(race, module
     assert {(r.operation, r.input, r.output) for r in plain.history} == {("", None, None)}
 
 
-def test_race_run_to_an_operation_no_function_covers_is_a_fatal_record(race, module_service):
+def test_race_run_names_an_attempt_whose_request_got_no_answer(race, module_service):
+    """Named as its request goes out: a request refused after the gate is still its operation."""
     service = module_service(seats=1)
+    race.base_url = service.url  # the connection opened before the gate; the request goes elsewhere
 
     async def attempt(a: Attempt) -> httpx.Response:
         assert a.http is not None
         await a.gate()
-        return await a.http.get(f"{service.url}/health")
+        return await a.http.post("http://127.0.0.1:9/orders", json={"user": f"u{a.client}"})
 
-    result = race.run(attempt, concurrency=2, model=SEATS, check=False)
-    assert {(r.operation, r.fatal, r.outcome) for r in result.history} == {
-        ("GET /health", True, Outcome.ERROR)
-    }
-    assert all(r.reason.startswith("model Seats has no function for 'GET /health'") for r in result.history)
-    assert {r.call_ns for r in result.history} == {
-        0
-    }  # no operation of the history: the model cannot judge it
+    result = race.run(attempt, concurrency=2, model=SEATS, allow_errors=True, check=False)
+    assert sorted((r.operation, r.input, r.status, r.outcome) for r in result.history) == [
+        (BOOK, "u1", 0, Outcome.ERROR),
+        (BOOK, "u2", 0, Outcome.ERROR),
+    ]
+
+
+def test_race_run_to_an_operation_no_function_covers_is_not_sent(race):
+    with counting_service() as (base, seen):
+
+        async def attempt(a: Attempt) -> httpx.Response:
+            assert a.http is not None
+            await a.gate()
+            return await a.http.get(f"{base}/health")
+
+        result = race.run(attempt, concurrency=2, model=SEATS, check=False)
+        assert seen == []
+    assert {(r.operation, r.fatal, r.status) for r in result.history} == {("GET /health", True, 0)}
+    assert all("model Seats has no function for 'GET /health'" in r.reason for r in result.history)
+    assert {r.call_ns for r in result.history} == {0}  # not sent: no operation of the history
 
 
 # -- shards ----------------------------------------------------------------------------------

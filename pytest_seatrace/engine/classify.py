@@ -8,8 +8,8 @@ only records (its records are classified on the coordinator, which has the rules
 exists; this module sees only complete responses.
 
 With a model (``core.bindings``), a winning read's output is taken from its response here, and a
-``race.run`` attempt, whose request the engine never built, is named from the request its
-response answers, its input taken from that request.
+``race.run`` attempt, whose request the engine never built, is named from its request as it goes
+out (``sending``; else from the request its response answers), its input taken from it.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import httpx
 
 from pytest_seatrace.core.bindings import BindingError, Bindings
 from pytest_seatrace.core.config import RaceConfig, Rule
+from pytest_seatrace.core.errors import RaceUsageError
 from pytest_seatrace.core.operations import OperationNamer
 from pytest_seatrace.core.reasons import Reasons
 from pytest_seatrace.core.records import BODY_KEEP, Outcome, Record
@@ -70,6 +71,10 @@ class ResponseRecorder(ABC):
         """Write a complete response into its record, then ``keep`` it."""
         record_response(rec, status, arrival)
         self.keep(rec, body, response)
+
+    def sending(self, rec: Record, request: httpx.Request) -> None:
+        """A ``race.run`` attempt's raced request, as it goes out (a model names it: ``Classifier``)."""
+        return None
 
     @abstractmethod
     def keep(self, rec: Record, body: bytes | None, response: ResponseSource) -> None:
@@ -164,6 +169,17 @@ class Classifier(ResponseRecorder):
         if reasons.keep(rec.resource, status, said):
             rec.body = start
 
+    def sending(self, rec: Record, request: httpx.Request) -> None:
+        """Name a ``race.run`` attempt's operation and take its input as its request goes out,
+        so a request that gets no answer is named too; one the model cannot take is not sent:
+        the attempt raises (a fatal record) and the record is no operation of the history."""
+        if self.bindings is None or rec.operation:
+            return
+        problem = self._attempt(rec, request)
+        if problem is not None:
+            rec.call_ns = 0
+            raise RaceUsageError(problem)
+
     def _modelled(self, rec: Record, verdict: Classification, response: ResponseSource) -> Classification:
         """What the model takes from a response: a ``race.run`` attempt's operation and input,
         a winning read's output. A read function that raises, or an attempt the model cannot
@@ -185,13 +201,12 @@ class Classifier(ResponseRecorder):
     def _attempt(self, rec: Record, request: httpx.Request) -> str | None:
         """Name a ``race.run`` attempt's operation from its request, and take its input from it
         (``json``: the body parsed when it is JSON); why the model cannot take it, or ``None``.
-        An operation the model does not cover is no operation of the history (``call_ns`` 0): the
-        record is fatal, naming what the model covers."""
+        An operation the model does not cover is no operation of the history (``call_ns`` 0)."""
         assert self.bindings is not None  # noqa: S101 - called only with a model
         who = Attempt(self.resources[rec.resource], rec.client, rec.round)
         target = request.url.raw_path.decode("ascii")
         rec.operation = self._attempts.name(request.method, target, who)
-        if self.bindings.covering(rec.operation) is None:  # known only now: no operation of the history
+        if self.bindings.covering(rec.operation) is None:
             rec.call_ns = 0
             return self.bindings.uncovered(rec.operation)
         if not self.bindings.takes_inputs:

@@ -157,7 +157,11 @@ class HttpxFirer:
 
     async def _arm_trace(self, slot: int, request: httpx.Request) -> None:
         """Ask httpcore to report when the timed request's last byte is written (after the
-        gate), and when any request's response is closed (its connection idle from then)."""
+        gate), and when any request's response is closed (its connection idle from then). A
+        ``race.run`` attempt's raced request is named here (``ResponseRecorder.sending``)."""
+        timed = self._timed.get(slot)
+        if timed is not None and self.attempt_fn is not None:
+            self.classifier.sending(timed, request)
         if slot in self._timed or self.transport is None:
             # An attempt's own trace callback still gets every event.
             request.extensions["trace"] = functools.partial(
