@@ -205,6 +205,18 @@ def test_an_operation_no_function_covers_is_refused_before_anything_is_sent(race
     assert "cancel='POST /seats/{resource}/cancel', read='GET /seats/{resource}'" in message
 
 
+def test_a_fixed_operation_no_function_covers_is_refused_before_the_set_ups(race):
+    with counting_service() as (base, seen):
+
+        async def setup(a: Attempt) -> None:
+            assert a.http is not None
+            await a.http.post(f"{base}/login")
+
+        with pytest.raises(RaceUsageError, match="model Seats has no function for 'POST /orders'"):
+            race.post(base + "/orders", concurrency=3, setup=setup, model=Seats(cancel=CANCEL))
+        assert seen == []
+
+
 def test_a_later_wave_no_function_covers_stops_the_race_before_its_release(race):
     """Wave 2 of 2 turns to an operation the model does not cover: wave 1 raced, wave 2 never went out."""
     with counting_service() as (base, seen):

@@ -249,6 +249,18 @@ class RequestBuilder:
             raise RaceUsageError(f"{self.spec.label}: {self.bindings.uncovered(name)}")
         return name
 
+    def check_operation(self) -> None:
+        """With a model, a request of one method and URL is checked once, before anything of the
+        race is sent (set-ups included); one that varies is checked as each is built."""
+        spec = self.spec
+        if self.bindings is None or callable(spec.method) or callable(spec.url):
+            return
+        try:
+            url = self._client.build_request(str(spec.method), spec.url).url
+        except (TypeError, ValueError, httpx.InvalidURL):
+            return  # the first build says what is wrong with it
+        self.operation(str(spec.method), url.raw_path.decode("ascii"), None)  # type: ignore[arg-type]
+
     def input_of(
         self, operation: str, request: httpx.Request, args: Mapping[str, Any], attempt: Attempt
     ) -> Hashable:

@@ -315,6 +315,7 @@ async def _firer(plan: RacePlan) -> AsyncIterator[_Fire]:
         if spec is not None:
             builder = RequestBuilder(spec, base_url, ssl_context, bindings)
             stack.push_async_callback(builder.aclose)
+            builder.check_operation()  # before any set-up request
         if transport is None and target.lock_dir is not None:  # held until every round and verify= ran
             await stack.enter_async_context(origin_lock(target.lock_dir, _first_origin(plan)))
         firer: Firer
