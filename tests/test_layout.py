@@ -125,6 +125,7 @@ CORE_ORDER = (
     "records",  # what the engine writes down, and the facts of a run
     "reasons",
     "histories",  # records as a history of operations (the checker is the history package)
+    "bindings",  # how a race's model reads its requests and responses
     "stats",
     "contention",
     "figures",  # what the records add up to

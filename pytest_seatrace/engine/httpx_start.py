@@ -157,7 +157,11 @@ class HttpxFirer:
 
     async def _arm_trace(self, slot: int, request: httpx.Request) -> None:
         """Ask httpcore to report when the timed request's last byte is written (after the
-        gate), and when any request's response is closed (its connection idle from then)."""
+        gate), and when any request's response is closed (its connection idle from then). A
+        ``race.run`` attempt's raced request is named here (``ResponseRecorder.sending``)."""
+        timed = self._timed.get(slot)
+        if timed is not None and self.attempt_fn is not None:
+            self.classifier.sending(timed, request)
         if slot in self._timed or self.transport is None:
             # An attempt's own trace callback still gets every event.
             request.extensions["trace"] = functools.partial(
@@ -193,10 +197,7 @@ class HttpxFirer:
                 records.append(rec)
                 request = None
                 if self.builder is not None:  # built up front: a bad URL stops the race, once
-                    attempt = self.roster.attempt(index, client, rnd)
-                    request = _own_copy(self.builder.build(attempt))
-                    target = request.url.raw_path.decode("ascii")
-                    rec.operation = self.builder.operation(request.method, target, attempt)
+                    request = _own_copy(self.builder.build_for(rec, self.roster.attempt(index, client, rnd)))
                 jobs.append((position * cfg.concurrency + client - 1, rec, gate, request))
         self.in_flight = records
         async with anyio.create_task_group() as tg:

@@ -66,7 +66,9 @@ class LastByteFirer(WavePipeline[list[Slot]]):
             for client in self.roster.clients(index):
                 fixed = self.wire.fixed  # a constant request needs no attempt built for it
                 request = fixed or self.wire.build(self.roster.attempt(index, client, rnd))
-                record = Record(resource=index, client=client, round=rnd, operation=request.operation)
+                record = Record(
+                    resource=index, client=client, round=rnd, operation=request.operation, input=request.input
+                )
                 slots.append(Slot(record, request))
             await anyio.lowlevel.checkpoint()  # let the previous wave's responses be read on time
         return slots

@@ -317,6 +317,7 @@ class ShardedFirer:
                 timed_out=timed_out,
                 shard=link.number,
                 operation=requests.operation(rnd, index, client),
+                input=requests.input(rnd, index, client),
             )
             if answered:
                 response = functools.partial(requests.response, rnd, index, client, status, headers, body)
