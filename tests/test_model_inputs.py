@@ -364,6 +364,21 @@ def test_race_run_to_an_operation_no_function_covers_is_not_sent(race):
     assert {r.call_ns for r in result.history} == {0}  # not sent: no operation of the history
 
 
+def test_an_attempt_that_raises_after_its_gate_fails_the_race_without_a_history_place(race):
+    with counting_service() as (base, seen):
+
+        async def attempt(a: Attempt) -> httpx.Response:
+            await a.gate()
+            raise RuntimeError("the attempt's own bug")
+
+        result = race.run(attempt, concurrency=2, model=SEATS, check=False)
+    assert seen == []
+    assert all(r.fatal and r.operation == "" for r in result.history)
+    kinds = {v.kind for v in result.violations}  # judged, not a crash of the judge
+    assert "predicate" in kinds and "not-linearizable" not in kinds
+    assert result.linearizable is True  # nothing of it could be placed: an empty history
+
+
 # -- shards ----------------------------------------------------------------------------------
 
 
