@@ -365,7 +365,7 @@ def test_race_run_to_an_operation_no_function_covers_is_not_sent(race):
 
 
 def test_an_attempt_that_raises_after_its_gate_fails_the_race_without_a_history_place(race):
-    with counting_service() as (base, seen):
+    with counting_service() as (_base, seen):
 
         async def attempt(a: Attempt) -> httpx.Response:
             await a.gate()
@@ -375,7 +375,8 @@ def test_an_attempt_that_raises_after_its_gate_fails_the_race_without_a_history_
     assert seen == []
     assert all(r.fatal and r.operation == "" for r in result.history)
     kinds = {v.kind for v in result.violations}  # judged, not a crash of the judge
-    assert "predicate" in kinds and "not-linearizable" not in kinds
+    assert "predicate" in kinds
+    assert "not-linearizable" not in kinds
     assert result.linearizable is True  # nothing of it could be placed: an empty history
 
 
