@@ -1,0 +1,194 @@
+"""The sample service over HTTP/3: hypercorn's QUIC listener, reached by aioquic's own client pattern.
+
+The client is aioquic's sans-IO pair (``QuicConnection`` under ``H3Connection``) over a plain
+UDP socket, as aioquic's ``http3_client`` example drives it, every wait bounded by a deadline.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+pytest.importorskip("aioquic")
+
+from aioquic.h3.connection import H3_ALPN, H3Connection
+from aioquic.h3.events import DataReceived, HeadersReceived
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection
+from aioquic.quic.events import HandshakeCompleted
+
+from sample_service import SEAT_TAKEN
+from tests.http3_service import Http3Service, http3_service
+
+TIMEOUT = 10.0
+
+
+@dataclass
+class Answer:
+    status: int = 0
+    headers: dict[bytes, bytes] = field(default_factory=dict)
+    body: bytes = b""
+    ended: bool = False
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class H3Client:
+    """One HTTP/3 connection over a blocking UDP socket; every read is bounded by ``TIMEOUT``."""
+
+    def __init__(self, service: Http3Service) -> None:
+        config = QuicConfiguration(is_client=True, alpn_protocols=H3_ALPN, server_name="127.0.0.1")
+        config.load_verify_locations(cafile=str(service.ca_path))
+        self.address = service.udp_address
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.quic = QuicConnection(configuration=config)
+        self.h3 = H3Connection(self.quic)
+        self.answers: dict[int, Answer] = {}
+        self.handshake_done = False
+        self.quic.connect(self.address, now=time.monotonic())
+        self.flush()
+        self.run_until(lambda: self.handshake_done)
+
+    def close(self) -> None:
+        self.quic.close()
+        self.flush()
+        self.sock.close()
+
+    def flush(self) -> None:
+        for data, address in self.quic.datagrams_to_send(now=time.monotonic()):
+            self.sock.sendto(data, address)
+
+    def request(self, method: str, path: str, body: Any = None) -> int:
+        stream_id = self.quic.get_next_available_stream_id()
+        payload = b"" if body is None else json.dumps(body).encode()
+        headers = [
+            (b":method", method.encode()),
+            (b":scheme", b"https"),
+            (b":authority", f"127.0.0.1:{self.address[1]}".encode()),
+            (b":path", path.encode()),
+        ]
+        if payload:
+            headers += [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(payload))]
+        self.h3.send_headers(stream_id, headers, end_stream=not payload)
+        if payload:
+            self.h3.send_data(stream_id, payload, end_stream=True)
+        self.answers[stream_id] = Answer()
+        self.flush()
+        return stream_id
+
+    def run_until(self, done: Any) -> None:
+        deadline = time.monotonic() + TIMEOUT
+        while not done():
+            now = time.monotonic()
+            if now >= deadline:
+                raise TimeoutError(f"no answer within {TIMEOUT}s")
+            timer = self.quic.get_timer()
+            wait = deadline - now if timer is None else min(deadline, max(timer, now)) - now
+            self.sock.settimeout(max(wait, 0.001))
+            try:
+                data, address = self.sock.recvfrom(65536)
+            except TimeoutError:
+                self.quic.handle_timer(now=time.monotonic())
+            else:
+                self.quic.receive_datagram(data, address, now=time.monotonic())
+            self._events()
+            self.flush()
+
+    def _events(self) -> None:
+        while (event := self.quic.next_event()) is not None:
+            if isinstance(event, HandshakeCompleted):
+                self.handshake_done = True
+            for h3_event in self.h3.handle_event(event):
+                if isinstance(h3_event, HeadersReceived) and h3_event.stream_id in self.answers:
+                    answer = self.answers[h3_event.stream_id]
+                    answer.headers = dict(h3_event.headers)
+                    answer.status = int(answer.headers[b":status"])
+                    answer.ended = h3_event.stream_ended
+                elif isinstance(h3_event, DataReceived) and h3_event.stream_id in self.answers:
+                    answer = self.answers[h3_event.stream_id]
+                    answer.body += h3_event.data
+                    answer.ended = h3_event.stream_ended
+
+    def fetch(self, method: str, path: str, body: Any = None) -> Answer:
+        stream_id = self.request(method, path, body)
+        self.run_until(lambda: self.answers[stream_id].ended)
+        return self.answers[stream_id]
+
+
+@pytest.fixture(scope="module")
+def h3_process() -> Iterator[Http3Service]:
+    with http3_service(seats=4) as service:
+        yield service
+
+
+@pytest.fixture
+def h3(h3_process: Http3Service) -> Http3Service:
+    h3_process.tcp.reset()
+    return h3_process
+
+
+def test_books_a_seat_over_http3_then_the_seat_is_taken(h3: Http3Service) -> None:
+    client = H3Client(h3)
+    try:
+        health = client.fetch("GET", "/health")
+        assert (health.status, health.json()) == (200, {"ok": True, "strategy": "safe", "seats": 4})
+        first = client.fetch("POST", "/orders", {"seats": [1], "user": "alice"})
+        assert first.status == 201, first.body
+        assert int(first.headers[b"x-arrival-ns"]) > 0
+        second = client.fetch("POST", "/orders", {"seats": [1], "user": "bob"})
+        assert (second.status, second.json()) == (409, {"error": SEAT_TAKEN})
+    finally:
+        client.close()
+    # The same service over HTTPS (TCP) sees the HTTP/3 booking.
+    assert h3.tcp.holders(1) == ["alice"]
+
+
+def test_https_answers_name_the_http3_port_in_alt_svc(h3: Http3Service) -> None:
+    """hypercorn advertises its QUIC socket: how an ``auto`` start finds HTTP/3 on an origin."""
+    context = ssl.create_default_context(cafile=str(h3.ca_path))
+    conn = http.client.HTTPSConnection("127.0.0.1", h3.tcp.port, timeout=TIMEOUT, context=context)
+    try:
+        conn.request("HEAD", "/health")
+        response = conn.getresponse()
+        response.read()
+    finally:
+        conn.close()
+    assert f'h3=":{h3.udp_port}"' in (response.getheader("alt-svc") or "")
+
+
+def test_unsafe_strategy_over_http3() -> None:
+    """The unsafe window is the service's, whatever the protocol: two orders in flight both win."""
+    with http3_service(strategy="unsafe", seats=1, window_ms=200) as service:
+        client = H3Client(service)
+        try:
+            streams = [client.request("POST", "/orders", {"seats": [1], "user": u}) for u in ("alice", "bob")]
+            client.run_until(lambda: all(client.answers[s].ended for s in streams))
+            assert [client.answers[s].status for s in streams] == [201, 201]
+        finally:
+            client.close()
+        assert sorted(service.tcp.holders(1)) == ["alice", "bob"]
+
+
+def test_cli_http3_needs_hypercorn_and_a_certificate() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "sample_service", "--http3", "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert re.search(r"--http3 needs --server hypercorn and --certfile/--keyfile", result.stderr)
+    assert "Traceback" not in result.stderr
