@@ -1,0 +1,167 @@
+"""engine/http3.py against the sample service over HTTP/3: requests held one byte short on QUIC
+streams, their final bytes released in one datagram, and the seat sold once."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+from collections.abc import Iterator, Sequence
+
+import anyio
+import pytest
+
+import pytest_seatrace.engine
+
+pytest.importorskip("aioquic")
+
+from pytest_seatrace.core.settings import HoldPoint
+from pytest_seatrace.engine.http3 import (
+    H3Answer,
+    H3Request,
+    Http3Connection,
+    Http3Error,
+    Release,
+    load_aioquic,
+    release,
+)
+from pytest_seatrace.engine.stream import Origin
+from sample_service import SEAT_TAKEN
+from tests.http3_service import Http3Service, http3_service
+
+TIMEOUT = 30.0
+MAX_DATAGRAM = 1200  # aioquic's default datagram size: the release uses no larger one
+
+
+def _order(user: str, hold: HoldPoint = "body") -> H3Request:
+    body = json.dumps({"seats": [1], "user": user}).encode()
+    return H3Request("POST", "/orders", (("content-type", "application/json"),), body, hold)
+
+
+async def _open(service: Http3Service) -> Http3Connection:
+    origin = Origin("https", "127.0.0.1", service.udp_port)
+    return await Http3Connection.open(origin, verify=service.ca_path)
+
+
+def _race(
+    service: Http3Service, clients: Sequence[int], hold: HoldPoint = "body"
+) -> tuple[Release, list[H3Answer]]:
+    """``clients[i]`` orders for seat 1 on connection i, held, settled, released at once, read."""
+
+    async def scenario() -> tuple[Release, list[H3Answer]]:
+        with anyio.fail_after(TIMEOUT):
+            connections = [await _open(service) for _ in clients]
+            try:
+                answers: list[H3Answer] = []
+                for index, (connection, count) in enumerate(zip(connections, clients, strict=True)):
+                    answers += connection.queue([_order(f"c{index}-{n}", hold) for n in range(count)])
+                for connection in connections:
+                    await connection.settle()
+                gate = release(connections)
+                async with anyio.create_task_group() as tg:
+                    for connection in connections:
+                        tg.start_soon(connection.read)
+                return gate, answers
+            finally:
+                for connection in connections:
+                    connection.close()
+
+    return anyio.run(scenario)
+
+
+@pytest.fixture(scope="module")
+def safe_process() -> Iterator[Http3Service]:
+    with http3_service(seats=1) as service:
+        yield service
+
+
+@pytest.fixture
+def safe(safe_process: Http3Service) -> Http3Service:
+    safe_process.tcp.reset()
+    return safe_process
+
+
+def _statuses(answers: Sequence[H3Answer]) -> Counter[int | None]:
+    assert all(answer.ended and answer.error is None for answer in answers), [
+        answer.error for answer in answers if answer.error
+    ]
+    return Counter(answer.status for answer in answers)
+
+
+def test_100_streams_released_in_one_datagram_sell_the_seat_once(safe: Http3Service) -> None:
+    gate, answers = _race(safe, [100])
+    assert gate.streams == 100
+    assert gate.datagrams == 1, gate.sizes
+    assert gate.bytes <= MAX_DATAGRAM
+    assert _statuses(answers) == {201: 1, 409: 99}
+    assert not any(answer.early for answer in answers)  # held: nobody answered before the release
+    taken = next(answer for answer in answers if answer.status == 409)
+    assert json.loads(taken.body) == {"error": SEAT_TAKEN}
+    assert len(safe.tcp.holders(1)) == 1
+
+
+def test_200_streams_over_two_connections_take_one_datagram_each(safe: Http3Service) -> None:
+    """hypercorn grants 128 streams a connection: 200 clients need two of them."""
+    gate, answers = _race(safe, [100, 100])
+    assert [len(sizes) for sizes in gate.sizes] == [1, 1]
+    assert all(size <= MAX_DATAGRAM for sizes in gate.sizes for size in sizes)
+    assert _statuses(answers) == {201: 1, 409: 199}
+
+
+def test_hold_headers_sends_the_body_with_the_release_and_still_sells_once(safe: Http3Service) -> None:
+    """The tail of HEADERS held: each stream's DATA frame rides in the release too (more datagrams)."""
+    gate, answers = _race(safe, [100], hold="headers")
+    body_frames = 100 * len(_order("c0-00", "headers").body)
+    assert gate.bytes > body_frames  # the bodies went out with the release, not before
+    assert gate.datagrams >= -(-gate.bytes // MAX_DATAGRAM) > 1
+    assert all(size <= MAX_DATAGRAM for sizes in gate.sizes for size in sizes)
+    assert _statuses(answers) == {201: 1, 409: 99}
+    assert not any(answer.early for answer in answers)
+
+
+def test_unsafe_service_sells_the_seat_to_more_than_one_stream() -> None:
+    with http3_service(strategy="unsafe", seats=1, window_ms=50) as service:
+        gate, answers = _race(service, [50])
+        statuses = _statuses(answers)
+        assert gate.datagrams == 1
+        assert set(statuses) <= {201, 409}
+        assert statuses[201] > 1
+        assert len(service.tcp.holders(1)) == statuses[201]
+
+
+def test_stream_credit_counts_stream_ids_over_the_connection_life(safe: Http3Service) -> None:
+    async def scenario() -> tuple[int, int, str]:
+        with anyio.fail_after(TIMEOUT):
+            connection = await _open(safe)
+            try:
+                first = connection.remaining_streams
+                connection.queue([_order(f"u{n}") for n in range(100)])
+                after = connection.remaining_streams
+                with pytest.raises(Http3Error) as too_many:
+                    connection.queue([_order(f"v{n}") for n in range(after + 1)])
+                return first, after, str(too_many.value)
+            finally:
+                connection.close()
+
+    first, after, message = anyio.run(scenario)
+    assert first == 128  # aioquic's (hypercorn's) initial MAX_STREAMS
+    assert after == first - 100
+    assert f"grants {after} more on this connection" in message
+
+
+def test_a_udp_port_without_a_server_fails_the_handshake(safe: Http3Service) -> None:
+    async def scenario() -> None:
+        with anyio.fail_after(TIMEOUT):
+            # The service's TCP port: nothing listens on its UDP twin, so ICMP refuses at once.
+            await Http3Connection.open(Origin("https", "127.0.0.1", safe.tcp.port), verify=safe.ca_path)
+
+    refused = r"HTTP/3 handshake with https://127\.0\.0\.1:\d+ failed: nothing answers on UDP port"
+    with pytest.raises(Http3Error, match=refused):
+        anyio.run(scenario)
+
+
+def test_without_aioquic_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pytest_seatrace.engine.http3_hold", None)
+    monkeypatch.delattr(pytest_seatrace.engine, "http3_hold", raising=False)
+    with pytest.raises(Http3Error, match=r"pip install 'pytest-seatrace\[http3\]'"):
+        load_aioquic()
