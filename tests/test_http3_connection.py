@@ -4,6 +4,7 @@ streams, their final bytes released in one datagram, and the seat sold once."""
 from __future__ import annotations
 
 import json
+import socket
 import sys
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -17,6 +18,7 @@ pytest.importorskip("aioquic")
 
 from pytest_seatrace.core.settings import HoldPoint
 from pytest_seatrace.engine.http3 import (
+    RELEASE_LOST,
     H3Answer,
     H3Request,
     Http3Connection,
@@ -165,3 +167,102 @@ def test_without_aioquic_the_error_names_the_extra(monkeypatch: pytest.MonkeyPat
     monkeypatch.delattr(pytest_seatrace.engine, "http3_hold", raising=False)
     with pytest.raises(Http3Error, match=r"pip install 'pytest-seatrace\[http3\]'"):
         load_aioquic()
+
+
+def test_an_answer_before_the_release_is_kept_and_flagged(safe: Http3Service) -> None:
+    """hypercorn runs the app once HEADERS are in; ``GET /seats`` never reads its body, so with the
+    body's last byte held it answers early. ``GET /health`` with its HEADERS held cannot."""
+
+    async def scenario() -> list[H3Answer]:
+        with anyio.fail_after(TIMEOUT):
+            connection = await _open(safe)
+            try:
+                answers = connection.queue(
+                    [H3Request("GET", "/seats", body=b"{}", hold="body"), H3Request("GET", "/health")]
+                )
+                await connection.settle()
+                await connection._drive(lambda: answers[0].done)
+                release([connection])
+                await connection.read()
+                return answers
+            finally:
+                connection.close()
+
+    early, held = anyio.run(scenario)
+    assert (early.status, early.early) == (200, True)
+    assert (held.status, held.early) == (200, False), held
+    assert json.loads(held.body)["ok"] is True
+
+
+class DroppingRelay:
+    """A UDP relay between one client and a server that swallows the client's next datagram
+    once told to: a release datagram lost on the way."""
+
+    def __init__(self, server: tuple[str, int]) -> None:
+        self.front = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.front.bind(("127.0.0.1", 0))
+        self.back = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.back.connect(server)
+        for sock in (self.front, self.back):
+            sock.setblocking(False)
+        self.client: tuple[str, int] | None = None
+        self.drop_next = False
+        self.dropped = 0
+
+    @property
+    def port(self) -> int:
+        port: int = self.front.getsockname()[1]
+        return port
+
+    async def forward_from_client(self) -> None:
+        while True:
+            await anyio.wait_readable(self.front)
+            data, self.client = self.front.recvfrom(65536)
+            if self.drop_next:
+                self.drop_next, self.dropped = False, self.dropped + 1
+            else:
+                self.back.send(data)
+
+    async def forward_from_server(self) -> None:
+        while True:
+            await anyio.wait_readable(self.back)
+            data = self.back.recv(65536)
+            if self.client is not None:
+                self.front.sendto(data, self.client)
+
+    def close(self) -> None:
+        self.front.close()
+        self.back.close()
+
+
+def test_a_lost_release_datagram_is_not_retransmitted_into_a_late_start(safe: Http3Service) -> None:
+    relay = DroppingRelay(safe.udp_address)
+
+    async def scenario() -> list[H3Answer]:
+        with anyio.fail_after(TIMEOUT):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(relay.forward_from_client)
+                tg.start_soon(relay.forward_from_server)
+                origin = Origin("https", "127.0.0.1", relay.port)
+                connection = await Http3Connection.open(origin, verify=safe.ca_path)
+                try:
+                    answers = connection.queue([_order(f"u{n}") for n in range(20)])
+                    await connection.settle()
+                    relay.drop_next = True  # the next datagram from the client: the release
+                    gate = release([connection])
+                    assert gate.datagrams == 1
+                    await connection.read()
+                    assert connection.closed is not None
+                finally:
+                    connection.close()
+                tg.cancel_scope.cancel()
+            return answers
+
+    try:
+        answers = anyio.run(scenario)
+    finally:
+        relay.close()
+    assert relay.dropped == 1
+    assert {answer.error for answer in answers} == {RELEASE_LOST}
+    assert not any(answer.status for answer in answers)
+    assert safe.tcp.holders(1) == []  # no final byte ever reached the server: nobody booked

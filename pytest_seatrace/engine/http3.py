@@ -274,16 +274,23 @@ class Http3Connection:
     # -- releasing ---------------------------------------------------------------------------
 
     def build_release(self) -> list[bytes]:
-        """Hand every stream its held byte and build the datagrams: one ``datagrams_to_send``."""
+        """Hand every stream its held byte and build the datagrams: one ``datagrams_to_send``.
+
+        A stream answered in full already gets RESET_STREAM instead: the server is done with it
+        (hypercorn, fed a finished stream's DATA, stops serving QUIC altogether)."""
+        answered = {stream_id for stream_id in self._held if self.answers[stream_id].ended}
         for stream_id, (tail, fin) in self._held.items():
-            self.quic.send_stream_data(stream_id, tail, end_stream=fin)
+            if stream_id in answered:
+                self.quic.reset_stream(stream_id, H3_REQUEST_CANCELLED)
+            else:
+                self.quic.send_stream_data(stream_id, tail, end_stream=fin)
         self.watch.start_release()
         try:
             datagrams = [data for data, _ in self.quic.datagrams_to_send(now=time.monotonic())]
         finally:
             self.watch.recording = False
         finals = {f.stream_id for frames in self.watch.released.values() for f in frames if f.fin}
-        missing = set(self._held) - finals
+        missing = set(self._held) - answered - finals
         self._released = True
         held, self._held = self._held, {}
         if missing:
@@ -316,27 +323,26 @@ class Http3Connection:
                     await anyio.wait_readable(self.sock)
                 self._receive()
             self._events()
-            if self._released and self.watch.suspect():
-                await self._loss_verdict()
-                if self.closed is not None:
-                    return
+            if self._released and self.watch.suspect() and not await self._release_arrived():
+                return
             self._flush()
 
-    async def _loss_verdict(self) -> None:
+    async def _release_arrived(self) -> bool:
         """A release packet was declared lost: send nothing (so no final byte goes out late) and
         wait for the server's ACKs. aioquic also says "lost" when a probe timeout fires on a busy
         server that got the packet; its ACK, due with its first answer at the latest, clears that.
-        No ACK for it in ``LOSS_VERDICT_S``: the release is lost, the connection closes."""
+        No ACK for it in ``LOSS_VERDICT_S``: the release is lost, the connection closes (False)."""
         deadline = time.monotonic() + LOSS_VERDICT_S
         while self.watch.suspect():
             remaining = deadline - time.monotonic()
             if remaining <= 0 or self.closed is not None:
                 self._lost_release()
-                return
+                return False
             with anyio.move_on_after(remaining):
                 await anyio.wait_readable(self.sock)
             self._receive()
             self._events()
+        return True
 
     def _receive(self) -> None:
         try:
