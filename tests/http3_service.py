@@ -9,10 +9,8 @@ start. QUIC is always TLS, so the service gets a throwaway trustme CA; the handl
 from __future__ import annotations
 
 import contextlib
-import http.client
 import os
 import socket
-import ssl
 import subprocess
 import sys
 import tempfile
@@ -24,6 +22,7 @@ import trustme
 
 from pytest_seatrace.servers import Probe, listening_socket, wait_until_serving
 from pytest_seatrace.service import ServiceHandle
+from tests.sshd import stop
 
 STARTUP_TIMEOUT = 15.0
 ROOT = Path(__file__).resolve().parent.parent  # the checkout: the child imports this sample_service
@@ -67,22 +66,6 @@ def _tls_files(directory: Path) -> tuple[Path, Path, Path]:
     return paths
 
 
-def _health(port: int, context: ssl.SSLContext) -> Probe:
-    """``GET /health`` over HTTPS (TCP) answers 200: hypercorn serves every listener by then."""
-
-    def probe(remaining: float) -> str | None:
-        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=min(0.5, remaining), context=context)
-        try:
-            conn.request("GET", "/health")
-            response = conn.getresponse()
-            response.read()
-        finally:
-            conn.close()
-        return None if response.status == 200 else f"GET /health answered {response.status}"
-
-    return probe
-
-
 @contextlib.contextmanager
 def http3_service(
     *, strategy: str = "safe", seats: int = 4, window_ms: float = 5.0
@@ -116,8 +99,6 @@ def http3_service(
                 env={**os.environ, "PYTHONPATH": str(ROOT)},
             )
         try:
-            context = ssl.create_default_context(cafile=str(ca))
-            wait_until_serving(process, port, _health(port, context), log_path, STARTUP_TIMEOUT)
             handle = ServiceHandle(
                 url=f"https://127.0.0.1:{port}",
                 port=port,
@@ -132,12 +113,17 @@ def http3_service(
                 tls=True,
                 ca_path=ca,
             )
+            wait_until_serving(process, port, _health(handle), log_path, STARTUP_TIMEOUT)
             yield Http3Service(tcp=handle, udp_port=udp_port)
         finally:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+            stop(process)
+
+
+def _health(service: ServiceHandle) -> Probe:
+    """``GET /health`` over HTTPS (TCP) answers 200: hypercorn serves every listener by then."""
+
+    def probe(remaining: float) -> str | None:
+        status, body = service.request("GET", "/health", timeout=min(0.5, remaining))
+        return None if status == 200 else f"GET /health answered {status}: {body}"
+
+    return probe

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -28,21 +27,11 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.events import HandshakeCompleted
 
+from pytest_seatrace.engine.http3 import H3Answer
 from sample_service import SEAT_TAKEN
 from tests.http3_service import Http3Service, http3_service
 
 TIMEOUT = 10.0
-
-
-@dataclass
-class Answer:
-    status: int = 0
-    headers: dict[bytes, bytes] = field(default_factory=dict)
-    body: bytes = b""
-    ended: bool = False
-
-    def json(self) -> Any:
-        return json.loads(self.body)
 
 
 class H3Client:
@@ -55,7 +44,7 @@ class H3Client:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.quic = QuicConnection(configuration=config)
         self.h3 = H3Connection(self.quic)
-        self.answers: dict[int, Answer] = {}
+        self.answers: dict[int, H3Answer] = {}
         self.handshake_done = False
         self.quic.connect(self.address, now=time.monotonic())
         self.flush()
@@ -84,7 +73,7 @@ class H3Client:
         self.h3.send_headers(stream_id, headers, end_stream=not payload)
         if payload:
             self.h3.send_data(stream_id, payload, end_stream=True)
-        self.answers[stream_id] = Answer()
+        self.answers[stream_id] = H3Answer(stream_id)
         self.flush()
         return stream_id
 
@@ -113,42 +102,36 @@ class H3Client:
             for h3_event in self.h3.handle_event(event):
                 if isinstance(h3_event, HeadersReceived) and h3_event.stream_id in self.answers:
                     answer = self.answers[h3_event.stream_id]
-                    answer.headers = dict(h3_event.headers)
-                    answer.status = int(answer.headers[b":status"])
+                    answer.headers = list(h3_event.headers)
+                    answer.status = int(dict(answer.headers)[b":status"])
                     answer.ended = h3_event.stream_ended
                 elif isinstance(h3_event, DataReceived) and h3_event.stream_id in self.answers:
                     answer = self.answers[h3_event.stream_id]
                     answer.body += h3_event.data
                     answer.ended = h3_event.stream_ended
 
-    def fetch(self, method: str, path: str, body: Any = None) -> Answer:
+    def fetch(self, method: str, path: str, body: Any = None) -> H3Answer:
         stream_id = self.request(method, path, body)
         self.run_until(lambda: self.answers[stream_id].ended)
         return self.answers[stream_id]
 
 
-@pytest.fixture(scope="module")
-def h3_process() -> Iterator[Http3Service]:
+@pytest.fixture
+def h3() -> Iterator[Http3Service]:
     with http3_service(seats=4) as service:
         yield service
-
-
-@pytest.fixture
-def h3(h3_process: Http3Service) -> Http3Service:
-    h3_process.tcp.reset()
-    return h3_process
 
 
 def test_books_a_seat_over_http3_then_the_seat_is_taken(h3: Http3Service) -> None:
     client = H3Client(h3)
     try:
         health = client.fetch("GET", "/health")
-        assert (health.status, health.json()) == (200, {"ok": True, "strategy": "safe", "seats": 4})
+        assert (health.status, json.loads(health.body)) == (200, {"ok": True, "strategy": "safe", "seats": 4})
         first = client.fetch("POST", "/orders", {"seats": [1], "user": "alice"})
         assert first.status == 201, first.body
-        assert int(first.headers[b"x-arrival-ns"]) > 0
+        assert int(dict(first.headers)[b"x-arrival-ns"]) > 0
         second = client.fetch("POST", "/orders", {"seats": [1], "user": "bob"})
-        assert (second.status, second.json()) == (409, {"error": SEAT_TAKEN})
+        assert (second.status, json.loads(second.body)) == (409, {"error": SEAT_TAKEN})
     finally:
         client.close()
     # The same service over HTTPS (TCP) sees the HTTP/3 booking.

@@ -134,8 +134,7 @@ class Http3Connection:
         self.origin = origin
         self.quic = quic
         self.h3 = h3
-        watch = quic.configuration.quic_logger.watch  # type: ignore[union-attr]
-        self.watch: ReleaseWatch = watch
+        self.watch: ReleaseWatch = quic.watch
         self.answers: dict[int, H3Answer] = {}
         """This wave's streams, by id."""
         self._held: dict[int, tuple[bytes, bool]] = {}
@@ -163,7 +162,6 @@ class Http3Connection:
             is_client=True,
             alpn_protocols=H3_ALPN,
             server_name=server_name or origin.host,
-            quic_logger=hold.WatchLogger(),
         )
         if verify is False:
             config.verify_mode = ssl.CERT_NONE

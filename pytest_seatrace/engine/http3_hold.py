@@ -28,10 +28,16 @@ class Captured:
 
 
 class HoldingQuic(QuicConnection):
-    """A ``QuicConnection`` whose ``send_stream_data`` captures one chosen stream's bytes."""
+    """A client ``QuicConnection`` whose ``send_stream_data`` captures one chosen stream's bytes,
+    watched by its own ``ReleaseWatch`` (it takes the configuration's ``quic_logger``)."""
 
     def __init__(self, configuration: QuicConfiguration) -> None:
+        logger = WatchLogger()
+        configuration.quic_logger = logger
         super().__init__(configuration=configuration)
+        if logger.watch is None:  # aioquic starts the trace in __init__: never
+            raise RuntimeError("aioquic started no qlog trace for the connection")
+        self.watch: ReleaseWatch = logger.watch
         self.capturing: int | None = None
         """The stream whose written bytes are captured instead of queued (None: none)."""
         self.captured = Captured()
