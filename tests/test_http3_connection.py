@@ -181,7 +181,7 @@ def test_an_answer_before_the_release_is_kept_and_flagged(safe: Http3Service) ->
                     [H3Request("GET", "/seats", body=b"{}", hold="body"), H3Request("GET", "/health")]
                 )
                 await connection.settle()
-                await connection._drive(lambda: answers[0].done)
+                await connection.drive(lambda: answers[0].done)
                 release([connection])
                 await connection.read()
                 return answers
@@ -266,3 +266,15 @@ def test_a_lost_release_datagram_is_not_retransmitted_into_a_late_start(safe: Ht
     assert {answer.error for answer in answers} == {RELEASE_LOST}
     assert not any(answer.status for answer in answers)
     assert safe.tcp.holders(1) == []  # no final byte ever reached the server: nobody booked
+
+
+def test_flow_control_credit_keeps_a_byte_per_stream_in_reserve() -> None:
+    hold = load_aioquic()
+    watch = hold.ReleaseWatch(is_client=True, odcid=b"\x00" * 8)
+    watch.max_stream_data, watch.max_data = 50, 100
+    assert watch.spend(49) is None  # 49 bytes and the reserved one: the stream's 50
+    assert watch.spend(50) == "the server's stream flow-control credit (50 bytes)"
+    watch.credit_used = 0
+    assert watch.spend(40) is None
+    assert watch.spend(40) is None  # 82 of 100: 18 bytes would make 101 with the reserved one
+    assert watch.spend(18) == "the server's connection flow-control credit (100 bytes)"

@@ -21,6 +21,7 @@ import ssl
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -108,6 +109,20 @@ class Release:
         return sum(sum(sizes) for sizes in self.sizes)
 
 
+def request_headers(origin: Origin, request: H3Request) -> list[tuple[bytes, bytes]]:
+    """The request's HTTP/3 fields: pseudo-headers first, names lower-case, a Content-Length."""
+    headers = [
+        (b":method", request.method.encode()),
+        (b":scheme", b"https"),
+        (b":authority", f"{origin.host}:{origin.port}".encode()),
+        (b":path", request.target.encode()),
+    ]
+    headers += [(name.lower().encode(), value.encode()) for name, value in request.headers]
+    if request.body and not any(name == b"content-length" for name, _ in headers):
+        headers.append((b"content-length", str(len(request.body)).encode()))
+    return headers
+
+
 async def _address(origin: Origin) -> tuple[socket.AddressFamily, tuple[Any, ...]]:
     found: list[tuple[Any, ...]]
     try:  # an IP literal needs no resolver thread
@@ -142,7 +157,6 @@ class Http3Connection:
         self._handshake_done = False
         self._pings = 0
         self._acked_pings: set[int] = set()
-        self._credit_used = 0
         self.closed: str | None = None
         """Why the connection ended (None while open)."""
 
@@ -176,7 +190,7 @@ class Http3Connection:
             quic.connect(addr, now=time.monotonic())
             connection = cls(sock, addr, origin, quic, H3Connection(quic))
             connection._flush()
-            await connection._drive(lambda: connection._handshake_done)
+            await connection.drive(lambda: connection._handshake_done)
         except BaseException:
             sock.close()
             raise
@@ -185,7 +199,10 @@ class Http3Connection:
     @property
     def remaining_streams(self) -> int:
         """Bidirectional streams the server still lets us open: its ``MAX_STREAMS`` counts stream
-        ids over the connection's life, so every wave on a kept connection spends it."""
+        ids over the connection's life, so every wave on a kept connection spends it. A server
+        gives ended streams back once it has seen our ACKs of their answers: on a kept connection
+        ``settle()`` first lets it (aioquic's server then returns one per stream, in a MAX_STREAMS
+        frame that may still be on its way; a low count only costs another connection)."""
         return max(0, self.watch.max_streams_bidi - self.quic.get_next_available_stream_id() // 4)
 
     # -- holding -----------------------------------------------------------------------------
@@ -210,7 +227,7 @@ class Http3Connection:
         """Write ``request`` through ``H3Connection``, capturing the stream's bytes, and send them
         up to the held byte: the HEADERS frame's last (``hold="headers"``, or no body) or the DATA
         frame's. The bytes from the held one on, and whether the FIN goes with them."""
-        headers = self._headers(request)
+        headers = request_headers(self.origin, request)
         body = request.body
         self.quic.capture(stream_id)
         self.h3.send_headers(stream_id, headers, end_stream=not body)
@@ -221,36 +238,11 @@ class Http3Connection:
                 hold_at = len(self.quic.captured.data) - 1
         captured = self.quic.take()
         data = bytes(captured.data)
-        self._check_credit(stream_id, len(data))
+        problem = self.watch.spend(len(data))
+        if problem is not None:
+            raise Http3Error(f"{self.origin.url}: stream {stream_id}'s request outgrows {problem}")
         self.quic.send_stream_data(stream_id, data[:hold_at])
         return data[hold_at:], captured.fin
-
-    def _check_credit(self, stream_id: int, captured: int) -> None:
-        """Keep one byte of stream and connection flow-control credit per stream in reserve
-        (request streams only: the QPACK and control streams' few bytes are not counted)."""
-        self._credit_used += captured + 1
-        if self.watch.max_data and self._credit_used > self.watch.max_data:
-            raise Http3Error(
-                f"the requests outgrow {self.origin.url}'s connection flow-control credit "
-                f"({self.watch.max_data} bytes)"
-            )
-        if self.watch.max_stream_data and captured + 1 > self.watch.max_stream_data:
-            raise Http3Error(
-                f"stream {stream_id}'s request outgrows the server's stream credit "
-                f"({self.watch.max_stream_data} bytes)"
-            )
-
-    def _headers(self, request: H3Request) -> list[tuple[bytes, bytes]]:
-        headers = [
-            (b":method", request.method.encode()),
-            (b":scheme", b"https"),
-            (b":authority", f"{self.origin.host}:{self.origin.port}".encode()),
-            (b":path", request.target.encode()),
-        ]
-        headers += [(name.lower().encode(), value.encode()) for name, value in request.headers]
-        if request.body and not any(name == b"content-length" for name, _ in headers):
-            headers.append((b"content-length", str(len(request.body)).encode()))
-        return headers
 
     async def settle(self) -> None:
         """Until everything queued is acknowledged: a PING sent after it is acknowledged, no stream
@@ -262,7 +254,7 @@ class Http3Connection:
             self.quic.send_ping(uid)
             self._flush()
             data_packets = self.watch.data_packets
-            await self._drive(lambda uid=uid: uid in self._acked_pings)  # type: ignore[misc]
+            await self.drive(partial(self._acked_pings.__contains__, uid))
             if self.watch.data_packets == data_packets and not self._flush():
                 return
         raise Http3Error(
@@ -303,10 +295,11 @@ class Http3Connection:
 
     async def read(self) -> None:
         """Until every stream of the wave is answered or failed; the caller bounds the time."""
-        await self._drive(lambda: all(answer.done for answer in self.answers.values()))
+        await self.drive(lambda: all(answer.done for answer in self.answers.values()))
 
-    async def _drive(self, done: Callable[[], bool]) -> None:
-        """Receive, fire timers, handle events and send what aioquic has, until ``done()``."""
+    async def drive(self, done: Callable[[], bool]) -> None:
+        """Receive, fire timers, handle events and send what aioquic has, until ``done()`` (or the
+        connection ends); the caller bounds the time."""
         while not done():
             if self.closed is not None:
                 if not self._handshake_done:

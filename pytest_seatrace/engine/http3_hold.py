@@ -82,6 +82,8 @@ class ReleaseWatch(QuicLoggerTrace):
         """The server's connection-level flow-control credit (initial ``max_data`` and raises)."""
         self.max_stream_data = 0
         """The server's initial per-stream credit for the streams we open."""
+        self.credit_used = 0
+        """Request-stream bytes written, plus one per stream in reserve."""
         self.data_packets = 0
         """Packets sent that carried stream frames, ever."""
         self.recording = False
@@ -129,6 +131,17 @@ class ReleaseWatch(QuicLoggerTrace):
                     self.max_data = max(self.max_data, frame["maximum"])
                 elif kind == "ack" and self.released:
                     self._acknowledged(frame["acked_ranges"])
+
+    def spend(self, size: int) -> str | None:
+        """Count a request stream of ``size`` bytes, keeping one byte of stream and connection
+        flow-control credit in reserve for it (the QPACK and control streams' few bytes are not
+        counted); what it outgrows, if anything."""
+        self.credit_used += size + 1
+        if self.max_stream_data and size + 1 > self.max_stream_data:
+            return f"the server's stream flow-control credit ({self.max_stream_data} bytes)"
+        if self.max_data and self.credit_used > self.max_data:
+            return f"the server's connection flow-control credit ({self.max_data} bytes)"
+        return None
 
     def _acknowledged(self, ranges: list[list[int]]) -> None:
         for number in self.released:
