@@ -55,7 +55,7 @@ def _udp_socket() -> socket.socket:
     return sock
 
 
-def _tls_files(directory: Path) -> tuple[Path, Path, Path]:
+def tls_files(directory: Path) -> tuple[Path, Path, Path]:
     """A throwaway CA, and a certificate chain and key for 127.0.0.1, as PEM files: (ca, cert, key)."""
     ca = trustme.CA()
     issued = ca.issue_cert("127.0.0.1", "localhost")
@@ -73,7 +73,7 @@ def http3_service(
     """``python -m sample_service --server hypercorn --http3`` on fresh TCP and UDP ports; stopped at exit."""
     with tempfile.TemporaryDirectory(prefix="seatrace-h3-") as name:
         directory = Path(name)
-        ca, cert, key = _tls_files(directory)
+        ca, cert, key = tls_files(directory)
         db_path = directory / "seats.db"
         log_path = directory / "service.log"
         with log_path.open("wb") as log, listening_socket() as tcp, _udp_socket() as udp:

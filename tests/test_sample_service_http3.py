@@ -9,12 +9,12 @@ from __future__ import annotations
 import http.client
 import json
 import re
+import signal
 import socket
 import ssl
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,7 +29,8 @@ from aioquic.quic.events import HandshakeCompleted
 
 from pytest_seatrace.engine.http3 import H3Answer
 from sample_service import SEAT_TAKEN
-from tests.http3_service import Http3Service, http3_service
+from tests.http3_service import Http3Service, http3_service, tls_files
+from tests.test_sample_service import _run, _start_cli
 
 TIMEOUT = 10.0
 
@@ -37,10 +38,10 @@ TIMEOUT = 10.0
 class H3Client:
     """One HTTP/3 connection over a blocking UDP socket; every read is bounded by ``TIMEOUT``."""
 
-    def __init__(self, service: Http3Service) -> None:
+    def __init__(self, address: tuple[str, int], ca_path: Path) -> None:
         config = QuicConfiguration(is_client=True, alpn_protocols=H3_ALPN, server_name="127.0.0.1")
-        config.load_verify_locations(cafile=str(service.ca_path))
-        self.address = service.udp_address
+        config.load_verify_locations(cafile=str(ca_path))
+        self.address = address
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.quic = QuicConnection(configuration=config)
         self.h3 = H3Connection(self.quic)
@@ -123,7 +124,7 @@ def h3() -> Iterator[Http3Service]:
 
 
 def test_books_a_seat_over_http3_then_the_seat_is_taken(h3: Http3Service) -> None:
-    client = H3Client(h3)
+    client = H3Client(h3.udp_address, h3.ca_path)
     try:
         health = client.fetch("GET", "/health")
         assert (health.status, json.loads(health.body)) == (200, {"ok": True, "strategy": "safe", "seats": 4})
@@ -154,7 +155,7 @@ def test_https_answers_name_the_http3_port_in_alt_svc(h3: Http3Service) -> None:
 def test_unsafe_strategy_over_http3() -> None:
     """The unsafe window is the service's, whatever the protocol: two orders in flight both win."""
     with http3_service(strategy="unsafe", seats=1, window_ms=200) as service:
-        client = H3Client(service)
+        client = H3Client(service.udp_address, service.ca_path)
         try:
             streams = [client.request("POST", "/orders", {"seats": [1], "user": u}) for u in ("alice", "bob")]
             client.run_until(lambda: all(client.answers[s].ended for s in streams))
@@ -165,13 +166,36 @@ def test_unsafe_strategy_over_http3() -> None:
 
 
 def test_cli_http3_needs_hypercorn_and_a_certificate() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "sample_service", "--http3", "--port", "0"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = _run("--http3", "--port", "0")
     assert result.returncode == 2
     assert re.search(r"--http3 needs --server hypercorn and --certfile/--keyfile", result.stderr)
     assert "Traceback" not in result.stderr
+
+
+def test_cli_http3_serves_quic_on_the_tcp_port_number(tmp_path: Path) -> None:
+    ca, cert, key = tls_files(tmp_path)
+    args = ["--server", "hypercorn", "--http3", "--port", "0", "--seats", "2", "--db", str(tmp_path / "s.db")]
+    process, line = _start_cli(*args, "--certfile", str(cert), "--keyfile", str(key))
+    try:
+        match = re.fullmatch(
+            r"sample_service listening on https://127\.0\.0\.1:(\d+)"
+            r" \(strategy=safe, seats=2, server=hypercorn, http3=udp:(\d+), db=.+\)\n",
+            line,
+        )
+        assert match, line
+        assert match[1] == match[2]
+        client = H3Client(("127.0.0.1", int(match[2])), ca)
+        try:
+            answer = client.fetch("POST", "/orders", {"seats": [2], "user": "alice"})
+            assert answer.status == 201, answer.body
+        finally:
+            client.close()
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate(timeout=30)
+    assert process.returncode == 0, stderr
+    assert stdout == ""  # the banner was read before
+    assert "Traceback" not in stderr
