@@ -4,6 +4,7 @@ streams, their final bytes released in one datagram, and the seat sold once."""
 from __future__ import annotations
 
 import json
+import re
 import socket
 import sys
 from collections import Counter
@@ -278,3 +279,28 @@ def test_flow_control_credit_keeps_a_byte_per_stream_in_reserve() -> None:
     assert watch.spend(40) is None
     assert watch.spend(40) is None  # 82 of 100: 18 bytes would make 101 with the reserved one
     assert watch.spend(18) == "the server's connection flow-control credit (100 bytes)"
+
+
+def test_a_release_larger_than_aioquic_sends_at_once_fails_before_anything_goes_out(
+    safe: Http3Service,
+) -> None:
+    """``hold="headers"`` puts every body in the release: 40 of ~1 KB outgrow aioquic's initial
+    congestion window (10 datagrams), so the release is refused whole and nobody books."""
+    requests = [_order(f"{n:02d}" + "x" * 1000, hold="headers") for n in range(40)]
+
+    async def scenario() -> str:
+        with anyio.fail_after(TIMEOUT):
+            connection = await _open(safe)
+            try:
+                connection.queue(requests)
+                await connection.settle()
+                with pytest.raises(Http3Error) as refused:
+                    release([connection])
+                assert connection.closed is not None
+                return str(refused.value)
+            finally:
+                connection.close()
+
+    message = anyio.run(scenario)
+    assert re.search(r"the release fit \d+ of 40 streams' final bytes .*: no late start", message), message
+    assert safe.tcp.holders(1) == []

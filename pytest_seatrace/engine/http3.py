@@ -41,6 +41,8 @@ RECV_SIZE = 65536
 MAX_SETTLE_ROUNDS = 8
 """PING rounds ``settle`` tries before it gives up on a connection that keeps sending."""
 H3_REQUEST_CANCELLED = 0x10C
+ACK_DUE_S = 0.002
+"""A timer this close is aioquic's delayed ACK (its loss and idle timers are far later)."""
 LOSS_VERDICT_S = 2.0
 """How long a release packet aioquic declared lost may wait for the server's ACK."""
 RELEASE_LOST = "its release datagram was lost (not retransmitted: a late start would be no race)"
@@ -246,7 +248,12 @@ class Http3Connection:
 
     async def settle(self) -> None:
         """Until everything queued is acknowledged: a PING sent after it is acknowledged, no stream
-        data went out after that PING, and nothing is left to send; bounded in rounds."""
+        data went out after that PING, and nothing is left to send; bounded in rounds. An ACK
+        aioquic holds back (up to its 1 ms granularity) goes out first, so the server also learns
+        which of its answers arrived and can give their streams back."""
+        timer = self.quic.get_timer()
+        if timer is not None and timer - time.monotonic() <= ACK_DUE_S:
+            await self.drive(lambda: time.monotonic() >= timer)
         for _ in range(MAX_SETTLE_ROUNDS):
             self._flush()
             self._pings += 1
