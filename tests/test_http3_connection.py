@@ -304,3 +304,42 @@ def test_a_release_larger_than_aioquic_sends_at_once_fails_before_anything_goes_
     message = anyio.run(scenario)
     assert re.search(r"the release fit \d+ of 40 streams' final bytes .*: no late start", message), message
     assert safe.tcp.holders(1) == []
+
+
+def test_a_kept_connection_races_again_on_the_stream_credit_it_got_back(safe: Http3Service) -> None:
+    """128 stream ids a connection: after a wave of 100 the server (aioquic's batching) grants
+    more only once fewer are left than it would grant. The next wave of 100 takes what the kept
+    connection has and puts the rest on a fresh one: one release, one winner."""
+
+    async def scenario() -> tuple[int, Release, Counter[int | None]]:
+        with anyio.fail_after(TIMEOUT):
+            kept = await _open(safe)
+            connections = [kept]
+            try:
+                kept.queue([_order(f"first-{n}") for n in range(100)])
+                await kept.settle()
+                release([kept])
+                await kept.read()
+                await anyio.to_thread.run_sync(safe.tcp.reset)
+                await kept.settle()
+                credit = min(kept.remaining_streams, 100)
+                answers = kept.queue([_order(f"kept-{n}") for n in range(credit)])
+                if credit < 100:
+                    connections.append(await _open(safe))
+                    answers += connections[1].queue([_order(f"new-{n}") for n in range(100 - credit)])
+                for connection in connections:
+                    await connection.settle()
+                gate = release(connections)
+                async with anyio.create_task_group() as tg:
+                    for connection in connections:
+                        tg.start_soon(connection.read)
+                return credit, gate, _statuses(answers)
+            finally:
+                for connection in connections:
+                    connection.close()
+
+    credit, gate, statuses = anyio.run(scenario)
+    assert credit > 28  # the server gave streams back: 28 were left of the first 128
+    assert [len(sizes) for sizes in gate.sizes] == [1] * len(gate.sizes)
+    assert gate.streams == 100
+    assert statuses == {201: 1, 409: 99}

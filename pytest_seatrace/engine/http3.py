@@ -202,9 +202,10 @@ class Http3Connection:
     def remaining_streams(self) -> int:
         """Bidirectional streams the server still lets us open: its ``MAX_STREAMS`` counts stream
         ids over the connection's life, so every wave on a kept connection spends it. A server
-        gives ended streams back once it has seen our ACKs of their answers: on a kept connection
-        ``settle()`` first lets it (aioquic's server then returns one per stream, in a MAX_STREAMS
-        frame that may still be on its way; a low count only costs another connection)."""
+        gives ended streams back once it has seen our ACKs of their answers (``settle()`` first
+        lets it), and at its own pace: aioquic's batches MAX_STREAMS until what is left to us is
+        below what it would grant, so after a wave of 100 of its 128 it grants 57 to 128 more.
+        Too few for a wave: the rest goes on another connection."""
         return max(0, self.watch.max_streams_bidi - self.quic.get_next_available_stream_id() // 4)
 
     # -- holding -----------------------------------------------------------------------------
