@@ -285,24 +285,33 @@ def test_a_release_larger_than_aioquic_sends_at_once_fails_before_anything_goes_
     safe: Http3Service,
 ) -> None:
     """``hold="headers"`` puts every body in the release: 40 of ~1 KB outgrow aioquic's initial
-    congestion window (10 datagrams), so the release is refused whole and nobody books."""
-    requests = [_order(f"{n:02d}" + "x" * 1000, hold="headers") for n in range(40)]
+    congestion window (10 datagrams), so that release is refused whole, the other connection's
+    (which would fit) goes out neither, and nobody books."""
+    small = [_order(f"small-{n}") for n in range(5)]
+    large = [_order(f"{n:02d}" + "x" * 1000, hold="headers") for n in range(40)]
 
-    async def scenario() -> str:
+    async def scenario() -> tuple[str, list[H3Answer]]:
         with anyio.fail_after(TIMEOUT):
-            connection = await _open(safe)
+            fits, too_large = await _open(safe), await _open(safe)
             try:
-                connection.queue(requests)
-                await connection.settle()
+                answers = fits.queue(small)
+                too_large.queue(large)
+                for connection in (fits, too_large):
+                    await connection.settle()
                 with pytest.raises(Http3Error) as refused:
-                    release([connection])
-                assert connection.closed is not None
-                return str(refused.value)
+                    release([fits, too_large])
+                assert fits.closed is not None
+                assert too_large.closed is not None
+                return str(refused.value), answers
             finally:
-                connection.close()
+                fits.close()
+                too_large.close()
 
-    message = anyio.run(scenario)
+    message, answers = anyio.run(scenario)
     assert re.search(r"the release fit \d+ of 40 streams' final bytes .*: no late start", message), message
+    (error,) = {answer.error for answer in answers}
+    assert error is not None
+    assert error.startswith("another connection's release could not be built")
     assert safe.tcp.holders(1) == []
 
 

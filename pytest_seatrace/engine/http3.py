@@ -113,10 +113,11 @@ class Release:
 
 def request_headers(origin: Origin, request: H3Request) -> list[tuple[bytes, bytes]]:
     """The request's HTTP/3 fields: pseudo-headers first, names lower-case, a Content-Length."""
+    host = f"[{origin.host}]" if ":" in origin.host else origin.host
     headers = [
         (b":method", request.method.encode()),
         (b":scheme", b"https"),
-        (b":authority", f"{origin.host}:{origin.port}".encode()),
+        (b":authority", f"{host}:{origin.port}".encode()),
         (b":path", request.target.encode()),
     ]
     headers += [(name.lower().encode(), value.encode()) for name, value in request.headers]
@@ -292,12 +293,20 @@ class Http3Connection:
         self._released = True
         held, self._held = self._held, {}
         if missing:
-            self._close_now()
-            raise Http3Error(
+            reason = (
                 f"{self.origin.url}: the release fit {len(held) - len(missing)} of {len(held)} streams' "
                 "final bytes (aioquic's congestion window or pacing held the rest): no late start"
             )
+            self.abandon(reason)
+            raise Http3Error(reason)
         return datagrams
+
+    def abandon(self, reason: str) -> None:
+        """Close at once, nothing more sent but the CONNECTION_CLOSE; every open stream fails."""
+        if self.closed is None:
+            self.quic.close(error_code=H3_REQUEST_CANCELLED, reason_phrase=reason[:100])
+            self._flush()
+        self._fail(reason)
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -397,10 +406,9 @@ class Http3Connection:
         """Close at once: a retransmitted final byte would start its request late."""
         lost = self.watch.suspect()
         late = {f.stream_id for number in lost for f in self.watch.released[number] if f.fin}
-        self._close_now()
-        for answer in self.answers.values():
-            if not answer.done:
-                answer.error = RELEASE_LOST if answer.stream_id in late else CLOSED_AFTER_LOSS
+        for stream_id in late:
+            self.answers[stream_id].error = self.answers[stream_id].error or RELEASE_LOST
+        self.abandon(CLOSED_AFTER_LOSS)
 
     def _fail(self, reason: str) -> None:
         self.closed = self.closed or reason
@@ -420,11 +428,6 @@ class Http3Connection:
                 self._fail(f"cannot send to UDP port {self.origin.port} ({exc})")
         return len(datagrams)
 
-    def _close_now(self) -> None:
-        self.quic.close(error_code=H3_REQUEST_CANCELLED, reason_phrase="release lost")
-        self._flush()
-        self.closed = self.closed or "closed after a lost release"
-
     def close(self) -> None:
         """Say goodbye (a CONNECTION_CLOSE) and free the socket."""
         if self.sock.fileno() >= 0:
@@ -435,14 +438,32 @@ class Http3Connection:
 
 
 def release(connections: Sequence[Http3Connection]) -> Release:
-    """Build every connection's release datagrams, then send them all back to back."""
+    """Build every connection's release datagrams, then send them all back to back. A release
+    that cannot be built goes out on no connection; a send that fails (even a full buffer: no
+    retry, which would be late) abandons its connection, whose requests are then unknown."""
     started = time.perf_counter_ns()
-    built = [(connection.sock.send, connection.build_release()) for connection in connections]
-    sends = [(send, data) for send, datagrams in built for data in datagrams]
+    built: list[tuple[Http3Connection, list[bytes]]] = []
+    for connection in connections:
+        try:
+            datagrams = connection.build_release()
+        except Http3Error as exc:
+            for other, _ in built:
+                other.abandon(f"another connection's release could not be built ({exc})")
+            raise
+        built.append((connection, datagrams))
+    sends = [
+        (connection.sock.send, connection, data) for connection, datagrams in built for data in datagrams
+    ]
     ready = time.perf_counter_ns()
-    for send, data in sends:
-        send(data)
+    failed: list[tuple[Http3Connection, OSError]] = []
+    for send, connection, data in sends:
+        try:
+            send(data)
+        except OSError as exc:
+            failed.append((connection, exc))
     written = time.perf_counter_ns()
+    for connection, error in failed:
+        connection.abandon(f"a release datagram could not be sent ({error}): not retried, it would be late")
     return Release(
         sizes=tuple(tuple(len(data) for data in datagrams) for _, datagrams in built),
         streams=sum(len(connection.answers) for connection in connections),
