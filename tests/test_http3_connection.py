@@ -46,6 +46,17 @@ async def _open(service: Http3Service) -> Http3Connection:
     return await Http3Connection.open(origin, verify=service.ca_path)
 
 
+async def _fire(connections: Sequence[Http3Connection]) -> Release:
+    """Settle every connection's held requests, release them at once, read every answer."""
+    for connection in connections:
+        await connection.settle()
+    gate = release(connections)
+    async with anyio.create_task_group() as tg:
+        for connection in connections:
+            tg.start_soon(connection.read)
+    return gate
+
+
 def _race(
     service: Http3Service, clients: Sequence[int], hold: HoldPoint = "body"
 ) -> tuple[Release, list[H3Answer]]:
@@ -58,12 +69,7 @@ def _race(
                 answers: list[H3Answer] = []
                 for index, (connection, count) in enumerate(zip(connections, clients, strict=True)):
                     answers += connection.queue([_order(f"c{index}-{n}", hold) for n in range(count)])
-                for connection in connections:
-                    await connection.settle()
-                gate = release(connections)
-                async with anyio.create_task_group() as tg:
-                    for connection in connections:
-                        tg.start_soon(connection.read)
+                gate = await _fire(connections)
                 return gate, answers
             finally:
                 for connection in connections:
@@ -336,12 +342,7 @@ def test_a_kept_connection_races_again_on_the_stream_credit_it_got_back(safe: Ht
                 if credit < 100:
                     connections.append(await _open(safe))
                     answers += connections[1].queue([_order(f"new-{n}") for n in range(100 - credit)])
-                for connection in connections:
-                    await connection.settle()
-                gate = release(connections)
-                async with anyio.create_task_group() as tg:
-                    for connection in connections:
-                        tg.start_soon(connection.read)
+                gate = await _fire(connections)
                 return credit, gate, _statuses(answers)
             finally:
                 for connection in connections:
