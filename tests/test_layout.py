@@ -125,6 +125,7 @@ CORE_ORDER = (
     "records",  # what the engine writes down, and the facts of a run
     "reasons",
     "histories",  # records as a history of operations (the checker is the history package)
+    "history_edn",  # that history as a Jepsen EDN file (--race-history)
     "stats",
     "contention",
     "figures",  # what the records add up to
