@@ -142,3 +142,18 @@ def test_a_thousand_clients_draw_a_bounded_number_of_rows_telling_ones_first() -
     assert telling <= drawn
     assert f"{MAX_ROWS} clients drawn" in page
     assert len(svg) < 200_000
+
+
+def test_an_undecided_partition_is_drawn_and_said_to_be_unknown() -> None:
+    history = {**double_booking(12), "valid": None, "explanation": ""}
+    page = page_with(history)
+    assert len(history_svgs(page)) == 1
+    assert "<b>unknown (time budget spent)</b>" in page
+
+
+def test_hover_text_gives_the_call_and_return_instants() -> None:
+    history = double_booking(4)
+    (svg,) = history_svgs(page_with(history))
+    op = next(op for op in history["operations"] if op["type"] == "fail")
+    assert f"call {op['call_ms']:.3f} ms · return {op['return_ms']:.3f} ms" in svg
+    assert f"client {op['client']} · process {op['process']} · POST /seats/{{resource}}/book" in svg

@@ -132,23 +132,23 @@ class HistoryTimeline:
         return "".join(parts)
 
     def figure(self) -> str:
-        entry = self.entry
+        """The caption, then the time axis (it stays in view while the rows scroll) and the rows."""
         clients = self.rows()
-        height = self.TOP + len(clients) * self.ROW + self.BOTTOM
-        out = [svg_open("history", self.WIDTH, height, f"history of resource {entry['resource']}")]
-        for x, text in ms_ticks(self.lo * 1e6, self.hi * 1e6, self.LEFT, self.plot_w):
-            out.append(svg_line("grid", x, x, self.TOP - 4, height - self.BOTTOM))
-            out.append(svg_text(x, self.TOP - 8, text, "middle"))
-        out.append(svg_text(self.LEFT - 6, self.TOP - 8, "ms", "end"))
+        height = len(clients) * self.ROW + self.BOTTOM
+        ticks = ms_ticks(self.lo * 1e6, self.hi * 1e6, self.LEFT, self.plot_w)
+        axis = [svg_open("history-axis", self.WIDTH, self.TOP, "time axis in ms since the race started")]
+        axis += [svg_text(x, self.TOP - 8, text, "middle") for x, text in ticks]
+        axis.append(svg_text(self.LEFT - 6, self.TOP - 8, "ms", "end") + "</svg>")
+        out = [svg_open("history", self.WIDTH, height, f"history of resource {self.entry['resource']}")]
+        out += [svg_line("grid", x, x, 0, height - self.BOTTOM) for x, _ in ticks]
         for row, client in enumerate(clients):
-            y = self.TOP + row * self.ROW
+            y = row * self.ROW
             bars = "".join(self.bar(op, y + 2) for op in self.by_client[client])
             label = svg_text(self.LEFT - 6, y + self.ROW - 4, f"client {client}", "end")
             out.append(f'<g class="row" data-client="{client}">{label}{bars}</g>')
         out.append("</svg>")
-        return (
-            f'<figure>{self.caption(len(clients))}<div class="scroll history">{"".join(out)}</div></figure>'
-        )
+        drawing = "".join(axis + out)
+        return f'<figure>{self.caption(len(clients))}<div class="scroll history">{drawing}</div></figure>'
 
     def caption(self, drawn: int) -> str:
         entry = self.entry
