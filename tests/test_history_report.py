@@ -152,7 +152,7 @@ def test_an_undecided_partition_is_drawn_and_said_to_be_unknown() -> None:
 
 
 def test_hover_text_gives_the_call_and_return_instants() -> None:
-    history = double_booking(4)
+    history = double_booking(12)
     (svg,) = history_svgs(page_with(history))
     op = next(op for op in history["operations"] if op["type"] == "fail")
     assert f"call {op['call_ms']:.3f} ms · return {op['return_ms']:.3f} ms" in svg
