@@ -348,6 +348,7 @@ def test_early_answer_is_kept_classified_and_marked():
     assert result.early == 5
     assert (result.rejections, result.errors) == (5, 0)
     assert all(rec.early and rec.sent_ns and rec.end_ns >= rec.sent_ns for rec in fired.records)
+    assert all(0 < rec.call_ns <= rec.sent_ns for rec in fired.records)  # called at its HEADERS write
     assert {v.kind for v in result.violations} == {"not-raced"}
 
 

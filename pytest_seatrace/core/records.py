@@ -72,7 +72,8 @@ class Record:
     """Its outcome was decided by ``timeout`` (unknown after the gate, an error before it)."""
     operation: str = ""
     """What it did: ``POST /seats/{resource}/book`` (``core.operations``); empty for a
-    ``race.run`` attempt and for a client whose set-up failed (nothing was sent)."""
+    ``race.run`` attempt without a model (with one, named from the request its response
+    answers) and for a client whose set-up failed (nothing was sent)."""
     shard: int = 0
     """The shard (execnet gateway, 1-based) that sent it; 0: the test process itself."""
     call_ns: int = 0

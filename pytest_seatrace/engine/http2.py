@@ -239,9 +239,14 @@ class HTTP2Connection:
 
     async def write_prefixes(self, streams: Sequence[H2Stream], handle: Handle) -> None:
         """Every stream's HEADERS and all of its body but the last byte, in frames the server
-        allows, keeping one byte of stream and of connection window per stream for the gate."""
+        allows, keeping one byte of stream and of connection window per stream for the gate.
+
+        Each stream's call (design §7) is stamped before its HEADERS go: a server may run the
+        app on a complete header block (hypercorn does), before the gate."""
         self.move(LinkState.PREFIXES)
+        begun = time.perf_counter_ns()
         for stream in streams:
+            stream.record.call_ns = begun
             stream.sid = self.h2.get_next_available_stream_id()
             self.h2.send_headers(stream.sid, stream.headers, end_stream=False)
             self.streams[stream.sid] = stream
