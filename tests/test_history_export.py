@@ -4,6 +4,7 @@ judged by ``python -m pytest_seatrace.history check`` as the race was; merged un
 from __future__ import annotations
 
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,27 +17,7 @@ from pytest_seatrace.history import check, read_edn
 from pytest_seatrace.history.edn import Keyword, parse
 from pytest_seatrace.models import Seats
 from pytest_seatrace.report.history_files import MAX_STEM, HistoryFiles, file_stem
-from tests.support import INNER_INI, SEATS_CONFTEST
-
-STAMPED_CONFTEST = """
-import pytest
-import pytest_seatrace.race as race_module
-
-
-@pytest.fixture(autouse=True)
-def stamped_calls(monkeypatch):
-    \"\"\"Until the engine stamps ``call_ns``, give each sent request its send instant as its call.\"\"\"
-    real = race_module.run_race
-
-    async def run_race(plan, **kwargs):
-        run = await real(plan, **kwargs)
-        for rec in run.records:
-            if rec.sent_ns and not rec.call_ns:
-                rec.call_ns = rec.sent_ns
-        return run
-
-    monkeypatch.setattr(race_module, "run_race", run_race)
-"""
+from tests.support import INNER_INI
 
 RACES = """
 import pytest
@@ -57,13 +38,13 @@ class EveryoneWins:
 
 @pytest.mark.race(concurrency=8, model=Seats())
 def test_safe(seats):
-    seats.post(lambda a: f"/seat/{a.resource}")
+    assert seats.post(lambda a: f"/seat/{a.resource}").linearizable is True
 
 
 @pytest.mark.race(concurrency=8, model=Seats())
 def test_double_booking(race):
     race.app = EveryoneWins()
-    race.post(lambda a: f"/seat/{a.resource}", check=False)
+    assert race.post(lambda a: f"/seat/{a.resource}", check=False).linearizable is False
 
 
 @pytest.mark.race(concurrency=8)
@@ -151,7 +132,6 @@ def test_file_names_are_sanitised_bounded_and_unique(tmp_path: Path) -> None:
 
 
 def run_inner(inner: pytest.Pytester, *args: str) -> pytest.RunResult:
-    inner.makeconftest(SEATS_CONFTEST + STAMPED_CONFTEST)
     inner.makepyfile(test_races=RACES)
     return inner.runpytest_subprocess("-p", "no:cacheprovider", *args)
 
@@ -163,7 +143,7 @@ def check_file(path: Path) -> int:
 
 def test_a_model_race_writes_one_file_the_checker_judges_as_the_race(inner: pytest.Pytester) -> None:
     out = inner.path / "histories"
-    result = run_inner(inner, "--race-history", str(out))
+    result = run_inner(inner, "--race-history", str(out), "--race-html", "report.html")
     result.assert_outcomes(passed=3)
     names = sorted(p.name for p in out.iterdir())
     assert names == ["test_races.py_test_double_booking-race1.edn", "test_races.py_test_safe-race1.edn"]
@@ -176,6 +156,10 @@ def test_a_model_race_writes_one_file_the_checker_judges_as_the_race(inner: pyte
     assert [op.type for op in double] == ["ok"] * 8
     assert check_file(out / names[0]) == 1
     result.stdout.fnmatch_lines([f"seatrace: 2 race histories written to {out}"])
+    page = (inner.path / "report.html").read_text(encoding="utf-8")
+    (svg,) = re.findall(r'<svg class="history".*?</svg>', page, re.S)  # the double booking's only
+    assert len(re.findall(r'<g class="row" data-client="\d+"', svg)) == 8
+    assert "op win stuck" in svg
 
 
 def test_under_xdist_each_race_lands_once_in_the_directory(inner: pytest.Pytester) -> None:

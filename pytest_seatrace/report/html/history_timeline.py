@@ -138,7 +138,7 @@ class HistoryTimeline:
         ticks = ms_ticks(self.lo * 1e6, self.hi * 1e6, self.LEFT, self.plot_w)
         axis = [svg_open("history-axis", self.WIDTH, self.TOP, "time axis in ms since the race started")]
         axis += [svg_text(x, self.TOP - 8, text, "middle") for x, text in ticks]
-        axis.append(svg_text(self.LEFT - 6, self.TOP - 8, "ms", "end") + "</svg>")
+        axis.append(svg_text(self.LEFT - 14, self.TOP - 8, "ms", "end") + "</svg>")
         out = [svg_open("history", self.WIDTH, height, f"history of resource {self.entry['resource']}")]
         out += [svg_line("grid", x, x, 0, height - self.BOTTOM) for x, _ in ticks]
         for row, client in enumerate(clients):
