@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import random
 import re
-from typing import Any
+from typing import Any, cast
 
-from pytest_seatrace.core.document import RaceDoc
+from pytest_seatrace.core.document import CheckedHistoryDoc, RaceDoc
 from pytest_seatrace.report.files import json_document
 from pytest_seatrace.report.html import render_html
 from pytest_seatrace.report.html.history_timeline import MAX_ROWS
@@ -63,7 +63,7 @@ def double_booking(clients: int, *, seed: int = 7, resource: str = "A1") -> dict
 
 def page_with(*histories: dict[str, Any]) -> str:
     race = synthetic_race("t.py::test_book", 1, 20, unsafe=True)
-    race["histories"] = list(histories)  # type: ignore[typeddict-unknown-key]
+    race["histories"] = cast("list[CheckedHistoryDoc]", list(histories))
     return render_html(json_document([race], seed=1))
 
 

@@ -12,11 +12,10 @@ in a box that scrolls.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
-from pytest_seatrace.core.document import RaceDoc
-from pytest_seatrace.report.html.markup import esc, extra
+from pytest_seatrace.core.document import CheckedHistoryDoc, CheckedOperationDoc, RaceDoc
+from pytest_seatrace.report.html.markup import esc
 from pytest_seatrace.report.html.svg import ms_ticks, num, svg_line, svg_open, svg_text
 
 MAX_ROWS = 200
@@ -39,14 +38,14 @@ HISTORY_KEY = (
 
 VERDICT_WORDS = {False: "not linearizable", None: "unknown (time budget spent)", True: "linearizable"}
 
-Op = Mapping[str, Any]
+Op = CheckedOperationDoc
 
 
 def history_timelines(race: RaceDoc, anchor: str) -> str:
     """One timeline per history the model did not accept, under a heading of id ``anchor``;
     empty when the race has none (a race without a model, or a document written before
     histories existed)."""
-    entries = [h for h in extra(race, "histories") or () if h.get("operations")]
+    entries = [h for h in race.get("histories", ()) if h["operations"]]
     if not entries:
         return ""
     drawn = [HistoryTimeline(entry).figure() for entry in entries[:MAX_HISTORIES]]
@@ -68,14 +67,14 @@ class HistoryTimeline:
 
     WIDTH, LEFT, RIGHT, TOP, BOTTOM, ROW, BAR = 1240, 84, 24, 26, 8, 17, 13
 
-    def __init__(self, entry: Mapping[str, Any]) -> None:
+    def __init__(self, entry: CheckedHistoryDoc) -> None:
         self.entry = entry
         ops: list[Op] = list(entry["operations"])
         self.by_client: dict[int, list[Op]] = {}
         for op in ops:
             self.by_client.setdefault(int(op["client"]), []).append(op)
-        instants = [float(op["call_ms"]) for op in ops]
-        instants += [float(op["return_ms"]) for op in ops if op.get("return_ms") is not None]
+        instants = [op["call_ms"] for op in ops]
+        instants += [ret for op in ops if (ret := op["return_ms"]) is not None]
         self.lo = min(instants)
         hi = max(instants)
         self.hi = hi if hi > self.lo else self.lo + 1.0
@@ -91,7 +90,7 @@ class HistoryTimeline:
         def rank(client: int) -> tuple[int, float, int]:
             ops = self.by_client[client]
             telling = any(op.get("stuck") or op["type"] != "fail" for op in ops)
-            order = min((op["order"] for op in ops if op.get("order")), default=math.inf)
+            order = min((float(n) for op in ops if (n := op["order"])), default=math.inf)
             return (0 if telling else 1, order, client)
 
         return sorted(sorted(clients, key=rank)[:MAX_ROWS])
@@ -101,15 +100,14 @@ class HistoryTimeline:
 
     def bar(self, op: Op, y: float) -> str:
         """One operation: its bar, its prefix number, its hover text."""
-        x1 = self.x(float(op["call_ms"]))
-        open_ended = op.get("return_ms") is None
-        x2 = self.WIDTH - self.RIGHT if open_ended else self.x(float(op["return_ms"]))
+        x1 = self.x(op["call_ms"])
+        ret = op["return_ms"]
+        open_ended = ret is None
+        x2 = self.WIDTH - self.RIGHT if ret is None else self.x(ret)
         width = max(x2 - x1, 2.0)
         cls = TYPE_CLASS.get(op["type"], "error") + (" stuck" if op.get("stuck") else "")
         cls += " open" if open_ended else ""
-        returned = (
-            "never (+∞: may take effect at any later time)" if open_ended else f"{op['return_ms']:.3f} ms"
-        )
+        returned = "never (+∞: may take effect at any later time)" if ret is None else f"{ret:.3f} ms"
         order = op.get("order")
         place = f"#{order} of the longest linearizable prefix" if order else ""
         if op.get("stuck"):
