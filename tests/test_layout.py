@@ -126,6 +126,7 @@ CORE_ORDER = (
     "reasons",
     "histories",  # records as a history of operations (the checker is the history package)
     "bindings",  # how a race's model reads its requests and responses
+    "history_edn",  # that history as a Jepsen EDN file (--race-history)
     "stats",
     "contention",
     "figures",  # what the records add up to
