@@ -121,6 +121,17 @@ def test_a_double_booking_is_not_linearizable_naming_the_resource_and_its_table(
     assert "book() -> ok" in stuck[0]
 
 
+def test_a_model_double_booking_counts_the_bookings_no_order_can_place() -> None:
+    res = result(wave([3, 5, 8], 10), Seats())
+    assert res.double_bookings == 2
+    (history,) = res.to_dict()["histories"]
+    assert "client 3" in history["explanation"] or "client 5" in history["explanation"]
+    assert "process" not in history["explanation"]
+    assert result(wave([3], 10), Seats()).double_bookings == 0
+    mixed = booked_cancelled_read(holders=1)
+    assert result(mixed, MIXED).double_bookings == 0  # not a model of bookings alone: no count
+
+
 def test_every_failing_resource_is_reported_not_just_the_first() -> None:
     records = wave([1, 2], 10, resource=0) + wave([5], 10, resource=1) + wave([4, 6], 10, resource=2)
     res = result(records, Seats(), resources=("A", "B", "C"))

@@ -37,7 +37,7 @@ def _entry(c: HistoryCheck, records: Sequence[Record], model: str, origin: float
         "model": model,
         "valid": verdict.valid,
         "elapsed_s": verdict.elapsed,
-        "explanation": verdict.explanation(),
+        "explanation": verdict.explanation(lambda op: f"client {records[op.process].client}"),
         "operations": [_operation(op, records[op.process], origin, order, stuck) for op in shown],
     }
 

@@ -278,12 +278,16 @@ def history_violations(
 ) -> list[Violation]:
     """A partition that is not linearizable, or that the budget left undecided, as a violation."""
     allowed = f"linearizable under {type(model).__name__}"
+    bookings = isinstance(model, Model) and _main_only(model)
     out: list[Violation] = []
     for c in checks:
         verdict = c.verdict
+        excess = 0
         if verdict.valid is False:
             detail = _stuck_detail(c, records)
             kind, found = ViolationKind.NOT_LINEARIZABLE, "not linearizable"
+            if bookings:  # the acknowledged bookings no order can place: sold twice
+                excess = sum(1 for op in verdict.cannot_follow if op.type == "ok")
         elif verdict.valid is None:
             detail = (
                 f"the check of {len(c.operations)} operations ran out of the race's time budget "
@@ -292,7 +296,7 @@ def history_violations(
             kind, found = ViolationKind.HISTORY_UNKNOWN, "unknown"
         else:
             continue
-        out.append(Violation(kind, c.resource, c.round, allowed, found, detail))
+        out.append(Violation(kind, c.resource, c.round, allowed, found, detail, excess=excess))
     return out
 
 
@@ -375,7 +379,9 @@ def judge(
 
 
 def double_bookings(violations: Sequence[Violation]) -> int:
-    """Wins (or final-state holders) beyond what ``expect`` allows, per resource and round."""
+    """Wins (or final-state holders) beyond what ``expect`` allows, per resource and round; with a
+    model of bookings alone (``Seats()``), the acknowledged bookings no order of the history can
+    place."""
     excess: dict[tuple[Hashable, int | None], int] = {}
     for v in violations:
         if v.excess:
