@@ -22,7 +22,7 @@ import trustme
 
 from pytest_seatrace.servers import Probe, listening_socket, wait_until_serving
 from pytest_seatrace.service import ServiceHandle
-from tests.sshd import stop
+from tests.processes import stop
 
 STARTUP_TIMEOUT = 15.0
 ROOT = Path(__file__).resolve().parent.parent  # the checkout: the child imports this sample_service
