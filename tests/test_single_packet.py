@@ -489,6 +489,34 @@ def test_server_closing_before_the_gate_is_a_clear_error():
     assert reason.startswith(f"the server at {url} closed the HTTP/2 connection before the gate")
 
 
+def test_bodyless_streams_of_a_connection_lost_before_the_gate_are_written_again():
+    """The server closes the first connection at the POSTs' HEADERS: the POSTs may have started
+    (errors), the GETs had sent nothing yet, so they go again on a fresh connection."""
+    closed: list[bool] = []
+
+    def script(conn: h2.connection.H2Connection, events: list[h2.events.Event], seen: Seen) -> bool:
+        if not closed and any(isinstance(e, h2.events.RequestReceived) for e in events):
+            closed.append(True)
+            conn.data_to_send()
+            return False
+        for sid in ended(events):
+            respond(conn, sid, 200, b"{}")
+        return True
+
+    with h2_server(script) as (url, _):
+        spec = RequestSpec(
+            lambda a: "GET" if a.client % 2 else "POST",
+            lambda a: f"{url}/seats/{a.resource}" if a.client % 2 else f"{url}/orders",
+            json=lambda a: None if a.client % 2 else order(a),
+        )
+        fired = fire(spec, concurrency=4, expect=2, allow_errors=True, timeout=5.0)
+    by_client = {rec.client: rec for rec in fired.records}
+    assert [by_client[c].status for c in (1, 3)] == [200, 200]
+    assert [by_client[c].outcome for c in (2, 4)] == [Outcome.ERROR, Outcome.ERROR]
+    assert all("closed the HTTP/2 connection before the gate" in (by_client[c].reason or "") for c in (2, 4))
+    assert fired.firer.connections == 2
+
+
 def test_server_that_never_sends_settings_times_out_with_the_stage():
     with hung_server() as url:
         result = fire(RequestSpec("POST", url + "/book", json=order), concurrency=3, timeout=0.5).result
