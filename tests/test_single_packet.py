@@ -302,6 +302,15 @@ def answering_at_headers(status: int, body: bytes) -> Script:
     return script
 
 
+def gets_among_posts(url: str) -> RequestSpec:
+    """Odd clients read their seat (no body), even ones post an order (a JSON body)."""
+    return RequestSpec(
+        lambda a: "GET" if a.client % 2 else "POST",
+        lambda a: f"{url}/seats/{a.resource}" if a.client % 2 else f"{url}/orders",
+        json=lambda a: None if a.client % 2 else order(a),
+    )
+
+
 def ended(events: list[h2.events.Event]) -> list[int]:
     return [e.stream_id for e in events if isinstance(e, h2.events.StreamEnded)]
 
@@ -401,11 +410,7 @@ def test_bodyless_streams_among_bodies_open_in_order_at_the_gate():
         return True
 
     with h2_server(script) as (url, seen):
-        spec = RequestSpec(
-            lambda a: "GET" if a.client % 2 else "POST",
-            lambda a: f"{url}/seats/{a.resource}" if a.client % 2 else f"{url}/orders",
-            json=lambda a: None if a.client % 2 else order(a),
-        )
+        spec = gets_among_posts(url)
         fired = fire(spec, concurrency=8, expect=8)
     assert fired.result.status_counts == {200: 8}
     assert seen.headers_after_ping == [False] * 4 + [True] * 4
@@ -504,11 +509,7 @@ def test_bodyless_streams_of_a_connection_lost_before_the_gate_are_written_again
         return True
 
     with h2_server(script) as (url, _):
-        spec = RequestSpec(
-            lambda a: "GET" if a.client % 2 else "POST",
-            lambda a: f"{url}/seats/{a.resource}" if a.client % 2 else f"{url}/orders",
-            json=lambda a: None if a.client % 2 else order(a),
-        )
+        spec = gets_among_posts(url)
         fired = fire(spec, concurrency=4, expect=2, allow_errors=True, timeout=5.0)
     by_client = {rec.client: rec for rec in fired.records}
     assert [by_client[c].status for c in (1, 3)] == [200, 200]
