@@ -236,8 +236,8 @@ NOT_RACED_HINTS = {
     ("last-byte", "headers"): 'something answers incomplete requests (a proxy?): use sync="gate"',
 }
 SINGLE_PACKET_EARLY_HINT = (
-    "the server starts the handler at HEADERS (hypercorn does), so a bodyless or body-ignoring "
-    'handler answers before the gate: use sync="last-byte" (its default hold="headers" holds it)'
+    "the server starts the handler at HEADERS (hypercorn does), so a handler that ignores the body "
+    'answers before the gate: use sync="last-byte" (its default hold="headers" holds it)'
 )
 
 

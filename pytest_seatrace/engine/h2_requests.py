@@ -79,6 +79,12 @@ class H2Stream:
         self.renewed = False
         """Written again once on a fresh connection: a second failure is final."""
 
+    @property
+    def whole_at_gate(self) -> bool:
+        """A bodyless request: nothing of it leaves before the gate, where its whole HEADERS go
+        (``HTTP2Connection.write_prefixes`` says why), so a server never saw it if the gate never came."""
+        return not self.body
+
     def renew(self) -> None:
         """Back to unsent, to be written again on another connection."""
         rec = self.record
