@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pytest_seatrace.history.model import REFUSED, Function, Model
+from pytest_seatrace.history.model import REFUSED, Function, Model, RacedRequest
 from pytest_seatrace.history.models import CasRegister, Counter, KeyValue, Register, Seats, Set, Stock
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "Function",
     "KeyValue",
     "Model",
+    "RacedRequest",
     "Register",
     "Seats",
     "Set",

@@ -87,6 +87,12 @@ def output_path(text: str) -> Path:
     return Path(text)
 
 
+def output_dir(text: str) -> Path:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path (expected a directory)")
+    return Path(text)
+
+
 GATEWAY_KINDS = ("popen", "ssh", "socket", "vagrant_ssh")
 TX_FORMS = "popen, N*popen, ssh=[user@]host//python=PATH//ssh_config=PATH, socket=host:port"
 
@@ -143,6 +149,7 @@ PARSERS: dict[str, Callable[[str], Any]] = {
     "tx": tx_specs,
     "json": output_path,
     "html": output_path,
+    "history": output_dir,
     "p95_ms": positive_float,
 }
 """The parser of each option's text; an option with choices gets ``choice`` of them."""

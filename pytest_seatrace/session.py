@@ -7,9 +7,10 @@ role here and every hook delegates to it; nothing else looks at ``workerinput`` 
 - ``Controller``: a plain run, or pytest-xdist's controller. It keeps every race document,
   receives workers' documents on their replayed test reports and their request histories
   through one file per worker (its path comes back in ``workeroutput``, as pytest-cov does),
-  prints the summary and writes the reports.
+  prints the summary and writes the reports and the ``--race-history`` files.
 - ``Worker``: a pytest-xdist worker. Its race documents ride to the controller on the test
-  reports (builtins only), its histories in one file at the end; it prints and writes nothing.
+  reports (builtins only), its request histories and EDN histories in one file at the end; it
+  prints and writes nothing.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from pytest_seatrace.options import settings_from_config
 if TYPE_CHECKING:  # the result and the reports load with the first race or report
     from pytest_seatrace.core.result import RaceResult
     from pytest_seatrace.report.files import ReportFiles
+    from pytest_seatrace.report.history_files import HistoryFiles
 
 RACES = pytest.StashKey[list[RaceDoc]]()
 """Race documents of one test item, in the order its races ran."""
@@ -96,6 +98,12 @@ class RaceSessionRole:
     def wants_history(self) -> bool:
         return self.settings.json is not None or self.settings.html is not None
 
+    @property
+    def wants_exchange(self) -> bool:
+        """An xdist worker sends what it kept to the controller at the end (request histories for
+        the reports, EDN histories for ``--race-history``)."""
+        return self.wants_history or self.settings.history is not None
+
     def inherited_seed(self) -> int | None:
         """The seed chosen by someone else for this run (a worker's controller), if any."""
         return None
@@ -118,9 +126,20 @@ class RaceSessionRole:
         item.user_properties.extend(junit_properties(doc, len(races)))
         if self.wants_history:
             self.local.append(result)
+        if self.settings.history is not None and result.config.model is not None:
+            from pytest_seatrace.core.history_edn import history_edn
+            from pytest_seatrace.report.history_files import file_stem
+
+            config = result.config
+            text = history_edn(result.history, config.model, config.resources, result.shard_infos)
+            self.export(file_stem(item.nodeid, len(races)), text)
         self.keep(doc)
 
     def keep(self, doc: RaceDoc) -> None:
+        raise NotImplementedError
+
+    def export(self, stem: str, text: str) -> None:
+        """A race's ``--race-history`` file, named from ``stem``."""
         raise NotImplementedError
 
     def on_report(self, item: pytest.Item, report: pytest.TestReport) -> None:
@@ -148,17 +167,30 @@ class Controller(RaceSessionRole):
             from pytest_seatrace.report.files import ReportFiles
 
             self.reports = ReportFiles(self.settings.json, self.settings.html)
+        self.history_files: HistoryFiles | None = None
+        """The ``--race-history`` directory's files, each written as its race (or its worker) ends."""
+        if self.settings.history is not None:
+            from pytest_seatrace.report.history_files import HistoryFiles
+
+            self.history_files = HistoryFiles(self.settings.history)
 
     def check_reports(self) -> str | None:
         """The probe the final write makes, naming the option; what it keeps open for the write
-        is closed when the session ends, written or not."""
-        if self.reports is None:
-            return None
-        self.config.add_cleanup(self.reports.release)
-        return self.reports.probe()
+        is closed when the session ends, written or not. The ``--race-history`` directory is
+        made here."""
+        if self.reports is not None:
+            self.config.add_cleanup(self.reports.release)
+            problem = self.reports.probe()
+            if problem:
+                return problem
+        return self.history_files.prepare() if self.history_files is not None else None
 
     def keep(self, doc: RaceDoc) -> None:
         self.races.append(doc)
+
+    def export(self, stem: str, text: str) -> None:
+        if self.history_files is not None:
+            self.history_files.write(stem, text)
 
     def worker_count(self) -> int:
         return len({r["worker"] for r in self.races if r.get("worker")})
@@ -183,7 +215,7 @@ class Controller(RaceSessionRole):
             if self._locks is None:
                 self._locks = Path(tempfile.mkdtemp(prefix="seatrace-locks-"))
             node.workerinput["seatrace_lock_dir"] = str(self._locks)
-        if self.wants_history:
+        if self.wants_exchange:
             if self._exchange is None:
                 self._exchange = Path(tempfile.mkdtemp(prefix="seatrace-xdist-"))
             node.workerinput["seatrace_dir"] = str(self._exchange)
@@ -195,18 +227,24 @@ class Controller(RaceSessionRole):
         worker = getattr(node, "workerinput", {}).get("workerid", "?")
         if output.get("seatrace_unserialised"):
             self.unserialised.append(f"{worker}: {output['seatrace_unserialised']}")
-        if error or (self.wants_history and not path):
+        if error or (self.wants_exchange and not path):
             self.crashed_workers.append(f"{worker}: {error or 'no history sent'}")
         if path:
             try:
-                for race in json.loads(Path(path).read_text(encoding="utf-8")):
-                    self.worker_histories[(worker, race["name"])] = race["history"]
+                sent = json.loads(Path(path).read_text(encoding="utf-8"))
             except (OSError, ValueError) as exc:
                 self.crashed_workers.append(f"{worker}: history unreadable ({exc})")
+                return
+            for race in sent["histories"]:
+                self.worker_histories[(worker, race["name"])] = race["history"]
+            for stem, text in sent["edn"]:
+                self.export(stem, text)
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if self.reports is not None:
             self.written, self.write_errors = self.reports.write(self.full_races(), seed=self.settings.seed)
+        if self.history_files is not None:
+            self.write_errors += self.history_files.errors
         if self.write_errors and session.exitstatus == pytest.ExitCode.OK:
             # A lost report fails the run, as pytest-cov's --cov-fail-under does; the terminal
             # summary (run after this hook) names the file.
@@ -237,6 +275,12 @@ class Controller(RaceSessionRole):
                 )
         for path in self.written:
             terminalreporter.write_line(f"seatrace: report written to {path}")
+        if self.history_files is not None and self.history_files.written:
+            count = len(self.history_files.written)
+            terminalreporter.write_line(
+                f"seatrace: {count} race histor{'y' if count == 1 else 'ies'} written to "
+                f"{self.history_files.directory}"
+            )
         for error in self.write_errors:
             terminalreporter.write_line(f"seatrace: {error} (the session fails)", red=True, bold=True)
         for worker in self.unserialised:
@@ -276,6 +320,8 @@ class Worker(RaceSessionRole):
     def __init__(self, config: pytest.Config, workerinput: dict[str, Any]) -> None:
         self.workerinput = workerinput
         self.worker_id: str = workerinput.get("workerid", "?")
+        self.edn: list[tuple[str, str]] = []
+        """``--race-history`` files (name stem, EDN text) for the controller to write."""
         super().__init__(config)
 
     def inherited_seed(self) -> int | None:
@@ -302,6 +348,10 @@ class Worker(RaceSessionRole):
     def keep(self, doc: RaceDoc) -> None:
         doc["worker"] = self.worker_id
 
+    def export(self, stem: str, text: str) -> None:
+        """Kept for the controller, which writes every file (see ``pytest_sessionfinish``)."""
+        self.edn.append((stem, text))
+
     def on_report(self, item: pytest.Item, report: pytest.TestReport) -> None:
         """Races not sent yet ride to the controller on this report (builtins only)."""
         races = item.stash.get(RACES, [])
@@ -311,14 +361,16 @@ class Worker(RaceSessionRole):
             item.stash[REPORTED] = len(races)
 
     def pytest_sessionfinish(self) -> None:
-        """Send the request histories, too bulky for reports, through one file."""
+        """Send the request histories, too bulky for reports, and the EDN histories through one
+        file."""
         directory = self.workerinput.get("seatrace_dir")
-        if not directory or not self.wants_history:
+        if not directory or not self.wants_exchange:
             return
         from pytest_seatrace.core.result import history_columns
 
         path = Path(directory) / f"{self.worker_id}.json"
-        data = [{"name": r.name, "history": history_columns(r.history, r.resources)} for r in self.local]
+        histories = [{"name": r.name, "history": history_columns(r.history, r.resources)} for r in self.local]
+        data = {"histories": histories, "edn": self.edn}
         try:
             path.write_text(json.dumps(data), encoding="utf-8")
         except OSError:  # the controller reports the missing history; the figures still travel

@@ -4,13 +4,15 @@ We bind (or take ``--fd``) the listening socket before the server starts, becaus
 uvicorn's ``Config.bind_socket`` calls ``sys.exit`` on a busy port; a bad argument,
 port, database path or certificate exits with status 2 and one line on stderr, never a
 traceback. ``--server hypercorn`` adds HTTP/2 (h2c with prior knowledge on a plain
-port, ALPN ``h2`` over TLS) beside HTTP/1.1; uvicorn speaks HTTP/1.1 only.
+port, ALPN ``h2`` over TLS) beside HTTP/1.1, and with ``--http3`` HTTP/3 over QUIC (aioquic) on a
+UDP socket (the TCP port's number, or an inherited ``--quic-fd``); uvicorn speaks HTTP/1.1 only.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import math
 import signal
 import socket
@@ -123,6 +125,14 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help=f"hypercorn: concurrent HTTP/2 streams per connection (default: {DEFAULT_H2_MAX_STREAMS})",
     )
+    parser.add_argument(
+        "--http3",
+        action="store_true",
+        help="hypercorn with --certfile/--keyfile: also serve HTTP/3 on UDP, the TCP port's number",
+    )
+    parser.add_argument(
+        "--quic-fd", type=int, default=None, help="serve HTTP/3 on this already bound UDP socket (--http3)"
+    )
     return parser
 
 
@@ -133,6 +143,10 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--certfile and --keyfile go together")
     if args.h2_max_streams is not None and args.server != "hypercorn":
         parser.error("--h2-max-streams needs --server hypercorn")
+    if args.quic_fd is not None:
+        args.http3 = True
+    if args.http3 and (args.server != "hypercorn" or args.certfile is None):
+        parser.error("--http3 needs --server hypercorn and --certfile/--keyfile (QUIC is always TLS)")
     return args
 
 
@@ -147,6 +161,19 @@ def _listening_socket(host: str, port: int, fd: int | None) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
         sock.listen(BACKLOG)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _quic_socket(tcp: socket.socket, fd: int | None) -> socket.socket:
+    """The UDP socket for HTTP/3: the inherited ``--quic-fd``, or one bound to the TCP socket's address."""
+    if fd is not None:
+        return socket.socket(fileno=fd)
+    sock = socket.socket(tcp.family, socket.SOCK_DGRAM)
+    try:
+        sock.bind(tcp.getsockname()[:2])
     except BaseException:
         sock.close()
         raise
@@ -192,11 +219,13 @@ def _serve_hypercorn(
     tls: _Tls | None,
     h2_max_streams: int,
     keep_alive: float | None,
+    quic: socket.socket | None = None,
 ) -> bool:
     """Serve until SIGTERM/SIGINT, then stop gracefully and return (exit 0); True once it served.
 
     hypercorn calls ``shutdown_trigger`` once every listener serves, so the banner goes
-    out there; passing a trigger replaces hypercorn's own signal handlers with ours.
+    out there; passing a trigger replaces hypercorn's own signal handlers with ours. With a
+    ``quic`` socket hypercorn also serves HTTP/3 there and names it in an ``Alt-Svc`` header.
     """
     from hypercorn.asyncio import serve
     from hypercorn.config import Config
@@ -205,6 +234,8 @@ def _serve_hypercorn(
     config = Config()
     # hypercorn wraps the fd in its own socket object and closes it: ours lets go of it.
     config.bind = [f"fd://{sock.detach()}"]
+    if quic is not None:
+        config.quic_bind = [f"fd://{quic.detach()}"]
     if tls is not None:
         config.certfile = str(tls.certfile)
         config.keyfile = str(tls.keyfile)
@@ -257,12 +288,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             import hypercorn  # noqa: F401 - fail here, in one line, not once serving
         except ImportError:
             return _fail("--server hypercorn needs hypercorn: pip install 'pytest-seatrace[http2]'")
+    if args.http3:
+        try:
+            import aioquic  # noqa: F401 - fail here, in one line, not once serving
+        except ImportError:
+            return _fail("--http3 needs aioquic: pip install 'pytest-seatrace[http3]'")
     where = f"fd {args.fd}" if args.fd is not None else f"{args.host}:{args.port}"
     try:
         sock = _listening_socket(args.host, args.port, args.fd)
     except OSError as exc:
         return _fail(f"cannot listen on {where}: {exc.strerror or exc}")
-    with sock:
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(sock)
+        quic = None
+        if args.http3:
+            try:
+                quic = stack.enter_context(_quic_socket(sock, args.quic_fd))
+            except OSError as exc:
+                return _fail(f"cannot bind UDP for HTTP/3 on {where}: {exc.strerror or exc}")
         try:
             store = SeatStore.open(args.db, seats=args.seats, busy_timeout_ms=args.busy_timeout_ms)
         except sqlite3.Error as exc:
@@ -272,7 +315,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 store, strategy=strategy, window_ms=args.window_ms, seats=args.seats, auth=args.auth
             )
             extras = "".join(
-                [", server=hypercorn" if server == "hypercorn" else "", ", auth=on" if args.auth else ""]
+                [
+                    ", server=hypercorn" if server == "hypercorn" else "",
+                    "" if quic is None else f", http3=udp:{quic.getsockname()[1]}",
+                    ", auth=on" if args.auth else "",
+                ]
             )
             banner = (
                 f"sample_service listening on {_url(sock, 'http' if tls is None else 'https')}"
@@ -280,7 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             if server == "hypercorn":
                 max_streams = args.h2_max_streams or DEFAULT_H2_MAX_STREAMS
-                started = _serve_hypercorn(app, sock, banner, tls, max_streams, args.keep_alive)
+                started = _serve_hypercorn(app, sock, banner, tls, max_streams, args.keep_alive, quic)
             else:
                 started = _serve_uvicorn(app, sock, banner, tls, args.keep_alive)
         finally:

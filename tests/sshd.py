@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.processes import stop
+
 HOST_ALIAS = "seatrace-test"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PRIVSEP_DIR = Path("/run/sshd")  # Debian's privilege-separation chroot; sshd refuses to start without it
@@ -146,17 +148,6 @@ def logs(directory: Path) -> str:
         text = path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
         parts.append(f"--- {name} ---\n{text.strip() or '(empty)'}")
     return "\n".join(parts)
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, a bounded wait, then SIGKILL."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
 
 
 def listening(port: int, process: subprocess.Popen[bytes], deadline: float) -> bool:

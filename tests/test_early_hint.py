@@ -1,5 +1,6 @@
 """Early answers under single-packet say what to do: hypercorn starts the app at HEADERS, so a
-bodyless handler answers before the gate; ``sync="last-byte"`` (default ``hold="headers"``) holds it.
+handler that ignores the body answers before the gate; ``sync="last-byte"`` (default
+``hold="headers"``) holds it. (A bodyless request's whole HEADERS go at the gate, so it is held.)
 
 Shown with a scripted h2 server that answers at HEADERS (hypercorn does so only when its app task
 wins the race against the client's gate, so it cannot show it every time), with the hypercorn
@@ -22,11 +23,14 @@ LAST_BYTE = 'use sync="last-byte"'
 
 
 def test_a_server_answering_at_headers_is_not_raced_and_says_use_last_byte():
-    """A server that answers every stream as its HEADERS arrive (as hypercorn runs a bodyless
-    handler): all answers early, a not-raced violation with the hint, the summary note too."""
+    """A server that answers every stream as its HEADERS arrive (as hypercorn runs a handler that
+    ignores the body): all answers early, a not-raced violation with the hint, the summary note too."""
     with h2_server(answering_at_headers(200, b"{}")) as (url, _):
         result = fire(
-            RequestSpec("GET", url + "/seats/1"), concurrency=5, expect=range(0, 6), sync="single-packet"
+            RequestSpec("POST", url + "/seats/1/hold", json={"user": "u"}),
+            concurrency=5,
+            expect=range(0, 6),
+            sync="single-packet",
         ).result
     assert result.early == 5
     (violation,) = result.violations

@@ -360,6 +360,7 @@ def test_server_answering_before_the_final_byte_is_kept_and_marked_early():
     assert record.outcome is Outcome.REJECTION
     assert record.sent_ns
     assert record.end_ns >= record.sent_ns
+    assert 0 < record.call_ns <= record.sent_ns  # called when its prefix write began (design §7)
 
 
 def test_records_are_complete(race, sample_service):

@@ -125,6 +125,8 @@ CORE_ORDER = (
     "records",  # what the engine writes down, and the facts of a run
     "reasons",
     "histories",  # records as a history of operations (the checker is the history package)
+    "bindings",  # how a race's model reads its requests and responses
+    "history_edn",  # that history as a Jepsen EDN file (--race-history)
     "stats",
     "contention",
     "figures",  # what the records add up to
@@ -134,8 +136,10 @@ CORE_ORDER = (
     "config",
     "precedence",  # call > marker > CLI > ini > default, and the rules between settings
     "violations",
+    "linearizability",  # a model's verdicts on the histories, under one time budget
     "notes",
     "judge",  # records, figures and config in, violations out
+    "history_document",  # the checked histories as document entries
     "race_document",
     "result",  # assembles the parts: RaceResult
     "errors",  # the exceptions carry a result

@@ -62,12 +62,16 @@ def reasons(result: RaceResult) -> set[str | None]:
     return {r.reason for r in result.history}
 
 
+def row(client: int, call: int, sent: int, end: int, status: int) -> list[Any]:
+    """A record row of resource 0, round 1, as ``worker.Recorder.row`` writes it (its body kept,
+    no headers); the outcome is the coordinator's to decide."""
+    unclassified = int(Outcome.ERROR)
+    return [0, client, 1, call, sent, end, status, unclassified, None, 0, False, False, True, b"{}", None]
+
+
 def test_a_scripted_shard_races_a_wave_and_the_coordinator_classifies_its_records() -> None:
     sent = time.perf_counter_ns()
-    rows = [  # as worker.Recorder.row writes them; the outcome is the coordinator's to decide
-        [0, 1, 1, sent, sent + 1_000_000, 201, int(Outcome.ERROR), None, 0, False, False, True, b"{}", None],
-        [0, 2, 1, sent, sent + 2_000_000, 409, int(Outcome.ERROR), None, 0, False, False, True, b"{}", None],
-    ]
+    rows = [row(1, sent - 500, sent, sent + 1_000_000, 201), row(2, 0, sent, sent + 2_000_000, 409)]
     channel = ScriptedChannel([hello()], answering([m.Ready(1, 1, 0)], [m.Records(1, 1, rows, 0, 0)]))
     result, config = race([channel])
     assert (result.requests, result.wins, result.rejections, result.errors) == (2, 1, 1, 0)
@@ -80,6 +84,9 @@ def test_a_scripted_shard_races_a_wave_and_the_coordinator_classifies_its_record
     by_client = {r.client: r for r in result.history}
     assert abs(by_client[1].sent_ns - sent) < 1_000_000
     assert by_client[2].end_ns - by_client[2].sent_ns == 2_000_000
+    # The call travels in the row and is mapped with the same clock; no call (0) stays 0.
+    assert by_client[1].sent_ns - by_client[1].call_ns == 500
+    assert by_client[2].call_ns == 0
     assert {r.shard for r in result.history} == {1}
     assert {r.operation for r in result.history} == {"POST /orders"}
 
@@ -107,8 +114,8 @@ def test_a_message_out_of_turn_ends_that_shard_and_names_both(said: Any, called:
 
 def test_a_shard_silent_past_the_timeout_missed_the_start_and_the_other_shard_races_on() -> None:
     sent = time.perf_counter_ns()
-    row = [0, 1, 1, sent, sent + 1, 201, 0, None, 0, False, False, True, b"{}", None]
-    healthy = ScriptedChannel([hello()], answering([m.Ready(1, 1, 0)], [m.Records(1, 1, [row], 0, 0)]))
+    rows = [row(1, sent, sent, sent + 1, 201)]
+    healthy = ScriptedChannel([hello()], answering([m.Ready(1, 1, 0)], [m.Records(1, 1, rows, 0, 0)]))
     silent = ScriptedChannel([hello()], answering([], []))
     result, _ = race([healthy, silent])
     by_shard = {r.shard: r for r in result.history}

@@ -212,6 +212,14 @@ class Seen:
     """Length of each stream's DATA frame carrying END_STREAM."""
     bodies: dict[int, bytes] = field(default_factory=dict)
     data_frames: list[int] = field(default_factory=list)
+    pings: int = 0
+    headers_after_ping: list[bool] = field(default_factory=list)
+    """Per request, whether its HEADERS came after the client's PING, so in the gate write."""
+    final_after_answer: list[int] = field(default_factory=list)
+    """Streams whose final DATA frame came after the server had answered them in full."""
+    resets: list[tuple[int, int]] = field(default_factory=list)
+    """(stream id, error code) of each RST_STREAM the client sent."""
+    answered: set[int] = field(default_factory=set)
     done: threading.Event = field(default_factory=threading.Event)
 
 
@@ -257,18 +265,29 @@ def h2_server(script: Script, *, window: int | None = None) -> Iterator[tuple[st
 def note(event: h2.events.Event, seen: Seen) -> None:
     if isinstance(event, h2.events.RequestReceived):
         seen.headers_end_stream.append(event.stream_ended is not None)
+        seen.headers_after_ping.append(seen.pings > 0)
+    elif isinstance(event, h2.events.PingReceived):
+        seen.pings += 1
+    elif isinstance(event, h2.events.StreamReset):
+        seen.resets.append((event.stream_id, event.error_code))
     elif isinstance(event, h2.events.DataReceived):
+        if event.stream_id in seen.answered and event.stream_ended is not None:
+            seen.final_after_answer.append(event.stream_id)
         seen.data_frames.append(len(event.data))
         seen.bodies[event.stream_id] = seen.bodies.get(event.stream_id, b"") + event.data
         if event.stream_ended is not None:
             seen.final_frames.append(len(event.data))
 
 
-def respond(conn: h2.connection.H2Connection, stream_id: int, status: int, body: bytes = b"") -> None:
+def respond(
+    conn: h2.connection.H2Connection, stream_id: int, status: int, body: bytes = b"", seen: Seen | None = None
+) -> None:
     conn.send_headers(
         stream_id, [(b":status", str(status).encode()), (b"content-length", str(len(body)).encode())]
     )
     conn.send_data(stream_id, body, end_stream=True)
+    if seen is not None:
+        seen.answered.add(stream_id)
 
 
 def answering_at_headers(status: int, body: bytes) -> Script:
@@ -277,10 +296,19 @@ def answering_at_headers(status: int, body: bytes) -> Script:
     def script(conn: h2.connection.H2Connection, events: list[h2.events.Event], seen: Seen) -> bool:
         for event in events:
             if isinstance(event, h2.events.RequestReceived):
-                respond(conn, event.stream_id, status, body)
+                respond(conn, event.stream_id, status, body, seen)
         return True
 
     return script
+
+
+def gets_among_posts(url: str) -> RequestSpec:
+    """Odd clients read their seat (no body), even ones post an order (a JSON body)."""
+    return RequestSpec(
+        lambda a: "GET" if a.client % 2 else "POST",
+        lambda a: f"{url}/seats/{a.resource}" if a.client % 2 else f"{url}/orders",
+        json=lambda a: None if a.client % 2 else order(a),
+    )
 
 
 def ended(events: list[h2.events.Event]) -> list[int]:
@@ -348,21 +376,74 @@ def test_early_answer_is_kept_classified_and_marked():
     assert result.early == 5
     assert (result.rejections, result.errors) == (5, 0)
     assert all(rec.early and rec.sent_ns and rec.end_ns >= rec.sent_ns for rec in fired.records)
+    assert all(0 < rec.call_ns <= rec.sent_ns for rec in fired.records)  # called at its HEADERS write
     assert {v.kind for v in result.violations} == {"not-raced"}
 
 
-def test_bodyless_request_ends_at_the_gate_with_an_empty_data_frame():
+def test_bodyless_request_sends_its_whole_headers_at_the_gate():
+    """No DATA frame on a bodyless stream: its HEADERS, with END_STREAM, are the gate write's
+    (hypercorn ends a connection on a DATA frame for a stream it already answered)."""
+
     def script(conn: h2.connection.H2Connection, events: list[h2.events.Event], seen: Seen) -> bool:
         for sid in ended(events):
             respond(conn, sid, 200, b"ok")
         return True
 
     with h2_server(script) as (url, seen):
-        result = fire(RequestSpec("GET", url + "/seats/1"), concurrency=4).result
-    assert result.status_counts == {200: 4}
-    assert seen.headers_end_stream == [False] * 4
-    assert seen.final_frames == [0] * 4
-    assert result.early == 0
+        fired = fire(RequestSpec("GET", url + "/seats/1"), concurrency=4)
+    assert fired.result.status_counts == {200: 4}
+    assert seen.headers_end_stream == [True] * 4
+    assert seen.headers_after_ping == [True] * 4
+    assert seen.data_frames == []
+    assert fired.result.early == 0
+    assert all(0 < rec.call_ns <= rec.sent_ns for rec in fired.records)  # called at the gate write
+
+
+def test_bodyless_streams_among_bodies_open_in_order_at_the_gate():
+    """GETs among POSTs: the POSTs' HEADERS and bodies before the gate, the GETs' whole HEADERS
+    in it, on stream ids above the POSTs' (a lower id would be a protocol error), every one
+    answered."""
+
+    def script(conn: h2.connection.H2Connection, events: list[h2.events.Event], seen: Seen) -> bool:
+        for sid in ended(events):
+            respond(conn, sid, 200, b"{}")
+        return True
+
+    with h2_server(script) as (url, seen):
+        spec = gets_among_posts(url)
+        fired = fire(spec, concurrency=8, expect=8)
+    assert fired.result.status_counts == {200: 8}
+    assert seen.headers_after_ping == [False] * 4 + [True] * 4
+    assert seen.headers_end_stream == [False] * 4 + [True] * 4
+    gets = [rec for rec in fired.records if rec.operation.startswith("GET")]
+    posts = [rec for rec in fired.records if rec.operation.startswith("POST")]
+    assert sorted(rec.client for rec in gets) == [1, 3, 5, 7]
+    # a POST's call begins at its prefix, a GET's at the gate write (after the PING round trip)
+    assert max(rec.call_ns for rec in posts) < min(rec.call_ns for rec in gets)
+    assert all(rec.call_ns <= rec.sent_ns for rec in gets)
+
+
+def test_an_early_answer_gets_no_final_frame_but_a_reset():
+    """Streams answered before the gate end with RST_STREAM(NO_ERROR), never with a DATA frame the
+    server would get on a stream it has closed; the held ones beside them are answered."""
+
+    def script(conn: h2.connection.H2Connection, events: list[h2.events.Event], seen: Seen) -> bool:
+        for event in events:
+            if isinstance(event, h2.events.RequestReceived) and b"/early" in dict(event.headers)[b":path"]:
+                respond(conn, event.stream_id, 404, b"{}", seen)
+        for sid in ended(events):
+            if sid not in seen.answered:
+                respond(conn, sid, 200, b"{}", seen)
+        return True
+
+    with h2_server(script) as (url, seen):
+        spec = RequestSpec("POST", lambda a: f"{url}/early" if a.client % 2 else f"{url}/orders", json=order)
+        fired = fire(spec, concurrency=6, expect=6, success=lambda r: True)
+    result = fired.result
+    assert result.status_counts == {200: 3, 404: 3}
+    assert result.early == 3
+    assert seen.final_after_answer == []
+    assert sorted(code for _, code in seen.resets) == [h2.errors.ErrorCodes.NO_ERROR] * 3
 
 
 def test_flow_control_and_frame_size_are_respected():
@@ -415,6 +496,30 @@ def test_server_closing_before_the_gate_is_a_clear_error():
     assert result.errors == 3
     (reason,) = result.error_reasons
     assert reason.startswith(f"the server at {url} closed the HTTP/2 connection before the gate")
+
+
+def test_bodyless_streams_of_a_connection_lost_before_the_gate_are_written_again():
+    """The server closes the first connection at the POSTs' HEADERS: the POSTs may have started
+    (errors), the GETs had sent nothing yet, so they go again on a fresh connection."""
+    closed: list[bool] = []
+
+    def script(conn: h2.connection.H2Connection, events: list[h2.events.Event], seen: Seen) -> bool:
+        if not closed and any(isinstance(e, h2.events.RequestReceived) for e in events):
+            closed.append(True)
+            conn.data_to_send()
+            return False
+        for sid in ended(events):
+            respond(conn, sid, 200, b"{}")
+        return True
+
+    with h2_server(script) as (url, _):
+        spec = gets_among_posts(url)
+        fired = fire(spec, concurrency=4, expect=2, allow_errors=True, timeout=5.0)
+    by_client = {rec.client: rec for rec in fired.records}
+    assert [by_client[c].status for c in (1, 3)] == [200, 200]
+    assert [by_client[c].outcome for c in (2, 4)] == [Outcome.ERROR, Outcome.ERROR]
+    assert all("closed the HTTP/2 connection before the gate" in (by_client[c].reason or "") for c in (2, 4))
+    assert fired.firer.connections == 2
 
 
 def test_server_that_never_sends_settings_times_out_with_the_stage():

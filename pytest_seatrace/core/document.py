@@ -202,6 +202,46 @@ class ContentionDoc(TypedDict):
     by_resource: list[ContentionGroupDoc]
 
 
+class CheckedOperationDoc(TypedDict):
+    """One operation of a checked history, as the message's table and the page's timeline show it."""
+
+    process: int
+    """The record's index in the race's history."""
+    client: int
+    op: str
+    """The plugin's operation name (``POST /seats/{resource}/book``)."""
+    f: str
+    """The model's function (``book``)."""
+    input: str | None
+    """``repr`` of the model's input; ``None`` for none."""
+    type: str
+    """``ok``, ``fail`` or ``info`` (Jepsen's)."""
+    call_ms: float
+    """Call instant (shard instants widened by their clock error), ms from the race's earliest."""
+    return_ms: float | None
+    """Return instant, same origin; ``None`` for ``info`` (it may take effect at any later time)."""
+    response: str
+    """``200``, ``409 seat taken``, ``timed out``; ``→ value`` adds what a read observed."""
+    order: int | None
+    """1-based position in the longest linearizable prefix of a history that is not linearizable."""
+    stuck: bool
+    """Among the operations that cannot follow that prefix."""
+
+
+class CheckedHistoryDoc(TypedDict):
+    """One partition of one round checked against the race's model (``core.linearizability``)."""
+
+    round: int
+    resource: str
+    model: str
+    valid: bool | None
+    """``None``: the time budget ran out (unknown, a violation)."""
+    elapsed_s: float
+    explanation: str
+    operations: list[CheckedOperationDoc]
+    """Empty for a linearizable history (documents stay small)."""
+
+
 HistoryDoc = dict[str, list[Any]]
 """Columns of equal length: ``start_ns``, ``end_ns``, ``client``, ``resource``, ``round``,
 ``status``, ``outcome``, ``server_ns``, ``early``, ``shard``, ``reason`` (as a sample's);
@@ -269,6 +309,8 @@ class RaceDoc(_RaceDocRequired, total=False):
     """Where and why a race ended before its last wave; absent for a race that finished."""
     contention: ContentionDoc
     """Requests in flight together inside the service, per resource and round (wave 3)."""
+    histories: list[CheckedHistoryDoc]
+    """Only in a race with ``model=``: one entry per partition of each round checked."""
 
 
 def format_expect(expect: ExpectDoc, times: int = 1) -> str:

@@ -62,11 +62,15 @@ def operations(
     rnd: int | None = None,
 ) -> list[Operation]:
     """The history of a race (of one round when ``rnd`` is given): one operation per sent request,
-    keyed by its resource id, its process the record's index in ``records``."""
+    keyed by its resource id, its process the record's index in ``records``. A request no function
+    covers has no place in it: the engine refuses such a request before sending it, so only a
+    ``race.run`` attempt that raised after its gate (a fatal record, which fails the race by
+    itself) can leave one."""
     errors = {info.number: info.error_ns for info in shards}
     return [
         operation(index, rec, model, resources[rec.resource], errors.get(rec.shard, 0))
         for index, rec in _sent(records, rnd)
+        if not rec.fatal or model.function_for(rec.operation) is not None
     ]
 
 

@@ -2,9 +2,11 @@
 
 Per (round, resource): the winner count against ``expect`` (with timed-out requests as either
 outcome), the final state read by ``verify=`` against the acknowledged wins, raising
-predicates, errors, and the sanity rule that a wrong URL never passes. What went wrong while
-racing (the engine's ``Problem`` facts) is worded here too, and thresholds are judged on the
-race's figures. ``judge`` runs them all, in that order.
+predicates, errors, and the sanity rule that a wrong URL never passes. With ``model=``, each
+partition's history is the model's to judge (``core.linearizability``) and ``expect`` is judged
+beside it only when the test gave it. What went wrong while racing (the engine's ``Problem``
+facts) is worded here too, and thresholds are judged on the race's figures. ``judge`` runs them
+all, in that order.
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ from dataclasses import dataclass
 
 from pytest_seatrace.core.config import RaceConfig, describe_range
 from pytest_seatrace.core.figures import Figures
+from pytest_seatrace.core.linearizability import HistoryCheck
 from pytest_seatrace.core.reasons import answer_label
 from pytest_seatrace.core.records import HookFailed, Outcome, Problem, Record, WaveHung
 from pytest_seatrace.core.thresholds import Threshold
 from pytest_seatrace.core.violations import Violation, ViolationKind
+from pytest_seatrace.history.model import Model
 
 NEVER_WIN_STATUSES = frozenset(
     {400, 401, 403, 404, 405, 406, 407, 410, 411, 413, 414, 415, 421, 422, 426, 431, 501, 505}
@@ -62,11 +66,19 @@ def invariant_violations(
     records: Sequence[Record], config: RaceConfig, held: Mapping[tuple[int, int], int] | None = None
 ) -> list[Violation]:
     """Every rule over every (round, resource) group; ``held`` maps (round, resource index) to
-    the holders that ``verify=`` read from the final state."""
+    the holders that ``verify=`` read from the final state. With a model, ``expect`` (the winner
+    count and a double booking in the final state) is judged only when the test gave it: the
+    default ``expect=1`` would call a book/cancel race too-many. The final state is set against
+    the wins (lost, phantom) only where every win is one of the model's main update (a booking):
+    a won cancel or read holds no seat."""
+    counted = config.model is None or config.expect_given
+    bookings = config.model is None or _main_only(config.model)
     out: list[Violation] = []
     for group in groups(records, config, held):
-        out += winner_count(group, config.expect, config.timeout)
-        out += reconcile(group, config.expect)
+        if counted:
+            out += winner_count(group, config.expect, config.timeout)
+        if bookings:
+            out += reconcile(group, config.expect, double=counted)
         out += raising_predicates(group)
         out += errors(group, config.allow_errors)
         out += no_winner_possible(group, config.expect)
@@ -123,8 +135,14 @@ def _unknown_text(records: Sequence[Record], timeout: float) -> str:
     return " and ".join(parts) or "0 unknown"
 
 
-def reconcile(group: Group, expect: range) -> list[Violation]:
-    """The final state against acknowledged wins: lost, phantom and double bookings."""
+def _main_only(model: Model) -> bool:
+    """Whether every raced request is the model's main update (``Seats()``, ``Seats(book=...)``)."""
+    return all(f.name == model.main and not f.reads for f in model.functions)
+
+
+def reconcile(group: Group, expect: range, *, double: bool = True) -> list[Violation]:
+    """The final state against acknowledged wins: lost, phantom and (with ``double``) double
+    bookings."""
     holders = group.holders
     if holders is None:
         return []
@@ -152,7 +170,7 @@ def reconcile(group: Group, expect: range) -> list[Violation]:
                 "holders nobody was told of",
             )
         )
-    if holders > most:
+    if double and holders > most:
         out.append(
             Violation(
                 ViolationKind.DOUBLE,
@@ -210,13 +228,16 @@ def no_winner_possible(group: Group, expect: range) -> list[Violation]:
     return [Violation(ViolationKind.NO_WINNER_POSSIBLE, group.resource, group.round, allowed, "0", reason)]
 
 
+STUCK_SHOWN = 2
+"""Operations that cannot follow the prefix, named in a not-linearizable violation's detail."""
+
 NOT_RACED_HINTS = {
     ("last-byte", "body"): 'the handler acts on its headers: use hold="headers"',
     ("last-byte", "headers"): 'something answers incomplete requests (a proxy?): use sync="gate"',
 }
 SINGLE_PACKET_EARLY_HINT = (
-    "the server starts the handler at HEADERS (hypercorn does), so a bodyless or body-ignoring "
-    'handler answers before the gate: use sync="last-byte" (its default hold="headers" holds it)'
+    "the server starts the handler at HEADERS (hypercorn does), so a handler that ignores the body "
+    'answers before the gate: use sync="last-byte" (its default hold="headers" holds it)'
 )
 
 
@@ -250,6 +271,47 @@ def _winner_detail(recs: Sequence[Record]) -> str:
     shown = ", ".join(f"client {r.client} ({r.status})" for r in wins[:5])
     more = f" and {len(wins) - 5} more" if len(wins) > 5 else ""
     return f"winners: {shown}{more}"
+
+
+def history_violations(
+    checks: Sequence[HistoryCheck], records: Sequence[Record], model: object
+) -> list[Violation]:
+    """A partition that is not linearizable, or that the budget left undecided, as a violation."""
+    allowed = f"linearizable under {type(model).__name__}"
+    bookings = isinstance(model, Model) and _main_only(model)
+    out: list[Violation] = []
+    for c in checks:
+        verdict = c.verdict
+        excess = 0
+        if verdict.valid is False:
+            detail = _stuck_detail(c, records)
+            kind, found = ViolationKind.NOT_LINEARIZABLE, "not linearizable"
+            if bookings:  # the acknowledged bookings no order can place: sold twice
+                excess = sum(1 for op in verdict.cannot_follow if op.type == "ok")
+        elif verdict.valid is None:
+            detail = (
+                f"the check of {len(c.operations)} operations ran out of the race's time budget "
+                f"(CHECK_BUDGET_S = {c.budget_s:g}s, shared by its histories): unknown, never a pass"
+            )
+            kind, found = ViolationKind.HISTORY_UNKNOWN, "unknown"
+        else:
+            continue
+        out.append(Violation(kind, c.resource, c.round, allowed, found, detail, excess=excess))
+    return out
+
+
+def _stuck_detail(c: HistoryCheck, records: Sequence[Record]) -> str:
+    """``12 of 100 operations linearize; none of these can follow: client 7 book() -> ok``."""
+    verdict = c.verdict
+    stuck = verdict.cannot_follow
+    shown = "; ".join(
+        f"client {records[op.process].client} {verdict.describe(op)}" for op in stuck[:STUCK_SHOWN]
+    )
+    more = f" and {len(stuck) - STUCK_SHOWN} more" if len(stuck) > STUCK_SHOWN else ""
+    return (
+        f"{len(verdict.prefix)} of {len(c.operations)} operations linearize; "
+        f"none of these can follow them: {shown}{more}"
+    )
 
 
 def threshold_violations(thresholds: Sequence[Threshold], figures: Figures) -> list[Violation]:
@@ -303,18 +365,23 @@ def judge(
     figures: Figures,
     held: Mapping[tuple[int, int], int] | None = None,
     problems: Sequence[Problem] = (),
+    checks: Sequence[HistoryCheck] = (),
 ) -> tuple[Violation, ...]:
-    """Every violation of a race: the rules per (round, resource), what went wrong while
-    racing, then the thresholds; empty exactly when it passed."""
+    """Every violation of a race: the rules per (round, resource), the model's verdicts on the
+    histories ``checks`` holds, what went wrong while racing, then the thresholds; empty exactly
+    when it passed."""
     return (
         *invariant_violations(records, config, held),
+        *history_violations(checks, records, config.model),
         *(problem_violation(p, config.timeout) for p in problems),
         *threshold_violations(config.thresholds, figures),
     )
 
 
 def double_bookings(violations: Sequence[Violation]) -> int:
-    """Wins (or final-state holders) beyond what ``expect`` allows, per resource and round."""
+    """Wins (or final-state holders) beyond what ``expect`` allows, per resource and round; with a
+    model of bookings alone (``Seats()``), the acknowledged bookings no order of the history can
+    place."""
     excess: dict[tuple[Hashable, int | None], int] = {}
     for v in violations:
         if v.excess:

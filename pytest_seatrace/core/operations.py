@@ -81,6 +81,18 @@ def settle(operations: Iterable[str]) -> dict[str, str]:
     return out
 
 
+def readings(operation: str) -> list[str]:
+    """What ``operation`` may settle on: itself, or for an ambiguous one each way of reading
+    its ambiguous segments, ``{resource}`` first (a model binds one of them)."""
+    if AMBIGUOUS not in operation:
+        return [operation]
+    parts = operation.split(AMBIGUOUS)
+    out = [parts[0]]
+    for part in parts[1:]:
+        out = [f"{head}{place}{part}" for head in out for place in _PLACES]
+    return out
+
+
 def _fits(ambiguous: list[str], clear: list[str]) -> bool:
     """``clear`` reads like ``ambiguous`` with each ambiguous segment a resource or a client."""
     return len(ambiguous) == len(clear) and all(

@@ -58,6 +58,8 @@ class Settings:
     seed: int = 0
     json: Path | None = None
     html: Path | None = None
+    history: Path | None = None
+    """``--race-history``: the directory of the races' Jepsen EDN files."""
     summary: str = DEFAULT_SUMMARY
     xdist: str = DEFAULT_XDIST
     p95_ms: float | None = None

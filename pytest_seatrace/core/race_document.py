@@ -14,6 +14,8 @@ from typing import Protocol
 from pytest_seatrace.core.config import RaceConfig, expect_doc
 from pytest_seatrace.core.document import HistoryDoc, RacedDoc, RaceDoc, RoundDoc, SampleDoc, StatusReasonDoc
 from pytest_seatrace.core.figures import NOT_SENT, Figures, RoundSummary
+from pytest_seatrace.core.history_document import histories_doc
+from pytest_seatrace.core.linearizability import HistoryCheck
 from pytest_seatrace.core.records import Raced, Record, Stop
 from pytest_seatrace.core.redact import redact_text
 from pytest_seatrace.core.violations import Violation
@@ -57,6 +59,8 @@ class Judged(Protocol):
     def connections_replaced(self) -> int: ...
     @property
     def stopped(self) -> Stop | None: ...
+    @property
+    def history_checks(self) -> tuple[HistoryCheck, ...]: ...
     def violation_rate(self) -> str: ...
 
 
@@ -108,6 +112,8 @@ def race_document(race: Judged, *, history: bool = False) -> RaceDoc:
     if race.stopped is not None:
         doc["stopped"] = race.stopped.to_dict()
     doc["contention"] = figures.contention.to_dict([names[r] for r in config.resources])
+    if config.model is not None:
+        doc["histories"] = histories_doc(race.history_checks, figures.records, type(config.model).__name__)
     if history:
         doc["history"] = history_columns(figures.records, config.resources)
     return doc

@@ -72,14 +72,16 @@ class Record:
     """Its outcome was decided by ``timeout`` (unknown after the gate, an error before it)."""
     operation: str = ""
     """What it did: ``POST /seats/{resource}/book`` (``core.operations``); empty for a
-    ``race.run`` attempt and for a client whose set-up failed (nothing was sent)."""
+    ``race.run`` attempt without a model (with one, named from the request its response
+    answers) and for a client whose set-up failed (nothing was sent)."""
     shard: int = 0
     """The shard (execnet gateway, 1-based) that sent it; 0: the test process itself."""
     call_ns: int = 0
     """The earliest instant the server could act on it (design §7), stamped before the write that
     made that possible: the release at ``hold="headers"``, the start of the prefix write at
-    ``hold="body"``, for single-packet and for a request answered early, the start of sending in
-    gate mode. 0: nothing of it was sent (not an operation of the history)."""
+    ``hold="body"``, for single-packet (a bodyless request's: its gate write, where its HEADERS
+    go) and for a request answered early, the start of sending in gate mode. 0: nothing of it was
+    sent (not an operation of the history)."""
     input: Hashable = None
     """What the model's input function took from the request (model races only)."""
     output: Hashable = None

@@ -19,11 +19,13 @@ from pytest_seatrace.core.contention import Contention
 from pytest_seatrace.core.document import OperationDoc, RaceDoc, ResourceDoc, ShardDoc
 from pytest_seatrace.core.figures import Figures, RoundSummary, Win
 from pytest_seatrace.core.judge import double_bookings, judge
+from pytest_seatrace.core.linearizability import HistoryCheck, check_histories, overall
 from pytest_seatrace.core.notes import classification_notes
 from pytest_seatrace.core.race_document import STATUS_REASONS_SHOWN, history_columns, race_document
 from pytest_seatrace.core.records import Outcome, Problem, Raced, RaceRun, Record, ShardInfo, Stop
 from pytest_seatrace.core.stats import Latency, Spread
 from pytest_seatrace.core.violations import Violation
+from pytest_seatrace.history.checker import Verdict
 
 __all__ = ["STATUS_REASONS_SHOWN", "RaceResult", "RoundSummary", "Win", "history_columns"]
 
@@ -220,8 +222,29 @@ class RaceResult:
     # -- verdict ---------------------------------------------------------------------------
 
     @cached_property
+    def history_checks(self) -> tuple[HistoryCheck, ...]:
+        """With ``model=``: each partition of each round (its resource, by default) as checked,
+        its operations and the model's verdict, in round order; empty without a model. Checked
+        once, on first use (``core.linearizability``)."""
+        return check_histories(self.history, self.config, self.shard_infos)
+
+    @property
+    def verdicts(self) -> dict[tuple[int, Hashable], Verdict]:
+        """The model's verdict per (round, resource) (the model's partition key); empty without
+        a model."""
+        return {(c.round, c.resource): c.verdict for c in self.history_checks}
+
+    @property
+    def linearizable(self) -> bool | None:
+        """Over every partition: False when one is not linearizable, else None when the time
+        budget left one unknown, else True; None without a model (nothing was checked)."""
+        if self.config.model is None:
+            return None
+        return overall(self.history_checks)
+
+    @cached_property
     def violations(self) -> tuple[Violation, ...]:
-        return judge(self.history, self.config, self.figures, self.held, self.problems)
+        return judge(self.history, self.config, self.figures, self.held, self.problems, self.history_checks)
 
     @property
     def passed(self) -> bool:

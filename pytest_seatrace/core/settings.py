@@ -191,6 +191,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("json", None, metavar="PATH", help="write every race, with its request history, as JSON to PATH"),
     Setting("html", None, metavar="PATH", help="write a self-contained HTML report to PATH"),
     Setting(
+        "history",
+        None,
+        metavar="DIR",
+        help="write the history of every race with a model to DIR, one Jepsen EDN file per race",
+    ),
+    Setting(
         "summary",
         DEFAULT_SUMMARY,
         metavar="MODE",

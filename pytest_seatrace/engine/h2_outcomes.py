@@ -145,14 +145,19 @@ class StreamOutcomes:
     def lost_before_gate(self, link: HTTP2Connection, reason: str) -> None:
         """A connection closed (or ended by GOAWAY) before its gate write. Streams the server
         said it never processed are left to ``_renew``; on a kept connection the others may have
-        been dispatched at HEADERS (hypercorn runs the app there): unknown, not replayed."""
+        been dispatched at HEADERS (hypercorn runs the app there): unknown, not replayed. A bodyless
+        stream sent nothing yet (its HEADERS wait for the gate): never processed, written again."""
+        unsent = [s for s in link.pending if s.whole_at_gate]
         if link.kept:
             idle = self.idle_at_prefix(link)
             self.keepalive.closed_after(idle)
             self.keepalive.replaced += 1
             for stream in link.pending:
-                self._maybe_started(link, stream, reason)
+                if not stream.whole_at_gate:
+                    self._maybe_started(link, stream, reason)
         self.fail_link(link, reason)
+        for stream in unsent:
+            stream.unprocessed = True
 
     @staticmethod
     def idle_at_prefix(link: HTTP2Connection) -> int:

@@ -79,10 +79,17 @@ class H2Stream:
         self.renewed = False
         """Written again once on a fresh connection: a second failure is final."""
 
+    @property
+    def whole_at_gate(self) -> bool:
+        """A bodyless request: nothing of it leaves before the gate, where its whole HEADERS go
+        (``HTTP2Connection.write_prefixes`` says why), so a server never saw it if the gate never came."""
+        return not self.body
+
     def renew(self) -> None:
         """Back to unsent, to be written again on another connection."""
         rec = self.record
         rec.outcome, rec.reason, rec.end_ns, rec.timed_out, rec.early = Outcome.ERROR, None, 0, False, False
+        rec.call_ns = 0  # the server never processed it: its call is the next write's
         self.sid = self.status = self.prefix_ns = 0
         self.response_headers, self.chunks = [], []
         self.gated = self.done = self.unprocessed = False
@@ -143,6 +150,8 @@ class H2Requests:
         self.builder = builder
         spec = builder.spec
         self._json = spec.variation is Variation.JSON
+        self._resolves = spec.variation is not Variation.CONSTANT
+        """Each attempt's arguments are resolved here (and kept for the model's input)."""
         self._varies = spec.method_varies
         self._heads: dict[str, _Head] = {}
 
@@ -157,10 +166,10 @@ class H2Requests:
             except (TypeError, ValueError):
                 body = None  # httpx says what is wrong with it, below
             if body is not None:
-                record.operation = head.operation
+                self._name(record, head, args, attempt)
                 return H2Stream(record, head.origin, head.for_length(len(body)), body, self, resolved=args)
             request = builder.build_from(args)
-        elif self._json:
+        elif self._resolves:
             args = spec.resolve(attempt, method)
             request = builder.build_from(args)
         else:
@@ -171,8 +180,14 @@ class H2Requests:
             head = self._heads[method] = _Head(request, builder.operation(method, target, attempt))
             if self._json:
                 head.adopt(args.get("json"))
-        record.operation = head.operation
+        self._name(record, head, args, attempt)
         return H2Stream(record, head.origin, head.fields, request.read(), self, request)
+
+    def _name(self, record: Record, head: _Head, args: dict[str, Any], attempt: Attempt) -> None:
+        """The stream's operation, and the input the race's model takes from it (if any)."""
+        record.operation = head.operation
+        if self.builder.takes_inputs:
+            record.input = self.builder.input_of(head.operation, head.request, args, attempt)
 
 
 def h2_fields(request: httpx.Request) -> list[tuple[bytes, bytes]]:

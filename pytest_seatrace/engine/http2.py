@@ -239,19 +239,37 @@ class HTTP2Connection:
 
     async def write_prefixes(self, streams: Sequence[H2Stream], handle: Handle) -> None:
         """Every stream's HEADERS and all of its body but the last byte, in frames the server
-        allows, keeping one byte of stream and of connection window per stream for the gate."""
+        allows, keeping one byte of stream and of connection window per stream for the gate.
+
+        A bodyless stream sends nothing now: its whole HEADERS frame (with END_STREAM) is held for
+        the gate, on a stream id reserved above the others (``hold``), so the server never gets a
+        DATA frame on it. hypercorn (0.18.0, ``protocol/h2.py`` line 258) looks up the stream of
+        every DATA frame unguarded: an empty final DATA frame on a stream it has already answered
+        and closed (it runs the app at a complete header block, so a ``GET`` answers at once) raises
+        ``KeyError`` and ends the connection's task, and every other stream on it goes unanswered.
+
+        Each written stream's call (design §7) is stamped before its HEADERS go: a server may run
+        the app on a complete header block (hypercorn does), before the gate."""
         self.move(LinkState.PREFIXES)
-        for stream in streams:
-            stream.sid = self.h2.get_next_available_stream_id()
-            self.h2.send_headers(stream.sid, stream.headers, end_stream=False)
+        conn = self.h2
+        begun = time.perf_counter_ns()
+        written = [s for s in streams if not s.whole_at_gate]
+        for stream in written:
+            stream.record.call_ns = begun
+            stream.sid = conn.get_next_available_stream_id()
+            conn.send_headers(stream.sid, stream.headers, end_stream=False)
             self.streams[stream.sid] = stream
+        sid = conn.get_next_available_stream_id()
+        for stream in streams:
+            if stream.whole_at_gate:  # its id reserved here; ``hold`` opens them in increasing order
+                stream.sid, sid = sid, sid + 2
+                self.streams[stream.sid] = stream
         await self.flush()
         now = time.perf_counter_ns()
-        for stream in streams:
+        for stream in written:
             stream.prefix_ns = now
-        conn = self.h2
-        reserve = sum(1 for s in streams if s.body)
-        for stream in streams:
+        reserve = len(written)
+        for stream in written:
             held = len(stream.body) - 1
             sent = 0
             while sent < held and not stream.done:
@@ -289,14 +307,23 @@ class HTTP2Connection:
 
     def hold(self, order: Sequence[H2Stream]) -> None:
         """The final frame of every stream in ``order`` (the order the server reads them in), as
-        one buffer (one TLS record) held for the gate."""
+        one buffer (one TLS record) held for the gate: a body's last byte with END_STREAM, or a
+        bodyless stream's whole HEADERS with END_STREAM (``write_prefixes`` says why), opened in
+        ``order`` on the ids reserved for them (HTTP/2 opens stream ids in increasing order)."""
         conn = self.h2
+        whole = [s for s in order if s.whole_at_gate]
+        for sid, stream in zip(sorted(s.sid for s in whole), whole, strict=True):
+            del self.streams[stream.sid]
+            stream.sid = sid
+        self.streams.update((s.sid, s) for s in whole)
         for stream in order:
             try:
-                if stream.body:
-                    conn.send_data(stream.sid, stream.body[-1:], end_stream=True)
+                if stream.done:  # answered before the gate: ended as complete, with no DATA frame
+                    conn.reset_stream(stream.sid, h2.errors.ErrorCodes.NO_ERROR)
+                elif stream.whole_at_gate:
+                    conn.send_headers(stream.sid, stream.headers, end_stream=True)
                 else:
-                    conn.end_stream(stream.sid)
+                    conn.send_data(stream.sid, stream.body[-1:], end_stream=True)
             except h2.exceptions.StreamClosedError:
                 continue
         self.stream.hold(conn.data_to_send())

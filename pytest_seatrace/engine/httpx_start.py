@@ -157,7 +157,11 @@ class HttpxFirer:
 
     async def _arm_trace(self, slot: int, request: httpx.Request) -> None:
         """Ask httpcore to report when the timed request's last byte is written (after the
-        gate), and when any request's response is closed (its connection idle from then)."""
+        gate), and when any request's response is closed (its connection idle from then). A
+        ``race.run`` attempt's raced request is named here (``ResponseRecorder.sending``)."""
+        timed = self._timed.get(slot)
+        if timed is not None and self.attempt_fn is not None:
+            self.classifier.sending(timed, request)
         if slot in self._timed or self.transport is None:
             # An attempt's own trace callback still gets every event.
             request.extensions["trace"] = functools.partial(
@@ -193,10 +197,7 @@ class HttpxFirer:
                 records.append(rec)
                 request = None
                 if self.builder is not None:  # built up front: a bad URL stops the race, once
-                    attempt = self.roster.attempt(index, client, rnd)
-                    request = _own_copy(self.builder.build(attempt))
-                    target = request.url.raw_path.decode("ascii")
-                    rec.operation = self.builder.operation(request.method, target, attempt)
+                    request = _own_copy(self.builder.build_for(rec, self.roster.attempt(index, client, rnd)))
                 jobs.append((position * cfg.concurrency + client - 1, rec, gate, request))
         self.in_flight = records
         async with anyio.create_task_group() as tg:
@@ -308,7 +309,8 @@ class HttpxFirer:
             scope.deadline = math.inf
             await gate.arrive()
             scope.deadline = anyio.current_time() + cfg.timeout
-            rec.sent_ns = time.perf_counter_ns()
+            # The gate is open: the call (design §7), before the timed request can start.
+            rec.call_ns = rec.sent_ns = time.perf_counter_ns()
             self._timed[slot] = rec
 
         response: Any = None
@@ -325,6 +327,8 @@ class HttpxFirer:
                     await at_gate()
                     response = await client.send(request)
         except (httpx.HTTPError, httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+            if self.attempt_fn is None and isinstance(exc, _UNSENT):
+                rec.call_ns = 0  # no connection, so no byte of the request left: no operation
             if phase:
                 rec.outcome, rec.timed_out = (
                     Outcome.ERROR,
@@ -394,6 +398,10 @@ class HttpxFirer:
                 await line.client.aclose()
                 await line.backend.aclose()
         self._lines.clear()
+
+
+_UNSENT = (httpx.ConnectError, httpx.ConnectTimeout, httpcore.ConnectError, httpcore.ConnectTimeout)
+"""A request ending so was never written: no operation of the history."""
 
 
 def _origin(url: httpx.URL) -> httpcore.Origin:

@@ -5,8 +5,9 @@ change inside the engine is answered here once, not in every benchmark. It offer
 
 - the race as the plugin runs it: ``run_race`` over a ``RacePlan`` (``RaceConfig``,
   ``RequestSpec``, ``TargetOptions``), read back as a ``RaceResult`` whose ``history`` holds
-  every ``Record`` with its start instants (``sent_ns``) and the service's arrival stamp
-  (``server_ns``, from ``X-Arrival-Ns``);
+  every ``Record`` with its start instants (``sent_ns``), its call instants (``call_ns``: the
+  earliest the server could act on it) and the service's arrival stamp (``server_ns``, from
+  ``X-Arrival-Ns``);
 - ``GatewayPool``: shard gateways kept from one race to the next, as a session keeps them;
 - ``ssl_context_for``: the context the runner gives a start mode (its ALPN offer);
 - ``wire_request``: the exact bytes the engine sends for an ``httpx.Request``, and where its

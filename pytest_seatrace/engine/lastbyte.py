@@ -66,7 +66,9 @@ class LastByteFirer(WavePipeline[list[Slot]]):
             for client in self.roster.clients(index):
                 fixed = self.wire.fixed  # a constant request needs no attempt built for it
                 request = fixed or self.wire.build(self.roster.attempt(index, client, rnd))
-                record = Record(resource=index, client=client, round=rnd, operation=request.operation)
+                record = Record(
+                    resource=index, client=client, round=rnd, operation=request.operation, input=request.input
+                )
                 slots.append(Slot(record, request))
             await anyio.lowlevel.checkpoint()  # let the previous wave's responses be read on time
         return slots
@@ -173,6 +175,7 @@ class LastByteFirer(WavePipeline[list[Slot]]):
         """Close a kept connection under an incomplete request and open a fresh one for it."""
         conn.close()
         slot.conn, slot.kept, slot.renewed = None, False, True
+        slot.begun_ns = slot.record.call_ns = 0  # its call restarts with the fresh connection's prefix
         self.keepalive.replaced += 1
         return functools.partial(self._connect_and_prepare, slot, slot.request.origin)
 
@@ -199,6 +202,7 @@ class LastByteFirer(WavePipeline[list[Slot]]):
         slot.kept = True
         try:
             request = slot.request
+            slot.begun_ns = time.perf_counter_ns()
             rest = conn.write_prefix(request.data, request.held_from(self.config.hold))
             slot.prefix_ns = time.perf_counter_ns()
         except OSError:  # closed by the server before the prefix: it saw nothing of this request
@@ -223,6 +227,7 @@ class LastByteFirer(WavePipeline[list[Slot]]):
             context = self.ssl_context if origin.scheme == "https" else None
             conn = self.pool.opened(await HTTP11Connection.open(origin, context))
             request = slot.request
+            slot.begun_ns = time.perf_counter_ns()
             await conn.prepare(request.data, request.held_from(self.config.hold))
             slot.prefix_ns = time.perf_counter_ns()
         except TransportError as exc:
@@ -236,7 +241,9 @@ class LastByteFirer(WavePipeline[list[Slot]]):
                 conn.close()  # cancelled by the connect deadline
 
     def _release(self, rnd: int, index: int, slots: list[Slot]) -> None:
-        """The gate: check every connection, then the held bytes back to back, stamping each.
+        """The gate: check every connection, then the held bytes back to back, stamping each and
+        its call (design §7): at ``hold="headers"`` the stamp before its send (the previous send's,
+        or ``start``), at ``hold="body"`` its prefix write's start (the header block went then).
 
         A connection answered already (the server acted before the hold point) is read like
         any other, marked early; one the server closed is an error that names the hold point.
@@ -249,6 +256,7 @@ class LastByteFirer(WavePipeline[list[Slot]]):
             elif found is ANSWERED:
                 rec = slot.record
                 rec.early, rec.sent_ns, rec.end_ns = True, slot.prefix_ns, time.perf_counter_ns()
+                rec.call_ns = slot.begun_ns
             else:
                 self.outcomes.closed_at_gate(slot, conn, found, paced=self.hooks.paced)
         release_order(self.config.seed, rnd, index, ready)
@@ -265,8 +273,14 @@ class LastByteFirer(WavePipeline[list[Slot]]):
                 results.append(exc)
             record.sent_ns = clock()
         sends = len(shots)
+        headers = self.config.hold == "headers"
+        previous = start  # a stamp before each send: the one after the send before it
         for (slot, conn), outcome in zip(ready, results, strict=True):
+            rec = slot.record
+            rec.call_ns, previous = (previous if headers else slot.begun_ns), rec.sent_ns
             if isinstance(outcome, OSError):
+                if headers:  # no byte of the release left: the header block stayed incomplete
+                    rec.call_ns = 0
                 if slot.kept:
                     self.outcomes.closed_at_gate(
                         slot, conn, f"final byte not sent: {outcome}", paced=self.hooks.paced
@@ -310,9 +324,11 @@ class LastByteFirer(WavePipeline[list[Slot]]):
             conn = slot.conn
             if conn is None:
                 continue
+            slot.record.call_ns = time.perf_counter_ns()
             try:
                 sent = conn.sock.send(conn.final)
             except OSError as exc:
+                slot.record.call_ns = 0
                 self.outcomes.fail(slot, conn, f"final byte not sent: {exc}")
                 slot.conn = None
                 continue

@@ -27,7 +27,7 @@ _ARRIVAL = ARRIVAL_HEADER.encode()
 class Slot:
     """One client of one resource in the current wave."""
 
-    __slots__ = ("conn", "kept", "late", "prefix_ns", "record", "renewed", "request")
+    __slots__ = ("begun_ns", "conn", "kept", "late", "prefix_ns", "record", "renewed", "request")
 
     def __init__(self, record: Record, request: WireRequest) -> None:
         self.record = record
@@ -35,6 +35,9 @@ class Slot:
         self.conn: HTTP11Connection | None = None
         self.prefix_ns = 0
         """When its prefix was written: an early answer's latency counts from here."""
+        self.begun_ns = 0
+        """When its prefix write began (0: not yet, or its connection was replaced): the call of a
+        request the server may act on before the release (``hold="body"``, an early answer)."""
         self.kept = False
         """Its connection carried an earlier request (kept alive): the server may close it idle."""
         self.renewed = False
@@ -63,6 +66,7 @@ class SlotOutcomes:
         ``hold="body"`` under the prefix, or at any hold point after the release, unanswered."""
         rec = slot.record
         rec.outcome, rec.end_ns = Outcome.UNKNOWN, time.perf_counter_ns()
+        self.called_at_prefix(slot)
         when = (
             "after the release, before any byte of an answer: the request may have been complete"
             if gated
@@ -89,7 +93,16 @@ class SlotOutcomes:
             "stays incomplete; sync='gate' sends whole requests)"
         )
 
+    def called_at_prefix(self, slot: Slot) -> None:
+        """A record ended before (or without) the release: at ``hold="body"`` the server may have
+        acted once its prefix write began, so that is its call; at ``hold="headers"`` it had no
+        complete header block, so a record not released keeps call 0."""
+        rec = slot.record
+        if self.config.hold == "body" and not rec.call_ns:
+            rec.call_ns = slot.begun_ns
+
     def fail(self, slot: Slot, conn: HTTP11Connection | None, reason: str) -> None:
+        self.called_at_prefix(slot)
         slot.record.outcome = Outcome.ERROR
         slot.record.reason = reason
         slot.record.end_ns = time.perf_counter_ns()

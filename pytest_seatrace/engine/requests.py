@@ -16,16 +16,20 @@ import os
 import ssl
 import sys
 import threading
-from dataclasses import dataclass
+from collections import ChainMap
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 import h11
 import httpx
 
+from pytest_seatrace.core.bindings import BindingError, Bindings
 from pytest_seatrace.core.config import HoldPoint
 from pytest_seatrace.core.errors import RaceUsageError
 from pytest_seatrace.core.operations import OperationNamer
-from pytest_seatrace.engine.plan import BODY_FIELDS, Attempt, RequestSpec, Variation
+from pytest_seatrace.core.records import Record
+from pytest_seatrace.engine.plan import BODY_FIELDS, REQUEST_FIELDS, Attempt, RequestSpec, Variation
 from pytest_seatrace.engine.stream import Origin
 
 BASE_URL_HINT = "set --race-base-url (ini race_base_url) or race.base_url, or pass an absolute URL"
@@ -154,12 +158,26 @@ class RequestBuilder:
     an ``httpx.Request`` from them: what ``AsyncClient.build_request`` would do, at a third of
     the cost. Requests are merged by a public ``httpx.Client`` over a transport that never
     sends (``build_request`` is the same method in ``Client`` and ``AsyncClient``).
+
+    With a model (``bindings``), each operation named here is checked against it, and an
+    update's input is taken from its request as built (``core.bindings``).
     """
 
     def __init__(
-        self, spec: RequestSpec, base_url: str | None, ssl_context: ssl.SSLContext | None = None
+        self,
+        spec: RequestSpec,
+        base_url: str | None,
+        ssl_context: ssl.SSLContext | None = None,
+        bindings: Bindings | None = None,
     ) -> None:
         self.spec = spec
+        self.bindings = bindings if bindings is not None and bindings.active else None
+        """The race's model, when it has anything to check or take per request."""
+        self.takes_inputs = self.bindings is not None and self.bindings.takes_inputs
+        """Each request's input is taken for the model (``input_of``) as it is built."""
+        self._constants = {
+            name: value for name in REQUEST_FIELDS if not callable(value := getattr(spec, name))
+        }
         self._client = httpx.Client(base_url=base_url or "", trust_env=False, transport=_NeverSends())
         self._fixed: dict[str, httpx.Request] = {}
         """Method → its request, for a request that varies in nothing but (maybe) its method."""
@@ -206,9 +224,56 @@ class RequestBuilder:
             self._heads[method] = self._merged_head(method, url, args)
         return request
 
+    def build_for(self, rec: Record, attempt: Attempt) -> httpx.Request:
+        """``attempt``'s request, its operation (and its input, for a model's update) written
+        into ``rec``."""
+        method = self.spec.method_of(attempt)
+        args: dict[str, Any] = {}
+        if self.takes_inputs:  # the arguments are kept for the input: each callable called once
+            args = self.spec.resolve(attempt, method)
+            request = self._fixed_one or self._fixed.get(method)
+            if request is None:
+                request = self.build_from(args)
+        else:
+            request = self.build(attempt, method)
+        rec.operation = self.operation(method, request.url.raw_path.decode("ascii"), attempt)
+        if self.takes_inputs:
+            rec.input = self.input_of(rec.operation, request, args, attempt)
+        return request
+
     def operation(self, method: str, target: str, attempt: Attempt) -> str:
-        """The operation ``attempt``'s request is (``POST /seats/{resource}/book``)."""
-        return self.operations.name(method, target, attempt)
+        """The operation ``attempt``'s request is (``POST /seats/{resource}/book``); with a model,
+        one none of its functions covers is a usage error, before the request is sent."""
+        name = self.operations.name(method, target, attempt)
+        if self.bindings is not None and self.bindings.covering(name) is None:
+            raise RaceUsageError(f"{self.spec.label}: {self.bindings.uncovered(name)}")
+        return name
+
+    def check_operation(self) -> None:
+        """With a model, a request of one method and URL is checked once, before anything of the
+        race is sent (set-ups included); one that varies is checked as each is built."""
+        spec = self.spec
+        if self.bindings is None or callable(spec.method) or callable(spec.url):
+            return
+        try:
+            url = self._client.build_request(str(spec.method), spec.url).url
+        except (TypeError, ValueError, httpx.InvalidURL):
+            return  # the first build says what is wrong with it
+        self.operation(str(spec.method), url.raw_path.decode("ascii"), None)  # type: ignore[arg-type]
+
+    def input_of(
+        self, operation: str, request: httpx.Request, args: Mapping[str, Any], attempt: Attempt
+    ) -> Hashable:
+        """What the model takes from an update's request (``request``: this one, or one with its
+        method and URL); ``args``: the attempt's resolved arguments (the constant ones may be left
+        out). An input function that fails is a usage error, before the request is sent."""
+        if self.bindings is None:
+            return None
+        fields = ChainMap(dict(args), self._constants)
+        try:
+            return self.bindings.input(operation, request.method, str(request.url), fields, attempt)
+        except BindingError as exc:
+            raise RaceUsageError(f"{self.spec.label}: {exc}") from exc.__cause__
 
     def _merged_head(
         self, method: str, url: Any, args: dict[str, Any]
@@ -262,6 +327,8 @@ class WireRequest:
     """What it does: ``POST /seats/{resource}/book`` (``core.operations``)."""
     own: bool = True
     """``request`` is this request itself (not the fast path's first one with its head)."""
+    input: Hashable = None
+    """What the race's model took from it (``RequestBuilder.input_of``); ``None`` without one."""
 
     @property
     def method(self) -> bytes:
@@ -354,26 +421,33 @@ class WireBuilder:
         self._templates: dict[str, _Template] = {}
         self._fixed: dict[str, WireRequest] = {}
         self._fixed_one: WireRequest | None = None
+        self._takes = builder.takes_inputs
+        """A model takes each request's input: a request built once still gets its own."""
 
     @property
     def fixed(self) -> WireRequest | None:
-        """The one request of a race whose request never varies, once it is built."""
-        return self._fixed_one
+        """The one request of a race whose request never varies, once it is built (never when a
+        model takes each request's input: that varies with the attempt)."""
+        return None if self._takes else self._fixed_one
 
     def build(self, attempt: Attempt) -> WireRequest:
         if self._fixed_one is not None:
-            return self._fixed_one
+            return self._taken(self._fixed_one, {}, attempt) if self._takes else self._fixed_one
         spec = self.builder.spec
         method = spec.method_of(attempt) if self._varies else self._method
         if self._fixed:
             fixed = self._fixed.get(method)
             if fixed is not None:
-                return fixed
+                return self._taken(fixed, {}, attempt) if self._takes else fixed
         template = self._templates.get(method)
         if template is not None:
             wire = template.wire
-            body = encode_json(spec.value("json", attempt))
+            value = spec.value("json", attempt)
+            body = encode_json(value)
             head, start = template.head_for(len(body))
+            taken = None
+            if self._takes:
+                taken = self.builder.input_of(wire.operation, wire.request, {"json": value}, attempt)
             return WireRequest(
                 wire.origin,
                 head,
@@ -384,6 +458,7 @@ class WireBuilder:
                 wire.closes,
                 wire.operation,
                 False,
+                taken,
             )
         args = spec.resolve(attempt, method)
         request = self.builder.build_from(args)
@@ -395,7 +470,12 @@ class WireBuilder:
                 self._fixed_one = wire
         elif self._variation is Variation.JSON:
             self._adopt(method, wire, args.get("json"))
-        return wire
+        return self._taken(wire, args, attempt) if self._takes else wire
+
+    def _taken(self, wire: WireRequest, args: Mapping[str, Any], attempt: Attempt) -> WireRequest:
+        """``wire`` with the input the model takes from it for ``attempt`` (a copy: ``wire`` may
+        serve every attempt)."""
+        return replace(wire, input=self.builder.input_of(wire.operation, wire.request, args, attempt))
 
     def _adopt(self, method: str, wire: WireRequest, value: Any) -> None:
         """Use ``wire`` as the template if its body is our encoding and its length is framed once."""

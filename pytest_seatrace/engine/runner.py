@@ -15,6 +15,7 @@ import anyio
 import anyio.to_thread
 import httpx
 
+from pytest_seatrace.core.bindings import Bindings
 from pytest_seatrace.core.errors import RaceUsageError
 from pytest_seatrace.core.operations import settle
 from pytest_seatrace.core.records import (
@@ -302,7 +303,8 @@ async def _firer(plan: RacePlan) -> AsyncIterator[_Fire]:
     cookies: dict[tuple[int, int], dict[str, str]] = {}
     if spec is not None and plan.setup is not None:
         spec = with_setup_cookies(spec, cookies, roster)
-    classifier = Classifier(config)
+    bindings = None if config.model is None else Bindings(config.model)
+    classifier = Classifier(config, bindings)
     async with AsyncExitStack() as stack:
         transport = None
         if target.app is not None:
@@ -311,8 +313,9 @@ async def _firer(plan: RacePlan) -> AsyncIterator[_Fire]:
         base_url = target.base_url or (ASGI_BASE_URL if transport is not None else None)
         builder = None
         if spec is not None:
-            builder = RequestBuilder(spec, base_url, ssl_context)
+            builder = RequestBuilder(spec, base_url, ssl_context, bindings)
             stack.push_async_callback(builder.aclose)
+            builder.check_operation()  # before any set-up request
         if transport is None and target.lock_dir is not None:  # held until every round and verify= ran
             await stack.enter_async_context(origin_lock(target.lock_dir, _first_origin(plan)))
         firer: Firer

@@ -336,7 +336,7 @@ class SinglePacketFirer(WavePipeline[_Wave]):
         segments = (
             segments_since(before, [link.stream.sock for link in ready]) if self.count_segments else None
         )
-        for link, outcome, stamp in zip(ready, results, stamps, strict=True):
+        for link, outcome, begun, stamp in zip(ready, results, [start, *stamps], stamps, strict=False):
             link.move(LinkState.RELEASED)
             if isinstance(outcome, OSError):
                 self.outcomes.fail_link(link, f"final frames not sent to {link.origin.url}: {outcome}")
@@ -350,8 +350,12 @@ class SinglePacketFirer(WavePipeline[_Wave]):
                     continue
             for stream in link.streams.values():
                 stream.gated = True
-                if not stream.done:  # an early answer already counts from its prefix
-                    stream.record.sent_ns = stream.prefix_ns if stream.record.early else stamp
+                if stream.done:
+                    continue
+                if stream.whole_at_gate:  # its whole HEADERS went in this write: its call begins here
+                    stream.record.call_ns = begun
+                # an early answer already counts from its prefix
+                stream.record.sent_ns = stream.prefix_ns if stream.record.early else stamp
         held = sum(len(link.stream.held) for link in ready)
         streams = sum(len(link.streams) for link in ready)
         return GateWrite(rnd, index, len(ready), streams, held, sends, stamps[-1] - start, segments)

@@ -30,8 +30,10 @@ class Verdict:
     cannot_follow: tuple[Operation, ...] = ()
     describe: Callable[[Operation], str] = field(default=repr, compare=False, repr=False)
 
-    def explanation(self) -> str:
-        """Lines for a failure message: the prefix in order, then what cannot follow it."""
+    def explanation(self, who: Callable[[Operation], str] | None = None) -> str:
+        """Lines for a failure message: the prefix in order, then what cannot follow it; ``who`` names
+        an operation's caller (default ``process 3``; a race says ``client 7``)."""
+        name = who or (lambda op: f"process {op.process}")
         if self.valid is None:
             return f"unknown: the time budget ran out after {self.elapsed:.3f}s"
         if self.valid:
@@ -41,12 +43,12 @@ class Verdict:
         for run in _runs(self.prefix, self.describe):
             where = f"{at}" if len(run) == 1 else f"{at}-{at + len(run) - 1}"
             also = f" (and {len(run) - 1} identical)" if len(run) > 1 else ""
-            lines.append(f"  {where}. process {run[0].process}{also}: {self.describe(run[0])}")
+            lines.append(f"  {where}. {name(run[0])}{also}: {self.describe(run[0])}")
             at += len(run)
         lines.append("cannot follow it:")
         for op, more in _grouped(self.cannot_follow, self.describe):
             also = f" (and {more} identical)" if more else ""
-            lines.append(f"  process {op.process}{also}: {self.describe(op)}")
+            lines.append(f"  {name(op)}{also}: {self.describe(op)}")
         return "\n".join(lines)
 
 

@@ -18,6 +18,28 @@ pulling the input out of the request (updates) or the output out of the response
 
 
 @dataclass(frozen=True, slots=True)
+class RacedRequest:
+    """A raced request as an update's input function sees it (``take=("POST /buy/{resource}",
+    lambda req: req.json["quantity"])``): the request arguments as resolved for this attempt, the
+    URL as sent, and who sent it. In a ``race.run`` attempt, the request the response answers:
+    ``json`` is its body parsed when it is JSON, ``headers`` and ``params`` are httpx's own."""
+
+    method: str
+    url: str
+    """The absolute URL, query included."""
+    json: Any = None
+    content: Any = None
+    data: Any = None
+    headers: Any = None
+    params: Any = None
+    resource: Hashable = None
+    client: int = 0
+    round: int = 0
+    setup: Any = None
+    """What this client's ``setup=`` returned; ``None`` without one."""
+
+
+@dataclass(frozen=True, slots=True)
 class Function:
     """One of a model's functions as bound to an HTTP operation; ``operation=None`` covers every request."""
 

@@ -1,4 +1,5 @@
-"""The message of a ``RaceViolation``: which resources broke, and who won them.
+"""The message of a ``RaceViolation``: which resources broke, who won them, and the histories a
+model could not linearize (``history_table``).
 
 Rendered from the race document (``RaceResult.to_dict()``), the one the summary and the report
 files read, so the three say the same thing in the same words.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 from pytest_seatrace.core.document import RaceDoc, ViolationDoc
 from pytest_seatrace.core.violations import WINNER_KINDS, ViolationKind
+from pytest_seatrace.report.history_table import history_tables
 from pytest_seatrace.report.wording import early_note, stopped_text
 
 MAX_ROWS = 20
@@ -79,4 +81,9 @@ def violation_message(race: RaceDoc) -> str:
     table = tabulate(rows, headers=headers, tablefmt="simple")
     more = f"\n… and {len(violations) - MAX_ROWS} more violations" if len(violations) > MAX_ROWS else ""
     early = early_note(race)
-    return f"{_head(race)}\n{table}{more}" + (f"\n{early}" if early else "")
+    tables = history_tables(race)
+    return (
+        f"{_head(race)}\n{table}{more}"
+        + (f"\n{early}" if early else "")
+        + (f"\n\n{tables}" if tables else "")
+    )

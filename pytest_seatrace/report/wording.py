@@ -156,6 +156,22 @@ def confidence_text(race: RaceDoc) -> str | None:
     )
 
 
+def model_text(race: RaceDoc) -> str | None:
+    """What a race's model made of its histories (``checked against Seats: 1 of 4 histories not
+    linearizable``); nothing for a race without a model."""
+    histories = race.get("histories")
+    if histories is None:
+        return None
+    model = race["settings"].get("model") or "its model"
+    valid = Counter(h["valid"] for h in histories)
+    total = plural(len(histories), "history", "histories")
+    if not valid[False] and not valid[None]:
+        return f"checked against {model}: {total} linearizable"
+    bad = [f"{valid[False]} not linearizable"] if valid[False] else []
+    bad += [f"{valid[None]} unknown (the time budget ran out)"] if valid[None] else []
+    return f"checked against {model}: of {total}, {' and '.join(bad)}"
+
+
 STOPPED, WARNING, PLAIN, GOOD = "stopped", "warning", "plain", "good"
 """The tone of a race's note: each place colours it its own way."""
 
@@ -163,13 +179,15 @@ STOPPED, WARNING, PLAIN, GOOD = "stopped", "warning", "plain", "good"
 def race_notes(race: RaceDoc) -> list[tuple[str, str]]:
     """Everything said about a race under its figures, as (tone, text), in the order every
     report lists it: where it stopped, early answers, replaced connections, the classification's
-    advice, a service that saw a far narrower race than was sent, what clean rounds showed."""
+    advice, a service that saw a far narrower race than was sent, what its model made of its
+    histories, what clean rounds showed."""
     notes: list[tuple[str, str | None]] = [
         (STOPPED, stopped_text(race)),
         (WARNING, early_text(race)),
         (PLAIN, replaced_text(race)),
         *((WARNING, text) for text in race["notes"]),
         (WARNING, contention_text(race)),
+        (PLAIN if all(h["valid"] for h in race.get("histories", [])) else WARNING, model_text(race)),
         (GOOD, confidence_text(race)),
     ]
     return [(tone, text) for tone, text in notes if text]

@@ -300,12 +300,13 @@ class ShardedFirer:
         clock, requests = link.clock, self.requests
         out = []
         for row in rows:
-            index, client, rnd, sent, end, status, outcome, reason, server, early, timed_out = row[:11]
-            answered, body, headers = row[11:]
+            index, client, rnd, call, sent, end, status, outcome, reason, server, early, timed_out = row[:12]
+            answered, body, headers = row[12:]
             rec = Record(
                 resource=index,
                 client=client,
                 round=rnd,
+                call_ns=clock.here(call),
                 sent_ns=clock.here(sent),
                 end_ns=clock.here(end),
                 status=status,
@@ -316,6 +317,7 @@ class ShardedFirer:
                 timed_out=timed_out,
                 shard=link.number,
                 operation=requests.operation(rnd, index, client),
+                input=requests.input(rnd, index, client),
             )
             if answered:
                 response = functools.partial(requests.response, rnd, index, client, status, headers, body)

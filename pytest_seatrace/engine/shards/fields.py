@@ -4,11 +4,13 @@ The request's constant fields go once (in the ``Plan``); its varying fields (``j
 callables, set-up cookies, a ``method=`` callable) are evaluated here per client, wave by wave,
 into tables a shard looks its clients' values up in. The values are kept for the round, so a
 predicate's ``response.request`` and each record's operation are rebuilt here as in one process.
+With a model, each operation is checked and each update's input taken here as the tables are
+made, before their wave goes out (``core.bindings``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 import httpx
@@ -35,8 +37,10 @@ class RequestTables:
         }
         self.method: str | None = None if spec.method_varies else spec.method
         """The method, unless it varies (then it is among ``varying``)."""
-        self._targets: dict[tuple[str, str, str], str] = {}
-        """(method, URL, params) as evaluated → the request target it makes (operations)."""
+        self._urls: dict[tuple[str, str, str], httpx.Request] = {}
+        """(method, URL, params) as evaluated → a request with that URL (operations, inputs)."""
+        self._inputs: dict[tuple[int, int, int], Hashable] = {}
+        """(round, resource index, client) → what the race's model took from its request."""
         self._values: dict[tuple[int, int, int], dict[str, Any]] = {}
         """(round, resource index, client) → the varying fields evaluated for it."""
         self._one_operation: str | None = None
@@ -44,6 +48,7 @@ class RequestTables:
 
     def new_round(self) -> None:
         self._values.clear()
+        self._inputs.clear()
 
     def tables(self, rnd: int, share: dict[int, list[int]], indices: Sequence[int]) -> Tables:
         """The varying fields of one shard's clients of one wave, evaluated here."""
@@ -58,7 +63,22 @@ class RequestTables:
                     got = value(name, attempt)
                     values[name] = got = plain(got) if httpx_container else got
                     append([index, client, got])
+                if self.builder.bindings is not None:  # a model: checked before the wave goes out
+                    self._take(rnd, index, client, attempt)
         return tables
+
+    def _take(self, rnd: int, index: int, client: int, attempt: Attempt) -> None:
+        """Name the client's operation (a usage error when the model covers none) and keep the
+        input the model takes from its request."""
+        operation = self.operation(rnd, index, client)
+        if self.builder.takes_inputs:
+            values = self._values[(rnd, index, client)]
+            request = self._request(rnd, index, client)
+            self._inputs[(rnd, index, client)] = self.builder.input_of(operation, request, values, attempt)
+
+    def input(self, rnd: int, index: int, client: int) -> Hashable:
+        """What the race's model took from the client's request (``None`` without a model)."""
+        return self._inputs.get((rnd, index, client))
 
     def _value(self, name: str, attempt: Attempt) -> Any:
         return self.spec.method_of(attempt) if name == "method" else self.spec.value(name, attempt)
@@ -78,17 +98,26 @@ class RequestTables:
             return self._one_operation
         values = self._values.get((rnd, index, client), {})
         method = str(values.get("method", self.spec.method))
-        key = (method, repr(values.get("url")), repr(values.get("params")))
-        target = self._targets.get(key)
-        if target is None:
-            request = self.builder.build_from(self._args(rnd, index, client))
-            target = self._targets[key] = request.url.raw_path.decode("ascii")
+        target = self._request(rnd, index, client).url.raw_path.decode("ascii")
         if not self.builder.operations.templated:  # one name per (method, target): no attempt needed
             name = self.builder.operation(method, target, None)  # type: ignore[arg-type]
             if not {"method", "url", "params"} & set(self.varying):
                 self._one_operation = name  # a constant target: every record's operation
             return name
         return self.builder.operation(method, target, self.roster.attempt(index, client, rnd))
+
+    def _request(self, rnd: int, index: int, client: int) -> httpx.Request:
+        """A request with the client's method and URL, built once per distinct method, URL and query."""
+        values = self._values.get((rnd, index, client), {})
+        key = (
+            str(values.get("method", self.spec.method)),
+            repr(values.get("url")),
+            repr(values.get("params")),
+        )
+        request = self._urls.get(key)
+        if request is None:
+            request = self._urls[key] = self.builder.build_from(self._args(rnd, index, client))
+        return request
 
     def response(
         self,

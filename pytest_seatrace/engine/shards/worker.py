@@ -115,6 +115,7 @@ class _Recorder(ResponseRecorder):
             rec.resource,
             rec.client,
             rec.round,
+            rec.call_ns,
             rec.sent_ns,
             rec.end_ns,
             rec.status,

@@ -19,6 +19,7 @@ from typing import Any
 from pytest_seatrace.core.document import RaceDoc, format_expect, status_counts
 from pytest_seatrace.core.document import verdict as verdict_word
 from pytest_seatrace.report.html.charts import bar_svg, histogram_svg, status_parts
+from pytest_seatrace.report.html.history_timeline import history_timelines
 from pytest_seatrace.report.html.markup import esc, extra, percentiles, plain_table, wbr_name
 from pytest_seatrace.report.html.request_table import (
     MAX_TABLE_ROWS,
@@ -178,6 +179,7 @@ def _race_section(index: int, race: RaceDoc, table_rows: int) -> tuple[str, int]
         _stopped(race),
         "<h3>Violations</h3>",
         violations_table(race),
+        history_timelines(race, f"race-{index}-history"),
     ]
     if not race["requests"]:
         note = '<p class="note">This race made no requests: there is nothing to chart.</p>'
