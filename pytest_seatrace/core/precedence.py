@@ -255,7 +255,7 @@ def resolve(
 def _refuse_starts_of_requests(sync: str | None, hold: str | None) -> None:
     """``run``/``arun`` attempts and ``race.app`` start through the gate: a start mode or a hold
     point of request races, given by their marker or call, is refused."""
-    if sync in ("last-byte", "single-packet"):
+    if sync in ("last-byte", "single-packet", "single-datagram"):
         raise MarkerError(
             "sync", sync, "'gate' for race.run/arun attempts and race.app (they start through the gate)"
         )

@@ -14,8 +14,8 @@ from typing import Any, Literal
 from pytest_seatrace.core import arguments
 from pytest_seatrace.core.arguments import Check
 
-SyncMode = Literal["auto", "gate", "last-byte", "single-packet"]
-SYNC_MODES: tuple[SyncMode, ...] = ("auto", "gate", "last-byte", "single-packet")
+SyncMode = Literal["auto", "gate", "last-byte", "single-packet", "single-datagram"]
+SYNC_MODES: tuple[SyncMode, ...] = ("auto", "gate", "last-byte", "single-packet", "single-datagram")
 HoldPoint = Literal["headers", "body"]
 HOLD_POINTS: tuple[HoldPoint, ...] = ("headers", "body")
 XDIST_MODES = ("serial", "overlap")
@@ -146,7 +146,8 @@ SETTINGS: tuple[Setting, ...] = (
         DEFAULT_HOLD,
         arguments.one_of(HOLD_POINTS),
         "POINT",
-        "where a last-byte request is held until the start: before the last byte of its headers "
+        "where a last-byte or single-datagram request is held until the start: before the last "
+        "byte of its headers "
         f"or of its body (default {DEFAULT_HOLD})",
         HOLD_POINTS,
     ),

@@ -84,6 +84,8 @@ class H3Answer:
     early: bool = False
     """Its response began before the release: kept, and flagged."""
     error: str | None = None
+    end_ns: int = 0
+    """When its response ended (``perf_counter_ns``); 0 until then."""
 
     @property
     def done(self) -> bool:
@@ -162,6 +164,8 @@ class Http3Connection:
         self._acked_pings: set[int] = set()
         self.closed: str | None = None
         """Why the connection ended (None while open)."""
+        self.idle_since = 0
+        """When its last wave was answered (``perf_counter_ns``), for ``engine.pool``."""
 
     # -- opening -----------------------------------------------------------------------------
 
@@ -400,7 +404,8 @@ class Http3Connection:
                 answer.early = answer.early or not self._released
             else:
                 answer.body += h3_event.data
-            answer.ended = answer.ended or h3_event.stream_ended
+            if h3_event.stream_ended and not answer.ended:
+                answer.ended, answer.end_ns = True, time.perf_counter_ns()
 
     def _lost_release(self) -> None:
         """Close at once: a retransmitted final byte would start its request late."""

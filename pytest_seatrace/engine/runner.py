@@ -338,6 +338,7 @@ async def _firer(plan: RacePlan) -> AsyncIterator[_Fire]:
                 base_url=base_url,
                 attempt_fn=plan.attempt,
                 transport=transport,
+                tls_verify=target.tls_verify,
             )
         stack.push_async_callback(firer.aclose)
 
@@ -384,7 +385,8 @@ def _raced(
             method = ", ".join(seen) or "mixed"
     else:
         url, from_url, method = base or "", (), "race.run attempt"
-    version = "ASGI (in process)" if in_process else "HTTP/2" if mode == "single-packet" else "HTTP/1.1"
+    versions = {"single-packet": "HTTP/2", "single-datagram": "HTTP/3"}
+    version = "ASGI (in process)" if in_process else versions.get(mode, "HTTP/1.1")
     return Raced(method, url, base, version, tuple(dict.fromkeys((*stripped, *from_url))))
 
 
@@ -405,7 +407,35 @@ async def _start(plan: RacePlan) -> tuple[str, ssl.SSLContext]:
                 origin, ssl_context_for("single-packet", target.tls_verify), config.timeout
             ):
                 mode = "single-packet"
+    if mode == "single-datagram":
+        _check_single_datagram(plan)
     return mode, ssl_context_for(mode, target.tls_verify)
+
+
+def _check_single_datagram(plan: RacePlan) -> None:
+    """What a single-datagram race cannot do, refused before anything is sent: QUIC is always
+    TLS, aioquic takes no ``ssl.SSLContext``, and its waves do not travel to shards yet."""
+    from pytest_seatrace.engine.http3 import Http3Error, load_aioquic
+
+    try:
+        load_aioquic()
+    except Http3Error as exc:  # the [http3] extra is not installed
+        raise RaceUsageError(f"sync='single-datagram': {exc}") from None
+    if isinstance(plan.target.tls_verify, ssl.SSLContext):
+        raise RaceUsageError(
+            "tls_verify=<ssl.SSLContext>: sync='single-datagram' speaks QUIC through aioquic, which "
+            "cannot take an SSLContext; pass True, False or a CA bundle path"
+        )
+    origin = _first_origin(plan)
+    if origin is not None and origin.scheme != "https":
+        raise RaceUsageError(
+            f"sync='single-datagram' needs an https:// URL (QUIC is always TLS), not {origin.url}"
+        )
+    if plan.config.tx:
+        raise RaceUsageError(
+            "single-datagram races do not shard yet: drop shards=/--race-tx, or use "
+            "sync='single-packet' or 'last-byte'"
+        )
 
 
 def _first_origin(plan: RacePlan) -> Origin | None:

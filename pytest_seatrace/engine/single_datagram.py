@@ -1,0 +1,327 @@
+"""Single-datagram start over HTTP/3: every stream held one byte short, then the held bytes of
+every client of a resource released in as few UDP datagrams as they fit (one for 100 clients).
+
+The QUIC connection is ``engine.http3``'s; this module runs it over the wave pipeline
+(``engine.waves``) like the other starts. Per wave and resource: connections chosen from the
+*remaining* stream credit (``MAX_STREAMS`` counts stream ids over a connection's life, so kept
+connections spend it every wave), kept ones first; each client's request converted once
+(``engine.h2_requests``: HTTP/3 fields are HTTP/2's), queued and settled (all of it but the held
+byte acknowledged), then ``http3.release`` builds every datagram and sends them back to back. A
+connection that fails after the release leaves its unanswered requests *unknown*.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio
+import anyio.lowlevel
+import httpx
+
+from pytest_seatrace.core.records import Outcome, Record
+from pytest_seatrace.engine.classify import ARRIVAL_HEADER
+from pytest_seatrace.engine.h2_requests import H2Requests, H2Stream
+from pytest_seatrace.engine.http3 import (
+    H3Answer,
+    H3Request,
+    Http3Connection,
+    Http3Error,
+    Release,
+    load_aioquic,
+    release,
+)
+from pytest_seatrace.engine.pool import KeptPool
+from pytest_seatrace.engine.stream import Origin, TransportError
+from pytest_seatrace.engine.waves import GateWrite, WavePipeline
+
+_ARRIVAL = ARRIVAL_HEADER.encode()
+
+_Groups = dict[tuple[int, Origin], list[H2Stream]]
+"""A wave's requests by (resource index, origin): each group gets its own connections."""
+
+
+@dataclass
+class _Held:
+    """One connection's share of a resource's clients, each request with its answer."""
+
+    link: Http3Connection
+    pairs: list[tuple[H2Stream, H3Answer]] = field(default_factory=list)
+
+
+@dataclass
+class _Wave:
+    groups: _Groups
+    held: dict[int, list[_Held]] = field(default_factory=dict)
+    """Per resource index, its connections and what each holds."""
+
+
+def h3_request(stream: H2Stream, hold: str) -> H3Request:
+    """The client's request as ``engine.http3`` queues it (it writes the pseudo-headers itself)."""
+    fields = dict(stream.headers[:4])
+    headers = tuple((name.decode("latin-1"), value.decode("latin-1")) for name, value in stream.headers[4:])
+    return H3Request(
+        fields[b":method"].decode(),
+        fields[b":path"].decode("latin-1"),
+        headers,
+        stream.body,
+        "body" if hold == "body" else "headers",
+    )
+
+
+class SingleDatagramFirer(WavePipeline[_Wave]):
+    """Fires waves in single-datagram mode over HTTP/3 (QUIC, always TLS)."""
+
+    def equip(self) -> None:
+        load_aioquic()  # the [http3] extra, named before any request is built
+        self.verify: bool | str | Path = True
+        """``tls_verify=``: check the certificate, not at all, or against a CA file."""
+        self.gate_writes: list[GateWrite] = []
+        """One entry per resource and wave: its datagrams (``datagrams``), bytes and write time."""
+        self.releases: list[Release] = []
+        """Each release as ``engine.http3`` measured it (build time apart from the sends)."""
+        self.pool: KeptPool[Http3Connection] = KeptPool(self._spoke, self.keepalive)
+        self.connections = 0
+        """QUIC connections opened so far (kept ones are reused across waves and rounds)."""
+        self._requests = H2Requests(self.builder)
+
+    # -- the wave pipeline's steps ---------------------------------------------------------
+
+    async def build(self, rnd: int, indices: Sequence[int]) -> _Wave:
+        groups: _Groups = {}
+        roster = self.roster
+        for index in indices:
+            for client in roster.clients(index):
+                if client % 25 == 0:  # let the previous wave's responses be read on time
+                    await anyio.lowlevel.checkpoint()
+                record = Record(resource=index, client=client, round=rnd)
+                stream = self._requests.stream(record, roster.attempt(index, client, rnd))
+                groups.setdefault((index, stream.origin), []).append(stream)
+        return _Wave(groups)
+
+    def records(self, wave: _Wave) -> list[Record]:
+        return [s.record for streams in wave.groups.values() for s in streams]
+
+    async def prepare(self, rnd: int, wave: _Wave) -> None:
+        """Connections and every request held, within one ``timeout``."""
+        with anyio.move_on_after(self.config.timeout):
+            async with anyio.create_task_group() as tg:
+                for (index, origin), streams in wave.groups.items():
+                    tg.start_soon(self._prepare_group, origin, streams, wave.held.setdefault(index, []))
+        for streams in wave.groups.values():
+            for stream in streams:
+                if not stream.gated and not stream.done and stream.prefix_ns == 0:
+                    late = f"timed out after {self.config.timeout}s connecting to {stream.origin.url}"
+                    self._fail(stream, late)
+                    stream.record.timed_out = True
+
+    async def release(self, rnd: int, indices: Sequence[int], wave: _Wave) -> None:
+        """Each resource's release: its datagrams built, then sent back to back."""
+        for index in indices:
+            ready = [h for h in wave.held.get(index, []) if h.link.closed is None and h.pairs]
+            if not ready:
+                continue
+            begun = time.perf_counter_ns()
+            try:
+                gate = release([h.link for h in ready])
+            except Http3Error as exc:
+                for held in ready:
+                    for stream, _ in held.pairs:
+                        self._fail(stream, str(exc))
+                continue
+            start = begun + gate.build_ns
+            sent = start + gate.write_ns
+            for held in ready:
+                for stream, answer in held.pairs:
+                    stream.gated = True
+                    rec = stream.record
+                    if not rec.call_ns:  # held at HEADERS: the server could act from the release on
+                        rec.call_ns = start
+                    rec.sent_ns = stream.prefix_ns if answer.early else sent
+            self.releases.append(gate)
+            self.gate_writes.append(
+                GateWrite(
+                    rnd,
+                    index,
+                    len(ready),
+                    gate.streams,
+                    gate.bytes,
+                    gate.datagrams,
+                    gate.write_ns,
+                    datagrams=gate.datagrams,
+                )
+            )
+
+    async def collect(self, wave: _Wave) -> None:
+        """Read every answer, with one deadline: ``timeout`` after the release."""
+        helds = [h for group in wave.held.values() for h in group]
+        with anyio.move_on_after(self.config.timeout):
+            async with anyio.create_task_group() as tg:
+                for held in helds:
+                    if held.link.closed is None and held.pairs:
+                        tg.start_soon(held.link.read)
+        now = time.perf_counter_ns()
+        for held in helds:
+            healthy = held.link.closed is None
+            for stream, answer in held.pairs:
+                if stream.done:
+                    continue
+                if answer.ended and answer.status:
+                    self._complete(stream, answer)
+                elif answer.error is not None:
+                    self._fail(stream, answer.error)
+                else:
+                    healthy = False
+                    self._fail(stream, f"no response within {self.config.timeout}s after the release")
+                    stream.record.timed_out = True
+            if healthy and held.link.remaining_streams > 0:
+                self.pool.keep(held.link, now)
+            else:
+                held.link.close()
+
+    async def aclose(self) -> None:
+        self.pool.close()
+
+    # -- before the release --------------------------------------------------------------------
+
+    async def _prepare_group(self, origin: Origin, streams: list[H2Stream], out: list[_Held]) -> None:
+        """One resource's requests over as few connections as their stream credit allows, spread
+        as evenly as that credit lets; each connection's queued, then settled."""
+        try:
+            links = await self._links_for(origin, len(streams))
+        except TransportError as exc:
+            for stream in streams:
+                self._fail(stream, str(exc))
+            return
+        start = 0
+        mine: list[_Held] = []
+        links.sort(key=lambda link: link.remaining_streams)  # the fullest last: they take the rest
+        for number, link in enumerate(links):
+            take = min(link.remaining_streams, math.ceil((len(streams) - start) / (len(links) - number)))
+            if take:
+                mine.append(_Held(link, [(s, H3Answer(0)) for s in streams[start : start + take]]))
+            else:
+                self.pool.give_back(link)
+            start += take
+        out.extend(mine)
+        async with anyio.create_task_group() as tg:
+            for held in mine:
+                tg.start_soon(self._hold, held)
+
+    async def _hold(self, held: _Held) -> None:
+        """Queue every request of ``held`` one byte short, and wait until it is acknowledged."""
+        hold = self.config.hold
+        begun = time.perf_counter_ns()
+        try:
+            answers = held.link.queue([h3_request(stream, hold) for stream, _ in held.pairs])
+        except Http3Error as exc:
+            for stream, _ in held.pairs:
+                self._fail(stream, str(exc))
+            held.link.close()
+            held.pairs = []
+            return
+        held.pairs = [(stream, answer) for (stream, _), answer in zip(held.pairs, answers, strict=True)]
+        for stream, _ in held.pairs:
+            stream.prefix_ns = begun
+            if hold == "body" and stream.body:  # its whole HEADERS went: the server may act now
+                stream.record.call_ns = begun
+        try:
+            await held.link.settle()
+        except TransportError as exc:
+            for stream, _ in held.pairs:
+                self._fail(stream, f"{exc} (before the release)")
+            held.link.close()
+            held.pairs = []
+
+    async def _links_for(self, origin: Origin, count: int) -> list[Http3Connection]:
+        """Enough connections for ``count`` streams: kept ones (settled, so the server has given
+        back what it could of their stream credit) first, then as many new ones as needed."""
+        pool = self.pool
+        pool.weed(await pool.probe(origin), origin)
+        out: list[Http3Connection] = []
+        while sum(link.remaining_streams for link in out) < count:
+            kept = pool.take(origin)
+            if kept is None:
+                break
+            try:
+                await kept.settle()
+            except TransportError:
+                kept.close()
+                self.keepalive.replaced += 1
+                continue
+            out.append(kept)
+        if not out:
+            out.append(await self._open(origin))
+        per_link = max(1, out[-1].remaining_streams)
+        missing = count - sum(link.remaining_streams for link in out)
+        if missing > 0:
+            fresh: list[Http3Connection] = []
+            failures: list[Exception] = []
+            async with anyio.create_task_group() as tg:
+                for _ in range(math.ceil(missing / per_link)):
+                    tg.start_soon(self._open_into, origin, fresh, failures)
+            out.extend(fresh)
+            if failures:
+                for link in out:
+                    pool.give_back(link)
+                raise failures[0]
+        if sum(link.remaining_streams for link in out) < count:
+            raise Http3Error(
+                f"{origin.url} grants too few HTTP/3 streams: {count} did not fit on {len(out)} connections"
+            )
+        return out
+
+    async def _open_into(self, origin: Origin, out: list[Http3Connection], failures: list[Exception]) -> None:
+        try:
+            out.append(await self._open(origin))
+        except TransportError as exc:
+            failures.append(exc)
+
+    async def _open(self, origin: Origin) -> Http3Connection:
+        link = self.pool.opened(await Http3Connection.open(origin, verify=self.verify))
+        self.connections += 1
+        return link
+
+    def _spoke(self, links: Sequence[Http3Connection]) -> list[bool]:
+        """Which kept connections ended while idle (the server closed them)."""
+        return [link.closed is not None for link in links]
+
+    # -- outcomes ------------------------------------------------------------------------------
+
+    def _complete(self, stream: H2Stream, answer: H3Answer) -> None:
+        rec = stream.record
+        stream.done = True
+        rec.end_ns = answer.end_ns or time.perf_counter_ns()
+        if answer.early:
+            rec.early, rec.sent_ns = True, stream.prefix_ns
+        fields = [(name, value) for name, value in answer.headers if not name.startswith(b":")]
+        arrival = next((value for name, value in fields if name == _ARRIVAL), None)
+        body = bytes(answer.body)
+        status = answer.status or 0
+
+        def response() -> httpx.Response:
+            return httpx.Response(
+                status,
+                headers=fields,
+                content=body,
+                request=stream.httpx_request(),
+                extensions={"http_version": b"HTTP/3"},
+            )
+
+        self.classifier.fill(rec, status, arrival, body, response)
+
+    @staticmethod
+    def _fail(stream: H2Stream, reason: str) -> None:
+        """A request that got no answer: unknown once the server could act on it (its call
+        began), an error when it never could."""
+        rec = stream.record
+        stream.done = True
+        rec.end_ns = rec.end_ns or time.perf_counter_ns()
+        rec.outcome = Outcome.UNKNOWN if rec.call_ns else Outcome.ERROR
+        rec.reason = reason
+
+
+__all__ = ["SingleDatagramFirer"]
