@@ -87,6 +87,8 @@ class SingleDatagramFirer(WavePipeline[_Wave]):
         self.connections = 0
         """QUIC connections opened so far (kept ones are reused across waves and rounds)."""
         self._requests = H2Requests(self.builder)
+        self._fresh_credit: dict[Origin, int] = {}
+        """Streams a fresh connection to each origin is granted (its first one's)."""
 
     # -- the wave pipeline's steps ---------------------------------------------------------
 
@@ -237,31 +239,39 @@ class SingleDatagramFirer(WavePipeline[_Wave]):
             held.pairs = []
 
     async def _links_for(self, origin: Origin, count: int) -> list[Http3Connection]:
-        """Enough connections for ``count`` streams: kept ones (settled, so the server has given
-        back what it could of their stream credit) first, then as many new ones as needed."""
+        """As few connections as hold ``count`` streams (fewer connections, fewer datagrams): a
+        kept one whose remaining credit holds them all (settled first, so the server has given
+        back what it could), else a fresh one if that holds them (the kept ones closed: a
+        server like aioquic's grants more only once what is left falls below half, which another
+        wave of this size would not reach), else kept ones and as many fresh ones as the rest
+        needs. Kept ones not chosen go back to the pool."""
         pool = self.pool
         pool.weed(await pool.probe(origin), origin)
-        out: list[Http3Connection] = []
-        while sum(link.remaining_streams for link in out) < count:
-            kept = pool.take(origin)
-            if kept is None:
-                break
-            try:
-                await kept.settle()
-            except TransportError:
-                kept.close()
-                self.keepalive.replaced += 1
-                continue
-            out.append(kept)
-        if not out:
-            out.append(await self._open(origin))
-        per_link = max(1, out[-1].remaining_streams)
+        kept = await self._settled(origin)
+        fresh_credit = self._fresh_credit.get(origin, 0)
+        whole = [link for link in kept if link.remaining_streams >= count]
+        if whole:
+            out = whole[-1:]  # the one with least credit that still holds them all
+        elif fresh_credit >= count or not fresh_credit:
+            for link in kept:
+                link.close()
+            kept = []
+            out = [await self._open(origin)]
+        else:
+            out = []
+            for link in reversed(kept):  # the most credit first
+                if sum(c.remaining_streams for c in out) >= count:
+                    break
+                out.append(link)
+        for link in kept:
+            if link not in out:
+                pool.give_back(link)
         missing = count - sum(link.remaining_streams for link in out)
         if missing > 0:
             fresh: list[Http3Connection] = []
             failures: list[Exception] = []
             async with anyio.create_task_group() as tg:
-                for _ in range(math.ceil(missing / per_link)):
+                for _ in range(math.ceil(missing / max(1, self._fresh_credit.get(origin, 1)))):
                     tg.start_soon(self._open_into, origin, fresh, failures)
             out.extend(fresh)
             if failures:
@@ -269,10 +279,27 @@ class SingleDatagramFirer(WavePipeline[_Wave]):
                     pool.give_back(link)
                 raise failures[0]
         if sum(link.remaining_streams for link in out) < count:
+            for link in out:
+                pool.give_back(link)
             raise Http3Error(
                 f"{origin.url} grants too few HTTP/3 streams: {count} did not fit on {len(out)} connections"
             )
         return out
+
+    async def _settled(self, origin: Origin) -> list[Http3Connection]:
+        """Every kept connection to ``origin``, settled, by remaining stream credit, descending;
+        one that fails to settle is closed and counted as replaced."""
+        kept: list[Http3Connection] = []
+        while (link := self.pool.take(origin)) is not None:
+            try:
+                await link.settle()
+            except TransportError:
+                link.close()
+                self.keepalive.replaced += 1
+                continue
+            kept.append(link)
+        kept.sort(key=lambda link: link.remaining_streams, reverse=True)
+        return kept
 
     async def _open_into(self, origin: Origin, out: list[Http3Connection], failures: list[Exception]) -> None:
         try:
@@ -283,6 +310,7 @@ class SingleDatagramFirer(WavePipeline[_Wave]):
     async def _open(self, origin: Origin) -> Http3Connection:
         link = self.pool.opened(await Http3Connection.open(origin, verify=self.verify))
         self.connections += 1
+        self._fresh_credit[origin] = link.remaining_streams
         return link
 
     def _spoke(self, links: Sequence[Http3Connection]) -> list[bool]:

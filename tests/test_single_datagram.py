@@ -1,0 +1,244 @@
+"""The single-datagram start (engine/single_datagram.py) against the HTTP/3 sample service:
+one winner per seat on the safe strategy, the window caught on the unsafe one, every client's
+held byte in one UDP datagram, and what a single-datagram race refuses."""
+
+from __future__ import annotations
+
+import ssl
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import pytest
+
+pytest.importorskip("aioquic")
+
+from pytest_seatrace import RaceResult, RaceUsageError
+from pytest_seatrace.core.records import RaceRun, Record
+from pytest_seatrace.engine import RacePlan, TargetOptions, run_race
+from pytest_seatrace.engine.classify import Classifier
+from pytest_seatrace.engine.firers import make_firer, ssl_context_for
+from pytest_seatrace.engine.plan import Attempt, RequestSpec, Roster
+from pytest_seatrace.engine.requests import RequestBuilder
+from pytest_seatrace.engine.single_datagram import SingleDatagramFirer
+from pytest_seatrace.marker import resolve
+from pytest_seatrace.models import Seats
+from pytest_seatrace.options import Settings
+from tests.http3_service import Http3Service, http3_service
+
+RACE_LIMIT_S = 60.0
+MAX_DATAGRAM = 1200
+
+
+def order(a: Attempt) -> dict[str, object]:
+    return {"seats": [a.resource], "user": f"vu-{a.client}"}
+
+
+def url_of(service: Http3Service) -> str:
+    """QUIC listens on its own UDP port: the race's URL names it."""
+    return f"https://127.0.0.1:{service.udp_port}"
+
+
+@dataclass
+class Fired:
+    results: list[RaceResult]
+    firer: SingleDatagramFirer
+    records: list[Record]
+
+
+def fire(
+    spec: RequestSpec, service: Http3Service, *, waves: int = 1, rounds: int = 1, **marker: Any
+) -> Fired:
+    """``rounds`` rounds of ``waves`` single-resource waves on one firer (its connections kept),
+    the service reset between rounds, each round judged as the runner would judge it."""
+    marker.setdefault("timeout", 10.0)
+    marker.setdefault("resources", range(1, waves + 1))
+    config = resolve({}, {"sync": "single-datagram", **marker}, Settings(), flexible=False)
+
+    async def main() -> Fired:
+        context = ssl_context_for("single-datagram", service.ca_path)
+        builder = RequestBuilder(spec, None, context)
+        firer = make_firer(
+            "single-datagram",
+            config,
+            Classifier(config),
+            context,
+            builder=builder,
+            roster=Roster(config),
+            base_url=None,
+            tls_verify=service.ca_path,
+        )
+        assert isinstance(firer, SingleDatagramFirer)
+        results: list[RaceResult] = []
+        records: list[Record] = []
+        try:
+            with anyio.fail_after(RACE_LIMIT_S):
+                for rnd in range(1, rounds + 1):
+                    if rnd > 1:
+                        await anyio.to_thread.run_sync(service.tcp.reset)
+                    sink: list[Record] = []
+                    started = time.perf_counter()
+                    await firer.fire_waves(rnd, [range(i, i + 1) for i in range(waves)], sink)
+                    run = RaceRun(records=tuple(sink), duration=time.perf_counter() - started)
+                    results.append(RaceResult.from_run("single-datagram", config, run))
+                    records += sink
+        finally:
+            await firer.aclose()
+            await builder.aclose()
+        return Fired(results, firer, records)
+
+    return anyio.run(main)
+
+
+@pytest.fixture(scope="module")
+def safe_process() -> Iterator[Http3Service]:
+    with http3_service(seats=4) as service:
+        yield service
+
+
+@pytest.fixture
+def safe(safe_process: Http3Service) -> Http3Service:
+    safe_process.tcp.reset()
+    return safe_process
+
+
+def posts(service: Http3Service) -> RequestSpec:
+    return RequestSpec("POST", url_of(service) + "/orders", json=order)
+
+
+def test_safe_service_one_winner_per_seat_each_release_one_datagram(safe: Http3Service) -> None:
+    fired = fire(posts(safe), safe, waves=4, hold="body")
+    [result] = fired.results
+    assert (result.requests, result.wins, result.rejections, result.errors) == (400, 4, 396, 0)
+    assert result.status_counts == {201: 4, 409: 396}
+    assert result.passed
+    assert result.early == 0
+    for seat in range(1, 5):
+        assert safe.tcp.holders(seat) == [f"vu-{result.winners[seat][0].client}"]
+    # Each release one connection (kept, or fresh when the kept one's stream credit is short of
+    # 100: hypercorn grants 128 at a time) and one datagram of 100 streams.
+    assert fired.firer.connections <= 4
+    gates = fired.firer.gate_writes
+    assert [(g.connections, g.streams, g.datagrams, g.sends) for g in gates] == [(1, 100, 1, 1)] * 4
+    assert all(g.bytes <= MAX_DATAGRAM for g in gates)
+    assert all(r.build_ns > 0 and r.write_ns > 0 for r in fired.firer.releases)
+    # hold="body": the server could act from the prefix on, so the call begins before the release.
+    assert all(rec.server_ns and 0 < rec.call_ns < rec.sent_ns <= rec.end_ns for rec in fired.records)
+    assert {rec.operation for rec in fired.records} == {"POST /orders"}
+
+
+def test_hold_headers_calls_begin_at_the_release_and_still_sell_once(safe: Http3Service) -> None:
+    """The HEADERS tail held: nothing can act before the release, whose instant is every call's;
+    the bodies ride in the release too, so it takes more than one datagram."""
+    fired = fire(posts(safe), safe, hold="headers")
+    [result] = fired.results
+    assert result.status_counts == {201: 1, 409: 99}
+    assert result.passed
+    [gate] = fired.firer.gate_writes
+    assert gate.datagrams is not None
+    assert gate.datagrams > 1
+    assert len({rec.call_ns for rec in fired.records}) == 1
+    assert all(0 < rec.call_ns <= rec.sent_ns for rec in fired.records)
+
+
+def test_two_hundred_clients_of_one_seat_take_two_connections_and_two_datagrams(safe: Http3Service) -> None:
+    """hypercorn grants 128 streams a connection: 200 clients need a second one."""
+    fired = fire(posts(safe), safe, concurrency=200, hold="body")
+    [result] = fired.results
+    assert result.status_counts == {201: 1, 409: 199}
+    assert fired.firer.connections >= 2
+    [gate] = fired.firer.gate_writes
+    assert gate.connections >= 2
+    assert gate.datagrams is not None
+    assert gate.datagrams <= 2
+
+
+def test_rounds_reuse_the_kept_connections_and_sell_each_seat_once_a_round(safe: Http3Service) -> None:
+    """25 clients a wave, four waves: 100 streams, within the 128 a fresh connection is granted,
+    so one connection carries both rounds."""
+    fired = fire(posts(safe), safe, waves=2, rounds=2, hold="body", concurrency=25)
+    assert [r.status_counts for r in fired.results] == [{201: 2, 409: 48}] * 2
+    assert all(r.passed for r in fired.results)
+    assert [(g.round, g.connections, g.datagrams) for g in fired.firer.gate_writes] == [
+        (1, 1, 1),
+        (1, 1, 1),
+        (2, 1, 1),
+        (2, 1, 1),
+    ]
+    assert fired.firer.connections == 1
+
+
+def test_gets_among_posts_race_under_one_start(safe: Http3Service) -> None:
+    """Odd clients read their seat (no body: its HEADERS held), even ones order it."""
+    url = url_of(safe)
+    spec = RequestSpec(
+        lambda a: "GET" if a.client % 2 else "POST",
+        lambda a: f"{url}/seats/{a.resource}" if a.client % 2 else f"{url}/orders",
+        json=lambda a: None if a.client % 2 else order(a),
+    )
+    fired = fire(spec, safe, hold="body", success=[200, 201])
+    statuses = Counter((rec.operation.partition(" ")[0], rec.status) for rec in fired.records)
+    assert statuses == {("POST", 201): 1, ("POST", 409): 49, ("GET", 200): 50}
+    gets = [rec for rec in fired.records if rec.operation.startswith("GET /seats/")]
+    assert len(gets) == 50
+    release = max(rec.call_ns for rec in fired.records)
+    assert all(rec.call_ns == release for rec in gets)  # bodyless: their call is the release
+
+
+def test_unsafe_service_is_caught() -> None:
+    with http3_service(strategy="unsafe", seats=2, window_ms=10) as service:
+        fired = fire(posts(service), service, waves=2, hold="body")
+    [result] = fired.results
+    assert result.errors == 0
+    assert result.wins > 2
+    assert not result.passed
+    assert {v.kind for v in result.violations} == {"too-many"}
+
+
+# -- through the runner ----------------------------------------------------------------------
+
+
+def race(service: Http3Service | None, url: str, tls_verify: Any, **marker: Any) -> RaceResult:
+    config = resolve({}, {"sync": "single-datagram", "timeout": 10.0, **marker}, Settings(), flexible=False)
+    plan = RacePlan(
+        name="h3",
+        config=config,
+        target=TargetOptions(tls_verify=tls_verify),
+        request=RequestSpec("POST", url, json=order),
+    )
+
+    async def main() -> RaceRun:
+        with anyio.fail_after(RACE_LIMIT_S):
+            return await run_race(plan)
+
+    return RaceResult.from_run("h3", config, anyio.run(main))
+
+
+def test_a_bound_model_judges_the_safe_service_linearizable(safe: Http3Service) -> None:
+    result = race(safe, url_of(safe) + "/orders", safe.ca_path, model=Seats(), concurrency=20, hold="body")
+    assert result.mode == "single-datagram"
+    assert result.raced is not None
+    assert result.raced.http_version == "HTTP/3"
+    assert result.status_counts == {201: 1, 409: 19}
+    assert result.linearizable is True
+    assert result.passed
+
+
+def test_an_ssl_context_is_a_usage_error_naming_tls_verify(safe: Http3Service) -> None:
+    context = ssl.create_default_context(cafile=str(safe.ca_path))
+    with pytest.raises(RaceUsageError, match=r"tls_verify=.*SSLContext"):
+        race(safe, url_of(safe) + "/orders", context)
+    assert safe.tcp.holders(1) == []
+
+
+def test_an_http_url_is_a_usage_error() -> None:
+    with pytest.raises(RaceUsageError, match=r"needs an https:// URL \(QUIC is always TLS\)"):
+        race(None, "http://127.0.0.1:9/orders", True)
+
+
+def test_shards_are_a_usage_error_not_a_wrong_result() -> None:
+    with pytest.raises(RaceUsageError, match="single-datagram races do not shard yet"):
+        race(None, "https://127.0.0.1:9/orders", True, shards=2)
