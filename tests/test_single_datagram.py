@@ -4,14 +4,17 @@ held byte in one UDP datagram, and what a single-datagram race refuses."""
 
 from __future__ import annotations
 
+import json
 import ssl
 import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any
 
 import anyio
+import jsonschema
 import pytest
 
 pytest.importorskip("aioquic")
@@ -27,6 +30,7 @@ from pytest_seatrace.engine.single_datagram import SingleDatagramFirer
 from pytest_seatrace.marker import resolve
 from pytest_seatrace.models import Seats
 from pytest_seatrace.options import Settings
+from pytest_seatrace.report.wording import releases_text
 from tests.http3_service import Http3Service, http3_service
 
 RACE_LIMIT_S = 60.0
@@ -124,7 +128,7 @@ def test_safe_service_one_winner_per_seat_each_release_one_datagram(safe: Http3S
     gates = fired.firer.gate_writes
     assert [(g.connections, g.streams, g.datagrams, g.sends) for g in gates] == [(1, 100, 1, 1)] * 4
     assert all(g.bytes <= MAX_DATAGRAM for g in gates)
-    assert all(r.build_ns > 0 and r.write_ns > 0 for r in fired.firer.releases)
+    assert all(r.build_ns > 0 and r.write_ns > 0 for r in fired.firer.datagram_releases)
     # hold="body": the server could act from the prefix on, so the call begins before the release.
     assert all(rec.server_ns and 0 < rec.call_ns < rec.sent_ns <= rec.end_ns for rec in fired.records)
     assert {rec.operation for rec in fired.records} == {"POST /orders"}
@@ -225,6 +229,29 @@ def test_a_bound_model_judges_the_safe_service_linearizable(safe: Http3Service) 
     assert result.status_counts == {201: 1, 409: 19}
     assert result.linearizable is True
     assert result.passed
+
+
+def test_the_result_json_and_notes_say_each_release_s_datagrams(safe: Http3Service) -> None:
+    result = race(safe, url_of(safe) + "/orders", safe.ca_path, resources=range(1, 3), hold="body")
+    assert result.passed
+    assert [(r.round, r.resource, r.streams, r.datagrams) for r in result.releases] == [
+        (1, 0, 100, 1),
+        (1, 1, 100, 1),
+    ]
+    doc = result.to_dict(history=True)
+    assert doc["mode"] == "single-datagram"
+    assert doc["raced"] is not None
+    assert doc["raced"]["hold"] == "body"
+    assert [(r["resource"], r["datagrams"], r["connections"]) for r in doc["releases"]] == [
+        ("1", 1, 1),
+        ("2", 1, 1),
+    ]
+    schema = json.loads(resources.files("pytest_seatrace.report").joinpath("report.schema.json").read_text())
+    race_schema = {"$defs": schema["$defs"], **schema["$defs"]["race"]}
+    errors = list(jsonschema.Draft202012Validator(race_schema).iter_errors(json.loads(json.dumps(doc))))
+    assert not errors, [e.message for e in errors[:5]]
+    [note] = [text for text in (releases_text(doc),) if text]
+    assert note.startswith("2 releases over HTTP/3, 1 UDP datagram each, on up to 1 connection")
 
 
 def test_an_ssl_context_is_a_usage_error_naming_tls_verify(safe: Http3Service) -> None:

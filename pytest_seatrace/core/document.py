@@ -152,6 +152,21 @@ class ClockDoc(TypedDict):
     perf_counter_ns: int
 
 
+class ReleaseDoc(TypedDict):
+    """One resource's release in a single-datagram race: its UDP datagrams and their cost."""
+
+    round: int
+    resource: str
+    connections: int
+    streams: int
+    datagrams: int
+    bytes: int
+    build_ns: int
+    """Handing over the held bytes and building the datagrams, before the gate."""
+    write_ns: int
+    """The back-to-back ``sendto`` calls alone: the gate write."""
+
+
 class ShardDoc(TypedDict):
     """One shard of a sharded race (execnet gateway): where it ran, its clock, its own spread."""
 
@@ -307,6 +322,8 @@ class RaceDoc(_RaceDocRequired, total=False):
     absent from documents written before it existed."""
     stopped: StoppedDoc
     """Where and why a race ended before its last wave; absent for a race that finished."""
+    releases: list[ReleaseDoc]
+    """Each release of a single-datagram race; absent for the other starts."""
     contention: ContentionDoc
     """Requests in flight together inside the service, per resource and round (wave 3)."""
     histories: list[CheckedHistoryDoc]

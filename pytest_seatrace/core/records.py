@@ -128,6 +128,23 @@ class ShardInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class DatagramRelease:
+    """One resource's release in a single-datagram race: what went out in UDP datagrams."""
+
+    round: int
+    resource: int
+    """The resource's index."""
+    connections: int
+    streams: int
+    datagrams: int
+    bytes: int
+    build_ns: int
+    """Handing over the held bytes and building the datagrams, before the gate."""
+    write_ns: int
+    """The back-to-back ``sendto`` calls alone: the gate write."""
+
+
+@dataclass(frozen=True, slots=True)
 class WaveDone:
     """Progress of a running race, after each wave: for a live line, never for judging."""
 
@@ -239,3 +256,5 @@ class RaceRun:
     that were replaced by fresh ones before their requests were released."""
     stopped: Stop | None = None
     """Why the race ended before its last wave (a hook failed, Ctrl-C); ``None``: it finished."""
+    releases: tuple[DatagramRelease, ...] = ()
+    """Each release of a single-datagram race; empty for the other starts."""

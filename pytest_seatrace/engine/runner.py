@@ -111,6 +111,7 @@ async def run_race(
             shards=tuple(getattr(firers[0], "shards", ())) if firers else (),
             replaced=getattr(firers[0], "replaced", 0) if firers else 0,
             stopped=stopped,
+            releases=tuple(getattr(firers[0], "datagram_releases", ())) if firers else (),
         )
 
     def hand_over(firer: Firer | None) -> None:

@@ -22,7 +22,7 @@ import anyio
 import anyio.lowlevel
 import httpx
 
-from pytest_seatrace.core.records import Outcome, Record
+from pytest_seatrace.core.records import DatagramRelease, Outcome, Record
 from pytest_seatrace.engine.classify import ARRIVAL_HEADER
 from pytest_seatrace.engine.h2_requests import H2Requests, H2Stream
 from pytest_seatrace.engine.http3 import (
@@ -30,7 +30,6 @@ from pytest_seatrace.engine.http3 import (
     H3Request,
     Http3Connection,
     Http3Error,
-    Release,
     load_aioquic,
     release,
 )
@@ -81,8 +80,9 @@ class SingleDatagramFirer(WavePipeline[_Wave]):
         """``tls_verify=``: check the certificate, not at all, or against a CA file."""
         self.gate_writes: list[GateWrite] = []
         """One entry per resource and wave: its datagrams (``datagrams``), bytes and write time."""
-        self.releases: list[Release] = []
-        """Each release as ``engine.http3`` measured it (build time apart from the sends)."""
+        self.datagram_releases: list[DatagramRelease] = []
+        """Each release as ``engine.http3`` measured it (build time apart from the sends), for
+        the race's result and reports."""
         self.pool: KeptPool[Http3Connection] = KeptPool(self._spoke, self.keepalive)
         self.connections = 0
         """QUIC connections opened so far (kept ones are reused across waves and rounds)."""
@@ -143,17 +143,20 @@ class SingleDatagramFirer(WavePipeline[_Wave]):
                     if not rec.call_ns:  # held at HEADERS: the server could act from the release on
                         rec.call_ns = start
                     rec.sent_ns = stream.prefix_ns if answer.early else sent
-            self.releases.append(gate)
+            figure = DatagramRelease(
+                rnd, index, len(ready), gate.streams, gate.datagrams, gate.bytes, gate.build_ns, gate.write_ns
+            )
+            self.datagram_releases.append(figure)
             self.gate_writes.append(
                 GateWrite(
                     rnd,
                     index,
-                    len(ready),
-                    gate.streams,
-                    gate.bytes,
-                    gate.datagrams,
-                    gate.write_ns,
-                    datagrams=gate.datagrams,
+                    figure.connections,
+                    figure.streams,
+                    figure.bytes,
+                    figure.datagrams,
+                    figure.write_ns,
+                    datagrams=figure.datagrams,
                 )
             )
 
