@@ -19,12 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
-import anyio.lowlevel
 import httpx
 
 from pytest_seatrace.core.records import DatagramRelease, Outcome, Record
 from pytest_seatrace.engine.classify import ARRIVAL_HEADER
-from pytest_seatrace.engine.h2_requests import H2Requests, H2Stream
+from pytest_seatrace.engine.h2_requests import H2Requests, H2Stream, StreamGroups, group_streams
 from pytest_seatrace.engine.http3 import (
     H3Answer,
     H3Request,
@@ -39,9 +38,6 @@ from pytest_seatrace.engine.waves import GateWrite, WavePipeline
 
 _ARRIVAL = ARRIVAL_HEADER.encode()
 
-_Groups = dict[tuple[int, Origin], list[H2Stream]]
-"""A wave's requests by (resource index, origin): each group gets its own connections."""
-
 
 @dataclass
 class _Held:
@@ -53,7 +49,7 @@ class _Held:
 
 @dataclass
 class _Wave:
-    groups: _Groups
+    groups: StreamGroups
     held: dict[int, list[_Held]] = field(default_factory=dict)
     """Per resource index, its connections and what each holds."""
 
@@ -93,16 +89,8 @@ class SingleDatagramFirer(WavePipeline[_Wave]):
     # -- the wave pipeline's steps ---------------------------------------------------------
 
     async def build(self, rnd: int, indices: Sequence[int]) -> _Wave:
-        groups: _Groups = {}
-        roster = self.roster
-        for index in indices:
-            for client in roster.clients(index):
-                if client % 25 == 0:  # let the previous wave's responses be read on time
-                    await anyio.lowlevel.checkpoint()
-                record = Record(resource=index, client=client, round=rnd)
-                stream = self._requests.stream(record, roster.attempt(index, client, rnd))
-                groups.setdefault((index, stream.origin), []).append(stream)
-        return _Wave(groups)
+        """Every request of the wave, grouped by resource and origin (one set of connections each)."""
+        return _Wave(await group_streams(self._requests, self.roster, rnd, indices))
 
     def records(self, wave: _Wave) -> list[Record]:
         return [s.record for streams in wave.groups.values() for s in streams]

@@ -27,12 +27,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import anyio
-import anyio.lowlevel
 import h2.exceptions
 
 from pytest_seatrace.core.records import Outcome, Record
 from pytest_seatrace.engine.h2_outcomes import StreamOutcomes
-from pytest_seatrace.engine.h2_requests import H2Requests, H2Stream
+from pytest_seatrace.engine.h2_requests import H2Requests, H2Stream, StreamGroups, group_streams
 from pytest_seatrace.engine.http2 import HTTP2Connection, LinkState, NotHTTP2, not_h2_reason
 from pytest_seatrace.engine.plan import release_order
 from pytest_seatrace.engine.pool import KeptPool
@@ -44,8 +43,7 @@ RENEW_PASSES = 2
 is written again once at most."""
 
 
-_Groups = dict[tuple[int, Origin], list[H2Stream]]
-"""A wave's streams by (resource index, origin): each group gets its own connections."""
+_Groups = StreamGroups
 
 
 @dataclass
@@ -166,16 +164,7 @@ class SinglePacketFirer(WavePipeline[_Wave]):
 
     async def build(self, rnd: int, indices: Sequence[int]) -> _Wave:
         """Every request of the wave, grouped by resource and origin (one set of connections each)."""
-        groups: _Groups = {}
-        roster = self.roster
-        for index in indices:
-            for client in roster.clients(index):  # not those whose set-up failed
-                if client % 25 == 0:  # let the previous wave's responses be read on time
-                    await anyio.lowlevel.checkpoint()
-                record = Record(resource=index, client=client, round=rnd)
-                stream = self._requests.stream(record, roster.attempt(index, client, rnd))
-                groups.setdefault((index, stream.origin), []).append(stream)
-        return _Wave(groups)
+        return _Wave(await group_streams(self._requests, self.roster, rnd, indices))
 
     def records(self, wave: _Wave) -> list[Record]:
         return [s.record for streams in wave.groups.values() for s in streams]
