@@ -21,7 +21,7 @@ pytest.importorskip("aioquic")
 
 from pytest_seatrace import RaceResult, RaceUsageError
 from pytest_seatrace.core.records import RaceRun, Record
-from pytest_seatrace.engine import RacePlan, TargetOptions, run_race
+from pytest_seatrace.engine import RacePlan, TargetOptions, http3, run_race
 from pytest_seatrace.engine.classify import Classifier
 from pytest_seatrace.engine.firers import make_firer, ssl_context_for
 from pytest_seatrace.engine.plan import Attempt, RequestSpec, Roster
@@ -269,3 +269,14 @@ def test_an_http_url_is_a_usage_error() -> None:
 def test_shards_are_a_usage_error_not_a_wrong_result() -> None:
     with pytest.raises(RaceUsageError, match="single-datagram races do not shard yet"):
         race(None, "https://127.0.0.1:9/orders", True, shards=2)
+
+
+def test_aioquic_missing_is_a_usage_error_naming_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The extra's absence, as ``load_aioquic`` reports it, stops the race before anything is sent."""
+
+    def missing() -> None:
+        raise http3.Http3Error(f"{http3.NEEDS_EXTRA} (No module named 'aioquic')")
+
+    monkeypatch.setattr(http3, "load_aioquic", missing)
+    with pytest.raises(RaceUsageError, match=r"single-datagram.*pip install 'pytest-seatrace\[http3\]'"):
+        race(None, "https://127.0.0.1:9/orders", True)
