@@ -280,3 +280,15 @@ def test_aioquic_missing_is_a_usage_error_naming_the_extra(monkeypatch: pytest.M
     monkeypatch.setattr(http3, "load_aioquic", missing)
     with pytest.raises(RaceUsageError, match=r"single-datagram.*pip install 'pytest-seatrace\[http3\]'"):
         race(None, "https://127.0.0.1:9/orders", True)
+
+
+def test_an_answer_before_the_release_is_kept_and_flagged_early(safe: Http3Service) -> None:
+    """A GET with a body held at its DATA tail: the seat's handler ignores the body, so
+    hypercorn answers at HEADERS, before the release; each answer is kept, flagged, classified."""
+    spec = RequestSpec("GET", url_of(safe) + "/seats/1", json={"ignored": True})
+    fired = fire(spec, safe, hold="body", concurrency=10, success=[200], expect=range(0, 11))
+    [result] = fired.results
+    assert result.status_counts == {200: 10}
+    assert result.early == 10
+    assert all(rec.early and rec.sent_ns == rec.call_ns for rec in fired.records)
+    assert {v.kind for v in result.violations} == {"not-raced"}
