@@ -5,6 +5,7 @@ held byte in one UDP datagram, and what a single-datagram race refuses."""
 from __future__ import annotations
 
 import json
+import socket
 import ssl
 import time
 from collections import Counter
@@ -292,3 +293,16 @@ def test_an_answer_before_the_release_is_kept_and_flagged_early(safe: Http3Servi
     assert result.early == 10
     assert all(rec.early and rec.sent_ns == rec.call_ns for rec in fired.records)
     assert {v.kind for v in result.violations} == {"not-raced"}
+
+
+def test_a_udp_port_that_answers_nothing_times_out_each_request_as_an_error() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        port = silent.getsockname()[1]
+        started = time.perf_counter()
+        result = race(None, f"https://127.0.0.1:{port}/orders", True, concurrency=5, timeout=1.0)
+    assert time.perf_counter() - started < RACE_LIMIT_S / 2
+    assert result.errors == 5
+    assert all(
+        rec.timed_out and "timed out after 1.0s connecting to" in (rec.reason or "") for rec in result.history
+    )

@@ -22,6 +22,7 @@ import anyio
 import httpx
 
 from pytest_seatrace.core.records import DatagramRelease, Outcome, Record
+from pytest_seatrace.core.settings import HoldPoint
 from pytest_seatrace.engine.classify import ARRIVAL_HEADER
 from pytest_seatrace.engine.h2_requests import H2Requests, H2Stream, StreamGroups, group_streams
 from pytest_seatrace.engine.http3 import (
@@ -45,6 +46,8 @@ class _Held:
 
     link: Http3Connection
     pairs: list[tuple[H2Stream, H3Answer]] = field(default_factory=list)
+    settled: bool = False
+    """All of it but the held bytes acknowledged: only then is it released."""
 
 
 @dataclass
@@ -54,7 +57,7 @@ class _Wave:
     """Per resource index, its connections and what each holds."""
 
 
-def h3_request(stream: H2Stream, hold: str) -> H3Request:
+def h3_request(stream: H2Stream, hold: HoldPoint) -> H3Request:
     """The client's request as ``engine.http3`` queues it (it writes the pseudo-headers itself)."""
     fields = dict(stream.headers[:4])
     headers = tuple((name.decode("latin-1"), value.decode("latin-1")) for name, value in stream.headers[4:])
@@ -63,7 +66,7 @@ def h3_request(stream: H2Stream, hold: str) -> H3Request:
         fields[b":path"].decode("latin-1"),
         headers,
         stream.body,
-        "body" if hold == "body" else "headers",
+        hold,
     )
 
 
@@ -101,17 +104,25 @@ class SingleDatagramFirer(WavePipeline[_Wave]):
             async with anyio.create_task_group() as tg:
                 for (index, origin), streams in wave.groups.items():
                     tg.start_soon(self._prepare_group, origin, streams, wave.held.setdefault(index, []))
+        late = f"timed out after {self.config.timeout}s"
+        for group in wave.held.values():
+            for held in group:
+                if held.pairs and not held.settled:  # cut off by the deadline while holding
+                    for stream, _ in held.pairs:
+                        self._fail(stream, f"{late} holding its request ({held.link.origin.url})")
+                        stream.record.timed_out = True
+                    held.link.close()
+                    held.pairs = []
         for streams in wave.groups.values():
             for stream in streams:
-                if not stream.gated and not stream.done and stream.prefix_ns == 0:
-                    late = f"timed out after {self.config.timeout}s connecting to {stream.origin.url}"
-                    self._fail(stream, late)
+                if not stream.done and stream.prefix_ns == 0:
+                    self._fail(stream, f"{late} connecting to {stream.origin.url}")
                     stream.record.timed_out = True
 
     async def release(self, rnd: int, indices: Sequence[int], wave: _Wave) -> None:
         """Each resource's release: its datagrams built, then sent back to back."""
         for index in indices:
-            ready = [h for h in wave.held.get(index, []) if h.link.closed is None and h.pairs]
+            ready = [h for h in wave.held.get(index, []) if h.link.closed is None and h.pairs and h.settled]
             if not ready:
                 continue
             begun = time.perf_counter_ns()
@@ -223,6 +234,7 @@ class SingleDatagramFirer(WavePipeline[_Wave]):
                 stream.record.call_ns = begun
         try:
             await held.link.settle()
+            held.settled = True
         except TransportError as exc:
             for stream, _ in held.pairs:
                 self._fail(stream, f"{exc} (before the release)")
