@@ -33,6 +33,7 @@ from pytest_seatrace.models import Seats
 from pytest_seatrace.options import Settings
 from pytest_seatrace.report.wording import releases_text
 from tests.http3_service import Http3Service, http3_service
+from tests.support import INNER_INI
 
 RACE_LIMIT_S = 60.0
 MAX_DATAGRAM = 1200
@@ -305,4 +306,33 @@ def test_a_udp_port_that_answers_nothing_times_out_each_request_as_an_error() ->
     assert result.errors == 5
     assert all(
         rec.timed_out and "timed out after 1.0s connecting to" in (rec.reason or "") for rec in result.history
+    )
+
+
+INNER_RACE = """
+import pytest
+
+@pytest.mark.race(sync="single-datagram", hold="body", resources=2, concurrency=100)
+def test_h3(race):
+    result = race.post(
+        {url!r} + "/orders",
+        json=lambda a: {{"seats": [a.resource], "user": f"vu-{{a.client}}"}},
+        tls_verify={ca!r},
+    )
+    assert result.mode == "single-datagram"
+"""
+
+
+def test_the_marker_races_single_datagram_and_the_summary_says_its_datagrams(
+    pytester: pytest.Pytester, safe: Http3Service
+) -> None:
+    pytester.makeini(INNER_INI)
+    pytester.makepyfile(test_inner=INNER_RACE.format(url=url_of(safe), ca=str(safe.ca_path)))
+    run = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=RACE_LIMIT_S)
+    run.assert_outcomes(passed=1)
+    run.stdout.fnmatch_lines(
+        [
+            "start mode: single-datagram (1 race)",
+            "test_inner.py::test_h3: 2 releases over HTTP/3, 1 UDP datagram each*",
+        ]
     )
