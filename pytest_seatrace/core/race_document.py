@@ -130,6 +130,7 @@ def _raced_doc(raced: Raced | None, config: RaceConfig) -> RacedDoc | None:
         "stripped": list(raced.stripped),
         "sync": config.sync,
         "hold": config.hold if config.sync == "last-byte" else None,
+        "why": raced.why,
     }
 
 
