@@ -110,8 +110,8 @@ def test_a_mixed_race_takes_each_update_input_and_each_winning_read_output(race,
 
 
 def test_single_packet_takes_update_inputs_and_read_outputs(race, module_service):
-    """Bookings against cancellations, then reads (bodyless GETs among POSTs are raced apart
-    here: see the report of this change)."""
+    """Bookings against cancellations, then reads, so each race's outputs are known (reads among
+    writes under one single-packet start: tests/test_reads_among_writes.py)."""
     service = module_service(server="hypercorn", seats=2)
     race.base_url = service.url
 

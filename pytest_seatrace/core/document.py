@@ -120,6 +120,8 @@ class RacedDoc(TypedDict):
     sync: str
     hold: str | None
     """The hold point of a last-byte race; ``None`` for other starts."""
+    why: str | None
+    """Why ``sync="auto"`` chose this start (the HTTP/3 probe's finding); ``None``: nothing to say."""
 
 
 class StatusReasonDoc(TypedDict):

@@ -155,6 +155,7 @@ def _raced_doc(raced: Raced | None, config: RaceConfig) -> RacedDoc | None:
         "stripped": list(raced.stripped),
         "sync": config.sync,
         "hold": config.hold if config.sync in ("last-byte", "single-datagram") else None,
+        "why": raced.why,
     }
 
 

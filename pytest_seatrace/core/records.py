@@ -105,6 +105,9 @@ class Raced:
     http_version: str
     stripped: tuple[str, ...] = ()
     """What was taken out of the URL (``userinfo``, query parameter names)."""
+    why: str | None = None
+    """Why this start ran, when ``sync="auto"`` had something to say (``HTTP/3 offered by Alt-Svc
+    h3=:8443``, ``no HTTP/3: …``)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ single-packet's loads h2, single-datagram's aioquic).
 from __future__ import annotations
 
 import ssl
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +18,7 @@ from pytest_seatrace.core.config import RaceConfig
 from pytest_seatrace.engine.classify import ResponseRecorder
 from pytest_seatrace.engine.plan import AttemptFn, Roster
 from pytest_seatrace.engine.requests import RequestBuilder, check_url, make_ssl_context
-from pytest_seatrace.engine.stream import H1_ALPN, H2_ALPN
+from pytest_seatrace.engine.stream import H1_ALPN, H2_ALPN, Origin
 from pytest_seatrace.engine.waves import ReleaseAtOnce, WaveHooks
 
 if TYPE_CHECKING:
@@ -49,12 +50,14 @@ def make_firer(
     transport: httpx.AsyncBaseTransport | None = None,
     hooks: WaveHooks | None = None,
     tls_verify: bool | str | Path = True,
+    h3_at: Mapping[Origin, Origin] | None = None,
 ) -> HttpxFirer | LastByteFirer | SinglePacketFirer | SingleDatagramFirer:
     """The firer of ``mode`` (``gate``, ``last-byte``, ``single-packet`` or ``single-datagram``,
     already decided: ``auto`` is the runner's to resolve). ``attempt_fn`` and ``transport``
     (``race.app``) race only in the ``gate`` mode. ``hooks``: what the firer tells its owner of
     each wave (a shard paces its release by them); none, every wave is released as soon as it is
-    ready. ``tls_verify``: single-datagram's certificate check (a bool or a CA file)."""
+    ready. ``tls_verify``: single-datagram's certificate check (a bool or a CA file); ``h3_at``:
+    where HTTP/3 answers for an origin when not on its URL's port (the ``Alt-Svc`` ``auto`` found)."""
     if mode in ("single-packet", "last-byte", "single-datagram"):
         if builder is None or attempt_fn is not None or transport is not None:
             raise ValueError(f"the {mode} start races a request over the network: it needs a builder")
@@ -63,6 +66,7 @@ def make_firer(
 
             firer = SingleDatagramFirer(config, builder, None, classifier, roster, hooks=hooks)
             firer.verify = tls_verify
+            firer.h3_at.update(h3_at or {})
             return firer
         if mode == "single-packet":
             from pytest_seatrace.engine.single_packet import SinglePacketFirer

@@ -70,6 +70,8 @@ class H3Request:
     body: bytes = b""
     hold: HoldPoint = "body"
     """``"body"`` on a request without a body holds its HEADERS frame: there is nothing else."""
+    authority: str | None = None
+    """``:authority``; None: the connection's host and port (an Alt-Svc port is not the origin's)."""
 
 
 @dataclass
@@ -119,7 +121,7 @@ def request_headers(origin: Origin, request: H3Request) -> list[tuple[bytes, byt
     headers = [
         (b":method", request.method.encode()),
         (b":scheme", b"https"),
-        (b":authority", f"{host}:{origin.port}".encode()),
+        (b":authority", (request.authority or f"{host}:{origin.port}").encode()),
         (b":path", request.target.encode()),
     ]
     headers += [(name.lower().encode(), value.encode()) for name, value in request.headers]

@@ -67,6 +67,7 @@ def h3_request(stream: H2Stream, hold: HoldPoint) -> H3Request:
         headers,
         stream.body,
         hold,
+        fields[b":authority"].decode("latin-1"),
     )
 
 
@@ -86,6 +87,8 @@ class SingleDatagramFirer(WavePipeline[_Wave]):
         self.connections = 0
         """QUIC connections opened so far (kept ones are reused across waves and rounds)."""
         self._requests = H2Requests(self.builder)
+        self.h3_at: dict[Origin, Origin] = {}
+        """Where HTTP/3 answers for an origin when not on its URL's port (``Alt-Svc``)."""
         self._fresh_credit: dict[Origin, int] = {}
         """Streams a fresh connection to each origin is granted (its first one's)."""
 
@@ -103,7 +106,8 @@ class SingleDatagramFirer(WavePipeline[_Wave]):
         with anyio.move_on_after(self.config.timeout):
             async with anyio.create_task_group() as tg:
                 for (index, origin), streams in wave.groups.items():
-                    tg.start_soon(self._prepare_group, origin, streams, wave.held.setdefault(index, []))
+                    at = self.h3_at.get(origin, origin)
+                    tg.start_soon(self._prepare_group, at, streams, wave.held.setdefault(index, []))
         late = f"timed out after {self.config.timeout}s"
         for group in wave.held.values():
             for held in group:
