@@ -336,3 +336,12 @@ def test_the_marker_races_single_datagram_and_the_summary_says_its_datagrams(
             "test_inner.py::test_h3: 2 releases over HTTP/3, 1 UDP datagram each*",
         ]
     )
+
+
+def test_auto_in_a_sharded_race_leaves_http3_out_and_says_why(safe: Http3Service) -> None:
+    """The HTTPS side offers HTTP/3 (Alt-Svc), but single-datagram races do not shard yet."""
+    result = race(safe, safe.tcp.url + "/orders", safe.ca_path, sync="auto", shards=2, concurrency=4)
+    assert result.mode in ("single-packet", "last-byte")
+    assert result.raced is not None
+    assert result.raced.why == "no HTTP/3: single-datagram races do not shard yet"
+    assert result.wins == 1
