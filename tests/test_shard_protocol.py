@@ -14,11 +14,12 @@ import pytest
 from pytest_seatrace.core.config import RaceConfig, make_rule
 from pytest_seatrace.core.records import DatagramRelease, Outcome
 from pytest_seatrace.core.result import RaceResult
-from pytest_seatrace.engine import RacePlan, RequestSpec, TargetOptions, run_race
+from pytest_seatrace.engine import RacePlan, RequestSpec, TargetOptions, http3, run_race, single_datagram
 from pytest_seatrace.engine.shards import messages as m
-from pytest_seatrace.engine.shards import remote
+from pytest_seatrace.engine.shards import remote, worker
 from pytest_seatrace.engine.shards.clock import ClockMap
 from pytest_seatrace.engine.shards.travel import (
+    PYTHON_VERSION,
     RaceSettings,
     h3_for_shard,
     h3_on_shard,
@@ -243,6 +244,26 @@ def test_the_http3_target_and_the_releases_travel_as_builtins_and_back() -> None
     [travelled] = release_rows([release])
     assert all(type(value) is int for value in travelled)
     assert DatagramRelease(*travelled) == release
+
+
+def test_a_shard_without_aioquic_names_the_extra_and_its_python(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shard's side (``worker.serve``, in this process): a single-datagram plan on a host
+    whose aioquic is missing (as ``load_aioquic`` reports it) fails with what to install where."""
+
+    def missing() -> None:
+        raise http3.Http3Error(f"{http3.NEEDS_EXTRA} (No module named 'aioquic')")
+
+    monkeypatch.setattr(single_datagram, "load_aioquic", missing)
+    settings = RaceSettings.of(RaceConfig(resources=(1,), sync="single-datagram", hold="body"))
+    plan = m.Plan(1, 1, settings, False, None, ("bool", True), "POST", {"url": URL}, [], PYTHON_VERSION)
+    coordinator = ScriptedChannel([plan, m.End()], lambda message: [])
+    worker.serve(coordinator)
+    hello_there, failed = coordinator.sent
+    assert isinstance(hello_there, m.Hello)
+    assert failed == m.Failed(
+        f"{http3.NEEDS_EXTRA} (No module named 'aioquic'): install it into {sys.executable} on "
+        f"{hello_there.host}"
+    )
 
 
 def test_the_race_settings_go_there_and_back_without_rules() -> None:
