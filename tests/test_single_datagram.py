@@ -1,6 +1,7 @@
 """The single-datagram start (engine/single_datagram.py) against the HTTP/3 sample service:
 one winner per seat on the safe strategy, the window caught on the unsafe one, every client's
-held byte in one UDP datagram, and what a single-datagram race refuses."""
+held byte in one UDP datagram, its waves fired from shards, and what a single-datagram race
+refuses."""
 
 from __future__ import annotations
 

@@ -2,9 +2,11 @@
 
 User callables and the success/reject/error rules stay with the coordinator, which classifies;
 a shard gets the race's settings (``RaceSettings``, there by ``of`` and back by ``config``), the
-TLS verification (a CA bundle as its text: the far host may lack the file), and request values
-as builtins. Between equal Python versions tables and rows travel as ``marshal`` bytes: execnet's
-own serialiser is pure Python (~55 µs a record row each way against marshal's ~0.5 µs).
+TLS verification (a CA bundle as its text: the far host may lack the file), where HTTP/3
+answers (``auto``'s ``Alt-Svc`` find), and request values as builtins; a single-datagram
+shard's releases come back as rows of figures. Between equal Python versions tables and rows
+travel as ``marshal`` bytes: execnet's own serialiser is pure Python (~55 µs a record row each
+way against marshal's ~0.5 µs).
 """
 
 from __future__ import annotations
