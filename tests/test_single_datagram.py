@@ -1,6 +1,7 @@
 """The single-datagram start (engine/single_datagram.py) against the HTTP/3 sample service:
 one winner per seat on the safe strategy, the window caught on the unsafe one, every client's
-held byte in one UDP datagram, and what a single-datagram race refuses."""
+held byte in one UDP datagram, its waves fired from shards, and what a single-datagram race
+refuses."""
 
 from __future__ import annotations
 
@@ -268,11 +269,6 @@ def test_an_http_url_is_a_usage_error() -> None:
         race(None, "http://127.0.0.1:9/orders", True)
 
 
-def test_shards_are_a_usage_error_not_a_wrong_result() -> None:
-    with pytest.raises(RaceUsageError, match="single-datagram races do not shard yet"):
-        race(None, "https://127.0.0.1:9/orders", True, shards=2)
-
-
 def test_aioquic_missing_is_a_usage_error_naming_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     """The extra's absence, as ``load_aioquic`` reports it, stops the race before anything is sent."""
 
@@ -338,10 +334,23 @@ def test_the_marker_races_single_datagram_and_the_summary_says_its_datagrams(
     )
 
 
-def test_auto_in_a_sharded_race_leaves_http3_out_and_says_why(safe: Http3Service) -> None:
-    """The HTTPS side offers HTTP/3 (Alt-Svc), but single-datagram races do not shard yet."""
-    result = race(safe, safe.tcp.url + "/orders", safe.ca_path, sync="auto", shards=2, concurrency=4)
-    assert result.mode in ("single-packet", "last-byte")
+def test_auto_in_a_sharded_race_fires_single_datagram_waves_from_every_shard(safe: Http3Service) -> None:
+    """Two popen shards: ``auto`` finds HTTP/3 at the Alt-Svc port (that port, the hold point
+    and the CA bundle's text travel), each shard holds its clients' bytes and releases them in
+    UDP datagrams at the start instant, and their records and releases come back mapped."""
+    url = safe.tcp.url + "/orders"  # the HTTPS (TCP) side: its Alt-Svc names the UDP port
+    result = race(safe, url, safe.ca_path, sync="auto", shards=2, resources=range(1, 3), concurrency=6)
+    assert result.mode == "single-datagram"
     assert result.raced is not None
-    assert result.raced.why == "no HTTP/3: single-datagram races do not shard yet"
-    assert result.wins == 1
+    assert result.raced.http_version == "HTTP/3"
+    assert (result.requests, result.wins, result.rejections, result.errors) == (12, 2, 10, 0)
+    assert result.passed
+    for seat in (1, 2):
+        assert safe.tcp.holders(seat) == [f"vu-{result.winners[seat][0].client}"]
+    assert [(s["spec"], s["failure"], s["requests"]) for s in result.shards] == [("popen", None, 6)] * 2
+    assert Counter(rec.shard for rec in result.history) == {1: 6, 2: 6}
+    assert all(0 < rec.call_ns <= rec.sent_ns <= rec.end_ns for rec in result.history)
+    # one release per resource on each shard, each of its 3 clients' streams
+    releases = sorted((r.round, r.resource, r.streams) for r in result.releases)
+    assert releases == [(1, 0, 3), (1, 0, 3), (1, 1, 3), (1, 1, 3)]
+    assert all(r.datagrams >= 1 and r.write_ns > 0 for r in result.releases)

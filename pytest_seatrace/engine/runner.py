@@ -331,7 +331,7 @@ async def _firer(plan: RacePlan) -> AsyncIterator[_Fire]:
             if pool is None:  # no session to own the gateways: they live as long as this race
                 pool = GatewayPool()
                 stack.callback(pool.close)
-            firer = ShardedFirer(plan, config, builder, classifier, roster, pool)
+            firer = ShardedFirer(plan, config, builder, classifier, roster, pool, _h3_at(plan, start))
         else:
             firer = make_firer(
                 mode,
@@ -407,12 +407,7 @@ async def _start(plan: RacePlan) -> tuple[AutoStart, ssl.SSLContext]:
     if config.sync == "auto":
         first = _first_url(plan)
         if first is not None:
-            unsharded = not config.tx or config.http3 == "off" or first[1].scheme != "https"
-            if unsharded:
-                start = await choose_auto(*first, config, target.tls_verify)
-            else:  # single-datagram races do not shard yet: auto leaves HTTP/3 out
-                start = await choose_auto(*first, replace(config, http3="off"), target.tls_verify)
-                start = replace(start, why="no HTTP/3: single-datagram races do not shard yet")
+            start = await choose_auto(*first, config, target.tls_verify)
         else:
             start = AutoStart("last-byte", None)
     if start.mode == "single-datagram":
@@ -430,7 +425,7 @@ def _h3_at(plan: RacePlan, start: AutoStart) -> dict[Origin, Origin]:
 
 def _check_single_datagram(plan: RacePlan) -> None:
     """What a single-datagram race cannot do, refused before anything is sent: QUIC is always
-    TLS, aioquic takes no ``ssl.SSLContext``, and its waves do not travel to shards yet."""
+    TLS, and aioquic takes no ``ssl.SSLContext`` (nor can one travel to a shard)."""
     from pytest_seatrace.engine.http3 import Http3Error, load_aioquic
 
     try:
@@ -446,11 +441,6 @@ def _check_single_datagram(plan: RacePlan) -> None:
     if origin is not None and origin.scheme != "https":
         raise RaceUsageError(
             f"sync='single-datagram' needs an https:// URL (QUIC is always TLS), not {origin.url}"
-        )
-    if plan.config.tx:
-        raise RaceUsageError(
-            "single-datagram races do not shard yet: drop shards=/--race-tx, or use "
-            "sync='single-packet' or 'last-byte'"
         )
 
 
