@@ -1,0 +1,180 @@
+"""Everything a race has, over the single-datagram start: the plugin's HTTP/3 sample service,
+``setup=`` tokens and cookies on each client's HTTP/3 request, ``tls_verify=``, and a lost
+release datagram."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import anyio
+import pytest
+
+pytest.importorskip("aioquic")
+
+from pytest_seatrace import RaceResult, ServiceHandle
+from pytest_seatrace.core.records import RaceRun
+from pytest_seatrace.engine import RacePlan, TargetOptions, run_race
+from pytest_seatrace.engine.plan import Attempt, RequestSpec
+from pytest_seatrace.marker import resolve
+from pytest_seatrace.options import Settings
+from pytest_seatrace.service import start_sample_service
+from tests.support import INNER_INI
+from tests.test_single_datagram import RACE_LIMIT_S
+
+CLIENTS = 10
+
+
+def user(a: Attempt) -> str:
+    return f"vu-{a.client}"
+
+
+def run(
+    url: str, tls_verify: Any, *, base_url: str | None = None, setup: Any = None, **request: Any
+) -> RaceResult:
+    """One single-datagram race on seat 1 through the runner, bounded in time."""
+    marker = {"sync": "single-datagram", "timeout": 5.0, "hold": "body", "concurrency": CLIENTS}
+    config = resolve({}, marker, Settings(), flexible=False)
+    request.setdefault("json", lambda a: {"seats": [a.resource], "user": user(a)})
+    plan = RacePlan(
+        name="h3",
+        config=config,
+        target=TargetOptions(base_url=base_url, tls_verify=tls_verify),
+        request=RequestSpec("POST", url, **request),
+        setup=setup,
+    )
+
+    async def main() -> RaceRun:
+        with anyio.fail_after(RACE_LIMIT_S):
+            return await run_race(plan)
+
+    return RaceResult.from_run("h3", config, anyio.run(main))
+
+
+@pytest.fixture(scope="module")
+def _auth_h3_process() -> Iterator[ServiceHandle]:
+    with start_sample_service(http3=True, seats=2, auth=True) as service:
+        yield service
+
+
+@pytest.fixture
+def auth_h3(_auth_h3_process: ServiceHandle) -> ServiceHandle:
+    _auth_h3_process.reset()
+    return _auth_h3_process
+
+
+# -- the sample service's HTTP/3 variant ------------------------------------------------------
+
+
+INNER_FACTORY = """
+import pytest
+
+@pytest.mark.race(sync="single-datagram", hold="body", concurrency=20)
+def test_h3(race, sample_service_factory):
+    service = sample_service_factory(http3=True, seats=1)
+    assert (service.server, service.tls) == ("hypercorn", True)
+    assert service.http3_url != service.url
+    result = race.post(
+        service.http3_url + "/orders",
+        json=lambda a: {{"seats": [a.resource], "user": f"vu-{{a.client}}"}},
+        tls_verify=service.ca_path,
+    )
+    assert result.mode == "single-datagram"
+    assert result.status_counts == {{201: 1, 409: 19}}
+    assert service.holders(1) == [f"vu-{{result.winners[1][0].client}}"]
+"""
+
+
+def test_the_fixture_starts_the_http3_variant_and_a_race_books_over_it(pytester: pytest.Pytester) -> None:
+    pytester.makeini(INNER_INI)
+    pytester.makepyfile(test_inner=INNER_FACTORY.format())
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=RACE_LIMIT_S)
+    result.assert_outcomes(passed=1)
+
+
+def test_http3_needs_hypercorn() -> None:
+    refused = pytest.raises(ValueError, match=r"http3=True needs server='hypercorn', not server='uvicorn'")
+    with refused, start_sample_service(http3=True, server="uvicorn"):
+        pass  # pragma: no cover - refused before it starts
+
+
+def test_a_service_without_http3_has_no_http3_url(auth_h3: ServiceHandle) -> None:
+    assert auth_h3.http3_port is not None
+    assert auth_h3.http3_url == f"https://127.0.0.1:{auth_h3.http3_port}"
+    with start_sample_service(seats=1) as plain:
+        assert plain.http3_port is None
+        with pytest.raises(RuntimeError, match="started without http3=True"):
+            _ = plain.http3_url
+
+
+# -- setup= -----------------------------------------------------------------------------------
+
+
+async def log_in(a: Attempt) -> str:
+    """Over httpx on the HTTPS (TCP) side of the same service: the token, and its session cookie."""
+    assert a.http is not None
+    response = await a.http.post("/login", json={"user": user(a)})
+    response.raise_for_status()
+    token: str = response.json()["token"]
+    return token
+
+
+def test_setup_tokens_go_with_each_client_s_http3_request(auth_h3: ServiceHandle) -> None:
+    result = run(
+        auth_h3.http3_url + "/orders",
+        auth_h3.ca_path,
+        base_url=auth_h3.url,
+        setup=log_in,
+        headers=lambda a: {"Authorization": f"Bearer {a.setup}"},
+    )
+    assert result.mode == "single-datagram"
+    assert result.status_counts == {201: 1, 409: CLIENTS - 1}
+    assert auth_h3.holders(1) == [f"vu-{result.winners[1][0].client}"]
+
+
+def test_setup_cookies_go_with_each_client_s_http3_request(auth_h3: ServiceHandle) -> None:
+    """No header: only the session cookie the set-up received can say who books."""
+    result = run(auth_h3.http3_url + "/orders", auth_h3.ca_path, base_url=auth_h3.url, setup=log_in)
+    assert result.status_counts == {201: 1, 409: CLIENTS - 1}
+    assert auth_h3.holders(1) == [f"vu-{result.winners[1][0].client}"]
+
+
+def test_without_the_setup_every_http3_request_is_refused(auth_h3: ServiceHandle) -> None:
+    """The control: the service does refuse orders that carry no token."""
+    result = run(auth_h3.http3_url + "/orders", auth_h3.ca_path)
+    assert result.status_counts == {401: CLIENTS}
+    assert auth_h3.holders(1) == []
+
+
+# -- tls_verify= ------------------------------------------------------------------------------
+
+
+def test_tls_verify_false_races_without_checking_the_certificate(auth_h3: ServiceHandle) -> None:
+    result = run(auth_h3.http3_url + "/orders", False)
+    assert result.status_counts == {401: CLIENTS}  # answered: the handshake went through
+
+
+@pytest.mark.parametrize("verify", ["wrong-ca", True])
+def test_an_untrusted_certificate_fails_the_handshake_as_a_clear_error(
+    auth_h3: ServiceHandle, verify: Any, tmp_path: Any
+) -> None:
+    """Another throwaway CA, or the system's: the service's certificate is not trusted."""
+    if verify == "wrong-ca":
+        with start_sample_service(tls=True, seats=1, db_path=tmp_path / "other.db") as other:
+            assert other.ca_path is not None
+            verify = other.ca_path.read_bytes()
+        verify_path = tmp_path / "other-ca.pem"
+        verify_path.write_bytes(verify)
+        verify = verify_path
+    started = time.perf_counter()
+    result = run(auth_h3.http3_url + "/orders", verify)
+    assert time.perf_counter() - started < RACE_LIMIT_S / 2
+    assert result.errors == CLIENTS
+    reasons = {rec.reason for rec in result.history}
+    assert len(reasons) == 1
+    [reason] = reasons
+    assert reason is not None
+    assert f"HTTP/3 handshake with {auth_h3.http3_url} failed" in reason
+    assert "certificate" in reason.lower()
+    assert auth_h3.holders(1) == []
