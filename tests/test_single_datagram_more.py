@@ -14,13 +14,15 @@ import pytest
 pytest.importorskip("aioquic")
 
 from pytest_seatrace import RaceResult, ServiceHandle
-from pytest_seatrace.core.records import RaceRun
-from pytest_seatrace.engine import RacePlan, TargetOptions, run_race
+from pytest_seatrace.core.records import Outcome, RaceRun
+from pytest_seatrace.engine import RacePlan, TargetOptions, http3, run_race, single_datagram
+from pytest_seatrace.engine.http3 import RELEASE_LOST
 from pytest_seatrace.engine.plan import Attempt, RequestSpec
 from pytest_seatrace.marker import resolve
 from pytest_seatrace.options import Settings
 from pytest_seatrace.service import start_sample_service
 from tests.support import INNER_INI
+from tests.test_http3_connection import DroppingRelay
 from tests.test_single_datagram import RACE_LIMIT_S
 
 CLIENTS = 10
@@ -178,3 +180,69 @@ def test_an_untrusted_certificate_fails_the_handshake_as_a_clear_error(
     assert f"HTTP/3 handshake with {auth_h3.http3_url} failed" in reason
     assert "certificate" in reason.lower()
     assert auth_h3.holders(1) == []
+
+
+# -- a lost release ---------------------------------------------------------------------------
+
+
+class ReleaseDroppingRelay(DroppingRelay):
+    """The relay, told at the gate to swallow the next datagram from the client: the release."""
+
+    def forward_pending(self) -> None:
+        """Forward what already waits on the client side (ACKs sent while settling), so the next
+        datagram to arrive is the release's first."""
+        while True:
+            try:
+                data, self.client = self.front.recvfrom(65536)
+            except BlockingIOError:
+                return
+            self.back.send(data)
+
+
+def test_a_lost_release_fails_the_wave_with_unknown_requests_not_a_late_start(
+    auth_h3: ServiceHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert auth_h3.http3_port is not None
+    relay = ReleaseDroppingRelay(("127.0.0.1", auth_h3.http3_port))
+
+    def dropping_release(links: Any) -> Any:
+        relay.forward_pending()
+        relay.drop_next = True
+        return http3.release(links)
+
+    monkeypatch.setattr(single_datagram, "release", dropping_release)
+    marker = {"sync": "single-datagram", "timeout": 5.0, "hold": "body", "concurrency": CLIENTS}
+    config = resolve({}, marker, Settings(), flexible=False)
+    plan = RacePlan(
+        name="h3",
+        config=config,
+        target=TargetOptions(base_url=auth_h3.url, tls_verify=auth_h3.ca_path),
+        request=RequestSpec(
+            "POST",
+            f"https://127.0.0.1:{relay.port}/orders",
+            json=lambda a: {"seats": [a.resource], "user": user(a)},
+            headers=lambda a: {"Authorization": f"Bearer {a.setup}"},
+        ),
+        setup=log_in,
+    )
+
+    async def main() -> RaceRun:
+        with anyio.fail_after(RACE_LIMIT_S):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(relay.forward_from_client)
+                tg.start_soon(relay.forward_from_server)
+                run = await run_race(plan)
+                tg.cancel_scope.cancel()
+        return run
+
+    started = time.perf_counter()
+    try:
+        result = RaceResult.from_run("h3", config, anyio.run(main))
+    finally:
+        relay.close()
+    assert time.perf_counter() - started < RACE_LIMIT_S / 2
+    assert relay.dropped == 1
+    assert result.unknown == CLIENTS
+    assert {(rec.outcome, rec.reason) for rec in result.history} == {(Outcome.UNKNOWN, RELEASE_LOST)}
+    assert not result.passed
+    assert auth_h3.holders(1) == []  # no final byte ever reached the server: nobody booked
