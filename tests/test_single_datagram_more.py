@@ -4,6 +4,7 @@ release datagram."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -33,10 +34,16 @@ def user(a: Attempt) -> str:
 
 
 def run(
-    url: str, tls_verify: Any, *, base_url: str | None = None, setup: Any = None, **request: Any
+    url: str,
+    tls_verify: Any,
+    *,
+    base_url: str | None = None,
+    setup: Any = None,
+    timeout: float = 5.0,
+    **request: Any,
 ) -> RaceResult:
     """One single-datagram race on seat 1 through the runner, bounded in time."""
-    marker = {"sync": "single-datagram", "timeout": 5.0, "hold": "body", "concurrency": CLIENTS}
+    marker = {"sync": "single-datagram", "timeout": timeout, "hold": "body", "concurrency": CLIENTS}
     config = resolve({}, marker, Settings(), flexible=False)
     request.setdefault("json", lambda a: {"seats": [a.resource], "user": user(a)})
     plan = RacePlan(
@@ -246,3 +253,39 @@ def test_a_lost_release_fails_the_wave_with_unknown_requests_not_a_late_start(
     assert {(rec.outcome, rec.reason) for rec in result.history} == {(Outcome.UNKNOWN, RELEASE_LOST)}
     assert not result.passed
     assert auth_h3.holders(1) == []  # no final byte ever reached the server: nobody booked
+
+
+# -- redaction, timeouts ----------------------------------------------------------------------
+
+
+def test_the_race_document_strips_the_raced_url_s_secrets(auth_h3: ServiceHandle) -> None:
+    result = run(
+        auth_h3.http3_url + "/orders?token=hunter2&seat=1",
+        auth_h3.ca_path,
+        base_url=auth_h3.url,
+        setup=log_in,
+        headers=lambda a: {"Authorization": f"Bearer {a.setup}"},
+    )
+    assert result.status_counts == {201: 1, 409: CLIENTS - 1}
+    assert result.raced is not None
+    assert result.raced.url == auth_h3.http3_url + "/orders?token=***&seat=1"
+    assert result.raced.stripped == ("query token",)
+    document = json.dumps(result.to_dict(history=True))
+    assert "hunter2" not in document
+    assert "Bearer" not in document
+
+
+def test_no_answer_within_the_timeout_after_the_release_is_unknown() -> None:
+    """The unsafe handler sleeps 3 s between its check and its write: past the 0.5 s timeout."""
+    with start_sample_service(http3=True, strategy="unsafe", seats=1, window_ms=3000) as slow:
+        started = time.perf_counter()
+        result = run(slow.http3_url + "/orders", slow.ca_path, timeout=0.5)
+        elapsed = time.perf_counter() - started
+    assert elapsed < RACE_LIMIT_S / 2
+    assert result.unknown == CLIENTS
+    assert all(
+        rec.outcome is Outcome.UNKNOWN
+        and rec.timed_out
+        and rec.reason == "no response within 0.5s after the release"
+        for rec in result.history
+    )
