@@ -25,6 +25,7 @@ from pytest_seatrace.service import start_sample_service
 from tests.support import INNER_INI
 from tests.test_http3_connection import DroppingRelay
 from tests.test_single_datagram import RACE_LIMIT_S
+from tests.test_xdist_turns import overlapping, wall_intervals
 
 CLIENTS = 10
 
@@ -71,6 +72,13 @@ def _auth_h3_process() -> Iterator[ServiceHandle]:
 def auth_h3(_auth_h3_process: ServiceHandle) -> ServiceHandle:
     _auth_h3_process.reset()
     return _auth_h3_process
+
+
+@pytest.fixture(scope="module")
+def plain_h3() -> Iterator[ServiceHandle]:
+    """Without auth: for inner test files, which reset it between rounds."""
+    with start_sample_service(http3=True, seats=2) as service:
+        yield service
 
 
 # -- the sample service's HTTP/3 variant ------------------------------------------------------
@@ -289,3 +297,79 @@ def test_no_answer_within_the_timeout_after_the_release_is_unknown() -> None:
         and rec.reason == "no response within 0.5s after the release"
         for rec in result.history
     )
+
+
+# -- xdist turns, Ctrl-C ----------------------------------------------------------------------
+
+
+FOUR_H3_RACES = """
+import ssl
+import httpx
+import pytest
+
+def reset():
+    context = ssl.create_default_context(cafile={ca!r})
+    httpx.post({tcp!r} + "/reset", verify=context).raise_for_status()
+
+@pytest.mark.race(sync="single-datagram", hold="body", concurrency=50, rounds=4)
+@pytest.mark.parametrize("seat", [1, 2])
+def test_seat(race, seat):
+    race.post({url!r} + "/orders", resources=[seat], tls_verify={ca!r}, reset=reset,
+              json=lambda a: {{"seats": [a.resource], "user": f"u{{a.client}}"}})
+"""
+
+
+def test_single_datagram_races_against_one_origin_take_turns_under_xdist(
+    pytester: pytest.Pytester, plain_h3: ServiceHandle
+) -> None:
+    pytester.makeini(INNER_INI)
+    ca = str(plain_h3.ca_path)
+    pytester.makepyfile(test_turns=FOUR_H3_RACES.format(tcp=plain_h3.url, url=plain_h3.http3_url, ca=ca))
+    report = pytester.path / "r.json"
+    result = pytester.runpytest_subprocess(
+        "-n", "2", "-p", "no:cacheprovider", "--race-json", str(report), timeout=RACE_LIMIT_S * 2
+    )
+    result.assert_outcomes(passed=2)
+    races = json.loads(report.read_text(encoding="utf-8"))
+    assert {race["mode"] for race in races["races"]} == {"single-datagram"}
+    assert len({race["worker"] for race in races["races"]}) == 2  # both workers raced
+    assert overlapping(wall_intervals(races)) == []
+    result.stdout.fnmatch_lines(["*races against one origin took turns*"])
+
+
+INTERRUPTED_H3 = """
+import os
+import signal
+import pytest
+
+@pytest.mark.race(sync="single-datagram", hold="body", resources=2, concurrency=5, rounds=50)
+def test_interrupted(race):
+    calls = []
+
+    def reset():
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    race.post({url!r} + "/orders", tls_verify={ca!r}, reset=reset,
+              json=lambda a: {{"seats": [a.resource], "user": a.key}})
+"""
+
+
+def test_ctrl_c_during_a_single_datagram_race_keeps_the_partial_summary_and_reports(
+    pytester: pytest.Pytester, plain_h3: ServiceHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As tests/test_robustness.py for the other starts: SIGINT at the second reset."""
+    monkeypatch.setenv("COLUMNS", "250")  # the whole table
+    pytester.makeini(INNER_INI)
+    pytester.makepyfile(INTERRUPTED_H3.format(url=plain_h3.http3_url, ca=str(plain_h3.ca_path)))
+    result = pytester.runpytest_subprocess("--race-json", "r.json", timeout=RACE_LIMIT_S * 2)
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    assert "KeyboardInterrupt" in result.stdout.str()
+    result.stdout.fnmatch_lines(["*= race summary =*", "*::test_interrupted*2 × 5*INTERRUPTED"])
+    (race,) = json.loads((pytester.path / "r.json").read_text())["races"]
+    assert race["mode"] == "single-datagram"
+    assert race["interrupted"] is True
+    assert 20 <= race["requests"] < 500
+    assert race["requests"] % 5 == 0  # whole waves (5 clients of one seat) only
+    assert len(race["history"]["outcome"]) == race["requests"]
