@@ -77,7 +77,7 @@ def auth_h3(_auth_h3_process: ServiceHandle) -> ServiceHandle:
 @pytest.fixture(scope="module")
 def plain_h3() -> Iterator[ServiceHandle]:
     """Without auth: for inner test files, which reset it between rounds."""
-    with start_sample_service(http3=True, seats=2) as service:
+    with start_sample_service(http3=True, seats=4) as service:
         yield service
 
 
@@ -311,8 +311,8 @@ def reset():
     context = ssl.create_default_context(cafile={ca!r})
     httpx.post({tcp!r} + "/reset", verify=context).raise_for_status()
 
-@pytest.mark.race(sync="single-datagram", hold="body", concurrency=50, rounds=4)
-@pytest.mark.parametrize("seat", [1, 2])
+@pytest.mark.race(sync="single-datagram", hold="body", concurrency=100, rounds=8)
+@pytest.mark.parametrize("seat", [1, 2, 3, 4])
 def test_seat(race, seat):
     race.post({url!r} + "/orders", resources=[seat], tls_verify={ca!r}, reset=reset,
               json=lambda a: {{"seats": [a.resource], "user": f"u{{a.client}}"}})
@@ -329,7 +329,7 @@ def test_single_datagram_races_against_one_origin_take_turns_under_xdist(
     result = pytester.runpytest_subprocess(
         "-n", "2", "-p", "no:cacheprovider", "--race-json", str(report), timeout=RACE_LIMIT_S * 2
     )
-    result.assert_outcomes(passed=2)
+    result.assert_outcomes(passed=4)
     races = json.loads(report.read_text(encoding="utf-8"))
     assert {race["mode"] for race in races["races"]} == {"single-datagram"}
     assert len({race["worker"] for race in races["races"]}) == 2  # both workers raced
