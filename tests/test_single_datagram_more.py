@@ -63,15 +63,15 @@ def run(
 
 
 @pytest.fixture(scope="module")
-def _auth_h3_process() -> Iterator[ServiceHandle]:
+def auth_h3() -> Iterator[ServiceHandle]:
+    """With ``--auth``: orders need a login token; every test starts with its seats free."""
     with start_sample_service(http3=True, seats=2, auth=True) as service:
         yield service
 
 
-@pytest.fixture
-def auth_h3(_auth_h3_process: ServiceHandle) -> ServiceHandle:
-    _auth_h3_process.reset()
-    return _auth_h3_process
+@pytest.fixture(autouse=True)
+def _free_seats(auth_h3: ServiceHandle) -> None:
+    auth_h3.reset()
 
 
 @pytest.fixture(scope="module")
@@ -137,14 +137,19 @@ async def log_in(a: Attempt) -> str:
     return token
 
 
-def test_setup_tokens_go_with_each_client_s_http3_request(auth_h3: ServiceHandle) -> None:
-    result = run(
-        auth_h3.http3_url + "/orders",
-        auth_h3.ca_path,
-        base_url=auth_h3.url,
+def run_logged_in(service: ServiceHandle, path: str) -> RaceResult:
+    """Every client logged in over HTTPS first, its order sent over HTTP/3 with the bearer token."""
+    return run(
+        service.http3_url + path,
+        service.ca_path,
+        base_url=service.url,
         setup=log_in,
         headers=lambda a: {"Authorization": f"Bearer {a.setup}"},
     )
+
+
+def test_setup_tokens_go_with_each_client_s_http3_request(auth_h3: ServiceHandle) -> None:
+    result = run_logged_in(auth_h3, "/orders")
     assert result.mode == "single-datagram"
     assert result.status_counts == {201: 1, 409: CLIENTS - 1}
     assert auth_h3.holders(1) == [f"vu-{result.winners[1][0].client}"]
@@ -267,13 +272,7 @@ def test_a_lost_release_fails_the_wave_with_unknown_requests_not_a_late_start(
 
 
 def test_the_race_document_strips_the_raced_url_s_secrets(auth_h3: ServiceHandle) -> None:
-    result = run(
-        auth_h3.http3_url + "/orders?token=hunter2&seat=1",
-        auth_h3.ca_path,
-        base_url=auth_h3.url,
-        setup=log_in,
-        headers=lambda a: {"Authorization": f"Bearer {a.setup}"},
-    )
+    result = run_logged_in(auth_h3, "/orders?token=hunter2&seat=1")
     assert result.status_counts == {201: 1, 409: CLIENTS - 1}
     assert result.raced is not None
     assert result.raced.url == auth_h3.http3_url + "/orders?token=***&seat=1"
