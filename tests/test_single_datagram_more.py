@@ -16,6 +16,7 @@ pytest.importorskip("aioquic")
 
 from pytest_seatrace import RaceResult, ServiceHandle
 from pytest_seatrace.core.records import Outcome, RaceRun
+from pytest_seatrace.core.violations import ViolationKind
 from pytest_seatrace.engine import RacePlan, TargetOptions, http3, run_race, single_datagram
 from pytest_seatrace.engine.http3 import RELEASE_LOST
 from pytest_seatrace.engine.plan import Attempt, RequestSpec
@@ -244,6 +245,7 @@ def test_a_lost_release_fails_the_wave_with_unknown_requests_not_a_late_start(
             headers=lambda a: {"Authorization": f"Bearer {a.setup}"},
         ),
         setup=log_in,
+        verify=lambda seat: len(auth_h3.holders(seat)),  # settles the unknown: nobody holds it
     )
 
     async def main() -> RaceRun:
@@ -264,6 +266,9 @@ def test_a_lost_release_fails_the_wave_with_unknown_requests_not_a_late_start(
     assert relay.dropped == 1
     assert result.unknown == CLIENTS
     assert {(rec.outcome, rec.reason) for rec in result.history} == {(Outcome.UNKNOWN, RELEASE_LOST)}
+    assert result.held == {(1, 0): 0}
+    # verify= read the final state: the lost release sold nothing, so the seat went unsold.
+    assert [(v.kind, v.found) for v in result.violations] == [(ViolationKind.TOO_FEW, "0")]
     assert not result.passed
     assert auth_h3.holders(1) == []  # no final byte ever reached the server: nobody booked
 
