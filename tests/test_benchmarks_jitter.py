@@ -24,7 +24,7 @@ def test_delayed_holds_each_item_its_own_delay_and_keeps_their_order() -> None:
             if len(sent) == ITEMS:
                 done.set()
 
-        flow = Delayed(loop, send, random.Random(7))
+        flow = Delayed(loop, send, random.Random(7))  # noqa: S311 - delays, not secrets
         pushed = []
         for number in range(ITEMS):
             pushed.append(loop.time())
@@ -48,16 +48,19 @@ def _bound_udp() -> socket.socket:
 
 
 def test_the_udp_relay_forwards_a_flow_in_order_both_ways() -> None:
-    with _bound_udp() as service, _bound_udp() as client:
-        with jittery_path(tcp_target=1, udp_target=service.getsockname()[1], seed=3) as path:
-            for number in range(ITEMS):
-                client.sendto(b"%d" % number, ("127.0.0.1", path.udp_port))
-            arrived = []
-            for _ in range(ITEMS):
-                data, relay = service.recvfrom(100)
-                arrived.append(data)
-                service.sendto(data.upper() + b"!", relay)
-            answers = [client.recvfrom(100)[0] for _ in range(ITEMS)]
+    with (
+        _bound_udp() as service,
+        _bound_udp() as client,
+        jittery_path(tcp_target=1, udp_target=service.getsockname()[1], seed=3) as path,
+    ):
+        for number in range(ITEMS):
+            client.sendto(b"%d" % number, ("127.0.0.1", path.udp_port))
+        arrived = []
+        for _ in range(ITEMS):
+            data, relay = service.recvfrom(100)
+            arrived.append(data)
+            service.sendto(data.upper() + b"!", relay)
+        answers = [client.recvfrom(100)[0] for _ in range(ITEMS)]
     assert arrived == [b"%d" % n for n in range(ITEMS)]
     assert answers == [b"%d!" % n for n in range(ITEMS)]
 
@@ -65,20 +68,22 @@ def test_the_udp_relay_forwards_a_flow_in_order_both_ways() -> None:
 def test_the_tcp_relay_forwards_a_connection_both_ways() -> None:
     with socket.create_server(("127.0.0.1", 0)) as listener:
         listener.settimeout(LIMIT_S)
-        with jittery_path(tcp_target=listener.getsockname()[1], udp_target=1, seed=3) as path:
-            with socket.create_connection(("127.0.0.1", path.tcp_port), timeout=LIMIT_S) as client:
-                client.sendall(b"held byte")
-                client.shutdown(socket.SHUT_WR)
-                accepted, _ = listener.accept()
-                with accepted:
-                    accepted.settimeout(LIMIT_S)
-                    received = b""
-                    while chunk := accepted.recv(100):  # to the relayed EOF
-                        received += chunk
-                    accepted.sendall(received[::-1])
-                    accepted.shutdown(socket.SHUT_WR)
-                answer = b""
-                while chunk := client.recv(100):
-                    answer += chunk
+        with (
+            jittery_path(tcp_target=listener.getsockname()[1], udp_target=1, seed=3) as path,
+            socket.create_connection(("127.0.0.1", path.tcp_port), timeout=LIMIT_S) as client,
+        ):
+            client.sendall(b"held byte")
+            client.shutdown(socket.SHUT_WR)
+            accepted, _ = listener.accept()
+            with accepted:
+                accepted.settimeout(LIMIT_S)
+                received = b""
+                while chunk := accepted.recv(100):  # to the relayed EOF
+                    received += chunk
+                accepted.sendall(received[::-1])
+                accepted.shutdown(socket.SHUT_WR)
+            answer = b""
+            while chunk := client.recv(100):
+                answer += chunk
     assert received == b"held byte"
     assert answer == b"etyb dleh"
