@@ -27,10 +27,12 @@ UDP_MAX = 65_535
 
 @dataclass(frozen=True)
 class JitteryPath:
-    """Where to aim for the relayed service: its TCP and UDP relay ports on 127.0.0.1."""
+    """Where to aim for the relayed service: its TCP and UDP relay ports on 127.0.0.1; the
+    helper process that relays (``pid``)."""
 
     tcp_port: int
     udp_port: int
+    pid: int
 
 
 class Delayed:
@@ -187,11 +189,12 @@ def jittery_path(tcp_target: int, udp_target: int, *, seed: int) -> Iterator[Jit
         tcp.bind(("127.0.0.1", 0))
         tcp.listen(4096)
         udp.bind(("127.0.0.1", 0))
-        path = JitteryPath(tcp.getsockname()[1], udp.getsockname()[1])
         helper = multiprocessing.get_context("fork").Process(
             target=_serve, args=(tcp, udp, tcp_target, udp_target, seed), daemon=True
         )
         helper.start()
+        assert helper.pid is not None  # started
+        path = JitteryPath(tcp.getsockname()[1], udp.getsockname()[1], helper.pid)
     try:
         yield path
     finally:

@@ -9,6 +9,7 @@ the figures.
 from __future__ import annotations
 
 import argparse
+import os
 import ssl
 import statistics
 import sys
@@ -25,7 +26,7 @@ from benchmarks.machine import cores, load_note
 from benchmarks.seed import SINGLE_PACKET_START, Start
 from benchmarks.seed import STARTS as HTTP1_STARTS
 from benchmarks.services import STARTUP_ERRORS, ServiceHandle, http3
-from benchmarks.single_packet import NS_PER_US, Cell, Raced, check_safe, race_start
+from benchmarks.single_packet import NS_PER_US, Cell, Raced, check_safe, pin, placements, race_start
 from pytest_seatrace.engine.instrument import Percentiles
 
 SINGLE_DATAGRAM_START = Start("single-datagram", "single-datagram")
@@ -60,6 +61,13 @@ def _parser() -> argparse.ArgumentParser:
             TARGET_WIDE_CLIENTS,
             "clients per seat of the extra single-datagram race on loopback (more than a datagram holds)",
         ),
+    )
+    made.add_argument(
+        "--pin",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="this process on the first core, the services and relays on the second, so that a "
+        "woken service cannot preempt the client mid-release (default: off, all free on every core)",
     )
     return made
 
@@ -113,17 +121,34 @@ class DatagramCell(Cell):
 
 def targets(args: argparse.Namespace, stack: ExitStack) -> dict[tuple[str, bool], Target]:
     """Per path, the safe (False) and unsafe (True) service: hypercorn with h2 over TLS and HTTP/3,
-    started (and the relays before them) until ``stack`` closes."""
+    started (and the relays before them) until ``stack`` closes; with ``--pin``, placed."""
     out: dict[tuple[str, bool], Target] = {}
+    helpers: list[int] = []
     for unsafe in (False, True):
         strategy = "unsafe" if unsafe else "safe"
         h3 = stack.enter_context(http3(strategy, seats=args.resources, window_ms=TARGET_WINDOW_MS))
+        helpers.append(h3.tcp.pid)
         if "loopback" in args.paths:
             out[("loopback", unsafe)] = Target(h3.tcp, h3.tcp.url, h3.udp_port)
         if "jittery" in args.paths:
             path = stack.enter_context(jittery_path(h3.tcp.port, h3.udp_port, seed=args.seed + unsafe))
+            helpers.append(path.pid)
             out[("jittery", unsafe)] = Target(h3.tcp, f"https://127.0.0.1:{path.tcp_port}", path.udp_port)
+    if args.pin:
+        print(_pinned(helpers))
     return out
+
+
+def _pinned(helpers: Sequence[int]) -> str:
+    """This process on the first allowed core, ``helpers`` on the second; what was done."""
+    chosen, notes = placements(["pinned"])
+    if not chosen:
+        return f"--pin: {'; '.join(notes)}; nothing pinned"
+    placement = chosen[0]
+    pin(os.getpid(), placement.client)
+    for pid in helpers:
+        pin(pid, placement.app)
+    return f"--pin: client on core {min(placement.client)}, services and relays on core {min(placement.app)}"
 
 
 def measure(

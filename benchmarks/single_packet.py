@@ -414,7 +414,7 @@ def placements(names: Sequence[str]) -> tuple[list[Placement], list[str]]:
     return out, notes
 
 
-def _pin(pid: int, cpus: frozenset[int]) -> None:
+def pin(pid: int, cpus: frozenset[int]) -> None:
     """Every thread of ``pid`` (Linux affinity is per thread; new threads inherit their creator's)."""
     tasks = Path(f"/proc/{pid}/task")
     tids = [int(t.name) for t in tasks.iterdir()] if tasks.is_dir() else [pid]
@@ -424,12 +424,12 @@ def _pin(pid: int, cpus: frozenset[int]) -> None:
 
 
 def place(placement: Placement, apps: Sequence[ServiceHandle], proxies: Sequence[ProxyHandle]) -> None:
-    _pin(os.getpid(), placement.client)
+    pin(os.getpid(), placement.client)
     for app in apps:
-        _pin(app.pid, placement.app)
+        pin(app.pid, placement.app)
     for front in proxies:
         for pid in (front.pid, *front.worker_pids()):
-            _pin(pid, placement.proxy)
+            pin(pid, placement.proxy)
 
 
 ProxyKey = tuple[str, bool, str]
