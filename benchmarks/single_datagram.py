@@ -49,7 +49,7 @@ TARGET_WIDE_CLIENTS = 200
 TARGET_WIDE_DATAGRAMS = 2
 
 
-def _parser() -> argparse.ArgumentParser:
+def make_parser() -> argparse.ArgumentParser:
     made = cli.parser("single_datagram", limit_s=120.0, budget_s=1800.0)
     cli.add_seed_race(made, counted=("--runs", "counted runs of every start on every path"))
     cli.add_options(
@@ -269,7 +269,7 @@ def _report(cells: dict[tuple[str, str], DatagramCell], wide: DatagramCell, args
     )
 
 
-def _checks(
+def target_checks(
     cells: dict[tuple[str, str], DatagramCell], wide: DatagramCell, args: argparse.Namespace
 ) -> list[Check]:
     """The targets, each on the single-datagram cells; the other starts are only reported."""
@@ -312,7 +312,7 @@ def _checks(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = make_parser().parse_args(argv)
     cli.apply_smoke(
         args, runs=1, warmup=0, clients=10, resources=2, wide_clients=20, race_limit_s=30.0, budget_s=120.0
     )
@@ -337,7 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"note: {problem}")
         print(cli.SMOKE_VERDICT)
         return cli.EXIT_OK
-    checks = _checks(cells, wide, args)
+    checks = target_checks(cells, wide, args)
     for check in checks:
         print(check.line())
     return exit_status(checks)
