@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import multiprocessing
 import random
+import resource
 import socket
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
@@ -176,6 +177,9 @@ async def _relay(tcp: socket.socket, udp: socket.socket, tcp_target: int, udp_ta
 
 
 def _serve(tcp: socket.socket, udp: socket.socket, tcp_target: int, udp_target: int, seed: int) -> None:
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with contextlib.suppress(ValueError, OSError):  # two sockets per relayed connection
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     asyncio.run(_relay(tcp, udp, tcp_target, udp_target, seed))
 
 

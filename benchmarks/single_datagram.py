@@ -134,8 +134,7 @@ def targets(args: argparse.Namespace, stack: ExitStack) -> dict[tuple[str, bool]
             path = stack.enter_context(jittery_path(h3.tcp.port, h3.udp_port, seed=args.seed + unsafe))
             helpers.append(path.pid)
             out[("jittery", unsafe)] = Target(h3.tcp, f"https://127.0.0.1:{path.tcp_port}", path.udp_port)
-    if args.pin:
-        print(_pinned(helpers))
+    print(_pinned(helpers) if args.pin else "unpinned: client, services and relays free on every core")
     return out
 
 
