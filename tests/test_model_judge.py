@@ -10,6 +10,7 @@ import pytest
 
 from pytest_seatrace.core import linearizability
 from pytest_seatrace.core.config import RaceConfig
+from pytest_seatrace.core.operations import AMBIGUOUS
 from pytest_seatrace.core.records import Outcome, RaceRun, Record, ShardInfo
 from pytest_seatrace.core.result import RaceResult
 from pytest_seatrace.core.violations import ViolationKind
@@ -195,6 +196,16 @@ def test_the_final_state_is_set_against_wins_only_when_every_win_is_a_booking() 
     bookings = RaceRun(records=(booked, op(2, 3, 4, Outcome.WIN)), duration=0.1, held={(1, 0): 0})
     lost = RaceResult.from_run("t", RaceConfig(resources=("A",), model=Seats(2)), bookings)
     assert ViolationKind.LOST in kinds(lost)
+
+
+def test_an_ambiguous_operation_name_is_judged_as_the_engine_bound_it() -> None:
+    """``POST /seats/1/cancel`` raced by client 1 is named ``{resource|client}``: the engine took
+    it as the model's cancel, so the judge does too (it used to raise LookupError)."""
+    ambiguous = f"POST /seats/{AMBIGUOUS}/cancel"
+    records = [op(1, 1, 2, Outcome.WIN), op(2, 3, 4, Outcome.WIN, operation=ambiguous)]
+    res = result(records, MIXED)
+    assert res.passed
+    assert [o.f for c in res.history_checks for o in c.operations] == ["book", "cancel"]
 
 
 def test_an_info_that_may_have_taken_effect_makes_it_linearizable() -> None:

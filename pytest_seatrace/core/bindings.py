@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
+from pytest_seatrace.core.histories import function_of
 from pytest_seatrace.core.operations import readings
 from pytest_seatrace.history.model import Function, Model, RacedRequest
 from pytest_seatrace.history.operation import freeze
@@ -43,15 +44,9 @@ class Bindings:
     def covering(self, operation: str) -> Function | None:
         """The function ``operation`` is; an ambiguous name (``{resource|client}``) is the first
         of its readings the model covers."""
-        if operation in self._known:
-            return self._known[operation]
-        found = None
-        for reading in readings(operation):
-            found = self.model.function_for(reading)
-            if found is not None:
-                break
-        self._known[operation] = found
-        return found
+        if operation not in self._known:
+            self._known[operation] = function_of(self.model, operation)
+        return self._known[operation]
 
     def function(self, operation: str) -> Function:
         """The function ``operation`` is, else a ``BindingError`` naming what the model covers."""

@@ -13,8 +13,9 @@ from __future__ import annotations
 import math
 from collections.abc import Hashable, Iterator, Mapping, Sequence
 
+from pytest_seatrace.core.operations import readings
 from pytest_seatrace.core.records import Outcome, Record, ShardInfo
-from pytest_seatrace.history.model import Model
+from pytest_seatrace.history.model import Function, Model
 from pytest_seatrace.history.operation import Operation, OpType, freeze
 
 JEPSEN_TYPES: Mapping[Outcome, OpType] = {
@@ -26,9 +27,14 @@ JEPSEN_TYPES: Mapping[Outcome, OpType] = {
 """An outcome as Jepsen types it: what may have taken effect is ``info``."""
 
 
-def uncovered(operations: Sequence[str], model: Model) -> list[str]:
-    """The raced operation names no function of ``model`` covers (a usage error before the race)."""
-    return [name for name in dict.fromkeys(operations) if model.function_for(name) is None]
+def function_of(model: Model, operation: str) -> Function | None:
+    """The model's function a raced operation name is; an ambiguous name (``{resource|client}``,
+    ``core.operations``) is the first of its readings the model covers. ``None``: none covers it."""
+    for reading in readings(operation):
+        found = model.function_for(reading)
+        if found is not None:
+            return found
+    return None
 
 
 def jepsen_type(rec: Record) -> OpType:
@@ -39,7 +45,7 @@ def jepsen_type(rec: Record) -> OpType:
 def operation(process: int, rec: Record, model: Model, key: Hashable, widen_ns: int = 0) -> Operation:
     """One sent request as an operation of ``model``'s history; ``LookupError`` when no function of
     the model covers its operation name."""
-    function = model.function_for(rec.operation)
+    function = function_of(model, rec.operation)
     if function is None:
         model.translate(rec.operation, None, None)  # raises the LookupError that names what it covers
         raise AssertionError("unreachable")  # pragma: no cover
@@ -70,7 +76,7 @@ def operations(
     return [
         operation(index, rec, model, resources[rec.resource], errors.get(rec.shard, 0))
         for index, rec in _sent(records, rnd)
-        if not rec.fatal or model.function_for(rec.operation) is not None
+        if not rec.fatal or function_of(model, rec.operation) is not None
     ]
 
 
