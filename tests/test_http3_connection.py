@@ -299,12 +299,14 @@ def test_flow_control_credit_keeps_a_byte_per_stream_in_reserve() -> None:
     assert watch.spend(18) == "the server's connection flow-control credit (100 bytes)"
 
 
+@pytest.mark.parametrize("too_large_first", [False, True])
 def test_a_release_larger_than_aioquic_sends_at_once_fails_before_anything_goes_out(
-    safe: Http3Service,
+    safe: Http3Service, too_large_first: bool
 ) -> None:
-    """``hold="headers"`` puts every body in the release: 40 of ~1 KB outgrow aioquic's initial
-    congestion window (10 datagrams), so that release is refused whole, the other connection's
-    (which would fit) goes out neither, and nobody books."""
+    """``hold="headers"`` puts every body in the release: 40 of ~1 KB outgrow one burst of
+    aioquic's pacer (16 datagrams), so that release is refused whole, the other connection's
+    (which would fit) goes out neither, whether it was built before or would have been after,
+    and both are closed (one left open would hold a stream no release ends); nobody books."""
     small = [_order(f"small-{n}") for n in range(5)]
     large = [_order(f"{n:02d}" + "x" * 1000, hold="headers") for n in range(40)]
 
@@ -317,7 +319,7 @@ def test_a_release_larger_than_aioquic_sends_at_once_fails_before_anything_goes_
                 for connection in (fits, too_large):
                     await connection.settle()
                 with pytest.raises(Http3Error) as refused:
-                    release([fits, too_large])
+                    release([too_large, fits] if too_large_first else [fits, too_large])
                 assert fits.closed is not None
                 assert too_large.closed is not None
                 return str(refused.value), answers

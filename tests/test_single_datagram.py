@@ -5,7 +5,11 @@ refuses."""
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
+import random
+import re
 import socket
 import ssl
 import time
@@ -22,13 +26,13 @@ import pytest
 pytest.importorskip("aioquic")
 
 from pytest_seatrace import RaceResult, RaceUsageError
-from pytest_seatrace.core.records import RaceRun, Record
+from pytest_seatrace.core.records import Outcome, RaceRun, Record
 from pytest_seatrace.engine import RacePlan, TargetOptions, http3, run_race
 from pytest_seatrace.engine.classify import Classifier
 from pytest_seatrace.engine.firers import make_firer, ssl_context_for
 from pytest_seatrace.engine.plan import Attempt, RequestSpec, Roster
 from pytest_seatrace.engine.requests import RequestBuilder
-from pytest_seatrace.engine.single_datagram import SingleDatagramFirer
+from pytest_seatrace.engine.single_datagram import SingleDatagramFirer, fewest_links
 from pytest_seatrace.marker import resolve
 from pytest_seatrace.models import Seats
 from pytest_seatrace.options import Settings
@@ -161,6 +165,75 @@ def test_two_hundred_clients_of_one_seat_take_two_connections_and_two_datagrams(
     assert gate.connections >= 2
     assert gate.datagrams is not None
     assert gate.datagrams <= 2
+
+
+def test_every_round_of_two_hundred_takes_two_connections_kept_or_fresh(safe: Http3Service) -> None:
+    """After a round of 100 + 100 the kept connections have fewer than 100 streams left each
+    (aioquic grants more in batches): the next round closes them rather than spread 200
+    streams over three connections, and each release is still two datagrams."""
+    fired = fire(posts(safe), safe, rounds=3, hold="body", concurrency=200)
+    assert [r.status_counts for r in fired.results] == [{201: 1, 409: 199}] * 3
+    assert [(g.connections, g.datagrams) for g in fired.firer.gate_writes] == [(2, 2)] * 3
+
+
+def test_a_release_too_large_for_one_burst_fails_its_wave_and_the_next_wave_races(safe: Http3Service) -> None:
+    """Seat 1's 150 clients each carry a 1 KB note and hold their HEADERS, so every body rides
+    in the release: far more than aioquic lets out at once on either of its two connections.
+    That wave fails at once with the reason, both connections closed, nobody booked; seat 2's
+    small orders then race on fresh connections."""
+
+    def noted(a: Attempt) -> dict[str, object]:
+        return {**order(a), "note": "x" * 1000 if a.resource == 1 else ""}
+
+    started = time.monotonic()
+    spec = RequestSpec("POST", url_of(safe) + "/orders", json=noted)
+    fired = fire(spec, safe, waves=2, hold="headers", concurrency=150, timeout=30.0)
+    elapsed = time.monotonic() - started
+    first, second = fired.records[:150], fired.records[150:]
+    assert {rec.outcome for rec in first} == {Outcome.ERROR}  # HEADERS never whole: no call began
+    [reason] = {rec.reason for rec in first}
+    assert reason is not None
+    assert re.search(r"the release fit \d+ of \d+ streams' final bytes .*: no late start", reason), reason
+    assert not any(rec.timed_out for rec in first)
+    assert safe.tcp.holders(1) == []
+    assert Counter(rec.status for rec in second) == {201: 1, 409: 149}
+    assert fired.firer.connections == 4
+    assert elapsed < 15.0  # a bound, far above the second it takes: the failed wave's
+    # connections were closed, so nobody waited out its 30 s for answers that cannot come
+
+
+@pytest.mark.parametrize(
+    ("kept", "fresh", "count", "chosen"),
+    [
+        ([], 128, 100, ([], 1)),
+        ([100], 128, 100, ([0], 0)),  # a kept one that holds them all: no handshake
+        ([57], 128, 100, ([], 1)),
+        ([60, 50], 128, 200, ([], 2)),  # not three connections: 60 + 50 + 128 would be
+        ([60, 128], 128, 200, ([1], 1)),
+        ([200], 128, 150, ([0], 0)),
+        ([10, 5], 0, 20, ([0, 1], 0)),  # the server grants nothing more: the caller says so
+    ],
+)
+def test_fewest_links_uses_kept_credit_only_where_it_costs_no_extra_connection(
+    kept: list[int], fresh: int, count: int, chosen: tuple[list[int], int]
+) -> None:
+    assert fewest_links(kept, fresh, count) == chosen
+
+
+def test_fewest_links_is_never_beaten_by_any_other_choice() -> None:
+    """Against every choice of kept connections plus fresh ones, on small random cases."""
+    rng = random.Random(26)  # noqa: S311 - test data
+    for _ in range(300):
+        kept = [rng.randint(0, 12) for _ in range(rng.randint(0, 4))]
+        fresh, count = rng.randint(1, 10), rng.randint(1, 40)
+        indices, new = fewest_links(kept, fresh, count)
+        assert sum(kept[index] for index in indices) + new * fresh >= count
+        best = min(
+            (len(subset) + math.ceil(max(0, count - sum(kept[i] for i in subset)) / fresh), -len(subset))
+            for size in range(len(kept) + 1)
+            for subset in itertools.combinations(range(len(kept)), size)
+        )
+        assert (len(indices) + new, -len(indices)) == best, (kept, fresh, count)
 
 
 def test_rounds_reuse_the_kept_connections_and_sell_each_seat_once_a_round(safe: Http3Service) -> None:

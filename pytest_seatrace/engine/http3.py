@@ -224,7 +224,7 @@ class Http3Connection:
                 f"{len(requests)} requests need as many streams; {self.origin.url} grants "
                 f"{self.remaining_streams} more on this connection"
             )
-        self.answers, self._released = {}, False
+        self.answers, self._held, self._released = {}, {}, False
         for request in requests:
             stream_id = self.quic.get_next_available_stream_id()
             tail = self._write_held(stream_id, request)
@@ -301,7 +301,8 @@ class Http3Connection:
         if missing:
             reason = (
                 f"{self.origin.url}: the release fit {len(held) - len(missing)} of {len(held)} streams' "
-                "final bytes (aioquic's congestion window or pacing held the rest): no late start"
+                "final bytes (aioquic's congestion window or pacing held the rest): no late start; "
+                'hold="body" sends each body before the release, fewer clients per resource ask less'
             )
             self.abandon(reason)
             raise Http3Error(reason)
@@ -446,16 +447,19 @@ class Http3Connection:
 
 def release(connections: Sequence[Http3Connection]) -> Release:
     """Build every connection's release datagrams, then send them all back to back. A release
-    that cannot be built goes out on no connection; a send that fails (even a full buffer: no
-    retry, which would be late) abandons its connection, whose requests are then unknown."""
+    that cannot be built goes out on no connection, and every connection of it is abandoned (one
+    left open would keep a held stream that no release ends); a send that fails (even a full
+    buffer: no retry, which would be late) abandons its connection, whose requests are then
+    unknown."""
     started = time.perf_counter_ns()
     built: list[tuple[Http3Connection, list[bytes]]] = []
     for connection in connections:
         try:
             datagrams = connection.build_release()
         except Http3Error as exc:
-            for other, _ in built:
-                other.abandon(f"another connection's release could not be built ({exc})")
+            for other in connections:  # built or not: none may release now, nor hold on
+                if other is not connection:
+                    other.abandon(f"another connection's release could not be built ({exc})")
             raise
         built.append((connection, datagrams))
     sends = [

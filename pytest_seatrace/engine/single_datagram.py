@@ -71,6 +71,27 @@ def h3_request(stream: H2Stream, hold: HoldPoint) -> H3Request:
     )
 
 
+def fewest_links(kept: Sequence[int], fresh: int, count: int) -> tuple[list[int], int]:
+    """Which kept connections (by their remaining stream credit ``kept``) and how many fresh ones
+    (each granted ``fresh``) hold ``count`` streams on the fewest connections, as many kept ones
+    among them as that number allows (no handshake), the most credit first: (their indices, how
+    many fresh ones). ``fresh`` of 0 with too little kept credit: every kept one and no fresh
+    one, which the caller reports."""
+    order = sorted(range(len(kept)), key=lambda index: -kept[index])
+    if fresh <= 0:
+        return order, 0
+    total, links = 0, 0
+    for credit in sorted([*kept, *[fresh] * math.ceil(count / fresh)], reverse=True):
+        if total >= count:
+            break
+        total, links = total + credit, links + 1
+    links = max(links, 1)
+    for take in range(min(links, len(order)), -1, -1):
+        if sum(kept[index] for index in order[:take]) + (links - take) * fresh >= count:
+            return order[:take], links - take
+    return [], links  # unreachable: fresh ones alone reach count in ``links``
+
+
 class SingleDatagramFirer(WavePipeline[_Wave]):
     """Fires waves in single-datagram mode over HTTP/3 (QUIC, always TLS)."""
 
@@ -246,41 +267,34 @@ class SingleDatagramFirer(WavePipeline[_Wave]):
             held.pairs = []
 
     async def _links_for(self, origin: Origin, count: int) -> list[Http3Connection]:
-        """As few connections as hold ``count`` streams (fewer connections, fewer datagrams): a
-        kept one whose remaining credit holds them all (settled first, so the server has given
-        back what it could), else a fresh one if that holds them (the kept ones closed: a
-        server like aioquic's grants more only once what is left falls below half, which another
-        wave of this size would not reach), else kept ones and as many fresh ones as the rest
-        needs. Kept ones not chosen go back to the pool."""
+        """As few connections as hold ``count`` streams (each connection sends its own datagrams),
+        kept ones among them where they do (``fewest_links``). Kept ones left out go back to the
+        pool, or are closed when fresh ones beat them (a server like aioquic's grants more only
+        once what is left falls below half, which waves of this size would not reach). The first
+        connection to an origin is opened before choosing: it tells what a fresh one is granted."""
         pool = self.pool
         pool.weed(await pool.probe(origin), origin)
         kept = await self._settled(origin)
-        fresh_credit = self._fresh_credit.get(origin, 0)
-        whole = [link for link in kept if link.remaining_streams >= count]
-        if whole:
-            out = whole[-1:]  # the one with least credit that still holds them all
-        elif fresh_credit >= count or not fresh_credit:
-            for link in kept:
-                link.close()
-            kept = []
-            out = [await self._open(origin)]
-        else:
-            out = []
-            for link in reversed(kept):  # the most credit first
-                if sum(c.remaining_streams for c in out) >= count:
-                    break
-                out.append(link)
+        if origin not in self._fresh_credit:
+            kept.insert(0, await self._open(origin))
+        chosen, fresh = fewest_links(
+            [link.remaining_streams for link in kept], self._fresh_credit[origin], count
+        )
+        out = [kept[index] for index in chosen]
         for link in kept:
-            if link not in out:
+            if link in out:
+                continue
+            if fresh:
+                link.close()
+            else:
                 pool.give_back(link)
-        missing = count - sum(link.remaining_streams for link in out)
-        if missing > 0:
-            fresh: list[Http3Connection] = []
+        if fresh:
+            opened: list[Http3Connection] = []
             failures: list[Exception] = []
             async with anyio.create_task_group() as tg:
-                for _ in range(math.ceil(missing / max(1, self._fresh_credit.get(origin, 1)))):
-                    tg.start_soon(self._open_into, origin, fresh, failures)
-            out.extend(fresh)
+                for _ in range(fresh):
+                    tg.start_soon(self._open_into, origin, opened, failures)
+            out.extend(opened)
             if failures:
                 for link in out:
                     pool.give_back(link)
