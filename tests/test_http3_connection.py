@@ -7,6 +7,7 @@ import json
 import re
 import socket
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 
@@ -367,3 +368,28 @@ def test_a_kept_connection_races_again_on_the_stream_credit_it_got_back(safe: Ht
     assert [len(sizes) for sizes in gate.sizes] == [1] * len(gate.sizes)
     assert gate.streams == 100
     assert statuses == {201: 1, 409: 99}
+
+
+def test_settle_waits_for_a_due_ack_no_longer_than_its_instant(
+    safe: Http3Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``settle`` first lets an ACK that aioquic holds back (due within 2 ms) go out. If that
+    timer is gone once the socket is read (another ACK went out first), aioquic's next one may
+    be its idle timeout a minute away, and a quiet server sends nothing: the wait must still end
+    at the instant it was for, not there. Here the timer is due in 1 ms, then a minute away."""
+
+    async def scenario() -> None:
+        with anyio.fail_after(TIMEOUT):
+            connection = await _open(safe)
+            await connection.settle()  # the handshake's last words said: the server falls quiet
+        try:
+            due = time.monotonic() + 0.001
+            timers = iter([due])
+            monkeypatch.setattr(connection.quic, "get_timer", lambda: next(timers, time.monotonic() + 60))
+            with anyio.fail_after(TIMEOUT / 3):  # far below the minute a wait on that timer takes
+                await connection.settle()
+            assert time.monotonic() >= due
+        finally:
+            connection.close()
+
+    anyio.run(scenario)

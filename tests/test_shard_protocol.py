@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import replace
 from typing import Any
 
 import anyio
@@ -103,7 +104,7 @@ def test_each_shard_s_single_datagram_releases_come_back_with_its_records() -> N
     """A release's figures travel as a row with the wave's records; the coordinator gathers every
     shard's into the race's releases."""
     sent = time.perf_counter_ns()
-    figures = [DatagramRelease(1, 0, 1, 1, 1, 90 + n, 2_000, 300 + n) for n in (1, 2)]
+    figures = [DatagramRelease(1, 0, 1, 1, 1, 90 + n, 2_000, 300 + n, stream_credit=128) for n in (1, 2)]
     answers = {1: 201, 2: 409}
     records = [
         m.Records(1, 1, [row(n, sent, sent, sent + 1_000, answers[n])], 0, 0, release_rows([figure]))
@@ -114,7 +115,10 @@ def test_each_shard_s_single_datagram_releases_come_back_with_its_records() -> N
     ]
     result, _ = race(channels)
     assert result.wins == 1
-    assert sorted(result.releases, key=lambda r: r.bytes) == figures
+    # each tagged with the shard that released it
+    assert sorted(result.releases, key=lambda r: r.bytes) == [
+        replace(f, shard=n) for n, f in enumerate(figures, 1)
+    ]
 
 
 def test_a_missed_start_is_an_error_naming_the_shard_and_the_wave() -> None:
@@ -240,7 +244,7 @@ def test_every_message_travels_as_builtins_and_comes_back_by_its_name() -> None:
 def test_the_http3_target_and_the_releases_travel_as_builtins_and_back() -> None:
     h3_at = {Origin("https", "127.0.0.1", 443): Origin("https", "127.0.0.1", 8443)}
     assert h3_on_shard(h3_for_shard(h3_at)) == h3_at
-    release = DatagramRelease(2, 1, 3, 30, 1, 1100, 5_000, 400)
+    release = DatagramRelease(2, 1, 3, 30, 1, 1100, 5_000, 400, stream_credit=8)
     [travelled] = release_rows([release])
     assert all(type(value) is int for value in travelled)
     assert DatagramRelease(*travelled) == release

@@ -37,6 +37,7 @@ from pytest_seatrace.marker import resolve
 from pytest_seatrace.models import Seats
 from pytest_seatrace.options import Settings
 from pytest_seatrace.report.wording import releases_text
+from tests.h3_small_credit import SmallCreditService, small_credit_service
 from tests.http3_service import Http3Service, http3_service
 from tests.support import INNER_INI
 
@@ -202,6 +203,32 @@ def test_a_release_too_large_for_one_burst_fails_its_wave_and_the_next_wave_race
     # connections were closed, so nobody waited out its 30 s for answers that cannot come
 
 
+@pytest.fixture(scope="module")
+def small_credit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SmallCreditService]:
+    with small_credit_service(tmp_path_factory.mktemp("h3-credit"), credit=8) as service:
+        yield service
+
+
+def test_a_server_with_a_small_stream_credit_gets_more_connections_and_still_races(
+    small_credit: SmallCreditService,
+) -> None:
+    """8 streams a connection: 20 clients of a seat go over 3 connections (8, 8 and 4 streams),
+    each connection its own datagram, released back to back; one winner a seat, both rounds
+    (the second on what the kept connections got back, or fresh ones), and the summary says why."""
+    small_credit.holders.clear()
+    result = race(
+        None, small_credit.url + "/orders", small_credit.ca_path, resources=range(1, 3), concurrency=20
+    )
+    assert result.status_counts == {201: 2, 409: 38}
+    assert small_credit.holders == {seat: f"vu-{result.winners[seat][0].client}" for seat in (1, 2)}
+    assert [(r.connections, r.streams, r.datagrams, r.stream_credit) for r in result.releases] == [
+        (3, 20, 3, 8)
+    ] * 2
+    note = releases_text(result.to_dict())
+    assert note is not None
+    assert "on up to 3 connections (the server grants 8 streams a connection, 20 needed them)" in note
+
+
 @pytest.mark.parametrize(
     ("kept", "fresh", "count", "chosen"),
     [
@@ -318,16 +345,20 @@ def test_the_result_json_and_notes_say_each_release_s_datagrams(safe: Http3Servi
     assert doc["mode"] == "single-datagram"
     assert doc["raced"] is not None
     assert doc["raced"]["hold"] == "body"
-    assert [(r["resource"], r["datagrams"], r["connections"]) for r in doc["releases"]] == [
-        ("1", 1, 1),
-        ("2", 1, 1),
+    assert [(r["resource"], r["datagrams"], r["connections"], r["shard"]) for r in doc["releases"]] == [
+        ("1", 1, 1, 0),
+        ("2", 1, 1, 0),
     ]
+    assert {r["stream_credit"] for r in doc["releases"]} == {128}  # hypercorn's (aioquic's) grant
     schema = json.loads(resources.files("pytest_seatrace.report").joinpath("report.schema.json").read_text())
     race_schema = {"$defs": schema["$defs"], **schema["$defs"]["race"]}
     errors = list(jsonschema.Draft202012Validator(race_schema).iter_errors(json.loads(json.dumps(doc))))
     assert not errors, [e.message for e in errors[:5]]
     [note] = [text for text in (releases_text(doc),) if text]
-    assert note.startswith("2 releases over HTTP/3, 1 UDP datagram each, on up to 1 connection")
+    assert note.startswith(
+        "2 releases over HTTP/3, 1 UDP datagram each, on up to 1 connection"
+        " (its stream credit holds every client)"
+    )
 
 
 def test_an_ssl_context_is_a_usage_error_naming_tls_verify(safe: Http3Service) -> None:
@@ -424,6 +455,6 @@ def test_auto_in_a_sharded_race_fires_single_datagram_waves_from_every_shard(saf
     assert Counter(rec.shard for rec in result.history) == {1: 6, 2: 6}
     assert all(0 < rec.call_ns <= rec.sent_ns <= rec.end_ns for rec in result.history)
     # one release per resource on each shard, each of its 3 clients' streams
-    releases = sorted((r.round, r.resource, r.streams) for r in result.releases)
-    assert releases == [(1, 0, 3), (1, 0, 3), (1, 1, 3), (1, 1, 3)]
+    releases = sorted((r.round, r.resource, r.streams, r.shard) for r in result.releases)
+    assert releases == [(1, 0, 3, 1), (1, 0, 3, 2), (1, 1, 3, 1), (1, 1, 3, 2)]
     assert all(r.datagrams >= 1 and r.write_ns > 0 for r in result.releases)

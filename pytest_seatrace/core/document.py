@@ -167,6 +167,10 @@ class ReleaseDoc(TypedDict):
     """Handing over the held bytes and building the datagrams, before the gate."""
     write_ns: int
     """The back-to-back ``sendto`` calls alone: the gate write."""
+    stream_credit: int
+    """Streams the server grants a fresh connection: why a release took more than one."""
+    shard: int
+    """The shard that released it (0: not sharded)."""
 
 
 class ShardDoc(TypedDict):

@@ -141,6 +141,8 @@ def _release_doc(release: DatagramRelease, resource: str) -> ReleaseDoc:
         "bytes": release.bytes,
         "build_ns": release.build_ns,
         "write_ns": release.write_ns,
+        "stream_credit": release.stream_credit,
+        "shard": release.shard,
     }
 
 

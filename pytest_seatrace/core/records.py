@@ -145,6 +145,10 @@ class DatagramRelease:
     """Handing over the held bytes and building the datagrams, before the gate."""
     write_ns: int
     """The back-to-back ``sendto`` calls alone: the gate write."""
+    stream_credit: int = 0
+    """Streams the server grants a fresh connection: why a release took more than one."""
+    shard: int = 0
+    """The shard that released it (0: not sharded)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -261,7 +261,7 @@ class Http3Connection:
         which of its answers arrived and can give their streams back."""
         timer = self.quic.get_timer()
         if timer is not None and timer - time.monotonic() <= ACK_DUE_S:
-            await self.drive(lambda: time.monotonic() >= timer)
+            await self.drive(lambda: time.monotonic() >= timer, deadline=timer)
         for _ in range(MAX_SETTLE_ROUNDS):
             self._flush()
             self._pings += 1
@@ -321,9 +321,11 @@ class Http3Connection:
         """Until every stream of the wave is answered or failed; the caller bounds the time."""
         await self.drive(lambda: all(answer.done for answer in self.answers.values()))
 
-    async def drive(self, done: Callable[[], bool]) -> None:
+    async def drive(self, done: Callable[[], bool], *, deadline: float | None = None) -> None:
         """Receive, fire timers, handle events and send what aioquic has, until ``done()`` (or the
-        connection ends); the caller bounds the time."""
+        connection ends); the caller bounds the time. A ``done`` that turns true at an instant
+        (``time.monotonic()``) passes it as ``deadline``: no wait outlasts it (aioquic's next
+        timer may be its idle timeout, a minute away, and the server may have nothing to say)."""
         while not done():
             if self.closed is not None:
                 if not self._handshake_done:
@@ -334,7 +336,8 @@ class Http3Connection:
             if timer is not None and timer <= now:
                 self.quic.handle_timer(now=now)
             else:
-                with anyio.move_on_after(None if timer is None else timer - now):
+                wake = min((t for t in (timer, deadline) if t is not None), default=None)
+                with anyio.move_on_after(None if wake is None else max(0.0, wake - now)):
                     await anyio.wait_readable(self.sock)
                 self._receive()
             self._events()

@@ -168,7 +168,15 @@ class SingleDatagramFirer(WavePipeline[_Wave]):
                         rec.call_ns = start
                     rec.sent_ns = stream.prefix_ns if answer.early else sent
             figure = DatagramRelease(
-                rnd, index, len(ready), gate.streams, gate.datagrams, gate.bytes, gate.build_ns, gate.write_ns
+                rnd,
+                index,
+                len(ready),
+                gate.streams,
+                gate.datagrams,
+                gate.bytes,
+                gate.build_ns,
+                gate.write_ns,
+                stream_credit=self._fresh_credit.get(ready[0].link.origin, 0),
             )
             self.datagram_releases.append(figure)
             self.gate_writes.append(

@@ -129,12 +129,20 @@ def releases_text(race: RaceDoc) -> str | None:
         return None
     datagrams = sorted({r["datagrams"] for r in releases})
     each = str(datagrams[0]) if len(datagrams) == 1 else f"{datagrams[0]}–{datagrams[-1]}"
-    connections = max(r["connections"] for r in releases)
+    widest = max(releases, key=lambda r: r["connections"])
+    credit = widest["stream_credit"]
+    why = (
+        f"the server grants {plural(credit, 'stream')} a connection, {widest['streams']} needed them"
+        if widest["connections"] > 1 and credit
+        else "its stream credit holds every client"
+        if widest["connections"] == 1
+        else "as the server's stream credit allowed"
+    )
     writes = sorted(r["write_ns"] for r in releases)
     return (
         f"{plural(len(releases), 'release')} over HTTP/3, {each} UDP "
         f"{'datagram' if datagrams == [1] else 'datagrams'} each, on up to "
-        f"{plural(connections, 'connection')} (as the server's stream credit allowed), at most "
+        f"{plural(widest['connections'], 'connection')} ({why}), at most "
         f"{max(r['bytes'] for r in releases)} bytes; gate write median "
         f"{format_ms(writes[len(writes) // 2], 3)} ms"
     )

@@ -24,7 +24,7 @@ import contextlib
 import functools
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import InitVar, dataclass, field
+from dataclasses import InitVar, dataclass, field, replace
 from typing import Any, TypeVar
 
 import anyio
@@ -298,7 +298,9 @@ class ShardedFirer:
         def merge(link: ShardLink, message: Records) -> None:
             link.late_ns = max(link.late_ns, message.late_ns)
             link.replaced = max(link.replaced, message.replaced)
-            self.datagram_releases.extend(releases_of(message.releases))
+            self.datagram_releases.extend(
+                replace(r, shard=link.number) for r in releases_of(message.releases)
+            )
             merged[link.number] = self._merge(link, unpack(message.rows))
 
         live = [link for link in self._links if link.live]
