@@ -20,10 +20,8 @@ from pytest_seatrace.core.config import RaceConfig
 from pytest_seatrace.core.errors import RaceUsageError
 from pytest_seatrace.engine.auto_start import (
     DATAGRAM,
-    NOT_AVAILABLE,
     AutoStart,
     choose_auto,
-    datagram_ready,
     decide,
     http3_offer,
 )
@@ -92,12 +90,15 @@ PROBES = {
 
 
 def auto(
-    setting: str, found: str, verify: Any, hold_given: bool, ready: bool = True
+    setting: str,
+    found: str,
+    verify: Any,
+    hold_given: bool,
 ) -> tuple[str, str | None]:
     """``auto`` against an https origin that offers h2 by ALPN, the probe answering ``found``."""
     offer = http3_offer(setting, HTTPS, verify, aioquic=True)
     probed = offer is None
-    start = decide(offer or PROBES[found], ready=ready, h2=True, hold_given=hold_given)
+    start = decide(offer or PROBES[found], h2=True, hold_given=hold_given)
     assert probed == (setting == "auto" and verify is True), "only auto probes, and not with a context"
     return start.mode, start.why
 
@@ -126,18 +127,10 @@ def test_decision_table(setting: str, found: str, context: bool, hold_given: boo
         assert why == f"no HTTP/3: {PROBES[found].why}"
 
 
-def test_without_the_single_datagram_start_auto_falls_back_and_says_so() -> None:
-    assert auto("auto", "yes", True, False, ready=False) == (
-        "single-packet",
-        f"{PROBES['yes'].why}; {NOT_AVAILABLE}",
-    )
-    assert auto("on", "no", True, True, ready=False)[0] == "last-byte"
-
-
 def test_without_aioquic_auto_skips_http3_and_on_is_an_error() -> None:
     offer = http3_offer("auto", HTTPS, True, aioquic=False)
     assert offer == Http3Offer(None, NO_AIOQUIC)
-    assert decide(offer, ready=True, h2=False, hold_given=False).why == f"no HTTP/3: {NO_AIOQUIC}"
+    assert decide(offer, h2=False, hold_given=False).why == f"no HTTP/3: {NO_AIOQUIC}"
     with pytest.raises(RaceUsageError, match=r"http3=on \(--race-http3 on\): aioquic is not installed"):
         http3_offer("on", HTTPS, True, aioquic=False)
 
@@ -146,10 +139,10 @@ def test_plain_http_says_nothing_under_auto_and_why_not_under_on() -> None:
     plain = Origin("http", "127.0.0.1", 8000)
     quiet = http3_offer("auto", plain, True, aioquic=True)
     assert quiet is not None
-    assert decide(quiet, ready=True, h2=False, hold_given=False) == AutoStart("last-byte", None)
+    assert decide(quiet, h2=False, hold_given=False) == AutoStart("last-byte", None)
     loud = http3_offer("on", plain, True, aioquic=True)
     assert loud is not None
-    assert decide(loud, ready=True, h2=False, hold_given=False).why == (
+    assert decide(loud, h2=False, hold_given=False).why == (
         "no HTTP/3: http3=on, but QUIC needs an https:// origin"
     )
 
@@ -176,7 +169,7 @@ def test_the_probe_finds_http3_on_the_sample_service_and_names_its_port(h3: Http
 
 
 def test_auto_races_the_http3_service_and_says_why(race: Any, h3: Http3Service) -> None:
-    """Until the single-datagram start is in this build, the race falls back and says so."""
+    """The race's own probe finds the Alt-Svc port; the hold point given does not stop HTTP/3."""
     h3.tcp.reset()
     result = race.post(
         h3.tcp.url + "/orders",
@@ -186,11 +179,8 @@ def test_auto_races_the_http3_service_and_says_why(race: Any, h3: Http3Service) 
         concurrency=10,
         hold="body",  # an explicit hold stops single-packet, never HTTP/3
     )
-    offered = f"HTTP/3 offered by Alt-Svc h3=:{h3.udp_port}"
-    if datagram_ready():
-        assert (result.mode, result.raced.why) == (DATAGRAM, offered)
-    else:
-        assert (result.mode, result.raced.why) == ("last-byte", f"{offered}; {NOT_AVAILABLE}")
+    assert result.raced is not None
+    assert (result.mode, result.raced.why) == (DATAGRAM, f"HTTP/3 offered by Alt-Svc h3=:{h3.udp_port}")
     assert result.to_dict()["raced"]["why"] == result.raced.why
     assert result.wins == 2
 

@@ -10,19 +10,17 @@ independent streams hold either point.
 
 from __future__ import annotations
 
-import importlib.util
 import ssl
 from dataclasses import dataclass
 from typing import Any
 
-from pytest_seatrace.core.config import SYNC_MODES, RaceConfig
+from pytest_seatrace.core.config import RaceConfig
 from pytest_seatrace.core.errors import RaceUsageError
 from pytest_seatrace.engine.firers import ssl_context_for
 from pytest_seatrace.engine.http3_probe import NO_AIOQUIC, Http3Offer, aioquic_installed, probe
 from pytest_seatrace.engine.stream import Origin
 
 DATAGRAM = "single-datagram"
-NOT_AVAILABLE = "single-datagram start not available"
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,14 +31,6 @@ class AutoStart:
     mode: str
     why: str | None
     target: Origin | None = None
-
-
-def datagram_ready() -> bool:
-    """Whether this build has the single-datagram start (a mode and its firer's module)."""
-    return (
-        DATAGRAM in SYNC_MODES
-        and importlib.util.find_spec("pytest_seatrace.engine.single_datagram") is not None
-    )
 
 
 def http3_offer(setting: str, origin: Origin, tls_verify: Any, aioquic: bool) -> Http3Offer | None:
@@ -61,14 +51,12 @@ def http3_offer(setting: str, origin: Origin, tls_verify: Any, aioquic: bool) ->
     return None
 
 
-def decide(offer: Http3Offer, *, ready: bool, h2: bool, hold_given: bool) -> AutoStart:
-    """The start from what the probes found: HTTP/3 when offered and this build has the start,
-    else single-packet over ALPN ``h2`` (not with an explicit hold point), else last-byte."""
-    if offer.offered and ready:
+def decide(offer: Http3Offer, *, h2: bool, hold_given: bool) -> AutoStart:
+    """The start from what the probes found: HTTP/3 when offered, else single-packet over ALPN
+    ``h2`` (not with an explicit hold point), else last-byte."""
+    if offer.offered:
         return AutoStart(DATAGRAM, offer.why, offer.target)
     why = f"no HTTP/3: {offer.why}" if offer.why else None
-    if offer.offered:
-        why = f"{offer.why}; {NOT_AVAILABLE}"
     return AutoStart("single-packet" if h2 and not hold_given else "last-byte", why)
 
 
@@ -78,10 +66,9 @@ async def choose_auto(url: str, origin: Origin, config: RaceConfig, tls_verify: 
     offer = http3_offer(config.http3, origin, tls_verify, aioquic_installed())
     if offer is None:
         offer = await probe(url, origin, tls_verify, config.timeout)
-    ready = datagram_ready()
     h2 = False
-    if not (offer.offered and ready) and not config.hold_given and origin.scheme == "https":
+    if not offer.offered and not config.hold_given and origin.scheme == "https":
         from pytest_seatrace.engine.http2 import negotiate_h2
 
         h2 = await negotiate_h2(origin, ssl_context_for("single-packet", tls_verify), config.timeout)
-    return decide(offer, ready=ready, h2=h2, hold_given=config.hold_given)
+    return decide(offer, h2=h2, hold_given=config.hold_given)
