@@ -30,12 +30,15 @@ from benchmarks.single_packet import NS_PER_US, Cell, Raced, check_safe, pin, pl
 from pytest_seatrace.engine.instrument import Percentiles
 
 SINGLE_DATAGRAM_START = Start("single-datagram", "single-datagram", "body")
-"""Held at the tail of the DATA frame: held at HEADERS, the seed race's POST body goes at the
-release too (~38 bytes a stream: 100 clients in 4 datagrams)."""
+"""Held at the tail of the DATA frame: the start the targets are about."""
+SINGLE_DATAGRAM_HEADERS = Start("single-datagram/headers", "single-datagram", "headers")
+"""Held at the tail of HEADERS (the start's default): the seed race's POST body goes at the
+release too (~38 bytes a stream: 100 clients in 4 datagrams). Reported, not a target."""
 _STARTS = {
     start.label: start
     for start in (
         SINGLE_DATAGRAM_START,
+        SINGLE_DATAGRAM_HEADERS,
         SINGLE_PACKET_START,
         HTTP1_STARTS["last-byte/headers"],
         HTTP1_STARTS["last-byte/body"],
