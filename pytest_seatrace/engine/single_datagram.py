@@ -16,6 +16,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -33,7 +34,7 @@ from pytest_seatrace.engine.http3 import (
     load_aioquic,
     release,
 )
-from pytest_seatrace.engine.pool import KeptPool
+from pytest_seatrace.engine.pool import KeptPool, open_together
 from pytest_seatrace.engine.stream import Origin, TransportError
 from pytest_seatrace.engine.waves import GateWrite, WavePipeline
 
@@ -297,16 +298,12 @@ class SingleDatagramFirer(WavePipeline[_Wave]):
             else:
                 pool.give_back(link)
         if fresh:
-            opened: list[Http3Connection] = []
-            failures: list[Exception] = []
-            async with anyio.create_task_group() as tg:
-                for _ in range(fresh):
-                    tg.start_soon(self._open_into, origin, opened, failures)
+            opened, failure = await open_together(fresh, partial(self._open, origin))
             out.extend(opened)
-            if failures:
+            if failure is not None:
                 for link in out:
                     pool.give_back(link)
-                raise failures[0]
+                raise failure
         if sum(link.remaining_streams for link in out) < count:
             for link in out:
                 pool.give_back(link)
@@ -329,12 +326,6 @@ class SingleDatagramFirer(WavePipeline[_Wave]):
             kept.append(link)
         kept.sort(key=lambda link: link.remaining_streams, reverse=True)
         return kept
-
-    async def _open_into(self, origin: Origin, out: list[Http3Connection], failures: list[Exception]) -> None:
-        try:
-            out.append(await self._open(origin))
-        except TransportError as exc:
-            failures.append(exc)
 
     async def _open(self, origin: Origin) -> Http3Connection:
         link = self.pool.opened(await Http3Connection.open(origin, verify=self.verify))

@@ -25,6 +25,7 @@ import ssl
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import anyio
 import h2.exceptions
@@ -34,7 +35,7 @@ from pytest_seatrace.engine.h2_outcomes import StreamOutcomes
 from pytest_seatrace.engine.h2_requests import H2Requests, H2Stream, StreamGroups, group_streams
 from pytest_seatrace.engine.http2 import HTTP2Connection, LinkState, NotHTTP2, not_h2_reason
 from pytest_seatrace.engine.plan import release_order
-from pytest_seatrace.engine.pool import KeptPool
+from pytest_seatrace.engine.pool import KeptPool, open_together
 from pytest_seatrace.engine.stream import NetworkStream, Origin, TransportError
 from pytest_seatrace.engine.waves import GateWrite, WavePipeline, segments_now, segments_since
 
@@ -91,31 +92,20 @@ class _Opener:
         limit = self._max_streams.get(origin, count) or 1
         missing = count - sum(link.capacity for link in out)
         if missing > 0:
-            fresh: list[HTTP2Connection] = []
-            failures: list[Exception] = []
-            async with anyio.create_task_group() as tg:
-                for _ in range(math.ceil(missing / min(limit, count))):
-                    tg.start_soon(self._open_into, origin, fresh, failures, opening)
+            fresh, failure = await open_together(
+                math.ceil(missing / min(limit, count)), partial(self._open, origin, opening)
+            )
             out.extend(fresh)
-            if failures:
+            if failure is not None:
                 for link in out:
                     pool.give_back(link)
-                raise failures[0]
+                raise failure
         if sum(link.capacity for link in out) < count:
             raise TransportError(
                 f"the server at {origin.url} allows {limit} concurrent streams per connection: "
                 f"{count} streams did not fit on {len(out)} connections"
             )
         return out
-
-    async def _open_into(
-        self, origin: Origin, out: list[HTTP2Connection], failures: list[Exception], opening: _Opening
-    ) -> None:
-        """``_open`` in a task group, its failure kept for the group's streams (no exception group)."""
-        try:
-            out.append(await self._open(origin, opening))
-        except TransportError as exc:
-            failures.append(exc)
 
     async def _open(self, origin: Origin, opening: _Opening) -> HTTP2Connection:
         """Connect, check ALPN (or h2c), and wait for the server's SETTINGS."""
