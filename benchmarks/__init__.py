@@ -15,6 +15,7 @@ BENCHMARKS = {
     "scale": "10k, 25k and 50k requests: peak memory and time per request",
     "shards": "one race over 1 and 2 execnet shards: wall, spreads, clock error",
     "single_packet": "HTTP/2 single-packet against last-byte: gate write, spreads, catch rate, via nginx",
+    "single_datagram": "HTTP/3 single-datagram against single-packet and last-byte, loopback and jittery",
     "history": "the linearizability checker: Porcupine's known verdicts, one-wave races, memory",
     "model_cost": "the seed race with model=Seats() against without, interleaved pairs: what a model costs",
 }

@@ -1,4 +1,5 @@
-"""The one place the benchmarks start what they race: the sample service, and nginx before it.
+"""The one place the benchmarks start what they race: the sample service (also over HTTP/3), and
+nginx before it.
 
 Every service runs in its own process on a free loopback port and stops when its ``with``
 block ends; traffic goes nowhere else.
@@ -10,13 +11,16 @@ import contextlib
 from typing import Any
 
 from pytest_seatrace.service import ServiceError, ServiceHandle, start_sample_service
+from tests.http3_service import Http3Service, http3_service
 from tests.nginx import ProxyHandle, ProxyStartError, find_nginx, nginx_version, start_nginx_proxy
 
 __all__ = [
+    "Http3Service",
     "ProxyHandle",
     "ProxyStartError",
     "ServiceError",
     "ServiceHandle",
+    "http3",
     "nginx",
     "nginx_binary",
     "service",
@@ -31,6 +35,14 @@ def service(
     """The sample service (``start_sample_service``'s options: ``window_ms``, ``server``,
     ``tls``, ``auth``...), started for one ``with`` block."""
     return start_sample_service(strategy=strategy, seats=seats, **options)
+
+
+def http3(
+    strategy: str = "safe", *, seats: int, window_ms: float = 5.0
+) -> contextlib.AbstractContextManager[Http3Service]:
+    """The hypercorn sample service serving HTTP/1.1 and HTTP/2 over TLS and HTTP/3 on its own UDP
+    port, with a throwaway CA (``.tcp.ca_path``), started for one ``with`` block."""
+    return http3_service(strategy=strategy, seats=seats, window_ms=window_ms)
 
 
 def nginx(

@@ -33,7 +33,7 @@ from benchmarks.figures import (
 )
 from benchmarks.judge import CAUGHT_SHARE
 from benchmarks.machine import cores
-from benchmarks.seed import SINGLE_PACKET_START, order_spec, seed_config
+from benchmarks.seed import SINGLE_PACKET_START, Start, order_spec, seed_config
 from benchmarks.seed import STARTS as HTTP1_STARTS
 from benchmarks.services import (
     ProxyHandle,
@@ -128,15 +128,32 @@ class Endpoint(Protocol):
 
 def race(start: str, service: Endpoint, args: argparse.Namespace, seed: int) -> Raced:
     """One race of ``start`` against ``service``, firers built directly (as the runner builds them)."""
+    return race_start(_STARTS[start], service, args, seed)
+
+
+def race_start(
+    start: Start,
+    service: Endpoint,
+    args: argparse.Namespace,
+    seed: int,
+    *,
+    clients: int | None = None,
+    quic_port: int | None = None,
+) -> Raced:
+    """One race of ``start`` (``args.clients`` per seat unless ``clients``) against ``service``;
+    single-datagram's QUIC goes to ``quic_port``."""
     config = seed_config(
         resources=args.resources,
-        clients=args.clients,
+        clients=clients or args.clients,
         sync="last-byte",
-        hold=_STARTS[start].hold,
+        hold=start.hold,
         seed=seed,
         timeout=args.timeout,
     )
     config = dataclasses.replace(config, hold_given=True)  # as the marker resolves an explicit hold
+    quic = start.sync == "single-datagram"
+    if quic and quic_port is None:
+        raise ValueError("a single-datagram race needs the service's quic_port")
 
     async def main() -> Raced:
         with anyio.fail_after(args.race_limit_s):
@@ -147,15 +164,17 @@ def race(start: str, service: Endpoint, args: argparse.Namespace, seed: int) -> 
                 waves=[range(i, i + 1) for i in range(args.resources)],
                 ssl_context=service.ssl_context(),  # no ALPN: HTTP/1.1 for last-byte
                 h2_context=_offering_h2(service),
-                single_packet=_STARTS[start].sync == "single-packet",
+                single_packet=start.sync == "single-packet",
+                quic_port=quic_port if quic else None,
+                tls_verify=service.ca_path or True,
             )
-        result = RaceResult.from_run(start, config, observed.run)
+        result = RaceResult.from_run(start.label, config, observed.run)
         return Raced(result, observed.gates, observed.connections)
 
     try:
         return anyio.run(main)
     except TimeoutError:
-        raise TimeoutError(f"{start} race did not finish within {args.race_limit_s:g}s") from None
+        raise TimeoutError(f"{start.label} race did not finish within {args.race_limit_s:g}s") from None
 
 
 def _offering_h2(service: Endpoint) -> ssl.SSLContext | None:
@@ -193,7 +212,7 @@ class Cell:
                 self.segments.append(gate.segments)
 
 
-def _check_safe(label: str, result: RaceResult, resources: int, clients: int) -> list[str]:
+def check_safe(label: str, result: RaceResult, resources: int, clients: int) -> list[str]:
     found = []
     if result.errors or server_errors(result):
         found.append(f"{label}: {result.errors} errors {dict(result.error_reasons)}")
@@ -238,7 +257,7 @@ def measure(
                         cell.server.extend(server_spreads(result))
                         if raced.connections is not None:
                             cell.connections.append(raced.connections)
-                        cell.problems += _check_safe(
+                        cell.problems += check_safe(
                             f"{transport} {start} run {run + 1}", result, args.resources, args.clients
                         )
                     else:
@@ -395,7 +414,7 @@ def placements(names: Sequence[str]) -> tuple[list[Placement], list[str]]:
     return out, notes
 
 
-def _pin(pid: int, cpus: frozenset[int]) -> None:
+def pin(pid: int, cpus: frozenset[int]) -> None:
     """Every thread of ``pid`` (Linux affinity is per thread; new threads inherit their creator's)."""
     tasks = Path(f"/proc/{pid}/task")
     tids = [int(t.name) for t in tasks.iterdir()] if tasks.is_dir() else [pid]
@@ -405,12 +424,12 @@ def _pin(pid: int, cpus: frozenset[int]) -> None:
 
 
 def place(placement: Placement, apps: Sequence[ServiceHandle], proxies: Sequence[ProxyHandle]) -> None:
-    _pin(os.getpid(), placement.client)
+    pin(os.getpid(), placement.client)
     for app in apps:
-        _pin(app.pid, placement.app)
+        pin(app.pid, placement.app)
     for front in proxies:
         for pid in (front.pid, *front.worker_pids()):
-            _pin(pid, placement.proxy)
+            pin(pid, placement.proxy)
 
 
 ProxyKey = tuple[str, bool, str]
@@ -468,7 +487,7 @@ def _take(cell: Cell, raced: Raced, window: float | None, label: str, args: argp
         cell.take_gates(raced.gates)
         cell.client.extend(client_spreads(result))
         cell.server.extend(server_spreads(result))
-        cell.problems += _check_safe(label, result, args.resources, args.clients)
+        cell.problems += check_safe(label, result, args.resources, args.clients)
         return
     if result.errors:
         cell.problems.append(f"{label} (unsafe): {result.errors} errors {dict(result.error_reasons)}")

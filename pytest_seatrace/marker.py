@@ -37,7 +37,8 @@ MARKER_DOC = (
     "model=None|Seats()|Stock(k)|..., "
     f"timeout={DEFAULT_TIMEOUT:g}, thresholds=['p95 < 2000ms'], allow_errors=False, "
     f"rounds={DEFAULT_ROUNDS}, sync={'|'.join(repr(m) for m in SYNC_MODES)}, "
-    f"hold={'|'.join(repr(h) for h in HOLD_POINTS)}, parallel={DEFAULT_PARALLEL}|'all', "
+    f"hold={'|'.join(repr(h) for h in HOLD_POINTS)}, http3=None|True|False, "
+    f"parallel={DEFAULT_PARALLEL}|'all', "
     f"shards={DEFAULT_SHARDS}, "
     f"resource_label={DEFAULT_RESOURCE_LABEL!r}, "
     f"warmup={DEFAULT_WARMUP}|False|'/path'): "
@@ -61,6 +62,7 @@ def race(
     rounds: int | None = None,
     sync: str | None = None,
     hold: str | None = None,
+    http3: bool | str | None = None,
     parallel: int | str | None = None,
     shards: int | None = None,
     resource_label: str | None = None,

@@ -134,7 +134,8 @@ def sample_service_factory(
 
     Also ``server="hypercorn"`` (HTTP/2 and HTTP/1.1), ``tls=True`` (a throwaway CA: the handle's
     ``ca_path``), ``auth=True`` (``POST /login`` first), ``h2_max_streams=N``, ``keep_alive_s=S``
-    (how long the server keeps an idle connection). Each call gets a
+    (how long the server keeps an idle connection), ``http3=True`` (HTTP/3 too, on the handle's
+    ``http3_port``: hypercorn and TLS). Each call gets a
     fresh database and port; every service is stopped after the test.
     """
     from pytest_seatrace.service import start_sample_service

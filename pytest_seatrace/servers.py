@@ -148,6 +148,17 @@ def listening_socket(backlog: int = BACKLOG) -> socket.socket:
     return sock
 
 
+def udp_socket() -> socket.socket:
+    """A loopback UDP socket on a free port, bound: its fd goes to the server we start (QUIC)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.bind(("127.0.0.1", 0))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 def _child_env(extra: Mapping[str, str] | None, root: Path) -> dict[str, str]:
     env = dict(os.environ)
     env.update(extra or {})

@@ -8,6 +8,7 @@ steal, and connections made before the child serves wait in the backlog.
 
 ``server="hypercorn"`` adds HTTP/2; ``tls=True`` serves https with a throwaway CA made
 by trustme (imported only then), whose certificate the handle names in ``ca_path``.
+``http3=True`` adds HTTP/3 (hypercorn with aioquic, so TLS) on a UDP socket bound here too.
 
 Free of pytest, so benchmarks and examples use it too.
 """
@@ -32,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_seatrace.servers import Probe, listening_socket, read_log_tail, wait_until_serving
+from pytest_seatrace.servers import Probe, listening_socket, read_log_tail, udp_socket, wait_until_serving
 
 __all__ = ["ServiceError", "ServiceHandle", "ServiceStartError", "start_sample_service"]
 
@@ -71,6 +72,15 @@ class ServiceHandle:
     auth: bool = False
     ca_path: Path | None = None
     """The throwaway CA's certificate (PEM) when ``tls``: trust it to verify the service."""
+    http3_port: int | None = None
+    """The UDP port HTTP/3 answers on (started with ``http3=True``), else None."""
+
+    @property
+    def http3_url(self) -> str:
+        """``https://127.0.0.1:{http3_port}``: a race's URL for HTTP/3 without ``Alt-Svc`` discovery."""
+        if self.http3_port is None:
+            raise ServiceError("the sample service was started without http3=True")
+        return f"https://127.0.0.1:{self.http3_port}"
 
     def ssl_context(self) -> ssl.SSLContext | None:
         """A client context trusting ``ca_path`` (None without TLS), e.g. for httpx's ``verify=``."""
@@ -148,11 +158,12 @@ def start_sample_service(
     db_path: Path | None = None,
     startup_timeout: float = 10.0,
     busy_timeout_ms: int = 5000,
-    server: str = "uvicorn",
+    server: str | None = None,
     tls: bool = False,
     auth: bool = False,
     h2_max_streams: int | None = None,
     keep_alive_s: float | None = None,
+    http3: bool = False,
 ) -> Iterator[ServiceHandle]:
     """Start ``python -m sample_service`` on a fresh port, yield its handle, stop it.
 
@@ -160,13 +171,18 @@ def start_sample_service(
     ``db_path`` is kept, so starting again on it finds the earlier bookings. The log
     (stdout and stderr) goes next to the database, and with ``tls=True`` so do the
     throwaway CA, certificate and key (removed at exit: the CA dies with the service).
-    ``server`` is ``"uvicorn"`` (HTTP/1.1) or ``"hypercorn"`` (HTTP/2 too: h2c, or ALPN
-    ``h2`` with ``tls``); ``h2_max_streams`` is hypercorn's per-connection stream limit
+    ``server`` is ``"uvicorn"`` (HTTP/1.1, the default) or ``"hypercorn"`` (HTTP/2 too: h2c, or
+    ALPN ``h2`` with ``tls``). ``http3=True`` also serves HTTP/3 on a UDP port of its own (the
+    handle's ``http3_port`` and ``http3_url``; the HTTPS answers name it in ``Alt-Svc``): it means
+    hypercorn and ``tls``, and needs aioquic. ``h2_max_streams`` is hypercorn's per-connection stream limit
     (the service's default: 1000). ``auth=True`` makes orders need a ``login`` token.
     ``keep_alive_s`` is how long the server keeps an idle connection open (its own default: 5 s).
     Stopping is SIGTERM, up to 5 s for a graceful stop, then SIGKILL.
     """
-    _check_arguments(server, h2_max_streams)
+    if server is None:
+        server = "hypercorn" if http3 else "uvicorn"
+    tls = tls or http3
+    _check_arguments(server, h2_max_streams, http3)
     own_dir: Path | None = None
     if db_path is None:
         own_dir = Path(tempfile.mkdtemp(prefix="seatrace-service-"))
@@ -177,8 +193,12 @@ def start_sample_service(
             tls_files = _write_tls_files(db_path.parent)
         fd, log_name = tempfile.mkstemp(prefix="sample_service-", suffix=".log", dir=db_path.parent)
         log_path = Path(log_name)
-        with os.fdopen(fd, "wb") as log, listening_socket(_BACKLOG) as sock:
+        with contextlib.ExitStack() as sockets:
+            log = sockets.enter_context(os.fdopen(fd, "wb"))
+            sock = sockets.enter_context(listening_socket(_BACKLOG))
+            quic = sockets.enter_context(udp_socket()) if http3 else None
             port = sock.getsockname()[1]
+            http3_port = None if quic is None else quic.getsockname()[1]
             command = [
                 sys.executable, "-m", "sample_service",
                 "--fd", str(sock.fileno()),
@@ -197,12 +217,14 @@ def start_sample_service(
                 command += ["--h2-max-streams", str(h2_max_streams)]
             if keep_alive_s is not None:
                 command += ["--keep-alive", repr(keep_alive_s)]
+            if quic is not None:
+                command += ["--quic-fd", str(quic.fileno())]
             process = subprocess.Popen(  # noqa: S603 - our own interpreter and module, no shell
                 command,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                pass_fds=(sock.fileno(),),
+                pass_fds=tuple(s.fileno() for s in (sock, quic) if s is not None),
                 env=_child_env(),
             )
         # The child has its own copy of the socket and the log file; ours are closed.
@@ -233,6 +255,7 @@ def start_sample_service(
                 tls=tls,
                 auth=auth,
                 ca_path=ca_path,
+                http3_port=http3_port,
             )
         finally:
             _stop(process)
@@ -244,7 +267,7 @@ def start_sample_service(
                 path.unlink(missing_ok=True)
 
 
-def _check_arguments(server: str, h2_max_streams: int | None) -> None:
+def _check_arguments(server: str, h2_max_streams: int | None, http3: bool) -> None:
     """Refuse a bad combination here, before a subprocess is started to say so."""
     if server not in SERVERS:
         raise ValueError(f"server must be one of {', '.join(SERVERS)}, not {server!r}")
@@ -253,8 +276,12 @@ def _check_arguments(server: str, h2_max_streams: int | None) -> None:
             raise ValueError(f"h2_max_streams needs server='hypercorn', not server={server!r}")
         if isinstance(h2_max_streams, bool) or h2_max_streams < 1:
             raise ValueError(f"h2_max_streams must be an int >= 1, not {h2_max_streams!r}")
+    if http3 and server != "hypercorn":
+        raise ValueError(f"http3=True needs server='hypercorn', not server={server!r}")
     if server == "hypercorn" and importlib.util.find_spec("hypercorn") is None:
         raise ServiceStartError("server='hypercorn' needs hypercorn: pip install 'pytest-seatrace[http2]'")
+    if http3 and importlib.util.find_spec("aioquic") is None:
+        raise ServiceStartError("http3=True needs aioquic: pip install 'pytest-seatrace[http3]'")
 
 
 @dataclass(frozen=True)

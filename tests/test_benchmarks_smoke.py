@@ -27,6 +27,7 @@ HEADERS = {
     "seed_scenario": "| tool ",
     "scale": "| seats ",
     "single_packet": "| start ",
+    "single_datagram": "| start ",
     "shards": "| scenario ",
     "history": "| case ",
     "model_cost": "| pair ",
@@ -36,6 +37,12 @@ ROWS = {
     "start_spread": ("| racer/headers ", "| racer/body "),
     "detection": ("| racer/headers ", "| racer/body "),
     "single_packet": ("| single-packet ", "| last-byte/headers ", "| last-byte/body "),
+    "single_datagram": (
+        "| single-datagram ",
+        "| single-packet ",
+        "| last-byte/headers ",
+        "| last-byte/body ",
+    ),
 }
 """Rows a smoke run must print too: the baselines a target is held against, every start."""
 
@@ -45,6 +52,7 @@ ALLOWED = {
     "pytest_seatrace.models": None,
     "pytest_seatrace.service": "services.py",
     "tests.nginx": "services.py",  # test support, reached from the root by python -m benchmarks
+    "tests.http3_service": "services.py",
     "pytest_seatrace.options": "cli.py",
 }
 """What of the project a benchmark module may import, and the one module allowed (None: any)."""

@@ -51,7 +51,7 @@ def lose(client: int, status: int = 409, **kw: Any) -> Record:
 
 
 def unknown(client: int, **kw: Any) -> Record:
-    return Record(0, client, 0, sent_ns=MS, outcome=Outcome.UNKNOWN, **kw)
+    return Record(0, client, 0, **{"sent_ns": MS, **kw}, outcome=Outcome.UNKNOWN)
 
 
 def failed(client: int, reason: str, status: int = 0, **kw: Any) -> Record:
@@ -452,6 +452,16 @@ def test_winner_count_indeterminate_names_unknowns_closed_unanswered() -> None:
     assert v.kind is ViolationKind.INDETERMINATE
     assert v.found == "0..2"
     assert v.detail.startswith("1 timed out after the final write (timeout=10s) and 1 closed unanswered")
+
+
+def test_winner_count_indeterminate_says_which_timed_out_before_their_final_byte() -> None:
+    """Held at the body, their headers whole: the server could act, though the release never came."""
+    records = [unknown(0, timed_out=True), unknown(1, timed_out=True, sent_ns=0), lose(2)]
+    (v,) = winner_count(group(records), ONE, 5.0)
+    assert v.detail.startswith(
+        "1 timed out after the final write (timeout=5s) and "
+        "1 timed out held, before their final byte went (timeout=5s); their outcome decides"
+    )
 
 
 def test_winner_count_settled_by_holders_inside_expect_passes() -> None:

@@ -308,7 +308,7 @@ def test_every_command_line_matches_its_help(pytester: pytest.Pytester) -> None:
     assert result.ret == 0, result.stderr.str()
     pytest_options = help_options(result.stdout.str())
     pytest_options["--junitxml"] = pytest_options["--junit-xml"]  # pytest 9 lists only the second spelling
-    assert pytest_options["--race-sync"] == ("auto", "gate", "last-byte", "single-packet")
+    assert pytest_options["--race-sync"] == ("auto", "gate", "last-byte", "single-packet", "single-datagram")
     seen = 0
     problems = []
     for page in PAGES:

@@ -7,6 +7,7 @@ import json
 import re
 import socket
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 
@@ -299,12 +300,14 @@ def test_flow_control_credit_keeps_a_byte_per_stream_in_reserve() -> None:
     assert watch.spend(18) == "the server's connection flow-control credit (100 bytes)"
 
 
+@pytest.mark.parametrize("too_large_first", [False, True])
 def test_a_release_larger_than_aioquic_sends_at_once_fails_before_anything_goes_out(
-    safe: Http3Service,
+    safe: Http3Service, too_large_first: bool
 ) -> None:
-    """``hold="headers"`` puts every body in the release: 40 of ~1 KB outgrow aioquic's initial
-    congestion window (10 datagrams), so that release is refused whole, the other connection's
-    (which would fit) goes out neither, and nobody books."""
+    """``hold="headers"`` puts every body in the release: 40 of ~1 KB outgrow one burst of
+    aioquic's pacer (16 datagrams), so that release is refused whole, the other connection's
+    (which would fit) goes out neither, whether it was built before or would have been after,
+    and both are closed (one left open would hold a stream no release ends); nobody books."""
     small = [_order(f"small-{n}") for n in range(5)]
     large = [_order(f"{n:02d}" + "x" * 1000, hold="headers") for n in range(40)]
 
@@ -317,7 +320,7 @@ def test_a_release_larger_than_aioquic_sends_at_once_fails_before_anything_goes_
                 for connection in (fits, too_large):
                     await connection.settle()
                 with pytest.raises(Http3Error) as refused:
-                    release([fits, too_large])
+                    release([too_large, fits] if too_large_first else [fits, too_large])
                 assert fits.closed is not None
                 assert too_large.closed is not None
                 return str(refused.value), answers
@@ -365,3 +368,28 @@ def test_a_kept_connection_races_again_on_the_stream_credit_it_got_back(safe: Ht
     assert [len(sizes) for sizes in gate.sizes] == [1] * len(gate.sizes)
     assert gate.streams == 100
     assert statuses == {201: 1, 409: 99}
+
+
+def test_settle_waits_for_a_due_ack_no_longer_than_its_instant(
+    safe: Http3Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``settle`` first lets an ACK that aioquic holds back (due within 2 ms) go out. If that
+    timer is gone once the socket is read (another ACK went out first), aioquic's next one may
+    be its idle timeout a minute away, and a quiet server sends nothing: the wait must still end
+    at the instant it was for, not there. Here the timer is due in 1 ms, then a minute away."""
+
+    async def scenario() -> None:
+        with anyio.fail_after(TIMEOUT):
+            connection = await _open(safe)
+            await connection.settle()  # the handshake's last words said: the server falls quiet
+        try:
+            due = time.monotonic() + 0.001
+            timers = iter([due])
+            monkeypatch.setattr(connection.quic, "get_timer", lambda: next(timers, time.monotonic() + 60))
+            with anyio.fail_after(TIMEOUT / 3):  # far below the minute a wait on that timer takes
+                await connection.settle()
+            assert time.monotonic() >= due
+        finally:
+            connection.close()
+
+    anyio.run(scenario)

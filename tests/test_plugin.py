@@ -48,7 +48,7 @@ def test_markers_lists_race(inner: pytest.Pytester) -> None:
         (
             ["--race-sync", "fast"],
             "argument --race-sync: invalid choice: 'fast' "
-            "(choose from 'auto', 'gate', 'last-byte', 'single-packet')",
+            "(choose from 'auto', 'gate', 'last-byte', 'single-packet', 'single-datagram')",
         ),
         (
             ["--race-summary", "loud"],
@@ -75,8 +75,8 @@ def test_bad_option_is_a_usage_error(inner: pytest.Pytester, args: list[str], me
         ("race_concurrency = abc", "race_concurrency = 'abc' (ini): 'abc' is not an integer*"),
         (
             "race_sync = fast",
-            "race_sync = 'fast' (ini): 'fast' is not one of auto, gate, last-byte, single-packet; "
-            "valid: auto, gate, last-byte, single-packet",
+            "race_sync = 'fast' (ini): 'fast' is not one of auto, gate, last-byte, single-packet, "
+            "single-datagram; valid: auto, gate, last-byte, single-packet, single-datagram",
         ),
         ("race_rounds = 0", "race_rounds = '0' (ini): 0 is below the minimum of 1"),
     ],
@@ -166,7 +166,10 @@ def test_marker_error_fails_only_its_test(inner: pytest.Pytester) -> None:
         ),
         ("allow_errors='yes'", "allow_errors='yes': expected True or False"),
         ("rounds=0", "rounds=0: expected an integer >= 1"),
-        ("sync='fast'", "sync='fast': expected one of 'auto', 'gate', 'last-byte', 'single-packet'"),
+        (
+            "sync='fast'",
+            "sync='fast': expected one of 'auto', 'gate', 'last-byte', 'single-packet', 'single-datagram'",
+        ),
         ("parallel=0", "parallel=0: expected an integer >= 1 or 'all'"),
         ("3", "race() takes 0 positional arguments but 1 was given"),
     ],

@@ -16,7 +16,7 @@ import pytest
 
 from pytest_seatrace.core import settings as table
 from pytest_seatrace.core.arguments import MarkerError
-from pytest_seatrace.core.precedence import OptionError, Settings, resolve
+from pytest_seatrace.core.precedence import OptionError, Settings, check_arguments, resolve
 from pytest_seatrace.marker import race as marker_schema
 from pytest_seatrace.options import OPTIONS, PARSERS
 from tests.support import INNER_INI, SEATS_CONFTEST
@@ -108,6 +108,33 @@ def test_rules_between_settings_are_checked_once_with_their_messages() -> None:
         resolve({"shards": 3}, {}, layered(cli={"tx": [("popen",) * 2]}), flexible=False)
 
 
+@pytest.mark.parametrize(
+    ("written", "word"),
+    [(None, "auto"), ("auto", "auto"), (True, "on"), ("on", "on"), (False, "off"), ("off", "off")],
+)
+def test_http3_is_normalised_to_the_options_words(written: bool | str | None, word: str) -> None:
+    """``http3=`` as a marker and as a call argument; ``None`` leaves the option to decide."""
+    assert resolve(marker_schema(http3=written), {}, layered(), flexible=False).http3 == word
+    call = check_arguments({"http3": written})
+    expected = "off" if written is None else word
+    assert resolve({}, call, layered(cli={"http3": "off"}), flexible=False).http3 == expected
+
+
+def test_http3_refuses_what_is_not_a_switch() -> None:
+    bad: Any
+    for bad in (1, 0, "yes", "h3"):
+        with pytest.raises(MarkerError, match=r": expected None or 'auto', True or 'on', False or 'off'"):
+            marker_schema(http3=bad)
+
+
+def test_http3_option_beats_ini_and_the_call_beats_both() -> None:
+    session = layered(cli={"http3": "on"}, ini={"http3": "off"})
+    assert resolve({}, {}, session, flexible=False).http3 == "on"
+    assert resolve({}, {}, layered(ini={"http3": "off"}), flexible=False).http3 == "off"
+    assert resolve({"http3": "off"}, {"http3": "on"}, session, flexible=False).http3 == "on"
+    assert resolve({}, {}, layered(), flexible=False).http3 == "auto"
+
+
 def test_the_marker_signature_is_the_tables_arguments() -> None:
     parameters = inspect.signature(marker_schema).parameters
     assert list(parameters) == [s.name for s in table.ARGUMENTS]
@@ -130,7 +157,7 @@ def test_the_parsers_accept_the_tables_defaults() -> None:
 
 def backticked(part: str) -> list[str]:
     """The names written in backticks in ``part``, sorted."""
-    return sorted(re.findall(r"`([a-z_]+)`", part))
+    return sorted(re.findall(r"`([a-z_0-9]+)`", part))
 
 
 def shown(value: object) -> str:

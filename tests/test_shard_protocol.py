@@ -6,19 +6,28 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import replace
 from typing import Any
 
 import anyio
 import pytest
 
 from pytest_seatrace.core.config import RaceConfig, make_rule
-from pytest_seatrace.core.records import Outcome
+from pytest_seatrace.core.records import DatagramRelease, Outcome
 from pytest_seatrace.core.result import RaceResult
-from pytest_seatrace.engine import RacePlan, RequestSpec, TargetOptions, run_race
+from pytest_seatrace.engine import RacePlan, RequestSpec, TargetOptions, http3, run_race, single_datagram
 from pytest_seatrace.engine.shards import messages as m
-from pytest_seatrace.engine.shards import remote
+from pytest_seatrace.engine.shards import remote, worker
 from pytest_seatrace.engine.shards.clock import ClockMap
-from pytest_seatrace.engine.shards.travel import RaceSettings, plugin_version
+from pytest_seatrace.engine.shards.travel import (
+    PYTHON_VERSION,
+    RaceSettings,
+    h3_for_shard,
+    h3_on_shard,
+    plugin_version,
+    release_rows,
+)
+from pytest_seatrace.engine.stream import Origin
 from tests.shard_fakes import Script, ScriptedChannel, ScriptedPool, clock_answers, hello
 
 URL = "http://127.0.0.1:9/orders"  # never connected to: the scripted shard answers instead
@@ -89,6 +98,27 @@ def test_a_scripted_shard_races_a_wave_and_the_coordinator_classifies_its_record
     assert by_client[2].call_ns == 0
     assert {r.shard for r in result.history} == {1}
     assert {r.operation for r in result.history} == {"POST /orders"}
+
+
+def test_each_shard_s_single_datagram_releases_come_back_with_its_records() -> None:
+    """A release's figures travel as a row with the wave's records; the coordinator gathers every
+    shard's into the race's releases."""
+    sent = time.perf_counter_ns()
+    figures = [DatagramRelease(1, 0, 1, 1, 1, 90 + n, 2_000, 300 + n, stream_credit=128) for n in (1, 2)]
+    answers = {1: 201, 2: 409}
+    records = [
+        m.Records(1, 1, [row(n, sent, sent, sent + 1_000, answers[n])], 0, 0, release_rows([figure]))
+        for n, figure in zip((1, 2), figures, strict=True)
+    ]
+    channels: list[ScriptedChannel | Exception] = [
+        ScriptedChannel([hello()], answering([m.Ready(1, 1, 0)], [said])) for said in records
+    ]
+    result, _ = race(channels)
+    assert result.wins == 1
+    # each tagged with the shard that released it
+    assert sorted(result.releases, key=lambda r: r.bytes) == [
+        replace(f, shard=n) for n, f in enumerate(figures, 1)
+    ]
 
 
 def test_a_missed_start_is_an_error_naming_the_shard_and_the_wave() -> None:
@@ -177,7 +207,17 @@ def test_every_message_travels_as_builtins_and_comes_back_by_its_name() -> None:
     settings = RaceSettings.of(RaceConfig(resources=(1, 2), sync="last-byte", hold="body", hold_given=True))
     messages: list[m.Message] = [
         m.Plan(
-            1, 2, settings, True, "http://h", ("ca", "PEM"), None, {"url": "/x"}, ["method", "json"], [3, 11]
+            1,
+            2,
+            settings,
+            True,
+            "http://h",
+            ("ca", "PEM"),
+            None,
+            {"url": "/x"},
+            ["method", "json"],
+            [3, 11],
+            [[["https", "h", 443], ["https", "h", 8443]]],
         ),
         m.ClockRequest(),
         m.Round(1, [[0], [1]], {0: [1]}, {"json": [[0, 1, {}]]}),
@@ -187,7 +227,7 @@ def test_every_message_travels_as_builtins_and_comes_back_by_its_name() -> None:
         m.ImportFailed("p", "ImportError: x"),
         m.ClockReading(5),
         m.Ready(1, 2, 0),
-        m.Records(1, 2, b"rows", 0, 3),
+        m.Records(1, 2, b"rows", 0, 3, [[1, 0, 2, 100, 1, 1500, 2000, 300]]),
         m.Missed(1, 2, 300),
         m.Failed("text"),
     ]
@@ -199,6 +239,35 @@ def test_every_message_travels_as_builtins_and_comes_back_by_its_name() -> None:
     assert len({message.NAME for message in messages}) == len(messages)
     assert m.decode(("ready", {"round": 1})) == m.Unrecognised("ready")  # another version's fields
     assert m.decode(42) == m.Unrecognised("42")
+
+
+def test_the_http3_target_and_the_releases_travel_as_builtins_and_back() -> None:
+    h3_at = {Origin("https", "127.0.0.1", 443): Origin("https", "127.0.0.1", 8443)}
+    assert h3_on_shard(h3_for_shard(h3_at)) == h3_at
+    release = DatagramRelease(2, 1, 3, 30, 1, 1100, 5_000, 400, stream_credit=8)
+    [travelled] = release_rows([release])
+    assert all(type(value) is int for value in travelled)
+    assert DatagramRelease(*travelled) == release
+
+
+def test_a_shard_without_aioquic_names_the_extra_and_its_python(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shard's side (``worker.serve``, in this process): a single-datagram plan on a host
+    whose aioquic is missing (as ``load_aioquic`` reports it) fails with what to install where."""
+
+    def missing() -> None:
+        raise http3.Http3Error(f"{http3.NEEDS_EXTRA} (No module named 'aioquic')")
+
+    monkeypatch.setattr(single_datagram, "load_aioquic", missing)
+    settings = RaceSettings.of(RaceConfig(resources=(1,), sync="single-datagram", hold="body"))
+    plan = m.Plan(1, 1, settings, False, None, ("bool", True), "POST", {"url": URL}, [], PYTHON_VERSION)
+    coordinator = ScriptedChannel([plan, m.End()], lambda message: [])
+    worker.serve(coordinator)
+    hello_there, failed = coordinator.sent
+    assert isinstance(hello_there, m.Hello)
+    assert failed == m.Failed(
+        f"{http3.NEEDS_EXTRA} (No module named 'aioquic'): install it into {sys.executable} on "
+        f"{hello_there.host}"
+    )
 
 
 def test_the_race_settings_go_there_and_back_without_rules() -> None:

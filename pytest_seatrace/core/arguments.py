@@ -45,6 +45,20 @@ def one_of(choices: tuple[str, ...]) -> Check:
     return check
 
 
+HTTP3_CHOICES = ("auto", "on", "off")
+"""``--race-http3``'s words, which ``http3=`` is normalised to."""
+
+
+def http3(name: str, value: Any) -> str | None:
+    """``http3=``: ``None``/``"auto"``, ``True``/``"on"``, ``False``/``"off"``, as the option's
+    word; ``None`` stays unset, so the option beneath it decides."""
+    if value is None or isinstance(value, bool):  # not ``1``/``0``: a count is not a switch
+        return {None: None, True: "on", False: "off"}[value]
+    if isinstance(value, str) and value in HTTP3_CHOICES:
+        return value
+    raise MarkerError(name, value, "None or 'auto', True or 'on', False or 'off'")
+
+
 def boolean(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise MarkerError(name, value, "True or False")

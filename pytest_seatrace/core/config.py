@@ -15,6 +15,7 @@ from pytest_seatrace.core.settings import (
     DEFAULT_CONCURRENCY,
     DEFAULT_EXPECT,
     DEFAULT_HOLD,
+    DEFAULT_HTTP3,
     DEFAULT_PARALLEL,
     DEFAULT_ROUNDS,
     DEFAULT_SHARDS,
@@ -105,7 +106,11 @@ class RaceConfig:
     sync: SyncMode = DEFAULT_SYNC
     hold: HoldPoint = DEFAULT_HOLD
     hold_given: bool = False
-    """An explicit hold point (marker, call, CLI or ini): ``auto`` then chooses last-byte."""
+    """An explicit hold point (marker, call, CLI or ini): ``auto`` then chooses last-byte over
+    single-packet (never over single-datagram, whose streams can hold either point)."""
+    http3: str = DEFAULT_HTTP3
+    """``"auto"``: ``sync="auto"`` probes an ``https://`` origin for HTTP/3 (``Alt-Svc: h3``);
+    ``"on"``: HTTP/3 on the URL's port, no probe; ``"off"``: never."""
     parallel: int = DEFAULT_PARALLEL
     seed: int = 0
     shards: int = DEFAULT_SHARDS
@@ -134,6 +139,7 @@ class RaceConfig:
             "rounds": self.rounds,
             "sync": self.sync,
             "hold": self.hold,
+            "http3": self.http3,
             "parallel": self.parallel,
             "seed": self.seed,
             "shards": self.shards,

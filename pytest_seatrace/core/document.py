@@ -120,6 +120,8 @@ class RacedDoc(TypedDict):
     sync: str
     hold: str | None
     """The hold point of a last-byte race; ``None`` for other starts."""
+    why: str | None
+    """Why ``sync="auto"`` chose this start (the HTTP/3 probe's finding); ``None``: nothing to say."""
 
 
 class StatusReasonDoc(TypedDict):
@@ -150,6 +152,25 @@ class SampleDoc(TypedDict):
 class ClockDoc(TypedDict):
     time_ns: int
     perf_counter_ns: int
+
+
+class ReleaseDoc(TypedDict):
+    """One resource's release in a single-datagram race: its UDP datagrams and their cost."""
+
+    round: int
+    resource: str
+    connections: int
+    streams: int
+    datagrams: int
+    bytes: int
+    build_ns: int
+    """Handing over the held bytes and building the datagrams, before the gate."""
+    write_ns: int
+    """The back-to-back ``sendto`` calls alone: the gate write."""
+    stream_credit: int
+    """Streams the server grants a fresh connection: why a release took more than one."""
+    shard: int
+    """The shard that released it (0: not sharded)."""
 
 
 class ShardDoc(TypedDict):
@@ -307,6 +328,8 @@ class RaceDoc(_RaceDocRequired, total=False):
     absent from documents written before it existed."""
     stopped: StoppedDoc
     """Where and why a race ended before its last wave; absent for a race that finished."""
+    releases: list[ReleaseDoc]
+    """Each release of a single-datagram race; absent for the other starts."""
     contention: ContentionDoc
     """Requests in flight together inside the service, per resource and round (wave 3)."""
     histories: list[CheckedHistoryDoc]

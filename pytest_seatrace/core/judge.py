@@ -126,10 +126,14 @@ def winner_count(group: Group, expect: range, timeout: float) -> list[Violation]
 
 
 def _unknown_text(records: Sequence[Record], timeout: float) -> str:
-    """Why a group's unknowns have no answer: timed out, or closed unanswered by the server."""
+    """Why a group's unknowns have no answer: timed out after their final write, or before it
+    (held, the server able to act on their headers), or closed unanswered by the server."""
     unknown = [r for r in records if r.outcome is Outcome.UNKNOWN]
     timed = sum(1 for r in unknown if r.timed_out)
-    parts = [f"{timed} timed out after the final write (timeout={timeout:g}s)"] if timed else []
+    held = sum(1 for r in unknown if r.timed_out and not r.sent_ns)
+    parts = [f"{timed - held} timed out after the final write (timeout={timeout:g}s)"] if timed > held else []
+    if held:
+        parts.append(f"{held} timed out held, before their final byte went (timeout={timeout:g}s)")
     if len(unknown) > timed:
         parts.append(f"{len(unknown) - timed} closed unanswered by the server")
     return " and ".join(parts) or "0 unknown"

@@ -22,6 +22,7 @@ from pytest_seatrace.core.settings import (
     BY_NAME,
     DEFAULT_CONCURRENCY,
     DEFAULT_HOLD,
+    DEFAULT_HTTP3,
     DEFAULT_PARALLEL,
     DEFAULT_RESOURCES,
     DEFAULT_ROUNDS,
@@ -53,6 +54,7 @@ class Settings:
     sync: str | None = None
     hold: str | None = None
     """``None`` unless given: an explicit hold point is a choice, the default is not."""
+    http3: str = DEFAULT_HTTP3
     parallel: int | str = DEFAULT_PARALLEL
     rounds: int = DEFAULT_ROUNDS
     seed: int = 0
@@ -241,6 +243,7 @@ def resolve(
         sync=cast("SyncMode", sync),
         hold=pick("hold"),
         hold_given=first_given(hold, settings.hold) is not None,
+        http3=pick("http3"),
         parallel=len(resources) if parallel == "all" else min(int(parallel), len(resources)),
         seed=settings.seed,
         shards=max(1, len(tx)),
@@ -255,7 +258,7 @@ def resolve(
 def _refuse_starts_of_requests(sync: str | None, hold: str | None) -> None:
     """``run``/``arun`` attempts and ``race.app`` start through the gate: a start mode or a hold
     point of request races, given by their marker or call, is refused."""
-    if sync in ("last-byte", "single-packet"):
+    if sync in ("last-byte", "single-packet", "single-datagram"):
         raise MarkerError(
             "sync", sync, "'gate' for race.run/arun attempts and race.app (they start through the gate)"
         )

@@ -12,11 +12,19 @@ from collections.abc import Hashable, Sequence
 from typing import Protocol
 
 from pytest_seatrace.core.config import RaceConfig, expect_doc
-from pytest_seatrace.core.document import HistoryDoc, RacedDoc, RaceDoc, RoundDoc, SampleDoc, StatusReasonDoc
+from pytest_seatrace.core.document import (
+    HistoryDoc,
+    RacedDoc,
+    RaceDoc,
+    ReleaseDoc,
+    RoundDoc,
+    SampleDoc,
+    StatusReasonDoc,
+)
 from pytest_seatrace.core.figures import NOT_SENT, Figures, RoundSummary
 from pytest_seatrace.core.history_document import histories_doc
 from pytest_seatrace.core.linearizability import HistoryCheck
-from pytest_seatrace.core.records import Raced, Record, Stop
+from pytest_seatrace.core.records import DatagramRelease, Raced, Record, Stop
 from pytest_seatrace.core.redact import redact_text
 from pytest_seatrace.core.violations import Violation
 
@@ -59,6 +67,8 @@ class Judged(Protocol):
     def connections_replaced(self) -> int: ...
     @property
     def stopped(self) -> Stop | None: ...
+    @property
+    def releases(self) -> tuple[DatagramRelease, ...]: ...
     @property
     def history_checks(self) -> tuple[HistoryCheck, ...]: ...
     def violation_rate(self) -> str: ...
@@ -111,12 +121,29 @@ def race_document(race: Judged, *, history: bool = False) -> RaceDoc:
     doc["connections_replaced"] = race.connections_replaced
     if race.stopped is not None:
         doc["stopped"] = race.stopped.to_dict()
+    if race.releases:
+        doc["releases"] = [_release_doc(r, names[config.resources[r.resource]]) for r in race.releases]
     doc["contention"] = figures.contention.to_dict([names[r] for r in config.resources])
     if config.model is not None:
         doc["histories"] = histories_doc(race.history_checks, figures.records, type(config.model).__name__)
     if history:
         doc["history"] = history_columns(figures.records, config.resources)
     return doc
+
+
+def _release_doc(release: DatagramRelease, resource: str) -> ReleaseDoc:
+    return {
+        "round": release.round,
+        "resource": resource,
+        "connections": release.connections,
+        "streams": release.streams,
+        "datagrams": release.datagrams,
+        "bytes": release.bytes,
+        "build_ns": release.build_ns,
+        "write_ns": release.write_ns,
+        "stream_credit": release.stream_credit,
+        "shard": release.shard,
+    }
 
 
 def _raced_doc(raced: Raced | None, config: RaceConfig) -> RacedDoc | None:
@@ -129,7 +156,8 @@ def _raced_doc(raced: Raced | None, config: RaceConfig) -> RacedDoc | None:
         "http_version": raced.http_version,
         "stripped": list(raced.stripped),
         "sync": config.sync,
-        "hold": config.hold if config.sync == "last-byte" else None,
+        "hold": config.hold if config.sync in ("last-byte", "single-datagram") else None,
+        "why": raced.why,
     }
 
 

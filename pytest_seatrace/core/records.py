@@ -105,6 +105,9 @@ class Raced:
     http_version: str
     stripped: tuple[str, ...] = ()
     """What was taken out of the URL (``userinfo``, query parameter names)."""
+    why: str | None = None
+    """Why this start ran, when ``sync="auto"`` had something to say (``HTTP/3 offered by Alt-Svc
+    h3=:8443``, ``no HTTP/3: …``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +128,27 @@ class ShardInfo:
     failure: str | None = None
     late_ns: int = 0
     """The latest it released a wave after the start instant (a busy host wakes up late)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DatagramRelease:
+    """One resource's release in a single-datagram race: what went out in UDP datagrams."""
+
+    round: int
+    resource: int
+    """The resource's index."""
+    connections: int
+    streams: int
+    datagrams: int
+    bytes: int
+    build_ns: int
+    """Handing over the held bytes and building the datagrams, before the gate."""
+    write_ns: int
+    """The back-to-back ``sendto`` calls alone: the gate write."""
+    stream_credit: int = 0
+    """Streams the server grants a fresh connection: why a release took more than one."""
+    shard: int = 0
+    """The shard that released it (0: not sharded)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,3 +263,5 @@ class RaceRun:
     that were replaced by fresh ones before their requests were released."""
     stopped: Stop | None = None
     """Why the race ended before its last wave (a hook failed, Ctrl-C); ``None``: it finished."""
+    releases: tuple[DatagramRelease, ...] = ()
+    """Each release of a single-datagram race; empty for the other starts."""

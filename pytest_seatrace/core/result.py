@@ -22,7 +22,16 @@ from pytest_seatrace.core.judge import double_bookings, judge
 from pytest_seatrace.core.linearizability import HistoryCheck, check_histories, overall
 from pytest_seatrace.core.notes import classification_notes
 from pytest_seatrace.core.race_document import STATUS_REASONS_SHOWN, history_columns, race_document
-from pytest_seatrace.core.records import Outcome, Problem, Raced, RaceRun, Record, ShardInfo, Stop
+from pytest_seatrace.core.records import (
+    DatagramRelease,
+    Outcome,
+    Problem,
+    Raced,
+    RaceRun,
+    Record,
+    ShardInfo,
+    Stop,
+)
 from pytest_seatrace.core.stats import Latency, Spread
 from pytest_seatrace.core.violations import Violation
 from pytest_seatrace.history.checker import Verdict
@@ -66,6 +75,8 @@ class RaceResult:
     stopped: Stop | None = field(default=None, repr=False)
     """Where and why the race ended before its last wave (a hook failed, Ctrl-C); ``None``: it
     finished."""
+    releases: tuple[DatagramRelease, ...] = field(default=(), repr=False)
+    """Each release of a single-datagram race (its datagrams, bytes, build and write times)."""
 
     @classmethod
     def from_run(cls, name: str, config: RaceConfig, run: RaceRun, *, checked: bool = True) -> RaceResult:
@@ -87,6 +98,7 @@ class RaceResult:
             shard_infos=run.shards,
             connections_replaced=run.replaced,
             stopped=run.stopped,
+            releases=run.releases,
         )
 
     @cached_property

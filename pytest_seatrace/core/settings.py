@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from pytest_seatrace.core import arguments
-from pytest_seatrace.core.arguments import Check
+from pytest_seatrace.core.arguments import HTTP3_CHOICES, Check
 
-SyncMode = Literal["auto", "gate", "last-byte", "single-packet"]
-SYNC_MODES: tuple[SyncMode, ...] = ("auto", "gate", "last-byte", "single-packet")
+SyncMode = Literal["auto", "gate", "last-byte", "single-packet", "single-datagram"]
+SYNC_MODES: tuple[SyncMode, ...] = ("auto", "gate", "last-byte", "single-packet", "single-datagram")
 HoldPoint = Literal["headers", "body"]
 HOLD_POINTS: tuple[HoldPoint, ...] = ("headers", "body")
 XDIST_MODES = ("serial", "overlap")
@@ -39,6 +39,9 @@ always use the gate."""
 DEFAULT_HOLD: HoldPoint = "headers"
 """Where a last-byte request waits for the gate: after all but the last byte of its header
 block (no HTTP/1.1 server can act on it yet), or after all but the last byte of its body."""
+DEFAULT_HTTP3 = "auto"
+"""Whether ``auto`` may start over HTTP/3: ``auto`` where an ``https://`` origin's ``Alt-Svc``
+offers ``h3`` and a QUIC handshake answers; ``on`` on the URL's port without a probe; ``off``."""
 DEFAULT_PARALLEL = 1
 DEFAULT_SHARDS = 1
 DEFAULT_RESOURCE_LABEL = "Seat"
@@ -146,9 +149,19 @@ SETTINGS: tuple[Setting, ...] = (
         DEFAULT_HOLD,
         arguments.one_of(HOLD_POINTS),
         "POINT",
-        "where a last-byte request is held until the start: before the last byte of its headers "
+        "where a last-byte or single-datagram request is held until the start: before the last "
+        "byte of its headers "
         f"or of its body (default {DEFAULT_HOLD})",
         HOLD_POINTS,
+    ),
+    Setting(
+        "http3",
+        DEFAULT_HTTP3,
+        arguments.http3,
+        "WHEN",
+        "whether sync=auto starts over HTTP/3 (single-datagram): auto where an https origin's "
+        f"Alt-Svc offers h3, on without a probe, off never (default {DEFAULT_HTTP3})",
+        HTTP3_CHOICES,
     ),
     Setting(
         "parallel",

@@ -9,12 +9,14 @@ reuse the first head with their own ``content-length``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+import anyio.lowlevel
 import httpx
 
 from pytest_seatrace.core.records import Outcome, Record
-from pytest_seatrace.engine.plan import Attempt, Variation
+from pytest_seatrace.engine.plan import Attempt, Roster, Variation
 from pytest_seatrace.engine.requests import RequestBuilder, encode_json, origin_of
 from pytest_seatrace.engine.stream import Origin
 
@@ -188,6 +190,25 @@ class H2Requests:
         record.operation = head.operation
         if self.builder.takes_inputs:
             record.input = self.builder.input_of(head.operation, head.request, args, attempt)
+
+
+StreamGroups = dict[tuple[int, Origin], list[H2Stream]]
+"""A wave's streams by (resource index, origin): each group gets its own connections."""
+
+
+async def group_streams(
+    requests: H2Requests, roster: Roster, rnd: int, indices: Sequence[int]
+) -> StreamGroups:
+    """Every request of a wave, grouped by resource and origin (the HTTP/2 and HTTP/3 starts)."""
+    groups: StreamGroups = {}
+    for index in indices:
+        for client in roster.clients(index):  # not those whose set-up failed
+            if client % 25 == 0:  # let the previous wave's responses be read on time
+                await anyio.lowlevel.checkpoint()
+            record = Record(resource=index, client=client, round=rnd)
+            stream = requests.stream(record, roster.attempt(index, client, rnd))
+            groups.setdefault((index, stream.origin), []).append(stream)
+    return groups
 
 
 def h2_fields(request: httpx.Request) -> list[tuple[bytes, bytes]]:

@@ -70,6 +70,8 @@ class H3Request:
     body: bytes = b""
     hold: HoldPoint = "body"
     """``"body"`` on a request without a body holds its HEADERS frame: there is nothing else."""
+    authority: str | None = None
+    """``:authority``; None: the connection's host and port (an Alt-Svc port is not the origin's)."""
 
 
 @dataclass
@@ -84,6 +86,8 @@ class H3Answer:
     early: bool = False
     """Its response began before the release: kept, and flagged."""
     error: str | None = None
+    end_ns: int = 0
+    """When its response ended (``perf_counter_ns``); 0 until then."""
 
     @property
     def done(self) -> bool:
@@ -117,7 +121,7 @@ def request_headers(origin: Origin, request: H3Request) -> list[tuple[bytes, byt
     headers = [
         (b":method", request.method.encode()),
         (b":scheme", b"https"),
-        (b":authority", f"{host}:{origin.port}".encode()),
+        (b":authority", (request.authority or f"{host}:{origin.port}").encode()),
         (b":path", request.target.encode()),
     ]
     headers += [(name.lower().encode(), value.encode()) for name, value in request.headers]
@@ -162,6 +166,8 @@ class Http3Connection:
         self._acked_pings: set[int] = set()
         self.closed: str | None = None
         """Why the connection ended (None while open)."""
+        self.idle_since = 0
+        """When its last wave was answered (``perf_counter_ns``), for ``engine.pool``."""
 
     # -- opening -----------------------------------------------------------------------------
 
@@ -218,7 +224,7 @@ class Http3Connection:
                 f"{len(requests)} requests need as many streams; {self.origin.url} grants "
                 f"{self.remaining_streams} more on this connection"
             )
-        self.answers, self._released = {}, False
+        self.answers, self._held, self._released = {}, {}, False
         for request in requests:
             stream_id = self.quic.get_next_available_stream_id()
             tail = self._write_held(stream_id, request)
@@ -255,7 +261,7 @@ class Http3Connection:
         which of its answers arrived and can give their streams back."""
         timer = self.quic.get_timer()
         if timer is not None and timer - time.monotonic() <= ACK_DUE_S:
-            await self.drive(lambda: time.monotonic() >= timer)
+            await self.drive(lambda: time.monotonic() >= timer, deadline=timer)
         for _ in range(MAX_SETTLE_ROUNDS):
             self._flush()
             self._pings += 1
@@ -295,7 +301,8 @@ class Http3Connection:
         if missing:
             reason = (
                 f"{self.origin.url}: the release fit {len(held) - len(missing)} of {len(held)} streams' "
-                "final bytes (aioquic's congestion window or pacing held the rest): no late start"
+                "final bytes (aioquic's congestion window or pacing held the rest): no late start; "
+                'hold="body" sends each body before the release, fewer clients per resource ask less'
             )
             self.abandon(reason)
             raise Http3Error(reason)
@@ -314,9 +321,11 @@ class Http3Connection:
         """Until every stream of the wave is answered or failed; the caller bounds the time."""
         await self.drive(lambda: all(answer.done for answer in self.answers.values()))
 
-    async def drive(self, done: Callable[[], bool]) -> None:
+    async def drive(self, done: Callable[[], bool], *, deadline: float | None = None) -> None:
         """Receive, fire timers, handle events and send what aioquic has, until ``done()`` (or the
-        connection ends); the caller bounds the time."""
+        connection ends); the caller bounds the time. A ``done`` that turns true at an instant
+        (``time.monotonic()``) passes it as ``deadline``: no wait outlasts it (aioquic's next
+        timer may be its idle timeout, a minute away, and the server may have nothing to say)."""
         while not done():
             if self.closed is not None:
                 if not self._handshake_done:
@@ -327,7 +336,8 @@ class Http3Connection:
             if timer is not None and timer <= now:
                 self.quic.handle_timer(now=now)
             else:
-                with anyio.move_on_after(None if timer is None else timer - now):
+                wake = min((t for t in (timer, deadline) if t is not None), default=None)
+                with anyio.move_on_after(None if wake is None else max(0.0, wake - now)):
                     await anyio.wait_readable(self.sock)
                 self._receive()
             self._events()
@@ -400,7 +410,8 @@ class Http3Connection:
                 answer.early = answer.early or not self._released
             else:
                 answer.body += h3_event.data
-            answer.ended = answer.ended or h3_event.stream_ended
+            if h3_event.stream_ended and not answer.ended:
+                answer.ended, answer.end_ns = True, time.perf_counter_ns()
 
     def _lost_release(self) -> None:
         """Close at once: a retransmitted final byte would start its request late."""
@@ -439,16 +450,19 @@ class Http3Connection:
 
 def release(connections: Sequence[Http3Connection]) -> Release:
     """Build every connection's release datagrams, then send them all back to back. A release
-    that cannot be built goes out on no connection; a send that fails (even a full buffer: no
-    retry, which would be late) abandons its connection, whose requests are then unknown."""
+    that cannot be built goes out on no connection, and every connection of it is abandoned (one
+    left open would keep a held stream that no release ends); a send that fails (even a full
+    buffer: no retry, which would be late) abandons its connection, whose requests are then
+    unknown."""
     started = time.perf_counter_ns()
     built: list[tuple[Http3Connection, list[bytes]]] = []
     for connection in connections:
         try:
             datagrams = connection.build_release()
         except Http3Error as exc:
-            for other, _ in built:
-                other.abandon(f"another connection's release could not be built ({exc})")
+            for other in connections:  # built or not: none may release now, nor hold on
+                if other is not connection:
+                    other.abandon(f"another connection's release could not be built ({exc})")
             raise
         built.append((connection, datagrams))
     sends = [

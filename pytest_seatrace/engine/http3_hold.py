@@ -1,5 +1,5 @@
-"""The two pieces of aioquic the HTTP/3 start bends: a QUIC connection that holds bytes back, and a
-qlog trace that watches the release.
+"""The three pieces of aioquic the HTTP/3 start bends: a QUIC connection that holds bytes back, a
+qlog trace that watches the release, and a congestion control that lets a release out at once.
 
 Imported only by ``engine.http3`` once an HTTP/3 start runs (it imports aioquic at the top).
 aioquic's ``H3Connection`` writes a whole frame into the QUIC stream at once; ``HoldingQuic``
@@ -7,16 +7,26 @@ captures what ``H3Connection`` writes to one stream from the hold point on, so a
 final byte can go out now and the rest at the release. ``ReleaseWatch`` reads aioquic's own qlog
 events (its public logger interface), keeping nothing but what the start needs: the server's
 stream and data credit, which stream frames each packet carried, and which packets were lost.
+``ReleaseReno`` is registered through aioquic's congestion-control registry.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.congestion.base import register_congestion_control
+from aioquic.quic.congestion.reno import RenoCongestionControl
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.logger import QuicLogger, QuicLoggerTrace
+from aioquic.quic.packet_builder import QuicSentPacket
+
+RELEASE_BURST = 16
+"""Datagrams one release may take on a connection: aioquic's pacer never lets out more at once
+(its burst is a quarter of the congestion window, at most 16 datagrams)."""
+RELEASE_CONTROL = "seatrace-release"
 
 
 @dataclass
@@ -27,13 +37,38 @@ class Captured:
     fin: bool = False
 
 
+class ReleaseReno(RenoCongestionControl):
+    """aioquic's New Reno whose window never falls below four release bursts, so its pacer lets a
+    whole release out at once: a release is one burst by design (every final byte at the same
+    instant), and one cut short by a small window or a loss before it would be no race. The
+    traffic it speeds is a race's few requests, never a bulk transfer."""
+
+    def __init__(self, *, max_datagram_size: int) -> None:
+        super().__init__(max_datagram_size=max_datagram_size)
+        self.floor = 4 * RELEASE_BURST * max_datagram_size
+        self.congestion_window = max(self.congestion_window, self.floor)
+
+    def on_packets_lost(self, *, now: float, packets: Iterable[QuicSentPacket]) -> None:
+        super().on_packets_lost(now=now, packets=packets)
+        self.congestion_window = max(self.congestion_window, self.floor)
+
+    def on_persistent_congestion(self) -> None:
+        super().on_persistent_congestion()
+        self.congestion_window = max(self.congestion_window, self.floor)
+
+
+register_congestion_control(RELEASE_CONTROL, ReleaseReno)
+
+
 class HoldingQuic(QuicConnection):
     """A client ``QuicConnection`` whose ``send_stream_data`` captures one chosen stream's bytes,
-    watched by its own ``ReleaseWatch`` (it takes the configuration's ``quic_logger``)."""
+    watched by its own ``ReleaseWatch`` (it takes the configuration's ``quic_logger``), its
+    congestion control ``ReleaseReno``."""
 
     def __init__(self, configuration: QuicConfiguration) -> None:
         logger = WatchLogger()
         configuration.quic_logger = logger
+        configuration.congestion_control_algorithm = RELEASE_CONTROL
         super().__init__(configuration=configuration)
         if logger.watch is None:  # aioquic starts the trace in __init__: never
             raise RuntimeError("aioquic started no qlog trace for the connection")

@@ -13,8 +13,8 @@ change inside the engine is answered here once, not in every benchmark. It offer
 - ``wire_request``: the exact bytes the engine sends for an ``httpx.Request``, and where its
   held bytes begin at a hold point (``WireRequest.held_from``);
 - ``fire_observed``: one race fired wave by wave with each seat's gate write observed
-  (``GateWrite``: its time, bytes, sends and TCP segments) and, for single-packet, the
-  connections it opened.
+  (``GateWrite``: its time, bytes, sends and TCP segments, or an HTTP/3 release's datagrams)
+  and, for single-packet and single-datagram, the connections it opened.
 
 Nothing here changes what the engine does or reads a firer's internals: both starts keep
 their ``gate_writes`` themselves, and ``fire_observed`` turns on their segment counting.
@@ -26,6 +26,8 @@ import ssl
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -38,10 +40,14 @@ from pytest_seatrace.engine.firers import ssl_context_for
 from pytest_seatrace.engine.lastbyte import LastByteFirer
 from pytest_seatrace.engine.limits import ensure_open_files
 from pytest_seatrace.engine.plan import AttemptFn, RacePlan, RequestSpec, SetupFn, TargetOptions
-from pytest_seatrace.engine.requests import RequestBuilder, WireRequest, from_httpx
+from pytest_seatrace.engine.requests import RequestBuilder, WireRequest, check_url, from_httpx
 from pytest_seatrace.engine.runner import run_race
 from pytest_seatrace.engine.shards import GatewayPool
 from pytest_seatrace.engine.single_packet import SinglePacketFirer
+from pytest_seatrace.engine.stream import Origin
+
+if TYPE_CHECKING:
+    from pytest_seatrace.engine.single_datagram import SingleDatagramFirer
 
 __all__ = [
     "REJECT_DEFAULT",
@@ -86,6 +92,8 @@ class GateWrite:
     sends: int
     segments: int | None
     """TCP segments with data those sends made (Linux), else None."""
+    datagrams: int | None = None
+    """UDP datagrams of a single-datagram release (its ``sendto`` calls); None over TCP."""
 
 
 @dataclass(frozen=True)
@@ -93,9 +101,11 @@ class Observed:
     """A race fired by ``fire_observed``: its records, and what its gates cost."""
 
     run: RaceRun
+    """Its records; for single-datagram also each release (``releases``: build and write time)."""
     gates: list[GateWrite]
     connections: int | None
-    """Connections single-packet opened (kept by every wave in turn); None for last-byte."""
+    """Connections single-packet or single-datagram opened (kept by every wave in turn); None
+    for last-byte."""
 
 
 async def fire_observed(
@@ -107,22 +117,35 @@ async def fire_observed(
     ssl_context: ssl.SSLContext | None,
     h2_context: ssl.SSLContext | None = None,
     single_packet: bool = False,
+    quic_port: int | None = None,
+    tls_verify: bool | str | Path = True,
 ) -> Observed:
-    """Fire ``waves`` (resource indexes) of one round with last-byte over HTTP/1.1 or
-    single-packet over HTTP/2, firers built directly as the runner builds them, and observe
-    every gate write. ``ssl_context``: the trust for an https ``url``, offering no ALPN;
-    ``h2_context``: the same trust offering ``h2`` first, for single-packet."""
+    """Fire ``waves`` (resource indexes) of one round with last-byte over HTTP/1.1,
+    single-packet over HTTP/2 or, given ``quic_port`` (where the origin answers HTTP/3, as its
+    ``Alt-Svc`` would say), single-datagram, firers built directly as the runner builds them,
+    and observe every gate write. ``ssl_context``: the trust for an https ``url``, offering no
+    ALPN; ``h2_context``: the same trust offering ``h2`` first, for single-packet;
+    ``tls_verify``: single-datagram's certificate check (a CA file, say)."""
     plain = ssl.create_default_context() if ssl_context is None else ssl_context
     builder = RequestBuilder(spec, url, plain)
     classifier = Classifier(config)
     sink: list[Record] = []
-    firer: SinglePacketFirer | LastByteFirer
-    if single_packet:
+    firer: SinglePacketFirer | LastByteFirer | SingleDatagramFirer
+    quic: SingleDatagramFirer | None = None
+    if quic_port is not None:
+        from pytest_seatrace.engine.single_datagram import SingleDatagramFirer  # aioquic: only here
+
+        firer = quic = SingleDatagramFirer(config, builder, None, classifier)
+        quic.verify = tls_verify
+        origin = check_url(httpx.URL(url), url)
+        quic.h3_at[origin] = Origin(origin.scheme, origin.host, quic_port)
+    elif single_packet:
         firer = SinglePacketFirer(config, builder, h2_context, classifier)
+        firer.count_segments = True
     else:
         ensure_open_files(2 * config.concurrency)
         firer = LastByteFirer(config, builder, plain, classifier)
-    firer.count_segments = True
+        firer.count_segments = True
     try:
         began = time.perf_counter()
         await firer.fire_waves(1, waves, sink)
@@ -130,7 +153,8 @@ async def fire_observed(
     finally:
         await firer.aclose()
         await builder.aclose()
-    run = RaceRun(records=tuple(sink), duration=duration)
-    gates = [GateWrite(g.ns, g.bytes, g.sends, g.segments) for g in firer.gate_writes]
-    connections = firer.connections if isinstance(firer, SinglePacketFirer) else None
+    releases = () if quic is None else tuple(quic.datagram_releases)
+    run = RaceRun(records=tuple(sink), duration=duration, releases=releases)
+    gates = [GateWrite(g.ns, g.bytes, g.sends, g.segments, g.datagrams) for g in firer.gate_writes]
+    connections = None if isinstance(firer, LastByteFirer) else firer.connections
     return Observed(run, gates, connections)

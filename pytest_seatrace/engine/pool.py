@@ -11,13 +11,13 @@ wave reuses hundreds at once.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Generic, Protocol, TypeVar
 
 import anyio
 
 from pytest_seatrace.engine.keepalive import KeepAlive
-from pytest_seatrace.engine.stream import Origin
+from pytest_seatrace.engine.stream import Origin, TransportError
 
 
 class Kept(Protocol):
@@ -112,3 +112,23 @@ class KeptPool(Generic[C]):
             conn.close()
         self._opened.clear()
         self._idle.clear()
+
+
+async def open_together(
+    count: int, open_one: Callable[[], Awaitable[C]]
+) -> tuple[list[C], TransportError | None]:
+    """``count`` connections opened at once: those that opened, and the first failure (kept for
+    the streams that wanted them, rather than an exception group)."""
+    opened: list[C] = []
+    failures: list[TransportError] = []
+
+    async def one() -> None:
+        try:
+            opened.append(await open_one())
+        except TransportError as exc:
+            failures.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(count):
+            tg.start_soon(one)
+    return opened, failures[0] if failures else None

@@ -32,6 +32,7 @@ from pytest_seatrace.core.records import (
 )
 from pytest_seatrace.core.redact import strip_url
 from pytest_seatrace.engine.asgi import lifespan
+from pytest_seatrace.engine.auto_start import AutoStart, choose_auto
 from pytest_seatrace.engine.classify import Classifier
 from pytest_seatrace.engine.firers import make_firer, ssl_context_for
 from pytest_seatrace.engine.hooks import describe, explain, trim, user_error
@@ -44,6 +45,8 @@ from pytest_seatrace.engine.stream import Origin
 from pytest_seatrace.engine.waves import Firer
 
 ASGI_BASE_URL = "http://testserver"
+HTTP_VERSIONS = {"single-packet": "HTTP/2", "single-datagram": "HTTP/3"}
+"""The HTTP version each start speaks; the others, HTTP/1.1."""
 
 
 _Fire = tuple[
@@ -52,10 +55,10 @@ _Fire = tuple[
     RequestBuilder | None,
     httpx.AsyncBaseTransport | None,
     Callable[[int], Awaitable[list[Record]]],
-    str,
+    AutoStart,
 ]
 """The start mode's firer, the base URL, the request builder, the in-process transport,
-``prepare(round)`` (the set-ups) and the start mode that runs."""
+``prepare(round)`` (the set-ups) and the start that runs, with why."""
 
 
 def waves(count: int, parallel: int) -> list[range]:
@@ -111,6 +114,7 @@ async def run_race(
             shards=tuple(getattr(firers[0], "shards", ())) if firers else (),
             replaced=getattr(firers[0], "replaced", 0) if firers else 0,
             stopped=stopped,
+            releases=tuple(getattr(firers[0], "datagram_releases", ())) if firers else (),
         )
 
     def hand_over(firer: Firer | None) -> None:
@@ -129,7 +133,7 @@ async def run_race(
     async def one_round(rnd: int, fire: _Fire) -> bool:
         """Reset (after round 1), set up, fire every wave, verify; ``False``: the race stops."""
         nonlocal busy, not_run
-        firer, base_url, builder, transport, prepare, mode = fire
+        firer, base_url, builder, transport, prepare, start_mode = fire
         at.wave, at.stage = None, f"the reset after round {rnd - 1}"  # still the round before
         if rnd > 1:
             origin = base_url or (builder.first_url if builder else None)
@@ -155,7 +159,7 @@ async def run_race(
             ungated.extend(firer.ungated)
             firer.ungated.clear()
             if not raced:
-                raced.append(_raced(plan, builder, base_url, mode, transport is not None, records))
+                raced.append(_raced(plan, builder, base_url, start_mode, transport is not None, records))
         at.wave, at.stage = None, f"verify= after round {rnd}"
         if plan.verify is not None:
             for index, resource in enumerate(config.resources):
@@ -167,7 +171,7 @@ async def run_race(
     try:
         async with _firer(plan) as fire:
             firer, base_url, builder = fire[:3]
-            modes.append(fire[5])
+            modes.append(fire[5].mode)
             firers.append(firer)
             if config.rounds > 1 and plan.reset is None and base_url is None and builder is None:
                 raise RaceUsageError(NO_RESET)  # before round 1, not after it
@@ -297,7 +301,8 @@ async def _firer(plan: RacePlan) -> AsyncIterator[_Fire]:
     set-ups of that round (``setup=``), returning the records of clients whose set-up failed.
     ``sync="auto"`` is decided here, once, from the first origin."""
     target, spec = plan.target, plan.request
-    mode, ssl_context = await _start(plan)
+    start, ssl_context = await _start(plan)
+    mode = start.mode
     config = replace(plan.config, sync=mode)  # type: ignore[arg-type]
     roster = Roster(config)
     cookies: dict[tuple[int, int], dict[str, str]] = {}
@@ -326,7 +331,7 @@ async def _firer(plan: RacePlan) -> AsyncIterator[_Fire]:
             if pool is None:  # no session to own the gateways: they live as long as this race
                 pool = GatewayPool()
                 stack.callback(pool.close)
-            firer = ShardedFirer(plan, config, builder, classifier, roster, pool)
+            firer = ShardedFirer(plan, config, builder, classifier, roster, pool, _h3_at(plan, start))
         else:
             firer = make_firer(
                 mode,
@@ -338,6 +343,8 @@ async def _firer(plan: RacePlan) -> AsyncIterator[_Fire]:
                 base_url=base_url,
                 attempt_fn=plan.attempt,
                 transport=transport,
+                tls_verify=target.tls_verify,
+                h3_at=_h3_at(plan, start),
             )
         stack.push_async_callback(firer.aclose)
 
@@ -350,7 +357,7 @@ async def _firer(plan: RacePlan) -> AsyncIterator[_Fire]:
                 cookies.update(await run_setups(plan, plan.setup, roster, rnd, base_url, http_context))
             return failed_records(roster, rnd)
 
-        yield firer, base_url, builder, transport, prepare, mode
+        yield firer, base_url, builder, transport, prepare, start
 
 
 def settle_operations(records: Sequence[Record]) -> None:
@@ -366,7 +373,7 @@ def _raced(
     plan: RacePlan,
     builder: RequestBuilder | None,
     base_url: str | None,
-    mode: str,
+    start: AutoStart,
     in_process: bool,
     records: Sequence[Record] = (),
 ) -> Raced:
@@ -384,32 +391,67 @@ def _raced(
             method = ", ".join(seen) or "mixed"
     else:
         url, from_url, method = base or "", (), "race.run attempt"
-    version = "ASGI (in process)" if in_process else "HTTP/2" if mode == "single-packet" else "HTTP/1.1"
-    return Raced(method, url, base, version, tuple(dict.fromkeys((*stripped, *from_url))))
+    version = "ASGI (in process)" if in_process else HTTP_VERSIONS.get(start.mode, "HTTP/1.1")
+    return Raced(method, url, base, version, tuple(dict.fromkeys((*stripped, *from_url))), start.why)
 
 
-async def _start(plan: RacePlan) -> tuple[str, ssl.SSLContext]:
-    """The start that runs, and the SSL context for it. ``auto``: single-packet where TLS ALPN
-    picks ``h2`` at the first origin, else last-byte; an explicit hold point means last-byte."""
+async def _start(plan: RacePlan) -> tuple[AutoStart, ssl.SSLContext]:
+    """The start that runs, why (what ``auto`` decided), and the SSL context for it.
+
+    ``auto`` (``engine.auto_start``): single-datagram where the first origin offers HTTP/3, else
+    single-packet where TLS ALPN picks ``h2`` (not with an explicit hold point), else last-byte."""
     config, target = plan.config, plan.target
     if plan.attempt is not None or target.app is not None or config.sync == "gate":
-        return "gate", ssl_context_for("gate", target.tls_verify)
-    mode: str = config.sync
-    if mode == "auto":
-        mode = "last-byte"
-        origin = None if config.hold_given else _first_origin(plan)
-        if origin is not None and origin.scheme == "https":
-            from pytest_seatrace.engine.http2 import negotiate_h2
+        return AutoStart("gate", None), ssl_context_for("gate", target.tls_verify)
+    start = AutoStart(config.sync, None)
+    if config.sync == "auto":
+        first = _first_url(plan)
+        if first is not None:
+            start = await choose_auto(*first, config, target.tls_verify)
+        else:
+            start = AutoStart("last-byte", None)
+    if start.mode == "single-datagram":
+        _check_single_datagram(plan)
+    return start, ssl_context_for(start.mode, target.tls_verify)
 
-            if await negotiate_h2(
-                origin, ssl_context_for("single-packet", target.tls_verify), config.timeout
-            ):
-                mode = "single-packet"
-    return mode, ssl_context_for(mode, target.tls_verify)
+
+def _h3_at(plan: RacePlan, start: AutoStart) -> dict[Origin, Origin]:
+    """Where HTTP/3 answers for the first origin, when ``auto`` found it elsewhere (``Alt-Svc``)."""
+    if start.target is None:
+        return {}
+    origin = _first_origin(plan)
+    return {} if origin is None or start.target == origin else {origin: start.target}
+
+
+def _check_single_datagram(plan: RacePlan) -> None:
+    """What a single-datagram race cannot do, refused before anything is sent: QUIC is always
+    TLS, and aioquic takes no ``ssl.SSLContext`` (nor can one travel to a shard)."""
+    from pytest_seatrace.engine.http3 import Http3Error, load_aioquic
+
+    try:
+        load_aioquic()
+    except Http3Error as exc:  # the [http3] extra is not installed
+        raise RaceUsageError(f"sync='single-datagram': {exc}") from None
+    if isinstance(plan.target.tls_verify, ssl.SSLContext):
+        raise RaceUsageError(
+            "tls_verify=<ssl.SSLContext>: sync='single-datagram' speaks QUIC through aioquic, which "
+            "cannot take an SSLContext; pass True, False or a CA bundle path"
+        )
+    origin = _first_origin(plan)
+    if origin is not None and origin.scheme != "https":
+        raise RaceUsageError(
+            f"sync='single-datagram' needs an https:// URL (QUIC is always TLS), not {origin.url}"
+        )
 
 
 def _first_origin(plan: RacePlan) -> Origin | None:
-    """The origin a race talks to: its first request's, or the base URL of ``run`` attempts.
+    """The origin a race talks to: its first request's, or the base URL of ``run`` attempts."""
+    first = _first_url(plan)
+    return None if first is None else first[1]
+
+
+def _first_url(plan: RacePlan) -> tuple[str, Origin] | None:
+    """The first URL a race requests and its origin, or the base URL of ``run`` attempts.
 
     Only the URL is resolved (a ``url=`` callable is called once more for it); the other
     argument callables run once per attempt, as always.
@@ -422,10 +464,10 @@ def _first_origin(plan: RacePlan) -> Origin | None:
             if plan.setup is None or not base:
                 raise
             # The URL needs attempt.setup, which no set-up has made yet: the base URL's origin.
-            return check_url(httpx.URL(base), base)
+            return base, check_url(httpx.URL(base), base)
         full = httpx.URL(base).join(url) if base else httpx.URL(url)
-        return check_url(full, url)
-    return check_url(httpx.URL(base), base) if base else None
+        return str(full), check_url(full, url)
+    return (base, check_url(httpx.URL(base), base)) if base else None
 
 
 def _origin(url: str) -> str:

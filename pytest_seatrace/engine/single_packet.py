@@ -25,17 +25,17 @@ import ssl
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import anyio
-import anyio.lowlevel
 import h2.exceptions
 
 from pytest_seatrace.core.records import Outcome, Record
 from pytest_seatrace.engine.h2_outcomes import StreamOutcomes
-from pytest_seatrace.engine.h2_requests import H2Requests, H2Stream
+from pytest_seatrace.engine.h2_requests import H2Requests, H2Stream, StreamGroups, group_streams
 from pytest_seatrace.engine.http2 import HTTP2Connection, LinkState, NotHTTP2, not_h2_reason
 from pytest_seatrace.engine.plan import release_order
-from pytest_seatrace.engine.pool import KeptPool
+from pytest_seatrace.engine.pool import KeptPool, open_together
 from pytest_seatrace.engine.stream import NetworkStream, Origin, TransportError
 from pytest_seatrace.engine.waves import GateWrite, WavePipeline, segments_now, segments_since
 
@@ -44,8 +44,7 @@ RENEW_PASSES = 2
 is written again once at most."""
 
 
-_Groups = dict[tuple[int, Origin], list[H2Stream]]
-"""A wave's streams by (resource index, origin): each group gets its own connections."""
+_Groups = StreamGroups
 
 
 @dataclass
@@ -93,31 +92,20 @@ class _Opener:
         limit = self._max_streams.get(origin, count) or 1
         missing = count - sum(link.capacity for link in out)
         if missing > 0:
-            fresh: list[HTTP2Connection] = []
-            failures: list[Exception] = []
-            async with anyio.create_task_group() as tg:
-                for _ in range(math.ceil(missing / min(limit, count))):
-                    tg.start_soon(self._open_into, origin, fresh, failures, opening)
+            fresh, failure = await open_together(
+                math.ceil(missing / min(limit, count)), partial(self._open, origin, opening)
+            )
             out.extend(fresh)
-            if failures:
+            if failure is not None:
                 for link in out:
                     pool.give_back(link)
-                raise failures[0]
+                raise failure
         if sum(link.capacity for link in out) < count:
             raise TransportError(
                 f"the server at {origin.url} allows {limit} concurrent streams per connection: "
                 f"{count} streams did not fit on {len(out)} connections"
             )
         return out
-
-    async def _open_into(
-        self, origin: Origin, out: list[HTTP2Connection], failures: list[Exception], opening: _Opening
-    ) -> None:
-        """``_open`` in a task group, its failure kept for the group's streams (no exception group)."""
-        try:
-            out.append(await self._open(origin, opening))
-        except TransportError as exc:
-            failures.append(exc)
 
     async def _open(self, origin: Origin, opening: _Opening) -> HTTP2Connection:
         """Connect, check ALPN (or h2c), and wait for the server's SETTINGS."""
@@ -166,16 +154,7 @@ class SinglePacketFirer(WavePipeline[_Wave]):
 
     async def build(self, rnd: int, indices: Sequence[int]) -> _Wave:
         """Every request of the wave, grouped by resource and origin (one set of connections each)."""
-        groups: _Groups = {}
-        roster = self.roster
-        for index in indices:
-            for client in roster.clients(index):  # not those whose set-up failed
-                if client % 25 == 0:  # let the previous wave's responses be read on time
-                    await anyio.lowlevel.checkpoint()
-                record = Record(resource=index, client=client, round=rnd)
-                stream = self._requests.stream(record, roster.attempt(index, client, rnd))
-                groups.setdefault((index, stream.origin), []).append(stream)
-        return _Wave(groups)
+        return _Wave(await group_streams(self._requests, self.roster, rnd, indices))
 
     def records(self, wave: _Wave) -> list[Record]:
         return [s.record for streams in wave.groups.values() for s in streams]

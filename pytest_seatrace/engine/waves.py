@@ -68,6 +68,8 @@ class GateWrite:
     to the return of the last."""
     segments: int | None = None
     """TCP segments with data those sends made (``count_segments`` on Linux), else None."""
+    datagrams: int | None = None
+    """UDP datagrams of an HTTP/3 release (single-datagram: its ``sends``); None over TCP."""
 
 
 def segments_now(socks: Sequence[socket.socket]) -> list[int | None]:

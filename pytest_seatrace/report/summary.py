@@ -66,14 +66,28 @@ def status_lines(races: Sequence[RaceDoc], width: int = 80) -> list[Line]:
     else:
         rows = [[code, n, shares[code, reason]] for code, reason, n in order]
         table = tabulate(rows, headers=("status", "count", "share"), tablefmt="simple").splitlines()
-    modes = Counter(race["mode"] for race in races)
-    mode_text = ", ".join(f"{mode} ({plural(n, 'race')})" for mode, n in sorted(modes.items()))
     return [
         Line(""),
         *[Line(line) for line in table],
         Line(""),
-        Line(f"start mode: {mode_text}"),
+        Line(f"start mode: {start_modes(races)}"),
     ]
+
+
+def start_modes(races: Sequence[RaceDoc]) -> str:
+    """Each start that ran, its races, and why ``auto`` chose it when it said:
+    ``last-byte (2 races), single-datagram (1 race; HTTP/3 offered by Alt-Svc h3=:8443)``."""
+    counts = Counter(race["mode"] for race in races)
+    whys: dict[str, dict[str, None]] = {}
+    for race in races:
+        raced = race.get("raced")
+        if raced and raced.get("why"):
+            whys.setdefault(race["mode"], {})[str(raced["why"])] = None
+    parts = [
+        f"{mode} ({'; '.join((plural(n, 'race'), *whys.get(mode, ())))})"
+        for mode, n in sorted(counts.items())
+    ]
+    return ", ".join(parts)
 
 
 def operation_lines(races: Sequence[RaceDoc], width: int) -> list[Line]:

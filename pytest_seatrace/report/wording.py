@@ -61,7 +61,8 @@ def ordered_statuses(counts: Counter[tuple[str, str]]) -> list[tuple[str, str, i
 
 
 def hold_point(race: RaceDoc) -> str | None:
-    """The hold point of a last-byte race (what was raced says it); ``None`` for other starts."""
+    """The hold point of a last-byte or single-datagram race (what was raced says it); ``None``
+    for other starts."""
     raced = race["raced"]
     return None if raced is None else raced["hold"]
 
@@ -118,6 +119,32 @@ def replaced_text(race: RaceDoc) -> str | None:
         f"{replaced} kept {'connection' if replaced == 1 else 'connections'} the server had closed "
         "(idle past its keep-alive) replaced before the release: no request it could have acted on "
         "was lost or replayed"
+    )
+
+
+def releases_text(race: RaceDoc) -> str | None:
+    """How a single-datagram race's releases went out: datagrams, connections, gate write."""
+    releases = race.get("releases")
+    if not releases:
+        return None
+    datagrams = sorted({r["datagrams"] for r in releases})
+    each = str(datagrams[0]) if len(datagrams) == 1 else f"{datagrams[0]}–{datagrams[-1]}"
+    widest = max(releases, key=lambda r: r["connections"])
+    credit = widest["stream_credit"]
+    why = (
+        f"the server grants {plural(credit, 'stream')} a connection, {widest['streams']} needed them"
+        if widest["connections"] > 1 and credit
+        else "its stream credit holds every client"
+        if widest["connections"] == 1
+        else "as the server's stream credit allowed"
+    )
+    writes = sorted(r["write_ns"] for r in releases)
+    return (
+        f"{plural(len(releases), 'release')} over HTTP/3, {each} UDP "
+        f"{'datagram' if datagrams == [1] else 'datagrams'} each, on up to "
+        f"{plural(widest['connections'], 'connection')} ({why}), at most "
+        f"{max(r['bytes'] for r in releases)} bytes; gate write median "
+        f"{format_ms(writes[len(writes) // 2], 3)} ms"
     )
 
 
@@ -185,6 +212,7 @@ def race_notes(race: RaceDoc) -> list[tuple[str, str]]:
         (STOPPED, stopped_text(race)),
         (WARNING, early_text(race)),
         (PLAIN, replaced_text(race)),
+        (PLAIN, releases_text(race)),
         *((WARNING, text) for text in race["notes"]),
         (WARNING, contention_text(race)),
         (PLAIN if all(h["valid"] for h in race.get("histories", [])) else WARNING, model_text(race)),

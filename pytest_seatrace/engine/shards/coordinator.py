@@ -24,14 +24,14 @@ import contextlib
 import functools
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import InitVar, dataclass, field
+from dataclasses import InitVar, dataclass, field, replace
 from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
 
 from pytest_seatrace.core.config import RaceConfig
-from pytest_seatrace.core.records import Outcome, Record, ShardInfo
+from pytest_seatrace.core.records import DatagramRelease, Outcome, Record, ShardInfo
 from pytest_seatrace.engine.classify import Classifier
 from pytest_seatrace.engine.plan import RacePlan, Roster
 from pytest_seatrace.engine.requests import RequestBuilder
@@ -40,7 +40,16 @@ from pytest_seatrace.engine.shards.fields import RequestTables, Tables
 from pytest_seatrace.engine.shards.gateways import Gateways
 from pytest_seatrace.engine.shards.link import ShardLink, gather
 from pytest_seatrace.engine.shards.messages import End, Plan, Ready, Records, Round, Start
-from pytest_seatrace.engine.shards.travel import PYTHON_VERSION, RaceSettings, pack, tls_for_shard, unpack
+from pytest_seatrace.engine.shards.travel import (
+    PYTHON_VERSION,
+    RaceSettings,
+    h3_for_shard,
+    pack,
+    releases_of,
+    tls_for_shard,
+    unpack,
+)
+from pytest_seatrace.engine.stream import Origin
 from pytest_seatrace.engine.waves import ReleaseAtOnce, WaveHooks
 
 _T = TypeVar("_T")
@@ -72,10 +81,14 @@ class ShardedFirer:
     classifier: Classifier
     roster: Roster
     pool: Gateways
+    h3_at: dict[Origin, Origin] = field(default_factory=dict)
+    """Where HTTP/3 answers for an origin off its URL's port (``auto``'s ``Alt-Svc`` find)."""
     ungated: list[str] = field(default_factory=list, init=False)
     """Always empty: request races only."""
     hooks: WaveHooks = field(default_factory=ReleaseAtOnce, init=False)
     """Never paced: the shards' own firers wait for the start instants this one names."""
+    datagram_releases: list[DatagramRelease] = field(default_factory=list, init=False)
+    """Every shard's single-datagram releases, as their records arrive."""
     _fired: list[tuple[int, Sequence[int], int, list[tuple[int, Share]]]] = field(
         default_factory=list, init=False
     )
@@ -117,6 +130,7 @@ class ShardedFirer:
             constants=requests.constants,
             varying=requests.varying,
             python_version=PYTHON_VERSION,
+            h3_at=h3_for_shard(self.h3_at),
         )
 
     async def _start(self, meanwhile: Callable[[], _T]) -> _T:
@@ -284,6 +298,9 @@ class ShardedFirer:
         def merge(link: ShardLink, message: Records) -> None:
             link.late_ns = max(link.late_ns, message.late_ns)
             link.replaced = max(link.replaced, message.replaced)
+            self.datagram_releases.extend(
+                replace(r, shard=link.number) for r in releases_of(message.releases)
+            )
             merged[link.number] = self._merge(link, unpack(message.rows))
 
         live = [link for link in self._links if link.live]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from pytest_seatrace.engine.shards.travel import RaceSettings
@@ -129,6 +129,8 @@ class Plan(Message):
     varying: list[str]
     python_version: list[int]
     """The coordinator's: equal to the shard's, tables and rows travel as ``marshal`` bytes."""
+    h3_at: list[list[Any]] = field(default_factory=list)
+    """``travel.h3_for_shard``: where HTTP/3 answers, when ``auto`` found it off the URL's port."""
 
 
 @_message("clock")
@@ -206,6 +208,8 @@ class Records(Message):
     """The latest this shard released a wave after its start instant so far."""
     replaced: int
     """Kept connections it replaced so far (the server had closed them)."""
+    releases: list[list[int]] = field(default_factory=list)
+    """A single-datagram wave's releases on this shard (``travel.release_rows``)."""
 
 
 @_message("missed")

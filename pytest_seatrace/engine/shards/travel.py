@@ -2,9 +2,11 @@
 
 User callables and the success/reject/error rules stay with the coordinator, which classifies;
 a shard gets the race's settings (``RaceSettings``, there by ``of`` and back by ``config``), the
-TLS verification (a CA bundle as its text: the far host may lack the file), and request values
-as builtins. Between equal Python versions tables and rows travel as ``marshal`` bytes: execnet's
-own serialiser is pure Python (~55 µs a record row each way against marshal's ~0.5 µs).
+TLS verification (a CA bundle as its text: the far host may lack the file), where HTTP/3
+answers (``auto``'s ``Alt-Svc`` find), and request values as builtins; a single-datagram
+shard's releases come back as rows of figures. Between equal Python versions tables and rows
+travel as ``marshal`` bytes: execnet's own serialiser is pure Python (~55 µs a record row each
+way against marshal's ~0.5 µs).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import marshal
 import os
 import ssl
 import sys
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -21,6 +24,8 @@ import httpx
 
 from pytest_seatrace.core.config import HoldPoint, RaceConfig, SyncMode
 from pytest_seatrace.core.errors import RaceUsageError
+from pytest_seatrace.core.records import DatagramRelease
+from pytest_seatrace.engine.stream import Origin
 
 PYTHON_VERSION = list(sys.version_info[:2])
 HTTPX_FIELDS = frozenset({"headers", "params", "cookies", "url"})
@@ -91,6 +96,27 @@ def tls_on_shard(tls: tuple[str, Any], folder: str) -> str | bool:
         path.write_text(value, encoding="utf-8")
         return str(path)
     return bool(value)
+
+
+def h3_for_shard(h3_at: Mapping[Origin, Origin]) -> list[list[Any]]:
+    """Where HTTP/3 answers (``auto``'s ``Alt-Svc`` find) as it travels: ``[scheme, host, port]``
+    pairs, origin then target."""
+    return [[[o.scheme, o.host, o.port], [t.scheme, t.host, t.port]] for o, t in h3_at.items()]
+
+
+def h3_on_shard(pairs: Iterable[list[Any]]) -> dict[Origin, Origin]:
+    """Back: the ``h3_at=`` a shard's single-datagram firer takes."""
+    return {Origin(*origin): Origin(*target) for origin, target in pairs}
+
+
+def release_rows(releases: Iterable[DatagramRelease]) -> list[list[int]]:
+    """A shard's single-datagram releases as they travel: one row of figures each."""
+    return [[getattr(release, f.name) for f in fields(DatagramRelease)] for release in releases]
+
+
+def releases_of(rows: Iterable[list[int]]) -> list[DatagramRelease]:
+    """Back: the releases a shard reported."""
+    return [DatagramRelease(*row) for row in rows]
 
 
 def plain(value: Any) -> Any:

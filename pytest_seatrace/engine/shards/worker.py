@@ -32,6 +32,7 @@ from pytest_seatrace.core.errors import RaceUsageError
 from pytest_seatrace.core.records import BODY_KEEP, Record
 from pytest_seatrace.engine.classify import ResponseRecorder, ResponseSource
 from pytest_seatrace.engine.firers import make_firer, ssl_context_for
+from pytest_seatrace.engine.http3 import Http3Error
 from pytest_seatrace.engine.lastbyte import LastByteFirer
 from pytest_seatrace.engine.limits import ensure_open_files
 from pytest_seatrace.engine.plan import Attempt, RequestSpec, Roster
@@ -50,7 +51,15 @@ from pytest_seatrace.engine.shards.messages import (
     dispatch,
 )
 from pytest_seatrace.engine.shards.starter import ShardStop, Starter
-from pytest_seatrace.engine.shards.travel import PYTHON_VERSION, pack, plugin_version, tls_on_shard, unpack
+from pytest_seatrace.engine.shards.travel import (
+    PYTHON_VERSION,
+    h3_on_shard,
+    pack,
+    plugin_version,
+    release_rows,
+    tls_on_shard,
+    unpack,
+)
 
 
 class _Share(Roster):
@@ -143,13 +152,19 @@ class _Sink(list[Record]):
         self.hold = False
         self.replaced: Callable[[], int] = lambda: 0
         """Kept connections the firer replaced so far (they go with each wave's records)."""
+        self.releases: list[Any] = []
+        """The firer's single-datagram releases so far: the new ones go with each wave's records."""
+        self._reported = 0
         self._held: list[Records] = []
 
     def extend(self, wave: Iterable[Record]) -> None:
         rows = [self._recorder.row(rec) for rec in wave]
         state = self._state
         sent = pack(rows, self._packed)  # execnet's serialiser is slow
-        message = Records(state["round"], state["wave"], sent, state.get("late", 0), self.replaced())
+        releases = release_rows(self.releases[self._reported :])
+        self._reported = len(self.releases)
+        late = state.get("late", 0)
+        message = Records(state["round"], state["wave"], sent, late, self.replaced(), releases)
         self._held.append(message)
         if not self.hold:
             self.flush()
@@ -182,22 +197,30 @@ class _Race:
         request.pop("method", None)
         spec = RequestSpec(method, **request)
         self.recorder = _Recorder(plan.keep_body)
-        ssl_context = ssl_context_for(race.sync, tls_on_shard(plan.tls, folder))
+        tls_verify = tls_on_shard(plan.tls, folder)  # aioquic loads a CA bundle from its file
+        ssl_context = ssl_context_for(race.sync, tls_verify)
         builder = RequestBuilder(spec, plan.base_url, ssl_context)
         self.state = {"round": 0, "wave": 0}
         starter = Starter(channel, self.state, self.fields.install, float(race.timeout))
-        self.firer = firer = make_firer(
-            race.sync,
-            config,
-            self.recorder,
-            ssl_context,
-            builder=builder,
-            roster=self.roster,
-            base_url=plan.base_url,
-            hooks=starter,
-        )
+        try:
+            self.firer = firer = make_firer(
+                race.sync,
+                config,
+                self.recorder,
+                ssl_context,
+                builder=builder,
+                roster=self.roster,
+                base_url=plan.base_url,
+                hooks=starter,
+                tls_verify=tls_verify,
+                h3_at=h3_on_shard(plan.h3_at),
+            )
+        except Http3Error as exc:  # single-datagram without the [http3] extra on this host
+            where = f"{sys.executable} on {socket.gethostname()}"
+            raise RaceUsageError(f"{exc}: install it into {where}") from None
         self.sink = sink = _Sink(channel, self.recorder, self.state, plan.python_version == PYTHON_VERSION)
         sink.replaced = lambda: getattr(firer, "replaced", 0)
+        sink.releases = getattr(firer, "datagram_releases", [])
         starter.before_start = sink.flush
         if isinstance(firer, LastByteFirer):
             sink.hold = True  # until the next wave's prefixes are written: see _Sink
