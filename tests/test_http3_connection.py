@@ -393,3 +393,25 @@ def test_settle_waits_for_a_due_ack_no_longer_than_its_instant(
             connection.close()
 
     anyio.run(scenario)
+
+
+def test_the_release_congestion_control_never_lets_its_window_below_four_bursts() -> None:
+    """A loss before the release (a datagram the server's queue dropped) halves aioquic's New
+    Reno window, down to two datagrams on persistent congestion, and its pacer then lets only a
+    quarter of the window out at once: a release of several datagrams would be cut short."""
+    from aioquic.quic.packet import QuicPacketType
+    from aioquic.quic.packet_builder import QuicSentPacket
+    from aioquic.tls import Epoch
+
+    from pytest_seatrace.engine.http3_hold import RELEASE_BURST, ReleaseReno
+
+    control = ReleaseReno(max_datagram_size=MAX_DATAGRAM)
+    floor = 4 * RELEASE_BURST * MAX_DATAGRAM
+    assert control.congestion_window == floor  # above aioquic's initial 10 datagrams
+    lost = QuicSentPacket(Epoch.ONE_RTT, True, True, False, 7, QuicPacketType.ONE_RTT, 1.0, MAX_DATAGRAM)
+    control.on_packet_sent(packet=lost)
+    control.on_packets_lost(now=2.0, packets=[lost])
+    assert control.congestion_window == floor
+    assert control.bytes_in_flight == 0
+    control.on_persistent_congestion()
+    assert control.congestion_window == floor
