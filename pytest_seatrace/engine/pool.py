@@ -67,6 +67,26 @@ class KeptPool(Generic[C]):
         """Return a kept connection taken but not used, as idle as it was."""
         self._idle.setdefault(conn.origin, []).append(conn)
 
+    async def open_into(self, out: list[C], count: int, open_one: Callable[[], Awaitable[C]]) -> None:
+        """``count`` connections opened at once, added to ``out``; when one fails, every
+        connection of ``out`` goes back to the pool and the first failure is raised (not an
+        exception group: it is meant for the streams that wanted them)."""
+        failures: list[TransportError] = []
+
+        async def one() -> None:
+            try:
+                out.append(await open_one())
+            except TransportError as exc:
+                failures.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(count):
+                tg.start_soon(one)
+        if failures:
+            for conn in out:
+                self.give_back(conn)
+            raise failures[0]
+
     def take(self, origin: Origin) -> C | None:
         """The connection to ``origin`` kept last (weed first), or ``None``."""
         kept = self._idle.get(origin)
@@ -112,23 +132,3 @@ class KeptPool(Generic[C]):
             conn.close()
         self._opened.clear()
         self._idle.clear()
-
-
-async def open_together(
-    count: int, open_one: Callable[[], Awaitable[C]]
-) -> tuple[list[C], TransportError | None]:
-    """``count`` connections opened at once: those that opened, and the first failure (kept for
-    the streams that wanted them, rather than an exception group)."""
-    opened: list[C] = []
-    failures: list[TransportError] = []
-
-    async def one() -> None:
-        try:
-            opened.append(await open_one())
-        except TransportError as exc:
-            failures.append(exc)
-
-    async with anyio.create_task_group() as tg:
-        for _ in range(count):
-            tg.start_soon(one)
-    return opened, failures[0] if failures else None

@@ -34,7 +34,7 @@ from pytest_seatrace.engine.http3 import (
     load_aioquic,
     release,
 )
-from pytest_seatrace.engine.pool import KeptPool, open_together
+from pytest_seatrace.engine.pool import KeptPool
 from pytest_seatrace.engine.stream import Origin, TransportError
 from pytest_seatrace.engine.waves import GateWrite, WavePipeline
 
@@ -297,13 +297,7 @@ class SingleDatagramFirer(WavePipeline[_Wave]):
                 link.close()
             else:
                 pool.give_back(link)
-        if fresh:
-            opened, failure = await open_together(fresh, partial(self._open, origin))
-            out.extend(opened)
-            if failure is not None:
-                for link in out:
-                    pool.give_back(link)
-                raise failure
+        await pool.open_into(out, fresh, partial(self._open, origin))
         if sum(link.remaining_streams for link in out) < count:
             for link in out:
                 pool.give_back(link)

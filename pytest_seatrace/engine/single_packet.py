@@ -35,7 +35,7 @@ from pytest_seatrace.engine.h2_outcomes import StreamOutcomes
 from pytest_seatrace.engine.h2_requests import H2Requests, H2Stream, StreamGroups, group_streams
 from pytest_seatrace.engine.http2 import HTTP2Connection, LinkState, NotHTTP2, not_h2_reason
 from pytest_seatrace.engine.plan import release_order
-from pytest_seatrace.engine.pool import KeptPool, open_together
+from pytest_seatrace.engine.pool import KeptPool
 from pytest_seatrace.engine.stream import NetworkStream, Origin, TransportError
 from pytest_seatrace.engine.waves import GateWrite, WavePipeline, segments_now, segments_since
 
@@ -92,14 +92,9 @@ class _Opener:
         limit = self._max_streams.get(origin, count) or 1
         missing = count - sum(link.capacity for link in out)
         if missing > 0:
-            fresh, failure = await open_together(
-                math.ceil(missing / min(limit, count)), partial(self._open, origin, opening)
+            await pool.open_into(
+                out, math.ceil(missing / min(limit, count)), partial(self._open, origin, opening)
             )
-            out.extend(fresh)
-            if failure is not None:
-                for link in out:
-                    pool.give_back(link)
-                raise failure
         if sum(link.capacity for link in out) < count:
             raise TransportError(
                 f"the server at {origin.url} allows {limit} concurrent streams per connection: "
