@@ -153,8 +153,8 @@ def test_race_json_validates_and_counts(pytester: pytest.Pytester, xdist: str) -
         outcomes = Counter(history["outcome"])
         assert outcomes["win"] == race["wins"]
         assert outcomes["rejection"] == race["rejections"]
-        stamps = zip(history["start_ns"], history["end_ns"], strict=True)
-        assert all(sent > 0 and end >= sent for sent, end in stamps)
+        stamps = zip(history["call_ns"], history["start_ns"], history["end_ns"], strict=True)
+        assert all(0 < call <= sent <= end for call, sent, end in stamps)  # the call began before it was sent
         assert race["clock"]["perf_counter_ns"] <= min(history["start_ns"])
         if xdist:
             assert race["worker"].startswith("gw")

@@ -264,7 +264,7 @@ class CheckedHistoryDoc(TypedDict):
 
 
 HistoryDoc = dict[str, list[Any]]
-"""Columns of equal length: ``start_ns``, ``end_ns``, ``client``, ``resource``, ``round``,
+"""Columns of equal length: ``start_ns``, ``call_ns``, ``end_ns``, ``client``, ``resource``, ``round``,
 ``status``, ``outcome``, ``server_ns``, ``early``, ``shard``, ``reason`` (as a sample's);
 ``operation`` too in a race that mixed operations."""
 

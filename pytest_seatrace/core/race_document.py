@@ -219,6 +219,7 @@ def history_columns(records: Sequence[Record], resources: Sequence[Hashable]) ->
     ``operation`` column for a race that mixed operations."""
     columns: HistoryDoc = {
         "start_ns": [r.sent_ns for r in records],
+        "call_ns": [r.call_ns for r in records],
         "end_ns": [r.end_ns for r in records],
         "client": [r.client for r in records],
         "resource": [str(resources[r.resource]) for r in records],
