@@ -65,9 +65,7 @@ def make_firer(
             from pytest_seatrace.engine.single_datagram import SingleDatagramFirer
 
             firer = SingleDatagramFirer(config, builder, None, classifier, roster, hooks=hooks)
-            firer.verify = tls_verify
-            firer.h3_at.update(h3_at or {})
-            return firer
+            return firer.aimed(tls_verify, h3_at or {})
         if mode == "single-packet":
             from pytest_seatrace.engine.single_packet import SinglePacketFirer
 

@@ -135,10 +135,9 @@ async def fire_observed(
     if quic_port is not None:
         from pytest_seatrace.engine.single_datagram import SingleDatagramFirer  # aioquic: only here
 
-        firer = quic = SingleDatagramFirer(config, builder, None, classifier)
-        quic.verify = tls_verify
         origin = check_url(httpx.URL(url), url)
-        quic.h3_at[origin] = Origin(origin.scheme, origin.host, quic_port)
+        h3_at = {origin: Origin(origin.scheme, origin.host, quic_port)}
+        firer = quic = SingleDatagramFirer(config, builder, None, classifier).aimed(tls_verify, h3_at)
     elif single_packet:
         firer = SinglePacketFirer(config, builder, h2_context, classifier)
         firer.count_segments = True

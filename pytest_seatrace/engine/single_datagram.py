@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -100,8 +100,6 @@ class SingleDatagramFirer(WavePipeline[_Wave]):
         load_aioquic()  # the [http3] extra, named before any request is built
         self.verify: bool | str | Path = True
         """``tls_verify=``: check the certificate, not at all, or against a CA file."""
-        self.gate_writes: list[GateWrite] = []
-        """One entry per resource and wave: its datagrams (``datagrams``), bytes and write time."""
         self.datagram_releases: list[DatagramRelease] = []
         """Each release as ``engine.http3`` measured it (build time apart from the sends), for
         the race's result and reports."""
@@ -113,6 +111,31 @@ class SingleDatagramFirer(WavePipeline[_Wave]):
         """Where HTTP/3 answers for an origin when not on its URL's port (``Alt-Svc``)."""
         self._fresh_credit: dict[Origin, int] = {}
         """Streams a fresh connection to each origin is granted (its first one's)."""
+
+    def aimed(self, verify: bool | str | Path, h3_at: Mapping[Origin, Origin]) -> SingleDatagramFirer:
+        """This firer, checking certificates as ``verify`` says (``tls_verify=``) and finding HTTP/3
+        for an origin at ``h3_at`` where it answers off its URL's port; returned for chaining."""
+        self.verify = verify
+        self.h3_at.update(h3_at)
+        return self
+
+    @property
+    def gate_writes(self) -> list[GateWrite]:
+        """One entry per resource and wave, as the other starts keep them: each release's
+        datagrams (its ``sendto`` calls), bytes and write time."""
+        return [
+            GateWrite(
+                r.round,
+                r.resource,
+                r.connections,
+                r.streams,
+                r.bytes,
+                r.datagrams,
+                r.write_ns,
+                datagrams=r.datagrams,
+            )
+            for r in self.datagram_releases
+        ]
 
     # -- the wave pipeline's steps ---------------------------------------------------------
 
@@ -180,18 +203,6 @@ class SingleDatagramFirer(WavePipeline[_Wave]):
                 stream_credit=self._fresh_credit.get(ready[0].link.origin, 0),
             )
             self.datagram_releases.append(figure)
-            self.gate_writes.append(
-                GateWrite(
-                    rnd,
-                    index,
-                    figure.connections,
-                    figure.streams,
-                    figure.bytes,
-                    figure.datagrams,
-                    figure.write_ns,
-                    datagrams=figure.datagrams,
-                )
-            )
 
     async def collect(self, wave: _Wave) -> None:
         """Read every answer, with one deadline: ``timeout`` after the release."""

@@ -44,14 +44,11 @@ RENEW_PASSES = 2
 is written again once at most."""
 
 
-_Groups = StreamGroups
-
-
 @dataclass
 class _Wave:
     """A wave's streams by resource and origin, and once prepared its connections by resource."""
 
-    groups: _Groups
+    groups: StreamGroups
     links: dict[int, list[HTTP2Connection]] = field(default_factory=dict)
 
 
@@ -162,7 +159,7 @@ class SinglePacketFirer(WavePipeline[_Wave]):
         then write the streams the server said it never processed again, on fresh connections,
         once (``RENEW_PASSES``)."""
         for _ in range(RENEW_PASSES):
-            again: _Groups = {}
+            again: StreamGroups = {}
             for index, group in wave.links.items():
                 for link in group:
                     if link.state is LinkState.HOLDING:
@@ -217,7 +214,7 @@ class SinglePacketFirer(WavePipeline[_Wave]):
 
     # -- before the gate ---------------------------------------------------------------------
 
-    async def _prepare(self, rnd: int, groups: _Groups, links: dict[int, list[HTTP2Connection]]) -> None:
+    async def _prepare(self, rnd: int, groups: StreamGroups, links: dict[int, list[HTTP2Connection]]) -> None:
         """Connections, prefixes and the gate bytes of every group, within one ``timeout``, added
         to ``links`` (a wave's connections by resource index)."""
         with anyio.move_on_after(self.config.timeout):
